@@ -1,0 +1,1 @@
+//! The commands. The only module (with `main`) that prints.

@@ -1,0 +1,343 @@
+//! Findings: the one report shape shared by every check (language errors,
+//! version graph, conflict analysis, live state), and their renderings.
+//!
+//! A [`Finding`] carries a stable code, a severity, a message, help text, the
+//! labelled spans it concerns (possibly in several files), and for conflicts a
+//! witness request with the decisions it really gets. Stages produce findings;
+//! only `cli` prints them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::source::{SourceFile, Span};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A place a finding points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// Path of the file, relative to the repository root.
+    pub file: String,
+    pub span: Span,
+    /// What this place is, shown under the underline (optional).
+    pub message: Option<String>,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+}
+
+impl Label {
+    pub fn new(file: impl Into<String>, span: Span) -> Self {
+        Label { file: file.into(), span, message: None, policy: None, rule: None }
+    }
+
+    pub fn with_message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
+
+    pub fn in_rule(mut self, policy: impl Into<String>, rule: Option<String>) -> Self {
+        self.policy = Some(policy.into());
+        self.rule = rule;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Stable code, e.g. `type::unknown_field`.
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub help: Option<String>,
+    pub labels: Vec<Label>,
+    /// A concrete request that triggers the finding (conflicts found by the solver).
+    pub witness: Option<serde_json::Value>,
+    /// What the real evaluator decides for the witness: `policy.rule` -> effect,
+    /// and `final` -> the combined decision.
+    pub witness_decisions: Option<BTreeMap<String, String>>,
+}
+
+impl Finding {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Finding {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            help: None,
+            labels: Vec::new(),
+            witness: None,
+            witness_decisions: None,
+        }
+    }
+
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        Finding { severity: Severity::Warning, ..Finding::error(code, message) }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_label(mut self, label: Label) -> Self {
+        self.labels.push(label);
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// Ordering key: file, position, code. Reports are sorted by it so output
+    /// does not depend on the order files were read.
+    pub fn sort_key(&self) -> (String, usize, &'static str, String) {
+        let (file, start) =
+            self.labels.first().map_or((String::new(), 0), |l| (l.file.clone(), l.span.start));
+        (file, start, self.code, self.message.clone())
+    }
+}
+
+/// The files findings point into, for rendering positions and snippets.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    files: BTreeMap<String, SourceFile>,
+}
+
+impl Sources {
+    pub fn new() -> Self {
+        Sources::default()
+    }
+
+    pub fn add(&mut self, file: SourceFile) {
+        self.files.insert(file.name.clone(), file);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SourceFile> {
+        self.files.get(name)
+    }
+
+    /// 1-based line and column of a label, or (0, 0) when its file is unknown.
+    pub fn line_col(&self, label: &Label) -> (usize, usize) {
+        self.get(&label.file).map_or((0, 0), |f| f.line_col(label.span.start))
+    }
+}
+
+/// Summary figures printed with a report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub errors: usize,
+    pub warnings: usize,
+    pub policies: usize,
+    pub rules: usize,
+    pub seconds: f64,
+}
+
+impl Summary {
+    pub fn count(findings: &[Finding]) -> (usize, usize) {
+        let errors = findings.iter().filter(|f| f.is_error()).count();
+        (errors, findings.len() - errors)
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLocation<'a> {
+    file: &'a str,
+    line: usize,
+    column: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    code: &'a str,
+    severity: Severity,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    help: Option<&'a str>,
+    locations: Vec<JsonLocation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    witness: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    witness_decisions: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The `--format json` document of SPEC §3.
+pub fn to_json(findings: &[Finding], sources: &Sources, summary: &Summary) -> serde_json::Value {
+    let findings: Vec<JsonFinding<'_>> = findings
+        .iter()
+        .map(|f| JsonFinding {
+            code: f.code,
+            severity: f.severity,
+            message: &f.message,
+            help: f.help.as_deref(),
+            locations: f
+                .labels
+                .iter()
+                .map(|l| {
+                    let (line, column) = sources.line_col(l);
+                    JsonLocation {
+                        file: &l.file,
+                        line,
+                        column,
+                        policy: l.policy.as_deref(),
+                        rule: l.rule.as_deref(),
+                    }
+                })
+                .collect(),
+            witness: f.witness.as_ref(),
+            witness_decisions: f.witness_decisions.as_ref(),
+        })
+        .collect();
+    serde_json::json!({ "findings": findings, "summary": summary })
+}
+
+/// A finding as a miette diagnostic: the first file's labels are the primary
+/// snippet, labels in other files become related diagnostics with their own
+/// snippet.
+#[derive(Debug)]
+struct Rendered {
+    code: &'static str,
+    severity: miette::Severity,
+    message: String,
+    help: Option<String>,
+    source: Option<miette::NamedSource<String>>,
+    labels: Vec<miette::LabeledSpan>,
+    related: Vec<Rendered>,
+}
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Rendered {}
+
+impl miette::Diagnostic for Rendered {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        if self.code.is_empty() { None } else { Some(Box::new(self.code)) }
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if self.labels.is_empty() { None } else { Some(Box::new(self.labels.iter().cloned())) }
+    }
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
+        }
+    }
+}
+
+fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
+    let severity = match finding.severity {
+        Severity::Error => miette::Severity::Error,
+        Severity::Warning => miette::Severity::Warning,
+    };
+    // Group labels by file, keeping first-seen order.
+    let mut groups: Vec<(String, Vec<&Label>)> = Vec::new();
+    for l in &finding.labels {
+        match groups.iter_mut().find(|(f, _)| *f == l.file) {
+            Some((_, v)) => v.push(l),
+            None => groups.push((l.file.clone(), vec![l])),
+        }
+    }
+    let make = |file: &str, labels: &[&Label]| {
+        let source = sources
+            .get(file)
+            .map(|f| miette::NamedSource::new(f.name.clone(), f.text.to_string()));
+        let labels = if source.is_some() {
+            labels
+                .iter()
+                .map(|l| miette::LabeledSpan::new_with_span(l.message.clone(), l.span))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (source, labels)
+    };
+    let mut groups = groups.into_iter();
+    let (source, labels) = match groups.next() {
+        Some((file, ls)) => make(&file, &ls),
+        None => (None, Vec::new()),
+    };
+    let related = groups
+        .map(|(file, ls)| {
+            let (source, labels) = make(&file, &ls);
+            Rendered {
+                code: "",
+                severity: miette::Severity::Advice,
+                message: format!("also involved: {file}"),
+                help: None,
+                source,
+                labels,
+                related: Vec::new(),
+            }
+        })
+        .collect();
+    Rendered {
+        code: finding.code,
+        severity,
+        message: finding.message.clone(),
+        help: finding.help.clone(),
+        source,
+        labels,
+        related,
+    }
+}
+
+/// Renders findings for a terminal. `color` false gives plain Unicode output of
+/// a fixed width (what snapshots use).
+pub fn render_human(findings: &[Finding], sources: &Sources, color: bool, width: usize) -> String {
+    let theme = if color {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme)
+        .with_width(width)
+        .with_links(false);
+    let mut out = String::new();
+    for f in findings {
+        let r = rendered(f, sources);
+        let mut s = String::new();
+        if handler.render_report(&mut s, &r).is_err() {
+            let _ = writeln!(s, "{}: {}", f.code, f.message);
+        }
+        out.push_str(&s);
+        if let Some(w) = &f.witness {
+            let _ = writeln!(out, "  witness request:");
+            let pretty = serde_json::to_string_pretty(w).unwrap_or_default();
+            for line in pretty.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        if let Some(d) = &f.witness_decisions {
+            let _ = writeln!(out, "  decisions it gets:");
+            for (k, v) in d {
+                let _ = writeln!(out, "    {k}: {v}");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

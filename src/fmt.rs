@@ -1,0 +1,1 @@
+//! Canonical formatting of `.policy` files. Pure: text in, text out.

@@ -1,0 +1,18 @@
+//! sluice: AI-agent safety policies from a git repository to production.
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md):
+//! `parse` → `check` → `compile` → `engine::eval`, with `project` for
+//! `sluice.toml`, `repo` for reading a policy repository from disk, and `cli`
+//! for the commands. `parse`, `check`, `compile` and `engine::eval` do no I/O.
+
+pub mod check;
+pub mod cli;
+pub mod compile;
+pub mod diagnostic;
+pub mod engine;
+pub mod fmt;
+pub mod parse;
+pub mod project;
+pub mod repo;
+pub mod schema;
+pub mod source;
