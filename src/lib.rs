@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod fmt;
 pub mod parse;
+pub mod pipeline;
 pub mod project;
 pub mod repo;
 pub mod schema;
