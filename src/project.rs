@@ -241,29 +241,19 @@ pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
     };
 
     let mut findings = cx.findings;
-    if !findings.is_empty() {
-        // Stable: findings at one place keep the order they were found in.
-        findings.sort_by_key(|f| f.labels.first().map_or(0, |l| l.span.start));
-        return Err(findings);
-    }
+    // Stable: findings at one place keep the order they were found in.
+    findings.sort_by_key(|f| f.labels.first().map_or(0, |l| l.span.start));
     match settings {
-        Some((name, default, traces)) => Ok(Project {
+        Some((name, default, traces)) if findings.is_empty() => Ok(Project {
             name,
             default,
             traces,
             schema: declared.schema,
             rollout: plan,
         }),
-        // INVARIANT: every `None` above was reported, so this is unreachable
-        // with no findings; keep a finding rather than panic.
-        None => Err(vec![
-            Finding::error(read::CODE, "`[project]` could not be read")
-                .with_label(crate::diagnostic::Label::new(
-                    file.name.clone(),
-                    Default::default(),
-                ))
-                .with_help("fix the errors of `[project]`"),
-        ]),
+        // INVARIANT: `settings` is `None` only after a finding was reported,
+        // so `findings` is never empty here.
+        _ => Err(findings),
     }
 }
 

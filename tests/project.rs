@@ -408,6 +408,13 @@ const BAD: &[(&str, &str, usize, usize, &str)] = &[
         "field `org` is declared twice",
     ),
     (
+        "duplicate field, once as a nested table",
+        concat!(base!(), "args = { amount = \"int\" }\n"),
+        12,
+        10,
+        "field `args.amount` is declared twice",
+    ),
+    (
         "a field and a field nested under it",
         concat!(base!(), "\"org.unit\" = \"string\"\n"),
         12,
@@ -851,6 +858,21 @@ fn every_error_is_collected() {
                 14,
                 "`error_rate` in `[rollout.rollback]` must be between 0 and 1",
             ),
+        ],
+    );
+}
+
+#[test]
+fn a_broken_declaration_still_counts_as_declared() {
+    check(
+        concat!(
+            base!(),
+            "\"x\" = \"intt\"\n\"x?\" = \"int\"\n",
+            "[rollout]\nhash_key = \"x\"\n[[rollout.stage]]\nname = \"c\"\npercent = 1\nmatch = { x = [1] }\n",
+        ),
+        &[
+            (12, 7, "unknown type `intt` for field `x`"),
+            (13, 1, "field `x` is declared twice"),
         ],
     );
 }

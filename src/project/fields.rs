@@ -37,8 +37,10 @@ impl Declared {
 /// start of the file when the table is missing).
 pub(super) fn read(cx: &mut Cx<'_>, table: Option<&DeTable<'_>>, header: Range<usize>) -> Declared {
     let mut broken = BTreeSet::new();
-    // Path -> (declaration, key span), first declaration wins.
+    // Path -> (declaration, key span) of the valid declarations.
     let mut fields: BTreeMap<String, (FieldDecl, Range<usize>)> = BTreeMap::new();
+    // Path -> (key span, key as written) of every declaration: the first wins.
+    let mut seen: BTreeMap<String, (Range<usize>, String)> = BTreeMap::new();
     let Some(table) = table else {
         cx.error(
             header,
@@ -92,17 +94,23 @@ pub(super) fn read(cx: &mut Cx<'_>, table: Option<&DeTable<'_>>, header: Range<u
             },
             None => None,
         };
-        if let Some((_, first)) = fields.get(&path) {
-            let first = first.clone();
+        if let Some((first, first_written)) = seen.get(&path) {
+            let help = if *first_written == leaf.path {
+                format!("declare `{path}` once: remove one of these")
+            } else {
+                format!(
+                    "`{first_written}` and `{}` name the same field (`?` only marks it optional): keep one",
+                    leaf.path
+                )
+            };
             let finding = Finding::error(CODE, format!("field `{path}` is declared twice"))
                 .with_label(cx.label(key_span, "declared again here"))
-                .with_label(cx.label(first, "first declared here"))
-                .with_help(format!(
-                    "`{path}` and `{path}?` name the same field; keep one declaration"
-                ));
+                .with_label(cx.label(first.clone(), "first declared here"))
+                .with_help(help);
             cx.push(finding);
             continue;
         }
+        seen.insert(path.clone(), (key_span.clone(), leaf.path.clone()));
         match ty {
             Some(ty) if path_ok => {
                 fields.insert(path.clone(), (FieldDecl { path, ty, optional }, key_span));
