@@ -1,5 +1,7 @@
 //! The one integration test binary: a module per pipeline stage.
 
+mod artifact;
 mod check;
+mod eval;
 mod parse;
 mod project;
