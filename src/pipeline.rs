@@ -73,5 +73,30 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
     if findings.iter().any(Finding::is_error) {
         set = None;
     }
-    Checked { project, parsed, set, findings, sources, files: policy_files.len() }
+    Checked {
+        project,
+        parsed,
+        set,
+        findings,
+        sources,
+        files: policy_files.len(),
+    }
+}
+
+impl Checked {
+    /// The artifact of a set that checked without errors; `None` otherwise.
+    pub fn artifact(
+        &self,
+        source_commit: Option<String>,
+    ) -> Option<Result<crate::compile::artifact::Artifact, crate::compile::artifact::ArtifactError>>
+    {
+        let (project, set) = (self.project.as_ref()?, self.set.as_ref()?);
+        Some(crate::compile::artifact::Artifact::new(
+            project.name.clone(),
+            project.default,
+            project.schema.clone(),
+            set.clone(),
+            source_commit,
+        ))
+    }
 }

@@ -55,7 +55,11 @@ pub fn load(root: &Path) -> Result<RepoFiles, RepoError> {
         policies.push(read_source(root, &path)?);
     }
     policies.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(RepoFiles { root: root.to_path_buf(), project, policies })
+    Ok(RepoFiles {
+        root: root.to_path_buf(),
+        project,
+        policies,
+    })
 }
 
 /// Reads every `*.jsonl` file under `dir` (relative to `root`), sorted by path.
@@ -76,7 +80,10 @@ pub fn load_traces(root: &Path, dir: &str) -> Result<Vec<SourceFile>, RepoError>
 /// Reads one file as a [`SourceFile`] named relative to `root`.
 pub fn read_source(root: &Path, path: &Path) -> Result<SourceFile, RepoError> {
     let name = relative_name(root, path);
-    let bytes = std::fs::read(path).map_err(|source| RepoError::Io { path: name.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| RepoError::Io {
+        path: name.clone(),
+        source,
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| RepoError::NotUtf8(name.clone()))?;
     Ok(SourceFile::new(name, text))
 }
@@ -101,8 +108,12 @@ fn walk(root: &Path, ext: &str) -> Result<Vec<PathBuf>, RepoError> {
     let mut it = walkdir::WalkDir::new(root).follow_links(false).into_iter();
     while let Some(entry) = it.next() {
         let entry = entry.map_err(|e| RepoError::Io {
-            path: e.path().map_or_else(|| root.display().to_string(), |p| relative_name(root, p)),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+            path: e
+                .path()
+                .map_or_else(|| root.display().to_string(), |p| relative_name(root, p)),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
         })?;
         let path = entry.path();
         if entry.file_type().is_dir() {
