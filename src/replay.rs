@@ -15,7 +15,8 @@
 //! - **false positive**: a permissive decision was expected and a blocking
 //!   one came;
 //! - **mismatch**: any other difference (`deny` vs `require_approval`,
-//!   `allow` vs `modify`, or the expected code absent from the reasons);
+//!   `allow` vs `modify`, or no reason with the final decision carries the
+//!   expected code);
 //! - **bad request**: the request does not fit the schema.
 
 use serde::Serialize;
@@ -122,7 +123,12 @@ pub fn classify(
     reasons: &[ResponseReason],
 ) -> Verdict {
     if expect == got {
-        let code_ok = code.is_none_or(|c| reasons.iter().any(|r| r.code.as_deref() == Some(c)));
+        // The expected code must come from a reason that made the decision.
+        let code_ok = code.is_none_or(|c| {
+            reasons
+                .iter()
+                .any(|r| r.effect == got && r.code.as_deref() == Some(c))
+        });
         return if code_ok {
             Verdict::Pass
         } else {

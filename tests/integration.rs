@@ -2,6 +2,7 @@
 
 mod artifact;
 mod check;
+mod cli;
 mod eval;
 mod parse;
 mod project;
