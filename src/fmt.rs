@@ -48,7 +48,7 @@ mod comments;
 mod print;
 
 use crate::diagnostic::Finding;
-use crate::parse::ast::{Item, Limit, Policy, Rule};
+use crate::parse::ast::{Expr, ExprKind, Item, Limit, Policy, Rule};
 use crate::parse::parse_policy;
 use crate::source::SourceFile;
 
@@ -217,7 +217,7 @@ fn layout_rule(out: &mut Lines<'_>, rule: &Rule) {
         out.brace_after(rule.name.span.end),
     );
     if let Some(when) = &rule.when {
-        out.code(2, format!("when {}", print::expr(when)), when.span.end);
+        out.code(2, format!("when {}", print::expr(when)), expr_end(when));
     }
     out.code(2, print::effect(&rule.effect.node), rule.effect.span.end);
     out.close(1, rule.span.0.end);
@@ -230,7 +230,7 @@ fn layout_limit(out: &mut Lines<'_>, limit: &Limit) {
         out.brace_after(limit.name.span.end),
     );
     if let Some(when) = &limit.when {
-        out.code(2, format!("when {}", print::expr(when)), when.span.end);
+        out.code(2, format!("when {}", print::expr(when)), expr_end(when));
     }
     let by: Vec<&str> = limit.by.iter().map(|p| p.node.as_str()).collect();
     let window = limit.window.node;
@@ -259,10 +259,24 @@ fn layout_limit(out: &mut Lines<'_>, limit: &Limit) {
     out.close(1, limit.span.0.end);
 }
 
+/// The end of an expression's last token. The span of an `and`/`or` chain
+/// may run on over the whitespace and comments that follow it, so the end is
+/// taken from the last operand.
+fn expr_end(e: &Expr) -> usize {
+    match &e.node {
+        ExprKind::Or(parts) | ExprKind::And(parts) => parts.last().map_or(e.span.end, expr_end),
+        ExprKind::Not(inner) => expr_end(inner),
+        _ => e.span.end,
+    }
+}
+
 /// Which comments go where: above a line, at the end of a line, or after the
 /// last line.
 struct Attached<'c> {
-    above: Vec<Vec<&'c Comment>>,
+    /// Own-line comments above each line, each with whether a blank line
+    /// follows it (only kept for a comment that was between lines: one that
+    /// was inside a construct has no blank line of its own to keep).
+    above: Vec<Vec<(&'c Comment, bool)>>,
     after: Vec<Option<&'c Comment>>,
     tail: Vec<&'c Comment>,
 }
@@ -301,7 +315,7 @@ fn attach<'c>(lines: &[Line], comments: &'c [Comment], src: &str) -> Attached<'c
         let next = runs.get(k).copied();
         if let Some((_, start, line)) = next {
             if start <= at {
-                att.above[line].push(c);
+                att.above[line].push((c, false));
                 continue;
             }
         }
@@ -314,7 +328,7 @@ fn attach<'c>(lines: &[Line], comments: &'c [Comment], src: &str) -> Attached<'c
             }
         }
         match next {
-            Some((_, _, line)) => att.above[line].push(c),
+            Some((_, _, line)) => att.above[line].push((c, c.blank_after)),
             None => att.tail.push(c),
         }
     }
@@ -334,10 +348,10 @@ fn render(lines: &[Line], att: &Attached<'_>) -> String {
     };
     for (i, line) in lines.iter().enumerate() {
         let above = att.above.get(i).map_or(&[][..], Vec::as_slice);
-        for (j, c) in above.iter().enumerate() {
+        for (j, &(c, blank_after)) in above.iter().enumerate() {
             push(line.depth + usize::from(line.closes), &c.text);
             let last = j + 1 == above.len();
-            if c.blank_after && !(last && line.closes) {
+            if blank_after && !(last && line.closes) {
                 push(0, "");
             }
         }
