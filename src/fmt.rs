@@ -39,10 +39,6 @@
 //!
 //! Formatting is idempotent, and the text it prints parses to the same syntax
 //! tree (spans aside; requirement text with its spacing normalized).
-//!
-//! INVARIANT: the printed lines of a policy cover every token of its source,
-//! and each printed line is one contiguous run of source tokens. Comment
-//! attachment relies on this.
 
 mod comments;
 mod print;
@@ -69,7 +65,8 @@ pub fn format_source(file: &SourceFile) -> Result<String, Vec<Finding>> {
 }
 
 /// Formats a policy parsed from `text`, keeping the comments of `text`. The
-/// spans of `policy` must point into `text` (as [`parse_policy`] leaves them).
+/// spans of `policy` must point into `text` (as [`parse_policy`] leaves them);
+/// otherwise the comments are still all printed, but on the wrong lines.
 pub fn format_parsed(policy: &Policy, text: &str) -> String {
     let lines = layout(policy, Some(text));
     let comments = scan_comments(text);
@@ -295,6 +292,13 @@ impl Attached<'_> {
 /// order, split the source into runs of tokens; a comment lies either inside
 /// one run (it goes above that line) or between two (a trailing comment stays
 /// after the earlier line, an own-line comment goes above the later one).
+///
+/// With spans that do not point into `src` the comments land on the wrong
+/// lines, but every comment is still printed once and nothing panics.
+//
+// INVARIANT: the code lines of `layout` cover every token of the source, and
+// each is one contiguous run of source tokens; `Line::end` is the end of that
+// run's last token.
 fn attach<'c>(lines: &[Line], comments: &'c [Comment], src: &str) -> Attached<'c> {
     let mut att = Attached::empty(lines.len());
     // (end, start, line index) of each code line, in source order.
