@@ -641,7 +641,7 @@ mod arb {
         }
 
         fn string(&mut self, s: &str) {
-            self.tok(&super::sluice_fmt::quote(s));
+            self.tok(&sluice::fmt::quote(s));
         }
 
         fn requirement(&mut self, text: &str) {
@@ -668,7 +668,7 @@ mod arb {
         fn literal(&mut self, l: &Literal) {
             match l {
                 Literal::Str(s) => self.string(s),
-                other => self.tok(&super::sluice_fmt::format_literal(other)),
+                other => self.tok(&sluice::fmt::format_literal(other)),
             }
         }
 
@@ -930,10 +930,6 @@ mod arb {
             }
         }
     }
-}
-
-mod sluice_fmt {
-    pub use sluice::fmt::{format_literal, quote};
 }
 
 use proptest::prelude::*;
