@@ -4,5 +4,6 @@ mod artifact;
 mod check;
 mod cli;
 mod eval;
+mod fmt;
 mod parse;
 mod project;
