@@ -87,6 +87,16 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         now: Option<u64>,
     },
+    /// Format policy files canonically (every `*.policy` of the repository,
+    /// or the files named).
+    Fmt {
+        /// Change nothing; list the files that are not formatted and exit 1.
+        #[arg(long)]
+        check: bool,
+        /// Policy files to format instead of the whole repository.
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Run the traces against the compiled set.
     Test {
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -109,6 +119,7 @@ pub fn run(cli: Cli) -> ExitCode {
             now,
         } => cmd_eval(&cli.repo, &request, format, now),
         Command::Test { format } => cmd_test(&cli.repo, format),
+        Command::Fmt { check, files } => cmd_fmt(&cli.repo, check, &files),
     };
     match result {
         Ok(code) => code.into(),
@@ -463,4 +474,53 @@ fn cmd_test(repo_dir: &Path, format: Format) -> anyhow::Result<Exit> {
     } else {
         Exit::Findings
     })
+}
+
+fn cmd_fmt(repo_dir: &Path, check: bool, files: &[PathBuf]) -> anyhow::Result<Exit> {
+    // (path on disk, source named as in diagnostics)
+    let mut sources: Vec<(PathBuf, crate::source::SourceFile)> = Vec::new();
+    if files.is_empty() {
+        let repo_files = repo::load(repo_dir)?;
+        for f in repo_files.policies {
+            sources.push((repo_files.root.join(&f.name), f));
+        }
+    } else {
+        for path in files {
+            let f = repo::read_source(Path::new("."), path)?;
+            sources.push((path.clone(), f));
+        }
+    }
+    let inputs: Vec<crate::source::SourceFile> = sources.iter().map(|(_, f)| f.clone()).collect();
+    let results = crate::fmt::format_files(&inputs);
+    let mut all = Sources::new();
+    let mut findings = Vec::new();
+    let mut changed = 0;
+    for ((path, file), result) in sources.iter().zip(results) {
+        match result.result {
+            Err(mut e) => {
+                all.add(file.clone());
+                findings.append(&mut e);
+            }
+            Ok(text) if result.changed => {
+                changed += 1;
+                if check {
+                    println!("{}", file.name);
+                } else {
+                    std::fs::write(path, text)
+                        .with_context(|| format!("writing `{}`", path.display()))?;
+                    eprintln!("formatted {}", file.name);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    print_findings(&findings, &all);
+    if !findings.is_empty() {
+        return Ok(Exit::Findings);
+    }
+    if check && changed > 0 {
+        eprintln!("{changed} file(s) are not formatted: run `sluice fmt`");
+        return Ok(Exit::Findings);
+    }
+    Ok(Exit::Ok)
 }
