@@ -496,6 +496,53 @@ fn regex_is_an_unanchored_search() {
 }
 
 #[test]
+fn regex_results_do_not_leak_between_evaluations() {
+    // Three rules search one field for one pattern; the search runs once per
+    // evaluation and a reused outcome starts afresh.
+    let ev = evaluator(
+        DecisionKind::Allow,
+        vec![
+            pol(
+                "a",
+                vec![rule("r", matches("args.body", "[0-9]{3}"), deny("A"))],
+            ),
+            pol(
+                "b",
+                vec![rule(
+                    "r",
+                    and([tool("t"), matches("args.body", "[0-9]{3}")]),
+                    deny("B"),
+                )],
+            ),
+            pol(
+                "c",
+                vec![
+                    rule("r", not(matches("args.body", "[0-9]{3}")), allow()),
+                    rule("s", matches("args.subject", "[0-9]{3}"), deny("S")),
+                ],
+            ),
+        ],
+    );
+    let store = MemoryLimitStore::new();
+    let mut out = Outcome::default();
+    for (request, expect) in [
+        (body("123"), "deny a.r:A b.r:B"),
+        (body("abc"), "allow c.r:allow"),
+        (
+            req("t", json!({"args": {"body": "12", "subject": "456"}})),
+            "deny c.r:allow c.s:S",
+        ),
+        (body("999"), "deny a.r:A b.r:B"),
+        (req("t", json!({})), "allow c.r:allow"),
+    ] {
+        let r = ev.decode(&request).unwrap();
+        ev.evaluate_into(&r, 0, &store, LimitMode::Count, &mut out)
+            .unwrap();
+        assert_eq!(render(&ev, &out), expect, "{request}");
+    }
+}
+
+#[test]
 fn a_bad_regex_is_a_load_error() {
     let a = artifact(
         DecisionKind::Deny,
