@@ -911,6 +911,9 @@ fn limit_state_lists_and_restores() {
             .unwrap(),
         2
     );
+    // Counters of ended windows can be dropped.
+    store.expire(120);
+    assert!(store.entries().unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -1243,6 +1246,32 @@ fn tool_index_derivation() {
         let out = ev.evaluate(&r, 0, &MemoryLimitStore::new()).unwrap();
         assert_eq!(!out.is_default(), matched, "case {n}: {when:?} on {t}");
     }
+}
+
+#[test]
+fn a_request_without_a_tool_examines_every_rule() {
+    let ev = evaluator(
+        DecisionKind::Allow,
+        vec![pol(
+            "p",
+            vec![
+                rule("eq", tool("a"), deny("EQ")),
+                rule("not_eq", not(tool("a")), deny("NOT_EQ")),
+                rule("not_ne", not(cmp("tool", "!=", "a")), deny("NOT_NE")),
+                rule("any", cmp("args.amount", ">", 0), deny("ANY")),
+            ],
+        )],
+    );
+    let s = ev.schema().clone();
+    let mut r = Request::empty(&s);
+    r.set(&s, "args.amount", Some(FieldValue::Int(1))).unwrap();
+    let out = ev.evaluate(&r, 0, &MemoryLimitStore::new()).unwrap();
+    // Without a tool every `tool` atom is false, so both negations hold.
+    assert_eq!(
+        render(&ev, &out),
+        "deny p.not_eq:NOT_EQ p.not_ne:NOT_NE p.any:ANY"
+    );
+    assert_eq!(out.examined(), 4);
 }
 
 /// 1,000 policies × 10 rules over 500 tools, plus a few wildcard rules.

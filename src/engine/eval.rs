@@ -24,7 +24,7 @@
 //!   exceeded contributes nothing. Limits count every request they apply to,
 //!   whatever the final decision.
 //!
-//! Cost (SPEC asks for well under a microsecond on thousands of rules):
+//! Cost (the engine sits on the path of every agent call):
 //! - Rules are indexed by `tool`: each condition yields the set of tool
 //!   values it can be true for (or "any"), so a request examines only the
 //!   rules of its tool plus those that may match any tool, merged in the
