@@ -1,3 +1,8 @@
+//! The one integration test binary: a module per pipeline stage.
 
 mod artifact;
+mod check;
+mod cli;
 mod eval;
+mod parse;
+mod project;
