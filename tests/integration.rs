@@ -3,6 +3,7 @@
 mod artifact;
 mod check;
 mod cli;
+mod engine;
 mod eval;
 mod fmt;
 mod parse;

@@ -955,7 +955,7 @@ async fn shadow_worker(
     while rx.recv_many(&mut batch, 64).await > 0 {
         for msg in batch.drain(..) {
             match msg {
-                ShadowMsg::Job(job) => shadow_one(*job, &*limits, &log, &mut outcome),
+                ShadowMsg::Job(job) => shadow_one(*job, &limits, &log, &mut outcome),
                 ShadowMsg::Flush(done) => {
                     let _ = done.send(());
                 }
