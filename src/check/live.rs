@@ -352,9 +352,9 @@ fn approval_finding(
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "`{qualified}` no longer requires approval for {} of the {} waiting in its queue (group `{group}`): at head they get {how}",
+            "`{qualified}` no longer requires approval for {} of the {} in its queue (group `{group}`): at head they get {how}",
             resolved.len(),
-            plural(waiting.len(), "request", "requests"),
+            plural(waiting.len(), "waiting request", "waiting requests"),
         )
     };
     let ids: Vec<&str> = resolved.iter().map(|(a, _, _)| a.id.as_str()).collect();
