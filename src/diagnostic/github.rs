@@ -74,11 +74,13 @@ pub fn annotation(f: &Finding, sources: &Sources, prefix: &str) -> String {
     format!("::{command} {}::{}", props.join(","), escape_data(&message))
 }
 
-/// `file:line:column` of a label (relative to the git root), with its
-/// message when it has one.
+/// `file:line:column` of a label (relative to the git root; just the file
+/// when the report does not hold it), with its message when it has one.
 fn place(l: &Label, sources: &Sources, prefix: &str) -> String {
-    let (line, column) = sources.line_col(l);
-    let mut s = format!("{}:{line}:{column}", prefixed(prefix, &l.file));
+    let mut s = prefixed(prefix, &l.file);
+    if let Some(r) = sources.region(l) {
+        let _ = write!(s, ":{}:{}", r.start_line, r.start_column);
+    }
     if let Some(m) = &l.message {
         let _ = write!(s, " ({m})");
     }
