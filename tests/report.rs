@@ -640,9 +640,10 @@ fn base_ignores_layout_comments_and_moves() {
         "// payments\n{}",
         PAY.replace("  rule big {", "\n\n  // big ones\n  rule   big {")
             .replace("max 100 per 1h", "max 100   per 60m")
+            // The default tier, written out.
+            .replace("version 1.0.0 {", "version 1.0.0 {\n  tier operational")
     );
     write_repo(&policy, &[("moved/elsewhere/pay.policy", &messy)]);
-    // An explicit default tier is the same compiled policy.
     write_repo(
         &policy,
         &[(
