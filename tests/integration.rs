@@ -7,3 +7,4 @@ mod eval;
 mod fmt;
 mod parse;
 mod project;
+mod rollout;
