@@ -15,7 +15,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod project;
 pub mod replay;
-pub mod rollout;
 pub mod repo;
+pub mod rollout;
 pub mod schema;
 pub mod source;

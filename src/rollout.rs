@@ -5,3 +5,4 @@
 //!   verdict (pass, fail, wait).
 
 pub mod gate;
+pub mod stage;

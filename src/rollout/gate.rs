@@ -39,19 +39,33 @@ pub fn wilson(k: u64, n: u64, z: f64) -> Interval {
     let denom = 1.0 + z2 / n_f;
     let centre = (p + z2 / (2.0 * n_f)) / denom;
     let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
-    Interval { lo: (centre - half).max(0.0), hi: (centre + half).min(1.0) }
+    Interval {
+        lo: (centre - half).max(0.0),
+        hi: (centre + half).min(1.0),
+    }
 }
 
 /// The Newcombe hybrid score interval of `k1/n1 − k2/n2`.
 pub fn newcombe_diff(k1: u64, n1: u64, k2: u64, n2: u64, z: f64) -> Interval {
-    let p1 = if n1 == 0 { 0.0 } else { k1.min(n1) as f64 / n1 as f64 };
-    let p2 = if n2 == 0 { 0.0 } else { k2.min(n2) as f64 / n2 as f64 };
+    let p1 = if n1 == 0 {
+        0.0
+    } else {
+        k1.min(n1) as f64 / n1 as f64
+    };
+    let p2 = if n2 == 0 {
+        0.0
+    } else {
+        k2.min(n2) as f64 / n2 as f64
+    };
     let w1 = wilson(k1, n1, z);
     let w2 = wilson(k2, n2, z);
     let d = p1 - p2;
     let lo = d - ((p1 - w1.lo).powi(2) + (w2.hi - p2).powi(2)).sqrt();
     let hi = d + ((w1.hi - p1).powi(2) + (p2 - w2.lo).powi(2)).sqrt();
-    Interval { lo: lo.max(-1.0), hi: hi.min(1.0) }
+    Interval {
+        lo: lo.max(-1.0),
+        hi: hi.min(1.0),
+    }
 }
 
 /// The quantiles whose values bound quantile `q` of `n` samples: read the
