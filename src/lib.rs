@@ -18,5 +18,6 @@ pub mod pipeline;
 pub mod project;
 pub mod replay;
 pub mod repo;
+pub mod rollout;
 pub mod schema;
 pub mod source;

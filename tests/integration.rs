@@ -8,3 +8,4 @@ mod fmt;
 mod parse;
 mod project;
 mod report;
+mod rollout;
