@@ -344,7 +344,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
         None
     };
     let prefix = git.as_ref().map_or("", |g| g.prefix()).to_string();
-    let checked = match (&git, &args.head) {
+    let mut checked = match (&git, &args.head) {
         (Some(git), Some(rev)) => {
             let files = git.load(rev)?;
             pipeline::check_sources(&files.project, &files.policies)
@@ -356,10 +356,11 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
         _ => None,
     };
     let mut notes = Vec::new();
+    let head_findings = std::mem::take(&mut checked.findings);
     let mut findings = match &base {
         Some(Some((commit, base))) => {
-            let all = checked.findings.len();
-            let mut findings = check::base::introduced(&base.findings, checked.findings.clone());
+            let all = head_findings.len();
+            let mut findings = check::base::introduced(&base.findings, head_findings);
             let short: String = commit.chars().take(12).collect();
             notes.push(format!(
                 "compared with base {short}: {} finding(s) that the base already had are not shown",
@@ -368,7 +369,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
             findings.extend(check::base::version_changes(side(base), side(&checked)));
             findings
         }
-        _ => checked.findings.clone(),
+        _ => head_findings,
     };
     if let Some(state) = &live {
         match (checked.set.as_ref(), checked.artifact(None)) {
@@ -378,7 +379,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
                 let base_set = base.as_ref().and_then(|b| b.as_ref()?.1.set.as_ref());
                 if args.base.is_some() && base_set.is_none() {
                     notes.push(
-                        "the base revision does not check clean: state checks compare with the live state alone"
+                        "the base revision has no policy set that checks clean: state checks compare with the live state alone"
                             .to_string(),
                     );
                 }
@@ -414,16 +415,12 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     );
     let mut out = std::io::stdout().lock();
     match args.format {
-        CheckFormat::Json => {
-            let doc = diagnostic::to_json(&findings, &checked.sources, &summary);
-            let mut text = serde_json::to_string_pretty(&doc).context("rendering the report")?;
-            text.push('\n');
-            out.write_all(text.as_bytes())
-                .context("writing the report")?;
-            print_notes(&notes);
-        }
-        CheckFormat::Sarif => {
-            let doc = diagnostic::sarif::to_sarif(&findings, &checked.sources, &prefix);
+        CheckFormat::Json | CheckFormat::Sarif => {
+            let doc = if args.format == CheckFormat::Json {
+                diagnostic::to_json(&findings, &checked.sources, &summary)
+            } else {
+                diagnostic::sarif::to_sarif(&findings, &checked.sources, &prefix)
+            };
             let mut text = serde_json::to_string_pretty(&doc).context("rendering the report")?;
             text.push('\n');
             out.write_all(text.as_bytes())
