@@ -14,7 +14,7 @@
 //! root with `/` separators, sorted by path — the same names the working tree
 //! gives, so findings of both revisions can be compared.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use git2::{ObjectType, Repository, Tree};
 
@@ -113,15 +113,6 @@ impl GitRepo {
     /// separators; empty when it is the top level.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The git repository's top folder: the working tree, or the git folder
-    /// of a bare repository.
-    pub fn top(&self) -> PathBuf {
-        self.repo
-            .workdir()
-            .unwrap_or_else(|| self.repo.path())
-            .to_path_buf()
     }
 
     /// Reads `sluice.toml` and every policy file at revision `rev` (anything

@@ -146,7 +146,7 @@ fn gone_label(inp: &LiveInputs<'_>, policy: &str, message: String) -> Label {
 }
 
 /// A window length as written in a policy: `90s`, `5m`, `2h`, `1d`.
-pub fn window_text(secs: u64) -> String {
+fn window_text(secs: u64) -> String {
     for (unit, n) in [('d', 86_400), ('h', 3_600), ('m', 60)] {
         if secs >= n && secs % n == 0 {
             return format!("{}{unit}", secs / n);
