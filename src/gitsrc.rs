@@ -43,6 +43,13 @@ pub enum GitSrcError {
         help: String,
     },
 
+    #[error("`{rev}` names no commit")]
+    #[diagnostic(
+        code(git::revision),
+        help("name a commit, branch or tag, not a tree or a file")
+    )]
+    NotACommit { rev: String },
+
     #[error("revision `{rev}` has no `{path}`: not a policy repository at that revision")]
     #[diagnostic(code(git::no_project))]
     NoProject { rev: String, path: String },
@@ -123,10 +130,9 @@ impl GitRepo {
             source,
         };
         let shallow = self.repo.is_shallow();
-        let commit = self
+        let object = self
             .repo
             .revparse_single(rev)
-            .and_then(|o| o.peel_to_commit())
             .map_err(|_| GitSrcError::Revision {
                 rev: rev.to_string(),
                 shallow,
@@ -139,6 +145,11 @@ impl GitRepo {
                     "name a commit, branch or tag that exists (`git log --oneline` lists commits)"
                         .to_string()
                 },
+            })?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| GitSrcError::NotACommit {
+                rev: rev.to_string(),
             })?;
         let tree = commit.tree().map_err(git)?;
         let project_path = crate::diagnostic::prefixed(&self.prefix, PROJECT_FILE);

@@ -562,6 +562,15 @@ fn git_source_reads_what_the_disk_loader_reads() {
         err.contains("revision `no-such-branch` is not in the repository"),
         "{err}"
     );
+    let tree = format!("{rev}^{{tree}}");
+    let err = git.load(&tree).unwrap_err().to_string();
+    assert!(err.contains("names no commit"), "{err}");
+    // A policy file that is not text at that revision.
+    std::fs::write(policy.join("policies/bin.policy"), [0xff, 0xfe, 0x00]).unwrap();
+    let bad = commit_all(&repo, "binary");
+    let err = git.load(&bad).unwrap_err().to_string();
+    assert!(err.contains("`policies/bin.policy` at revision"), "{err}");
+    assert!(err.contains("is not valid UTF-8 text"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let other = git2::Repository::init(empty.path()).unwrap();
     write_repo(empty.path(), &[("README.md", "x")]);
