@@ -8,3 +8,5 @@ mod eval;
 mod fmt;
 mod parse;
 mod project;
+mod report;
+mod rollout;
