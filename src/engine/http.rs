@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -193,17 +194,33 @@ async fn healthz() -> Response {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// The caller's `X-Request-Id` (1–128 visible characters), echoed in the
+/// response and written to the decision log; without one the engine makes
+/// one up for the log. Read without copying the header map.
+struct RequestId(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(
+            parts
+                .headers
+                .get(REQUEST_ID)
+                .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+                .cloned(),
+        ))
+    }
+}
+
 async fn evaluate(
     State(engine): State<Arc<Engine>>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128);
-    let bytes = engine.evaluate(&body, request_id)?;
+    let id = request_id.as_ref().and_then(|v| v.to_str().ok());
+    let bytes = engine.evaluate(&body, id)?;
     let mut resp = (
         [(
             header::CONTENT_TYPE,
@@ -212,7 +229,7 @@ async fn evaluate(
         bytes,
     )
         .into_response();
-    if let Some(id) = request_id.and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID, id);
     }
     Ok(resp)
