@@ -7,7 +7,9 @@
 #   stable   POST /v1/evaluate       stable artifact only
 #   shadow   POST /v1/evaluate       stable enforced + candidate in shadow
 # CPU per request comes from /proc/PID/stat (utime + stime of the engine
-# process) over each run, divided by the requests wrk completed.
+# process) over each run, divided by the requests wrk completed; wrk's own
+# CPU is measured too, so the report can say what two idle cores would
+# sustain when the machine is shared with other work.
 #
 # Usage: scripts/load.sh [--runs N] [--duration SECS] [--connections N]
 #                        [--threads N] [--workers N] [--repo DIR]
@@ -237,16 +239,19 @@ run() {
   esac
   local before after out
   before=$(cpu_ticks)
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "${script[@]}")
+  # wrk's own CPU (user, system seconds) through bash's `time`.
+  out=$( { TIMEFORMAT='WRKCPU %U %S'; time wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "${script[@]}"; } 2>&1 )
   # Let the shadow worker finish the queue so its CPU is counted.
   sleep 0.5
   after=$(cpu_ticks)
   local line
   line=$(grep '^RESULT' <<<"$out")
   read -r _ requests duration_us p99_us errors <<<"$line"
+  read -r _ wrk_user wrk_sys <<<"$(grep '^WRKCPU' <<<"$out")"
   if [ "$errors" != "0" ]; then echo "$name: $errors socket/status errors" >&2; fi
   awk -v r="$requests" -v d="$duration_us" -v p="$p99_us" -v t=$((after - before)) -v hz="$TICKS" \
-    'BEGIN { printf "%.0f %.3f %.2f\n", r / (d / 1e6), p / 1000, (t / hz) / r * 1e6 }' >>"$WORK/$name"
+    -v wu="$wrk_user" -v ws="$wrk_sys" \
+    'BEGIN { printf "%.0f %.3f %.2f %.2f\n", r / (d / 1e6), p / 1000, (t / hz) / r * 1e6, (wu + ws) / r * 1e6 }' >>"$WORK/$name"
   printf '  %-8s run: %s\n' "$name" "$(tail -1 "$WORK/$name")" >&2
 }
 
@@ -267,14 +272,18 @@ dropped=$(sed -n 's/.*"shadow_dropped_total":\([0-9]*\).*/\1/p' <<<"$shadow_stat
 H_RPS=$(col healthz 1); S_RPS=$(col stable 1); W_RPS=$(col shadow 1)
 H_P99=$(col healthz 2); S_P99=$(col stable 2); W_P99=$(col shadow 2)
 H_CPU=$(col healthz 3); S_CPU=$(col stable 3); W_CPU=$(col shadow 3)
+H_GEN=$(col healthz 4); S_GEN=$(col stable 4); W_GEN=$(col shadow 4)
 echo
 echo "sluice engine load benchmark ($(nproc) cores, load generator on the same machine)"
 echo "artifact: $REPO ($STABLE)"
-printf '%-10s %12s %10s %16s %14s\n' scenario "req/s" "p99 ms" "CPU us/request" "req/s ÷ healthz"
+printf '%-9s %9s %8s %12s %12s %9s %14s\n' scenario "req/s" "p99 ms" "engine us/req" "wrk us/req" "÷ healthz" "2-core ceiling"
 for s in healthz stable shadow; do
-  case $s in healthz) r=$H_RPS p=$H_P99 c=$H_CPU ;; stable) r=$S_RPS p=$S_P99 c=$S_CPU ;; shadow) r=$W_RPS p=$W_P99 c=$W_CPU ;; esac
-  printf '%-10s %12s %10s %16s %14s\n' "$s" "$r" "$p" "$c" "$(awk -v a="$r" -v b="$H_RPS" 'BEGIN { printf "%.2f", a / b }')"
+  case $s in healthz) r=$H_RPS p=$H_P99 c=$H_CPU g=$H_GEN ;; stable) r=$S_RPS p=$S_P99 c=$S_CPU g=$S_GEN ;; shadow) r=$W_RPS p=$W_P99 c=$W_CPU g=$W_GEN ;; esac
+  printf '%-9s %9s %8s %12s %12s %9s %14s\n' "$s" "$r" "$p" "$c" "$g" \
+    "$(awk -v a="$r" -v b="$H_RPS" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v c="$c" -v g="$g" 'BEGIN { printf "%.0f", 2e6 / (c + g) }')"
 done
+echo "(2-core ceiling: req/s if engine and wrk had both cores to themselves: 2 s ÷ their CPU per request)"
 echo "shadow ÷ stable CPU per request: $(awk -v a="$W_CPU" -v b="$S_CPU" 'BEGIN { printf "%.2f", a / b }')"
 echo "shadow ÷ stable req/s: $(awk -v a="$W_RPS" -v b="$S_RPS" 'BEGIN { printf "%.2f", a / b }')"
 echo "shadow evaluations dropped (whole run): ${dropped:-?}"

@@ -21,7 +21,9 @@
 //! - [`approvals`]: approval queues behind a trait.
 //! - [`backend`]: the state backend trait (counters and approvals), in
 //!   memory; the test fault injector.
-//! - [`decision_log`]: JSON lines through a bounded channel.
+//! - [`decision_log`]: JSON lines through a bounded queue to a writer thread.
+//! - [`queue`]: the bounded, wake-free hand-off queue both background
+//!   threads (shadow, decision log) drain.
 
 pub mod approvals;
 pub mod backend;
@@ -31,6 +33,7 @@ pub mod eval;
 pub mod http;
 pub mod live;
 pub mod migrate;
+pub mod queue;
 pub mod request;
 pub mod response;
 pub mod routing;

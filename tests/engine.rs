@@ -818,8 +818,6 @@ async fn shadow_answers_stable_counts_divergence_and_counts_no_limits() {
 
 #[tokio::test]
 async fn a_full_shadow_queue_drops_and_counts() {
-    // On this single-threaded runtime the shadow worker cannot run while
-    // the loop below evaluates without yielding.
     let a = artifact(&[PAY]);
     let b = artifact(&[PAY, STRICT]);
     let mut cfg = config();
@@ -831,11 +829,14 @@ async fn a_full_shadow_queue_drops_and_counts() {
     )
     .await;
     let body = serde_json::to_vec(&pay("bot", 5)).unwrap();
+    // The worker is held back while the queue fills.
+    engine.hold_shadow(true);
     for _ in 0..10 {
         engine.evaluate(&body, None).unwrap();
     }
     let stats = engine.stats();
     assert_eq!(stats["shadow_dropped"], 6);
+    engine.hold_shadow(false);
     eventually("queued shadows", || {
         engine.stats()["cohorts"][1]["requests"] == 4
     })

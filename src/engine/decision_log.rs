@@ -2,10 +2,11 @@
 //! state migration, breaker transition, route change and approval decision,
 //! so traffic can be replayed and every change audited.
 //!
-//! Lines go through a bounded channel to a writer thread; a request never
-//! waits for the disk. When the channel is full the line is dropped and
-//! counted (`decision_log_dropped` in `/v1/stats` and `/metrics`). Lines are
-//! serialized on the writer thread and flushed whenever the channel runs dry.
+//! Lines go through a bounded queue ([`BatchQueue`]) to a writer thread; a
+//! request never waits for the disk. When the queue is full the line is
+//! dropped and counted (`decision_log.dropped` in `/v1/stats`,
+//! `sluice_decision_log_dropped_total` in `/metrics`). Lines are serialized
+//! on the writer thread and flushed after every batch (a few milliseconds).
 //!
 //! Every line has `kind` (`evaluation`, `migration`, `breaker`, `route`,
 //! `approval`) and `time` (RFC 3339, milliseconds). An evaluation line:
@@ -20,18 +21,19 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
-use tokio::sync::mpsc;
 
 use crate::compile::ir::DecisionKind;
+use crate::engine::queue::{BatchQueue, consume};
 use crate::engine::response::ResponseReason;
 use crate::engine::routing::Cohort;
 
-/// The channel's capacity, in lines.
+/// The queue's capacity, in lines.
 pub const CAPACITY: usize = 16_384;
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -121,34 +123,23 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-enum Msg {
-    Line(LogLine),
-    Close,
-}
-
 /// The log's sending side. Disabled (every call a no-op) without a file.
 #[derive(Debug)]
 pub struct DecisionLog {
-    tx: Option<mpsc::Sender<Msg>>,
+    queue: Option<Arc<BatchQueue<LogLine>>>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     dropped: AtomicU64,
-    written: std::sync::Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
+    written: Arc<AtomicU64>,
 }
 
 impl DecisionLog {
     /// A log that writes nothing.
     pub fn disabled() -> DecisionLog {
         DecisionLog {
-            tx: None,
+            queue: None,
             writer: std::sync::Mutex::new(None),
             dropped: AtomicU64::new(0),
-            written: std::sync::Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -163,14 +154,14 @@ impl DecisionLog {
 
     /// Writes lines to any writer from a writer thread.
     pub fn to_writer(out: Box<dyn Write + Send>) -> std::io::Result<DecisionLog> {
-        let (tx, rx) = mpsc::channel(CAPACITY);
-        let written = std::sync::Arc::new(AtomicU64::new(0));
-        let count = std::sync::Arc::clone(&written);
+        let queue = Arc::new(BatchQueue::new(CAPACITY));
+        let written = Arc::new(AtomicU64::new(0));
+        let (q, count) = (Arc::clone(&queue), Arc::clone(&written));
         let writer = std::thread::Builder::new()
             .name("sluice-decision-log".to_string())
-            .spawn(move || write_lines(rx, out, &count))?;
+            .spawn(move || write_lines(&q, out, &count))?;
         Ok(DecisionLog {
-            tx: Some(tx),
+            queue: Some(queue),
             writer: std::sync::Mutex::new(Some(writer)),
             dropped: AtomicU64::new(0),
             written,
@@ -179,19 +170,19 @@ impl DecisionLog {
 
     /// Whether lines are written at all (callers skip building them if not).
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.queue.is_some()
     }
 
-    /// Queues a line; drops and counts it when the channel is full.
+    /// Queues a line; drops and counts it when the queue is full.
     pub fn send(&self, line: LogLine) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(Msg::Line(line)).is_err()
+        if let Some(q) = &self.queue
+            && q.push(line).is_err()
         {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
 
-    /// Lines dropped because the channel was full (or the log closed).
+    /// Lines dropped because the queue was full (or the log closed).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }
@@ -204,8 +195,8 @@ impl DecisionLog {
     /// Writes out every queued line and stops the writer. Later lines are
     /// dropped.
     pub async fn close(&self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Close).await;
+        if let Some(q) = &self.queue {
+            q.close();
         }
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
@@ -214,36 +205,22 @@ impl DecisionLog {
     }
 }
 
-fn write_lines(mut rx: mpsc::Receiver<Msg>, out: Box<dyn Write + Send>, written: &AtomicU64) {
+fn write_lines(queue: &Arc<BatchQueue<LogLine>>, out: Box<dyn Write + Send>, written: &AtomicU64) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut failed = false;
-    let mut write = |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, line: &LogLine| {
-        let ok = serde_json::to_writer(&mut *out, line).is_ok() && out.write_all(b"\n").is_ok();
-        if ok {
-            written.fetch_add(1, Relaxed);
-        } else if !failed {
-            failed = true;
-            tracing::error!("decision log: a line could not be written");
-        }
-    };
-    while let Some(msg) = rx.blocking_recv() {
-        let mut next = Some(msg);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(line) => write(&mut out, &line),
-                Msg::Close => {
-                    rx.close();
-                    // Whatever was queued before the close is written.
-                    while let Ok(Msg::Line(line)) = rx.try_recv() {
-                        write(&mut out, &line);
-                    }
-                    let _ = out.flush();
-                    return;
-                }
+    // The log's owner holds the other reference; without it, stop.
+    let alive = || Arc::strong_count(queue) > 1;
+    consume(queue, alive, |batch| {
+        for line in batch.drain(..) {
+            let ok = serde_json::to_writer(&mut out, &line).is_ok() && out.write_all(b"\n").is_ok();
+            if ok {
+                written.fetch_add(1, Relaxed);
+            } else if !failed {
+                failed = true;
+                tracing::error!("decision log: a line could not be written");
             }
-            next = rx.try_recv().ok();
         }
         let _ = out.flush();
-    }
+    });
     let _ = out.flush();
 }

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::compile::artifact::{Artifact, ArtifactError};
 use crate::compile::ir::{DecisionKind, Effect, Tier};
@@ -39,6 +38,7 @@ use crate::engine::eval::{Evaluator, LimitMode, Outcome};
 use crate::engine::http::ApiError;
 use crate::engine::live::{LiveState, PendingApproval};
 use crate::engine::migrate::{Migration, OverrideStore, limits_in_force, plan_limits};
+use crate::engine::queue::{BatchQueue, consume};
 use crate::engine::request::Request;
 use crate::engine::response::{EvalResponse, ResponseContext, ResponseReason};
 use crate::engine::routing::{Cohort, Matcher, Mode, RouteSpec};
@@ -170,11 +170,6 @@ struct ShadowJob {
     line: Option<Box<EvaluationLine>>,
 }
 
-enum ShadowMsg {
-    Job(Box<ShadowJob>),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The engine. Shared by every handler as `Arc<Engine>`.
 pub struct Engine {
     config: EngineConfig,
@@ -184,7 +179,7 @@ pub struct Engine {
     backend: Arc<dyn StateBackend>,
     limits: Arc<Limits>,
     log: Arc<DecisionLog>,
-    shadow: mpsc::Sender<ShadowMsg>,
+    shadow: Arc<BatchQueue<ShadowJob>>,
     shadow_dropped: AtomicU64,
     faults: Arc<FaultInjector>,
     seq: AtomicU64,
@@ -216,6 +211,8 @@ pub enum StartError {
     NoRuntime,
     #[error("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")]
     NoToken,
+    #[error("starting the shadow worker: {0}")]
+    Thread(std::io::Error),
 }
 
 impl Engine {
@@ -236,8 +233,14 @@ impl Engine {
             Arc::clone(&faults),
         )));
         let log = Arc::new(log);
-        let (tx, rx) = mpsc::channel(config.shadow_queue.max(1));
-        rt.spawn(shadow_worker(rx, Arc::clone(&limits), Arc::clone(&log)));
+        let shadow = Arc::new(BatchQueue::new(config.shadow_queue));
+        {
+            let (queue, limits, log) = (Arc::clone(&shadow), Arc::clone(&limits), Arc::clone(&log));
+            std::thread::Builder::new()
+                .name("sluice-shadow".to_string())
+                .spawn(move || shadow_worker(&queue, &limits, &log))
+                .map_err(StartError::Thread)?;
+        }
         let engine = Arc::new(Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
@@ -246,7 +249,7 @@ impl Engine {
             backend,
             limits,
             log,
-            shadow: tx,
+            shadow,
             shadow_dropped: AtomicU64::new(0),
             faults,
             seq: AtomicU64::new(0),
@@ -264,6 +267,12 @@ impl Engine {
     #[doc(hidden)]
     pub fn faults(&self) -> &FaultInjector {
         &self.faults
+    }
+
+    /// Holds the shadow worker back (or lets it go on): a test hook.
+    #[doc(hidden)]
+    pub fn hold_shadow(&self, on: bool) {
+        self.shadow.hold(on);
     }
 
     /// The wall clock the engine counts limits with, in seconds since the
@@ -388,19 +397,13 @@ impl Engine {
                 now,
                 line,
             };
-            if let Err(e) = self.shadow.try_send(ShadowMsg::Job(Box::new(job))) {
+            if let Err(job) = self.shadow.push(job) {
                 self.shadow_dropped.fetch_add(1, Relaxed);
                 route.stats.shadow_dropped.fetch_add(1, Relaxed);
                 // The evaluation is still logged, without its shadow side.
-                let msg = match e {
-                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
-                };
-                if let ShadowMsg::Job(job) = msg {
-                    let job = *job;
-                    if let Some(mut line) = job.line {
-                        line.request = job.request;
-                        self.log.send(LogLine::Evaluation(line));
-                    }
+                if let Some(mut line) = job.line {
+                    line.request = job.request;
+                    self.log.send(LogLine::Evaluation(line));
                 }
             }
         } else if let Some(mut line) = line {
@@ -809,9 +812,9 @@ impl Engine {
     /// Waits for queued shadow evaluations, then writes out and closes the
     /// decision log. Called once the server has stopped taking requests.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.shadow.send(ShadowMsg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
+        self.shadow.close();
+        if !self.shadow.drained(Duration::from_secs(10)).await {
+            tracing::warn!("shadow evaluations still queued at shutdown");
         }
         self.log.close().await;
     }
@@ -942,25 +945,18 @@ pub fn failsafe(ev: &Evaluator, req: &Request, now: u64, cx: &ResponseContext<'_
     }
 }
 
-/// Evaluates queued shadow jobs: the candidate in dry run (no counting),
-/// its figures in the shadow cohort, the comparison, and the log line.
-async fn shadow_worker(
-    mut rx: mpsc::Receiver<ShadowMsg>,
-    limits: Arc<Limits>,
-    log: Arc<DecisionLog>,
-) {
-    let mut batch = Vec::with_capacity(64);
+/// Evaluates queued shadow jobs on the shadow thread: the candidate in dry
+/// run (no counting), its figures in the shadow cohort, the comparison, and
+/// the log line. Stops when the engine is gone or the queue closed and empty.
+fn shadow_worker(queue: &Arc<BatchQueue<ShadowJob>>, limits: &Limits, log: &DecisionLog) {
     let mut outcome = Outcome::default();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        for msg in batch.drain(..) {
-            match msg {
-                ShadowMsg::Job(job) => shadow_one(*job, &limits, &log, &mut outcome),
-                ShadowMsg::Flush(done) => {
-                    let _ = done.send(());
-                }
-            }
+    // The engine holds the other reference to the queue.
+    let alive = || Arc::strong_count(queue) > 1;
+    consume(queue, alive, |batch| {
+        for job in batch.drain(..) {
+            shadow_one(job, limits, log, &mut outcome);
         }
-    }
+    });
 }
 
 fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut Outcome) {
