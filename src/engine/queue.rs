@@ -1,5 +1,6 @@
-//! A bounded hand-off queue from request threads to one background thread
-//! that drains it in batches (shadow evaluations, decision-log lines).
+//! A bounded hand-off queue from request threads to one consumer that
+//! drains it in batches: the shadow worker (a task on the engine's runtime)
+//! and the decision-log writer (a thread of its own, since it writes a file).
 //!
 //! Pushing takes an uncontended mutex and never wakes anyone: the consumer
 //! polls, sleeping [`POLL_BUSY`] after a batch and [`POLL_IDLE`] after an

@@ -34,11 +34,11 @@ use crate::engine::approvals::{DecideError, NewApproval, Verdict};
 use crate::engine::backend::{FaultInjector, FaultyStore, Saturated, StateBackend};
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, BreakerState, Transition};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine, ShadowLine};
-use crate::engine::eval::{Evaluator, LimitMode, Outcome};
+use crate::engine::eval::{EvalError, Evaluator, LimitMode, Outcome};
 use crate::engine::http::ApiError;
 use crate::engine::live::{LiveState, PendingApproval};
 use crate::engine::migrate::{Migration, OverrideStore, limits_in_force, plan_limits};
-use crate::engine::queue::{BatchQueue, consume};
+use crate::engine::queue::{BatchQueue, POLL_BUSY, POLL_IDLE};
 use crate::engine::request::Request;
 use crate::engine::response::{EvalResponse, ResponseContext, ResponseReason};
 use crate::engine::routing::{Cohort, Matcher, Mode, RouteSpec};
@@ -165,6 +165,9 @@ pub struct ArtifactSummary {
 struct ShadowJob {
     route: Arc<Active>,
     request: Value,
+    /// The request as stable decoded it; the candidate reuses it when both
+    /// artifacts have the same schema (the usual case).
+    decoded: Request,
     stable: DecisionKind,
     now: u64,
     line: Option<Box<EvaluationLine>>,
@@ -211,8 +214,6 @@ pub enum StartError {
     NoRuntime,
     #[error("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")]
     NoToken,
-    #[error("starting the shadow worker: {0}")]
-    Thread(std::io::Error),
 }
 
 impl Engine {
@@ -234,13 +235,11 @@ impl Engine {
         )));
         let log = Arc::new(log);
         let shadow = Arc::new(BatchQueue::new(config.shadow_queue));
-        {
-            let (queue, limits, log) = (Arc::clone(&shadow), Arc::clone(&limits), Arc::clone(&log));
-            std::thread::Builder::new()
-                .name("sluice-shadow".to_string())
-                .spawn(move || shadow_worker(&queue, &limits, &log))
-                .map_err(StartError::Thread)?;
-        }
+        rt.spawn(shadow_worker(
+            Arc::clone(&shadow),
+            Arc::clone(&limits),
+            Arc::clone(&log),
+        ));
         let engine = Arc::new(Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
@@ -393,6 +392,7 @@ impl Engine {
             let job = ShadowJob {
                 route: Arc::clone(route),
                 request: json,
+                decoded: req,
                 stable: response.decision,
                 now,
                 line,
@@ -945,18 +945,34 @@ pub fn failsafe(ev: &Evaluator, req: &Request, now: u64, cx: &ResponseContext<'_
     }
 }
 
-/// Evaluates queued shadow jobs on the shadow thread: the candidate in dry
-/// run (no counting), its figures in the shadow cohort, the comparison, and
-/// the log line. Stops when the engine is gone or the queue closed and empty.
-fn shadow_worker(queue: &Arc<BatchQueue<ShadowJob>>, limits: &Limits, log: &DecisionLog) {
+/// Evaluates queued shadow jobs: the candidate in dry run (no counting),
+/// its figures in the shadow cohort, the comparison, and the log line.
+///
+/// A task on the engine's runtime, so shadow work shares the request
+/// threads in proportion instead of starving as a thread of its own on a
+/// busy machine; it polls the queue (see [`BatchQueue`]) and stops when the
+/// engine is gone or the queue is closed and drained.
+async fn shadow_worker(
+    queue: Arc<BatchQueue<ShadowJob>>,
+    limits: Arc<Limits>,
+    log: Arc<DecisionLog>,
+) {
+    let mut batch = Vec::new();
     let mut outcome = Outcome::default();
-    // The engine holds the other reference to the queue.
-    let alive = || Arc::strong_count(queue) > 1;
-    consume(queue, alive, |batch| {
-        for job in batch.drain(..) {
-            shadow_one(job, limits, log, &mut outcome);
+    loop {
+        queue.take(&mut batch);
+        let n = batch.len();
+        if n > 0 {
+            for job in batch.drain(..) {
+                shadow_one(job, &limits, &log, &mut outcome);
+            }
+            queue.done(n);
+        } else if queue.is_closed() || Arc::strong_count(&queue) == 1 {
+            // The engine holds the other reference.
+            return;
         }
-    });
+        tokio::time::sleep(if n > 0 { POLL_BUSY } else { POLL_IDLE }).await;
+    }
 }
 
 fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut Outcome) {
@@ -968,13 +984,17 @@ fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut 
     };
     let ev = &candidate.evaluator;
     let t0 = Instant::now();
-    let result = ev
-        .decode(&job.request)
-        .map_err(|e| format!("bad request for the candidate: {e}"))
-        .and_then(|req| {
-            ev.evaluate_into(&req, job.now, limits, LimitMode::DryRun, outcome)
-                .map_err(|e| e.to_string())
-        });
+    let result = match ev.evaluate_into(&job.decoded, job.now, limits, LimitMode::DryRun, outcome) {
+        // Another schema: decode the request for the candidate.
+        Err(EvalError::SchemaMismatch) => ev
+            .decode(&job.request)
+            .map_err(|e| format!("bad request for the candidate: {e}"))
+            .and_then(|req| {
+                ev.evaluate_into(&req, job.now, limits, LimitMode::DryRun, outcome)
+                    .map_err(|e| e.to_string())
+            }),
+        other => other.map_err(|e| e.to_string()),
+    };
     let latency = t0.elapsed();
     let decision = result.as_ref().ok().map(|()| outcome.decision());
     stats.record(Sample {
