@@ -297,6 +297,7 @@ async fn admin_routes_need_the_token() {
     let routes = [
         ("PUT", format!("/v1/artifacts/{}", a.hash)),
         ("GET", "/v1/artifacts".to_string()),
+        ("GET", format!("/v1/artifacts/{}", a.hash)),
         ("PUT", "/v1/route".to_string()),
         ("GET", "/v1/route".to_string()),
         ("GET", "/v1/stats".to_string()),
@@ -373,6 +374,20 @@ async fn artifacts_upload_verify_and_list() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.error().contains("artifact is not valid"), "{}", r.error());
+
+    let one = admin(
+        &app,
+        "GET",
+        &format!("/v1/artifacts/{}", a.hash),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json()["project"], "t");
+    assert_eq!(one.json()["rules"], 3);
+    let r = admin(&app, "GET", "/v1/artifacts/feedbeef", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.error().contains("`feedbeef`"), "{}", r.error());
 
     let list = admin(&app, "GET", "/v1/artifacts", Value::Null)
         .await

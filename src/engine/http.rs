@@ -8,6 +8,7 @@
 //! | `POST /v1/evaluate` | — | the evaluate response; 400 bad request (the field named), 413, 503 without a route |
 //! | `PUT /v1/artifacts/{hash}` | admin | 201 new, 200 already held; 400 not an artifact, 422 hash does not verify or differs from the path |
 //! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
+//! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
 //! | `PUT /v1/route` | admin | `{"version", "route", "migrations"}`; 400 bad field, 409 artifact not held |
 //! | `GET /v1/route` | admin | the route in force (404 before the first) |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
@@ -123,7 +124,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let admin = Router::new()
         .route(
             "/v1/artifacts/{hash}",
-            put(put_artifact).layer(DefaultBodyLimit::max(max_artifact)),
+            put(put_artifact)
+                .layer(DefaultBodyLimit::max(max_artifact))
+                .get(get_artifact),
         )
         .route("/v1/artifacts", get(list_artifacts))
         .route("/v1/route", put(put_route).get(get_route))
@@ -252,6 +255,16 @@ async fn put_artifact(
         StatusCode::OK
     };
     Ok((status, Json(summary)).into_response())
+}
+
+async fn get_artifact(
+    State(engine): State<Arc<Engine>>,
+    Path(hash): Path<String>,
+) -> Result<Response, ApiError> {
+    let summary = engine.artifact(&hash).ok_or_else(|| {
+        ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
+    })?;
+    Ok(Json(summary).into_response())
 }
 
 async fn list_artifacts(State(engine): State<Arc<Engine>>) -> Response {

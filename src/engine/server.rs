@@ -527,6 +527,11 @@ impl Engine {
         }
     }
 
+    /// The summary of one artifact held.
+    pub fn artifact(&self, hash: &str) -> Option<ArtifactSummary> {
+        self.held(hash).map(|h| self.summary(&h))
+    }
+
     /// Every artifact held, by hash.
     pub fn artifacts(&self) -> Vec<ArtifactSummary> {
         let held: Vec<Arc<Held>> = {
