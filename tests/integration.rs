@@ -4,6 +4,7 @@ mod artifact;
 mod check;
 mod cli;
 mod eval;
+mod examples;
 mod fmt;
 mod parse;
 mod project;
