@@ -5,6 +5,7 @@
 //! `sluice.toml`, `repo` for reading a policy repository from disk, and `cli`
 //! for the commands. `parse`, `check`, `compile` and `engine::eval` do no I/O.
 
+pub mod analyze;
 pub mod check;
 pub mod cli;
 pub mod compile;
