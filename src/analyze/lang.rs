@@ -223,10 +223,10 @@ pub fn check(lits: &[(&Lang, bool)], valid: &Lang) -> Check {
     all.push((valid, true));
     all.extend(lits.iter().copied());
     // One representative byte per class of the common refinement of every
-    // DFA's byte classes.
+    // DFA's byte classes, readable ones first (witnesses are read by people).
     let mut reps: Vec<u8> = Vec::new();
     let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
-    for b in 0..=255u8 {
+    for b in BYTE_ORDER.iter().copied() {
         let sig: Vec<u8> = all
             .iter()
             .map(|(l, _)| l.dfa.byte_classes().get(b))
@@ -275,6 +275,46 @@ pub fn check(lits: &[(&Lang, bool)], valid: &Lang) -> Check {
         }
     }
     Check::Unsat
+}
+
+/// Every byte, in the order the search tries them: lowercase letters,
+/// digits, uppercase letters, other printable ASCII, then the rest.
+static BYTE_ORDER: [u8; 256] = byte_order();
+
+const fn byte_order() -> [u8; 256] {
+    let mut out = [0u8; 256];
+    let mut n = 0;
+    let ranges: [(u8, u8); 8] = [
+        (b'a', b'z'),
+        (b'0', b'9'),
+        (b'A', b'Z'),
+        (b' ', b'/'),
+        (b':', b'@'),
+        (b'[', b'`'),
+        (b'{', b'~'),
+        (0x7f, 0xff),
+    ];
+    let mut r = 0;
+    while r < ranges.len() {
+        let (lo, hi) = ranges[r];
+        let mut b = lo;
+        loop {
+            out[n] = b;
+            n += 1;
+            if b == hi {
+                break;
+            }
+            b += 1;
+        }
+        r += 1;
+    }
+    let mut b = 0u8;
+    while b < b' ' {
+        out[n] = b;
+        n += 1;
+        b += 1;
+    }
+    out
 }
 
 fn path(nodes: &[(Vec<StateID>, usize, u8)], mut n: usize) -> String {
