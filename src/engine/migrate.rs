@@ -249,10 +249,6 @@ impl<S: LimitStore> OverrideStore<S> {
         }
     }
 
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-
     /// The overrides in force.
     pub fn overrides(&self) -> HashMap<String, Override> {
         HashMap::clone(&self.overrides.load())
