@@ -201,14 +201,7 @@ impl Lines<'_> {
 
     /// The end of the `{` that follows `pos` in the source.
     fn brace_after(&self, pos: usize) -> usize {
-        self.src.map_or(pos, |src| {
-            let at = comments::next_token(src, pos);
-            if src.as_bytes().get(at) == Some(&b'{') {
-                at + 1
-            } else {
-                pos
-            }
-        })
+        comments::end_of_token(self.src, pos, b'{')
     }
 }
 
@@ -256,7 +249,7 @@ fn layout_rule(out: &mut Lines<'_>, rule: &Rule) {
         out.brace_after(rule.name.span.end),
     );
     if let Some(when) = &rule.when {
-        out.wrapped(wrap::condition(when, 2));
+        out.wrapped(wrap::condition(when, 2, out.src));
     }
     out.wrapped(wrap::effect("", &rule.effect, 2));
     out.close(1, rule.span.0.end);
@@ -269,7 +262,7 @@ fn layout_limit(out: &mut Lines<'_>, limit: &Limit) {
         out.brace_after(limit.name.span.end),
     );
     if let Some(when) = &limit.when {
-        out.wrapped(wrap::condition(when, 2));
+        out.wrapped(wrap::condition(when, 2, out.src));
     }
     let by: Vec<&str> = limit.by.iter().map(|p| p.node.as_str()).collect();
     let window = limit.window.node;

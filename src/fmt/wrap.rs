@@ -25,7 +25,7 @@
 //! - A comparison, `has(…)`, a string operator or a term never breaks: a line
 //!   that holds one longer than the width stays too long.
 
-use super::print;
+use super::{comments, print};
 use crate::parse::ast::{Effect, Expr, ExprKind, Spanned};
 
 /// The widest a line may be, in columns (characters), indentation included
@@ -45,9 +45,10 @@ pub(super) struct Piece {
     pub end: usize,
 }
 
-/// The lines of `when COND`, the `when` at `depth`.
-pub(super) fn condition(e: &Expr, depth: usize) -> Vec<Piece> {
-    let mut w = Wrap::new(depth, "when ");
+/// The lines of `when COND`, the `when` at `depth`; `src` is the text the
+/// spans of `e` point into, if any.
+pub(super) fn condition(e: &Expr, depth: usize, src: Option<&str>) -> Vec<Piece> {
+    let mut w = Wrap::new(depth, "when ", src);
     w.expr(e, depth + 1, 0);
     w.finish()
 }
@@ -167,16 +168,18 @@ fn breakable(e: &Expr) -> bool {
 }
 
 /// Lines being built: the finished ones and the current one.
-struct Wrap {
+struct Wrap<'s> {
+    src: Option<&'s str>,
     done: Vec<Piece>,
     depth: usize,
     text: String,
     end: usize,
 }
 
-impl Wrap {
-    fn new(depth: usize, prefix: &str) -> Self {
+impl<'s> Wrap<'s> {
+    fn new(depth: usize, prefix: &str, src: Option<&'s str>) -> Self {
         Wrap {
+            src,
             done: Vec::new(),
             depth,
             text: prefix.to_string(),
@@ -258,7 +261,9 @@ impl Wrap {
                         }
                     }
                     self.push(&item);
-                    self.end = v.span.end;
+                    // A line that ends in a comma ends after the source's
+                    // comma, so that a comment after it trails this line.
+                    self.end = comments::end_of_token(self.src, v.span.end, b',');
                 }
                 self.end = e.span.end;
             }
@@ -282,7 +287,7 @@ mod tests {
         let crate::parse::ast::Item::Rule(rule) = &policy.items[0] else {
             panic!("not a rule");
         };
-        condition(rule.when.as_ref().unwrap(), 2)
+        condition(rule.when.as_ref().unwrap(), 2, None)
             .into_iter()
             .map(|p| format!("{}{}", "  ".repeat(p.depth), p.text))
             .collect()
