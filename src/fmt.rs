@@ -16,8 +16,8 @@
 //!   rule small_transfer {
 //!     when tool == "payments.transfer"
 //!       and agent in ["billing-bot", "payroll-bot"]
-//!       and (args.country in ["AT", "BE", "CH", "DE", "DK", "ES", "FR", "GB", "IE", "IT", "NL",
-//!           "PL", "SE", "US"]
+//!       and (args.country in ["AT", "BE", "CH", "DE", "DK", "ES", "FR", "GB", "IE", "IT", "NL", "PL",
+//!           "SE", "US"]
 //!         or args.domestic)
 //!     require_approval "finance" via "approvals.request"
 //!       SMALL_TRANSFER "Small transfers to supported corridors need a second look"
@@ -40,12 +40,12 @@
 //!   limit on its own line;
 //! - a line that would be wider than [`MAX_WIDTH`] columns (indentation
 //!   included, a trailing comment not counted) is wrapped, by rules that look
-//!   at the syntax tree alone (see `fmt/wrap.rs`): a condition breaks
-//!   its `and`/`or` chain one operand per line (`and …`/`or …` one level
-//!   deeper than `when`), then the chains inside parentheses (one level
-//!   deeper again, `)` at the end of the last operand), then lists (after a
-//!   comma, filled up to the width); an effect breaks before its reason code,
-//!   then before `via`;
+//!   at the syntax tree alone (see `fmt/wrap.rs`): a condition breaks its
+//!   `and`/`or` chain one operand per line (`and …`/`or …` one level deeper
+//!   than `when`), then each operand that is still too long: a chain inside
+//!   it one level deeper again (`)` at the end of its last operand), a list
+//!   after a comma (filled up to the width); an effect breaks before its
+//!   reason code, then before `via`;
 //! - one space around binary operators, lists as `["a", "b"]`, strings
 //!   re-escaped (`\\ \" \n \t`), requirements with normalized spacing
 //!   (`>=1.0, <2.0`); parentheses exactly where the author wrote them;

@@ -1,7 +1,10 @@
 //! Formatter tests: fixture pairs `tests/data/fmt/NAME.in.policy` →
 //! `NAME.out.policy`, the round-trip and idempotence properties over every
-//! policy file of the repository, and property tests over random policies
-//! printed with a messy (but valid) layout full of comments.
+//! policy file of the repository, the line-wrapping rule (a condition or an
+//! effect that fits in `MAX_WIDTH` columns is on one line, one that does not
+//! is broken), and property tests over random policies (long conditions and
+//! effects among them) printed with a messy (but valid) layout full of
+//! comments.
 //!
 //! Set `UPDATE_FMT_FIXTURES=1` to (re)write the `.out.policy` files.
 
@@ -326,6 +329,21 @@ fn wrapping_does_not_depend_on_the_layout() {
     assert!(bodies[0].lines().count() > 4, "{}", bodies[0]);
     bodies.dedup();
     assert_eq!(bodies.len(), 1, "{text}");
+}
+
+#[test]
+fn module_doc_example_is_canonical() {
+    let src = std::fs::read_to_string(root().join("src/fmt.rs")).unwrap();
+    let doc: Vec<&str> = src
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = doc.iter().position(|l| *l == "```text").unwrap() + 1;
+    let len = doc[start..].iter().position(|l| *l == "```").unwrap();
+    let example = doc[start..start + len].join("\n") + "\n";
+    assert!(example.contains("\n      and "), "{example}");
+    assert_eq!(fmt("doc.policy", &example).unwrap(), example);
 }
 
 /// The generators make long conditions and effects often enough: among the
