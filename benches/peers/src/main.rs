@@ -1,0 +1,282 @@
+//! Evaluation of one generated policy set by sluice, Cedar and regorus, in
+//! one process: every engine must give the reference decision for every
+//! request before anything is timed; then the engines are timed in turns
+//! (run 1: each engine, run 2: each engine, …) so that the machine's noise
+//! falls on all of them alike, and the median of the runs is reported.
+//!
+//! ```text
+//! peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--runs 7] [--ms 300]
+//!       [--seed 42] [--no-interpreter] [--tsv FILE] [--write DIR]
+//! ```
+
+#[path = "../../support/gen.rs"]
+mod generator;
+
+mod cedar;
+mod rego;
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use generator::Effect;
+
+/// One engine under test, loaded with one set.
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    /// The decision for pre-decoded request `i`: true for allow.
+    fn eval(&mut self, i: usize) -> bool;
+    /// Decodes request `i` from its JSON text, then evaluates it.
+    fn decode_eval(&mut self, i: usize) -> bool;
+
+    /// Evaluates requests `0..n` in order, `passes` times; returns the time
+    /// per evaluation in nanoseconds.
+    fn time(&mut self, n: usize, passes: usize, decode: bool) -> f64 {
+        let start = Instant::now();
+        for _ in 0..passes {
+            for i in 0..n {
+                let allow = if decode {
+                    self.decode_eval(black_box(i))
+                } else {
+                    self.eval(black_box(i))
+                };
+                black_box(allow);
+            }
+        }
+        start.elapsed().as_nanos() as f64 / (n * passes) as f64
+    }
+}
+
+struct Options {
+    sets: Vec<(usize, usize)>,
+    requests: usize,
+    runs: usize,
+    target: Duration,
+    seed: u64,
+    interpreter: bool,
+    tsv: Option<PathBuf>,
+    write: Option<PathBuf>,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        sets: vec![(2, 10), (100, 10), (1000, 10)],
+        requests: 1000,
+        runs: 7,
+        target: Duration::from_millis(300),
+        seed: 42,
+        interpreter: true,
+        tsv: None,
+        write: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--sets" => {
+                o.sets = value()
+                    .split(',')
+                    .map(|s| {
+                        let (p, r) = s.split_once('x').unwrap_or_else(|| usage("--sets PxR,…"));
+                        (number(p), number(r))
+                    })
+                    .collect();
+            }
+            "--requests" => o.requests = number(&value()),
+            "--runs" => o.runs = number(&value()).max(1),
+            "--ms" => o.target = Duration::from_millis(number(&value()) as u64),
+            "--seed" => o.seed = number(&value()) as u64,
+            "--no-interpreter" => o.interpreter = false,
+            "--tsv" => o.tsv = Some(value().into()),
+            "--write" => o.write = Some(value().into()),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    o
+}
+
+fn number(s: &str) -> usize {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("`{s}` is not a number")))
+}
+
+fn usage(msg: &str) -> ! {
+    if !msg.is_empty() {
+        eprintln!("error: {msg}");
+    }
+    eprintln!(
+        "usage: peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--runs 7] [--ms 300] \
+         [--seed 42] [--no-interpreter] [--tsv FILE] [--write DIR]"
+    );
+    std::process::exit(2)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+struct Loaded {
+    engine: Box<dyn Engine>,
+    load: Duration,
+    /// Time of one pass over all requests during the agreement check.
+    pass: Duration,
+    eval: Vec<f64>,
+    decode_eval: Vec<f64>,
+}
+
+fn load(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
+    let start = Instant::now();
+    let engine = f();
+    Loaded {
+        engine,
+        load: start.elapsed(),
+        pass: Duration::ZERO,
+        eval: Vec::new(),
+        decode_eval: Vec::new(),
+    }
+}
+
+fn main() {
+    let o = parse_args();
+    let mut tsv =
+        String::from("set\trules\tengine\teval_median_ns\tdecode_eval_median_ns\tload_ms\n");
+    println!(
+        "machine: {} cores; {} requests per set, seed {}, median of {} runs",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.requests,
+        o.seed,
+        o.runs
+    );
+    for &(np, nr) in &o.sets {
+        let set = generator::generate(np, nr, o.requests, o.seed);
+        if let Some(dir) = &o.write {
+            set.write_to(&dir.join(format!("{np}x{nr}")))
+                .expect("write the generated set");
+        }
+        let mix = set.mix();
+        println!();
+        println!(
+            "== {np} policies × {nr} rules = {} rules; requests: {} built to match a deny, \
+             {} to match an allow, {} matching nothing; reference: {} allow, {} deny",
+            set.rule_count(),
+            mix.match_deny,
+            mix.match_allow,
+            mix.no_match,
+            mix.final_allow,
+            mix.final_deny
+        );
+
+        let mut engines: Vec<Loaded> = vec![
+            load(|| Box::new(cedar::Cedar::new(&set))),
+            load(|| Box::new(rego::Rvm::new(&set))),
+        ];
+        if o.interpreter {
+            engines.push(load(|| Box::new(rego::Interpreter::new(&set))));
+        }
+
+        // Agreement first: every engine gives the reference decision for
+        // every request, pre-decoded and decoded from JSON.
+        let expected: Vec<bool> = set
+            .requests
+            .iter()
+            .map(|r| set.decide(r) == Effect::Allow)
+            .collect();
+        for l in &mut engines {
+            let start = Instant::now();
+            for (i, &want) in expected.iter().enumerate() {
+                let got = l.engine.eval(i);
+                assert_eq!(
+                    got,
+                    want,
+                    "{} disagrees with the reference on request {i}: {}",
+                    l.engine.name(),
+                    set.requests[i].to_json()
+                );
+            }
+            l.pass = start.elapsed();
+            for (i, &want) in expected.iter().enumerate() {
+                assert_eq!(
+                    l.engine.decode_eval(i),
+                    want,
+                    "{} (decoding) disagrees with the reference on request {i}",
+                    l.engine.name()
+                );
+            }
+        }
+        println!(
+            "agreement: {} engines × {} requests give the reference decision",
+            engines.len(),
+            set.requests.len()
+        );
+
+        let n = set.requests.len();
+        for _ in 0..o.runs {
+            for l in &mut engines {
+                let passes = (o.target.as_secs_f64() / l.pass.as_secs_f64().max(1e-9))
+                    .round()
+                    .max(1.0) as usize;
+                l.eval.push(l.engine.time(n, passes, false));
+                l.decode_eval.push(l.engine.time(n, passes, true));
+            }
+        }
+
+        let base = median(&engines[0].eval);
+        let base_decode = median(&engines[0].decode_eval);
+        let mut table = String::new();
+        let _ = writeln!(
+            table,
+            "{:<22} {:>10} {:>12} {:>22} {:>10} {:>14} {:>10}",
+            "engine", "load", "eval median", "(min … max)", "× first", "decode+eval", "× first"
+        );
+        for l in &engines {
+            let (m, md) = (median(&l.eval), median(&l.decode_eval));
+            let min = l.eval.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = l.eval.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                table,
+                "{:<22} {:>10} {:>12} {:>22} {:>10.1} {:>14} {:>10.1}",
+                l.engine.name(),
+                format!("{:.0} ms", l.load.as_secs_f64() * 1000.0),
+                fmt_ns(m),
+                format!("({} … {})", fmt_ns(min), fmt_ns(max)),
+                m / base,
+                fmt_ns(md),
+                md / base_decode
+            );
+            let _ = writeln!(
+                tsv,
+                "{np}x{nr}\t{}\t{}\t{m:.1}\t{md:.1}\t{:.1}",
+                set.rule_count(),
+                l.engine.name(),
+                l.load.as_secs_f64() * 1000.0
+            );
+        }
+        print!("{table}");
+    }
+    if let Some(path) = &o.tsv {
+        std::fs::write(path, tsv).expect("write the TSV file");
+    }
+}
