@@ -648,29 +648,12 @@ impl Set {
     /// `(file name, module)`: the entry point `data.sluice.allow` first,
     /// then one module per policy.
     pub fn rego_modules(&self) -> Vec<(String, String)> {
-        let mut out = vec![(
-            "main.rego".to_string(),
-            "package sluice\n\n\
-             default allow := false\n\n\
-             # Deny beats allow; no match gives the default, deny.\n\
-             allow if {\n\tallow_match\n\tnot deny_match\n}\n"
-                .to_string(),
-        )];
-        for policy in &self.policies {
-            let mut s = String::from("package sluice\n");
-            for rule in &policy.rules {
-                let head = match rule.effect {
-                    Effect::Allow => "allow_match",
-                    Effect::Deny => "deny_match",
-                };
-                let _ = write!(s, "\n# {}.{}\n{head} if {{\n", policy.name, rule.name);
-                for atom in &rule.atoms {
-                    let _ = writeln!(s, "\t{}", rego_atom(atom));
-                }
-                s.push_str("}\n");
-            }
-            out.push((format!("{}.rego", policy.name), s));
-        }
+        let mut out = vec![("main.rego".to_string(), REGO_MAIN.to_string())];
+        out.extend(
+            self.policies
+                .iter()
+                .map(|p| (format!("{}.rego", p.name), rego_policy(p))),
+        );
         out
     }
 
@@ -789,6 +772,37 @@ fn cedar_path(f: Field) -> &'static str {
         Field::Channel => "context.args.channel",
         _ => unreachable!("entity fields are principal, action or resource"),
     }
+}
+
+/// The Rego entry point `data.sluice.allow`: deny beats allow; no match
+/// gives the default, deny.
+pub const REGO_MAIN: &str = "package sluice
+
+default allow := false
+
+# Deny beats allow; no match gives the default, deny.
+allow if {
+\tallow_match
+\tnot deny_match
+}
+";
+
+/// One policy as a Rego module: an `allow_match` or `deny_match` body per
+/// rule.
+pub fn rego_policy(policy: &Policy) -> String {
+    let mut s = String::from("package sluice\n");
+    for rule in &policy.rules {
+        let head = match rule.effect {
+            Effect::Allow => "allow_match",
+            Effect::Deny => "deny_match",
+        };
+        let _ = write!(s, "\n# {}.{}\n{head} if {{\n", policy.name, rule.name);
+        for atom in &rule.atoms {
+            let _ = writeln!(s, "\t{}", rego_atom(atom));
+        }
+        s.push_str("}\n");
+    }
+    s
 }
 
 fn rego_atom(atom: &Atom) -> String {

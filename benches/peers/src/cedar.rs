@@ -70,8 +70,8 @@ fn decode(text: &str) -> Request {
 }
 
 impl Engine for Cedar {
-    fn name(&self) -> &'static str {
-        "cedar is_authorized"
+    fn name(&self) -> String {
+        "cedar is_authorized".to_string()
     }
 
     fn eval(&mut self, i: usize) -> bool {

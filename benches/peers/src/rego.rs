@@ -9,7 +9,7 @@ use regorus::rvm::program::Program;
 use regorus::rvm::vm::{ExecutionMode, RegoVM};
 
 use crate::Engine;
-use crate::generator::Set;
+use crate::generator::{self, Set};
 
 const ENTRY: &str = "data.sluice.allow";
 
@@ -37,47 +37,128 @@ fn allowed(v: &Value) -> bool {
     }
 }
 
-/// The RVM: `set_input` + `execute` on one loaded program.
+/// The entry point of one shard when the set needs several programs.
+const SHARD_ENTRY: &str = "data.sluice.verdict";
+const SHARD_MAIN: &str = "package sluice
+
+default verdict := \"none\"
+
+verdict := \"deny\" if {
+\tdeny_match
+} else := \"allow\" if {
+\tallow_match
+}
+";
+
+/// The RVM: `set_input` + `execute` on loaded programs.
+///
+/// An RVM program holds at most 65,535 instructions (its program counter is
+/// 16 bits), about 5,000 of these rules, and 256 source files. A larger set
+/// is split into shards of whole policies, one program each; every shard gives `deny`, `allow` or
+/// `none` for its own rules, and they combine as the whole set would: the
+/// first `deny` decides, otherwise any `allow` allows.
 pub struct Rvm {
-    vm: RegoVM,
+    vms: Vec<RegoVM>,
     inputs: Vec<Value>,
     texts: Vec<String>,
 }
 
+fn vm(program: Arc<Program>) -> RegoVM {
+    let mut vm = RegoVM::new();
+    vm.set_execution_mode(ExecutionMode::RunToCompletion);
+    vm.set_execution_timer_config(None);
+    // The default limit (25,000 executed instructions) is far below what a
+    // set of thousands of rules executes.
+    vm.set_max_instructions(usize::MAX);
+    vm.load_program(program);
+    vm
+}
+
+fn program(modules: Vec<(String, String)>, entry: &str) -> Result<Arc<Program>, String> {
+    let mut engine = regorus::Engine::new();
+    for (name, text) in modules {
+        engine.add_policy(name, text).expect("Rego module parses");
+    }
+    let compiled = engine
+        .compile_with_entrypoint(&entry.into())
+        .expect("Rego compiles");
+    Compiler::compile_from_policy(&compiled, &[entry]).map_err(|e| format!("{e:?}"))
+}
+
 impl Rvm {
     pub fn new(set: &Set) -> Rvm {
-        let mut engine = engine(set);
-        let compiled = engine
-            .compile_with_entrypoint(&ENTRY.into())
-            .expect("Rego compiles");
-        let program: Arc<Program> =
-            Compiler::compile_from_policy(&compiled, &[ENTRY]).expect("RVM program");
-        let mut vm = RegoVM::new();
-        vm.set_execution_mode(ExecutionMode::RunToCompletion);
-        vm.set_execution_timer_config(None);
-        // The default limit (25,000 instructions) is far below what a set of
-        // thousands of rules executes.
-        vm.set_max_instructions(usize::MAX);
-        vm.load_program(program);
         let (inputs, texts) = inputs(set);
-        Rvm { vm, inputs, texts }
+        let vms = match program(set.rego_modules(), ENTRY) {
+            Ok(p) => vec![vm(p)],
+            Err(e) if e.contains("exceeds max") => {
+                let mut shards = 2;
+                loop {
+                    match shard_programs(set, shards) {
+                        Some(programs) => break programs.into_iter().map(vm).collect(),
+                        None => shards *= 2,
+                    }
+                }
+            }
+            Err(e) => panic!("RVM program: {e}"),
+        };
+        Rvm { vms, inputs, texts }
+    }
+
+    fn run(&mut self, input: Value) -> bool {
+        if let [vm] = self.vms.as_mut_slice() {
+            vm.set_input(input);
+            return allowed(&vm.execute().expect("RVM executes"));
+        }
+        let mut allow = false;
+        for vm in &mut self.vms {
+            vm.set_input(input.clone());
+            match vm.execute().expect("RVM executes") {
+                Value::String(s) if &*s == "deny" => return false,
+                Value::String(s) if &*s == "allow" => allow = true,
+                Value::String(s) if &*s == "none" => {}
+                other => panic!("`{SHARD_ENTRY}` gave {other}"),
+            }
+        }
+        allow
     }
 }
 
+/// `shards` programs of consecutive policies, or `None` when one of them is
+/// still too large.
+fn shard_programs(set: &Set, shards: usize) -> Option<Vec<Arc<Program>>> {
+    let per = set.policies.len().div_ceil(shards);
+    set.policies
+        .chunks(per.max(1))
+        .map(|chunk| {
+            let mut modules = vec![("main.rego".to_string(), SHARD_MAIN.to_string())];
+            modules.extend(
+                chunk
+                    .iter()
+                    .map(|p| (format!("{}.rego", p.name), generator::rego_policy(p))),
+            );
+            match program(modules, SHARD_ENTRY) {
+                Ok(p) => Some(p),
+                Err(e) if e.contains("exceeds max") => None,
+                Err(e) => panic!("RVM program: {e}"),
+            }
+        })
+        .collect()
+}
+
 impl Engine for Rvm {
-    fn name(&self) -> &'static str {
-        "regorus RVM"
+    fn name(&self) -> String {
+        match self.vms.len() {
+            1 => "regorus RVM".to_string(),
+            n => format!("regorus RVM ({n} programs)"),
+        }
     }
 
     fn eval(&mut self, i: usize) -> bool {
-        self.vm.set_input(self.inputs[i].clone());
-        allowed(&self.vm.execute().expect("RVM executes"))
+        self.run(self.inputs[i].clone())
     }
 
     fn decode_eval(&mut self, i: usize) -> bool {
-        let input = Value::from_json_str(&self.texts[i]).expect("input");
-        self.vm.set_input(input);
-        allowed(&self.vm.execute().expect("RVM executes"))
+        self.run(Value::from_json_str(&self.texts[i]).expect("input"))
     }
 }
 
@@ -100,8 +181,8 @@ impl Interpreter {
 }
 
 impl Engine for Interpreter {
-    fn name(&self) -> &'static str {
-        "regorus interpreter"
+    fn name(&self) -> String {
+        "regorus interpreter".to_string()
     }
 
     fn eval(&mut self, i: usize) -> bool {
