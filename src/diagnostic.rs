@@ -34,7 +34,13 @@ pub struct Label {
 
 impl Label {
     pub fn new(file: impl Into<String>, span: Span) -> Self {
-        Label { file: file.into(), span, message: None, policy: None, rule: None }
+        Label {
+            file: file.into(),
+            span,
+            message: None,
+            policy: None,
+            rule: None,
+        }
     }
 
     pub fn with_message(mut self, m: impl Into<String>) -> Self {
@@ -78,7 +84,10 @@ impl Finding {
     }
 
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
-        Finding { severity: Severity::Warning, ..Finding::error(code, message) }
+        Finding {
+            severity: Severity::Warning,
+            ..Finding::error(code, message)
+        }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -98,8 +107,10 @@ impl Finding {
     /// Ordering key: file, position, code. Reports are sorted by it so output
     /// does not depend on the order files were read.
     pub fn sort_key(&self) -> (String, usize, &'static str, String) {
-        let (file, start) =
-            self.labels.first().map_or((String::new(), 0), |l| (l.file.clone(), l.span.start));
+        let (file, start) = self
+            .labels
+            .first()
+            .map_or((String::new(), 0), |l| (l.file.clone(), l.span.start));
         (file, start, self.code, self.message.clone())
     }
 }
@@ -125,7 +136,8 @@ impl Sources {
 
     /// 1-based line and column of a label, or (0, 0) when its file is unknown.
     pub fn line_col(&self, label: &Label) -> (usize, usize) {
-        self.get(&label.file).map_or((0, 0), |f| f.line_col(label.span.start))
+        self.get(&label.file)
+            .map_or((0, 0), |f| f.line_col(label.span.start))
     }
 }
 
@@ -225,25 +237,37 @@ impl std::error::Error for Rendered {}
 
 impl miette::Diagnostic for Rendered {
     fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        if self.code.is_empty() { None } else { Some(Box::new(self.code)) }
+        if self.code.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.code))
+        }
     }
     fn severity(&self) -> Option<miette::Severity> {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        if self.labels.is_empty() { None } else { Some(Box::new(self.labels.iter().cloned())) }
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.labels.iter().cloned()))
+        }
     }
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
         if self.related.is_empty() {
             None
         } else {
-            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
+            Some(Box::new(
+                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+            ))
         }
     }
 }

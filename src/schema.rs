@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn closest_finds_typos_only() {
         let fields = ["tool", "agent", "args.amount", "args.country"];
-        assert_eq!(closest("args.amout", fields.iter().copied()), Some("args.amount"));
+        assert_eq!(
+            closest("args.amout", fields.iter().copied()),
+            Some("args.amount")
+        );
         assert_eq!(closest("tol", fields.iter().copied()), Some("tool"));
         assert_eq!(closest("zzzzzzzz", fields.iter().copied()), None);
     }

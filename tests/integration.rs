@@ -1,1 +1,9 @@
+//! The one integration test binary: a module per pipeline stage.
 
+mod artifact;
+mod check;
+mod cli;
+mod eval;
+mod fmt;
+mod parse;
+mod project;

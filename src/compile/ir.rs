@@ -117,7 +117,10 @@ pub struct PolicySet {
 
 impl PolicySet {
     pub fn rule_count(&self) -> usize {
-        self.policies.iter().map(|p| p.rules.len() + p.limits.len()).sum()
+        self.policies
+            .iter()
+            .map(|p| p.rules.len() + p.limits.len())
+            .sum()
     }
 
     pub fn get(&self, name: &str) -> Option<&Policy> {
@@ -226,12 +229,22 @@ impl Effect {
 pub enum ModifyValue {
     Literal(Literal),
     /// The whole value of `field` becomes `"[REDACTED]"`.
-    Redact { field: String },
+    Redact {
+        field: String,
+    },
     /// Every match of `pattern` in `field` becomes `"[REDACTED]"`.
-    RedactPattern { field: String, pattern: String },
+    RedactPattern {
+        field: String,
+        pattern: String,
+    },
     /// The first `len` characters of `field`.
-    Truncate { field: String, len: u64 },
-    Lowercase { field: String },
+    Truncate {
+        field: String,
+        len: u64,
+    },
+    Lowercase {
+        field: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -308,15 +321,38 @@ pub enum Expr {
     Truthy(String),
     /// `lhs op rhs`; both sides have type `ty` (`int`, `string` or `bool`;
     /// ordering operators only on `int`).
-    Cmp { op: CmpOp, lhs: Term, rhs: Term, ty: Type },
+    Cmp {
+        op: CmpOp,
+        lhs: Term,
+        rhs: Term,
+        ty: Type,
+    },
     /// `lhs in [values]`: the values have the type of `lhs` (int or string).
-    In { lhs: Term, values: Vec<Literal> },
+    In {
+        lhs: Term,
+        values: Vec<Literal>,
+    },
     /// Substring of a string field.
-    Contains { field: String, value: String },
+    Contains {
+        field: String,
+        value: String,
+    },
     /// Membership in a `set<string>` field.
-    SetContains { field: String, value: String },
-    StartsWith { field: String, value: String },
-    EndsWith { field: String, value: String },
+    SetContains {
+        field: String,
+        value: String,
+    },
+    StartsWith {
+        field: String,
+        value: String,
+    },
+    EndsWith {
+        field: String,
+        value: String,
+    },
     /// Unanchored regex search (`Regex::is_match`).
-    Matches { field: String, pattern: String },
+    Matches {
+        field: String,
+        pattern: String,
+    },
 }

@@ -164,9 +164,22 @@ impl Path {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Allow,
-    Deny { code: Ident, text: Spanned<String> },
-    RequireApproval { group: Spanned<String>, via: Option<Spanned<String>>, code: Ident, text: Spanned<String> },
-    Modify { field: Spanned<Path>, value: Spanned<ModifyValue>, code: Ident, text: Spanned<String> },
+    Deny {
+        code: Ident,
+        text: Spanned<String>,
+    },
+    RequireApproval {
+        group: Spanned<String>,
+        via: Option<Spanned<String>>,
+        code: Ident,
+        text: Spanned<String>,
+    },
+    Modify {
+        field: Spanned<Path>,
+        value: Spanned<ModifyValue>,
+        code: Ident,
+        text: Spanned<String>,
+    },
 }
 
 impl Effect {
@@ -210,9 +223,20 @@ pub enum ExprKind {
     Not(Box<Expr>),
     /// `(e)`, kept so that formatting keeps the author's grouping.
     Paren(Box<Expr>),
-    Cmp { op: CmpOp, lhs: Term, rhs: Term },
-    In { lhs: Term, list: Vec<Spanned<Literal>> },
-    Str { op: StrOp, lhs: Term, rhs: Term },
+    Cmp {
+        op: CmpOp,
+        lhs: Term,
+        rhs: Term,
+    },
+    In {
+        lhs: Term,
+        list: Vec<Spanned<Literal>>,
+    },
+    Str {
+        op: StrOp,
+        lhs: Term,
+        rhs: Term,
+    },
     Has(Spanned<Path>),
     /// A bare term used as a condition: a `bool` field or `true`/`false`.
     Term(Term),

@@ -1,0 +1,661 @@
+//! Type checking one policy against the schema, and lowering it to IR.
+//!
+//! Every field must be declared, every operator must fit its operand types,
+//! regexes must compile and stay within what the conflict analysis can encode,
+//! and names must be unique within a policy. All errors of the policy are
+//! collected; the IR returned alongside is only meaningful when there are none.
+
+use std::collections::HashMap;
+
+use regex_syntax::hir::{Hir, HirKind, Look};
+
+use crate::compile::ir::{self, Type};
+use crate::diagnostic::{Finding, Label};
+use crate::parse::ast::{self, ExprKind, Spanned, TermKind};
+use crate::schema::Schema;
+use crate::source::{SourceFile, Span};
+
+struct Checker<'a> {
+    file: &'a SourceFile,
+    schema: &'a Schema,
+    policy: &'a str,
+    rule: Option<String>,
+    errors: Vec<Finding>,
+}
+
+pub(super) fn check_policy(
+    file: &SourceFile,
+    policy: &ast::Policy,
+    schema: &Schema,
+) -> (ir::Policy, Vec<Finding>) {
+    let mut c = Checker {
+        file,
+        schema,
+        policy: &policy.name.node,
+        rule: None,
+        errors: Vec::new(),
+    };
+
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for item in &policy.items {
+        let name = item.name();
+        if let Some(first) = seen.get(name.node.as_str()) {
+            let f = Finding::error(
+                "type::duplicate_name",
+                format!(
+                    "`{}` is defined twice in policy `{}`",
+                    name.node, policy.name.node
+                ),
+            )
+            .with_label(c.label(name.span).with_message("defined again here"))
+            .with_label(c.label(*first).with_message("first defined here"))
+            .with_help("rule and limit names are unique within a policy: rename one of them");
+            c.errors.push(f);
+        } else {
+            seen.insert(&name.node, name.span);
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut limits = Vec::new();
+    for item in &policy.items {
+        match item {
+            ast::Item::Rule(r) => {
+                c.rule = Some(r.name.node.clone());
+                let when = r.when.as_ref().map_or(ir::Expr::Const(true), |e| c.expr(e));
+                let effect = c.effect(&r.effect);
+                rules.push(ir::Rule {
+                    name: r.name.node.clone(),
+                    when,
+                    effect,
+                    origin: c.origin(r.name.span),
+                });
+            }
+            ast::Item::Limit(l) => {
+                c.rule = Some(l.name.node.clone());
+                let when = l.when.as_ref().map_or(ir::Expr::Const(true), |e| c.expr(e));
+                for b in &l.by {
+                    match c.field(&b.node, b.span) {
+                        Some(decl) if decl.ty == Type::StrSet => c.mismatch(
+                            b.span,
+                            format!(
+                                "a limit cannot count by `{}`, a set<string>",
+                                b.node.as_str()
+                            ),
+                            "count by a string, int or bool field such as `agent` or `session`",
+                        ),
+                        _ => {}
+                    }
+                }
+                let exceed = c.effect(&l.exceed);
+                limits.push(ir::Limit {
+                    name: l.name.node.clone(),
+                    when,
+                    max: l.max.node,
+                    window_secs: l.window.node.seconds(),
+                    by: l.by.iter().map(|b| b.node.0.clone()).collect(),
+                    exceed,
+                    on_decrease: l.on_decrease.as_ref().map(|o| match o.node {
+                        ast::OnDecrease::NextWindow => ir::OnDecrease::NextWindow,
+                        ast::OnDecrease::Freeze => ir::OnDecrease::Freeze,
+                    }),
+                    origin: c.origin(l.name.span),
+                });
+            }
+        }
+    }
+    c.rule = None;
+
+    let tier = match policy.tier.as_ref().map(|t| t.node) {
+        Some(ast::Tier::Security) => ir::Tier::Security,
+        Some(ast::Tier::Compliance) => ir::Tier::Compliance,
+        Some(ast::Tier::Operational) | None => ir::Tier::Operational,
+    };
+    let out = ir::Policy {
+        name: policy.name.node.clone(),
+        version: policy.version.node.to_string(),
+        tier,
+        requires: policy
+            .requires
+            .iter()
+            .map(|r| ir::Requirement {
+                policy: r.policy.node.clone(),
+                req: r.req.node.to_string(),
+            })
+            .collect(),
+        rules,
+        limits,
+        origin: ir::Origin {
+            file: file.name.clone(),
+            span: policy.name.span,
+        },
+    };
+    (out, c.errors)
+}
+
+/// The type of a term, and the field it reads.
+#[derive(Clone, Copy)]
+struct Typed {
+    ty: Type,
+    /// The term is a literal (not a field or `len`).
+    literal: bool,
+}
+
+impl Checker<'_> {
+    fn label(&self, span: Span) -> Label {
+        Label::new(&self.file.name, span).in_rule(self.policy, self.rule.clone())
+    }
+
+    fn origin(&self, span: Span) -> ir::Origin {
+        ir::Origin {
+            file: self.file.name.clone(),
+            span,
+        }
+    }
+
+    fn mismatch(&mut self, span: Span, message: String, help: &str) {
+        let f = Finding::error("type::mismatch", message)
+            .with_label(self.label(span))
+            .with_help(help.to_string());
+        self.errors.push(f);
+    }
+
+    /// Looks a field up, reporting `type::unknown_field` when it is not declared.
+    fn field(&mut self, path: &ast::Path, span: Span) -> Option<&ir::FieldDecl> {
+        let schema = self.schema;
+        match schema.get(path.as_str()) {
+            Some(d) => Some(d),
+            None => {
+                let help = match schema.closest(path.as_str()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!(
+                        "declare it under [schema] in sluice.toml, e.g. `\"{}\" = \"string\"`",
+                        path.as_str()
+                    ),
+                };
+                let f = Finding::error(
+                    "type::unknown_field",
+                    format!("unknown field `{}`", path.as_str()),
+                )
+                .with_label(self.label(span).with_message("not in the schema"))
+                .with_help(help);
+                self.errors.push(f);
+                None
+            }
+        }
+    }
+
+    fn term(&mut self, t: &ast::Term) -> (Option<Typed>, ir::Term) {
+        match &t.node {
+            TermKind::Field(p) => {
+                let ty = self.field(p, t.span).map(|d| d.ty);
+                (
+                    ty.map(|ty| Typed { ty, literal: false }),
+                    ir::Term::Field(p.0.clone()),
+                )
+            }
+            TermKind::Len(p) => {
+                let ty = self.field(&p.node, p.span).map(|d| d.ty);
+                if let Some(ty) = ty
+                    && !matches!(ty, Type::Str | Type::StrSet)
+                {
+                    self.mismatch(
+                        p.span,
+                        format!(
+                            "`len` needs a string or set<string>, but `{}` is {}",
+                            p.node.as_str(),
+                            ty.as_str()
+                        ),
+                        "use `len` on a string (characters) or a set<string> (elements)",
+                    );
+                }
+                (
+                    Some(Typed {
+                        ty: Type::Int,
+                        literal: false,
+                    }),
+                    ir::Term::Len(p.node.0.clone()),
+                )
+            }
+            TermKind::Lit(l) => {
+                let ty = literal_type(l);
+                (Some(Typed { ty, literal: true }), ir::Term::Lit(lit(l)))
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &ast::Expr) -> ir::Expr {
+        match &e.node {
+            ExprKind::Or(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    match self.expr(p) {
+                        ir::Expr::Or(inner) => out.extend(inner),
+                        x => out.push(x),
+                    }
+                }
+                ir::Expr::Or(out)
+            }
+            ExprKind::And(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    match self.expr(p) {
+                        ir::Expr::And(inner) => out.extend(inner),
+                        x => out.push(x),
+                    }
+                }
+                ir::Expr::And(out)
+            }
+            ExprKind::Not(inner) => ir::Expr::Not(Box::new(self.expr(inner))),
+            ExprKind::Paren(inner) => self.expr(inner),
+            ExprKind::Has(p) => {
+                if let Some(d) = self.field(&p.node, p.span)
+                    && !d.optional
+                {
+                    let path = d.path.clone();
+                    self.mismatch(
+                        p.span,
+                        format!("`has({path})` is always true: `{path}` is a required field"),
+                        "`has` tests optional fields (declared with a trailing `?` in [schema]); remove it",
+                    );
+                }
+                ir::Expr::Has(p.node.0.clone())
+            }
+            ExprKind::Term(t) => {
+                let (ty, term) = self.term(t);
+                match (ty, term) {
+                    (_, ir::Term::Lit(ir::Literal::Bool(b))) => ir::Expr::Const(b),
+                    (Some(Typed { ty: Type::Bool, .. }), ir::Term::Field(f)) => ir::Expr::Truthy(f),
+                    (Some(tt), term) => {
+                        self.mismatch(
+                            t.span,
+                            format!(
+                                "a condition must be true or false, but this is {}",
+                                tt.ty.as_str()
+                            ),
+                            "compare it with something, e.g. `x == \"value\"` or `x > 0`",
+                        );
+                        ir::Expr::Truthy(term.field().unwrap_or_default().to_string())
+                    }
+                    (None, term) => ir::Expr::Truthy(term.field().unwrap_or_default().to_string()),
+                }
+            }
+            ExprKind::Cmp { op, lhs, rhs } => {
+                let (lt, l) = self.term(lhs);
+                let (rt, r) = self.term(rhs);
+                let op = cmp(*op);
+                let mut ty = Type::Int;
+                if let (Some(lt), Some(rt)) = (lt, rt) {
+                    ty = lt.ty;
+                    if lt.ty == Type::StrSet || rt.ty == Type::StrSet {
+                        self.mismatch(
+                            e.span,
+                            format!("`{}` cannot compare a set<string>", op.as_str()),
+                            "test a set with `contains \"x\"` or `len(x)`",
+                        );
+                    } else if lt.ty != rt.ty {
+                        self.mismatch(
+                            e.span,
+                            format!(
+                                "`{}` compares {} with {}",
+                                op.as_str(),
+                                lt.ty.as_str(),
+                                rt.ty.as_str()
+                            ),
+                            &type_help(lt.ty, rt.ty),
+                        );
+                    } else if !matches!(op, ir::CmpOp::Eq | ir::CmpOp::Ne) && lt.ty != Type::Int {
+                        self.mismatch(
+                            e.span,
+                            format!(
+                                "`{}` orders numbers, but these are {}",
+                                op.as_str(),
+                                lt.ty.as_str()
+                            ),
+                            "use `==` or `!=`, or `starts_with`/`ends_with`/`matches` for strings",
+                        );
+                    } else if lt.literal && rt.literal {
+                        self.mismatch(
+                            e.span,
+                            "this comparison has no field: it is always true or always false"
+                                .into(),
+                            "compare a field (or `len(field)`) with a value",
+                        );
+                    }
+                }
+                ir::Expr::Cmp {
+                    op,
+                    lhs: l,
+                    rhs: r,
+                    ty,
+                }
+            }
+            ExprKind::In { lhs, list } => {
+                let (lt, l) = self.term(lhs);
+                if let Some(lt) = lt {
+                    if lt.ty == Type::StrSet {
+                        self.mismatch(
+                            lhs.span,
+                            format!(
+                                "`in` tests one value, but `{}` is a set<string>",
+                                term_text(lhs)
+                            ),
+                            "to test whether a set holds a value write `x contains \"value\"`",
+                        );
+                    } else {
+                        let wrong: Vec<&Spanned<ast::Literal>> = list
+                            .iter()
+                            .filter(|v| literal_type(&v.node) != lt.ty)
+                            .collect();
+                        if let Some(first) = wrong.first() {
+                            let vt = literal_type(&first.node);
+                            let mut f = Finding::error(
+                                "type::mismatch",
+                                format!(
+                                    "`{}` is {} but this list holds {} values",
+                                    term_text(lhs),
+                                    lt.ty.as_str(),
+                                    vt.as_str()
+                                ),
+                            )
+                            .with_help(type_help(lt.ty, vt));
+                            for v in wrong {
+                                f = f.with_label(self.label(v.span).with_message(format!(
+                                    "{}, not {}",
+                                    literal_type(&v.node).as_str(),
+                                    lt.ty.as_str()
+                                )));
+                            }
+                            self.errors.push(f);
+                        }
+                    }
+                    if lt.literal {
+                        self.mismatch(
+                            lhs.span,
+                            "`in` needs a field on its left".into(),
+                            "write `field in [\"a\", \"b\"]`",
+                        );
+                    }
+                }
+                ir::Expr::In {
+                    lhs: l,
+                    values: list.iter().map(|v| lit(&v.node)).collect(),
+                }
+            }
+            ExprKind::Str { op, lhs, rhs } => self.str_op(e.span, *op, lhs, rhs),
+        }
+    }
+
+    fn str_op(&mut self, span: Span, op: ast::StrOp, lhs: &ast::Term, rhs: &ast::Term) -> ir::Expr {
+        let (lt, _) = self.term(lhs);
+        let field = match &lhs.node {
+            TermKind::Field(p) => p.0.clone(),
+            _ => {
+                if lt.is_some() {
+                    self.mismatch(
+                        lhs.span,
+                        format!("`{}` needs a field on its left", op.as_str()),
+                        "write e.g. `args.body contains \"secret\"`",
+                    );
+                }
+                String::new()
+            }
+        };
+        let value = match &rhs.node {
+            TermKind::Lit(ast::Literal::Str(s)) => s.clone(),
+            _ => {
+                self.mismatch(
+                    rhs.span,
+                    format!("`{}` needs a string literal on its right", op.as_str()),
+                    "write the value in double quotes, e.g. \"text\"",
+                );
+                String::new()
+            }
+        };
+        let lty = lt.filter(|t| !t.literal).map(|t| t.ty);
+        match (op, lty) {
+            (ast::StrOp::Contains, Some(Type::StrSet)) => ir::Expr::SetContains { field, value },
+            (_, Some(Type::Str)) | (_, None) => match op {
+                ast::StrOp::Contains => ir::Expr::Contains { field, value },
+                ast::StrOp::StartsWith => ir::Expr::StartsWith { field, value },
+                ast::StrOp::EndsWith => ir::Expr::EndsWith { field, value },
+                ast::StrOp::Matches => {
+                    if let TermKind::Lit(ast::Literal::Str(_)) = rhs.node {
+                        self.regex(&value, rhs.span);
+                    }
+                    ir::Expr::Matches {
+                        field,
+                        pattern: value,
+                    }
+                }
+            },
+            (_, Some(t)) => {
+                let help = if op == ast::StrOp::Contains {
+                    "`contains` applies to a string or a set<string>"
+                } else {
+                    "this operator applies to strings"
+                };
+                self.mismatch(
+                    span,
+                    format!(
+                        "`{}` needs a string, but `{}` is {}",
+                        op.as_str(),
+                        field,
+                        t.as_str()
+                    ),
+                    help,
+                );
+                ir::Expr::Const(false)
+            }
+        }
+    }
+
+    /// Checks that a regex compiles and uses only what the analysis encodes:
+    /// no word boundaries and no line anchors (`(?m)`).
+    fn regex(&mut self, pattern: &str, span: Span) {
+        if let Err(e) = regex::Regex::new(pattern) {
+            let msg = e.to_string();
+            let detail = msg
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ");
+            let f = Finding::error("type::bad_regex", format!("invalid regex: {detail}"))
+                .with_label(self.label(span).with_message("this pattern"))
+                .with_help("patterns use the Rust `regex` syntax; look-around and back-references do not exist in it");
+            self.errors.push(f);
+            return;
+        }
+        match regex_syntax::Parser::new().parse(pattern) {
+            Ok(hir) => {
+                if let Some(what) = unsupported(&hir) {
+                    let f = Finding::error(
+                        "type::bad_regex",
+                        format!("the conflict analysis cannot encode {what}"),
+                    )
+                    .with_label(self.label(span).with_message("this pattern"))
+                    .with_help("use `^` and `$` (start and end of the whole value) and character classes instead");
+                    self.errors.push(f);
+                }
+            }
+            Err(e) => {
+                let f = Finding::error("type::bad_regex", format!("invalid regex: {e}"))
+                    .with_label(self.label(span));
+                self.errors.push(f);
+            }
+        }
+    }
+
+    fn string_field(&mut self, p: &Spanned<ast::Path>, what: &str) {
+        if let Some(d) = self.field(&p.node, p.span)
+            && d.ty != Type::Str
+        {
+            let msg = format!(
+                "`{what}` needs a string, but `{}` is {}",
+                d.path,
+                d.ty.as_str()
+            );
+            self.mismatch(p.span, msg, "these transforms apply to string fields");
+        }
+    }
+
+    fn effect(&mut self, e: &Spanned<ast::Effect>) -> ir::Effect {
+        match &e.node {
+            ast::Effect::Allow => ir::Effect::Allow,
+            ast::Effect::Deny { code, text } => ir::Effect::Deny {
+                code: code.node.clone(),
+                text: text.node.clone(),
+            },
+            ast::Effect::RequireApproval {
+                group,
+                via,
+                code,
+                text,
+            } => ir::Effect::RequireApproval {
+                group: group.node.clone(),
+                via: via.as_ref().map(|v| v.node.clone()),
+                code: code.node.clone(),
+                text: text.node.clone(),
+            },
+            ast::Effect::Modify {
+                field,
+                value,
+                code,
+                text,
+            } => {
+                let target = self
+                    .field(&field.node, field.span)
+                    .map(|d| (d.ty, d.path.clone()));
+                let v = match &value.node {
+                    ast::ModifyValue::Literal(l) => {
+                        if let Some((ty, path)) = &target {
+                            let lt = literal_type(l);
+                            if lt != *ty {
+                                self.mismatch(
+                                    value.span,
+                                    format!(
+                                        "`{path}` is {} but this value is {}",
+                                        ty.as_str(),
+                                        lt.as_str()
+                                    ),
+                                    &type_help(*ty, lt),
+                                );
+                            }
+                        }
+                        ir::ModifyValue::Literal(lit(l))
+                    }
+                    ast::ModifyValue::Redact(p) => {
+                        self.string_field(p, "redact");
+                        ir::ModifyValue::Redact {
+                            field: p.node.0.clone(),
+                        }
+                    }
+                    ast::ModifyValue::RedactPattern(p, pat) => {
+                        self.string_field(p, "redact");
+                        self.regex(&pat.node, pat.span);
+                        ir::ModifyValue::RedactPattern {
+                            field: p.node.0.clone(),
+                            pattern: pat.node.clone(),
+                        }
+                    }
+                    ast::ModifyValue::Truncate(p, n) => {
+                        self.string_field(p, "truncate");
+                        ir::ModifyValue::Truncate {
+                            field: p.node.0.clone(),
+                            len: n.node,
+                        }
+                    }
+                    ast::ModifyValue::Lowercase(p) => {
+                        self.string_field(p, "lowercase");
+                        ir::ModifyValue::Lowercase {
+                            field: p.node.0.clone(),
+                        }
+                    }
+                };
+                if !matches!(v, ir::ModifyValue::Literal(_))
+                    && let Some((ty, path)) = &target
+                    && *ty != Type::Str
+                {
+                    let msg = format!(
+                        "`{path}` is {} but this transform makes a string",
+                        ty.as_str()
+                    );
+                    self.mismatch(
+                        value.span,
+                        msg,
+                        "redact, truncate and lowercase produce strings: modify a string field",
+                    );
+                }
+                ir::Effect::Modify {
+                    field: field.node.0.clone(),
+                    value: v,
+                    code: code.node.clone(),
+                    text: text.node.clone(),
+                }
+            }
+        }
+    }
+}
+
+fn unsupported(hir: &Hir) -> Option<&'static str> {
+    match hir.kind() {
+        HirKind::Look(look) => match look {
+            Look::Start | Look::End => None,
+            Look::StartLF | Look::EndLF | Look::StartCRLF | Look::EndCRLF => {
+                Some("line anchors (`(?m)^` / `(?m)$`)")
+            }
+            _ => Some("word boundaries (`\\b`, `\\B`)"),
+        },
+        HirKind::Repetition(r) => unsupported(&r.sub),
+        HirKind::Capture(c) => unsupported(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().find_map(unsupported),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) => None,
+    }
+}
+
+fn literal_type(l: &ast::Literal) -> Type {
+    match l {
+        ast::Literal::Int(_) => Type::Int,
+        ast::Literal::Str(_) => Type::Str,
+        ast::Literal::Bool(_) => Type::Bool,
+    }
+}
+
+fn lit(l: &ast::Literal) -> ir::Literal {
+    match l {
+        ast::Literal::Int(n) => ir::Literal::Int(*n),
+        ast::Literal::Str(s) => ir::Literal::Str(s.clone()),
+        ast::Literal::Bool(b) => ir::Literal::Bool(*b),
+    }
+}
+
+fn cmp(op: ast::CmpOp) -> ir::CmpOp {
+    match op {
+        ast::CmpOp::Eq => ir::CmpOp::Eq,
+        ast::CmpOp::Ne => ir::CmpOp::Ne,
+        ast::CmpOp::Lt => ir::CmpOp::Lt,
+        ast::CmpOp::Le => ir::CmpOp::Le,
+        ast::CmpOp::Gt => ir::CmpOp::Gt,
+        ast::CmpOp::Ge => ir::CmpOp::Ge,
+    }
+}
+
+fn term_text(t: &ast::Term) -> String {
+    match &t.node {
+        TermKind::Field(p) => p.0.clone(),
+        TermKind::Len(p) => format!("len({})", p.node.0),
+        TermKind::Lit(ast::Literal::Int(n)) => n.to_string(),
+        TermKind::Lit(ast::Literal::Str(s)) => format!("{s:?}"),
+        TermKind::Lit(ast::Literal::Bool(b)) => b.to_string(),
+    }
+}
+
+fn type_help(want: Type, got: Type) -> String {
+    match (want, got) {
+        (Type::Int, Type::Str) => "numbers are written without quotes, e.g. `1000`".into(),
+        (Type::Str, Type::Int) => "strings are written in double quotes, e.g. `\"1000\"`".into(),
+        (Type::Bool, _) => "a bool is `true` or `false`".into(),
+        _ => format!("both sides must be {}", want.as_str()),
+    }
+}

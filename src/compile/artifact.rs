@@ -1,0 +1,158 @@
+//! The compiled artifact: the policy set as one canonical JSON document with a
+//! sha256 content hash. Pure: bytes in, bytes out, no I/O.
+//!
+//! Canonical JSON here is compact `serde_json` output of the artifact's
+//! structs: field order is fixed by the type definitions, no maps with
+//! arbitrary key order are involved, and policies are sorted by name. So the
+//! same IR always gives byte-identical bytes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::compile::ir::{DecisionKind, Policy, PolicySet};
+use crate::schema::Schema;
+
+/// The artifact format this build writes and accepts.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A compiled policy set, as engines load it.
+///
+/// `hash` is the hex sha256 of the canonical JSON of every field but `hash`
+/// and `source_commit`: format version, project, default, schema and
+/// policies. The source commit is provenance, not content: a commit that
+/// changes no policy (a README edit, a reformatting — the IR carries no
+/// source locations) keeps the hash, so engines see the same artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub format_version: u32,
+    pub project: String,
+    /// The decision when no rule matches.
+    pub default: DecisionKind,
+    pub schema: Schema,
+    /// Sorted by name.
+    pub policies: Vec<Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_commit: Option<String>,
+    pub hash: String,
+}
+
+/// The hashed part of an artifact, in canonical field order.
+#[derive(Serialize)]
+struct Content<'a> {
+    format_version: u32,
+    project: &'a str,
+    default: DecisionKind,
+    schema: &'a Schema,
+    policies: &'a [Policy],
+}
+
+impl Artifact {
+    /// Builds an artifact: policies sorted by name (stable, so duplicates keep
+    /// their order) and the hash computed.
+    pub fn new(
+        project: impl Into<String>,
+        default: DecisionKind,
+        schema: Schema,
+        set: PolicySet,
+        source_commit: Option<String>,
+    ) -> Result<Artifact, ArtifactError> {
+        let mut policies = set.policies;
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut artifact = Artifact {
+            format_version: FORMAT_VERSION,
+            project: project.into(),
+            default,
+            schema,
+            policies,
+            source_commit,
+            hash: String::new(),
+        };
+        artifact.hash = artifact.compute_hash()?;
+        Ok(artifact)
+    }
+
+    /// The hex sha256 of the canonical content (everything but `hash` and
+    /// `source_commit`).
+    pub fn compute_hash(&self) -> Result<String, ArtifactError> {
+        let content = Content {
+            format_version: self.format_version,
+            project: &self.project,
+            default: self.default,
+            schema: &self.schema,
+            policies: &self.policies,
+        };
+        let bytes = serde_json::to_vec(&content).map_err(|e| ArtifactError::Encode {
+            message: e.to_string(),
+        })?;
+        Ok(hex::encode(Sha256::digest(&bytes)))
+    }
+
+    /// Checks that `hash` matches the content.
+    pub fn verify(&self) -> Result<(), ArtifactError> {
+        let actual = self.compute_hash()?;
+        if actual == self.hash {
+            Ok(())
+        } else {
+            Err(ArtifactError::HashMismatch {
+                expected: self.hash.clone(),
+                actual,
+            })
+        }
+    }
+
+    /// The first twelve hex digits of the hash, for display.
+    pub fn short_hash(&self) -> &str {
+        self.hash.get(..12).unwrap_or(&self.hash)
+    }
+
+    /// The canonical bytes: compact JSON, deterministic.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec(self).map_err(|e| ArtifactError::Encode {
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads an artifact, accepting it only if its format is supported and
+    /// its hash verifies.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
+        let artifact: Artifact =
+            serde_json::from_slice(bytes).map_err(|e| ArtifactError::Decode {
+                message: e.to_string(),
+            })?;
+        if artifact.format_version != FORMAT_VERSION {
+            return Err(ArtifactError::UnsupportedFormat {
+                found: artifact.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        artifact.verify()?;
+        Ok(artifact)
+    }
+}
+
+/// An artifact that cannot be written or accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    #[error("artifact is not valid: {message}")]
+    #[diagnostic(code(artifact::decode))]
+    Decode { message: String },
+
+    #[error("artifact could not be encoded: {message}")]
+    #[diagnostic(code(artifact::encode))]
+    Encode { message: String },
+
+    #[error("artifact format {found} is not supported (this build reads format {supported})")]
+    #[diagnostic(code(artifact::format))]
+    UnsupportedFormat { found: u32, supported: u32 },
+
+    #[error("artifact hash does not verify: expected `{expected}`, content hashes to `{actual}`")]
+    #[diagnostic(
+        code(artifact::hash_mismatch),
+        help(
+            "the artifact was modified after it was compiled; recompile it with `sluice compile`"
+        )
+    )]
+    HashMismatch { expected: String, actual: String },
+}

@@ -1,0 +1,236 @@
+//! Limit counters: the state that evaluation reads and writes.
+//!
+//! The evaluator never owns counters; it talks to a [`LimitStore`], so the
+//! same evaluator runs against the in-memory store here or a shared backend
+//! (one store for a fleet of engines). Counters are keyed by the limit's
+//! qualified name (`policy.limit`) and the canonical text of its `by` values,
+//! so they carry over an artifact swap and can be listed for state checks.
+//!
+//! Windows are fixed and aligned to the epoch: the window holding `now` starts
+//! at `now - now % secs`. A counter remembers the window it counts; a request
+//! in a later window starts the count afresh.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+/// A fixed counting window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds since the epoch, a multiple of `secs`.
+    pub start: u64,
+    pub secs: u64,
+}
+
+impl Window {
+    /// The window of `secs` seconds that holds `now` (a zero length is read
+    /// as one second).
+    pub fn containing(now: u64, secs: u64) -> Window {
+        let secs = secs.max(1);
+        Window {
+            start: now - now % secs,
+            secs,
+        }
+    }
+
+    /// The first second after the window.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.secs)
+    }
+}
+
+/// Which counter: the limit and the key within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitKey<'a> {
+    /// The qualified limit name `policy.limit` (names are `[a-z][a-z0-9_]*`,
+    /// so the dot is unambiguous).
+    pub limit: &'a str,
+    /// The `by` values as a compact JSON array, e.g. `["billing-bot"]`.
+    pub key: &'a str,
+}
+
+/// One live counter, as listed for state checks and migrations.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CounterEntry {
+    pub limit: String,
+    pub key: String,
+    pub window: Window,
+    pub count: u64,
+}
+
+/// A limit store that could not be reached or answered wrongly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("limit store unavailable: {0}")]
+    #[diagnostic(code(state::unavailable))]
+    Unavailable(String),
+}
+
+/// Where limit counters live.
+///
+/// Implementations are shared by concurrent evaluations (`&self`), so they
+/// do their own locking. A request whose window is older than the one a
+/// counter holds (a clock read just before a window boundary, applied just
+/// after) counts against the newer window rather than resetting it.
+pub trait LimitStore: Send + Sync {
+    /// Counts one request against `key` in `window` unless the count has
+    /// reached `max`. Returns whether the request was counted (it is within
+    /// the limit); a request that would exceed is not counted.
+    fn try_acquire(&self, key: LimitKey<'_>, window: Window, max: u64) -> Result<bool, StateError>;
+
+    /// The count of `key` in `window`, without counting (dry runs, shadow
+    /// evaluation).
+    fn count(&self, key: LimitKey<'_>, window: Window) -> Result<u64, StateError>;
+
+    /// Every live counter, sorted by limit, key.
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError>;
+
+    /// Sets a counter (state migration, restore).
+    fn put(&self, entry: &CounterEntry) -> Result<(), StateError>;
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    window: Window,
+    count: u64,
+}
+
+type Shard = HashMap<Box<str>, HashMap<Box<str>, Slot>>;
+
+const SHARDS: usize = 16;
+
+/// In-memory counters, sharded by key to keep lock contention low.
+#[derive(Debug)]
+pub struct MemoryLimitStore {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for MemoryLimitStore {
+    fn default() -> Self {
+        MemoryLimitStore::new()
+    }
+}
+
+impl MemoryLimitStore {
+    pub fn new() -> Self {
+        MemoryLimitStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, key: LimitKey<'_>) -> Option<MutexGuard<'_, Shard>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let i = (h.finish() % SHARDS as u64) as usize;
+        // A poisoned lock only means another thread panicked mid-update of
+        // plain counters; the data is still usable.
+        self.shards
+            .get(i)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Drops every counter of windows that ended at or before `now`.
+    pub fn expire(&self, now: u64) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|_, keys| {
+                keys.retain(|_, slot| slot.window.end() > now);
+                !keys.is_empty()
+            });
+        }
+    }
+}
+
+/// The window a request in `window` counts against, given the counter's
+/// current slot, and the count already in it.
+fn effective(slot: Option<&Slot>, window: Window) -> (Window, u64) {
+    match slot {
+        Some(s) if s.window == window => (window, s.count),
+        Some(s) if s.window.secs == window.secs && s.window.start > window.start => {
+            (s.window, s.count)
+        }
+        _ => (window, 0),
+    }
+}
+
+impl LimitStore for MemoryLimitStore {
+    fn try_acquire(&self, key: LimitKey<'_>, window: Window, max: u64) -> Result<bool, StateError> {
+        let Some(mut shard) = self.shard(key) else {
+            return Err(StateError::Unavailable("no shard".to_string()));
+        };
+        let slot = shard.get(key.limit).and_then(|keys| keys.get(key.key));
+        let (window, count) = effective(slot, window);
+        if count >= max {
+            return Ok(false);
+        }
+        let next = Slot {
+            window,
+            count: count + 1,
+        };
+        match shard.get_mut(key.limit) {
+            Some(keys) => match keys.get_mut(key.key) {
+                Some(s) => *s = next,
+                None => {
+                    keys.insert(key.key.into(), next);
+                }
+            },
+            None => {
+                let mut keys = HashMap::new();
+                keys.insert(key.key.into(), next);
+                shard.insert(key.limit.into(), keys);
+            }
+        }
+        Ok(true)
+    }
+
+    fn count(&self, key: LimitKey<'_>, window: Window) -> Result<u64, StateError> {
+        let Some(shard) = self.shard(key) else {
+            return Err(StateError::Unavailable("no shard".to_string()));
+        };
+        let slot = shard.get(key.limit).and_then(|keys| keys.get(key.key));
+        Ok(effective(slot, window).1)
+    }
+
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (limit, keys) in shard.iter() {
+                for (key, slot) in keys {
+                    out.push(CounterEntry {
+                        limit: limit.to_string(),
+                        key: key.to_string(),
+                        window: slot.window,
+                        count: slot.count,
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn put(&self, entry: &CounterEntry) -> Result<(), StateError> {
+        let key = LimitKey {
+            limit: &entry.limit,
+            key: &entry.key,
+        };
+        let Some(mut shard) = self.shard(key) else {
+            return Err(StateError::Unavailable("no shard".to_string()));
+        };
+        shard
+            .entry(entry.limit.as_str().into())
+            .or_default()
+            .insert(
+                entry.key.as_str().into(),
+                Slot {
+                    window: entry.window,
+                    count: entry.count,
+                },
+            );
+        Ok(())
+    }
+}

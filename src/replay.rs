@@ -1,0 +1,250 @@
+//! Replay: trace cases (a request and the decision it must get) run against
+//! an evaluator, classified the way rollout gates read them. Pure apart from
+//! the limit store the caller passes.
+//!
+//! A trace file is JSON lines: `{"request": {…}, "expect": "deny", "code":
+//! "SANCTIONED", "time": 1767225600}` (`code` and `time` optional). Cases of a
+//! file are evaluated in order with shared limit counters, at `time` when
+//! given (seconds since the epoch), else at a fixed instant, so a replay is
+//! deterministic.
+//!
+//! Classification:
+//! - **catastrophic**: a blocking decision was expected (`deny`,
+//!   `require_approval`) and a permissive one came (`allow`, `modify`): the
+//!   action would have gone through unchecked;
+//! - **false positive**: a permissive decision was expected and a blocking
+//!   one came;
+//! - **mismatch**: any other difference (`deny` vs `require_approval`,
+//!   `allow` vs `modify`, or no reason with the final decision carries the
+//!   expected code);
+//! - **bad request**: the request does not fit the schema.
+
+use serde::Serialize;
+
+use crate::compile::ir::DecisionKind;
+use crate::diagnostic::{Finding, Label};
+use crate::engine::eval::Evaluator;
+use crate::engine::response::{ResponseContext, ResponseReason};
+use crate::engine::state::LimitStore;
+use crate::source::{SourceFile, Span};
+
+/// The instant cases without `time` are evaluated at (2026-01-01T00:00:00Z).
+pub const DEFAULT_TIME: u64 = 1_767_225_600;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceCase {
+    /// File and 1-based line of the case.
+    pub file: String,
+    pub line: usize,
+    pub request: serde_json::Value,
+    pub expect: DecisionKind,
+    pub code: Option<String>,
+    pub time: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    request: serde_json::Value,
+    expect: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    time: Option<u64>,
+}
+
+/// Parses a trace file. Every malformed line is a `trace::invalid` finding at
+/// that line; the other lines are still returned.
+pub fn parse_traces(file: &SourceFile) -> (Vec<TraceCase>, Vec<Finding>) {
+    let mut cases = Vec::new();
+    let mut findings = Vec::new();
+    let mut offset = 0;
+    for (i, line) in file.text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += line.len();
+        let content = line.trim_end_matches(['\n', '\r']);
+        if content.trim().is_empty() || content.trim_start().starts_with("//") {
+            continue;
+        }
+        let span = Span::new(start, start + content.len());
+        let bad = |message: String, help: &str| {
+            Finding::error("trace::invalid", message)
+                .with_label(Label::new(&file.name, span))
+                .with_help(help.to_string())
+        };
+        let raw: RawCase = match serde_json::from_str(content) {
+            Ok(r) => r,
+            Err(e) => {
+                findings.push(bad(
+                    format!("line {} is not a trace case: {e}", i + 1),
+                    "a case is {\"request\": {…}, \"expect\": \"deny\", \"code\": \"OPTIONAL\"}",
+                ));
+                continue;
+            }
+        };
+        let Some(expect) = DecisionKind::parse(&raw.expect) else {
+            findings.push(bad(
+                format!("unknown expected decision `{}`", raw.expect),
+                "expect one of `allow`, `deny`, `require_approval`, `modify`",
+            ));
+            continue;
+        };
+        cases.push(TraceCase {
+            file: file.name.clone(),
+            line: i + 1,
+            request: raw.request,
+            expect,
+            code: raw.code,
+            time: raw.time,
+        });
+    }
+    (cases, findings)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Catastrophic,
+    FalsePositive,
+    Mismatch,
+    BadRequest,
+}
+
+fn blocking(d: DecisionKind) -> bool {
+    matches!(d, DecisionKind::Deny | DecisionKind::RequireApproval)
+}
+
+/// Classifies one result.
+pub fn classify(
+    expect: DecisionKind,
+    code: Option<&str>,
+    got: DecisionKind,
+    reasons: &[ResponseReason],
+) -> Verdict {
+    if expect == got {
+        // The expected code must come from a reason that made the decision.
+        let code_ok = code.is_none_or(|c| {
+            reasons
+                .iter()
+                .any(|r| r.effect == got && r.code.as_deref() == Some(c))
+        });
+        return if code_ok {
+            Verdict::Pass
+        } else {
+            Verdict::Mismatch
+        };
+    }
+    match (blocking(expect), blocking(got)) {
+        (true, false) => Verdict::Catastrophic,
+        (false, true) => Verdict::FalsePositive,
+        _ => Verdict::Mismatch,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub file: String,
+    pub line: usize,
+    pub verdict: Verdict,
+    pub expect: DecisionKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The decision it got (absent for a bad request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub got: Option<DecisionKind>,
+    pub reasons: Vec<ResponseReason>,
+    /// Why the request was refused (bad request) or evaluation failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The figures the replay gate reads, plus every result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    pub cases: usize,
+    pub passed: usize,
+    pub catastrophic: usize,
+    pub false_positives: usize,
+    pub mismatches: usize,
+    pub bad_requests: usize,
+    /// Cases that expected a permissive decision (the false-positive base).
+    pub expected_permissive: usize,
+    pub results: Vec<CaseResult>,
+}
+
+impl ReplayReport {
+    /// False positives over cases that expected a permissive decision.
+    pub fn false_positive_rate(&self) -> f64 {
+        if self.expected_permissive == 0 {
+            0.0
+        } else {
+            self.false_positives as f64 / self.expected_permissive as f64
+        }
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &CaseResult> {
+        self.results.iter().filter(|r| r.verdict != Verdict::Pass)
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.passed == self.cases
+    }
+}
+
+/// Runs cases in order. The caller gives one limit store per independent
+/// sequence of cases (e.g. per trace file).
+pub fn run(
+    evaluator: &Evaluator,
+    cases: &[TraceCase],
+    limits: &dyn LimitStore,
+    report: &mut ReplayReport,
+) {
+    for case in cases {
+        report.cases += 1;
+        if !blocking(case.expect) {
+            report.expected_permissive += 1;
+        }
+        let mut result = CaseResult {
+            file: case.file.clone(),
+            line: case.line,
+            verdict: Verdict::BadRequest,
+            expect: case.expect,
+            code: case.code.clone(),
+            got: None,
+            reasons: Vec::new(),
+            error: None,
+        };
+        let outcome = evaluator
+            .decode(&case.request)
+            .map_err(|e| e.to_string())
+            .and_then(|req| {
+                let now = case.time.unwrap_or(DEFAULT_TIME);
+                let outcome = evaluator
+                    .evaluate(&req, now, limits)
+                    .map_err(|e| e.to_string())?;
+                Ok(evaluator.respond(&req, &outcome, &ResponseContext::default()))
+            });
+        match outcome {
+            Ok(resp) => {
+                result.verdict = classify(
+                    case.expect,
+                    case.code.as_deref(),
+                    resp.decision,
+                    &resp.reasons,
+                );
+                result.got = Some(resp.decision);
+                result.reasons = resp.reasons;
+            }
+            Err(e) => result.error = Some(e),
+        }
+        match result.verdict {
+            Verdict::Pass => report.passed += 1,
+            Verdict::Catastrophic => report.catastrophic += 1,
+            Verdict::FalsePositive => report.false_positives += 1,
+            Verdict::Mismatch => report.mismatches += 1,
+            Verdict::BadRequest => report.bad_requests += 1,
+        }
+        report.results.push(result);
+    }
+}
