@@ -12,8 +12,16 @@
 #[path = "../../support/gen.rs"]
 mod generator;
 
+#[expect(
+    dead_code,
+    reason = "repositories on disk serve the main crate's bench"
+)]
+#[path = "../../support/load.rs"]
+mod load;
+
 mod cedar;
 mod rego;
+mod sluice;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -157,7 +165,7 @@ struct Loaded {
     decode_eval: Vec<f64>,
 }
 
-fn load(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
+fn loaded(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
     let start = Instant::now();
     let engine = f();
     Loaded {
@@ -200,12 +208,14 @@ fn main() {
             mix.final_deny
         );
 
+        // sluice first: the ratios are against it.
         let mut engines: Vec<Loaded> = vec![
-            load(|| Box::new(cedar::Cedar::new(&set))),
-            load(|| Box::new(rego::Rvm::new(&set))),
+            loaded(|| Box::new(sluice::Sluice::new(&set))),
+            loaded(|| Box::new(cedar::Cedar::new(&set))),
+            loaded(|| Box::new(rego::Rvm::new(&set))),
         ];
         if set.rule_count() <= o.interpreter_max_rules {
-            engines.push(load(|| Box::new(rego::Interpreter::new(&set))));
+            engines.push(loaded(|| Box::new(rego::Interpreter::new(&set))));
         }
 
         // Agreement first: every engine gives the reference decision for
@@ -272,7 +282,7 @@ fn main() {
         let _ = writeln!(
             table,
             "{:<22} {:>10} {:>12} {:>22} {:>10} {:>14} {:>10}",
-            "engine", "load", "eval median", "(min … max)", "× first", "decode+eval", "× first"
+            "engine", "load", "eval median", "(min … max)", "× sluice", "decode+eval", "× sluice"
         );
         for l in &engines {
             let (m, md) = (median(&l.eval), median(&l.decode_eval));
@@ -298,6 +308,18 @@ fn main() {
             );
         }
         print!("{table}");
+        let ratio = |prefix: &str| {
+            engines
+                .iter()
+                .find(|l| l.engine.name().starts_with(prefix))
+                .map_or(f64::NAN, |l| median(&l.eval) / base)
+        };
+        println!(
+            "sluice median {} per evaluation; {:.0}× faster than Cedar, {:.0}× faster than the regorus RVM",
+            fmt_ns(base),
+            ratio("cedar"),
+            ratio("regorus RVM")
+        );
     }
     if let Some(path) = &o.tsv {
         std::fs::write(path, tsv).expect("write the TSV file");
