@@ -5,9 +5,19 @@
 //! falls on all of them alike, and the median of the runs is reported.
 //!
 //! ```text
-//! peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--runs 7] [--ms 300]
+//! peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--max-requests N] [--runs 7] [--ms 300]
 //!       [--seed 42] [--interpreter-max-rules 1000] [--tsv FILE] [--write DIR]
 //! ```
+//!
+//! - `--sets`: generated sets, `POLICIESxRULES` each;
+//! - `--requests`: requests generated per set (all are checked);
+//!   `--max-requests`: time on the first N only;
+//! - `--runs`: timed runs per engine; one run walks the requests in order,
+//!   as many times as fit in `--ms` milliseconds (at least once);
+//! - `--interpreter-max-rules`: the regorus interpreter (about 0.1 s per
+//!   request at 10,000 rules) only runs on sets up to this size;
+//! - `--tsv`: write the medians to FILE; `--write`: write each set (sluice
+//!   repository, Cedar, Rego, requests with their decisions) below DIR.
 
 #[path = "../../support/gen.rs"]
 mod generator;
@@ -65,6 +75,8 @@ struct Options {
     /// The regorus interpreter runs on sets of at most this many rules (it
     /// takes about 0.1 s per request at 10,000).
     interpreter_max_rules: usize,
+    /// Time on the first this many requests only (all are checked).
+    max_requests: Option<usize>,
     tsv: Option<PathBuf>,
     write: Option<PathBuf>,
 }
@@ -77,6 +89,7 @@ fn parse_args() -> Options {
         target: Duration::from_millis(300),
         seed: 42,
         interpreter_max_rules: 1000,
+        max_requests: None,
         tsv: None,
         write: None,
     };
@@ -97,6 +110,7 @@ fn parse_args() -> Options {
                     .collect();
             }
             "--requests" => o.requests = number(&value()),
+            "--max-requests" => o.max_requests = Some(number(&value())),
             "--runs" => o.runs = number(&value()).max(1),
             "--ms" => o.target = Duration::from_millis(number(&value()) as u64),
             "--seed" => o.seed = number(&value()) as u64,
@@ -121,7 +135,7 @@ fn usage(msg: &str) -> ! {
         eprintln!("error: {msg}");
     }
     eprintln!(
-        "usage: peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--runs 7] [--ms 300] \
+        "usage: peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--max-requests N] [--runs 7] [--ms 300] \
          [--seed 42] [--interpreter-max-rules 1000] [--tsv FILE] [--write DIR]"
     );
     std::process::exit(2)
@@ -161,8 +175,24 @@ struct Loaded {
     load: Duration,
     /// Time of one pass over all requests during the agreement check.
     pass: Duration,
+    requests: usize,
     eval: Vec<f64>,
     decode_eval: Vec<f64>,
+}
+
+/// Engines slower than this per evaluation are not timed with decoding:
+/// decoding a request is well under 1% of their time.
+const DECODE_TIMED_BELOW: Duration = Duration::from_micros(100);
+
+impl Loaded {
+    /// Time per evaluation during the agreement check, in seconds.
+    fn per_eval(&self) -> f64 {
+        self.pass.as_secs_f64() / self.requests as f64
+    }
+
+    fn timed_decode(&self) -> bool {
+        self.per_eval() < DECODE_TIMED_BELOW.as_secs_f64()
+    }
 }
 
 fn loaded(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
@@ -172,6 +202,7 @@ fn loaded(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
         engine,
         load: start.elapsed(),
         pass: Duration::ZERO,
+        requests: 1,
         eval: Vec::new(),
         decode_eval: Vec::new(),
     }
@@ -219,12 +250,15 @@ fn main() {
         }
 
         // Agreement first: every engine gives the reference decision for
-        // every request, pre-decoded and decoded from JSON.
+        // every request, pre-decoded; and decoded from JSON, for every
+        // request (fast engines) or the first 50 (slow ones, whose
+        // decode+eval is not timed).
         let expected: Vec<bool> = set
             .requests
             .iter()
             .map(|r| set.decide(r) == Effect::Allow)
             .collect();
+        let n = expected.len();
         for l in &mut engines {
             let start = Instant::now();
             for (i, &want) in expected.iter().enumerate() {
@@ -238,7 +272,9 @@ fn main() {
                 );
             }
             l.pass = start.elapsed();
-            for (i, &want) in expected.iter().enumerate() {
+            l.requests = n.max(1);
+            let decoded = if l.timed_decode() { n } else { n.min(50) };
+            for (i, &want) in expected.iter().enumerate().take(decoded) {
                 assert_eq!(
                     l.engine.decode_eval(i),
                     want,
@@ -248,31 +284,25 @@ fn main() {
             }
         }
         println!(
-            "agreement: {} engines × {} requests give the reference decision",
+            "agreement: {} engines × {n} requests give the reference decision",
             engines.len(),
-            set.requests.len()
         );
 
-        // Every engine is timed on the same requests: all of them, or, when
-        // the slowest engine would need more than `--ms` for one pass, the
-        // first `m` (at least 100) of the list, which is already shuffled.
-        let n = set.requests.len();
-        let per_eval = |l: &Loaded| l.pass.as_secs_f64() / n as f64;
-        let slowest = engines.iter().map(per_eval).fold(0.0, f64::max);
-        let m = ((o.target.as_secs_f64() / slowest) as usize).clamp(n.min(100), n);
+        // Every engine is timed on the same requests: all of them (or the
+        // first `--max-requests`), in the order generated.
+        let m = o.max_requests.map_or(n, |k| k.clamp(1, n));
         if m < n {
-            println!(
-                "timing on the first {m} requests (the slowest engine needs {} each)",
-                fmt_ns(slowest * 1e9)
-            );
+            println!("timing on the first {m} requests");
         }
         for _ in 0..o.runs {
             for l in &mut engines {
-                let passes = (o.target.as_secs_f64() / (per_eval(l) * m as f64))
+                let passes = (o.target.as_secs_f64() / (l.per_eval() * m as f64))
                     .round()
                     .max(1.0) as usize;
                 l.eval.push(l.engine.time(m, passes, false));
-                l.decode_eval.push(l.engine.time(m, passes, true));
+                if l.timed_decode() {
+                    l.decode_eval.push(l.engine.time(m, passes, true));
+                }
             }
         }
 
@@ -285,25 +315,43 @@ fn main() {
             "engine", "load", "eval median", "(min … max)", "× sluice", "decode+eval", "× sluice"
         );
         for l in &engines {
-            let (m, md) = (median(&l.eval), median(&l.decode_eval));
+            let m = median(&l.eval);
+            let md = if l.decode_eval.is_empty() {
+                f64::NAN
+            } else {
+                median(&l.decode_eval)
+            };
             let min = l.eval.iter().copied().fold(f64::INFINITY, f64::min);
             let max = l.eval.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 table,
-                "{:<22} {:>10} {:>12} {:>22} {:>10.1} {:>14} {:>10.1}",
+                "{:<22} {:>10} {:>12} {:>22} {:>10.1} {:>14} {:>10}",
                 l.engine.name(),
                 format!("{:.0} ms", l.load.as_secs_f64() * 1000.0),
                 fmt_ns(m),
                 format!("({} … {})", fmt_ns(min), fmt_ns(max)),
                 m / base,
-                fmt_ns(md),
-                md / base_decode
+                if md.is_nan() {
+                    "–".to_string()
+                } else {
+                    fmt_ns(md)
+                },
+                if md.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.1}", md / base_decode)
+                }
             );
             let _ = writeln!(
                 tsv,
-                "{np}x{nr}\t{}\t{}\t{m:.1}\t{md:.1}\t{:.1}",
+                "{np}x{nr}\t{}\t{}\t{m:.1}\t{}\t{:.1}",
                 set.rule_count(),
                 l.engine.name(),
+                if md.is_nan() {
+                    String::new()
+                } else {
+                    format!("{md:.1}")
+                },
                 l.load.as_secs_f64() * 1000.0
             );
         }
