@@ -9,6 +9,7 @@
 //! - [`response`]: the evaluate response document.
 
 pub mod eval;
+pub mod live;
 pub mod request;
 pub mod response;
 pub mod state;

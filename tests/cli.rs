@@ -411,3 +411,35 @@ fn test_command_classifies_misses() {
     assert_eq!(doc["invalid"][0]["code"], "trace::invalid");
     assert_eq!(doc["invalid"][0]["locations"][0]["line"], 4);
 }
+
+#[test]
+fn fmt_check_then_write() {
+    let dir = good_repo();
+    assert_eq!(sluice(dir.path(), &["fmt"]).status.code(), Some(0));
+    let messy = "policy   core version 1.2.0 {\n tier security\n  rule no_root { when agent == \"root\"\n deny ROOT \"no root agent\" } // trailing\n}";
+    write_repo(dir.path(), &[("policies/core.policy", messy)]);
+    let o = sluice(dir.path(), &["fmt", "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "policies/core.policy\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("policies/core.policy")).unwrap(),
+        messy
+    );
+
+    let o = sluice(dir.path(), &["fmt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let formatted = std::fs::read_to_string(dir.path().join("policies/core.policy")).unwrap();
+    assert!(formatted.contains("// trailing"), "{formatted}");
+    assert_eq!(
+        sluice(dir.path(), &["fmt", "--check"]).status.code(),
+        Some(0)
+    );
+
+    write_repo(
+        dir.path(),
+        &[("policies/bad.policy", "policy bad version 1 {}")],
+    );
+    let o = sluice(dir.path(), &["fmt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("parse::syntax"), "{}", stderr(&o));
+}

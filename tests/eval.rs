@@ -496,6 +496,53 @@ fn regex_is_an_unanchored_search() {
 }
 
 #[test]
+fn regex_results_do_not_leak_between_evaluations() {
+    // Three rules search one field for one pattern; the search runs once per
+    // evaluation and a reused outcome starts afresh.
+    let ev = evaluator(
+        DecisionKind::Allow,
+        vec![
+            pol(
+                "a",
+                vec![rule("r", matches("args.body", "[0-9]{3}"), deny("A"))],
+            ),
+            pol(
+                "b",
+                vec![rule(
+                    "r",
+                    and([tool("t"), matches("args.body", "[0-9]{3}")]),
+                    deny("B"),
+                )],
+            ),
+            pol(
+                "c",
+                vec![
+                    rule("r", not(matches("args.body", "[0-9]{3}")), allow()),
+                    rule("s", matches("args.subject", "[0-9]{3}"), deny("S")),
+                ],
+            ),
+        ],
+    );
+    let store = MemoryLimitStore::new();
+    let mut out = Outcome::default();
+    for (request, expect) in [
+        (body("123"), "deny a.r:A b.r:B"),
+        (body("abc"), "allow c.r:allow"),
+        (
+            req("t", json!({"args": {"body": "12", "subject": "456"}})),
+            "deny c.r:allow c.s:S",
+        ),
+        (body("999"), "deny a.r:A b.r:B"),
+        (req("t", json!({})), "allow c.r:allow"),
+    ] {
+        let r = ev.decode(&request).unwrap();
+        ev.evaluate_into(&r, 0, &store, LimitMode::Count, &mut out)
+            .unwrap();
+        assert_eq!(render(&ev, &out), expect, "{request}");
+    }
+}
+
+#[test]
 fn a_bad_regex_is_a_load_error() {
     let a = artifact(
         DecisionKind::Deny,
@@ -864,6 +911,9 @@ fn limit_state_lists_and_restores() {
             .unwrap(),
         2
     );
+    // Counters of ended windows can be dropped.
+    store.expire(120);
+    assert!(store.entries().unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -1196,6 +1246,32 @@ fn tool_index_derivation() {
         let out = ev.evaluate(&r, 0, &MemoryLimitStore::new()).unwrap();
         assert_eq!(!out.is_default(), matched, "case {n}: {when:?} on {t}");
     }
+}
+
+#[test]
+fn a_request_without_a_tool_examines_every_rule() {
+    let ev = evaluator(
+        DecisionKind::Allow,
+        vec![pol(
+            "p",
+            vec![
+                rule("eq", tool("a"), deny("EQ")),
+                rule("not_eq", not(tool("a")), deny("NOT_EQ")),
+                rule("not_ne", not(cmp("tool", "!=", "a")), deny("NOT_NE")),
+                rule("any", cmp("args.amount", ">", 0), deny("ANY")),
+            ],
+        )],
+    );
+    let s = ev.schema().clone();
+    let mut r = Request::empty(&s);
+    r.set(&s, "args.amount", Some(FieldValue::Int(1))).unwrap();
+    let out = ev.evaluate(&r, 0, &MemoryLimitStore::new()).unwrap();
+    // Without a tool every `tool` atom is false, so both negations hold.
+    assert_eq!(
+        render(&ev, &out),
+        "deny p.not_eq:NOT_EQ p.not_ne:NOT_NE p.any:ANY"
+    );
+    assert_eq!(out.examined(), 4);
 }
 
 /// 1,000 policies × 10 rules over 500 tools, plus a few wildcard rules.

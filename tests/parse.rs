@@ -54,3 +54,26 @@ fn spec_example_shape() {
     assert_eq!(p.items.len(), 5);
     println!("{p:#?}");
 }
+
+#[test]
+fn chain_spans_cover_their_operands_only() {
+    use sluice::parse::ast::{ExprKind, Item};
+    let text =
+        "policy a version 1.0.0 { rule r { when tool == \"a\" or tool == \"b\" // x\n allow } }";
+    let p = parse_policy(&SourceFile::new("a.policy", text)).unwrap();
+    let Item::Rule(r) = &p.items[0] else {
+        panic!("a rule")
+    };
+    let when = r.when.as_ref().unwrap();
+    assert!(matches!(when.node, ExprKind::Or(_)));
+    assert_eq!(
+        &text[when.span.start..when.span.end],
+        "tool == \"a\" or tool == \"b\""
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let text = "\u{feff}policy a version 1.0.0 { }\n";
+    assert!(parse_policy(&SourceFile::new("a.policy", text)).is_ok());
+}

@@ -24,10 +24,23 @@
 //!   exceeded contributes nothing. Limits count every request they apply to,
 //!   whatever the final decision.
 //!
-//! Rules are indexed by `tool`: each condition yields the set of tool values
-//! it can be true for (or "any"), so a request examines only the rules of its
-//! tool plus those that may match any tool, merged in the order above.
+//! Cost (the engine sits on the path of every agent call):
+//! - Rules are indexed by `tool`: each condition yields the set of tool
+//!   values it can be true for (or "any"), so a request examines only the
+//!   rules of its tool plus those that may match any tool, merged in the
+//!   order above. A request without a tool examines every rule.
+//! - A condition is compiled to a conjunction whose `tool` atoms come first
+//!   and are skipped when the index already guarantees them; the other
+//!   conjuncts (and the operands of every `and`/`or`) are ordered cheapest
+//!   first, regexes last. Conditions have no side effects, so order changes
+//!   cost, never the result.
+//! - Each distinct regex is compiled once; a (pattern, field) search runs at
+//!   most once per evaluation.
+//! - Reasons are indices until rendered; [`Evaluator::evaluate_into`] reuses
+//!   an [`Outcome`]'s buffers, so a steady-state evaluation allocates only
+//!   when a limit store does.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -56,6 +69,8 @@ pub struct Evaluator {
     schema_id: u64,
     checks: Vec<Check>,
     index: ToolIndex,
+    /// The number of distinct (regex, field) searches, memoized per request.
+    memo_len: usize,
 }
 
 /// Whether a contribution comes from a rule or a limit.
@@ -87,6 +102,7 @@ pub struct Outcome {
     hits: Vec<u32>,
     examined: u32,
     scratch: String,
+    memo: Memo,
 }
 
 impl Default for Outcome {
@@ -96,6 +112,7 @@ impl Default for Outcome {
             hits: Vec::new(),
             examined: 0,
             scratch: String::new(),
+            memo: Memo::default(),
         }
     }
 }
@@ -224,6 +241,7 @@ impl Evaluator {
         });
         let mut checks = Vec::new();
         let mut tool_sets = Vec::new();
+        let regexes = RefCell::new(Regexes::default());
         let tool = field_index(schema, TOOL_FIELD)
             .filter(|i| schema.fields.get(*i).is_some_and(|f| f.ty == Type::Str));
         for policy in order.iter().filter_map(|i| artifact.policies.get(*i)) {
@@ -237,12 +255,13 @@ impl Evaluator {
                     schema,
                     policy: &policy.name,
                     rule: &rule.name,
+                    regexes: &regexes,
                 };
                 checks.push(Check {
                     policy: Arc::clone(&meta),
                     name: rule.name.clone(),
                     kind: CheckKind::Rule,
-                    cond: cx.expr(&rule.when)?,
+                    cond: cx.condition(&rule.when, tool)?,
                     modify: cx.modify(&rule.effect)?,
                     effect: rule.effect.clone(),
                     limit: None,
@@ -254,6 +273,7 @@ impl Evaluator {
                     schema,
                     policy: &policy.name,
                     rule: &limit.name,
+                    regexes: &regexes,
                 };
                 if limit.window_secs == 0 {
                     return Err(LoadError::ZeroWindow {
@@ -270,7 +290,7 @@ impl Evaluator {
                     policy: Arc::clone(&meta),
                     name: limit.name.clone(),
                     kind: CheckKind::Limit,
-                    cond: cx.expr(&limit.when)?,
+                    cond: cx.condition(&limit.when, tool)?,
                     modify: cx.modify(&limit.exceed)?,
                     effect: limit.exceed.clone(),
                     limit: Some(LimitSpec {
@@ -287,6 +307,7 @@ impl Evaluator {
             artifact: Arc::new(artifact.clone()),
             schema_id: schema_fingerprint(schema),
             index: ToolIndex::new(tool, &tool_sets),
+            memo_len: regexes.borrow().slots.len(),
             checks,
         })
     }
@@ -321,7 +342,7 @@ impl Evaluator {
         &self,
         json: &serde_json::Value,
     ) -> Result<Request, crate::engine::request::RequestError> {
-        Request::from_json(json, self.schema())
+        Request::from_json_with_id(json, self.schema(), self.schema_id)
     }
 
     /// Evaluates `req` at time `now` (seconds since the epoch), counting
@@ -386,18 +407,21 @@ impl Evaluator {
         candidates: Candidates<'_>,
         out: &mut Outcome,
     ) -> Result<(), EvalError> {
+        // Reached through the index, a check's leading tool atoms hold.
+        let indexed = matches!(candidates, Candidates::Merge { .. });
         if req.schema_id() != self.schema_id {
             return Err(EvalError::SchemaMismatch);
         }
         out.hits.clear();
         out.examined = 0;
+        out.memo.begin(self.memo_len);
         let mut worst: Option<DecisionKind> = None;
         for i in candidates {
             let Some(check) = self.checks.get(i as usize) else {
                 continue;
             };
             out.examined += 1;
-            if !check.cond.eval(req) {
+            if !check.cond.eval(req, indexed, &mut out.memo) {
                 continue;
             }
             if let Some(limit) = &check.limit {
@@ -488,7 +512,7 @@ struct Check {
     policy: Arc<PolicyMeta>,
     name: String,
     kind: CheckKind,
-    cond: Cond,
+    cond: Condition,
     effect: Effect,
     modify: Option<Modify>,
     limit: Option<LimitSpec>,
@@ -562,6 +586,30 @@ fn write_json_str(buf: &mut String, s: &str) {
 // ---------------------------------------------------------------------------
 // Compiled conditions.
 
+/// A rule's condition as a conjunction, cheapest conjuncts first.
+#[derive(Debug)]
+struct Condition {
+    conjuncts: Box<[Cond]>,
+    /// How many leading conjuncts are `tool == lit` or `tool in [lits]`.
+    //
+    // INVARIANT: a check reached through `ToolIndex::by_tool` for tool `t`
+    // has `t` in its may-be-true set, which lies within the set of every one
+    // of these atoms: they are all true and need not be evaluated.
+    tool_prefix: usize,
+}
+
+impl Condition {
+    #[inline]
+    fn eval(&self, req: &Request, indexed: bool, memo: &mut Memo) -> bool {
+        let skip = if indexed { self.tool_prefix } else { 0 };
+        self.conjuncts
+            .get(skip..)
+            .unwrap_or_default()
+            .iter()
+            .all(|c| c.eval(req, memo))
+    }
+}
+
 #[derive(Debug)]
 enum Cond {
     Const(bool),
@@ -570,6 +618,18 @@ enum Cond {
     Not(Box<Cond>),
     Has(usize),
     Truthy(usize),
+    /// An `int` field against a literal.
+    IntCmp {
+        field: usize,
+        op: CmpOp,
+        value: i64,
+    },
+    /// A `string` field `==` (or, with `eq` false, `!=`) a literal.
+    StrEq {
+        field: usize,
+        value: Box<str>,
+        eq: bool,
+    },
     Cmp {
         op: CmpOp,
         lhs: Operand,
@@ -598,7 +658,56 @@ enum Cond {
     Matches {
         field: usize,
         re: Regex,
+        /// The memo slot of this (pattern, field) search.
+        slot: usize,
     },
+}
+
+/// Regex results within one evaluation: many rules often search one field
+/// for one pattern (PII, secrets), and the search runs once.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    /// The current evaluation's stamp; never 0.
+    generation: u32,
+    /// Per slot: the stamp of the evaluation that stored the result, and it.
+    results: Vec<(u32, bool)>,
+}
+
+impl Memo {
+    /// Starts an evaluation: every stored result becomes stale.
+    fn begin(&mut self, len: usize) {
+        if self.results.len() != len {
+            self.results.clear();
+            self.results.resize(len, (0, false));
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.results.iter_mut().for_each(|r| r.0 = 0);
+            self.generation = 1;
+        }
+    }
+
+    #[inline]
+    fn get_or_insert(&mut self, slot: usize, search: impl FnOnce() -> bool) -> bool {
+        let generation = self.generation;
+        match self.results.get_mut(slot) {
+            Some((stamp, value)) if *stamp == generation => *value,
+            Some(entry) => {
+                let value = search();
+                *entry = (generation, value);
+                value
+            }
+            None => search(),
+        }
+    }
+}
+
+/// Regexes compiled while building: one per pattern, one memo slot per
+/// (pattern, field).
+#[derive(Debug, Default)]
+struct Regexes {
+    by_pattern: HashMap<String, Regex>,
+    slots: HashMap<(String, usize), usize>,
 }
 
 #[derive(Debug)]
@@ -653,6 +762,55 @@ fn count_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Up to this many values, an `in` list is searched linearly.
+const LINEAR: usize = 8;
+
+impl Cond {
+    /// A rough evaluation cost, to order conjuncts and disjuncts.
+    fn cost(&self) -> u32 {
+        match self {
+            Cond::Const(_) | Cond::Has(_) | Cond::Truthy(_) => 0,
+            Cond::IntCmp { .. } => 1,
+            Cond::StrEq { .. } => 2,
+            Cond::Cmp { .. } | Cond::In { .. } => 3,
+            Cond::SetContains { .. } | Cond::StartsWith { .. } | Cond::EndsWith { .. } => 4,
+            Cond::Contains { .. } => 6,
+            Cond::Matches { .. } => 50,
+            Cond::Not(x) => x.cost(),
+            Cond::And(xs) | Cond::Or(xs) => xs.iter().map(Cond::cost).fold(0, u32::saturating_add),
+        }
+    }
+
+    /// `tool == lit` or `tool in [lits]`, for the tool at slot `tool`.
+    fn is_tool_atom(&self, tool: usize) -> bool {
+        match self {
+            Cond::StrEq { field, eq, .. } => *field == tool && *eq,
+            Cond::In {
+                lhs: Operand::Field(field),
+                values: InSet::Str(_),
+            } => *field == tool,
+            _ => false,
+        }
+    }
+}
+
+/// Orders conditions cheapest first (the order of a pure conjunction or
+/// disjunction does not change its value).
+fn by_cost(mut xs: Vec<Cond>) -> Box<[Cond]> {
+    xs.sort_by_key(Cond::cost);
+    xs.into()
+}
+
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        other => other,
+    }
+}
+
 impl Operand {
     #[inline]
     fn resolve<'a>(&'a self, req: &'a Request) -> Option<Val<'a>> {
@@ -671,14 +829,29 @@ impl Operand {
 }
 
 impl Cond {
-    fn eval(&self, req: &Request) -> bool {
+    fn eval(&self, req: &Request, memo: &mut Memo) -> bool {
         match self {
             Cond::Const(b) => *b,
-            Cond::And(xs) => xs.iter().all(|x| x.eval(req)),
-            Cond::Or(xs) => xs.iter().any(|x| x.eval(req)),
-            Cond::Not(x) => !x.eval(req),
+            Cond::And(xs) => xs.iter().all(|x| x.eval(req, memo)),
+            Cond::Or(xs) => xs.iter().any(|x| x.eval(req, memo)),
+            Cond::Not(x) => !x.eval(req, memo),
             Cond::Has(i) => req.get(*i).is_some(),
             Cond::Truthy(i) => matches!(req.get(*i), Some(FieldValue::Bool(true))),
+            Cond::IntCmp { field, op, value } => match req.get(*field) {
+                Some(FieldValue::Int(i)) => match op {
+                    CmpOp::Eq => i == value,
+                    CmpOp::Ne => i != value,
+                    CmpOp::Lt => i < value,
+                    CmpOp::Le => i <= value,
+                    CmpOp::Gt => i > value,
+                    CmpOp::Ge => i >= value,
+                },
+                _ => false,
+            },
+            Cond::StrEq { field, value, eq } => match req.get(*field) {
+                Some(FieldValue::Str(s)) => (s.as_str() == &**value) == *eq,
+                _ => false,
+            },
             Cond::Cmp { op, lhs, rhs } => {
                 let (Some(l), Some(r)) = (lhs.resolve(req), rhs.resolve(req)) else {
                     return false;
@@ -706,9 +879,19 @@ impl Cond {
                 }
             }
             Cond::In { lhs, values } => match (lhs.resolve(req), values) {
-                (Some(Val::Int(i)), InSet::Int(vs)) => vs.binary_search(&i).is_ok(),
+                (Some(Val::Int(i)), InSet::Int(vs)) => {
+                    if vs.len() <= LINEAR {
+                        vs.contains(&i)
+                    } else {
+                        vs.binary_search(&i).is_ok()
+                    }
+                }
                 (Some(Val::Str(s)), InSet::Str(vs)) => {
-                    vs.binary_search_by(|v| (**v).cmp(s)).is_ok()
+                    if vs.len() <= LINEAR {
+                        vs.iter().any(|v| **v == *s)
+                    } else {
+                        vs.binary_search_by(|v| (**v).cmp(s)).is_ok()
+                    }
                 }
                 (Some(Val::Bool(b)), InSet::Bool { t, f }) => {
                     if b {
@@ -734,7 +917,9 @@ impl Cond {
             Cond::EndsWith { field, suffix } => {
                 str_of(req, *field).is_some_and(|s| s.ends_with(&**suffix))
             }
-            Cond::Matches { field, re } => str_of(req, *field).is_some_and(|s| re.is_match(s)),
+            Cond::Matches { field, re, slot } => {
+                str_of(req, *field).is_some_and(|s| memo.get_or_insert(*slot, || re.is_match(s)))
+            }
         }
     }
 }
@@ -796,6 +981,9 @@ struct Ctx<'a> {
     schema: &'a Schema,
     policy: &'a str,
     rule: &'a str,
+    /// Compiled regexes by pattern, shared by every rule (a `Regex` clone
+    /// shares the compiled program).
+    regexes: &'a RefCell<Regexes>,
 }
 
 impl Ctx<'_> {
@@ -835,11 +1023,45 @@ impl Ctx<'_> {
     }
 
     fn regex(&self, pattern: &str) -> Result<Regex, LoadError> {
-        Regex::new(pattern).map_err(|e| LoadError::BadRegex {
+        if let Some(re) = self.regexes.borrow().by_pattern.get(pattern) {
+            return Ok(re.clone());
+        }
+        let re = Regex::new(pattern).map_err(|e| LoadError::BadRegex {
             policy: self.policy.to_string(),
             rule: self.rule.to_string(),
             pattern: pattern.to_string(),
             message: e.to_string(),
+        })?;
+        self.regexes
+            .borrow_mut()
+            .by_pattern
+            .insert(pattern.to_string(), re.clone());
+        Ok(re)
+    }
+
+    /// A rule's condition: its top-level conjunction flattened, tool atoms
+    /// first (when `tool` is the indexed slot), then the rest cheapest first.
+    fn condition(&self, e: &Expr, tool: Option<usize>) -> Result<Condition, LoadError> {
+        fn flatten<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+            match e {
+                Expr::And(xs) => xs.iter().for_each(|x| flatten(x, out)),
+                other => out.push(other),
+            }
+        }
+        let mut parts = Vec::new();
+        flatten(e, &mut parts);
+        let compiled = parts
+            .into_iter()
+            .map(|x| self.expr(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut conjuncts, rest): (Vec<Cond>, Vec<Cond>) = compiled
+            .into_iter()
+            .partition(|c| tool.is_some_and(|t| c.is_tool_atom(t)));
+        let tool_prefix = conjuncts.len();
+        conjuncts.extend(by_cost(rest));
+        Ok(Condition {
+            conjuncts: conjuncts.into(),
+            tool_prefix,
         })
     }
 
@@ -859,15 +1081,15 @@ impl Ctx<'_> {
         })
     }
 
-    fn exprs(&self, xs: &[Expr]) -> Result<Box<[Cond]>, LoadError> {
+    fn exprs(&self, xs: &[Expr]) -> Result<Vec<Cond>, LoadError> {
         xs.iter().map(|x| self.expr(x)).collect()
     }
 
     fn expr(&self, e: &Expr) -> Result<Cond, LoadError> {
         Ok(match e {
             Expr::Const(b) => Cond::Const(*b),
-            Expr::And(xs) => Cond::And(self.exprs(xs)?),
-            Expr::Or(xs) => Cond::Or(self.exprs(xs)?),
+            Expr::And(xs) => Cond::And(by_cost(self.exprs(xs)?)),
+            Expr::Or(xs) => Cond::Or(by_cost(self.exprs(xs)?)),
             Expr::Not(x) => Cond::Not(Box::new(self.expr(x)?)),
             Expr::Has(f) => Cond::Has(self.field(f)?.0),
             Expr::Truthy(f) => Cond::Truthy(self.field_of(f, &[Type::Bool], "truthy")?.0),
@@ -883,10 +1105,28 @@ impl Ctx<'_> {
                         rt.as_str()
                     )));
                 }
-                Cond::Cmp {
-                    op: *op,
-                    lhs: l,
-                    rhs: r,
+                match (l, r) {
+                    (Operand::Field(field), Operand::Lit(Lit::Int(value))) => Cond::IntCmp {
+                        field,
+                        op: *op,
+                        value,
+                    },
+                    (Operand::Lit(Lit::Int(value)), Operand::Field(field)) => Cond::IntCmp {
+                        field,
+                        op: flip(*op),
+                        value,
+                    },
+                    (Operand::Field(field), Operand::Lit(Lit::Str(value)))
+                    | (Operand::Lit(Lit::Str(value)), Operand::Field(field))
+                        if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+                    {
+                        Cond::StrEq {
+                            field,
+                            value,
+                            eq: *op == CmpOp::Eq,
+                        }
+                    }
+                    (lhs, rhs) => Cond::Cmp { op: *op, lhs, rhs },
                 }
             }
             Expr::In { lhs, values } => {
@@ -916,10 +1156,17 @@ impl Ctx<'_> {
                 field: self.field_of(field, &[Type::Str], "ends_with")?.0,
                 suffix: value.as_str().into(),
             },
-            Expr::Matches { field, pattern } => Cond::Matches {
-                field: self.field_of(field, &[Type::Str], "matches")?.0,
-                re: self.regex(pattern)?,
-            },
+            Expr::Matches { field, pattern } => {
+                let field = self.field_of(field, &[Type::Str], "matches")?.0;
+                let re = self.regex(pattern)?;
+                let mut regexes = self.regexes.borrow_mut();
+                let next = regexes.slots.len();
+                let slot = *regexes
+                    .slots
+                    .entry((pattern.clone(), field))
+                    .or_insert(next);
+                Cond::Matches { field, re, slot }
+            }
         })
     }
 

@@ -79,13 +79,27 @@ pub struct Request {
 impl Request {
     /// Decodes a JSON request against `schema`.
     pub fn from_json(json: &Json, schema: &Schema) -> Result<Request, RequestError> {
-        let mut req = Request::empty(schema);
+        Request::from_json_with_id(json, schema, schema_fingerprint(schema))
+    }
+
+    /// [`Request::from_json`] with the schema's fingerprint computed once
+    /// beforehand (the evaluator keeps it).
+    pub(crate) fn from_json_with_id(
+        json: &Json,
+        schema: &Schema,
+        schema_id: u64,
+    ) -> Result<Request, RequestError> {
+        let mut req = Request {
+            values: vec![None; schema.fields.len()],
+            schema_id,
+        };
         let Json::Object(obj) = json else {
             return Err(RequestError::NotObject {
                 found: json_kind(json),
             });
         };
-        decode_object(obj, "", schema, &mut req.values)?;
+        let mut path = String::with_capacity(32);
+        decode_object(obj, &mut path, schema, &mut req.values)?;
         for (decl, slot) in schema.fields.iter().zip(&req.values) {
             if !decl.optional && slot.is_none() {
                 return Err(RequestError::Missing {
@@ -255,22 +269,25 @@ fn unknown_help(suggestion: Option<&str>) -> String {
     }
 }
 
+/// Decodes the members of `obj`, whose path is `path` (empty at the top);
+/// `path` is a buffer extended and restored for each member.
 fn decode_object(
     obj: &Map<String, Json>,
-    prefix: &str,
+    path: &mut String,
     schema: &Schema,
     values: &mut [Option<FieldValue>],
 ) -> Result<(), RequestError> {
+    let prefix_len = path.len();
     for (key, json) in obj {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        if key.is_empty() || key.contains('.') {
-            return Err(unknown(schema, path));
+        path.truncate(prefix_len);
+        if prefix_len > 0 {
+            path.push('.');
         }
-        if let Some(i) = field_index(schema, &path) {
+        path.push_str(key);
+        if key.is_empty() || key.contains('.') {
+            return Err(unknown(schema, path.clone()));
+        }
+        if let Some(i) = field_index(schema, path) {
             let (Some(decl), Some(slot)) = (schema.fields.get(i), values.get_mut(i)) else {
                 continue;
             };
@@ -278,23 +295,24 @@ fn decode_object(
                 continue;
             }
             *slot = Some(decode_value(json, decl)?);
-        } else if is_prefix(schema, &path) {
+        } else if is_prefix(schema, path) {
             match json {
-                Json::Object(inner) => decode_object(inner, &path, schema, values)?,
+                Json::Object(inner) => decode_object(inner, path, schema, values)?,
                 // An absent object: the missing-field check reports any
                 // required field below it.
                 Json::Null => {}
                 other => {
                     return Err(RequestError::FieldNotObject {
-                        field: path,
+                        field: path.clone(),
                         found: json_kind(other),
                     });
                 }
             }
         } else {
-            return Err(unknown(schema, path));
+            return Err(unknown(schema, path.clone()));
         }
     }
+    path.truncate(prefix_len);
     Ok(())
 }
 

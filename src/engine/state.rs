@@ -11,7 +11,6 @@
 //! in a later window starts the count afresh.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -122,9 +121,14 @@ impl MemoryLimitStore {
     }
 
     fn shard(&self, key: LimitKey<'_>) -> Option<MutexGuard<'_, Shard>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let i = (h.finish() % SHARDS as u64) as usize;
+        // FNV-1a: shard choice needs spread, not resistance to crafted keys
+        // (the maps inside keep std's keyed hashing).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.limit.bytes().chain([0]).chain(key.key.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let i = (h % SHARDS as u64) as usize;
         // A poisoned lock only means another thread panicked mid-update of
         // plain counters; the data is still usable.
         self.shards
@@ -161,26 +165,26 @@ impl LimitStore for MemoryLimitStore {
         let Some(mut shard) = self.shard(key) else {
             return Err(StateError::Unavailable("no shard".to_string()));
         };
-        let slot = shard.get(key.limit).and_then(|keys| keys.get(key.key));
-        let (window, count) = effective(slot, window);
-        if count >= max {
-            return Ok(false);
-        }
-        let next = Slot {
-            window,
-            count: count + 1,
+        let keys = match shard.get_mut(key.limit) {
+            Some(keys) => keys,
+            None => shard.entry(key.limit.into()).or_default(),
         };
-        match shard.get_mut(key.limit) {
-            Some(keys) => match keys.get_mut(key.key) {
-                Some(s) => *s = next,
-                None => {
-                    keys.insert(key.key.into(), next);
+        match keys.get_mut(key.key) {
+            Some(slot) => {
+                let (window, count) = effective(Some(slot), window);
+                if count >= max {
+                    return Ok(false);
                 }
-            },
+                *slot = Slot {
+                    window,
+                    count: count + 1,
+                };
+            }
             None => {
-                let mut keys = HashMap::new();
-                keys.insert(key.key.into(), next);
-                shard.insert(key.limit.into(), keys);
+                if max == 0 {
+                    return Ok(false);
+                }
+                keys.insert(key.key.into(), Slot { window, count: 1 });
             }
         }
         Ok(true)

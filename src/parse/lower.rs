@@ -564,6 +564,12 @@ impl Lower<'_> {
                 if parts.len() == 1 {
                     return parts.pop();
                 }
+                // pest's span of a repetition can run over the trivia after its
+                // last operand; the chain spans its operands exactly.
+                let sp = match (parts.first(), parts.last()) {
+                    (Some(a), Some(b)) => a.span.join(b.span),
+                    _ => sp,
+                };
                 Some(Spanned::new(
                     if is_or {
                         ExprKind::Or(parts)

@@ -1,0 +1,54 @@
+//! The live state of an engine: the document `GET /v1/state` returns and
+//! `sluice check --state FILE` reads for the `state::` findings.
+//!
+//! ```json
+//! {"artifact": "9f2c…",
+//!  "time": 1767225600,
+//!  "counters": [{"limit": "payments.transfers_per_agent", "key": "[\"billing-bot\"]",
+//!                "window": {"start": 1767225600, "secs": 86400}, "count": 97}],
+//!  "approvals": [{"id": "ap-17", "policy": "payments", "rule": "large_transfer",
+//!                 "group": "finance", "via": "approvals.request", "created": 1767229000,
+//!                 "request": {"tool": "payments.transfer", "…": "…"}}]}
+//! ```
+//!
+//! `counters` are the limit counters of the current windows (limits are
+//! qualified `policy.limit`; keys are the JSON array of the `by` values);
+//! `approvals` are the requests waiting in approval queues, with the request
+//! that is waiting so a check can tell whether a changed rule still covers it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::state::CounterEntry;
+
+/// An engine's live state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveState {
+    /// The stable artifact's hash, when the engine has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// When the state was read, in seconds since the epoch.
+    #[serde(default)]
+    pub time: u64,
+    #[serde(default)]
+    pub counters: Vec<CounterEntry>,
+    #[serde(default)]
+    pub approvals: Vec<PendingApproval>,
+}
+
+/// A request waiting for a human decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingApproval {
+    pub id: String,
+    /// The policy and rule (or limit) that asked for approval.
+    pub policy: String,
+    pub rule: String,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// The request as received.
+    pub request: serde_json::Value,
+}
