@@ -51,10 +51,10 @@ pub fn generated(set: &Set) -> Artifact {
     artifact(&project, &policies)
 }
 
-/// The artifact of the repository at `root` and the request of every trace
-/// line under its traces folder, as JSON text; `None` when `root` is not a
-/// policy repository.
-pub fn repository(root: &Path) -> Option<(Artifact, Vec<String>)> {
+/// The artifact of the repository at `root` and, for every trace line under
+/// its traces folder, the request as JSON text and the expected decision;
+/// `None` when `root` is not a policy repository.
+pub fn repository(root: &Path) -> Option<(Artifact, Vec<(String, DecisionKind)>)> {
     let files = repo::load(root).ok()?;
     let artifact = artifact(&files.project, &files.policies);
     let project = sluice::project::parse(&files.project).ok()?;
@@ -63,7 +63,11 @@ pub fn repository(root: &Path) -> Option<(Artifact, Vec<String>)> {
     for file in traces {
         for line in file.text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).expect("trace line is JSON");
-            requests.push(v["request"].to_string());
+            let expect = v["expect"]
+                .as_str()
+                .and_then(DecisionKind::parse)
+                .expect("trace line has an expected decision");
+            requests.push((v["request"].to_string(), expect));
         }
     }
     Some((artifact, requests))
