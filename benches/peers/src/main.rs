@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--max-requests N] [--runs 7] [--ms 300]
-//!       [--seed 42] [--interpreter-max-rules 1000] [--tsv FILE] [--write DIR]
+//!       [--seed 42] [--interpreter-max-rules 1000] [--repo DIR | --no-repo]
+//!       [--tsv FILE] [--write DIR]
 //! ```
 //!
 //! - `--sets`: generated sets, `POLICIESxRULES` each;
@@ -16,16 +17,15 @@
 //!   as many times as fit in `--ms` milliseconds (at least once);
 //! - `--interpreter-max-rules`: the regorus interpreter (about 0.1 s per
 //!   request at 10,000 rules) only runs on sets up to this size;
+//! - `--repo`: a policy repository (default: the starter repository
+//!   `policies/`) on whose trace requests sluice is timed alone first (no
+//!   peer has its policies);
 //! - `--tsv`: write the medians to FILE; `--write`: write each set (sluice
 //!   repository, Cedar, Rego, requests with their decisions) below DIR.
 
 #[path = "../../support/gen.rs"]
 mod generator;
 
-#[expect(
-    dead_code,
-    reason = "repositories on disk serve the main crate's bench"
-)]
 #[path = "../../support/load.rs"]
 mod load;
 
@@ -35,7 +35,7 @@ mod sluice;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use generator::Effect;
@@ -48,9 +48,11 @@ pub trait Engine {
     /// Decodes request `i` from its JSON text, then evaluates it.
     fn decode_eval(&mut self, i: usize) -> bool;
 
-    /// Evaluates requests `0..n` in order, `passes` times; returns the time
-    /// per evaluation in nanoseconds. Dispatch is static inside the loop.
-    fn time(&mut self, n: usize, passes: usize, decode: bool) -> f64 {
+    /// Evaluates requests `0..n` in order, `passes` times; returns the wall
+    /// and on-CPU time per evaluation in nanoseconds. Dispatch is static
+    /// inside the loop.
+    fn time(&mut self, n: usize, passes: usize, decode: bool) -> (f64, Option<f64>) {
+        let cpu = thread_cpu_ns();
         let start = Instant::now();
         for _ in 0..passes {
             for i in 0..n {
@@ -62,8 +64,26 @@ pub trait Engine {
                 black_box(allow);
             }
         }
-        start.elapsed().as_nanos() as f64 / (n * passes) as f64
+        let wall = start.elapsed().as_nanos() as f64;
+        let cpu = cpu
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64);
+        let count = (n * passes) as f64;
+        (wall / count, cpu.map(|c| c / count))
     }
+}
+
+/// The time this thread has spent on a CPU, in nanoseconds (Linux: the
+/// scheduler's account in `/proc/thread-self/schedstat`, current to within
+/// a scheduler tick). On a busy machine it leaves out the time the thread
+/// waited for a core, which wall-clock time counts.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 struct Options {
@@ -75,6 +95,8 @@ struct Options {
     /// The regorus interpreter runs on sets of at most this many rules (it
     /// takes about 0.1 s per request at 10,000).
     interpreter_max_rules: usize,
+    /// A policy repository to time sluice alone on, with its traces.
+    repo: Option<PathBuf>,
     /// Time on the first this many requests only (all are checked).
     max_requests: Option<usize>,
     tsv: Option<PathBuf>,
@@ -90,6 +112,7 @@ fn parse_args() -> Options {
         seed: 42,
         interpreter_max_rules: 1000,
         max_requests: None,
+        repo: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")),
         tsv: None,
         write: None,
     };
@@ -111,6 +134,8 @@ fn parse_args() -> Options {
             }
             "--requests" => o.requests = number(&value()),
             "--max-requests" => o.max_requests = Some(number(&value())),
+            "--repo" => o.repo = Some(value().into()),
+            "--no-repo" => o.repo = None,
             "--runs" => o.runs = number(&value()).max(1),
             "--ms" => o.target = Duration::from_millis(number(&value()) as u64),
             "--seed" => o.seed = number(&value()) as u64,
@@ -136,7 +161,7 @@ fn usage(msg: &str) -> ! {
     }
     eprintln!(
         "usage: peers [--sets 2x10,100x10,1000x10] [--requests 1000] [--max-requests N] [--runs 7] [--ms 300] \
-         [--seed 42] [--interpreter-max-rules 1000] [--tsv FILE] [--write DIR]"
+         [--seed 42] [--interpreter-max-rules 1000] [--repo DIR | --no-repo] [--tsv FILE] [--write DIR]"
     );
     std::process::exit(2)
 }
@@ -170,14 +195,53 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
+/// Per-run times of one engine, nanoseconds per evaluation.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, (wall, cpu): (f64, Option<f64>)) {
+        self.wall.push(wall);
+        self.cpu.extend(cpu);
+    }
+
+    fn wall(&self) -> Option<f64> {
+        (!self.wall.is_empty()).then(|| median(&self.wall))
+    }
+
+    /// The on-CPU median, when every run has one.
+    fn cpu(&self) -> Option<f64> {
+        (!self.cpu.is_empty() && self.cpu.len() == self.wall.len()).then(|| median(&self.cpu))
+    }
+
+    /// What ratios and the summary use: on-CPU time when known.
+    fn best(&self) -> Option<f64> {
+        self.cpu().or(self.wall())
+    }
+
+    fn spread(&self) -> String {
+        let v = if self.cpu().is_some() {
+            &self.cpu
+        } else {
+            &self.wall
+        };
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("({} … {})", fmt_ns(min), fmt_ns(max))
+    }
+}
+
 struct Loaded {
     engine: Box<dyn Engine>,
     load: Duration,
     /// Time of one pass over all requests during the agreement check.
     pass: Duration,
     requests: usize,
-    eval: Vec<f64>,
-    decode_eval: Vec<f64>,
+    eval: Samples,
+    decode_eval: Samples,
 }
 
 /// Engines slower than this per evaluation are not timed with decoding:
@@ -203,15 +267,95 @@ fn loaded(f: impl FnOnce() -> Box<dyn Engine>) -> Loaded {
         load: start.elapsed(),
         pass: Duration::ZERO,
         requests: 1,
-        eval: Vec::new(),
-        decode_eval: Vec::new(),
+        eval: Samples::default(),
+        decode_eval: Samples::default(),
     }
+}
+
+fn opt_ns(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "–".to_string(), fmt_ns)
+}
+
+fn opt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    a.zip(b)
+        .map_or_else(|| "–".to_string(), |(a, b)| format!("{:.1}", a / b))
+}
+
+fn opt_tsv(ns: Option<f64>) -> String {
+    ns.map_or_else(String::new, |v| format!("{v:.1}"))
+}
+
+/// Runs of `engines` (interleaved), each walking requests `0..m` for
+/// about `target`.
+fn time_runs(engines: &mut [Loaded], m: usize, runs: usize, target: Duration) {
+    for _ in 0..runs {
+        for l in engines.iter_mut() {
+            let passes = (target.as_secs_f64() / (l.per_eval() * m as f64))
+                .round()
+                .max(1.0) as usize;
+            let t = l.engine.time(m, passes, false);
+            l.eval.push(t);
+            if l.timed_decode() {
+                let t = l.engine.time(m, passes, true);
+                l.decode_eval.push(t);
+            }
+        }
+    }
+}
+
+/// sluice alone on a policy repository's trace requests.
+fn repository(o: &Options, root: &Path, tsv: &mut String) {
+    let root = &root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let start = Instant::now();
+    let Some((engine, rules)) = sluice::Sluice::repository(root) else {
+        println!(
+            "\n== {}: not a policy repository with traces; skipped",
+            root.display()
+        );
+        return;
+    };
+    let load = start.elapsed();
+    let n = engine.len();
+    println!(
+        "\n== {}: {rules} rules and limits, {n} trace requests (each got its expected decision)",
+        root.display()
+    );
+    let mut l = Loaded {
+        load,
+        ..loaded(|| Box::new(engine))
+    };
+    let start = Instant::now();
+    for i in 0..n {
+        black_box(l.engine.eval(i));
+    }
+    l.pass = start.elapsed();
+    l.requests = n.max(1);
+    let mut engines = [l];
+    time_runs(&mut engines, n, o.runs, o.target);
+    let l = &engines[0];
+    println!(
+        "sluice: eval median {} wall, {} on-CPU {}; decode+eval {}",
+        opt_ns(l.eval.wall()),
+        opt_ns(l.eval.cpu()),
+        l.eval.spread(),
+        opt_ns(l.decode_eval.best())
+    );
+    let _ = writeln!(
+        tsv,
+        "policies\t{rules}\tsluice\t{}\t{}\t{}\t{}\t{:.1}",
+        opt_tsv(l.eval.wall()),
+        opt_tsv(l.eval.cpu()),
+        opt_tsv(l.decode_eval.wall()),
+        opt_tsv(l.decode_eval.cpu()),
+        l.load.as_secs_f64() * 1000.0
+    );
 }
 
 fn main() {
     let o = parse_args();
-    let mut tsv =
-        String::from("set\trules\tengine\teval_median_ns\tdecode_eval_median_ns\tload_ms\n");
+    let mut tsv = String::from(
+        "set\trules\tengine\teval_wall_ns\teval_cpu_ns\tdecode_eval_wall_ns\tdecode_eval_cpu_ns\tload_ms\n",
+    );
     println!(
         "machine: {} cores, load average {}; {} requests per set, seed {}, median of {} runs",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -220,6 +364,9 @@ fn main() {
         o.seed,
         o.runs
     );
+    if let Some(root) = &o.repo {
+        repository(&o, root, &mut tsv);
+    }
     for &(np, nr) in &o.sets {
         let set = generator::generate(np, nr, o.requests, o.seed);
         if let Some(dir) = &o.write {
@@ -294,64 +441,44 @@ fn main() {
         if m < n {
             println!("timing on the first {m} requests");
         }
-        for _ in 0..o.runs {
-            for l in &mut engines {
-                let passes = (o.target.as_secs_f64() / (l.per_eval() * m as f64))
-                    .round()
-                    .max(1.0) as usize;
-                l.eval.push(l.engine.time(m, passes, false));
-                if l.timed_decode() {
-                    l.decode_eval.push(l.engine.time(m, passes, true));
-                }
-            }
-        }
+        time_runs(&mut engines, m, o.runs, o.target);
 
-        let base = median(&engines[0].eval);
-        let base_decode = median(&engines[0].decode_eval);
+        let (base, base_decode) = (engines[0].eval.best(), engines[0].decode_eval.best());
         let mut table = String::new();
         let _ = writeln!(
             table,
-            "{:<22} {:>10} {:>12} {:>22} {:>10} {:>14} {:>10}",
-            "engine", "load", "eval median", "(min … max)", "× sluice", "decode+eval", "× sluice"
+            "{:<24} {:>8} {:>10} {:>10} {:>22} {:>9} {:>12} {:>9}",
+            "engine",
+            "load",
+            "eval wall",
+            "eval cpu",
+            "(min … max)",
+            "× sluice",
+            "decode+eval",
+            "× sluice"
         );
         for l in &engines {
-            let m = median(&l.eval);
-            let md = if l.decode_eval.is_empty() {
-                f64::NAN
-            } else {
-                median(&l.decode_eval)
-            };
-            let min = l.eval.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = l.eval.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 table,
-                "{:<22} {:>10} {:>12} {:>22} {:>10.1} {:>14} {:>10}",
+                "{:<24} {:>8} {:>10} {:>10} {:>22} {:>9} {:>12} {:>9}",
                 l.engine.name(),
                 format!("{:.0} ms", l.load.as_secs_f64() * 1000.0),
-                fmt_ns(m),
-                format!("({} … {})", fmt_ns(min), fmt_ns(max)),
-                m / base,
-                if md.is_nan() {
-                    "–".to_string()
-                } else {
-                    fmt_ns(md)
-                },
-                if md.is_nan() {
-                    "–".to_string()
-                } else {
-                    format!("{:.1}", md / base_decode)
-                }
+                opt_ns(l.eval.wall()),
+                opt_ns(l.eval.cpu()),
+                l.eval.spread(),
+                opt_ratio(l.eval.best(), base),
+                opt_ns(l.decode_eval.best()),
+                opt_ratio(l.decode_eval.best(), base_decode),
             );
             let _ = writeln!(
                 tsv,
-                "{np}x{nr}\t{}\t{}\t{m:.1}\t{}\t{:.1}",
+                "{np}x{nr}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}",
                 set.rule_count(),
                 l.engine.name(),
-                if md.is_nan() {
-                    String::new()
-                } else {
-                    format!("{md:.1}")
-                },
+                opt_tsv(l.eval.wall()),
+                opt_tsv(l.eval.cpu()),
+                opt_tsv(l.decode_eval.wall()),
+                opt_tsv(l.decode_eval.cpu()),
                 l.load.as_secs_f64() * 1000.0
             );
         }
@@ -360,11 +487,16 @@ fn main() {
             engines
                 .iter()
                 .find(|l| l.engine.name().starts_with(prefix))
-                .map_or(f64::NAN, |l| median(&l.eval) / base)
+                .map_or_else(|| "–".to_string(), |l| opt_ratio(l.eval.best(), base))
         };
         println!(
-            "sluice median {} per evaluation; {:.0}× faster than Cedar, {:.0}× faster than the regorus RVM",
-            fmt_ns(base),
+            "sluice: median {} per evaluation ({}); {}× faster than Cedar, {}× faster than the regorus RVM",
+            opt_ns(base),
+            if engines[0].eval.cpu().is_some() {
+                "on-CPU time; ratios too"
+            } else {
+                "wall-clock time"
+            },
             ratio("cedar"),
             ratio("regorus RVM")
         );
