@@ -645,3 +645,66 @@ mod differential {
             .unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// The benchmark generator's planted conflicts.
+
+#[path = "../benches/support/conflicts.rs"]
+mod conflicts;
+
+/// Parses and type-checks a generated repository (no analysis).
+fn typed(g: &conflicts::Generated) -> (sluice::project::Project, sluice::compile::ir::PolicySet) {
+    let toml = sluice::source::SourceFile::new("sluice.toml", g.toml.as_str());
+    let project = sluice::project::parse(&toml).unwrap();
+    let parsed: Vec<_> = g
+        .files
+        .iter()
+        .map(|(name, text)| {
+            let f = sluice::source::SourceFile::new(name.as_str(), text.as_str());
+            let p = sluice::parse::parse_policy(&f).unwrap();
+            (f, p)
+        })
+        .collect();
+    let out = sluice::check::check(&parsed, &project.schema);
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    (project, out.set.unwrap())
+}
+
+#[test]
+fn every_planted_conflict_is_found_and_nothing_else() {
+    let g = conflicts::generate(60);
+    assert_eq!(g.planted.len(), 6);
+    let (project, set) = typed(&g);
+    let report = analyze::analyze(&set, &project.schema, project.default, &Options::default());
+    let found: Vec<(String, Vec<String>)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            let rules = f
+                .labels
+                .iter()
+                .map(|l| format!("{}.{}", l.policy.as_deref().unwrap(), l.rule.as_deref().unwrap()))
+                .collect();
+            (f.code.to_string(), rules)
+        })
+        .collect();
+    for p in &g.planted {
+        assert!(
+            found
+                .iter()
+                .any(|(code, rules)| code == p.code && p.rules.iter().all(|r| rules.contains(r))),
+            "planted {p:?} not found in {found:#?}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        g.planted.len(),
+        "findings where nothing was planted: {found:#?}"
+    );
+    // Every finding with a witness has its decisions from the evaluator.
+    for f in &report.findings {
+        assert_eq!(f.witness.is_some(), f.witness_decisions.is_some());
+        assert!(f.code != "conflict::dead_rule" || f.witness.is_none());
+    }
+    assert_eq!(report.stats.unknown, 0);
+}
