@@ -395,6 +395,25 @@ impl Table {
     }
 }
 
+/// Searches for a string meeting `lits` (atom ids of `table`, wanted truth)
+/// that is none of `avoid`.
+pub fn check_avoiding(
+    table: &Table,
+    lits: &[(usize, bool)],
+    avoid: &[String],
+) -> Result<Check, LangError> {
+    let others: Vec<Lang> = avoid
+        .iter()
+        .map(|w| Lang::new(&Atom::Eq(w.clone())))
+        .collect::<Result<_, _>>()?;
+    let mut refs = lits
+        .iter()
+        .map(|(i, t)| table.lang(*i).map(|l| (l, *t)))
+        .collect::<Result<Vec<_>, _>>()?;
+    refs.extend(others.iter().map(|l| (l, false)));
+    Ok(check(&refs, table.valid()?))
+}
+
 /// Per-thread memo of [`check`] over the atoms of a [`Table`].
 #[derive(Debug, Default)]
 pub struct Memo {
@@ -418,6 +437,10 @@ impl Memo {
         let mut lits = lits.to_vec();
         lits.sort_unstable();
         lits.dedup();
+        // One test both true and false.
+        if let Some(w) = lits.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            return FieldCheck::Unsat(w.to_vec());
+        }
         match self.decide(table, &lits) {
             Ok(Check::Sat(s)) => return FieldCheck::Sat(s),
             Ok(Check::Unknown) => {
