@@ -558,6 +558,10 @@ fn plan_jobs(
             for s in target_index.admitting(via) {
                 let Some(other) = item(s) else { continue };
                 stats.pairs += 1;
+                if !other.summary.strs(TOOL).is_some_and(|d| d.admits(via)) {
+                    stats.pruned += 1;
+                    continue;
+                }
                 if !rest.overlaps(&other.summary.without(TOOL), schema) {
                     stats.pruned += 1;
                     continue;
