@@ -107,7 +107,17 @@ fn main() {
     );
     println!(
         "{:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>7} {:>8}",
-        "N", "rules", "first s", "median s", "min s", "max s", "check s", "queries", "pairs", "pruned", "planted"
+        "N",
+        "rules",
+        "first s",
+        "median s",
+        "min s",
+        "max s",
+        "check s",
+        "queries",
+        "pairs",
+        "pruned",
+        "planted"
     );
     for n in sizes {
         let runs = if quick {

@@ -694,6 +694,10 @@ enum Solved {
 }
 
 impl Worker<'_> {
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn encoded(&mut self, i: usize, over: Option<&Override>) -> Result<Encoded, Answer> {
         let key = (i, over.cloned());
         if let Some(e) = self.cache.get(&key) {
@@ -713,6 +717,10 @@ impl Worker<'_> {
         })
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn present(&self, field: &str) -> Result<Bool, Answer> {
         self.encoder
             .present(field)
@@ -755,6 +763,10 @@ impl Worker<'_> {
         }
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn run(&mut self, job: &Job) -> Result<Answer, Answer> {
         let plain = |request| Witness {
             request,

@@ -80,7 +80,11 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("conflict-shadowed", &["conflict::shadowed"]),
     (
         "conflict-dead-rule",
-        &["conflict::dead_rule", "conflict::dead_rule", "conflict::dead_rule"],
+        &[
+            "conflict::dead_rule",
+            "conflict::dead_rule",
+            "conflict::dead_rule",
+        ],
     ),
     ("conflict-modify", &["conflict::modify"]),
 ];
