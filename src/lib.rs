@@ -14,6 +14,7 @@ pub mod fmt;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
+pub mod reconcile;
 pub mod replay;
 pub mod repo;
 pub mod rollout;
