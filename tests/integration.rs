@@ -8,3 +8,4 @@ mod fmt;
 mod parse;
 mod project;
 mod rollout;
+mod reconcile;
