@@ -544,6 +544,8 @@ impl Runner {
         .await
         .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
         self.state = step.state;
+        // The decision that led here belongs to the old phase.
+        self.decision = None;
         tracing::info!(
             seq = t.seq,
             event = %t.event,

@@ -47,6 +47,7 @@ max_catastrophic = 0
 [[rollout.stage]]
 name = "shadow"
 min_duration = "200ms"
+max_duration = "60s"
 min_samples = 100
 max_divergence = 0.05
 
@@ -54,6 +55,7 @@ max_divergence = 0.05
 name = "canary"
 percent = 50
 min_duration = "200ms"
+max_duration = "60s"
 min_samples = 80
 max_error_rate = 0.05
 max_deny_rate_delta = 0.1
@@ -105,6 +107,17 @@ pub const BROKEN: &str = r#"policy broken version 1.0.0 {
   }
 }
 "#;
+
+/// Logs of the daemon, shown with a failing test's output.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
 
 /// Polls `f` every 20 ms until it gives `Some`, for at most `limit`.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
