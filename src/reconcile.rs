@@ -123,16 +123,19 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Starts the daemon with HTTP clients for `config.engines`.
     pub async fn start(config: Config) -> Result<Daemon, ReconcileError> {
-        let mut engines: Vec<Arc<dyn EngineClient>> = Vec::new();
-        for url in &config.engines {
-            let e = HttpEngine::new(url, &config.admin_token, config.engine_timeout).map_err(
-                |e| ReconcileError::Engine {
-                    engine: url.clone(),
-                    message: e.to_string(),
-                },
-            )?;
-            engines.push(Arc::new(e));
-        }
+        let http =
+            client::http_client(config.engine_timeout).map_err(|e| ReconcileError::Engine {
+                engine: config.engines.join(", "),
+                message: e.to_string(),
+            })?;
+        let engines: Vec<Arc<dyn EngineClient>> = config
+            .engines
+            .iter()
+            .map(|url| {
+                Arc::new(HttpEngine::with_client(url, &config.admin_token, http.clone()))
+                    as Arc<dyn EngineClient>
+            })
+            .collect();
         Daemon::start_with(config, engines).await
     }
 

@@ -136,17 +136,17 @@ impl HttpEngine {
     /// A client for the engine at `base` (e.g. `http://10.0.0.7:8080`);
     /// every call gives up after `timeout`.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<HttpEngine, EngineError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(HttpEngine {
+        Ok(HttpEngine::with_client(base, token, http_client(timeout)?))
+    }
+
+    /// A client for the engine at `base` sharing an HTTP client (and its
+    /// connection pool) with others.
+    pub fn with_client(base: &str, token: &str, http: reqwest::Client) -> HttpEngine {
+        HttpEngine {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
-        })
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -173,6 +173,17 @@ impl HttpEngine {
             message,
         })
     }
+}
+
+/// An HTTP client whose calls give up after `timeout`. Building one is not
+/// free (TLS roots are loaded): share it between engines.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, EngineError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| EngineError::Unreachable(e.to_string()))
 }
 
 fn without_url(e: &reqwest::Error) -> String {

@@ -89,6 +89,7 @@ impl Mirror {
     /// Opens the mirror in `dir`, creating it on first use, with `origin`
     /// pointing at `url`.
     pub fn open(dir: &Path, url: &str, branch: &str) -> Result<Mirror, ReconcileError> {
+        remove_stale_locks(dir);
         let repo = match Repository::open_bare(dir) {
             Ok(r) => r,
             Err(_) => Repository::init_bare(dir)?,
@@ -288,6 +289,22 @@ impl Mirror {
         match rejected.into_inner() {
             Some(why) => Err(ReconcileError::Git(format!("push rejected: {why}"))),
             None => Ok(()),
+        }
+    }
+}
+
+/// Removes the lock files a killed daemon may have left in its mirror
+/// (`refs/…/main.lock`, `packed-refs.lock`, `config.lock`, …): the mirror
+/// belongs to one daemon, and a stale lock would fail every later fetch.
+fn remove_stale_locks(dir: &Path) {
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != "objects")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        if entry.file_name().to_string_lossy().ends_with(".lock") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
