@@ -717,7 +717,10 @@ fn cmd_operator(d: &DaemonArgs, what: &str, reason: Option<String>) -> anyhow::R
     let body = reason.map(|r| serde_json::json!({ "reason": r }));
     match call_daemon(d, reqwest::Method::POST, &format!("/v1/{what}"), body)? {
         Ok(doc) => {
-            let msg = doc.get("message").and_then(|m| m.as_str()).unwrap_or("done");
+            let msg = doc
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("done");
             println!("{msg}");
             Ok(Exit::Ok)
         }
@@ -794,7 +797,13 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
             .stages
             .iter()
             .enumerate()
-            .map(|(i, n)| if i == c.stage_index { format!("[{n}]") } else { n.clone() })
+            .map(|(i, n)| {
+                if i == c.stage_index {
+                    format!("[{n}]")
+                } else {
+                    n.clone()
+                }
+            })
             .collect();
         let _ = writeln!(
             o,
@@ -901,13 +910,7 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
         let _ = writeln!(
             o,
             "last: #{} {} {} → {} ({:?}, {}): {}",
-            t.seq,
-            t.event,
-            t.from,
-            t.to,
-            t.cause,
-            t.time,
-            t.reason
+            t.seq, t.event, t.from, t.to, t.cause, t.time, t.reason
         );
     }
     o

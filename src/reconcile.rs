@@ -132,8 +132,11 @@ impl Daemon {
             .engines
             .iter()
             .map(|url| {
-                Arc::new(HttpEngine::with_client(url, &config.admin_token, http.clone()))
-                    as Arc<dyn EngineClient>
+                Arc::new(HttpEngine::with_client(
+                    url,
+                    &config.admin_token,
+                    http.clone(),
+                )) as Arc<dyn EngineClient>
             })
             .collect();
         Daemon::start_with(config, engines).await
@@ -168,16 +171,18 @@ impl Daemon {
         let mut addr = None;
         let mut server = None;
         if let Some(listen) = config.listen {
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| {
-                ReconcileError::Listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| ReconcileError::Listen {
                     addr: listen.to_string(),
                     source,
-                }
-            })?;
-            let bound = listener.local_addr().map_err(|source| ReconcileError::Listen {
-                addr: listen.to_string(),
-                source,
-            })?;
+                })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ReconcileError::Listen {
+                    addr: listen.to_string(),
+                    source,
+                })?;
             store.save_addr(&bound.to_string())?;
             let app = api::router(ApiState::new(
                 &config.admin_token,
@@ -275,8 +280,7 @@ impl Daemon {
             .send((c, tx))
             .await
             .map_err(|_| "the daemon is stopping".to_string())?;
-        rx.await
-            .map_err(|_| "the daemon is stopping".to_string())?
+        rx.await.map_err(|_| "the daemon is stopping".to_string())?
     }
 
     /// Fetches the branch at once (what `POST /v1/hooks/git` does).
@@ -305,10 +309,7 @@ impl Daemon {
 }
 
 /// Runs the daemon until `shutdown` completes (or it fails).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ReconcileError> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ReconcileError> {
     let mut daemon = Daemon::start(config).await?;
     tokio::select! {
         () = shutdown => daemon.stop().await,
@@ -330,18 +331,21 @@ struct EngineView {
 /// A commit's build, kept while its head is not acted on.
 #[derive(Clone)]
 enum Cached {
-    Ready {
-        artifact: String,
-        plan: Option<RolloutPlan>,
-        replay: ReplaySummary,
-        notes: serde_json::Value,
-        summary: String,
-    },
-    Refused {
-        reason: String,
-        summary: String,
-    },
+    Ready(Box<CachedReady>),
+    Refused { reason: String, summary: String },
 }
+
+#[derive(Clone)]
+struct CachedReady {
+    artifact: String,
+    plan: Option<RolloutPlan>,
+    replay: ReplaySummary,
+    notes: serde_json::Value,
+    summary: String,
+}
+
+/// A build and the artifact bytes to keep in memory.
+type Built = (Cached, Option<(String, Vec<u8>)>);
 
 struct Runner {
     config: Config,
@@ -462,10 +466,11 @@ impl Runner {
             return Ok(true);
         }
         // 2. A revert still to land.
-        if !self.state.reverts.is_empty() && Instant::now() >= self.next_revert {
-            if self.revert().await? {
-                return Ok(true);
-            }
+        if !self.state.reverts.is_empty()
+            && Instant::now() >= self.next_revert
+            && self.revert().await?
+        {
+            return Ok(true);
         }
         // 3. A new head.
         self.waiting = None;
@@ -527,7 +532,8 @@ impl Runner {
             plan: self.candidate_plan(),
             observed: &self.observed,
             fleet: self.fleet(),
-            engine_grace_ms: u64::try_from(self.config.engine_grace.as_millis()).unwrap_or(u64::MAX),
+            engine_grace_ms: u64::try_from(self.config.engine_grace.as_millis())
+                .unwrap_or(u64::MAX),
         };
         machine::step(&self.state, &ctx, event)
     }
@@ -610,8 +616,8 @@ impl Runner {
         if self.plans.contains_key(commit) {
             return;
         }
-        if let Some(Cached::Ready { plan, .. }) = self.builds.get(commit) {
-            self.plans.insert(commit.to_string(), plan.clone());
+        if let Some(Cached::Ready(r)) = self.builds.get(commit) {
+            self.plans.insert(commit.to_string(), r.plan.clone());
             return;
         }
         let mirror = self.mirror.clone();
@@ -628,26 +634,22 @@ impl Runner {
     async fn head_event(&mut self, head: &str) -> Result<Event, ReconcileError> {
         if !self.builds.contains_key(head) {
             let cached = self.build(head).await?;
-            self.builds.retain(|k, _| self.state.head.as_deref() == Some(k.as_str()));
+            self.builds
+                .retain(|k, _| self.state.head.as_deref() == Some(k.as_str()));
             self.builds.insert(head.to_string(), cached);
         }
         let cached = self.builds.get(head).cloned();
         let (summary, build) = match cached {
-            Some(Cached::Ready {
-                artifact,
-                plan,
-                replay,
-                notes,
-                summary,
-            }) => {
-                self.plans.insert(head.to_string(), plan.clone());
+            Some(Cached::Ready(r)) => {
+                let r = *r;
+                self.plans.insert(head.to_string(), r.plan.clone());
                 (
-                    summary,
+                    r.summary,
                     Build::Ready(Box::new(Ready {
-                        artifact,
-                        plan,
-                        replay,
-                        notes,
+                        artifact: r.artifact,
+                        plan: r.plan,
+                        replay: r.replay,
+                        notes: r.notes,
                     })),
                 )
             }
@@ -672,25 +674,31 @@ impl Runner {
         let c = commit.to_string();
         let log_path = self.config.decision_log.clone();
         let store = self.store.clone();
-        let out = tokio::task::spawn_blocking(move || -> Result<(Cached, Option<(String, Vec<u8>)>), ReconcileError> {
+        let out = tokio::task::spawn_blocking(move || -> Result<Built, ReconcileError> {
             let files = match lock(&mirror).read_commit(&c) {
                 Ok(f) => f,
                 Err(e) => {
                     let summary = lock(&mirror).summary(&c);
-                    return Ok((Cached::Refused { reason: e.to_string(), summary }, None));
+                    return Ok((
+                        Cached::Refused {
+                            reason: e.to_string(),
+                            summary,
+                        },
+                        None,
+                    ));
                 }
             };
             let log = log_path.and_then(|p| std::fs::read_to_string(p).ok());
             match build::build(&files, log.as_deref()) {
                 Ok(b) => {
                     store.save_artifact(&b.artifact.hash, &b.bytes)?;
-                    let cached = Cached::Ready {
+                    let cached = Cached::Ready(Box::new(CachedReady {
                         artifact: b.artifact.hash.clone(),
                         plan: b.plan,
                         replay: ReplaySummary::of(&b.replay),
                         notes: b.notes,
                         summary: files.summary.clone(),
-                    };
+                    }));
                     Ok((cached, Some((b.artifact.hash, b.bytes))))
                 }
                 Err(reason) => Ok((
@@ -893,7 +901,10 @@ impl Runner {
             .filter_map(|e| e.down_since)
             .min()
             .map_or(0, |t| now.saturating_sub(t));
-        let names = unreachable.iter().map(|e| e.client.name().to_string()).collect();
+        let names = unreachable
+            .iter()
+            .map(|e| e.client.name().to_string())
+            .collect();
         let Some(desired) = desired else {
             self.observed = Observed {
                 figures: None,
@@ -911,8 +922,8 @@ impl Runner {
             .filter(|s| observe::stats_match(s, &desired))
             .collect();
         let complete = on.len() == self.engines.len();
-        let figures = (desired.candidate.is_some() && !on.is_empty())
-            .then(|| observe::sum(&desired, &on));
+        let figures =
+            (desired.candidate.is_some() && !on.is_empty()).then(|| observe::sum(&desired, &on));
         self.observed = Observed {
             figures,
             complete,
@@ -927,7 +938,8 @@ impl Runner {
         let candidate = s.rollout.as_ref().map(|r| {
             let plan = self.candidate_plan();
             let stage = plan.and_then(|p| p.stages.get(r.stage));
-            let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let ms =
+                |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let d = self.decision.as_ref();
             let values = |v: Option<&Vec<crate::rollout::gate::GateReading>>| {
                 v.map(|g| g.iter().map(|x| json!(x)).collect())
@@ -942,7 +954,9 @@ impl Runner {
                 stages: plan
                     .map(|p| p.stages.iter().map(|s| s.name.clone()).collect())
                     .unwrap_or_default(),
-                kind: stage.map(|s| s.kind.as_str().to_string()).unwrap_or_default(),
+                kind: stage
+                    .map(|s| s.kind.as_str().to_string())
+                    .unwrap_or_default(),
                 percent: stage.and_then(|s| s.percent),
                 in_stage_ms: machine::now_ms().saturating_sub(r.stage_started_ms),
                 min_duration_ms: ms(stage.and_then(|s| s.min_duration)),
@@ -982,7 +996,11 @@ impl Runner {
                 stage: r.stage.clone(),
                 trigger: r.trigger.clone(),
                 attempts: if i == 0 { self.revert_attempts } else { 0 },
-                last_error: if i == 0 { self.revert_error.clone() } else { None },
+                last_error: if i == 0 {
+                    self.revert_error.clone()
+                } else {
+                    None
+                },
             })
             .collect();
         let status = Status {

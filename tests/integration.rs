@@ -7,5 +7,5 @@ mod eval;
 mod fmt;
 mod parse;
 mod project;
-mod rollout;
 mod reconcile;
+mod rollout;

@@ -171,7 +171,12 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| digest(t.trim().as_bytes()));
     // Compare digests without stopping at the first difference.
-    let ok = given.is_some_and(|g| g.iter().zip(&s.token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+    let ok = given.is_some_and(|g| {
+        g.iter()
+            .zip(&s.token)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
     if !ok {
         let mut resp = error(
             StatusCode::UNAUTHORIZED,
@@ -197,13 +202,14 @@ struct Reason {
     reason: Option<String>,
 }
 
-fn reason(body: &Bytes) -> Result<Option<String>, Response> {
+/// The optional `{"reason": "…"}` body; `Err` says why it cannot be read.
+fn reason(body: &Bytes) -> Result<Option<String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice::<Reason>(body)
         .map(|r| r.reason)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body must be {{\"reason\": \"…\"}}: {e}")))
+        .map_err(|e| format!("the body must be {{\"reason\": \"…\"}}: {e}"))
 }
 
 async fn run(s: &ApiState, c: Command) -> Response {
@@ -221,7 +227,7 @@ async fn run(s: &ApiState, c: Command) -> Response {
 async fn pause(State(s): State<ApiState>, body: Bytes) -> Response {
     match reason(&body) {
         Ok(reason) => run(&s, Command::Pause { reason }).await,
-        Err(r) => r,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }
 
@@ -236,7 +242,7 @@ async fn promote(State(s): State<ApiState>) -> Response {
 async fn rollback(State(s): State<ApiState>, body: Bytes) -> Response {
     match reason(&body) {
         Ok(reason) => run(&s, Command::Rollback { reason }).await,
-        Err(r) => r,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }
 

@@ -190,9 +190,7 @@ pub fn replay_log(evaluator: &Evaluator, log: &str) -> LogReplay {
             .and_then(|r| serde_json::from_value(r).ok())
             .unwrap_or_default();
         let rule = rule_of(&resp.reasons, resp.decision)
-            .or_else(|| {
-                rule_of(&old_reasons, logged).map(|r| format!("{r} (no longer decides)"))
-            })
+            .or_else(|| rule_of(&old_reasons, logged).map(|r| format!("{r} (no longer decides)")))
             .unwrap_or_else(|| "(default)".to_string());
         *flips.entry((rule, logged, resp.decision)).or_default() += 1;
     }
@@ -205,6 +203,7 @@ pub fn replay_log(evaluator: &Evaluator, log: &str) -> LogReplay {
             count,
         })
         .collect();
-    out.flips.sort_by(|a, b| b.count.cmp(&a.count).then(a.rule.cmp(&b.rule)));
+    out.flips
+        .sort_by(|a, b| b.count.cmp(&a.count).then(a.rule.cmp(&b.rule)));
     out
 }

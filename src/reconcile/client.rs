@@ -116,8 +116,11 @@ pub struct EngineStats {
 pub trait EngineClient: Send + Sync {
     /// The engine's name in status and the audit log (its URL).
     fn name(&self) -> &str;
-    fn upload<'a>(&'a self, hash: &'a str, artifact: &'a [u8])
-    -> BoxFuture<'a, Result<(), EngineError>>;
+    fn upload<'a>(
+        &'a self,
+        hash: &'a str,
+        artifact: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
     fn set_route<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, Result<(), EngineError>>;
     /// The route in force; `None` before the first.
     fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>>;

@@ -30,6 +30,7 @@ const REVERT_REF: &str = "refs/sluice/revert";
 pub struct Mirror {
     repo: Repository,
     branch: String,
+    url: String,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -98,16 +99,13 @@ impl Mirror {
             Ok(r) if r.url().ok() == Some(url) => {}
             Ok(_) => repo.remote_set_url("origin", url)?,
             Err(_) => {
-                repo.remote_with_fetch(
-                    "origin",
-                    url,
-                    &format!("+refs/heads/*:refs/remotes/origin/*"),
-                )?;
+                repo.remote_with_fetch("origin", url, "+refs/heads/*:refs/remotes/origin/*")?;
             }
         }
         Ok(Mirror {
             repo,
             branch: branch.to_string(),
+            url: url.to_string(),
         })
     }
 
@@ -123,16 +121,27 @@ impl Mirror {
             .map(|o| o.to_string())
     }
 
+    /// A local remote that is not there: a clearer error than git2's.
+    fn check_reachable(&self) -> Result<(), ReconcileError> {
+        let path = self.url.strip_prefix("file://").unwrap_or(&self.url);
+        let local = !self.url.contains("://") || self.url.starts_with("file://");
+        if local && !Path::new(path).exists() {
+            return Err(ReconcileError::Git(format!(
+                "the repository `{}` is not reachable",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+
     /// Fetches the branch; returns its head.
     pub fn fetch(&self) -> Result<String, ReconcileError> {
+        self.check_reachable()?;
         let mut remote = self.repo.find_remote("origin")?;
         let spec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
         remote.fetch(&[spec.as_str()], None, None)?;
         self.head().ok_or_else(|| {
-            ReconcileError::Git(format!(
-                "the repository has no branch `{}`",
-                self.branch
-            ))
+            ReconcileError::Git(format!("the repository has no branch `{}`", self.branch))
         })
     }
 
@@ -219,8 +228,7 @@ impl Mirror {
     pub fn revert(&self, pending: &PendingRevert) -> Result<RevertOutcome, ReconcileError> {
         let head_sha = self.fetch()?;
         let head = self.repo.find_commit(Oid::from_str(&head_sha)?)?;
-        let Ok(bad) = Oid::from_str(&pending.commit).and_then(|o| self.repo.find_commit(o))
-        else {
+        let Ok(bad) = Oid::from_str(&pending.commit).and_then(|o| self.repo.find_commit(o)) else {
             return Ok(RevertOutcome::NotNeeded {
                 note: "the commit is not in the repository".to_string(),
             });
@@ -271,6 +279,7 @@ impl Mirror {
     }
 
     fn push(&self) -> Result<(), ReconcileError> {
+        self.check_reachable()?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         {
             let mut callbacks = RemoteCallbacks::new();

@@ -75,8 +75,8 @@ impl Store {
 
     /// Replaces `state.json` atomically.
     pub fn save_state(&self, state: &State) -> Result<(), ReconcileError> {
-        let mut bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| ReconcileError::State(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(state).map_err(|e| ReconcileError::State(e.to_string()))?;
         bytes.push(b'\n');
         write_atomic(&self.state_path(), &bytes)
     }
@@ -112,11 +112,14 @@ impl Store {
             Err(e) => return Err(io("opening audit.jsonl")(e)),
         };
         let mut text = Vec::new();
-        f.read_to_end(&mut text).map_err(io("reading audit.jsonl"))?;
+        f.read_to_end(&mut text)
+            .map_err(io("reading audit.jsonl"))?;
         let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         if keep < text.len() {
-            f.set_len(keep as u64).map_err(io("repairing audit.jsonl"))?;
-            f.seek(SeekFrom::End(0)).map_err(io("repairing audit.jsonl"))?;
+            f.set_len(keep as u64)
+                .map_err(io("repairing audit.jsonl"))?;
+            f.seek(SeekFrom::End(0))
+                .map_err(io("repairing audit.jsonl"))?;
             f.sync_data().map_err(io("syncing audit.jsonl"))?;
         }
         let last_seq = text

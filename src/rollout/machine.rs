@@ -628,7 +628,11 @@ fn advance(
         return Step::refuse(state, "no rollout in flight");
     };
     let mut new = state.clone();
-    if cause == Cause::Operator || new.paused.as_ref().is_some_and(|p| p.cause != Cause::Operator)
+    if cause == Cause::Operator
+        || new
+            .paused
+            .as_ref()
+            .is_some_and(|p| p.cause != Cause::Operator)
     {
         new.paused = None;
     }
@@ -738,7 +742,12 @@ fn rollback(
             new.stable = new.previous.take();
             (c.clone(), String::new(), artifact.clone(), "stable".into())
         }
-        _ => return Step::refuse(state, "nothing to roll back: no rollout in flight and no previous stable artifact"),
+        _ => {
+            return Step::refuse(
+                state,
+                "nothing to roll back: no rollout in flight and no previous stable artifact",
+            );
+        }
     };
     let reason = format!("rolled back at stage `{stage}`: {trigger}");
     new.reverts.push(PendingRevert {
@@ -810,7 +819,14 @@ fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             short(&q.commit),
             short(&q.artifact)
         );
-        return refuse(state, new, ctx, &h.commit, Some(ready.artifact.clone()), reason);
+        return refuse(
+            state,
+            new,
+            ctx,
+            &h.commit,
+            Some(ready.artifact.clone()),
+            reason,
+        );
     }
     new.refused = None;
     let change = |event: &'static str, cause: Cause, reason: String| Change {
@@ -855,7 +871,14 @@ fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             Fleet::Stable(a) if *a == ready.artifact => {
                 new.stable = Some(release(Some(h.commit.clone()), a));
                 let reason = format!("the engines already run artifact {} as stable", short(a));
-                commit_step(state, new, ctx, change("adopt", Cause::Daemon, reason), vec![], None)
+                commit_step(
+                    state,
+                    new,
+                    ctx,
+                    change("adopt", Cause::Daemon, reason),
+                    vec![],
+                    None,
+                )
             }
             Fleet::Stable(a) => {
                 // Adopt the engines' stable first; the head is rolled out
@@ -878,7 +901,11 @@ fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         return match &state.rollout {
             Some(r) => {
                 new.rollout = None;
-                if new.paused.as_ref().is_some_and(|p| p.cause != Cause::Operator) {
+                if new
+                    .paused
+                    .as_ref()
+                    .is_some_and(|p| p.cause != Cause::Operator)
+                {
                     new.paused = None;
                 }
                 let reason = format!(
@@ -895,17 +922,35 @@ fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
                     "artifact {} is already stable: no rollout needed",
                     short(&ready.artifact)
                 );
-                commit_step(state, new, ctx, change("unchanged", Cause::Daemon, reason), vec![], None)
+                commit_step(
+                    state,
+                    new,
+                    ctx,
+                    change("unchanged", Cause::Daemon, reason),
+                    vec![],
+                    None,
+                )
             }
         };
     }
-    if let Some(r) = state.rollout.as_ref().filter(|r| r.artifact == ready.artifact) {
+    if let Some(r) = state
+        .rollout
+        .as_ref()
+        .filter(|r| r.artifact == ready.artifact)
+    {
         let reason = format!(
             "artifact {} is the candidate's (commit {}): the rollout continues",
             short(&ready.artifact),
             short(&r.commit)
         );
-        return commit_step(state, new, ctx, change("unchanged", Cause::Daemon, reason), vec![], None);
+        return commit_step(
+            state,
+            new,
+            ctx,
+            change("unchanged", Cause::Daemon, reason),
+            vec![],
+            None,
+        );
     }
     let upload = Action::Upload {
         artifact: ready.artifact.clone(),

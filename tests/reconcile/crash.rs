@@ -83,7 +83,10 @@ async fn run(delay_ms: u64) -> Outcome {
         let lines = audit(&state);
         let last = lines.last().map(|t| t.event.clone());
         if *pushed == 0 && last.as_deref() == Some("install") {
-            repo.commit("Block the shell tool", &[("policies/shell.policy", Some(GOOD))]);
+            repo.commit(
+                "Block the shell tool",
+                &[("policies/shell.policy", Some(GOOD))],
+            );
             *pushed = 1;
         } else if *pushed == 1 && lines.iter().any(|t| t.event == "complete") {
             repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
@@ -103,7 +106,10 @@ async fn run(delay_ms: u64) -> Outcome {
         child.kill().unwrap();
         child.wait().unwrap();
         let at = audit(&state).last().map_or(0, |t| t.seq);
-        eprintln!("killed {} ms after a transition, at transition {at}", delay_ms + jitter);
+        eprintln!(
+            "killed {} ms after a transition, at transition {at}",
+            delay_ms + jitter
+        );
         killed_at.push(at);
     }
     // The last life runs until the end.
@@ -138,12 +144,18 @@ async fn run(delay_ms: u64) -> Outcome {
     let stable = s["stable"]["artifact"].as_str().unwrap().to_string();
     for e in &engines {
         let r = e.route().unwrap();
-        assert_eq!((r.stable.as_str(), r.candidate.as_deref()), (stable.as_str(), None));
+        assert_eq!(
+            (r.stable.as_str(), r.candidate.as_deref()),
+            (stable.as_str(), None)
+        );
     }
     Outcome {
         events: events(&lines),
         stable,
-        quarantined: s["quarantine"][0]["artifact"].as_str().unwrap_or("").to_string(),
+        quarantined: s["quarantine"][0]["artifact"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         killed_at,
     }
 }
@@ -163,7 +175,10 @@ async fn killed_at_any_moment_the_daemon_resumes_where_it_was() {
     let same = |a: &Outcome, b: &Outcome| {
         (&a.events, &a.stable, &a.quarantined) == (&b.events, &b.stable, &b.quarantined)
     };
-    assert!(outcomes.windows(2).all(|w| same(&w[0], &w[1])), "{outcomes:#?}");
+    assert!(
+        outcomes.windows(2).all(|w| same(&w[0], &w[1])),
+        "{outcomes:#?}"
+    );
     // The kills fell at different moments of the rollouts.
     let kills: usize = outcomes.iter().map(|o| o.killed_at.len()).sum();
     assert!(kills >= 20, "{outcomes:#?}");

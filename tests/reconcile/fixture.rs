@@ -205,9 +205,21 @@ impl Repo {
     /// Writes (or, with `None`, removes) files on top of the branch as it is
     /// on the remote, commits and pushes; returns the commit.
     pub fn commit(&self, message: &str, files: &[(&str, Option<&str>)]) -> String {
-        if !git(&self.work, &["ls-remote", "origin", "main"]).is_empty() {
-            git(&self.work, &["fetch", "-q", "origin"]);
-            git(&self.work, &["reset", "-q", "--hard", "origin/main"]);
+        self.commit_via(&self.bare, message, files)
+    }
+
+    /// The same, through the remote at `remote` (the bare repository moved
+    /// elsewhere).
+    pub fn commit_via(
+        &self,
+        remote: &Path,
+        message: &str,
+        files: &[(&str, Option<&str>)],
+    ) -> String {
+        let url = remote.to_str().unwrap();
+        if !git(&self.work, &["ls-remote", url, "main"]).is_empty() {
+            git(&self.work, &["fetch", "-q", url, "main"]);
+            git(&self.work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
         }
         for (path, text) in files {
             let p = self.work.join(path);
@@ -223,7 +235,7 @@ impl Repo {
         }
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-q", "-m", message]);
-        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        git(&self.work, &["push", "-q", url, "HEAD:main"]);
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
@@ -248,7 +260,14 @@ pub fn artifact_of(repo: &Repo, sha: &str) -> String {
     let dir = tmp.path().join("tree");
     git(
         &repo.work,
-        &["worktree", "add", "-q", "--detach", dir.to_str().unwrap(), sha],
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            dir.to_str().unwrap(),
+            sha,
+        ],
     );
     let files = sluice::repo::load(&dir).unwrap();
     let checked = sluice::pipeline::check_sources(&files.project, &files.policies);
@@ -609,13 +628,11 @@ pub async fn engines(n: usize) -> Vec<Engine> {
 
 pub struct Traffic {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub sent: Arc<AtomicU64>,
 }
 
 impl Traffic {
     /// `workers` concurrent senders, each pausing `pause` between requests.
     pub fn start(urls: Vec<String>, workers: usize, pause: Duration) -> Traffic {
-        let sent = Arc::new(AtomicU64::new(0));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -625,7 +642,6 @@ impl Traffic {
             .map(|w| {
                 let urls = urls.clone();
                 let client = client.clone();
-                let sent = sent.clone();
                 tokio::spawn(async move {
                     let mut i: u64 = w as u64 * 7919;
                     loop {
@@ -642,13 +658,12 @@ impl Traffic {
                             .json(&body)
                             .send()
                             .await;
-                        sent.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(pause).await;
                     }
                 })
             })
             .collect();
-        Traffic { tasks, sent }
+        Traffic { tasks }
     }
 }
 

@@ -151,7 +151,11 @@ fn without_every_engine_nothing_is_installed() {
     let out = w.stays(&State::default(), ready("c0", "aaa"));
     assert!(out.reply.is_err());
     w.fleet = Fleet::Mixed;
-    assert!(w.stays(&State::default(), ready("c0", "aaa")).reply.is_err());
+    assert!(
+        w.stays(&State::default(), ready("c0", "aaa"))
+            .reply
+            .is_err()
+    );
 }
 
 #[test]
@@ -271,7 +275,12 @@ fn a_trigger_rolls_back_and_quarantines() {
     assert!(t.figures["triggers"].is_array());
     assert_eq!(
         out.actions,
-        vec![Action::SetRoutes, Action::Revert { commit: "c1".into() }]
+        vec![
+            Action::SetRoutes,
+            Action::Revert {
+                commit: "c1".into()
+            }
+        ]
     );
     assert_eq!(desired_route(&s, Some(&w.plan)).unwrap().candidate, None);
     assert_eq!(s.reverts[0].stage, "shadow");
@@ -383,7 +392,12 @@ fn promote_at_the_last_stage_makes_the_candidate_stable() {
     assert!(s.previous.is_none());
     assert_eq!(
         out.actions,
-        vec![Action::SetRoutes, Action::Revert { commit: "c1".into() }]
+        vec![
+            Action::SetRoutes,
+            Action::Revert {
+                commit: "c1".into()
+            }
+        ]
     );
 }
 

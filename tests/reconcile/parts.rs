@@ -34,9 +34,11 @@ fn the_state_is_written_atomically_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let (store, state) = Store::open(dir.path()).unwrap();
     assert_eq!(state, State::default());
-    let mut s = State::default();
-    s.seq = 7;
-    s.head = Some("abc".into());
+    let s = State {
+        seq: 7,
+        head: Some("abc".into()),
+        ..State::default()
+    };
     store.save_state(&s).unwrap();
     // No temporary file is left behind.
     let names: Vec<String> = std::fs::read_dir(dir.path())
@@ -55,9 +57,11 @@ fn the_audit_log_gets_the_line_a_crash_lost_and_loses_a_torn_one() {
     store.append_audit(&transition(1, "a", "b")).unwrap();
     store.append_audit(&transition(2, "b", "c")).unwrap();
     // The state of transition 3 was persisted; its line was torn half-way.
-    let mut s = State::default();
-    s.seq = 3;
-    s.last = Some(transition(3, "c", "d"));
+    let s = State {
+        seq: 3,
+        last: Some(transition(3, "c", "d")),
+        ..State::default()
+    };
     store.save_state(&s).unwrap();
     let mut text = std::fs::read_to_string(store.audit_path()).unwrap();
     text.push_str("{\"seq\": 3, \"ti");
@@ -69,7 +73,10 @@ fn the_audit_log_gets_the_line_a_crash_lost_and_loses_a_torn_one() {
     // Opening again adds nothing.
     let (store, _) = Store::open(dir.path()).unwrap();
     assert_eq!(store.read_audit().unwrap().len(), 3);
-    assert_eq!(read_audit(&dir.path().join("nothing.jsonl")).unwrap(), vec![]);
+    assert_eq!(
+        read_audit(&dir.path().join("nothing.jsonl")).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
@@ -127,7 +134,11 @@ fn the_fleet_figures_are_summed() {
     assert!(observe::stats_match(&a, &route));
     let obs = observe::sum(&route, &[&a, &b]);
     assert_eq!(
-        (obs.candidate.requests, obs.candidate.errors, obs.candidate.denies),
+        (
+            obs.candidate.requests,
+            obs.candidate.errors,
+            obs.candidate.denies
+        ),
         (400, 2, 11)
     );
     assert_eq!((obs.stable.requests, obs.stable.denies), (4000, 40));
@@ -139,7 +150,10 @@ fn the_fleet_figures_are_summed() {
     route.mode = Some(Mode::Shadow);
     let sh = stats(
         "canary",
-        vec![cohort("s", "stable", 500, 0, 1.0), cohort("c", "shadow", 500, 25, 1.0)],
+        vec![
+            cohort("s", "stable", 500, 0, 1.0),
+            cohort("c", "shadow", 500, 25, 1.0),
+        ],
     );
     let obs = observe::sum(&route, &[&sh]);
     assert_eq!((obs.compared, obs.diverged), (500, 25));
@@ -190,7 +204,10 @@ fn a_commit_is_read_from_its_tree_like_a_working_tree() {
     );
     let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
     let names: Vec<&str> = files.policies.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["policies/base.policy", "policies/deep/shell.policy"]);
+    assert_eq!(
+        names,
+        ["policies/base.policy", "policies/deep/shell.policy"]
+    );
     assert_eq!(files.traces("traces").len(), 1);
     assert_eq!(files.summary, "layout");
     let built = build::build(&files, None).unwrap();
@@ -214,7 +231,11 @@ fn a_commit_with_errors_is_refused_with_its_findings() {
         &[("sluice.toml", None), ("policies/broken.policy", None)],
     );
     let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
-    assert!(build::build(&files, None).unwrap_err().contains("sluice.toml"));
+    assert!(
+        build::build(&files, None)
+            .unwrap_err()
+            .contains("sluice.toml")
+    );
 }
 
 #[test]
@@ -270,16 +291,27 @@ fn the_mirror_reverts_on_top_of_the_current_head_once() {
     let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
     // The branch moved on after the bad commit.
     let later = repo.commit("Add shell policy", &[("policies/shell.policy", Some(GOOD))]);
-    let m = Mirror::open(&tmp.path().join("mirror"), &repo.bare.to_string_lossy(), "main").unwrap();
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
     let out = m.revert(&pending(&bad)).unwrap();
     let RevertOutcome::Pushed { revert } = out else {
         panic!("{out:?}")
     };
     let log = repo.log();
-    assert_eq!(log[0], (revert.clone(), "Revert \"Block search\"".to_string()));
+    assert_eq!(
+        log[0],
+        (revert.clone(), "Revert \"Block search\"".to_string())
+    );
     assert_eq!(log[1].0, later);
     let msg = repo.message(&revert);
-    assert!(msg.contains(&format!("This reverts commit {bad}.")), "{msg}");
+    assert!(
+        msg.contains(&format!("This reverts commit {bad}.")),
+        "{msg}"
+    );
     assert!(msg.contains("stage `canary`"), "{msg}");
     assert!(msg.contains("Trigger: trigger deny_rate_delta"), "{msg}");
     assert!(msg.contains("candidate: 100 requests"), "{msg}");
@@ -303,7 +335,12 @@ fn a_revert_without_the_remote_fails_and_lands_once_it_is_back() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
     let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
-    let m = Mirror::open(&tmp.path().join("mirror"), &repo.bare.to_string_lossy(), "main").unwrap();
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
     m.fetch().unwrap();
     let away = tmp.path().join("away.git");
     std::fs::rename(&repo.bare, &away).unwrap();
