@@ -9,12 +9,15 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::check;
 use crate::compile::artifact::Artifact;
 use crate::compile::ir::DecisionKind;
 use crate::diagnostic::{self, Finding, Sources, Summary};
 use crate::engine::eval::Evaluator;
+use crate::engine::live::LiveState;
 use crate::engine::response::{EvalResponse, ResponseContext};
 use crate::engine::state::MemoryLimitStore;
+use crate::gitsrc::{GitRepo, GitSrcError};
 use crate::pipeline::{self, Checked};
 use crate::replay::{self, ReplayReport, Verdict};
 use crate::repo;
@@ -56,16 +59,59 @@ pub enum Format {
     Json,
 }
 
+/// Output formats of `sluice check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Diagnostics with source snippets (miette).
+    Human,
+    /// One JSON document (SPEC §3).
+    Json,
+    /// A SARIF 2.1.0 log, for code scanning.
+    Sarif,
+    /// GitHub workflow annotations, and a Markdown summary appended to
+    /// `$GITHUB_STEP_SUMMARY` when it is set.
+    Github,
+}
+
+/// The flags of `sluice check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+    pub format: CheckFormat,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// The pull-request check: compare with this git revision and report
+    /// what the change introduces, plus every error.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Check this git revision instead of the working tree (e.g. in a bare
+    /// repository).
+    #[arg(long, value_name = "REV")]
+    pub head: Option<String>,
+    /// Check against an engine's live state saved in FILE (the document of
+    /// `GET /v1/state`).
+    #[arg(long, value_name = "FILE", conflicts_with = "engine")]
+    pub state: Option<PathBuf>,
+    /// Check against the live state of the engine at URL (`GET URL/v1/state`).
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+    /// The engine's admin token, for `--engine`.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the whole policy set: language, types, versions.
-    Check {
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
-        /// Fail on warnings too.
-        #[arg(long)]
-        deny_warnings: bool,
-    },
+    /// Check the whole policy set: language, types, versions; with `--base`,
+    /// what a change introduces; with `--state`/`--engine`, what it does to
+    /// live state.
+    Check(CheckArgs),
     /// Compile the policy set into an artifact (canonical JSON with its hash).
     Compile {
         /// Write the artifact here instead of standard output.
@@ -148,10 +194,7 @@ pub enum Command {
 /// (unreadable repository, bad arguments) are printed here.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Check {
-            format,
-            deny_warnings,
-        } => cmd_check(&cli.repo, format, deny_warnings),
+        Command::Check(args) => cmd_check(&cli.repo, &args),
         Command::Compile { output, commit } => cmd_compile(&cli.repo, output.as_deref(), commit),
         Command::Eval {
             request,
@@ -231,10 +274,176 @@ fn print_findings(findings: &[Finding], sources: &Sources) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-fn cmd_check(repo_dir: &Path, format: Format, deny_warnings: bool) -> anyhow::Result<Exit> {
+/// The live state a check runs against, read before anything is checked so
+/// that an unreadable state fails fast (exit 2).
+fn read_live_state(args: &CheckArgs) -> anyhow::Result<Option<LiveState>> {
+    if let Some(path) = &args.state {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading `{}`", path.display()))?;
+        let state = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "`{}` is not a live-state document (the body of `GET /v1/state`): {e}",
+                path.display()
+            )
+        })?;
+        return Ok(Some(state));
+    }
+    match &args.engine {
+        Some(url) => fetch_live_state(url, args.admin_token.as_deref()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// An error and its causes on one line.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        next = cause.source();
+    }
+    s
+}
+
+/// `GET {url}/v1/state` with the admin token.
+fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState> {
+    let endpoint = format!("{}/v1/state", url.trim_end_matches('/'));
+    let parsed = reqwest::Url::parse(&endpoint)
+        .map_err(|e| anyhow::anyhow!("`--engine {url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("`--engine {url}` is not an http(s) URL");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP client")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("starting the HTTP client")?;
+        let mut request = client.get(parsed);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the engine at `{endpoint}`: {}", causes(&e))
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            anyhow::bail!(
+                "the engine at `{endpoint}` refused the request ({status}): {}",
+                if token.is_some() {
+                    "the admin token is wrong"
+                } else {
+                    "pass its admin token with `--admin-token` or SLUICE_ADMIN_TOKEN"
+                }
+            );
+        }
+        let body = response
+            .text()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer of `{endpoint}`: {}", causes(&e)))?;
+        if !status.is_success() {
+            let excerpt: String = body.chars().take(200).collect();
+            anyhow::bail!("the engine at `{endpoint}` answered {status}: {excerpt}");
+        }
+        serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!(
+                "the engine at `{endpoint}` did not answer with a live-state document: {e}"
+            )
+        })
+    })
+}
+
+/// The base revision checked, or `None` when it has no policy repository
+/// (the change adds it: every finding is new).
+fn check_base(git: &GitRepo, rev: &str) -> anyhow::Result<Option<(String, Checked)>> {
+    match git.load(rev) {
+        Ok(files) => Ok(Some((
+            files.commit.clone(),
+            pipeline::check_sources(&files.project, &files.policies),
+        ))),
+        Err(GitSrcError::NoProject { path, .. }) => {
+            eprintln!("note: the base revision `{rev}` has no `{path}`: every finding is new");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
-    let checked = load_checked(repo_dir)?;
-    let (errors, warnings) = Summary::count(&checked.findings);
+    let live = read_live_state(args)?;
+    let needs_git = args.base.is_some() || args.head.is_some();
+    let git = if needs_git {
+        Some(GitRepo::open(repo_dir)?)
+    } else if matches!(args.format, CheckFormat::Sarif | CheckFormat::Github) {
+        // Paths in these formats are relative to the git repository's root.
+        GitRepo::open(repo_dir).ok()
+    } else {
+        None
+    };
+    let prefix = git.as_ref().map_or("", |g| g.prefix()).to_string();
+    let mut checked = match (&git, &args.head) {
+        (Some(git), Some(rev)) => {
+            let files = git.load(rev)?;
+            pipeline::check_sources(&files.project, &files.policies)
+        }
+        _ => load_checked(repo_dir)?,
+    };
+    let base = match (&git, &args.base) {
+        (Some(git), Some(rev)) => Some(check_base(git, rev)?),
+        _ => None,
+    };
+    let mut notes = Vec::new();
+    let head_findings = std::mem::take(&mut checked.findings);
+    let mut findings = match &base {
+        Some(Some((commit, base))) => {
+            let all = head_findings.len();
+            let mut findings = check::base::introduced(&base.findings, head_findings);
+            let short: String = commit.chars().take(12).collect();
+            notes.push(format!(
+                "compared with base {short}: {} finding(s) that the base already had are not shown",
+                all - findings.len()
+            ));
+            findings.extend(check::base::version_changes(side(base), side(&checked)));
+            findings
+        }
+        _ => head_findings,
+    };
+    if let Some(state) = &live {
+        match (checked.set.as_ref(), checked.artifact(None)) {
+            (Some(set), Some(artifact)) => {
+                let artifact = artifact.context("building the artifact")?;
+                let evaluator = Evaluator::new(&artifact).context("loading the artifact")?;
+                let base_set = base.as_ref().and_then(|b| b.as_ref()?.1.set.as_ref());
+                if args.base.is_some() && base_set.is_none() {
+                    notes.push(
+                        "the base revision has no policy set that checks clean: state checks compare with the live state alone"
+                            .to_string(),
+                    );
+                }
+                findings.extend(check::live::check_live(&check::live::LiveInputs {
+                    state,
+                    head: set,
+                    head_parsed: &checked.parsed,
+                    evaluator: &evaluator,
+                    base: base_set,
+                    project_file: crate::repo::PROJECT_FILE,
+                }));
+            }
+            _ => notes
+                .push("state checks skipped: the policy set has errors to fix first".to_string()),
+        }
+    }
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let (errors, warnings) = Summary::count(&findings);
     let summary = Summary {
         errors,
         warnings,
@@ -242,34 +451,78 @@ fn cmd_check(repo_dir: &Path, format: Format, deny_warnings: bool) -> anyhow::Re
         rules: checked.rule_count(),
         seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     };
-    match format {
-        Format::Json => {
-            let doc = diagnostic::to_json(&checked.findings, &checked.sources, &summary);
-            let mut out = serde_json::to_string_pretty(&doc).context("rendering the report")?;
-            out.push('\n');
-            std::io::stdout()
-                .write_all(out.as_bytes())
-                .context("writing the report")?;
-        }
-        Format::Human => {
-            print_findings(&checked.findings, &checked.sources);
-            let verdict = if errors == 0 && (warnings == 0 || !deny_warnings) {
-                "ok"
+    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    let verdict = format!(
+        "check {}: {errors} error(s), {warnings} warning(s) in {} policies, {} rules ({:.2}s)\n",
+        if failed { "failed" } else { "ok" },
+        summary.policies,
+        summary.rules,
+        summary.seconds
+    );
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        CheckFormat::Json | CheckFormat::Sarif => {
+            let doc = if args.format == CheckFormat::Json {
+                diagnostic::to_json(&findings, &checked.sources, &summary)
             } else {
-                "failed"
+                diagnostic::sarif::to_sarif(&findings, &checked.sources, &prefix)
             };
-            let line = format!(
-                "check {verdict}: {errors} error(s), {warnings} warning(s) in {} policies, {} rules ({:.2}s)\n",
-                summary.policies, summary.rules, summary.seconds
-            );
-            let _ = std::io::stdout().write_all(line.as_bytes());
+            let mut text = serde_json::to_string_pretty(&doc).context("rendering the report")?;
+            text.push('\n');
+            out.write_all(text.as_bytes())
+                .context("writing the report")?;
+            print_notes(&notes);
+        }
+        CheckFormat::Github => {
+            let text = diagnostic::github::annotations(&findings, &checked.sources, &prefix);
+            out.write_all(text.as_bytes())
+                .context("writing the report")?;
+            for n in &notes {
+                writeln!(out, "{n}").context("writing the report")?;
+            }
+            out.write_all(verdict.as_bytes())
+                .context("writing the report")?;
+            if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+                let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
+                let md = diagnostic::github::summary_markdown(
+                    &findings,
+                    &checked.sources,
+                    &summary,
+                    &prefix,
+                    failed,
+                    note.as_deref(),
+                );
+                let path = PathBuf::from(path);
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening `{}`", path.display()))?;
+                file.write_all(md.as_bytes())
+                    .with_context(|| format!("writing `{}`", path.display()))?;
+            }
+        }
+        CheckFormat::Human => {
+            print_findings(&findings, &checked.sources);
+            print_notes(&notes);
+            let _ = out.write_all(verdict.as_bytes());
         }
     }
-    Ok(if errors > 0 || (deny_warnings && warnings > 0) {
-        Exit::Findings
-    } else {
-        Exit::Ok
-    })
+    Ok(if failed { Exit::Findings } else { Exit::Ok })
+}
+
+/// One revision's side of the version comparison.
+fn side(c: &Checked) -> check::base::Side<'_> {
+    check::base::Side {
+        parsed: &c.parsed,
+        schema: c.project.as_ref().map(|p| &p.schema),
+    }
+}
+
+fn print_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
 }
 
 fn cmd_compile(
