@@ -560,7 +560,7 @@ impl Runner {
             event = %t.event,
             from = %t.from,
             to = %t.to,
-            cause = ?t.cause,
+            cause = t.cause.as_str(),
             commit = t.commit.as_deref().map(short).unwrap_or(""),
             "{}",
             t.reason

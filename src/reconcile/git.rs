@@ -330,11 +330,7 @@ pub fn revert_message(summary: &str, p: &PendingRevert) -> String {
         p.commit,
         p.stage,
         p.trigger,
-        match p.cause {
-            crate::rollout::machine::Cause::Daemon => "daemon",
-            crate::rollout::machine::Cause::Trigger => "trigger",
-            crate::rollout::machine::Cause::Operator => "operator",
-        },
+        p.cause.as_str(),
         p.artifact
     );
     if !p.figures.is_empty() {

@@ -59,6 +59,16 @@ pub enum Cause {
     Operator,
 }
 
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Daemon => "daemon",
+            Cause::Trigger => "trigger",
+            Cause::Operator => "operator",
+        }
+    }
+}
+
 /// An artifact in force, and the commit it was built from (`None` when it
 /// was adopted from the engines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -695,9 +705,14 @@ pub fn figures_text(d: Option<&StageDecision>, obs: Option<&Observation>) -> Str
     }
     if let Some(d) = d {
         for g in d.triggers.iter().chain(&d.readings) {
+            let verdict = match g.verdict {
+                super::gate::Verdict::Pass => "pass",
+                super::gate::Verdict::Fail => "fail",
+                super::gate::Verdict::Wait => "wait",
+            };
             lines.push(format!(
-                "{} = {:.4} (95% interval {:.4}..{:.4}, limit {}): {:?}",
-                g.gate, g.estimate, g.interval.lo, g.interval.hi, g.limit, g.verdict
+                "{} = {:.4} (95% interval {:.4}..{:.4}, limit {}): {verdict}",
+                g.gate, g.estimate, g.interval.lo, g.interval.hi, g.limit
             ));
         }
     }
