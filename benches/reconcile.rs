@@ -468,10 +468,10 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
         let audit = std::fs::read_to_string(tmp.path().join("state/audit.jsonl")).unwrap();
         let decided = audit
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|t| t["event"] == "rollback")
-            .filter_map(|t| t["time_ms"].as_f64())
-            .last()
+            .find_map(|t| t["time_ms"].as_f64())
             .unwrap();
         automatic.push(stable_at - decided);
         eprintln!(
