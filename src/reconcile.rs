@@ -223,6 +223,8 @@ impl Daemon {
             mirror: Arc::new(Mutex::new(mirror)),
             plans: HashMap::new(),
             builds: HashMap::new(),
+            building: None,
+            build_done: Arc::new(Notify::new()),
             artifacts: HashMap::new(),
             head: None,
             fetched_ms: None,
@@ -356,6 +358,13 @@ struct Runner {
     /// Rollout plans by commit.
     plans: HashMap<String, Option<RolloutPlan>>,
     builds: HashMap<String, Cached>,
+    /// The commit being built in the background.
+    building: Option<(
+        String,
+        tokio::task::JoinHandle<Result<Built, ReconcileError>>,
+    )>,
+    /// Wakes the loop when a build is done.
+    build_done: Arc<Notify>,
     artifacts: HashMap<String, Arc<Vec<u8>>>,
     head: Option<String>,
     fetched_ms: Option<u64>,
@@ -424,10 +433,12 @@ impl Runner {
                 continue;
             }
             let next = self.next_wake();
+            let built = self.build_done.clone();
             tokio::select! {
                 _ = shutdown.changed() => {}
                 c = commands.recv() => command = c,
                 () = hook.notified() => self.fetch_now = true,
+                () = built.notified() => {}
                 () = tokio::time::sleep_until(next) => {}
             }
         }
@@ -477,7 +488,11 @@ impl Runner {
         if let Some(head) = self.head.clone()
             && self.state.head.as_deref() != Some(head.as_str())
         {
-            let event = self.head_event(&head).await?;
+            if !self.poll_build(&head).await? {
+                self.waiting = Some(format!("head {}: checking the commit", short(&head)));
+                return Ok(false);
+            }
+            let event = self.head_event(&head);
             let step = self.step(event);
             if step.transition.is_some() {
                 self.commit(step).await?;
@@ -631,13 +646,7 @@ impl Runner {
         }
     }
 
-    async fn head_event(&mut self, head: &str) -> Result<Event, ReconcileError> {
-        if !self.builds.contains_key(head) {
-            let cached = self.build(head).await?;
-            self.builds
-                .retain(|k, _| self.state.head.as_deref() == Some(k.as_str()));
-            self.builds.insert(head.to_string(), cached);
-        }
+    fn head_event(&mut self, head: &str) -> Event {
         let cached = self.builds.get(head).cloned();
         let (summary, build) = match cached {
             Some(Cached::Ready(r)) => {
@@ -661,61 +670,47 @@ impl Runner {
                 },
             ),
         };
-        Ok(Event::Head(Head {
+        Event::Head(Head {
             commit: head.to_string(),
             summary,
             build,
-        }))
+        })
     }
 
-    /// Reads, compiles, checks and replays a commit; stores its artifact.
-    async fn build(&mut self, commit: &str) -> Result<Cached, ReconcileError> {
-        let mirror = self.mirror.clone();
-        let c = commit.to_string();
-        let log_path = self.config.decision_log.clone();
-        let store = self.store.clone();
-        let out = tokio::task::spawn_blocking(move || -> Result<Built, ReconcileError> {
-            let files = match lock(&mirror).read_commit(&c) {
-                Ok(f) => f,
-                Err(e) => {
-                    let summary = lock(&mirror).summary(&c);
-                    return Ok((
-                        Cached::Refused {
-                            reason: e.to_string(),
-                            summary,
-                        },
-                        None,
-                    ));
-                }
-            };
-            let log = log_path.and_then(|p| std::fs::read_to_string(p).ok());
-            match build::build(&files, log.as_deref()) {
-                Ok(b) => {
-                    store.save_artifact(&b.artifact.hash, &b.bytes)?;
-                    let cached = Cached::Ready(Box::new(CachedReady {
-                        artifact: b.artifact.hash.clone(),
-                        plan: b.plan,
-                        replay: ReplaySummary::of(&b.replay),
-                        notes: b.notes,
-                        summary: files.summary.clone(),
-                    }));
-                    Ok((cached, Some((b.artifact.hash, b.bytes))))
-                }
-                Err(reason) => Ok((
-                    Cached::Refused {
-                        reason,
-                        summary: files.summary.clone(),
-                    },
-                    None,
-                )),
+    /// Starts building `head` in the background unless it is built or being
+    /// built; takes in a finished build. Returns whether `head` is built.
+    async fn poll_build(&mut self, head: &str) -> Result<bool, ReconcileError> {
+        if self.building.as_ref().is_some_and(|(_, h)| h.is_finished())
+            && let Some((commit, handle)) = self.building.take()
+        {
+            let (cached, bytes) = handle
+                .await
+                .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
+            if let Some((hash, bytes)) = bytes {
+                self.artifacts.insert(hash, Arc::new(bytes));
             }
-        })
-        .await
-        .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
-        if let Some((hash, bytes)) = out.1 {
-            self.artifacts.insert(hash, Arc::new(bytes));
+            let keep = [self.head.clone(), self.state.head.clone()];
+            self.builds
+                .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
+            self.builds.insert(commit, cached);
         }
-        Ok(out.0)
+        if self.builds.contains_key(head) {
+            return Ok(true);
+        }
+        if self.building.is_none() {
+            let mirror = self.mirror.clone();
+            let store = self.store.clone();
+            let log = self.config.decision_log.clone();
+            let done = self.build_done.clone();
+            let commit = head.to_string();
+            let handle = tokio::task::spawn_blocking(move || {
+                let out = build_commit(&mirror, &store, &commit, log.as_deref());
+                done.notify_one();
+                out
+            });
+            self.building = Some((head.to_string(), handle));
+        }
+        Ok(false)
     }
 
     async fn revert(&mut self) -> Result<bool, ReconcileError> {
@@ -1023,6 +1018,46 @@ impl Runner {
             error: self.error.clone(),
         };
         self.status.send_replace(status);
+    }
+}
+
+/// Reads, compiles, checks and replays a commit, and stores its artifact
+/// (blocking: run on the blocking pool).
+fn build_commit(
+    mirror: &Mutex<Mirror>,
+    store: &Store,
+    commit: &str,
+    log_path: Option<&std::path::Path>,
+) -> Result<Built, ReconcileError> {
+    let read = lock(mirror).read_commit(commit);
+    let files = match read {
+        Ok(f) => f,
+        Err(e) => {
+            let summary = lock(mirror).summary(commit);
+            let reason = e.to_string();
+            return Ok((Cached::Refused { reason, summary }, None));
+        }
+    };
+    let log = log_path.and_then(|p| std::fs::read_to_string(p).ok());
+    match build::build(&files, log.as_deref()) {
+        Ok(b) => {
+            store.save_artifact(&b.artifact.hash, &b.bytes)?;
+            let cached = Cached::Ready(Box::new(CachedReady {
+                artifact: b.artifact.hash.clone(),
+                plan: b.plan,
+                replay: ReplaySummary::of(&b.replay),
+                notes: b.notes,
+                summary: files.summary.clone(),
+            }));
+            Ok((cached, Some((b.artifact.hash, b.bytes))))
+        }
+        Err(reason) => Ok((
+            Cached::Refused {
+                reason,
+                summary: files.summary.clone(),
+            },
+            None,
+        )),
     }
 }
 
