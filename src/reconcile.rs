@@ -698,19 +698,54 @@ impl Runner {
             return Ok(true);
         }
         if self.building.is_none() {
+            let live = self.live_states().await;
+            let base = self.stable_set().await;
             let mirror = self.mirror.clone();
             let store = self.store.clone();
             let log = self.config.decision_log.clone();
             let done = self.build_done.clone();
             let commit = head.to_string();
             let handle = tokio::task::spawn_blocking(move || {
-                let out = build_commit(&mirror, &store, &commit, log.as_deref());
+                let live = build::Live {
+                    engines: &live,
+                    base: base.as_ref(),
+                };
+                let out = build_commit(&mirror, &store, &commit, log.as_deref(), Some(live));
                 done.notify_one();
                 out
             });
             self.building = Some((head.to_string(), handle));
         }
         Ok(false)
+    }
+
+    /// The live state of every engine that exposes it.
+    async fn live_states(&self) -> Vec<(String, crate::engine::live::LiveState)> {
+        let mut set = JoinSet::new();
+        for e in self.engines.iter().filter(|e| e.known) {
+            let client = e.client.clone();
+            set.spawn(async move { (client.name().to_string(), client.live_state().await) });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok((name, r))) = set.join_next().await {
+            match r {
+                Ok(Some(state)) => out.push((name, state)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(engine = %name, error = %e, "live state unavailable"),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The stable artifact's policy set, from the stored artifact.
+    async fn stable_set(&mut self) -> Option<crate::compile::ir::PolicySet> {
+        let hash = self.state.stable.as_ref()?.artifact.clone();
+        let bytes = self.artifact(&hash).await?;
+        let a = crate::compile::artifact::Artifact::from_bytes(&bytes).ok()?;
+        Some(crate::compile::ir::PolicySet {
+            policies: a.policies,
+        })
     }
 
     async fn revert(&mut self) -> Result<bool, ReconcileError> {
@@ -1028,6 +1063,7 @@ fn build_commit(
     store: &Store,
     commit: &str,
     log_path: Option<&std::path::Path>,
+    live: Option<build::Live<'_>>,
 ) -> Result<Built, ReconcileError> {
     let read = lock(mirror).read_commit(commit);
     let files = match read {
@@ -1039,7 +1075,7 @@ fn build_commit(
         }
     };
     let log = log_path.and_then(|p| std::fs::read_to_string(p).ok());
-    match build::build(&files, log.as_deref()) {
+    match build::build(&files, log.as_deref(), live) {
         Ok(b) => {
             store.save_artifact(&b.artifact.hash, &b.bytes)?;
             let cached = Cached::Ready(Box::new(CachedReady {

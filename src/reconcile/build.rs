@@ -3,8 +3,11 @@
 //! traffic replayed against the candidate. Pure: sources in, figures out.
 //!
 //! A commit is refused (never rolled out) when `sluice.toml` is missing,
-//! the set has errors, or a trace line is invalid; the reason names the
-//! first findings with their file and line.
+//! the set has errors, a trace line is invalid, or — given the engines'
+//! live state — the change has `state::` errors against it (a limit lowered
+//! below live counters, pending approvals a change would resolve: SPEC §3),
+//! compared with the stable artifact's set; the reason names the first
+//! findings with their file and line.
 //!
 //! **Decision-log replay.** Every `evaluation` line of the engine's decision
 //! log (SPEC §5) is evaluated against the candidate in log order (limit
@@ -21,10 +24,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::git::CommitFiles;
+use crate::check::live::{LiveInputs, check_live};
 use crate::compile::artifact::Artifact;
 use crate::compile::ir::DecisionKind;
+use crate::compile::ir::PolicySet;
 use crate::diagnostic::Finding;
 use crate::engine::eval::Evaluator;
+use crate::engine::live::LiveState;
 use crate::engine::response::{ResponseContext, ResponseReason};
 use crate::engine::state::MemoryLimitStore;
 use crate::pipeline;
@@ -87,8 +93,21 @@ fn summarize(findings: &[&Finding], files: &CommitFiles) -> String {
     format!("{} error(s): {}", findings.len(), parts.join("; "))
 }
 
+/// The engines' live state a commit is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    /// Each engine's name (URL) and live state.
+    pub engines: &'a [(String, LiveState)],
+    /// The stable artifact's set: what the change is compared with.
+    pub base: Option<&'a PolicySet>,
+}
+
 /// Compiles and checks a commit; `Err` is the reason it is refused.
-pub fn build(files: &CommitFiles, decision_log: Option<&str>) -> Result<Built, String> {
+pub fn build(
+    files: &CommitFiles,
+    decision_log: Option<&str>,
+    live: Option<Live<'_>>,
+) -> Result<Built, String> {
     let Some(project_file) = &files.project else {
         return Err("no sluice.toml at the root of the repository".to_string());
     };
@@ -121,6 +140,38 @@ pub fn build(files: &CommitFiles, decision_log: Option<&str>) -> Result<Built, S
     }
     let mut notes = serde_json::Map::new();
     notes.insert("trace_files".into(), json!(traces.len()));
+    if let (Some(live), Some(set)) = (live, checked.set.as_ref()) {
+        let mut warnings = Vec::new();
+        for (engine, state) in live.engines {
+            let findings = check_live(&LiveInputs {
+                state,
+                head: set,
+                head_parsed: &checked.parsed,
+                evaluator: &evaluator,
+                base: live.base,
+                project_file: crate::repo::PROJECT_FILE,
+            });
+            let errors: Vec<&Finding> = findings.iter().filter(|f| f.is_error()).collect();
+            if !errors.is_empty() {
+                return Err(format!(
+                    "against the live state of engine {engine}: {}",
+                    summarize(&errors, files)
+                ));
+            }
+            warnings.extend(
+                findings
+                    .iter()
+                    .map(|f| format!("{engine}: {}", located(f, files))),
+            );
+        }
+        notes.insert(
+            "state_checks".into(),
+            json!({
+                "engines": live.engines.len(),
+                "warnings": warnings,
+            }),
+        );
+    }
     if let Some(log) = decision_log {
         notes.insert("decision_log".into(), json!(replay_log(&evaluator, log)));
     }

@@ -8,6 +8,7 @@
 //! | [`EngineClient::set_route`] | `PUT /v1/route` | 200; 409 when an artifact is not held |
 //! | [`EngineClient::get_route`] | `GET /v1/route` | `{"route": {…}}`; 404 before the first |
 //! | [`EngineClient::stats`] | `GET /v1/stats` | `{"route": {…}, "cohorts": [{artifact, cohort, requests, errors, decisions, latency_ms, shadow}]}` |
+//! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::live::LiveState;
 use crate::rollout::machine::Route;
 
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
@@ -125,6 +127,11 @@ pub trait EngineClient: Send + Sync {
     /// The route in force; `None` before the first.
     fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>>;
     fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>>;
+    /// Limit counters and pending approvals, for the `state::` checks of a
+    /// new commit; `None` when the engine does not expose them.
+    fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// An engine's admin API over HTTP.
@@ -248,6 +255,24 @@ impl EngineClient for HttpEngine {
                     serde_json::from_slice::<RouteDoc>(&bytes)
                         .map(|d| Some(d.route))
                         .or_else(|_| serde_json::from_slice::<Route>(&bytes).map(Some))
+                        .map_err(|e| EngineError::Decode(e.to_string()))
+                }
+                Err(EngineError::Status { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
+        Box::pin(async move {
+            match self.send(self.http.get(self.url("/v1/state"))).await {
+                Ok(resp) => {
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
                         .map_err(|e| EngineError::Decode(e.to_string()))
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),

@@ -210,7 +210,7 @@ fn a_commit_is_read_from_its_tree_like_a_working_tree() {
     );
     assert_eq!(files.traces("traces").len(), 1);
     assert_eq!(files.summary, "layout");
-    let built = build::build(&files, None).unwrap();
+    let built = build::build(&files, None, None).unwrap();
     assert_eq!(built.artifact.source_commit.as_deref(), Some(sha.as_str()));
     assert_eq!(built.artifact.hash, fixture::artifact_of(&repo, &sha));
     assert_eq!((built.replay.cases, built.replay.passed), (2, 2));
@@ -223,7 +223,7 @@ fn a_commit_with_errors_is_refused_with_its_findings() {
     let repo = Repo::new(tmp.path());
     let sha = repo.commit("broken", &[("policies/broken.policy", Some(BROKEN))]);
     let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
-    let why = build::build(&files, None).unwrap_err();
+    let why = build::build(&files, None, None).unwrap_err();
     assert!(why.contains("type::unknown_field"), "{why}");
     assert!(why.contains("policies/broken.policy:3"), "{why}");
     let sha = repo.commit(
@@ -232,7 +232,7 @@ fn a_commit_with_errors_is_refused_with_its_findings() {
     );
     let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
     assert!(
-        build::build(&files, None)
+        build::build(&files, None, None)
             .unwrap_err()
             .contains("sluice.toml")
     );
@@ -257,7 +257,7 @@ fn a_decision_log_is_replayed_and_flips_reported_by_rule() {
         line("email.send", "deny"),
     ]
     .join("\n");
-    let built = build::build(&files, Some(&log)).unwrap();
+    let built = build::build(&files, Some(&log), None).unwrap();
     let report = &built.notes["decision_log"];
     assert_eq!(report["evaluated"], 4);
     assert_eq!(report["flipped"], 3);
@@ -350,4 +350,59 @@ fn a_revert_without_the_remote_fails_and_lands_once_it_is_back() {
         m.revert(&pending(&bad)).unwrap(),
         RevertOutcome::Pushed { .. }
     ));
+}
+
+const LIMITS: &str = r#"policy limits version 1.0.0 {
+  limit per_agent {
+    when tool == "search"
+    max 100 per 1h by agent
+    exceed deny RATE_LIMITED "Too many searches"
+  }
+}
+"#;
+
+#[test]
+fn a_change_with_state_errors_against_the_live_engines_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.commit(
+        "Limit searches",
+        &[("policies/limits.policy", Some(LIMITS))],
+    );
+    let lowered = LIMITS.replace("max 100", "max 10");
+    let c2 = repo.commit(
+        "Lower the limit",
+        &[("policies/limits.policy", Some(&lowered))],
+    );
+    let mirror = tmp.path().join("mirror");
+    let base = build::build(&files_of(&repo, &mirror, &c1), None, None).unwrap();
+    let base_set = sluice::compile::ir::PolicySet {
+        policies: base.artifact.policies.clone(),
+    };
+    let now = 1_767_225_600 + 100;
+    let state: sluice::engine::live::LiveState = serde_json::from_value(json!({
+        "time": now,
+        "counters": [{"limit": "limits.per_agent", "key": "[\"a\"]",
+                      "window": {"start": now - now % 3600, "secs": 3600}, "count": 50}],
+    }))
+    .unwrap();
+    let engines = [("http://e1".to_string(), state)];
+    let live = build::Live {
+        engines: &engines,
+        base: Some(&base_set),
+    };
+    let why = build::build(&files_of(&repo, &mirror, &c2), None, Some(live)).unwrap_err();
+    assert!(why.contains("http://e1"), "{why}");
+    assert!(why.contains("state::limit_decrease"), "{why}");
+    // Declaring how counters migrate makes it acceptable.
+    let declared = lowered.replace(
+        "exceed deny RATE_LIMITED \"Too many searches\"",
+        "exceed deny RATE_LIMITED \"Too many searches\"\n    on_decrease next_window",
+    );
+    let c3 = repo.commit(
+        "Lower the limit, next window",
+        &[("policies/limits.policy", Some(&declared))],
+    );
+    let built = build::build(&files_of(&repo, &mirror, &c3), None, Some(live)).unwrap();
+    assert_eq!(built.notes["state_checks"]["engines"], 1);
 }
