@@ -1120,6 +1120,31 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
             "  replay: {} of {} trace cases passed, {} catastrophic, {} false positive(s)",
             r.passed, r.cases, r.catastrophic, r.false_positives
         );
+        let log = &c.notes["decision_log"];
+        if log.is_object() {
+            let _ = writeln!(
+                o,
+                "  decision log: {} of {} decisions flip",
+                log["flipped"], log["evaluated"]
+            );
+            for f in log["flips"].as_array().into_iter().flatten().take(10) {
+                let _ = writeln!(
+                    o,
+                    "    {} × {} → {}: {}",
+                    f["count"],
+                    f["from"].as_str().unwrap_or("?"),
+                    f["to"].as_str().unwrap_or("?"),
+                    f["rule"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        for w in c.notes["state_checks"]["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(o, "  state: {}", w.as_str().unwrap_or("?"));
+        }
     }
     let on = s.engines.iter().filter(|e| e.on_route).count();
     let _ = writeln!(o, "engines: {on} of {} on route", s.engines.len());

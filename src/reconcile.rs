@@ -999,6 +999,7 @@ impl Runner {
                 time_left_ms: d.map(|d| u64::try_from(d.time_left.as_millis()).unwrap_or(u64::MAX)),
                 observed: self.observed.figures.as_ref().map(|o| json!(o)),
                 replay: r.replay.clone(),
+                notes: r.notes.clone(),
             }
         });
         let engines = self

@@ -93,6 +93,9 @@ pub struct CandidateStatus {
     /// The fleet's summed figures.
     pub observed: Option<Value>,
     pub replay: ReplaySummary,
+    /// Decision-log flips by rule, state-check warnings.
+    #[serde(default)]
+    pub notes: Value,
 }
 
 /// One engine as last seen.

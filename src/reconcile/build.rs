@@ -40,6 +40,9 @@ use crate::replay::{self, DEFAULT_TIME, ReplayReport};
 /// The most decision-log lines replayed (the last ones are kept).
 pub const MAX_LOG_LINES: usize = 100_000;
 
+/// The most kinds of flips reported (the most frequent).
+pub const MAX_FLIPS: usize = 50;
+
 /// A commit that checked clean.
 #[derive(Debug)]
 pub struct Built {

@@ -135,6 +135,10 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_ms: Option<u64>,
     pub replay: ReplaySummary,
+    /// What the build found beside the gates (decision-log flips by rule,
+    /// state-check warnings), shown by `sluice status`.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub notes: Value,
 }
 
 /// Why the daemon holds still.
@@ -995,6 +999,7 @@ fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         stage_started_ms: ctx.now_ms,
         resumed_ms: None,
         replay: ready.replay.clone(),
+        notes: ready.notes.clone(),
     });
     let (event, reason) = match &state.rollout {
         Some(old) => (

@@ -197,9 +197,21 @@ async fn operators_pause_promote_resume_and_roll_back_from_the_command_line() {
     let urls: Vec<String> = engines.iter().map(Engine::url).collect();
     let _traffic = Traffic::start(urls, 4, Duration::from_millis(3));
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
-        .await
-        .unwrap();
+    // A decision log from the engines, replayed against each candidate.
+    let log = tmp.path().join("decisions.jsonl");
+    let line = |tool: &str| {
+        serde_json::json!({"kind": "evaluation", "decision": "allow", "reasons": [],
+                           "request": {"tool": tool, "agent": "a", "session": "s", "args": {}}})
+        .to_string()
+    };
+    std::fs::write(
+        &log,
+        [line("shell.exec"), line("shell.exec"), line("search")].join("\n"),
+    )
+    .unwrap();
+    let mut cfg = config(&repo, &state, &engines);
+    cfg.decision_log = Some(log);
+    let daemon = Daemon::start(cfg).await.unwrap();
     let addr = daemon.control_addr().unwrap().to_string();
     wait_for("installed", Duration::from_secs(10), || {
         daemon.status().stable
@@ -240,6 +252,8 @@ async fn operators_pause_promote_resume_and_roll_back_from_the_command_line() {
     assert!(out.contains("max_divergence"), "{out}");
     assert!(out.contains("time left"), "{out}");
     assert!(out.contains("engines: 2 of 2 on route"), "{out}");
+    assert!(out.contains("decision log: 2 of 3 decisions flip"), "{out}");
+    assert!(out.contains("2 × allow → deny: shell.no_shell"), "{out}");
 
     let (code, out, _) = sluice(&addr, &["status", "--format", "json"]);
     assert_eq!(code, 0);
