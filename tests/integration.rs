@@ -1,5 +1,6 @@
 //! The one integration test binary: a module per pipeline stage.
 
+mod analyze;
 mod artifact;
 mod check;
 mod cli;
