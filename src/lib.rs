@@ -17,6 +17,7 @@ pub mod gitsrc;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
+pub mod reconcile;
 pub mod replay;
 pub mod repo;
 pub mod rollout;

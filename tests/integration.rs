@@ -10,5 +10,6 @@ mod examples;
 mod fmt;
 mod parse;
 mod project;
+mod reconcile;
 mod report;
 mod rollout;
