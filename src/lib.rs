@@ -6,6 +6,7 @@
 //! for reading one at a git revision, and `cli`
 //! for the commands. `parse`, `check`, `compile` and `engine::eval` do no I/O.
 
+pub mod analyze;
 pub mod check;
 pub mod cli;
 pub mod compile;
@@ -16,6 +17,7 @@ pub mod gitsrc;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
+pub mod reconcile;
 pub mod replay;
 pub mod repo;
 pub mod rollout;

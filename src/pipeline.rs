@@ -1,10 +1,12 @@
 //! The pure stages run in order over in-memory sources: `sluice.toml` →
-//! parse every policy file → check the whole set.
+//! parse every policy file → check the whole set → conflict analysis (on a
+//! set that type-checks).
 //!
 //! Used by every command that needs a checked policy set (check, compile,
 //! test, eval) and by anything that reads sources from somewhere other than
 //! the working tree (a git revision). Pure: no I/O.
 
+use crate::analyze;
 use crate::check;
 use crate::compile::ir::PolicySet;
 use crate::diagnostic::{Finding, Sources};
@@ -68,6 +70,16 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
         set = out.set;
+    }
+    // The whole-set conflict analysis runs on a set that type-checks.
+    if let (Some(project), Some(typed)) = (&project, &set) {
+        let report = analyze::analyze(
+            typed,
+            &project.schema,
+            project.default,
+            &analyze::Options::default(),
+        );
+        findings.extend(report.findings);
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {

@@ -1,0 +1,210 @@
+//! Solving: one Z3 solver per thread, reused with push/pop, a timeout on
+//! every query. Formulas come from `smt`; nothing here knows about policies.
+//!
+//! Z3 terms are bound to the thread that created them (the `z3` crate uses a
+//! thread-local context), so a [`Session`] never leaves its thread, and a
+//! model is turned into a plain request before the answer is sent anywhere.
+//!
+//! An `unknown` answer (timeout, resource limit, incompleteness) is an answer
+//! of its own: callers report it, never read it as "no conflict".
+//!
+//! Strings are partly decided outside Z3 (`lang`): [`Session::solve`] and
+//! [`Session::covered`] pass each candidate model to a refinement callback,
+//! which accepts it or returns clauses that rule it out (lazy SMT).
+//!
+//! Measured on Z3 4.8.12: a reused solver answers a small query in about
+//! 0.3–0.5 ms; a fresh one costs about 10 ms, hence one per thread.
+
+use z3::ast::Bool;
+use z3::{Model, Params, SatResult, Solver};
+
+/// The answer to one satisfiability query.
+#[derive(Debug)]
+pub enum Verdict {
+    Sat(Model),
+    Unsat,
+    /// Not decided within the timeout (or not at all); the reason Z3 gave.
+    Unknown(String),
+}
+
+/// The answer to a cover query ([`Session::covered`]).
+#[derive(Debug)]
+pub enum Cover {
+    /// Every model of the base satisfies one of the covers; these (indices
+    /// into the covers) are enough.
+    Covered(Vec<usize>),
+    /// Some model of the base satisfies none of the covers.
+    NotCovered(Model),
+    Unknown(String),
+}
+
+/// What a theory outside Z3 says about a model (see `smt::Encoder::refine`).
+#[derive(Debug)]
+pub enum Step {
+    /// The model is consistent.
+    Accept,
+    /// The model is not: add these clauses and ask again.
+    Block(Vec<Bool>),
+    Unknown(String),
+}
+
+/// A theory check run on each candidate model; `Accept` for queries that
+/// need none.
+pub type Refine<'a> = dyn FnMut(&Model) -> Step + 'a;
+
+/// Past this many rounds of refinement a query is `unknown`.
+const MAX_ROUNDS: usize = 500;
+
+/// A solver with a timeout, reused across queries.
+#[derive(Debug)]
+pub struct Session {
+    solver: Solver,
+    timeout_ms: u32,
+    queries: u64,
+    rounds: u64,
+}
+
+impl Session {
+    /// A solver whose every query stops after `timeout_ms` milliseconds.
+    pub fn new(timeout_ms: u32) -> Session {
+        let solver = Solver::new();
+        let mut params = Params::new();
+        params.set_u32("timeout", timeout_ms.max(1));
+        solver.set_params(&params);
+        Session {
+            solver,
+            timeout_ms,
+            queries: 0,
+            rounds: 0,
+        }
+    }
+
+    /// The timeout of every query.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
+    }
+
+    /// The number of queries asked so far.
+    pub fn queries(&self) -> u64 {
+        self.queries
+    }
+
+    /// The number of solver calls so far (a query may take several rounds
+    /// of refinement).
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// Is the conjunction of `formulas` satisfiable, with every model
+    /// passed through `refine` until one is accepted? The accepted model
+    /// comes with `Sat`.
+    pub fn solve(&mut self, formulas: &[&Bool], refine: &mut Refine<'_>) -> Verdict {
+        self.queries += 1;
+        self.solver.push();
+        for f in formulas {
+            self.solver.assert(*f);
+        }
+        let verdict = self.rounds_of(&[], refine);
+        self.solver.pop(1);
+        match verdict {
+            Round::Sat(m) => Verdict::Sat(m),
+            Round::Unsat => Verdict::Unsat,
+            Round::Unknown(r) => Verdict::Unknown(r),
+        }
+    }
+
+    /// Does every model of `base` satisfy one of `covers`? Asks whether
+    /// `base ∧ ¬cover₁ ∧ … ∧ ¬coverₙ` is unsatisfiable, each negation behind
+    /// an assumption so that the unsat core names covers that suffice.
+    pub fn covered(&mut self, base: &[&Bool], covers: &[&Bool], refine: &mut Refine<'_>) -> Cover {
+        self.queries += 1;
+        self.solver.push();
+        for f in base {
+            self.solver.assert(*f);
+        }
+        let guards: Vec<Bool> = (0..covers.len())
+            .map(|i| Bool::new_const(format!("cover!{i}")))
+            .collect();
+        for (g, c) in guards.iter().zip(covers) {
+            self.solver.assert(g.implies(c.not()));
+        }
+        let answer = match self.rounds_of(&guards, refine) {
+            Round::Unsat => {
+                let core = self.solver.get_unsat_core();
+                let mut used: Vec<usize> = guards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| core.iter().any(|c| c == *g))
+                    .map(|(i, _)| i)
+                    .collect();
+                if used.is_empty() {
+                    // The base alone is unsatisfiable: every cover "suffices".
+                    used = (0..covers.len()).collect();
+                }
+                Cover::Covered(used)
+            }
+            Round::Sat(m) => Cover::NotCovered(m),
+            Round::Unknown(r) => Cover::Unknown(r),
+        };
+        self.solver.pop(1);
+        answer
+    }
+
+    /// Checks (under `assumptions`) until `refine` accepts a model.
+    fn rounds_of(&mut self, assumptions: &[Bool], refine: &mut Refine<'_>) -> Round {
+        for _ in 0..MAX_ROUNDS {
+            self.rounds += 1;
+            let result = if assumptions.is_empty() {
+                self.solver.check()
+            } else {
+                self.solver.check_assumptions(assumptions)
+            };
+            match result {
+                SatResult::Unsat => return Round::Unsat,
+                SatResult::Unknown => return Round::Unknown(self.reason()),
+                SatResult::Sat => {
+                    let Some(model) = self.solver.get_model() else {
+                        return Round::Unknown("the solver answered sat without a model".into());
+                    };
+                    match refine(&model) {
+                        Step::Accept => return Round::Sat(model),
+                        Step::Unknown(r) => return Round::Unknown(r),
+                        Step::Block(clauses) => {
+                            for c in &clauses {
+                                self.solver.assert(c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Round::Unknown(format!(
+            "no consistent model after {MAX_ROUNDS} rounds of string refinement"
+        ))
+    }
+
+    /// The SMT-LIB text of `formulas` as this solver would receive them.
+    pub fn smtlib(formulas: &[&Bool]) -> String {
+        let s = Solver::new();
+        for f in formulas {
+            s.assert(*f);
+        }
+        s.to_string()
+    }
+
+    fn reason(&self) -> String {
+        match self.solver.get_reason_unknown() {
+            Some(r) if r.contains("timeout") || r.contains("canceled") => {
+                format!("no answer within {} ms ({r})", self.timeout_ms)
+            }
+            Some(r) => r,
+            None => "unknown".to_string(),
+        }
+    }
+}
+
+enum Round {
+    Sat(Model),
+    Unsat,
+    Unknown(String),
+}
