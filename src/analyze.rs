@@ -54,7 +54,7 @@ use crate::schema::Schema;
 
 use self::finding::{Replay, Run, label};
 use self::graph::Deadlock;
-use self::index::{Strs, Summary, ToolIndex, summarize, trivially_sat};
+use self::index::{RegexFacts, Strs, Summary, ToolIndex, summarize, trivially_sat_with};
 use self::smt::{EncodeError, Encoded, Encoder, Needs, Override, Plan, Refinement};
 use self::solver::{Cover, Session, Step, Verdict};
 
@@ -101,6 +101,11 @@ pub struct Stats {
     pub unknown: usize,
     /// Threads used.
     pub threads: usize,
+    /// Seconds spent planning (summaries, index, pairs), solving, and
+    /// replaying witnesses; `seconds` is the total.
+    pub plan_seconds: f64,
+    pub solve_seconds: f64,
+    pub replay_seconds: f64,
     pub seconds: f64,
 }
 
@@ -149,8 +154,12 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
         tool: tool.as_deref().and_then(|t| plan.index(t)),
         timeout_ms: opts.timeout_ms,
     };
+    stats.plan_seconds = started.elapsed().as_secs_f64();
+    let solving = Instant::now();
     let (answers, queries, crashed) = run_all(&shared, &jobs, threads);
     stats.queries = queries;
+    stats.solve_seconds = solving.elapsed().as_secs_f64();
+    let replaying = Instant::now();
 
     let mut pending = Vec::new();
     if crashed {
@@ -162,7 +171,6 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
             .with_help("this is a bug in sluice's analysis — please report it with the policy set"),
         ));
     }
-    let replay = Replay::new(set, schema, default);
     let mut out = Outcomes::default();
     for (job, answer) in jobs.iter().zip(answers) {
         match answer {
@@ -172,9 +180,16 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
     }
     stats.unknown = out.unknown.len();
     build_findings(&items, &out, &dead, &mut pending);
+    // The evaluator is built only when there is a witness to replay.
+    let replay = if pending.iter().any(|p| p.claim.is_some()) {
+        Some(Replay::new(set, schema, default))
+    } else {
+        None
+    };
     let mut findings = match &replay {
-        Ok(r) => verify(pending, r),
-        Err(e) => {
+        None => pending.into_iter().map(|p| p.finding).collect(),
+        Some(Ok(r)) => verify(pending, r),
+        Some(Err(e)) => {
             let mut f: Vec<Finding> = pending.into_iter().map(|p| p.finding).collect();
             f.push(
                 Finding::error(
@@ -189,6 +204,7 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
         }
     };
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    stats.replay_seconds = replaying.elapsed().as_secs_f64();
     stats.seconds = started.elapsed().as_secs_f64();
     Report { findings, stats }
 }
@@ -444,11 +460,12 @@ fn plan_jobs(
     let item = |i: usize| items.get(i);
 
     // Dead rules and limits.
+    let mut facts = RegexFacts::default();
     for (i, it) in items.iter().enumerate() {
         if it.summary.is_empty() {
             dead.insert(i);
             stats.decided_syntactically += 1;
-        } else if trivially_sat(it.when, schema) {
+        } else if trivially_sat_with(it.when, schema, &mut facts) {
             stats.decided_syntactically += 1;
         } else {
             jobs.push(Job::Dead(i));

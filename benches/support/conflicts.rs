@@ -32,7 +32,12 @@ pub const PLANT_EVERY: usize = 10;
 
 /// Regexes shared by the policies (a real set reuses a few patterns), as
 /// written in a policy (`\\` is one backslash there).
-const SUBJECT_FLAGS: [&str; 4] = ["^URGENT", "^\\\\[ALERT\\\\]", "^(RE|FW): URGENT", "^P[0-9]:"];
+const SUBJECT_FLAGS: [&str; 4] = [
+    "^URGENT",
+    "^\\\\[ALERT\\\\]",
+    "^(RE|FW): URGENT",
+    "^P[0-9]:",
+];
 const PII: [&str; 3] = [
     "[0-9]{3}-[0-9]{2}-[0-9]{4}",
     "[0-9]{4}[ -]?[0-9]{4}[ -]?[0-9]{4}[ -]?[0-9]{4}",
@@ -82,14 +87,20 @@ pub fn policy(i: usize) -> String {
 }
 
 fn agents(i: usize) -> [String; 2] {
-    [format!("agent-{}", i % 97), format!("agent-{}", (i + 1) % 97)]
+    [
+        format!("agent-{}", i % 97),
+        format!("agent-{}", (i + 1) % 97),
+    ]
 }
 
 /// `n` generated policies (at least 2) with their planted conflicts.
 pub fn generate(n: usize) -> Generated {
     let n = n.max(2);
     let mut files = vec![
-        ("policies/approvals.policy".to_string(), APPROVALS.to_string()),
+        (
+            "policies/approvals.policy".to_string(),
+            APPROVALS.to_string(),
+        ),
         ("policies/core.policy".to_string(), CORE.to_string()),
     ];
     let mut planted = Vec::new();
@@ -276,7 +287,10 @@ fn plant(kind: usize, i: usize, j: usize, text: &mut String, planted: &mut Vec<P
             );
             planted.push(Planted {
                 code: "conflict::modify",
-                rules: vec![format!("{me}.x_redact_all"), format!("{next}.export_redact")],
+                rules: vec![
+                    format!("{me}.x_redact_all"),
+                    format!("{next}.export_redact"),
+                ],
             });
         }
         4 => {
@@ -296,7 +310,10 @@ fn plant(kind: usize, i: usize, j: usize, text: &mut String, planted: &mut Vec<P
             );
             planted.push(Planted {
                 code: "conflict::approval_deadlock",
-                rules: vec![format!("{me}.x_special"), format!("{me}.x_no_special_approvals")],
+                rules: vec![
+                    format!("{me}.x_special"),
+                    format!("{me}.x_no_special_approvals"),
+                ],
             });
         }
         _ => {
