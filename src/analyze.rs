@@ -621,21 +621,18 @@ struct Witness {
     original: Option<Json>,
 }
 
+/// A witness as answers carry it (boxed: answers are moved around a lot).
+type Witnessed = Result<Box<Witness>, String>;
+
 /// A job's answer, made of plain data (models stay on their thread).
 #[derive(Debug, Clone)]
 enum Answer {
-    Sat(Option<Result<Witness, String>>),
+    Sat(Option<Witnessed>),
     Unsat,
-    Covered {
-        by: Vec<usize>,
-        witness: Result<Witness, String>,
-    },
+    Covered { by: Vec<usize>, witness: Witnessed },
     NotCovered,
     Unknown(String),
-    Unencodable {
-        item: usize,
-        error: String,
-    },
+    Unencodable { item: usize, error: String },
 }
 
 /// Runs every job on `threads` threads; answers in job order (`None` for a
@@ -773,9 +770,11 @@ impl Worker<'_> {
     }
 
     fn run(&mut self, job: &Job) -> Result<Answer, Answer> {
-        let plain = |request| Witness {
-            request,
-            original: None,
+        let plain = |request| {
+            Box::new(Witness {
+                request,
+                original: None,
+            })
         };
         Ok(match job {
             Job::Dead(i) => {
@@ -888,10 +887,10 @@ impl Worker<'_> {
                 match self.solve(&[&ef, &et, &guard_part], &[]) {
                     Solved::Sat(m, strings) => {
                         let w = self.witness(&m, Some(&over), &strings).and_then(|request| {
-                            Ok(Witness {
+                            Ok(Box::new(Witness {
                                 request,
                                 original: Some(self.witness(&m, None, &strings)?),
-                            })
+                            }))
                         });
                         Answer::Sat(Some(w))
                     }
@@ -926,12 +925,12 @@ fn modify_fields(e: &Effect) -> Vec<&str> {
 #[derive(Debug, Default)]
 struct Outcomes {
     /// (allow, other, witness).
-    overlaps: Vec<(usize, usize, Result<Witness, String>)>,
-    modifies: Vec<(usize, usize, Result<Witness, String>)>,
+    overlaps: Vec<(usize, usize, Witnessed)>,
+    modifies: Vec<(usize, usize, Witnessed)>,
     /// allow → (covering rules, witness).
-    shadowed: BTreeMap<usize, (Vec<usize>, Result<Witness, String>)>,
+    shadowed: BTreeMap<usize, (Vec<usize>, Witnessed)>,
     /// (from, to, witness).
-    edges: Vec<(usize, usize, Result<Witness, String>)>,
+    edges: Vec<(usize, usize, Witnessed)>,
     unknown: Vec<(Job, String)>,
     unencodable: BTreeMap<usize, String>,
     unanswered: usize,
@@ -1003,12 +1002,7 @@ impl Pending {
     }
 }
 
-fn with_witness(
-    mut f: Finding,
-    witness: &Result<Witness, String>,
-    claim: Claim,
-    out: &mut Vec<Pending>,
-) {
+fn with_witness(mut f: Finding, witness: &Witnessed, claim: Claim, out: &mut Vec<Pending>) {
     match witness {
         Ok(w) => {
             f.witness = Some(w.request.clone());

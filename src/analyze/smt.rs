@@ -899,7 +899,7 @@ impl<'p> Encoder<'p> {
             .collect();
         if edges
             .iter()
-            .any(|(a, b)| strings.get(a).is_some() && strings.get(a) == strings.get(b))
+            .any(|(a, b)| strings.contains_key(a) && strings.get(a) == strings.get(b))
         {
             match distinct(&self.plan.table, &lits_of, &edges) {
                 Distinct::Found(chosen) => strings.extend(chosen),
