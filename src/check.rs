@@ -3,7 +3,13 @@
 //!
 //! Every file that parsed is type-checked, and every problem is reported (not
 //! just the first). The IR is produced only when there is no error at all.
+//!
+//! Two comparisons live here too, for the pull-request check: [`base`] (what
+//! a change introduces against its base revision, and version bumps) and
+//! [`live`] (what it does to an engine's live state).
 
+pub mod base;
+pub mod live;
 mod types;
 mod versions;
 

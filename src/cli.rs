@@ -9,12 +9,15 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::check;
 use crate::compile::artifact::Artifact;
 use crate::compile::ir::DecisionKind;
 use crate::diagnostic::{self, Finding, Sources, Summary};
 use crate::engine::eval::Evaluator;
+use crate::engine::live::LiveState;
 use crate::engine::response::{EvalResponse, ResponseContext};
 use crate::engine::state::MemoryLimitStore;
+use crate::gitsrc::{GitRepo, GitSrcError};
 use crate::pipeline::{self, Checked};
 use crate::replay::{self, ReplayReport, Verdict};
 use crate::repo;
@@ -56,16 +59,59 @@ pub enum Format {
     Json,
 }
 
+/// Output formats of `sluice check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Diagnostics with source snippets (miette).
+    Human,
+    /// One JSON document (SPEC §3).
+    Json,
+    /// A SARIF 2.1.0 log, for code scanning.
+    Sarif,
+    /// GitHub workflow annotations, and a Markdown summary appended to
+    /// `$GITHUB_STEP_SUMMARY` when it is set.
+    Github,
+}
+
+/// The flags of `sluice check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+    pub format: CheckFormat,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// The pull-request check: compare with this git revision and report
+    /// what the change introduces, plus every error.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Check this git revision instead of the working tree (e.g. in a bare
+    /// repository).
+    #[arg(long, value_name = "REV")]
+    pub head: Option<String>,
+    /// Check against an engine's live state saved in FILE (the document of
+    /// `GET /v1/state`).
+    #[arg(long, value_name = "FILE", conflicts_with = "engine")]
+    pub state: Option<PathBuf>,
+    /// Check against the live state of the engine at URL (`GET URL/v1/state`).
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+    /// The engine's admin token, for `--engine`.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the whole policy set: language, types, versions.
-    Check {
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
-        /// Fail on warnings too.
-        #[arg(long)]
-        deny_warnings: bool,
-    },
+    /// Check the whole policy set: language, types, versions; with `--base`,
+    /// what a change introduces; with `--state`/`--engine`, what it does to
+    /// live state.
+    Check(CheckArgs),
     /// Compile the policy set into an artifact (canonical JSON with its hash).
     Compile {
         /// Write the artifact here instead of standard output.
@@ -102,16 +148,56 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Run a policy engine: an HTTP server that holds artifacts, routes and
+    /// evaluates requests (SPEC §5). Stops cleanly on SIGINT or SIGTERM.
+    Engine(Box<EngineArgs>),
+    /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
+    /// roll each new artifact out to the engines, stage by stage.
+    Reconcile(ReconcileArgs),
+    /// Show the daemon's rollout: stage, gates with their figures, time and
+    /// samples left.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Pause the rollout: no stage advances and no new rollout starts
+    /// (rollback triggers still fire).
+    Pause {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Advance the candidate to its next stage now, skipping the current
+    /// stage's gates (the audit log says so).
+    Promote {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Roll back: every engine to the stable artifact, then a revert commit
+    /// of the candidate's commit on the branch.
+    Rollback {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Why, for the audit log and the revert commit.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// Runs one command and returns its exit status. Errors that stop the command
 /// (unreadable repository, bad arguments) are printed here.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Check {
-            format,
-            deny_warnings,
-        } => cmd_check(&cli.repo, format, deny_warnings),
+        Command::Check(args) => cmd_check(&cli.repo, &args),
         Command::Compile { output, commit } => cmd_compile(&cli.repo, output.as_deref(), commit),
         Command::Eval {
             request,
@@ -120,6 +206,13 @@ pub fn run(cli: Cli) -> ExitCode {
         } => cmd_eval(&cli.repo, &request, format, now),
         Command::Test { format } => cmd_test(&cli.repo, format),
         Command::Fmt { check, files } => cmd_fmt(&cli.repo, check, &files),
+        Command::Engine(args) => cmd_engine(*args),
+        Command::Reconcile(args) => cmd_reconcile(&cli.repo, args),
+        Command::Status { daemon, format } => cmd_status(&daemon, format),
+        Command::Pause { daemon, reason } => cmd_operator(&daemon, "pause", reason),
+        Command::Resume { daemon } => cmd_operator(&daemon, "resume", None),
+        Command::Promote { daemon } => cmd_operator(&daemon, "promote", None),
+        Command::Rollback { daemon, reason } => cmd_operator(&daemon, "rollback", reason),
     };
     match result {
         Ok(code) => code.into(),
@@ -185,10 +278,176 @@ fn print_findings(findings: &[Finding], sources: &Sources) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-fn cmd_check(repo_dir: &Path, format: Format, deny_warnings: bool) -> anyhow::Result<Exit> {
+/// The live state a check runs against, read before anything is checked so
+/// that an unreadable state fails fast (exit 2).
+fn read_live_state(args: &CheckArgs) -> anyhow::Result<Option<LiveState>> {
+    if let Some(path) = &args.state {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading `{}`", path.display()))?;
+        let state = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "`{}` is not a live-state document (the body of `GET /v1/state`): {e}",
+                path.display()
+            )
+        })?;
+        return Ok(Some(state));
+    }
+    match &args.engine {
+        Some(url) => fetch_live_state(url, args.admin_token.as_deref()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// An error and its causes on one line.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        next = cause.source();
+    }
+    s
+}
+
+/// `GET {url}/v1/state` with the admin token.
+fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState> {
+    let endpoint = format!("{}/v1/state", url.trim_end_matches('/'));
+    let parsed = reqwest::Url::parse(&endpoint)
+        .map_err(|e| anyhow::anyhow!("`--engine {url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("`--engine {url}` is not an http(s) URL");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP client")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("starting the HTTP client")?;
+        let mut request = client.get(parsed);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the engine at `{endpoint}`: {}", causes(&e))
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            anyhow::bail!(
+                "the engine at `{endpoint}` refused the request ({status}): {}",
+                if token.is_some() {
+                    "the admin token is wrong"
+                } else {
+                    "pass its admin token with `--admin-token` or SLUICE_ADMIN_TOKEN"
+                }
+            );
+        }
+        let body = response
+            .text()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer of `{endpoint}`: {}", causes(&e)))?;
+        if !status.is_success() {
+            let excerpt: String = body.chars().take(200).collect();
+            anyhow::bail!("the engine at `{endpoint}` answered {status}: {excerpt}");
+        }
+        serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!(
+                "the engine at `{endpoint}` did not answer with a live-state document: {e}"
+            )
+        })
+    })
+}
+
+/// The base revision checked, or `None` when it has no policy repository
+/// (the change adds it: every finding is new).
+fn check_base(git: &GitRepo, rev: &str) -> anyhow::Result<Option<(String, Checked)>> {
+    match git.load(rev) {
+        Ok(files) => Ok(Some((
+            files.commit.clone(),
+            pipeline::check_sources(&files.project, &files.policies),
+        ))),
+        Err(GitSrcError::NoProject { path, .. }) => {
+            eprintln!("note: the base revision `{rev}` has no `{path}`: every finding is new");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
-    let checked = load_checked(repo_dir)?;
-    let (errors, warnings) = Summary::count(&checked.findings);
+    let live = read_live_state(args)?;
+    let needs_git = args.base.is_some() || args.head.is_some();
+    let git = if needs_git {
+        Some(GitRepo::open(repo_dir)?)
+    } else if matches!(args.format, CheckFormat::Sarif | CheckFormat::Github) {
+        // Paths in these formats are relative to the git repository's root.
+        GitRepo::open(repo_dir).ok()
+    } else {
+        None
+    };
+    let prefix = git.as_ref().map_or("", |g| g.prefix()).to_string();
+    let mut checked = match (&git, &args.head) {
+        (Some(git), Some(rev)) => {
+            let files = git.load(rev)?;
+            pipeline::check_sources(&files.project, &files.policies)
+        }
+        _ => load_checked(repo_dir)?,
+    };
+    let base = match (&git, &args.base) {
+        (Some(git), Some(rev)) => Some(check_base(git, rev)?),
+        _ => None,
+    };
+    let mut notes = Vec::new();
+    let head_findings = std::mem::take(&mut checked.findings);
+    let mut findings = match &base {
+        Some(Some((commit, base))) => {
+            let all = head_findings.len();
+            let mut findings = check::base::introduced(&base.findings, head_findings);
+            let short: String = commit.chars().take(12).collect();
+            notes.push(format!(
+                "compared with base {short}: {} finding(s) that the base already had are not shown",
+                all - findings.len()
+            ));
+            findings.extend(check::base::version_changes(side(base), side(&checked)));
+            findings
+        }
+        _ => head_findings,
+    };
+    if let Some(state) = &live {
+        match (checked.set.as_ref(), checked.artifact(None)) {
+            (Some(set), Some(artifact)) => {
+                let artifact = artifact.context("building the artifact")?;
+                let evaluator = Evaluator::new(&artifact).context("loading the artifact")?;
+                let base_set = base.as_ref().and_then(|b| b.as_ref()?.1.set.as_ref());
+                if args.base.is_some() && base_set.is_none() {
+                    notes.push(
+                        "the base revision has no policy set that checks clean: state checks compare with the live state alone"
+                            .to_string(),
+                    );
+                }
+                findings.extend(check::live::check_live(&check::live::LiveInputs {
+                    state,
+                    head: set,
+                    head_parsed: &checked.parsed,
+                    evaluator: &evaluator,
+                    base: base_set,
+                    project_file: crate::repo::PROJECT_FILE,
+                }));
+            }
+            _ => notes
+                .push("state checks skipped: the policy set has errors to fix first".to_string()),
+        }
+    }
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let (errors, warnings) = Summary::count(&findings);
     let summary = Summary {
         errors,
         warnings,
@@ -196,34 +455,78 @@ fn cmd_check(repo_dir: &Path, format: Format, deny_warnings: bool) -> anyhow::Re
         rules: checked.rule_count(),
         seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     };
-    match format {
-        Format::Json => {
-            let doc = diagnostic::to_json(&checked.findings, &checked.sources, &summary);
-            let mut out = serde_json::to_string_pretty(&doc).context("rendering the report")?;
-            out.push('\n');
-            std::io::stdout()
-                .write_all(out.as_bytes())
-                .context("writing the report")?;
-        }
-        Format::Human => {
-            print_findings(&checked.findings, &checked.sources);
-            let verdict = if errors == 0 && (warnings == 0 || !deny_warnings) {
-                "ok"
+    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    let verdict = format!(
+        "check {}: {errors} error(s), {warnings} warning(s) in {} policies, {} rules ({:.2}s)\n",
+        if failed { "failed" } else { "ok" },
+        summary.policies,
+        summary.rules,
+        summary.seconds
+    );
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        CheckFormat::Json | CheckFormat::Sarif => {
+            let doc = if args.format == CheckFormat::Json {
+                diagnostic::to_json(&findings, &checked.sources, &summary)
             } else {
-                "failed"
+                diagnostic::sarif::to_sarif(&findings, &checked.sources, &prefix)
             };
-            let line = format!(
-                "check {verdict}: {errors} error(s), {warnings} warning(s) in {} policies, {} rules ({:.2}s)\n",
-                summary.policies, summary.rules, summary.seconds
-            );
-            let _ = std::io::stdout().write_all(line.as_bytes());
+            let mut text = serde_json::to_string_pretty(&doc).context("rendering the report")?;
+            text.push('\n');
+            out.write_all(text.as_bytes())
+                .context("writing the report")?;
+            print_notes(&notes);
+        }
+        CheckFormat::Github => {
+            let text = diagnostic::github::annotations(&findings, &checked.sources, &prefix);
+            out.write_all(text.as_bytes())
+                .context("writing the report")?;
+            for n in &notes {
+                writeln!(out, "{n}").context("writing the report")?;
+            }
+            out.write_all(verdict.as_bytes())
+                .context("writing the report")?;
+            if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+                let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
+                let md = diagnostic::github::summary_markdown(
+                    &findings,
+                    &checked.sources,
+                    &summary,
+                    &prefix,
+                    failed,
+                    note.as_deref(),
+                );
+                let path = PathBuf::from(path);
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening `{}`", path.display()))?;
+                file.write_all(md.as_bytes())
+                    .with_context(|| format!("writing `{}`", path.display()))?;
+            }
+        }
+        CheckFormat::Human => {
+            print_findings(&findings, &checked.sources);
+            print_notes(&notes);
+            let _ = out.write_all(verdict.as_bytes());
         }
     }
-    Ok(if errors > 0 || (deny_warnings && warnings > 0) {
-        Exit::Findings
-    } else {
-        Exit::Ok
-    })
+    Ok(if failed { Exit::Findings } else { Exit::Ok })
+}
+
+/// One revision's side of the version comparison.
+fn side(c: &Checked) -> check::base::Side<'_> {
+    check::base::Side {
+        parsed: &c.parsed,
+        schema: c.project.as_ref().map(|p| &p.schema),
+    }
+}
+
+fn print_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
 }
 
 fn cmd_compile(
@@ -523,4 +826,515 @@ fn cmd_fmt(repo_dir: &Path, check: bool, files: &[PathBuf]) -> anyhow::Result<Ex
         return Ok(Exit::Findings);
     }
     Ok(Exit::Ok)
+}
+
+/// The flags of `sluice engine`.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The bearer token admin routes require.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// Append one JSON line per evaluation (and per state change) here.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Load this artifact at start and route all traffic to it as stable.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// The largest request body accepted (larger ones get 413).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body: usize,
+    /// The largest artifact upload accepted.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_artifact_body: usize,
+    /// Shadow evaluations that may wait; more are dropped and counted.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shadow_queue: usize,
+    /// Breaker: the sliding window outcomes are counted over.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_window: std::time::Duration,
+    /// Breaker: outcomes the window needs before it may open.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub breaker_min_requests: u64,
+    /// Breaker: the share of failed evaluations that opens it.
+    #[arg(long, default_value_t = 0.5, value_name = "RATE")]
+    pub breaker_error_rate: f64,
+    /// Breaker: an evaluation at least this long is slow.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_slow_call: std::time::Duration,
+    /// Breaker: the share of slow evaluations that opens it.
+    #[arg(long, default_value_t = 0.5, value_name = "RATE")]
+    pub breaker_slow_rate: f64,
+    /// Breaker: how long it stays open before probing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_open_for: std::time::Duration,
+    /// Breaker: successful probes that close it again.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub breaker_probes: u32,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
+    use crate::engine::backend::MemoryBackend;
+    use crate::engine::breaker::BreakerConfig;
+    use crate::engine::decision_log::DecisionLog;
+    use crate::engine::routing::RouteSpec;
+    use crate::engine::server::{self, Engine, EngineConfig};
+
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let token = args
+        .admin_token
+        .filter(|t| !t.is_empty())
+        .context("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")?;
+    for (name, rate) in [
+        ("--breaker-error-rate", args.breaker_error_rate),
+        ("--breaker-slow-rate", args.breaker_slow_rate),
+    ] {
+        anyhow::ensure!(
+            rate > 0.0 && rate <= 1.0,
+            "{name} must be above 0 and at most 1, got {rate}"
+        );
+    }
+    let config = EngineConfig {
+        admin_token: token,
+        max_body: args.max_body,
+        max_artifact_body: args.max_artifact_body,
+        shadow_queue: args.shadow_queue,
+        breaker: BreakerConfig {
+            window: args.breaker_window,
+            min_requests: args.breaker_min_requests,
+            error_rate: args.breaker_error_rate,
+            slow_call: args.breaker_slow_call,
+            slow_rate: args.breaker_slow_rate,
+            open_for: args.breaker_open_for,
+            probes: args.breaker_probes,
+            ..BreakerConfig::default()
+        },
+    };
+    let artifact = match &args.artifact {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?)
+        }
+        None => None,
+    };
+    let log = match &args.decision_log {
+        Some(path) => DecisionLog::open(path)
+            .with_context(|| format!("opening the decision log `{}`", path.display()))?,
+        None => DecisionLog::disabled(),
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let engine = Engine::start(config, std::sync::Arc::new(MemoryBackend::new()), log)?;
+        if let Some(bytes) = artifact {
+            let hash = crate::compile::artifact::Artifact::from_bytes(&bytes)
+                .context("reading --artifact")?
+                .hash;
+            engine
+                .put_artifact(&hash, &bytes)
+                .map_err(|e| anyhow::anyhow!("loading --artifact: {e}"))?;
+            engine
+                .set_route(RouteSpec::stable(hash.clone()))
+                .map_err(|e| anyhow::anyhow!("routing --artifact: {e}"))?;
+            tracing::info!(artifact = %hash, "routed as stable");
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, "sluice engine listening");
+        server::serve(listener, engine, server::shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("sluice engine stopped");
+        anyhow::Ok(Exit::Ok)
+    })
+}
+
+/// `sluice reconcile`'s options (the repository is the global `--repo`).
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// The branch to watch.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// An engine's base URL; repeat for every engine of the fleet.
+    #[arg(long = "engine", value_name = "URL", required = true)]
+    pub engines: Vec<String>,
+    /// The engines' admin token, also required by the control API.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Where the rollout state, the audit log, artifacts and the git mirror
+    /// are kept.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// How often the branch is fetched and the engines read.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// The control API's address (status, pause, resume, promote, rollback,
+    /// POST /v1/hooks/git).
+    #[arg(long, default_value = crate::reconcile::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// An engine decision log (JSON lines) to replay against each candidate,
+    /// reporting decision flips by rule.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// How long engines may be unreachable during a live stage before the
+    /// rollout pauses.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub engine_grace: std::time::Duration,
+    /// How long one engine call may take.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub engine_timeout: std::time::Duration,
+}
+
+/// How the operator commands reach the daemon.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The daemon's control API.
+    #[arg(long, env = "SLUICE_DAEMON", default_value = "http://127.0.0.1:7474")]
+    pub daemon: String,
+    /// The admin token the daemon was started with.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+}
+
+fn runtime(multi: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().context("starting the async runtime")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = crate::reconcile::Config::new(
+        &repo.to_string_lossy(),
+        args.state_dir,
+        args.engines,
+        &args.admin_token,
+    );
+    config.branch = args.branch;
+    config.interval = args.interval;
+    config.listen = Some(args.listen);
+    config.decision_log = args.decision_log;
+    config.engine_grace = args.engine_grace;
+    config.engine_timeout = args.engine_timeout;
+    let rt = runtime(true)?;
+    rt.block_on(crate::reconcile::run(config, shutdown_signal()))?;
+    Ok(Exit::Ok)
+}
+
+/// Calls the daemon's control API; `Ok(Err(..))` is a refusal (409).
+fn call_daemon(
+    d: &DaemonArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Result<serde_json::Value, String>> {
+    let rt = runtime(false)?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        let url = format!("{}{path}", d.daemon.trim_end_matches('/'));
+        let mut req = client.request(method, &url).bearer_auth(&d.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {}", d.daemon))?;
+        let status = resp.status();
+        let doc: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        let message = || {
+            doc.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no message")
+                .to_string()
+        };
+        if status.is_success() {
+            Ok(Ok(doc))
+        } else if status == reqwest::StatusCode::CONFLICT {
+            Ok(Err(message()))
+        } else {
+            anyhow::bail!("the daemon answered {status}: {}", message())
+        }
+    })
+}
+
+fn cmd_operator(d: &DaemonArgs, what: &str, reason: Option<String>) -> anyhow::Result<Exit> {
+    let body = reason.map(|r| serde_json::json!({ "reason": r }));
+    match call_daemon(d, reqwest::Method::POST, &format!("/v1/{what}"), body)? {
+        Ok(doc) => {
+            let msg = doc
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("done");
+            println!("{msg}");
+            Ok(Exit::Ok)
+        }
+        Err(why) => {
+            eprintln!("{what} refused: {why}");
+            Ok(Exit::Findings)
+        }
+    }
+}
+
+fn cmd_status(d: &DaemonArgs, format: Format) -> anyhow::Result<Exit> {
+    let doc = match call_daemon(d, reqwest::Method::GET, "/v1/status", None)? {
+        Ok(doc) => doc,
+        Err(why) => anyhow::bail!("status refused: {why}"),
+    };
+    match format {
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&doc).context("rendering the status")?;
+            println!("{s}");
+        }
+        Format::Human => {
+            let status: crate::reconcile::api::Status =
+                serde_json::from_value(doc).context("reading the daemon's status")?;
+            print!("{}", render_status(&status));
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+fn ms_text(ms: u64) -> String {
+    let d = std::time::Duration::from_millis(ms / 100 * 100);
+    humantime::format_duration(d).to_string()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key).and_then(serde_json::Value::as_f64) {
+        Some(x) if x.is_infinite() => "∞".to_string(),
+        Some(x) => format!("{x:.4}"),
+        None => "-".to_string(),
+    }
+}
+
+/// `sluice status` for humans.
+pub fn render_status(s: &crate::reconcile::api::Status) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let head = s.head.as_deref().map_or("unknown", short);
+    let _ = writeln!(o, "branch {} of {} at {head}", s.branch, s.repo);
+    if let Some(e) = &s.git_error {
+        let _ = writeln!(o, "  git: {e}");
+    }
+    let _ = write!(o, "phase: {}", s.phase);
+    if let Some(p) = &s.paused {
+        let _ = write!(o, " (PAUSED: {})", p.reason);
+    }
+    o.push('\n');
+    if let Some(st) = &s.stable {
+        let commit = st.commit.as_deref().map_or("adopted", short);
+        let _ = writeln!(o, "stable:    {} (commit {commit})", short(&st.artifact));
+    }
+    if let Some(c) = &s.candidate {
+        let _ = writeln!(
+            o,
+            "candidate: {} (commit {} \"{}\")",
+            short(&c.artifact),
+            short(&c.commit),
+            c.summary
+        );
+        let path: Vec<String> = c
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i == c.stage_index {
+                    format!("[{n}]")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  stage {} of {}: {}",
+            c.stage_index + 1,
+            c.stages.len(),
+            path.join(" → ")
+        );
+        let mut line = format!("  in stage {}", ms_text(c.in_stage_ms));
+        if let Some(m) = c.min_duration_ms {
+            let _ = write!(line, ", min {}", ms_text(m));
+        }
+        if let Some(m) = c.max_duration_ms {
+            let _ = write!(line, ", max {}", ms_text(m));
+        }
+        if let Some(t) = c.time_left_ms {
+            let _ = write!(line, "; time left {}", ms_text(t));
+        }
+        if let Some(n) = c.samples_left {
+            let _ = write!(line, "; samples left {n}");
+            if let Some(m) = c.min_samples {
+                let _ = write!(line, " (of {m})");
+            }
+        }
+        let _ = writeln!(o, "{line}");
+        if let Some(step) = &c.step {
+            let what = step.get("step").and_then(|v| v.as_str()).unwrap_or("?");
+            let why = step
+                .get("trigger")
+                .or_else(|| step.get("reason"))
+                .and_then(|v| v.as_str())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  decision: {what}{why}");
+        }
+        if !c.gates.is_empty() || !c.triggers.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<9} {:<26} {:>10}  {:<23} {:>8}  verdict",
+                "", "gate", "estimate", "95% interval", "limit"
+            );
+            for (kind, list) in [("gate", &c.gates), ("trigger", &c.triggers)] {
+                for g in list {
+                    let iv = g.get("interval").cloned().unwrap_or_default();
+                    let _ = writeln!(
+                        o,
+                        "  {:<9} {:<26} {:>10}  {:<23} {:>8}  {}",
+                        kind,
+                        g.get("gate").and_then(|v| v.as_str()).unwrap_or("?"),
+                        num(g, "estimate"),
+                        format!("[{}, {}]", num(&iv, "lo"), num(&iv, "hi")),
+                        num(g, "limit"),
+                        g.get("verdict").and_then(|v| v.as_str()).unwrap_or("?"),
+                    );
+                }
+            }
+        }
+        let r = &c.replay;
+        let _ = writeln!(
+            o,
+            "  replay: {} of {} trace cases passed, {} catastrophic, {} false positive(s)",
+            r.passed, r.cases, r.catastrophic, r.false_positives
+        );
+        let log = &c.notes["decision_log"];
+        if log.is_object() {
+            let _ = writeln!(
+                o,
+                "  decision log: {} of {} decisions flip",
+                log["flipped"], log["evaluated"]
+            );
+            for f in log["flips"].as_array().into_iter().flatten().take(10) {
+                let _ = writeln!(
+                    o,
+                    "    {} × {} → {}: {}",
+                    f["count"],
+                    f["from"].as_str().unwrap_or("?"),
+                    f["to"].as_str().unwrap_or("?"),
+                    f["rule"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        for w in c.notes["state_checks"]["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(o, "  state: {}", w.as_str().unwrap_or("?"));
+        }
+    }
+    let on = s.engines.iter().filter(|e| e.on_route).count();
+    let _ = writeln!(o, "engines: {on} of {} on route", s.engines.len());
+    for e in &s.engines {
+        let what = if !e.reachable {
+            format!("unreachable: {}", e.error.as_deref().unwrap_or("no answer"))
+        } else if e.on_route {
+            "on route".to_string()
+        } else {
+            "moving to the route".to_string()
+        };
+        let _ = writeln!(o, "  {} {what}", e.url);
+    }
+    for r in &s.reverts {
+        let _ = writeln!(
+            o,
+            "revert pending: commit {} (stage {}: {}), {} attempt(s){}",
+            short(&r.commit),
+            r.stage,
+            r.trigger,
+            r.attempts,
+            r.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for q in &s.quarantine {
+        let _ = writeln!(o, "quarantined: commit {} ({})", short(&q.commit), q.reason);
+    }
+    if let Some(r) = &s.refused {
+        let _ = writeln!(o, "refused: commit {}: {}", short(&r.commit), r.reason);
+    }
+    if let Some(w) = &s.waiting {
+        let _ = writeln!(o, "waiting: {w}");
+    }
+    if let Some(e) = &s.error {
+        let _ = writeln!(o, "error: {e}");
+    }
+    if let Some(t) = &s.last {
+        let _ = writeln!(
+            o,
+            "last: #{} {} {} → {} ({:?}, {}): {}",
+            t.seq, t.event, t.from, t.to, t.cause, t.time, t.reason
+        );
+    }
+    o
 }

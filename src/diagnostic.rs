@@ -5,6 +5,13 @@
 //! labelled spans it concerns (possibly in several files), and for conflicts a
 //! witness request with the decisions it really gets. Stages produce findings;
 //! only `cli` prints them.
+//!
+//! Renderings: [`render_human`] (miette), [`to_json`] (SPEC §3), [`sarif`]
+//! (SARIF 2.1.0 for code scanning) and [`github`] (workflow annotations and a
+//! Markdown step summary). All of them are pure: text in, text out.
+
+pub mod github;
+pub mod sarif;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -115,6 +122,124 @@ impl Finding {
     }
 }
 
+/// What a finding code means, for reports that describe their rules (SARIF):
+/// `(code, one-line description, help)`. Every code sluice reports is here.
+pub const CODES: &[(&str, &str, &str)] = &[
+    (
+        "parse::syntax",
+        "A policy file does not parse.",
+        "Fix the syntax at the marked place; the message says what was expected there.",
+    ),
+    (
+        "type::unknown_field",
+        "A policy reads a field the request schema does not declare.",
+        "Use a field declared in `[schema]` of sluice.toml, or declare it there.",
+    ),
+    (
+        "type::mismatch",
+        "An operator does not fit the types of its operands.",
+        "Compare values of the field's declared type; the message names both types.",
+    ),
+    (
+        "type::bad_regex",
+        "A regex does not compile, or uses what the conflict analysis cannot encode.",
+        "Write the pattern in the `regex` crate's syntax without word boundaries or line anchors.",
+    ),
+    (
+        "type::duplicate_name",
+        "Two rules or limits of one policy share a name.",
+        "Rule and limit names are unique within a policy: rename one of them.",
+    ),
+    (
+        "schema::invalid",
+        "sluice.toml is invalid.",
+        "Fix the marked setting; the message says what is allowed there.",
+    ),
+    (
+        "version::unsatisfied",
+        "A `requires` names a policy that is absent or at a version that does not match.",
+        "Change the requirement, or the required policy's version.",
+    ),
+    (
+        "version::cycle",
+        "Policies require each other in a cycle.",
+        "Break the cycle: one of the `requires` in it must go.",
+    ),
+    (
+        "version::duplicate",
+        "Two files define the same policy.",
+        "Each policy lives in exactly one file: rename one or merge the two.",
+    ),
+    (
+        "version::not_bumped",
+        "A policy's content changed since the base revision but its version did not.",
+        "Raise the version: patch for a fix, minor for new behaviour, major for a breaking change.",
+    ),
+    (
+        "version::regressed",
+        "A policy's version went down since the base revision.",
+        "Versions only go up: set a version above the base revision's.",
+    ),
+    (
+        "conflict::overridden_allow",
+        "An explicit allow overlaps a deny or require_approval of another policy: there it never takes effect.",
+        "Narrow the allow so it does not overlap, or accept that the stricter rule wins.",
+    ),
+    (
+        "conflict::modify",
+        "Two policies modify the same field differently on one request.",
+        "Make one rule's condition exclude the other's, or make both modify the field the same way.",
+    ),
+    (
+        "conflict::dead_rule",
+        "A rule or limit whose condition no valid request satisfies.",
+        "Fix the condition (it contradicts itself or the schema) or remove the rule.",
+    ),
+    (
+        "conflict::shadowed",
+        "An allow whose every matching request is denied elsewhere.",
+        "Remove the allow, or narrow the deny that shadows it.",
+    ),
+    (
+        "conflict::approval_deadlock",
+        "The tool that grants an approval itself needs approval, or is denied, for the same requests.",
+        "Exempt the approval tool from the rules that block it.",
+    ),
+    (
+        "state::limit_decrease",
+        "A limit's max is lowered below live counters and the limit has no on_decrease.",
+        "Add `on_decrease next_window` or `on_decrease freeze` to say how live counters migrate.",
+    ),
+    (
+        "state::window_change",
+        "A limit's window changes: its live counters are reset.",
+        "Expect every key of the limit to start counting afresh when the change rolls out.",
+    ),
+    (
+        "state::pending_approvals",
+        "An approval rule is removed or narrowed while requests wait in its queue.",
+        "Resolve the waiting requests first, or keep the rule covering them until they are.",
+    ),
+    (
+        "state::limit_removed",
+        "A limit disappears while it has live counters.",
+        "Keep the limit (under the same name) until its window ends, or accept losing its counts.",
+    ),
+    (
+        "trace::invalid",
+        "A trace line is not a valid replay case.",
+        "Write `{\"request\": {…}, \"expect\": \"deny\"}` on one line.",
+    ),
+];
+
+/// The description and help of a finding code, when it is a known one.
+pub fn describe(code: &str) -> Option<(&'static str, &'static str)> {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map(|(_, d, h)| (*d, *h))
+}
+
 /// The files findings point into, for rendering positions and snippets.
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
@@ -139,6 +264,62 @@ impl Sources {
         self.get(&label.file)
             .map_or((0, 0), |f| f.line_col(label.span.start))
     }
+
+    /// The region a label covers: 1-based start line and column, and the
+    /// line and column just past its end (columns in characters). `None`
+    /// when the label's file is unknown.
+    pub fn region(&self, label: &Label) -> Option<Region> {
+        let f = self.get(&label.file)?;
+        let (start_line, start_column) = f.line_col(label.span.start);
+        let (end_line, end_column) = f.line_col(label.span.end.max(label.span.start));
+        Some(Region {
+            start_line,
+            start_column,
+            end_line,
+            end_column,
+        })
+    }
+}
+
+/// Where a label is, in lines and columns (1-based; `end_column` is the
+/// column just past the last character, as SARIF counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub start_line: usize,
+    pub start_column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+}
+
+/// `file` as seen from the root of the git repository, when the policy
+/// repository is the sub-folder `prefix` of it (empty: the same folder).
+pub fn prefixed(prefix: &str, file: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        file.to_string()
+    } else {
+        format!("{prefix}/{file}")
+    }
+}
+
+/// The identity of a finding across revisions: its code, the (file, policy,
+/// rule) of each label, and its message — never line numbers, which shift
+/// when unrelated lines change. The pull-request check matches base and head
+/// findings by it; SARIF carries its hash as a fingerprint.
+pub fn identity(f: &Finding) -> String {
+    let mut key = String::from(f.code);
+    for l in &f.labels {
+        let _ = write!(
+            key,
+            "\u{1f}{}\u{1e}{}\u{1e}{}",
+            l.file,
+            l.policy.as_deref().unwrap_or(""),
+            l.rule.as_deref().unwrap_or("")
+        );
+    }
+    key.push('\u{1f}');
+    key.push_str(&f.message);
+    key
 }
 
 /// Summary figures printed with a report.

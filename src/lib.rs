@@ -2,7 +2,8 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! `parse` → `check` → `compile` → `engine::eval`, with `project` for
-//! `sluice.toml`, `repo` for reading a policy repository from disk, and `cli`
+//! `sluice.toml`, `repo` for reading a policy repository from disk, `gitsrc`
+//! for reading one at a git revision, and `cli`
 //! for the commands. `parse`, `check`, `compile` and `engine::eval` do no I/O.
 
 pub mod analyze;
@@ -12,10 +13,13 @@ pub mod compile;
 pub mod diagnostic;
 pub mod engine;
 pub mod fmt;
+pub mod gitsrc;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
+pub mod reconcile;
 pub mod replay;
 pub mod repo;
+pub mod rollout;
 pub mod schema;
 pub mod source;

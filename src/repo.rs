@@ -97,7 +97,8 @@ pub fn relative_name(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-fn excluded_dir(name: &str) -> bool {
+/// A folder that never belongs to the policy set: hidden, or build output.
+pub fn excluded_dir(name: &str) -> bool {
     name.starts_with('.') || name == "target" || name == "node_modules"
 }
 

@@ -1,0 +1,263 @@
+//! A commit, compiled and checked: the artifact, its rollout plan, the
+//! replay of its traces and, when the daemon is given a decision log, that
+//! traffic replayed against the candidate. Pure: sources in, figures out.
+//!
+//! A commit is refused (never rolled out) when `sluice.toml` is missing,
+//! the set has errors, a trace line is invalid, or — given the engines'
+//! live state — the change has `state::` errors against it (a limit lowered
+//! below live counters, pending approvals a change would resolve: SPEC §3),
+//! compared with the stable artifact's set; the reason names the first
+//! findings with their file and line.
+//!
+//! **Decision-log replay.** Every `evaluation` line of the engine's decision
+//! log (SPEC §5) is evaluated against the candidate in log order (limit
+//! counters shared, at the line's time) and its decision compared with the
+//! logged one. A flip is attributed to the rule that made the candidate's
+//! decision (`policy.rule`), or, when the candidate's decision came from no
+//! rule of its severity, to the rule that made the logged decision, marked
+//! `(no longer decides)`, or to `(default)`. Flips are reported by rule in
+//! the `start` audit line and in status; they inform, they do not gate.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::git::CommitFiles;
+use crate::check::live::{LiveInputs, check_live};
+use crate::compile::artifact::Artifact;
+use crate::compile::ir::DecisionKind;
+use crate::compile::ir::PolicySet;
+use crate::diagnostic::Finding;
+use crate::engine::eval::Evaluator;
+use crate::engine::live::LiveState;
+use crate::engine::response::{ResponseContext, ResponseReason};
+use crate::engine::state::MemoryLimitStore;
+use crate::pipeline;
+use crate::project::RolloutPlan;
+use crate::replay::{self, DEFAULT_TIME, ReplayReport};
+
+/// The most decision-log lines replayed (the last ones are kept).
+pub const MAX_LOG_LINES: usize = 100_000;
+
+/// The most kinds of flips reported (the most frequent).
+pub const MAX_FLIPS: usize = 50;
+
+/// A commit that checked clean.
+#[derive(Debug)]
+pub struct Built {
+    pub artifact: Artifact,
+    pub bytes: Vec<u8>,
+    pub plan: Option<RolloutPlan>,
+    pub replay: ReplayReport,
+    /// Figures for the audit log and status: trace files, decision-log flips.
+    pub notes: Value,
+}
+
+/// One kind of decision flip, by rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flip {
+    pub rule: String,
+    pub from: DecisionKind,
+    pub to: DecisionKind,
+    pub count: u64,
+}
+
+/// A decision log replayed against a candidate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LogReplay {
+    pub evaluated: u64,
+    pub flipped: u64,
+    /// Lines that are not evaluations, or whose request the candidate's
+    /// schema refuses.
+    pub skipped: u64,
+    pub flips: Vec<Flip>,
+}
+
+fn located(f: &Finding, files: &CommitFiles) -> String {
+    let place = f.labels.first().map(|l| {
+        let line = files
+            .project
+            .iter()
+            .chain(&files.policies)
+            .chain(&files.jsonl)
+            .find(|s| s.name == l.file)
+            .map_or(0, |s| s.line_col(l.span.start).0);
+        format!(" ({}:{line})", l.file)
+    });
+    format!("{} {}{}", f.code, f.message, place.unwrap_or_default())
+}
+
+fn summarize(findings: &[&Finding], files: &CommitFiles) -> String {
+    let mut parts: Vec<String> = findings.iter().take(3).map(|f| located(f, files)).collect();
+    if findings.len() > 3 {
+        parts.push(format!("and {} more", findings.len() - 3));
+    }
+    format!("{} error(s): {}", findings.len(), parts.join("; "))
+}
+
+/// The engines' live state a commit is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    /// Each engine's name (URL) and live state.
+    pub engines: &'a [(String, LiveState)],
+    /// The stable artifact's set: what the change is compared with.
+    pub base: Option<&'a PolicySet>,
+}
+
+/// Compiles and checks a commit; `Err` is the reason it is refused.
+pub fn build(
+    files: &CommitFiles,
+    decision_log: Option<&str>,
+    live: Option<Live<'_>>,
+) -> Result<Built, String> {
+    let Some(project_file) = &files.project else {
+        return Err("no sluice.toml at the root of the repository".to_string());
+    };
+    let checked = pipeline::check_sources(project_file, &files.policies);
+    let errors: Vec<&Finding> = checked.findings.iter().filter(|f| f.is_error()).collect();
+    if !errors.is_empty() {
+        return Err(summarize(&errors, files));
+    }
+    let (Some(project), Some(artifact)) = (checked.project.as_ref(), checked.artifact(None)) else {
+        return Err("the policy set did not check".to_string());
+    };
+    let mut artifact = artifact.map_err(|e| format!("building the artifact: {e}"))?;
+    artifact.source_commit = Some(files.commit.clone());
+    let bytes = artifact
+        .to_bytes()
+        .map_err(|e| format!("serializing the artifact: {e}"))?;
+    let evaluator = Evaluator::new(&artifact).map_err(|e| format!("loading the artifact: {e}"))?;
+    let traces = files.traces(&project.traces);
+    let mut report = ReplayReport::default();
+    let mut invalid = Vec::new();
+    for file in &traces {
+        let (cases, mut bad) = replay::parse_traces(file);
+        invalid.append(&mut bad);
+        let limits = MemoryLimitStore::new();
+        replay::run(&evaluator, &cases, &limits, &mut report);
+    }
+    if !invalid.is_empty() {
+        let refs: Vec<&Finding> = invalid.iter().collect();
+        return Err(format!("invalid traces: {}", summarize(&refs, files)));
+    }
+    let mut notes = serde_json::Map::new();
+    notes.insert("trace_files".into(), json!(traces.len()));
+    if let (Some(live), Some(set)) = (live, checked.set.as_ref()) {
+        let mut warnings = Vec::new();
+        for (engine, state) in live.engines {
+            let findings = check_live(&LiveInputs {
+                state,
+                head: set,
+                head_parsed: &checked.parsed,
+                evaluator: &evaluator,
+                base: live.base,
+                project_file: crate::repo::PROJECT_FILE,
+            });
+            let errors: Vec<&Finding> = findings.iter().filter(|f| f.is_error()).collect();
+            if !errors.is_empty() {
+                return Err(format!(
+                    "against the live state of engine {engine}: {}",
+                    summarize(&errors, files)
+                ));
+            }
+            warnings.extend(
+                findings
+                    .iter()
+                    .map(|f| format!("{engine}: {}", located(f, files))),
+            );
+        }
+        notes.insert(
+            "state_checks".into(),
+            json!({
+                "engines": live.engines.len(),
+                "warnings": warnings,
+            }),
+        );
+    }
+    if let Some(log) = decision_log {
+        notes.insert("decision_log".into(), json!(replay_log(&evaluator, log)));
+    }
+    Ok(Built {
+        artifact,
+        bytes,
+        plan: project.rollout.clone(),
+        replay: report,
+        notes: Value::Object(notes),
+    })
+}
+
+fn rule_of(reasons: &[ResponseReason], effect: DecisionKind) -> Option<String> {
+    reasons
+        .iter()
+        .find(|r| r.effect == effect)
+        .map(|r| format!("{}.{}", r.policy, r.rule))
+}
+
+/// Replays decision-log lines against a candidate.
+pub fn replay_log(evaluator: &Evaluator, log: &str) -> LogReplay {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(MAX_LOG_LINES);
+    let limits = MemoryLimitStore::new();
+    let mut out = LogReplay::default();
+    let mut flips: BTreeMap<(String, DecisionKind, DecisionKind), u64> = BTreeMap::new();
+    for line in lines.get(start..).unwrap_or_default() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            out.skipped += 1;
+            continue;
+        };
+        let is_eval = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(|k| k == "evaluation");
+        let logged = v
+            .get("decision")
+            .cloned()
+            .and_then(|d| serde_json::from_value::<DecisionKind>(d).ok());
+        let (true, Some(logged), Some(request)) = (is_eval, logged, v.get("request")) else {
+            out.skipped += 1;
+            continue;
+        };
+        let now = v
+            .get("time")
+            .and_then(Value::as_str)
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(DEFAULT_TIME, |d| d.as_secs());
+        let Ok(req) = evaluator.decode(request) else {
+            out.skipped += 1;
+            continue;
+        };
+        let Ok(outcome) = evaluator.evaluate(&req, now, &limits) else {
+            out.skipped += 1;
+            continue;
+        };
+        out.evaluated += 1;
+        let resp = evaluator.respond(&req, &outcome, &ResponseContext::default());
+        if resp.decision == logged {
+            continue;
+        }
+        out.flipped += 1;
+        let old_reasons: Vec<ResponseReason> = v
+            .get("reasons")
+            .cloned()
+            .and_then(|r| serde_json::from_value(r).ok())
+            .unwrap_or_default();
+        let rule = rule_of(&resp.reasons, resp.decision)
+            .or_else(|| rule_of(&old_reasons, logged).map(|r| format!("{r} (no longer decides)")))
+            .unwrap_or_else(|| "(default)".to_string());
+        *flips.entry((rule, logged, resp.decision)).or_default() += 1;
+    }
+    out.flips = flips
+        .into_iter()
+        .map(|((rule, from, to), count)| Flip {
+            rule,
+            from,
+            to,
+            count,
+        })
+        .collect();
+    out.flips
+        .sort_by(|a, b| b.count.cmp(&a.count).then(a.rule.cmp(&b.rule)));
+    out
+}

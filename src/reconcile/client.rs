@@ -1,0 +1,294 @@
+//! Engine access behind a small trait, [`EngineClient`], so that the loop
+//! and its tests do not care how an engine is reached; [`HttpEngine`] is the
+//! engine's admin API over HTTP (SPEC §5, bearer token):
+//!
+//! | call | request | answer read |
+//! |---|---|---|
+//! | [`EngineClient::upload`] | `PUT /v1/artifacts/{hash}` | 200/201 |
+//! | [`EngineClient::set_route`] | `PUT /v1/route` | 200; 409 when an artifact is not held |
+//! | [`EngineClient::get_route`] | `GET /v1/route` | `{"route": {…}}`; 404 before the first |
+//! | [`EngineClient::stats`] | `GET /v1/stats` | `{"route": {…}, "cohorts": [{artifact, cohort, requests, errors, decisions, latency_ms, shadow}]}` |
+//! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::live::LiveState;
+use crate::rollout::machine::Route;
+
+/// A boxed future, so that the trait can be used as `dyn EngineClient`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an engine call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// No answer (connection refused, timeout).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// An answer other than success.
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    /// An answer that could not be read.
+    #[error("unreadable answer: {0}")]
+    Decode(String),
+}
+
+impl EngineError {
+    /// The engine answered 409: an artifact of the route is not held.
+    pub fn is_missing_artifact(&self) -> bool {
+        matches!(self, EngineError::Status { status: 409, .. })
+    }
+}
+
+/// Decisions by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Decisions {
+    pub allow: u64,
+    pub modify: u64,
+    pub require_approval: u64,
+    pub deny: u64,
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Shadow comparisons.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Shadow {
+    pub compared: u64,
+    pub diverged: u64,
+}
+
+/// One artifact in one cohort, as `GET /v1/stats` reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CohortFigures {
+    pub artifact: String,
+    /// `stable`, `candidate` (split) or `shadow`.
+    pub cohort: String,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub decisions: Decisions,
+    #[serde(default)]
+    pub latency_ms: Latency,
+    #[serde(default)]
+    pub shadow: Option<Shadow>,
+    /// Latency histogram buckets `[upper bound in ms, count]`, when the
+    /// engine exposes them: they give exact p99 bounds across engines.
+    #[serde(default)]
+    pub histogram: Option<Vec<(f64, u64)>>,
+}
+
+/// The route the figures belong to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StatsRoute {
+    pub stable: String,
+    #[serde(default)]
+    pub candidate: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct EngineStats {
+    #[serde(default)]
+    pub route: Option<StatsRoute>,
+    #[serde(default)]
+    pub cohorts: Vec<CohortFigures>,
+}
+
+/// What the daemon needs from an engine.
+pub trait EngineClient: Send + Sync {
+    /// The engine's name in status and the audit log (its URL).
+    fn name(&self) -> &str;
+    fn upload<'a>(
+        &'a self,
+        hash: &'a str,
+        artifact: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn set_route<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The route in force; `None` before the first.
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>>;
+    fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>>;
+    /// Limit counters and pending approvals, for the `state::` checks of a
+    /// new commit; `None` when the engine does not expose them.
+    fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// An engine's admin API over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpEngine {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl HttpEngine {
+    /// A client for the engine at `base` (e.g. `http://10.0.0.7:8080`);
+    /// every call gives up after `timeout`.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<HttpEngine, EngineError> {
+        Ok(HttpEngine::with_client(base, token, http_client(timeout)?))
+    }
+
+    /// A client for the engine at `base` sharing an HTTP client (and its
+    /// connection pool) with others.
+    pub fn with_client(base: &str, token: &str, http: reqwest::Client) -> HttpEngine {
+        HttpEngine {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, EngineError> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or(body);
+        Err(EngineError::Status {
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+/// An HTTP client whose calls give up after `timeout`. Building one is not
+/// free (TLS roots are loaded): share it between engines.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, EngineError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| EngineError::Unreachable(e.to_string()))
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut out = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out = format!("{out}: {s}");
+        source = s.source();
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct RouteDoc {
+    route: Route,
+}
+
+impl EngineClient for HttpEngine {
+    fn name(&self) -> &str {
+        &self.base
+    }
+
+    fn upload<'a>(
+        &'a self,
+        hash: &'a str,
+        artifact: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let req = self
+                .http
+                .put(self.url(&format!("/v1/artifacts/{hash}")))
+                .header("content-type", "application/json")
+                .body(artifact.to_vec());
+            self.send(req).await.map(drop)
+        })
+    }
+
+    fn set_route<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let req = self.http.put(self.url("/v1/route")).json(route);
+            self.send(req).await.map(drop)
+        })
+    }
+
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>> {
+        Box::pin(async move {
+            match self.send(self.http.get(self.url("/v1/route"))).await {
+                Ok(resp) => {
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+                    serde_json::from_slice::<RouteDoc>(&bytes)
+                        .map(|d| Some(d.route))
+                        .or_else(|_| serde_json::from_slice::<Route>(&bytes).map(Some))
+                        .map_err(|e| EngineError::Decode(e.to_string()))
+                }
+                Err(EngineError::Status { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
+        Box::pin(async move {
+            match self.send(self.http.get(self.url("/v1/state"))).await {
+                Ok(resp) => {
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|e| EngineError::Decode(e.to_string()))
+                }
+                Err(EngineError::Status { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>> {
+        Box::pin(async move {
+            let resp = self.send(self.http.get(self.url("/v1/stats"))).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::Decode(e.to_string()))
+        })
+    }
+}

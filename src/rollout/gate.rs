@@ -1,0 +1,140 @@
+//! Gate statistics: every gate resolves to **pass** (the confidence bound is
+//! inside the gate), **fail** (the opposite bound is outside it: the candidate
+//! is clearly worse) or **wait** (not enough evidence yet).
+//!
+//! Methods, all at 95% two-sided confidence (`z = 1.959964`), so each bound is
+//! a 97.5% one-sided bound:
+//! - a rate (error rate, shadow divergence): the **Wilson score interval**;
+//! - a difference of two rates (candidate deny rate − stable deny rate): the
+//!   **Newcombe hybrid score interval** (Newcombe 1998, method 10), built from
+//!   the two Wilson intervals;
+//! - a p99 latency: the distribution-free interval of a quantile from order
+//!   statistics, ranks `n·q ± z·√(n·q·(1−q))` (normal approximation of the
+//!   binomial), read from the latency histogram; a p99 difference bounds as
+//!   `[cand_lo − stable_hi, cand_hi − stable_lo]`.
+//!
+//! No data gives the widest interval (`[0, 1]` for a rate), so a gate with
+//! too little data waits; it never passes by default.
+
+use serde::Serialize;
+
+/// The normal quantile for 95% two-sided confidence.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// A closed interval `[lo, hi]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// The Wilson score interval of `k` successes in `n` trials.
+pub fn wilson(k: u64, n: u64, z: f64) -> Interval {
+    if n == 0 {
+        return Interval { lo: 0.0, hi: 1.0 };
+    }
+    let n_f = n as f64;
+    let p = (k.min(n)) as f64 / n_f;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n_f;
+    let centre = (p + z2 / (2.0 * n_f)) / denom;
+    let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
+    Interval {
+        lo: (centre - half).max(0.0),
+        hi: (centre + half).min(1.0),
+    }
+}
+
+/// The Newcombe hybrid score interval of `k1/n1 − k2/n2`.
+pub fn newcombe_diff(k1: u64, n1: u64, k2: u64, n2: u64, z: f64) -> Interval {
+    let p1 = if n1 == 0 {
+        0.0
+    } else {
+        k1.min(n1) as f64 / n1 as f64
+    };
+    let p2 = if n2 == 0 {
+        0.0
+    } else {
+        k2.min(n2) as f64 / n2 as f64
+    };
+    let w1 = wilson(k1, n1, z);
+    let w2 = wilson(k2, n2, z);
+    let d = p1 - p2;
+    let lo = d - ((p1 - w1.lo).powi(2) + (w2.hi - p2).powi(2)).sqrt();
+    let hi = d + ((w1.hi - p1).powi(2) + (p2 - w2.lo).powi(2)).sqrt();
+    Interval {
+        lo: lo.max(-1.0),
+        hi: hi.min(1.0),
+    }
+}
+
+/// The quantiles whose values bound quantile `q` of `n` samples: read the
+/// histogram at these two quantiles to get the interval of the `q` quantile.
+pub fn quantile_bounds(n: u64, q: f64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n_f = n as f64;
+    let half = z * (n_f * q * (1.0 - q)).sqrt();
+    let lo_rank = (n_f * q - half).floor().max(0.0);
+    let hi_rank = (n_f * q + half).ceil().min(n_f);
+    (lo_rank / n_f, hi_rank / n_f)
+}
+
+/// What a gate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Wait,
+}
+
+/// A gate evaluated: its name, the limit, the point estimate and the
+/// interval, and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateReading {
+    pub gate: String,
+    pub limit: f64,
+    pub estimate: f64,
+    pub interval: Interval,
+    pub verdict: Verdict,
+}
+
+/// A one-sided gate "the value stays at or under `limit`": pass when the
+/// upper bound is under it, fail when the lower bound is over it.
+pub fn at_most(limit: f64, interval: Interval) -> Verdict {
+    if interval.hi <= limit {
+        Verdict::Pass
+    } else if interval.lo > limit {
+        Verdict::Fail
+    } else {
+        Verdict::Wait
+    }
+}
+
+/// A two-sided gate "the difference stays within `±limit`": pass when the
+/// whole interval is inside, fail when it lies wholly outside on one side.
+pub fn within(limit: f64, interval: Interval) -> Verdict {
+    if interval.lo >= -limit && interval.hi <= limit {
+        Verdict::Pass
+    } else if interval.lo > limit || interval.hi < -limit {
+        Verdict::Fail
+    } else {
+        Verdict::Wait
+    }
+}
+
+/// Combines the verdicts of a stage's gates: any fail fails, else any wait
+/// waits, else pass.
+pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+    let mut out = Verdict::Pass;
+    for v in verdicts {
+        match v {
+            Verdict::Fail => return Verdict::Fail,
+            Verdict::Wait => out = Verdict::Wait,
+            Verdict::Pass => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,344 @@
+//! One stage's decision from what the engines measured: roll back, advance,
+//! wait, or pause for an operator. Pure.
+//!
+//! Order of precedence, evaluated on every reconcile:
+//! 1. **Rollback triggers** (`[rollout.rollback]`, every live stage): a
+//!    trigger fires when the *lower* confidence bound is past it, so noise
+//!    alone does not roll back.
+//! 2. **Gates** that fail (the candidate is clearly worse) roll back exactly
+//!    like a trigger.
+//! 3. Before `min_duration` has passed and `min_samples` candidate requests
+//!    have been seen, the stage waits whatever the gates say.
+//! 4. Every gate passes: advance.
+//! 5. Still waiting after `max_duration`: pause for an operator.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::gate::{self, GateReading, Interval, Verdict, Z95};
+use crate::project::{RollbackTriggers, Stage, StageKind};
+use crate::replay::ReplayReport;
+
+/// Requests of one cohort, as counted by the engines since the stage began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Cohort {
+    pub requests: u64,
+    pub errors: u64,
+    pub denies: u64,
+    /// The p99 latency in milliseconds: estimate and confidence bounds (read
+    /// from the histogram at [`gate::quantile_bounds`]); `None` without data.
+    pub p99_ms: Option<Quantile>,
+}
+
+/// A latency quantile with its confidence interval, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quantile {
+    pub estimate: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// What the engines measured during a live stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Observation {
+    /// The candidate: its enforced cohort (split stages) or its shadow
+    /// evaluations (shadow stage).
+    pub candidate: Cohort,
+    /// Stable, on the same traffic (shadow) or its own cohort (split).
+    pub stable: Cohort,
+    /// Shadow stage: comparisons made and how many differed.
+    pub compared: u64,
+    pub diverged: u64,
+}
+
+/// The outcome of a stage decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Not enough evidence yet.
+    Wait,
+    /// Every gate passed: go to the next stage (or finish after the last).
+    Advance,
+    /// A trigger fired or a gate failed.
+    Rollback { trigger: String },
+    /// Waiting longer than the stage's `max_duration`.
+    Pause { reason: String },
+}
+
+/// The decision and the figures behind it (shown by `sluice status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageDecision {
+    pub step: Step,
+    pub readings: Vec<GateReading>,
+    /// Triggers read (they roll back on `fail`; `pass`/`wait` are fine).
+    pub triggers: Vec<GateReading>,
+    /// Candidate requests still needed before the gates can resolve.
+    pub samples_left: u64,
+    /// Time still needed before the gates can resolve.
+    pub time_left: Duration,
+}
+
+fn rate(k: u64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { k as f64 / n as f64 }
+}
+
+fn reading(
+    gate: &str,
+    limit: f64,
+    estimate: f64,
+    interval: Interval,
+    verdict: Verdict,
+) -> GateReading {
+    GateReading {
+        gate: gate.to_string(),
+        limit,
+        estimate,
+        interval,
+        verdict,
+    }
+}
+
+fn latency_delta(obs: &Observation) -> Option<(f64, Interval)> {
+    let (c, s) = (obs.candidate.p99_ms?, obs.stable.p99_ms?);
+    Some((
+        c.estimate - s.estimate,
+        Interval {
+            lo: c.lo - s.hi,
+            hi: c.hi - s.lo,
+        },
+    ))
+}
+
+fn deny_delta(obs: &Observation) -> (f64, Interval) {
+    let (c, s) = (obs.candidate, obs.stable);
+    let estimate = rate(c.denies, c.requests) - rate(s.denies, s.requests);
+    (
+        estimate,
+        gate::newcombe_diff(c.denies, c.requests, s.denies, s.requests, Z95),
+    )
+}
+
+/// The rollback triggers read against an observation.
+pub fn triggers(t: &RollbackTriggers, obs: &Observation) -> Vec<GateReading> {
+    let mut out = Vec::new();
+    let c = obs.candidate;
+    if let Some(limit) = t.error_rate {
+        let iv = gate::wilson(c.errors, c.requests, Z95);
+        out.push(reading(
+            "error_rate",
+            limit,
+            rate(c.errors, c.requests),
+            iv,
+            gate::at_most(limit, iv),
+        ));
+    }
+    if let Some(limit) = t.deny_rate_delta {
+        let (est, iv) = deny_delta(obs);
+        out.push(reading(
+            "deny_rate_delta",
+            limit,
+            est,
+            iv,
+            gate::within(limit, iv),
+        ));
+    }
+    if let Some(limit) = t.latency_p99_ms {
+        let (est, iv) = match c.p99_ms {
+            Some(q) => (q.estimate, Interval { lo: q.lo, hi: q.hi }),
+            None => (
+                0.0,
+                Interval {
+                    lo: 0.0,
+                    hi: f64::INFINITY,
+                },
+            ),
+        };
+        out.push(reading(
+            "latency_p99_ms",
+            limit,
+            est,
+            iv,
+            gate::at_most(limit, iv),
+        ));
+    }
+    out
+}
+
+/// The gates of a live stage read against an observation.
+pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
+    let g = &stage.gates;
+    let c = obs.candidate;
+    let mut out = Vec::new();
+    if let Some(limit) = g.max_divergence {
+        let iv = gate::wilson(obs.diverged, obs.compared, Z95);
+        out.push(reading(
+            "max_divergence",
+            limit,
+            rate(obs.diverged, obs.compared),
+            iv,
+            gate::at_most(limit, iv),
+        ));
+    }
+    if let Some(limit) = g.max_error_rate {
+        let iv = gate::wilson(c.errors, c.requests, Z95);
+        out.push(reading(
+            "max_error_rate",
+            limit,
+            rate(c.errors, c.requests),
+            iv,
+            gate::at_most(limit, iv),
+        ));
+    }
+    if let Some(limit) = g.max_deny_rate_delta {
+        let (est, iv) = deny_delta(obs);
+        out.push(reading(
+            "max_deny_rate_delta",
+            limit,
+            est,
+            iv,
+            gate::within(limit, iv),
+        ));
+    }
+    if let Some(limit) = g.max_latency_p99_delta_ms {
+        let (est, iv) = latency_delta(obs).unwrap_or((
+            0.0,
+            Interval {
+                lo: f64::NEG_INFINITY,
+                hi: f64::INFINITY,
+            },
+        ));
+        out.push(reading(
+            "max_latency_p99_delta_ms",
+            limit,
+            est,
+            iv,
+            gate::at_most(limit, iv),
+        ));
+    }
+    out
+}
+
+/// Decides a live stage (shadow or split) after `elapsed` in it.
+pub fn decide(
+    stage: &Stage,
+    rollback: &RollbackTriggers,
+    elapsed: Duration,
+    obs: &Observation,
+) -> StageDecision {
+    let triggers = triggers(rollback, obs);
+    let readings = gates(stage, obs);
+    let samples_left = stage
+        .min_samples
+        .unwrap_or(0)
+        .saturating_sub(obs.candidate.requests);
+    let time_left = stage
+        .min_duration
+        .unwrap_or_default()
+        .saturating_sub(elapsed);
+    let make = |step| StageDecision {
+        step,
+        readings: readings.clone(),
+        triggers: triggers.clone(),
+        samples_left,
+        time_left,
+    };
+    if let Some(t) = triggers.iter().find(|t| t.verdict == Verdict::Fail) {
+        return make(Step::Rollback {
+            trigger: describe("trigger", t),
+        });
+    }
+    if let Some(g) = readings.iter().find(|g| g.verdict == Verdict::Fail) {
+        return make(Step::Rollback {
+            trigger: describe("gate", g),
+        });
+    }
+    let ready = samples_left == 0 && time_left.is_zero();
+    if ready && gate::combine(readings.iter().map(|g| g.verdict)) == Verdict::Pass {
+        return make(Step::Advance);
+    }
+    if let Some(max) = stage.max_duration
+        && elapsed >= max
+    {
+        let waiting: Vec<&str> = if ready {
+            readings
+                .iter()
+                .filter(|g| g.verdict == Verdict::Wait)
+                .map(|g| g.gate.as_str())
+                .collect()
+        } else {
+            vec!["min_samples"]
+        };
+        return make(Step::Pause {
+            reason: format!(
+                "stage `{}` still waiting after {} (on {})",
+                stage.name,
+                humantime::format_duration(max),
+                waiting.join(", ")
+            ),
+        });
+    }
+    make(Step::Wait)
+}
+
+fn describe(kind: &str, g: &GateReading) -> String {
+    format!(
+        "{kind} {} = {:.4} (95% interval {:.4}..{:.4}) past {}",
+        g.gate, g.estimate, g.interval.lo, g.interval.hi, g.limit
+    )
+}
+
+/// Decides the offline replay stage from a replay report: it passes or
+/// fails at once (there is nothing to wait for).
+pub fn decide_replay(stage: &Stage, report: &ReplayReport) -> StageDecision {
+    let mut readings = Vec::new();
+    let exact = |v: f64| Interval { lo: v, hi: v };
+    if let Some(max) = stage.gates.max_catastrophic {
+        let n = report.catastrophic as f64;
+        let verdict = if report.catastrophic as u64 <= max {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        readings.push(reading(
+            "max_catastrophic",
+            max as f64,
+            n,
+            exact(n),
+            verdict,
+        ));
+    }
+    if let Some(max) = stage.gates.max_false_positive_rate {
+        let r = report.false_positive_rate();
+        let verdict = if r <= max {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        readings.push(reading(
+            "max_false_positive_rate",
+            max,
+            r,
+            exact(r),
+            verdict,
+        ));
+    }
+    let step = match readings.iter().find(|g| g.verdict == Verdict::Fail) {
+        Some(g) => Step::Rollback {
+            trigger: describe("gate", g),
+        },
+        None => Step::Advance,
+    };
+    StageDecision {
+        step,
+        readings,
+        triggers: Vec::new(),
+        samples_left: 0,
+        time_left: Duration::ZERO,
+    }
+}
+
+/// Whether a stage runs offline, beside stable, or enforced on a share.
+pub fn is_offline(stage: &Stage) -> bool {
+    stage.kind == StageKind::Replay
+}

@@ -1,0 +1,22 @@
+//! The reconcile daemon (issue 5, SPEC §6).
+//!
+//! - `machine`: the pure rollout state machine, event by event.
+//! - `parts`: the store (atomic state, audit repair), the fleet's figures,
+//!   a commit's build, the git mirror's revert.
+//! - `e2e`: the real `git` command line, a bare repository, engines on
+//!   loopback, the daemon, a traffic generator and compressed stages: a good
+//!   change reaches full; a bad one is rolled back and reverted, for good.
+//! - `crash`: the daemon as a child process, killed with SIGKILL at many
+//!   moments of two rollouts; every run ends in the same state.
+//! - `faults`: an engine down mid-stage; the git remote gone during a
+//!   rollback.
+//!
+//! Every loop is bounded: tests wait for a condition with a deadline.
+
+mod fixture;
+
+mod crash;
+mod e2e;
+mod faults;
+mod machine;
+mod parts;

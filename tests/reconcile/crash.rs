@@ -1,0 +1,185 @@
+//! The daemon killed at any instant: it runs as a child process and gets
+//! SIGKILL at many moments of two rollouts (a good change to full, then a
+//! bad one to its rollback and revert), and is restarted each time. Every
+//! run must end in the same state, with a consistent audit log: no stage
+//! advanced twice, no rollback lost, one revert commit.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::fixture::{self, BAD, Engine, GOOD, Repo, TOKEN, Traffic, audit, events};
+
+fn spawn(repo: &Repo, state: &Path, engines: &[Engine], log: &Path) -> Child {
+    let log = File::options().create(true).append(true).open(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .args(["--interval", "50ms", "--listen", "127.0.0.1:0"])
+        .args(["--admin-token", TOKEN])
+        .env("RUST_LOG", "sluice=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for e in engines {
+        cmd.args(["--engine", &e.url()]);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn state_json(state: &Path) -> Value {
+    std::fs::read(state.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// What a run ends with.
+#[derive(Debug)]
+struct Outcome {
+    events: Vec<String>,
+    stable: String,
+    quarantined: String,
+    /// The transition each kill came after (not compared between runs).
+    killed_at: Vec<u64>,
+}
+
+const EXPECTED: [&str; 11] = [
+    "install:empty>stable",
+    "start:stable>replay",
+    "advance:replay>shadow",
+    "advance:shadow>canary",
+    "advance:canary>full",
+    "complete:full>stable",
+    "start:stable>replay",
+    "advance:replay>shadow",
+    "rollback:shadow>stable",
+    "reverted:stable>stable",
+    "unchanged:stable>stable",
+];
+
+/// One run: the daemon is killed `delay_ms` (plus a little that varies)
+/// after each transition it makes, then restarted, until both rollouts are
+/// done; then it runs to the end.
+async fn run(delay_ms: u64) -> Outcome {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let engines = fixture::engines(3).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        6,
+        Duration::from_millis(2),
+    );
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("daemon.log");
+    let mut pushed = 0;
+    let mut killed_at = Vec::new();
+    // Pushes the good change once the first commit is installed, the bad one
+    // once the good one is stable.
+    let push = |pushed: &mut usize| {
+        let lines = audit(&state);
+        let last = lines.last().map(|t| t.event.clone());
+        if *pushed == 0 && last.as_deref() == Some("install") {
+            repo.commit(
+                "Block the shell tool",
+                &[("policies/shell.policy", Some(GOOD))],
+            );
+            *pushed = 1;
+        } else if *pushed == 1 && lines.iter().any(|t| t.event == "complete") {
+            repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+            *pushed = 2;
+        }
+    };
+    while audit(&state).len() < EXPECTED.len() && killed_at.len() < 20 {
+        let before = audit(&state).len();
+        let mut child = spawn(&repo, &state, &engines, &log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while audit(&state).len() == before && Instant::now() < deadline {
+            push(&mut pushed);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let jitter = (killed_at.len() as u64 * 7) % 20;
+        tokio::time::sleep(Duration::from_millis(delay_ms + jitter)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let at = audit(&state).last().map_or(0, |t| t.seq);
+        eprintln!(
+            "killed {} ms after a transition, at transition {at}",
+            delay_ms + jitter
+        );
+        killed_at.push(at);
+    }
+    // The last life runs until the end.
+    let mut child = spawn(&repo, &state, &engines, &log);
+    let start = Instant::now();
+    let done = loop {
+        push(&mut pushed);
+        let lines = audit(&state);
+        if lines.len() >= EXPECTED.len() || start.elapsed() > Duration::from_secs(60) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Nothing more happens once the branch is back on stable.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = audit(&state);
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(lines.len(), done.len(), "{daemon_log}");
+    fixture::assert_consistent(&lines);
+
+    let s = state_json(&state);
+    assert!(s["rollout"].is_null() && s["paused"].is_null(), "{s:#}");
+    assert_eq!(s["reverts"], serde_json::json!([]), "{s:#}");
+    let reverts = repo
+        .log()
+        .iter()
+        .filter(|(_, subject)| subject == "Revert \"Block search\"")
+        .count();
+    assert_eq!(reverts, 1, "exactly one revert commit: {:#?}", repo.log());
+    let stable = s["stable"]["artifact"].as_str().unwrap().to_string();
+    for e in &engines {
+        let r = e.route().unwrap();
+        assert_eq!(
+            (r.stable.as_str(), r.candidate.as_deref()),
+            (stable.as_str(), None)
+        );
+    }
+    Outcome {
+        events: events(&lines),
+        stable,
+        quarantined: s["quarantine"][0]["artifact"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        killed_at,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_any_moment_the_daemon_resumes_where_it_was() {
+    // Three runs: killed at once after each transition (before it is acted
+    // on), a little later (mid-action), and later still.
+    let mut outcomes = Vec::new();
+    for delay_ms in [0, 15, 45] {
+        outcomes.push(run(delay_ms).await);
+    }
+    let expected: Vec<String> = EXPECTED.iter().map(|s| s.to_string()).collect();
+    for o in &outcomes {
+        assert_eq!(o.events, expected);
+    }
+    let same = |a: &Outcome, b: &Outcome| {
+        (&a.events, &a.stable, &a.quarantined) == (&b.events, &b.stable, &b.quarantined)
+    };
+    assert!(
+        outcomes.windows(2).all(|w| same(&w[0], &w[1])),
+        "{outcomes:#?}"
+    );
+    // The kills fell at different moments of the rollouts.
+    let kills: usize = outcomes.iter().map(|o| o.killed_at.len()).sum();
+    assert!(kills >= 20, "{outcomes:#?}");
+}

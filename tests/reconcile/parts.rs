@@ -1,0 +1,408 @@
+//! The daemon's parts, each on its own: the durable store, the fleet's
+//! figures, a commit's build, the git mirror.
+
+use serde_json::{Value, json};
+use sluice::reconcile::build;
+use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
+use sluice::reconcile::git::{Mirror, revert_message};
+use sluice::reconcile::observe;
+use sluice::reconcile::store::{Store, read_audit};
+use sluice::rollout::machine::{
+    Cause, Mode, PendingRevert, RevertOutcome, Route, State, Transition,
+};
+
+use super::fixture::{self, BAD, BROKEN, GOOD, Repo, git};
+
+fn transition(seq: u64, from: &str, to: &str) -> Transition {
+    Transition {
+        seq,
+        time: String::new(),
+        time_ms: 0,
+        event: "advance".into(),
+        from: from.into(),
+        to: to.into(),
+        commit: None,
+        artifact: None,
+        cause: Cause::Daemon,
+        reason: String::new(),
+        figures: Value::Null,
+    }
+}
+
+#[test]
+fn the_state_is_written_atomically_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = Store::open(dir.path()).unwrap();
+    assert_eq!(state, State::default());
+    let s = State {
+        seq: 7,
+        head: Some("abc".into()),
+        ..State::default()
+    };
+    store.save_state(&s).unwrap();
+    // No temporary file is left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let (_, back) = Store::open(dir.path()).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn the_audit_log_gets_the_line_a_crash_lost_and_loses_a_torn_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.append_audit(&transition(1, "a", "b")).unwrap();
+    store.append_audit(&transition(2, "b", "c")).unwrap();
+    // The state of transition 3 was persisted; its line was torn half-way.
+    let s = State {
+        seq: 3,
+        last: Some(transition(3, "c", "d")),
+        ..State::default()
+    };
+    store.save_state(&s).unwrap();
+    let mut text = std::fs::read_to_string(store.audit_path()).unwrap();
+    text.push_str("{\"seq\": 3, \"ti");
+    std::fs::write(store.audit_path(), text).unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let lines = store.read_audit().unwrap();
+    assert_eq!(lines.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    fixture::assert_consistent(&lines);
+    // Opening again adds nothing.
+    let (store, _) = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_audit().unwrap().len(), 3);
+    assert_eq!(
+        read_audit(&dir.path().join("nothing.jsonl")).unwrap(),
+        vec![]
+    );
+}
+
+#[test]
+fn artifacts_are_stored_by_hash_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.save_artifact("ab12", b"{}").unwrap();
+    assert_eq!(store.load_artifact("ab12").unwrap(), b"{}");
+    assert!(store.save_artifact("../etc/passwd", b"x").is_err());
+}
+
+fn cohort(artifact: &str, name: &str, requests: u64, deny: u64, p99: f64) -> CohortFigures {
+    serde_json::from_value(json!({
+        "artifact": artifact, "cohort": name, "stage": "canary",
+        "requests": requests, "errors": 1,
+        "decisions": {"allow": requests - deny, "deny": deny},
+        "latency_ms": {"p50": 0.1, "p95": 0.2, "p99": p99, "max": 9.0},
+        "shadow": if name == "shadow" { json!({"compared": requests, "diverged": deny}) } else { Value::Null },
+    }))
+    .unwrap()
+}
+
+fn stats(stage: &str, cohorts: Vec<CohortFigures>) -> EngineStats {
+    EngineStats {
+        route: Some(StatsRoute {
+            stable: "s".into(),
+            candidate: Some("c".into()),
+            stage: Some(stage.into()),
+        }),
+        cohorts,
+    }
+}
+
+#[test]
+fn the_fleet_figures_are_summed() {
+    let mut route = Route::stable("s");
+    route.candidate = Some("c".into());
+    route.mode = Some(Mode::Split);
+    route.percent = Some(5.0);
+    route.stage = Some("canary".into());
+    let a = stats(
+        "canary",
+        vec![
+            cohort("s", "stable", 1000, 10, 1.0),
+            cohort("c", "candidate", 100, 5, 2.0),
+        ],
+    );
+    let b = stats(
+        "canary",
+        vec![
+            cohort("s", "stable", 3000, 30, 3.0),
+            cohort("c", "candidate", 300, 6, 4.0),
+        ],
+    );
+    assert!(observe::stats_match(&a, &route));
+    let obs = observe::sum(&route, &[&a, &b]);
+    assert_eq!(
+        (
+            obs.candidate.requests,
+            obs.candidate.errors,
+            obs.candidate.denies
+        ),
+        (400, 2, 11)
+    );
+    assert_eq!((obs.stable.requests, obs.stable.denies), (4000, 40));
+    // p99 without histograms: the weighted mean, bounded by the engines'.
+    let p = obs.candidate.p99_ms.unwrap();
+    assert!((p.estimate - 3.5).abs() < 1e-9, "{p:?}");
+    assert_eq!((p.lo, p.hi), (2.0, 4.0));
+    // Shadow figures come from the shadow cohort.
+    route.mode = Some(Mode::Shadow);
+    let sh = stats(
+        "canary",
+        vec![
+            cohort("s", "stable", 500, 0, 1.0),
+            cohort("c", "shadow", 500, 25, 1.0),
+        ],
+    );
+    let obs = observe::sum(&route, &[&sh]);
+    assert_eq!((obs.compared, obs.diverged), (500, 25));
+    // Figures of another stage are not this route's.
+    route.stage = Some("broad".into());
+    assert!(!observe::stats_match(&a, &route));
+}
+
+#[test]
+fn histograms_give_p99_bounds_across_engines() {
+    let mut route = Route::stable("s");
+    route.candidate = Some("c".into());
+    route.mode = Some(Mode::Split);
+    route.stage = Some("canary".into());
+    let mut c1 = cohort("c", "candidate", 1000, 0, 0.0);
+    let mut c2 = cohort("c", "candidate", 1000, 0, 0.0);
+    // 2000 samples: 1950 at 1 ms, 30 at 5 ms, 20 at 50 ms.
+    c1.histogram = Some(vec![(1.0, 975), (5.0, 15), (50.0, 10)]);
+    c2.histogram = Some(vec![(1.0, 975), (5.0, 15), (50.0, 10)]);
+    let a = stats("canary", vec![c1]);
+    let b = stats("canary", vec![c2]);
+    let p = observe::sum(&route, &[&a, &b]).candidate.p99_ms.unwrap();
+    // Rank 1980 is the last 5 ms sample; the bounds reach one bucket
+    // either side.
+    assert_eq!(p.estimate, 5.0);
+    assert!(p.lo <= 5.0 && p.hi >= 5.0, "{p:?}");
+}
+
+fn files_of(repo: &Repo, dir: &std::path::Path, sha: &str) -> sluice::reconcile::git::CommitFiles {
+    let m = Mirror::open(dir, &repo.bare.to_string_lossy(), "main").unwrap();
+    m.fetch().unwrap();
+    m.read_commit(sha).unwrap()
+}
+
+#[test]
+fn a_commit_is_read_from_its_tree_like_a_working_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let sha = repo.commit(
+        "layout",
+        &[
+            ("policies/deep/shell.policy", Some(GOOD)),
+            (".hidden/x.policy", Some(BROKEN)),
+            ("target/x.policy", Some(BROKEN)),
+            ("nested/sluice.toml", Some(fixture::TOML)),
+            ("nested/x.policy", Some(BROKEN)),
+        ],
+    );
+    let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
+    let names: Vec<&str> = files.policies.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["policies/base.policy", "policies/deep/shell.policy"]
+    );
+    assert_eq!(files.traces("traces").len(), 1);
+    assert_eq!(files.summary, "layout");
+    let built = build::build(&files, None, None).unwrap();
+    assert_eq!(built.artifact.source_commit.as_deref(), Some(sha.as_str()));
+    assert_eq!(built.artifact.hash, fixture::artifact_of(&repo, &sha));
+    assert_eq!((built.replay.cases, built.replay.passed), (2, 2));
+    assert!(built.plan.is_some());
+}
+
+#[test]
+fn a_commit_with_errors_is_refused_with_its_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let sha = repo.commit("broken", &[("policies/broken.policy", Some(BROKEN))]);
+    let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
+    let why = build::build(&files, None, None).unwrap_err();
+    assert!(why.contains("type::unknown_field"), "{why}");
+    assert!(why.contains("policies/broken.policy:3"), "{why}");
+    let sha = repo.commit(
+        "no project",
+        &[("sluice.toml", None), ("policies/broken.policy", None)],
+    );
+    let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
+    assert!(
+        build::build(&files, None, None)
+            .unwrap_err()
+            .contains("sluice.toml")
+    );
+}
+
+#[test]
+fn a_decision_log_is_replayed_and_flips_reported_by_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let sha = repo.commit("bad", &[("policies/search.policy", Some(BAD))]);
+    let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
+    let line = |tool: &str, decision: &str| {
+        json!({"kind": "evaluation", "time": "2026-01-01T00:00:00.000Z", "decision": decision,
+               "reasons": [], "request": {"tool": tool, "agent": "a", "session": "s", "args": {}}})
+        .to_string()
+    };
+    let log = [
+        line("search", "allow"),
+        line("search", "allow"),
+        line("email.send", "allow"),
+        json!({"kind": "route", "time": "2026-01-01T00:00:00.000Z"}).to_string(),
+        line("email.send", "deny"),
+    ]
+    .join("\n");
+    let built = build::build(&files, Some(&log), None).unwrap();
+    let report = &built.notes["decision_log"];
+    assert_eq!(report["evaluated"], 4);
+    assert_eq!(report["flipped"], 3);
+    assert_eq!(report["skipped"], 1);
+    assert_eq!(
+        report["flips"],
+        json!([
+            {"rule": "search.no_search", "from": "allow", "to": "deny", "count": 2},
+            {"rule": "(default)", "from": "deny", "to": "allow", "count": 1},
+        ])
+    );
+}
+
+fn pending(commit: &str) -> PendingRevert {
+    PendingRevert {
+        commit: commit.into(),
+        summary: String::new(),
+        artifact: "abc".into(),
+        stage: "canary".into(),
+        cause: Cause::Trigger,
+        trigger: "trigger deny_rate_delta = 0.4 past 0.3".into(),
+        figures: "candidate: 100 requests".into(),
+        since_ms: 0,
+    }
+}
+
+#[test]
+fn the_mirror_reverts_on_top_of_the_current_head_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    // The branch moved on after the bad commit.
+    let later = repo.commit("Add shell policy", &[("policies/shell.policy", Some(GOOD))]);
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
+    let out = m.revert(&pending(&bad)).unwrap();
+    let RevertOutcome::Pushed { revert } = out else {
+        panic!("{out:?}")
+    };
+    let log = repo.log();
+    assert_eq!(
+        log[0],
+        (revert.clone(), "Revert \"Block search\"".to_string())
+    );
+    assert_eq!(log[1].0, later);
+    let msg = repo.message(&revert);
+    assert!(
+        msg.contains(&format!("This reverts commit {bad}.")),
+        "{msg}"
+    );
+    assert!(msg.contains("stage `canary`"), "{msg}");
+    assert!(msg.contains("Trigger: trigger deny_rate_delta"), "{msg}");
+    assert!(msg.contains("candidate: 100 requests"), "{msg}");
+    // The revert keeps the later change and removes the bad one.
+    let tree = git(&repo.bare, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(tree.contains("policies/shell.policy") && !tree.contains("search.policy"));
+    // A second attempt (an answer lost in a crash) pushes nothing.
+    assert!(matches!(
+        m.revert(&pending(&bad)).unwrap(),
+        RevertOutcome::NotNeeded { .. }
+    ));
+    assert_eq!(repo.log().len(), log.len());
+    assert_eq!(
+        revert_message("x", &pending(&bad)).lines().next(),
+        Some("Revert \"x\"")
+    );
+}
+
+#[test]
+fn a_revert_without_the_remote_fails_and_lands_once_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
+    m.fetch().unwrap();
+    let away = tmp.path().join("away.git");
+    std::fs::rename(&repo.bare, &away).unwrap();
+    assert!(m.revert(&pending(&bad)).is_err());
+    std::fs::rename(&away, &repo.bare).unwrap();
+    assert!(matches!(
+        m.revert(&pending(&bad)).unwrap(),
+        RevertOutcome::Pushed { .. }
+    ));
+}
+
+const LIMITS: &str = r#"policy limits version 1.0.0 {
+  limit per_agent {
+    when tool == "search"
+    max 100 per 1h by agent
+    exceed deny RATE_LIMITED "Too many searches"
+  }
+}
+"#;
+
+#[test]
+fn a_change_with_state_errors_against_the_live_engines_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.commit(
+        "Limit searches",
+        &[("policies/limits.policy", Some(LIMITS))],
+    );
+    let lowered = LIMITS.replace("max 100", "max 10");
+    let c2 = repo.commit(
+        "Lower the limit",
+        &[("policies/limits.policy", Some(&lowered))],
+    );
+    let mirror = tmp.path().join("mirror");
+    let base = build::build(&files_of(&repo, &mirror, &c1), None, None).unwrap();
+    let base_set = sluice::compile::ir::PolicySet {
+        policies: base.artifact.policies.clone(),
+    };
+    let now = 1_767_225_600 + 100;
+    let state: sluice::engine::live::LiveState = serde_json::from_value(json!({
+        "time": now,
+        "counters": [{"limit": "limits.per_agent", "key": "[\"a\"]",
+                      "window": {"start": now - now % 3600, "secs": 3600}, "count": 50}],
+    }))
+    .unwrap();
+    let engines = [("http://e1".to_string(), state)];
+    let live = build::Live {
+        engines: &engines,
+        base: Some(&base_set),
+    };
+    let why = build::build(&files_of(&repo, &mirror, &c2), None, Some(live)).unwrap_err();
+    assert!(why.contains("http://e1"), "{why}");
+    assert!(why.contains("state::limit_decrease"), "{why}");
+    // Declaring how counters migrate makes it acceptable.
+    let declared = lowered.replace(
+        "exceed deny RATE_LIMITED \"Too many searches\"",
+        "exceed deny RATE_LIMITED \"Too many searches\"\n    on_decrease next_window",
+    );
+    let c3 = repo.commit(
+        "Lower the limit, next window",
+        &[("policies/limits.policy", Some(&declared))],
+    );
+    let built = build::build(&files_of(&repo, &mirror, &c3), None, Some(live)).unwrap();
+    assert_eq!(built.notes["state_checks"]["engines"], 1);
+}

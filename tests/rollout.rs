@@ -1,0 +1,341 @@
+//! Rollout decisions. Gate statistics are checked against a reference
+//! implementation: statsmodels 0.15 (`proportion_confint(method="wilson")` and
+//! `confint_proportions_2indep(method="newcomb", compare="diff")`, alpha 0.05).
+
+use sluice::rollout::gate::{
+    Interval, Verdict, Z95, at_most, combine, newcombe_diff, quantile_bounds, wilson, within,
+};
+
+#[track_caller]
+fn close(got: Interval, lo: f64, hi: f64) {
+    assert!(
+        (got.lo - lo).abs() < 2e-6 && (got.hi - hi).abs() < 2e-6,
+        "got {got:?}, want [{lo}, {hi}]"
+    );
+}
+
+#[test]
+fn wilson_matches_statsmodels() {
+    for (k, n, lo, hi) in [
+        (0, 10, 0.0, 0.277533),
+        (1, 10, 0.017876, 0.40415),
+        (5, 10, 0.236593, 0.763407),
+        (10, 10, 0.722467, 1.0),
+        (3, 1000, 0.001021, 0.008783),
+        (50, 500, 0.076678, 0.129422),
+        (0, 1000, 0.0, 0.003827),
+    ] {
+        close(wilson(k, n, Z95), lo, hi);
+    }
+}
+
+#[test]
+fn newcombe_matches_statsmodels() {
+    for (a, n, b, m, lo, hi) in [
+        (56, 70, 48, 80, 0.052431, 0.333873),
+        (9, 10, 3, 10, 0.170523, 0.809018),
+        (6, 7, 2, 7, 0.058228, 0.80625),
+        (5, 56, 0, 29, -0.038137, 0.19256),
+        (0, 10, 0, 20, -0.161125, 0.277533),
+        (0, 10, 0, 10, -0.277533, 0.277533),
+        (10, 10, 0, 20, 0.679086, 1.0),
+        (10, 10, 0, 10, 0.607509, 1.0),
+        (30, 1000, 20, 1000, -0.003914, 0.024338),
+        (120, 5000, 100, 5000, -0.001773, 0.009814),
+        (3, 500, 0, 500, -0.00259, 0.01749),
+    ] {
+        close(newcombe_diff(a, n, b, m, Z95), lo, hi);
+    }
+}
+
+#[test]
+fn no_data_waits_never_passes() {
+    assert_eq!(at_most(0.01, wilson(0, 0, Z95)), Verdict::Wait);
+    assert_eq!(within(0.02, newcombe_diff(0, 0, 0, 0, Z95)), Verdict::Wait);
+}
+
+#[test]
+fn gates_pass_fail_and_wait() {
+    // 120/5000 vs 100/5000 denies: delta in [-0.0018, 0.0098], inside ±0.02.
+    assert_eq!(
+        within(0.02, newcombe_diff(120, 5000, 100, 5000, Z95)),
+        Verdict::Pass
+    );
+    // 30/1000 vs 20/1000: upper bound 0.0243 is over 0.02, lower is under it.
+    assert_eq!(
+        within(0.02, newcombe_diff(30, 1000, 20, 1000, Z95)),
+        Verdict::Wait
+    );
+    // 400/1000 vs 100/1000: clearly worse.
+    assert_eq!(
+        within(0.02, newcombe_diff(400, 1000, 100, 1000, Z95)),
+        Verdict::Fail
+    );
+    // A candidate that denies far less is clearly different too.
+    assert_eq!(
+        within(0.02, newcombe_diff(100, 1000, 400, 1000, Z95)),
+        Verdict::Fail
+    );
+    // Error rate 0/1000 under 0.01 passes; 50/500 over 0.01 fails.
+    assert_eq!(at_most(0.01, wilson(0, 1000, Z95)), Verdict::Pass);
+    assert_eq!(at_most(0.01, wilson(50, 500, Z95)), Verdict::Fail);
+    assert_eq!(at_most(0.01, wilson(1, 100, Z95)), Verdict::Wait);
+}
+
+#[test]
+fn combine_fail_beats_wait_beats_pass() {
+    use Verdict::*;
+    assert_eq!(combine([Pass, Pass]), Pass);
+    assert_eq!(combine([Pass, Wait]), Wait);
+    assert_eq!(combine([Wait, Fail, Pass]), Fail);
+    assert_eq!(combine([]), Pass);
+}
+
+#[test]
+fn quantile_bounds_bracket_the_quantile() {
+    let (lo, hi) = quantile_bounds(10_000, 0.99, Z95);
+    assert!(lo < 0.99 && hi > 0.99);
+    assert!(
+        (lo - 0.9880).abs() < 1e-4 && (hi - 0.9920).abs() < 1e-4,
+        "{lo} {hi}"
+    );
+    assert_eq!(quantile_bounds(0, 0.99, Z95), (0.0, 1.0));
+    let (lo, hi) = quantile_bounds(50, 0.99, Z95);
+    assert!(lo < 0.99 && hi == 1.0);
+}
+
+mod stage {
+    use std::time::Duration;
+
+    use sluice::project::{Gates, RollbackTriggers, Stage, StageKind};
+    use sluice::replay::ReplayReport;
+    use sluice::rollout::stage::{Cohort, Observation, Quantile, Step, decide, decide_replay};
+
+    fn canary() -> Stage {
+        Stage {
+            name: "canary".into(),
+            kind: StageKind::Split,
+            percent: Some(5),
+            matches: Default::default(),
+            min_duration: Some(Duration::from_secs(1800)),
+            max_duration: Some(Duration::from_secs(7200)),
+            min_samples: Some(500),
+            gates: Gates {
+                max_error_rate: Some(0.001),
+                max_deny_rate_delta: Some(0.02),
+                max_latency_p99_delta_ms: Some(5.0),
+                ..Gates::default()
+            },
+        }
+    }
+
+    fn triggers() -> RollbackTriggers {
+        RollbackTriggers {
+            error_rate: Some(0.01),
+            deny_rate_delta: Some(0.15),
+            latency_p99_ms: Some(100.0),
+        }
+    }
+
+    fn cohort(requests: u64, errors: u64, denies: u64, p99: f64) -> Cohort {
+        Cohort {
+            requests,
+            errors,
+            denies,
+            p99_ms: Some(Quantile {
+                estimate: p99,
+                lo: p99 - 0.2,
+                hi: p99 + 0.2,
+            }),
+        }
+    }
+
+    fn obs(c: Cohort, s: Cohort) -> Observation {
+        Observation {
+            candidate: c,
+            stable: s,
+            compared: 0,
+            diverged: 0,
+        }
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn waits_for_min_duration_even_with_good_data() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            10 * MIN,
+            &obs(cohort(5000, 0, 120, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        assert_eq!(d.step, Step::Wait);
+        assert_eq!(d.time_left, 20 * MIN);
+        assert_eq!(d.samples_left, 0);
+    }
+
+    #[test]
+    fn waits_for_min_samples() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            40 * MIN,
+            &obs(cohort(200, 0, 4, 2.0), cohort(200, 0, 4, 2.0)),
+        );
+        assert_eq!(d.step, Step::Wait);
+        assert_eq!(d.samples_left, 300);
+    }
+
+    #[test]
+    fn advances_when_every_gate_passes() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            31 * MIN,
+            &obs(cohort(5000, 0, 120, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        assert_eq!(d.step, Step::Advance, "{d:#?}");
+        assert_eq!(d.readings.len(), 3);
+    }
+
+    #[test]
+    fn a_failing_gate_rolls_back_before_min_duration() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            5 * MIN,
+            &obs(cohort(1000, 0, 400, 2.0), cohort(1000, 0, 300, 2.0)),
+        );
+        let Step::Rollback { trigger } = &d.step else {
+            panic!("{d:#?}")
+        };
+        assert!(trigger.starts_with("gate max_deny_rate_delta"), "{trigger}");
+    }
+
+    #[test]
+    fn a_trigger_uses_the_lower_bound() {
+        // 1 error in 500 (0.2%): neither the 0.1% gate nor the 1% trigger is
+        // clearly past (lower bound 0.035%): no rollback.
+        let noisy = decide(
+            &canary(),
+            &triggers(),
+            5 * MIN,
+            &obs(cohort(500, 1, 10, 2.0), cohort(500, 0, 10, 2.0)),
+        );
+        assert_eq!(noisy.step, Step::Wait, "{noisy:#?}");
+        // 50 errors in 500: the trigger's lower bound (7.7%) is past 1%.
+        let bad = decide(
+            &canary(),
+            &triggers(),
+            5 * MIN,
+            &obs(cohort(500, 50, 10, 2.0), cohort(500, 0, 10, 2.0)),
+        );
+        let Step::Rollback { trigger } = &bad.step else {
+            panic!("{bad:#?}")
+        };
+        assert!(trigger.starts_with("trigger error_rate"), "{trigger}");
+    }
+
+    #[test]
+    fn latency_trigger_and_gate() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            5 * MIN,
+            &obs(cohort(500, 0, 10, 150.0), cohort(500, 0, 10, 2.0)),
+        );
+        let Step::Rollback { trigger } = &d.step else {
+            panic!("{d:#?}")
+        };
+        assert!(trigger.starts_with("trigger latency_p99_ms"), "{trigger}");
+        let d = decide(
+            &canary(),
+            &triggers(),
+            40 * MIN,
+            &obs(cohort(5000, 0, 100, 9.0), cohort(5000, 0, 100, 2.0)),
+        );
+        let Step::Rollback { trigger } = &d.step else {
+            panic!("{d:#?}")
+        };
+        assert!(
+            trigger.starts_with("gate max_latency_p99_delta_ms"),
+            "{trigger}"
+        );
+    }
+
+    #[test]
+    fn pauses_after_max_duration_when_still_unsure() {
+        let d = decide(
+            &canary(),
+            &triggers(),
+            121 * MIN,
+            &obs(cohort(1000, 0, 30, 2.0), cohort(1000, 0, 20, 2.0)),
+        );
+        let Step::Pause { reason } = &d.step else {
+            panic!("{d:#?}")
+        };
+        assert!(
+            reason.contains("max_error_rate") && reason.contains("max_deny_rate_delta"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn shadow_divergence_gate() {
+        let mut shadow = canary();
+        shadow.kind = StageKind::Shadow;
+        shadow.percent = None;
+        shadow.gates = sluice::project::Gates {
+            max_divergence: Some(0.02),
+            ..Default::default()
+        };
+        let mut o = obs(cohort(5000, 0, 100, 2.0), cohort(5000, 0, 100, 2.0));
+        o.compared = 5000;
+        o.diverged = 10;
+        assert_eq!(
+            decide(&shadow, &triggers(), 31 * MIN, &o).step,
+            Step::Advance
+        );
+        o.diverged = 500;
+        assert!(matches!(
+            decide(&shadow, &triggers(), 31 * MIN, &o).step,
+            Step::Rollback { .. }
+        ));
+    }
+
+    #[test]
+    fn replay_passes_or_fails_at_once() {
+        let replay = Stage {
+            name: "replay".into(),
+            kind: StageKind::Replay,
+            percent: None,
+            matches: Default::default(),
+            min_duration: None,
+            max_duration: None,
+            min_samples: None,
+            gates: sluice::project::Gates {
+                max_catastrophic: Some(0),
+                max_false_positive_rate: Some(0.01),
+                ..Default::default()
+            },
+        };
+        let mut report = ReplayReport {
+            cases: 100,
+            passed: 100,
+            expected_permissive: 50,
+            ..Default::default()
+        };
+        assert_eq!(decide_replay(&replay, &report).step, Step::Advance);
+        report.catastrophic = 1;
+        let Step::Rollback { trigger } = decide_replay(&replay, &report).step else {
+            panic!()
+        };
+        assert!(trigger.contains("max_catastrophic"), "{trigger}");
+        report.catastrophic = 0;
+        report.false_positives = 1; // 1 of 50 = 2% > 1%
+        assert!(matches!(
+            decide_replay(&replay, &report).step,
+            Step::Rollback { .. }
+        ));
+    }
+}
