@@ -1320,8 +1320,8 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
                 )
                 .with_help(
                     "no request caught by these rules can ever be approved; exempt the approval \
-                     tools from these rules (for example `and not tool starts_with \"approvals.\"`) \
-                     (the witness is the first approval request of the cycle)",
+                     tools from these rules, for example with `and not tool starts_with \
+                     \"approvals.\"` (the witness is the first approval request of the cycle)",
                 );
                 for &c in &cycle {
                     if let Some(it) = items.get(c) {
