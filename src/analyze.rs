@@ -12,21 +12,25 @@
 //!   with different values and can fire on one request (with the field
 //!   present).
 //! - `conflict::approval_deadlock` (error): approving a request needs a tool
-//!   call that is itself denied, or that waits on a cycle of approvals.
+//!   call that is itself denied or made to wait for approval, for the same
+//!   requests (one finding per blocked rule; a cycle is spelled out once).
 //! - `analyze::unknown` (warning): a query the solver could not decide in
 //!   time — never read as "no conflict".
 //! - `analyze::unencodable` (warning): a rule left out (a string beyond the
 //!   solver's characters, a regex too large to translate).
 //! - `analyze::witness_mismatch` (error): a witness that the evaluator does
 //!   not reproduce — a bug in the analysis, reported rather than dropped.
+//! - `analyze::internal` (error): a worker thread stopped; the analysis is
+//!   incomplete.
 //!
 //! How (see ARCHITECTURE.md): `index` summarises each condition and indexes
 //! rules by `tool`, so only rules whose tools can overlap are paired and
-//! most pairs are dismissed without the solver; `smt` encodes conditions;
-//! `solver` asks Z3, one solver per thread, a timeout on every query; the
-//! queries of the whole set run on `Options::threads` plain threads; every
-//! witness is replayed through `engine::eval` (`finding`); `graph` finds
-//! approval cycles.
+//! most pairs (and most conditions) are settled without the solver; `smt`
+//! encodes conditions; `solver` asks Z3, one solver per thread, a timeout on
+//! every query, and `lang` decides the string tests of each candidate model
+//! with automata; the queries of the whole set run on `Options::threads`
+//! plain threads; every witness is replayed through `engine::eval`
+//! (`finding`); `graph` finds approval cycles.
 
 mod finding;
 pub mod graph;
@@ -432,8 +436,8 @@ enum Job {
     Modify { a: usize, b: usize },
     /// Is every request of the allow overridden by one of `by`?
     Shadow { allow: usize, by: Vec<usize> },
-    /// Does approving `from` (via its tool) hit `to`, for a request that
-    /// none of `guard` denies?
+    /// Does approving `from` (via its tool) hit `to` (a deny or an
+    /// approval), for a request that none of `guard` denies?
     Edge {
         from: usize,
         to: usize,
@@ -1258,36 +1262,59 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
     };
     for d in graph::deadlocks(&edges) {
         match d {
-            Deadlock::Denied { approver, deniers } => {
+            Deadlock::Blocked {
+                approver,
+                deniers,
+                approvers,
+            } => {
                 let Some(it) = items.get(approver) else {
                     continue;
                 };
                 let tool = via(approver);
-                let names: Vec<String> = deniers
-                    .iter()
-                    .map(|d| format!("`{}`", name(items, *d)))
-                    .collect();
+                let names = |v: &[usize]| {
+                    v.iter()
+                        .map(|d| format!("`{}`", name(items, *d)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let what = match (deniers.is_empty(), approvers.is_empty()) {
+                    (false, true) => format!("{} denies `{tool}`", names(&deniers)),
+                    (true, false) => {
+                        format!("`{tool}` itself needs approval ({})", names(&approvers))
+                    }
+                    _ => format!(
+                        "{} denies `{tool}` and {} makes it wait for approval",
+                        names(&deniers),
+                        names(&approvers)
+                    ),
+                };
                 let mut f = Finding::error(
                     "conflict::approval_deadlock",
                     format!(
-                        "approval deadlock: `{}` needs approval via `{tool}`, but {} denies `{tool}` \
-                         for the same requests",
-                        it.id,
-                        names.join(", ")
+                        "approval deadlock: `{}` needs approval via `{tool}`, but {what} for the \
+                         same requests",
+                        it.id
                     ),
                 )
                 .with_label(item_label(it, format!("asks for approval via `{tool}`")))
                 .with_help(format!(
-                    "the approval can never be asked for, so the request can never go through; \
-                     exempt `{tool}` from the deny (for example `and tool != \"{tool}\"`), or \
-                     route the approval through another tool (the witness is the approval request)"
+                    "the approval cannot be asked for, so the request never goes through; keep \
+                     `{tool}` free of denials and approvals (for example `and tool != \"{tool}\"` \
+                     in those rules), or route the approval through another tool (the witness is \
+                     the approval request)"
                 ));
                 for d in &deniers {
                     if let Some(o) = items.get(*d) {
                         f = f.with_label(item_label(o, format!("denies `{tool}`")));
                     }
                 }
-                let Some(first) = deniers.first() else {
+                for a in &approvers {
+                    if let Some(o) = items.get(*a) {
+                        f = f
+                            .with_label(item_label(o, format!("makes `{tool}` wait for approval")));
+                    }
+                }
+                let Some(first) = deniers.first().or(approvers.first()) else {
                     continue;
                 };
                 let Some(w) = witness_of(approver, *first) else {
