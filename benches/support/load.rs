@@ -1,19 +1,22 @@
 //! Loading a policy set into sluice's evaluator for the benchmarks: a
 //! generated set (from [`super::generator`]'s text) or a policy repository on
-//! disk, through the same pipeline as `sluice compile`.
+//! disk, through the same stages as `sluice compile` (parse, type-check,
+//! artifact) but without the conflict analysis.
 //!
 //! Shared by the main crate's bench and the peer-comparison crate, which both
 //! depend on `sluice` and `serde_json`.
 
 use std::path::Path;
 
+use sluice::check;
 use sluice::compile::artifact::Artifact;
 use sluice::compile::ir::DecisionKind;
-use sluice::diagnostic::render_human;
+use sluice::diagnostic::{Finding, Sources, render_human};
 use sluice::engine::eval::{Evaluator, LimitMode, Outcome};
 use sluice::engine::request::Request;
 use sluice::engine::state::MemoryLimitStore;
-use sluice::pipeline;
+use sluice::parse;
+use sluice::project;
 use sluice::repo;
 use sluice::source::SourceFile;
 
@@ -23,21 +26,39 @@ use super::generator::Set;
 /// limits, so it only matters for form.
 pub const NOW: u64 = 1_800_000_000;
 
-/// Checks and compiles `sluice.toml` and the policy files; panics with the
-/// rendered findings when the set has errors.
-pub fn artifact(project: &SourceFile, policies: &[SourceFile]) -> Artifact {
-    let checked = pipeline::check_sources(project, policies);
-    if checked.has_errors() {
+/// Parses, type-checks and compiles `sluice.toml` and the policy files, as
+/// `sluice compile` does but without the whole-set conflict analysis: a
+/// random set has conflicts (an allow overridden by a deny is what a
+/// benchmark exercises), and they do not change what the evaluator does.
+/// Panics with the rendered findings on a language error.
+pub fn artifact(project_file: &SourceFile, policies: &[SourceFile]) -> Artifact {
+    let mut sources = Sources::new();
+    sources.add(project_file.clone());
+    let mut findings = Vec::new();
+    let project = project::parse(project_file).map_err(|mut e| findings.append(&mut e));
+    let mut parsed = Vec::new();
+    for file in policies {
+        sources.add(file.clone());
+        match parse::parse_policy(file) {
+            Ok(p) => parsed.push((file.clone(), p)),
+            Err(mut e) => findings.append(&mut e),
+        }
+    }
+    let mut set = None;
+    if let Ok(project) = &project {
+        let out = check::check(&parsed, &project.schema);
+        findings.extend(out.findings);
+        set = out.set;
+    }
+    let (Ok(project), Some(set), false) = (project, set, findings.iter().any(Finding::is_error))
+    else {
         panic!(
             "the benchmark set does not check:\n{}",
-            render_human(&checked.findings, &checked.sources, false, 100)
+            render_human(&findings, &sources, false, 100)
         );
-    }
-    match checked.artifact(None) {
-        Some(Ok(artifact)) => artifact,
-        Some(Err(e)) => panic!("the benchmark set does not compile: {e}"),
-        None => panic!("the benchmark set has no artifact"),
-    }
+    };
+    Artifact::new(project.name, project.default, project.schema, set, None)
+        .unwrap_or_else(|e| panic!("the benchmark set does not compile: {e}"))
 }
 
 /// The artifact of a generated set.
@@ -57,7 +78,7 @@ pub fn generated(set: &Set) -> Artifact {
 pub fn repository(root: &Path) -> Option<(Artifact, Vec<(String, DecisionKind)>)> {
     let files = repo::load(root).ok()?;
     let artifact = artifact(&files.project, &files.policies);
-    let project = sluice::project::parse(&files.project).ok()?;
+    let project = project::parse(&files.project).ok()?;
     let traces = repo::load_traces(root, &project.traces).ok()?;
     let mut requests = Vec::new();
     for file in traces {

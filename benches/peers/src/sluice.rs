@@ -1,5 +1,6 @@
-//! sluice: the generated set through the same pipeline as `sluice compile`,
-//! evaluated by `engine::eval::Evaluator`; and, alone, the starter
+//! sluice: the generated set parsed, type-checked and compiled as by
+//! `sluice compile` (without the conflict analysis), evaluated by
+//! `engine::eval::Evaluator`; and, alone, the starter
 //! repository `policies/` on its traces.
 
 use std::path::Path;
