@@ -119,6 +119,7 @@ fn main() {
         "pruned",
         "planted"
     );
+    let mut phases = Vec::new();
     for n in sizes {
         let runs = if quick {
             1
@@ -160,6 +161,11 @@ fn main() {
         let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
         let min = sorted.first().copied().unwrap_or(0.0);
         let max = sorted.last().copied().unwrap_or(0.0);
+        let st = &report.stats;
+        phases.push(format!(
+            "N = {n}, first run: plan {:.3} s, solve {:.3} s, replay {:.3} s",
+            st.plan_seconds, st.solve_seconds, st.replay_seconds
+        ));
         println!(
             "{:>6} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>7} {:>7} {:>8}",
             n,
@@ -174,5 +180,8 @@ fn main() {
             report.stats.pruned,
             g.planted.len()
         );
+    }
+    for p in phases {
+        println!("{p}");
     }
 }

@@ -12,21 +12,25 @@
 //!   with different values and can fire on one request (with the field
 //!   present).
 //! - `conflict::approval_deadlock` (error): approving a request needs a tool
-//!   call that is itself denied, or that waits on a cycle of approvals.
+//!   call that is itself denied or made to wait for approval, for the same
+//!   requests (one finding per blocked rule; a cycle is spelled out once).
 //! - `analyze::unknown` (warning): a query the solver could not decide in
 //!   time — never read as "no conflict".
 //! - `analyze::unencodable` (warning): a rule left out (a string beyond the
 //!   solver's characters, a regex too large to translate).
 //! - `analyze::witness_mismatch` (error): a witness that the evaluator does
 //!   not reproduce — a bug in the analysis, reported rather than dropped.
+//! - `analyze::internal` (error): a worker thread stopped; the analysis is
+//!   incomplete.
 //!
 //! How (see ARCHITECTURE.md): `index` summarises each condition and indexes
 //! rules by `tool`, so only rules whose tools can overlap are paired and
-//! most pairs are dismissed without the solver; `smt` encodes conditions;
-//! `solver` asks Z3, one solver per thread, a timeout on every query; the
-//! queries of the whole set run on `Options::threads` plain threads; every
-//! witness is replayed through `engine::eval` (`finding`); `graph` finds
-//! approval cycles.
+//! most pairs (and most conditions) are settled without the solver; `smt`
+//! encodes conditions; `solver` asks Z3, one solver per thread, a timeout on
+//! every query, and `lang` decides the string tests of each candidate model
+//! with automata; the queries of the whole set run on `Options::threads`
+//! plain threads; every witness is replayed through `engine::eval`
+//! (`finding`); `graph` finds approval cycles.
 
 mod finding;
 pub mod graph;
@@ -54,7 +58,7 @@ use crate::schema::Schema;
 
 use self::finding::{Replay, Run, label};
 use self::graph::Deadlock;
-use self::index::{Strs, Summary, ToolIndex, summarize, trivially_sat};
+use self::index::{RegexFacts, Strs, Summary, ToolIndex, summarize, trivially_sat_with};
 use self::smt::{EncodeError, Encoded, Encoder, Needs, Override, Plan, Refinement};
 use self::solver::{Cover, Session, Step, Verdict};
 
@@ -101,6 +105,11 @@ pub struct Stats {
     pub unknown: usize,
     /// Threads used.
     pub threads: usize,
+    /// Seconds spent planning (summaries, index, pairs), solving, and
+    /// replaying witnesses; `seconds` is the total.
+    pub plan_seconds: f64,
+    pub solve_seconds: f64,
+    pub replay_seconds: f64,
     pub seconds: f64,
 }
 
@@ -149,8 +158,12 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
         tool: tool.as_deref().and_then(|t| plan.index(t)),
         timeout_ms: opts.timeout_ms,
     };
+    stats.plan_seconds = started.elapsed().as_secs_f64();
+    let solving = Instant::now();
     let (answers, queries, crashed) = run_all(&shared, &jobs, threads);
     stats.queries = queries;
+    stats.solve_seconds = solving.elapsed().as_secs_f64();
+    let replaying = Instant::now();
 
     let mut pending = Vec::new();
     if crashed {
@@ -162,7 +175,6 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
             .with_help("this is a bug in sluice's analysis — please report it with the policy set"),
         ));
     }
-    let replay = Replay::new(set, schema, default);
     let mut out = Outcomes::default();
     for (job, answer) in jobs.iter().zip(answers) {
         match answer {
@@ -172,9 +184,16 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
     }
     stats.unknown = out.unknown.len();
     build_findings(&items, &out, &dead, &mut pending);
+    // The evaluator is built only when there is a witness to replay.
+    let replay = if pending.iter().any(|p| p.claim.is_some()) {
+        Some(Replay::new(set, schema, default))
+    } else {
+        None
+    };
     let mut findings = match &replay {
-        Ok(r) => verify(pending, r),
-        Err(e) => {
+        None => pending.into_iter().map(|p| p.finding).collect(),
+        Some(Ok(r)) => verify(pending, r),
+        Some(Err(e)) => {
             let mut f: Vec<Finding> = pending.into_iter().map(|p| p.finding).collect();
             f.push(
                 Finding::error(
@@ -189,6 +208,7 @@ pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &O
         }
     };
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    stats.replay_seconds = replaying.elapsed().as_secs_f64();
     stats.seconds = started.elapsed().as_secs_f64();
     Report { findings, stats }
 }
@@ -416,8 +436,8 @@ enum Job {
     Modify { a: usize, b: usize },
     /// Is every request of the allow overridden by one of `by`?
     Shadow { allow: usize, by: Vec<usize> },
-    /// Does approving `from` (via its tool) hit `to`, for a request that
-    /// none of `guard` denies?
+    /// Does approving `from` (via its tool) hit `to` (a deny or an
+    /// approval), for a request that none of `guard` denies?
     Edge {
         from: usize,
         to: usize,
@@ -444,11 +464,12 @@ fn plan_jobs(
     let item = |i: usize| items.get(i);
 
     // Dead rules and limits.
+    let mut facts = RegexFacts::default();
     for (i, it) in items.iter().enumerate() {
         if it.summary.is_empty() {
             dead.insert(i);
             stats.decided_syntactically += 1;
-        } else if trivially_sat(it.when, schema) {
+        } else if trivially_sat_with(it.when, schema, &mut facts) {
             stats.decided_syntactically += 1;
         } else {
             jobs.push(Job::Dead(i));
@@ -604,21 +625,18 @@ struct Witness {
     original: Option<Json>,
 }
 
+/// A witness as answers carry it (boxed: answers are moved around a lot).
+type Witnessed = Result<Box<Witness>, String>;
+
 /// A job's answer, made of plain data (models stay on their thread).
 #[derive(Debug, Clone)]
 enum Answer {
-    Sat(Option<Result<Witness, String>>),
+    Sat(Option<Witnessed>),
     Unsat,
-    Covered {
-        by: Vec<usize>,
-        witness: Result<Witness, String>,
-    },
+    Covered { by: Vec<usize>, witness: Witnessed },
     NotCovered,
     Unknown(String),
-    Unencodable {
-        item: usize,
-        error: String,
-    },
+    Unencodable { item: usize, error: String },
 }
 
 /// Runs every job on `threads` threads; answers in job order (`None` for a
@@ -694,10 +712,6 @@ enum Solved {
 }
 
 impl Worker<'_> {
-    #[expect(
-        clippy::result_large_err,
-        reason = "the error is an answer, built once per job; boxing buys nothing"
-    )]
     fn encoded(&mut self, i: usize, over: Option<&Override>) -> Result<Encoded, Answer> {
         let key = (i, over.cloned());
         if let Some(e) = self.cache.get(&key) {
@@ -717,10 +731,6 @@ impl Worker<'_> {
         })
     }
 
-    #[expect(
-        clippy::result_large_err,
-        reason = "the error is an answer, built once per job; boxing buys nothing"
-    )]
     fn present(&self, field: &str) -> Result<Bool, Answer> {
         self.encoder
             .present(field)
@@ -763,14 +773,12 @@ impl Worker<'_> {
         }
     }
 
-    #[expect(
-        clippy::result_large_err,
-        reason = "the error is an answer, built once per job; boxing buys nothing"
-    )]
     fn run(&mut self, job: &Job) -> Result<Answer, Answer> {
-        let plain = |request| Witness {
-            request,
-            original: None,
+        let plain = |request| {
+            Box::new(Witness {
+                request,
+                original: None,
+            })
         };
         Ok(match job {
             Job::Dead(i) => {
@@ -883,10 +891,10 @@ impl Worker<'_> {
                 match self.solve(&[&ef, &et, &guard_part], &[]) {
                     Solved::Sat(m, strings) => {
                         let w = self.witness(&m, Some(&over), &strings).and_then(|request| {
-                            Ok(Witness {
+                            Ok(Box::new(Witness {
                                 request,
                                 original: Some(self.witness(&m, None, &strings)?),
-                            })
+                            }))
                         });
                         Answer::Sat(Some(w))
                     }
@@ -921,12 +929,12 @@ fn modify_fields(e: &Effect) -> Vec<&str> {
 #[derive(Debug, Default)]
 struct Outcomes {
     /// (allow, other, witness).
-    overlaps: Vec<(usize, usize, Result<Witness, String>)>,
-    modifies: Vec<(usize, usize, Result<Witness, String>)>,
+    overlaps: Vec<(usize, usize, Witnessed)>,
+    modifies: Vec<(usize, usize, Witnessed)>,
     /// allow → (covering rules, witness).
-    shadowed: BTreeMap<usize, (Vec<usize>, Result<Witness, String>)>,
+    shadowed: BTreeMap<usize, (Vec<usize>, Witnessed)>,
     /// (from, to, witness).
-    edges: Vec<(usize, usize, Result<Witness, String>)>,
+    edges: Vec<(usize, usize, Witnessed)>,
     unknown: Vec<(Job, String)>,
     unencodable: BTreeMap<usize, String>,
     unanswered: usize,
@@ -998,12 +1006,7 @@ impl Pending {
     }
 }
 
-fn with_witness(
-    mut f: Finding,
-    witness: &Result<Witness, String>,
-    claim: Claim,
-    out: &mut Vec<Pending>,
-) {
+fn with_witness(mut f: Finding, witness: &Witnessed, claim: Claim, out: &mut Vec<Pending>) {
     match witness {
         Ok(w) => {
             f.witness = Some(w.request.clone());
@@ -1259,36 +1262,59 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
     };
     for d in graph::deadlocks(&edges) {
         match d {
-            Deadlock::Denied { approver, deniers } => {
+            Deadlock::Blocked {
+                approver,
+                deniers,
+                approvers,
+            } => {
                 let Some(it) = items.get(approver) else {
                     continue;
                 };
                 let tool = via(approver);
-                let names: Vec<String> = deniers
-                    .iter()
-                    .map(|d| format!("`{}`", name(items, *d)))
-                    .collect();
+                let names = |v: &[usize]| {
+                    v.iter()
+                        .map(|d| format!("`{}`", name(items, *d)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let what = match (deniers.is_empty(), approvers.is_empty()) {
+                    (false, true) => format!("{} denies `{tool}`", names(&deniers)),
+                    (true, false) => {
+                        format!("`{tool}` itself needs approval ({})", names(&approvers))
+                    }
+                    _ => format!(
+                        "{} denies `{tool}` and {} makes it wait for approval",
+                        names(&deniers),
+                        names(&approvers)
+                    ),
+                };
                 let mut f = Finding::error(
                     "conflict::approval_deadlock",
                     format!(
-                        "approval deadlock: `{}` needs approval via `{tool}`, but {} denies `{tool}` \
-                         for the same requests",
-                        it.id,
-                        names.join(", ")
+                        "approval deadlock: `{}` needs approval via `{tool}`, but {what} for the \
+                         same requests",
+                        it.id
                     ),
                 )
                 .with_label(item_label(it, format!("asks for approval via `{tool}`")))
                 .with_help(format!(
-                    "the approval can never be asked for, so the request can never go through; \
-                     exempt `{tool}` from the deny (for example `and tool != \"{tool}\"`), or \
-                     route the approval through another tool (the witness is the approval request)"
+                    "the approval cannot be asked for, so the request never goes through; keep \
+                     `{tool}` free of denials and approvals (for example `and tool != \"{tool}\"` \
+                     in those rules), or route the approval through another tool (the witness is \
+                     the approval request)"
                 ));
                 for d in &deniers {
                     if let Some(o) = items.get(*d) {
                         f = f.with_label(item_label(o, format!("denies `{tool}`")));
                     }
                 }
-                let Some(first) = deniers.first() else {
+                for a in &approvers {
+                    if let Some(o) = items.get(*a) {
+                        f = f
+                            .with_label(item_label(o, format!("makes `{tool}` wait for approval")));
+                    }
+                }
+                let Some(first) = deniers.first().or(approvers.first()) else {
                     continue;
                 };
                 let Some(w) = witness_of(approver, *first) else {
@@ -1321,8 +1347,8 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
                 )
                 .with_help(
                     "no request caught by these rules can ever be approved; exempt the approval \
-                     tools from these rules (for example `and not tool starts_with \"approvals.\"`) \
-                     (the witness is the first approval request of the cycle)",
+                     tools from these rules, for example with `and not tool starts_with \
+                     \"approvals.\"` (the witness is the first approval request of the cycle)",
                 );
                 for &c in &cycle {
                     if let Some(it) = items.get(c) {

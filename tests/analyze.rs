@@ -743,3 +743,19 @@ fn every_planted_conflict_is_found_and_nothing_else() {
     }
     assert_eq!(report.stats.unknown, 0);
 }
+
+/// `examples/conflict-approval-deadlock`: an approval whose tool itself
+/// needs approval for the same requests (no cycle) is a deadlock; the
+/// approval rule on the approval tool, whose own tool is allowed, is not.
+#[test]
+fn the_approval_deadlock_example_reports_one_deadlock() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/conflict-approval-deadlock");
+    let checked = check_repo(&dir);
+    assert_eq!(codes(&checked.findings), ["conflict::approval_deadlock"]);
+    let f = &checked.findings[0];
+    let rules: Vec<&str> = f.labels.iter().filter_map(|l| l.rule.as_deref()).collect();
+    assert_eq!(rules, ["large_transfer", "large_amounts_need_a_lead"]);
+    let decisions = f.witness_decisions.as_ref().unwrap();
+    assert_eq!(decisions["final"], "require_approval");
+    assert_eq!(f.witness.as_ref().unwrap()["tool"], "approvals.request");
+}

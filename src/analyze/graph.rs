@@ -2,19 +2,21 @@
 //! rules wait on which others.
 //!
 //! A rule `R` that requires approval via tool `T` has an edge to every rule
-//! `S` (a `deny`, or a `require_approval … via`) that matches the approval
-//! request — the request `R` stopped, with `tool` replaced by `T` — for some
+//! `S` — a `deny` or a `require_approval` — that matches the approval
+//! request (the request `R` stopped, with `tool` replaced by `T`) for some
 //! request that `R` stops and nothing denies outright. The solver confirms
-//! each edge; this module only reads the confirmed edges:
-//! - an edge into a `deny` means `R` can never be approved;
-//! - a cycle (a strongly connected component with more than one rule, or a
-//!   rule with an edge to itself) means the approvals wait on each other.
+//! each edge; this module only reads the confirmed edges (SPEC §3: the tool
+//! that grants approval itself needs approval, or is denied, for the same
+//! requests):
+//! - rules on a cycle (a strongly connected component with more than one
+//!   rule, or a rule with an edge to itself) wait on each other: one
+//!   deadlock per cycle, spelled out;
+//! - any other rule with an edge is blocked by the rules its edges reach.
 //!
 //! Pure: no solver, no I/O.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use petgraph::graphmap::DiGraphMap;
@@ -25,36 +27,35 @@ type Graph = DiGraphMap<usize, (), BuildHasherDefault<DefaultHasher>>;
 /// A deadlock found in the confirmed edges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deadlock {
-    /// `approver`'s approval tool is denied by `deniers` (edge order).
-    Denied {
+    /// `approver`'s approval request is denied by `deniers` and needs the
+    /// approval of `approvers` (edge order, either may be empty).
+    Blocked {
         approver: usize,
         deniers: Vec<usize>,
+        approvers: Vec<usize>,
     },
     /// A cycle, in order: each waits on the next, the last on the first.
     Cycle(Vec<usize>),
 }
 
 /// Deadlocks among confirmed `edges` (`from`, `to`, `to` is a deny), in a
-/// deterministic order: denied approvers by rule, then cycles by their
-/// smallest rule.
+/// deterministic order: blocked rules by rule, then cycles by their smallest
+/// rule.
 pub fn deadlocks(edges: &[(usize, usize, bool)]) -> Vec<Deadlock> {
-    let mut out = Vec::new();
-    let mut denied: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut graph = Graph::default();
+    let mut targets: BTreeMap<usize, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
     for (from, to, deny) in edges {
-        if *deny {
-            let v = denied.entry(*from).or_default();
-            if !v.contains(to) {
-                v.push(*to);
-            }
-        } else {
+        let (deniers, approvers) = targets.entry(*from).or_default();
+        let list = if *deny { deniers } else { approvers };
+        if !list.contains(to) {
+            list.push(*to);
+        }
+        if !*deny {
             graph.add_edge(*from, *to, ());
         }
     }
-    for (approver, deniers) in denied {
-        out.push(Deadlock::Denied { approver, deniers });
-    }
     let mut cycles = Vec::new();
+    let mut on_cycle = BTreeSet::new();
     for scc in petgraph::algo::tarjan_scc(&graph) {
         let members: BTreeSet<usize> = scc.iter().copied().collect();
         let Some(&start) = members.first() else {
@@ -65,9 +66,19 @@ pub fn deadlocks(edges: &[(usize, usize, bool)]) -> Vec<Deadlock> {
         }
         if let Some(cycle) = cycle_through(&graph, &members, start) {
             cycles.push(cycle);
+            on_cycle.extend(members);
         }
     }
     cycles.sort();
+    let mut out: Vec<Deadlock> = targets
+        .into_iter()
+        .filter(|(approver, _)| !on_cycle.contains(approver))
+        .map(|(approver, (deniers, approvers))| Deadlock::Blocked {
+            approver,
+            deniers,
+            approvers,
+        })
+        .collect();
     out.extend(cycles.into_iter().map(Deadlock::Cycle));
     out
 }
@@ -94,8 +105,8 @@ fn cycle_through(graph: &Graph, members: &BTreeSet<usize>, start: usize) -> Opti
                 path.reverse();
                 return Some(path);
             }
-            if let std::collections::btree_map::Entry::Vacant(e) = parent.entry(m) {
-                e.insert(n);
+            if let std::collections::btree_map::Entry::Vacant(slot) = parent.entry(m) {
+                slot.insert(n);
                 queue.push_back(m);
             }
         }
@@ -108,14 +119,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn self_loop_and_cycle_and_denied() {
-        let d = deadlocks(&[(1, 1, false), (2, 3, false), (3, 2, false), (4, 9, true)]);
+    fn cycles_and_blocked_rules() {
+        let d = deadlocks(&[
+            (1, 1, false),
+            (2, 3, false),
+            (3, 2, false),
+            (4, 9, true),
+            (5, 2, false),
+        ]);
         assert_eq!(
             d,
             vec![
-                Deadlock::Denied {
+                Deadlock::Blocked {
                     approver: 4,
-                    deniers: vec![9]
+                    deniers: vec![9],
+                    approvers: vec![]
+                },
+                Deadlock::Blocked {
+                    approver: 5,
+                    deniers: vec![],
+                    approvers: vec![2]
                 },
                 Deadlock::Cycle(vec![1]),
                 Deadlock::Cycle(vec![2, 3]),
@@ -124,7 +147,14 @@ mod tests {
     }
 
     #[test]
-    fn chain_is_not_a_cycle() {
-        assert!(deadlocks(&[(1, 2, false), (2, 3, false)]).is_empty());
+    fn an_approval_of_the_approval_tool_blocks() {
+        assert_eq!(
+            deadlocks(&[(1, 2, false)]),
+            vec![Deadlock::Blocked {
+                approver: 1,
+                deniers: vec![],
+                approvers: vec![2]
+            }]
+        );
     }
 }

@@ -17,7 +17,7 @@
 //! Everything here must be *sound*: a summary may contain requests the
 //! condition does not match, never the reverse.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::compile::ir::{CmpOp, Expr, Literal, Term, Type};
 use crate::schema::Schema;
@@ -180,9 +180,20 @@ impl Summary {
         }
     }
 
-    /// The two may match a common request.
+    /// The two may match a common request (without building the
+    /// intersection: only fields constrained by both can clash).
     pub fn overlaps(&self, other: &Summary, schema: &Schema) -> bool {
-        !self.intersect(other, schema).is_empty()
+        let (Some(a), Some(b)) = (&self.0, &other.0) else {
+            return false;
+        };
+        let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+        small.iter().all(|(k, d)| match large.get(k) {
+            None => true,
+            Some(e) => {
+                let optional = schema.get(k).is_some_and(|f| f.optional);
+                !d.intersect(e).is_empty(optional)
+            }
+        })
     }
 
     /// This summary without `field`.
@@ -645,7 +656,35 @@ fn read_fields(e: &Expr) -> Vec<&str> {
 /// lone string test (a regex only when it can match), presence. False means
 /// "ask the solver", not "unsatisfiable".
 pub fn trivially_sat(e: &Expr, schema: &Schema) -> bool {
-    dnf(e, true).is_some_and(|terms| terms.iter().any(|t| conjunction_sat(t, schema)))
+    trivially_sat_with(e, schema, &mut RegexFacts::default())
+}
+
+/// [`trivially_sat`] with what is known of the regexes so far (a set
+/// repeats its patterns; compiling one per rule would dominate).
+pub fn trivially_sat_with(e: &Expr, schema: &Schema, facts: &mut RegexFacts) -> bool {
+    dnf(e, true).is_some_and(|terms| terms.iter().any(|t| conjunction_sat(t, schema, facts)))
+}
+
+/// Per pattern: can it match some string, and does it match the empty one?
+#[derive(Debug, Default)]
+pub struct RegexFacts {
+    facts: HashMap<String, (bool, bool)>,
+}
+
+impl RegexFacts {
+    fn get(&mut self, pattern: &str) -> (bool, bool) {
+        if let Some(f) = self.facts.get(pattern) {
+            return *f;
+        }
+        let can_match =
+            crate::analyze::regex::search_language(pattern).is_ok_and(|t| t != "re.none");
+        // A pattern that does not compile "matches everything" here, so
+        // that nothing is concluded from it.
+        let matches_empty = regex::Regex::new(pattern).map_or(true, |r| r.is_match(""));
+        self.facts
+            .insert(pattern.to_string(), (can_match, matches_empty));
+        (can_match, matches_empty)
+    }
 }
 
 /// Disjunctive normal forms past this many conjunctions are not expanded.
@@ -693,7 +732,7 @@ fn dnf(e: &Expr, positive: bool) -> Option<Vec<Literals<'_>>> {
     }
 }
 
-fn conjunction_sat(lits: &[(&Expr, bool)], schema: &Schema) -> bool {
+fn conjunction_sat(lits: &[(&Expr, bool)], schema: &Schema, facts: &mut RegexFacts) -> bool {
     let mut by_field: BTreeMap<&str, Vec<(&Expr, bool)>> = BTreeMap::new();
     for (atom, positive) in lits {
         let fields = read_fields(atom);
@@ -704,11 +743,16 @@ fn conjunction_sat(lits: &[(&Expr, bool)], schema: &Schema) -> bool {
     }
     by_field
         .iter()
-        .all(|(field, atoms)| field_sat(field, atoms, schema))
+        .all(|(field, atoms)| field_sat(field, atoms, schema, facts))
 }
 
 /// Can one value (or absence) of `field` meet all of `atoms`?
-fn field_sat(field: &str, atoms: &[(&Expr, bool)], schema: &Schema) -> bool {
+fn field_sat(
+    field: &str,
+    atoms: &[(&Expr, bool)],
+    schema: &Schema,
+    facts: &mut RegexFacts,
+) -> bool {
     let Some(decl) = schema.get(field) else {
         return false;
     };
@@ -728,7 +772,7 @@ fn field_sat(field: &str, atoms: &[(&Expr, bool)], schema: &Schema) -> bool {
         return true;
     }
     if let [(atom, positive)] = tests.as_slice() {
-        return atom_sat(atom, *positive, schema);
+        return atom_sat(atom, *positive, schema, facts);
     }
     match decl.ty {
         Type::Int => ints_sat(&tests, |t| matches!(t, Term::Field(_))),
@@ -921,7 +965,7 @@ fn bools_sat(tests: &[(&Expr, bool)]) -> bool {
     })
 }
 
-fn atom_sat(e: &Expr, positive: bool, schema: &Schema) -> bool {
+fn atom_sat(e: &Expr, positive: bool, schema: &Schema, facts: &mut RegexFacts) -> bool {
     match e {
         Expr::Has(f) => positive || schema.get(f).is_some_and(|d| d.optional),
         Expr::Truthy(_) | Expr::SetContains { .. } => true,
@@ -968,11 +1012,8 @@ fn atom_sat(e: &Expr, positive: bool, schema: &Schema) -> bool {
         // A regex some string matches (its search language is not empty);
         // negated, one that does not match the empty string.
         Expr::Matches { pattern, .. } => {
-            if positive {
-                crate::analyze::regex::search_language(pattern).is_ok_and(|t| t != "re.none")
-            } else {
-                regex::Regex::new(pattern).is_ok_and(|r| !r.is_match(""))
-            }
+            let (can_match, matches_empty) = facts.get(pattern);
+            if positive { can_match } else { !matches_empty }
         }
         _ => false,
     }
