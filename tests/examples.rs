@@ -87,6 +87,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("conflict-modify", &["conflict::modify"]),
+    (
+        "conflict-approval-deadlock",
+        &["conflict::approval_deadlock"],
+    ),
 ];
 
 #[test]
