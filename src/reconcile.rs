@@ -1099,13 +1099,19 @@ fn build_commit(
 }
 
 /// Sets one engine's route; when the engine lacks an artifact (409), uploads
-/// the route's artifacts and tries once more.
+/// the route's artifacts and tries once more. A call that did not get
+/// through (a pooled connection the engine had closed) is tried again at
+/// once: a rollback must not wait for the next pass.
 async fn set_route(
     client: &dyn EngineClient,
     route: &Route,
     artifacts: &[(String, Arc<Vec<u8>>)],
 ) -> Result<(), EngineError> {
-    match client.set_route(route).await {
+    let first = match client.set_route(route).await {
+        Err(EngineError::Unreachable(_)) => client.set_route(route).await,
+        other => other,
+    };
+    match first {
         Err(e) if e.is_missing_artifact() => {
             for (hash, bytes) in artifacts {
                 client.upload(hash, bytes).await?;
