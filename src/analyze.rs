@@ -200,6 +200,7 @@ pub struct Probe<'p> {
     encoder: Encoder<'p>,
     session: Session,
     memo: lang::Memo,
+    cache: HashMap<Expr, Encoded>,
 }
 
 /// A probe's answer.
@@ -213,13 +214,30 @@ pub enum Sat {
 
 impl<'p> Probe<'p> {
     pub fn new(plan: &'p Plan, timeout_ms: u32) -> Probe<'p> {
+        Probe::with_session(plan, Session::new(timeout_ms))
+    }
+
+    /// A probe on an existing solver (a solver's first query is its
+    /// costliest: reuse one across plans on a thread).
+    pub fn with_session(plan: &'p Plan, session: Session) -> Probe<'p> {
         let mut encoder = Encoder::new(plan);
         encoder.load_patterns(plan.patterns().iter().map(String::as_str));
         Probe {
             encoder,
-            session: Session::new(timeout_ms),
+            session,
             memo: lang::Memo::default(),
+            cache: HashMap::new(),
         }
+    }
+
+    /// The solver's figures so far: (queries, solver calls).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.session.queries(), self.session.rounds())
+    }
+
+    /// The solver, for the next probe.
+    pub fn into_session(self) -> Session {
+        self.session
     }
 
     /// Can every condition of `conds` hold on one request?
@@ -230,6 +248,7 @@ impl<'p> Probe<'p> {
             encoder,
             session,
             memo,
+            ..
         } = self;
         let mut strings = BTreeMap::new();
         let mut refine = |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
@@ -253,7 +272,7 @@ impl<'p> Probe<'p> {
         let (mut formulas, mut needs) = self.encode_all(base)?;
         let mut cov = Vec::new();
         for c in covers {
-            let e = self.encoder.encode(c, None)?;
+            let e = self.encode(c)?;
             needs.merge(&e.needs);
             cov.push(e.formula);
         }
@@ -264,6 +283,7 @@ impl<'p> Probe<'p> {
             encoder,
             session,
             memo,
+            ..
         } = self;
         let mut strings = BTreeMap::new();
         let mut refine = |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
@@ -282,11 +302,20 @@ impl<'p> Probe<'p> {
         Ok(Session::smtlib(&refs))
     }
 
+    fn encode(&mut self, e: &Expr) -> Result<Encoded, EncodeError> {
+        if let Some(x) = self.cache.get(e) {
+            return Ok(x.clone());
+        }
+        let x = self.encoder.encode(e, None)?;
+        self.cache.insert(e.clone(), x.clone());
+        Ok(x)
+    }
+
     fn encode_all(&mut self, conds: &[&Expr]) -> Result<(Vec<Bool>, Needs), EncodeError> {
         let mut needs = Needs::default();
         let mut formulas = Vec::new();
         for c in conds {
-            let e = self.encoder.encode(c, None)?;
+            let e = self.encode(c)?;
             needs.merge(&e.needs);
             formulas.push(e.formula);
         }
@@ -529,6 +558,10 @@ fn plan_jobs(
             for s in target_index.admitting(via) {
                 let Some(other) = item(s) else { continue };
                 stats.pairs += 1;
+                if !other.summary.strs(TOOL).is_some_and(|d| d.admits(via)) {
+                    stats.pruned += 1;
+                    continue;
+                }
                 if !rest.overlaps(&other.summary.without(TOOL), schema) {
                     stats.pruned += 1;
                     continue;
@@ -661,6 +694,10 @@ enum Solved {
 }
 
 impl Worker<'_> {
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn encoded(&mut self, i: usize, over: Option<&Override>) -> Result<Encoded, Answer> {
         let key = (i, over.cloned());
         if let Some(e) = self.cache.get(&key) {
@@ -680,6 +717,10 @@ impl Worker<'_> {
         })
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn present(&self, field: &str) -> Result<Bool, Answer> {
         self.encoder
             .present(field)
@@ -722,6 +763,10 @@ impl Worker<'_> {
         }
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is an answer, built once per job; boxing buys nothing"
+    )]
     fn run(&mut self, job: &Job) -> Result<Answer, Answer> {
         let plain = |request| Witness {
             request,

@@ -13,6 +13,16 @@
 //!     require_approval "finance" via "approvals.request" APPROVAL_REQUIRED "Above 1000"
 //!   }
 //!
+//!   rule small_transfer {
+//!     when tool == "payments.transfer"
+//!       and agent in ["billing-bot", "payroll-bot"]
+//!       and (args.country in ["AT", "BE", "CH", "DE", "DK", "ES", "FR", "GB", "IE", "IT", "NL", "PL",
+//!           "SE", "US"]
+//!         or args.domestic)
+//!     require_approval "finance" via "approvals.request"
+//!       SMALL_TRANSFER "Small transfers to supported corridors need a second look"
+//!   }
+//!
 //!   limit transfers_per_agent {
 //!     when tool == "payments.transfer"
 //!     max 100 per 1d by agent
@@ -26,15 +36,26 @@
 //!   order written, then one blank line (when there is a tier or a
 //!   requirement), then the rules and limits in the order written, separated
 //!   by one blank line;
-//! - a condition on one line after `when`, the effect on the next line; each
-//!   part of a limit on its own line; no line is wrapped;
+//! - a condition after `when`, the effect on the next line; each part of a
+//!   limit on its own line;
+//! - a line that would be wider than [`MAX_WIDTH`] columns (indentation
+//!   included, a trailing comment not counted) is wrapped, by rules that look
+//!   at the syntax tree alone (see `fmt/wrap.rs`): a condition breaks its
+//!   `and`/`or` chain one operand per line (`and …`/`or …` one level deeper
+//!   than `when`), then each operand that is still too long: a chain inside
+//!   it one level deeper again (`)` at the end of its last operand), a list
+//!   after a comma (filled up to the width); an effect breaks before its
+//!   reason code, then before `via`;
 //! - one space around binary operators, lists as `["a", "b"]`, strings
 //!   re-escaped (`\\ \" \n \t`), requirements with normalized spacing
 //!   (`>=1.0, <2.0`); parentheses exactly where the author wrote them;
 //! - comments kept: an own-line comment stays above the line that follows it
 //!   (with a blank line after it when the source had one), a comment that
 //!   trailed code stays at the end of that line after two spaces, and a comment
-//!   inside a construct that is now printed on one line moves above that line;
+//!   inside a construct that is now printed on one line moves above that line
+//!   (in a wrapped condition or effect, each line is such a construct: a
+//!   comment goes above the operand line it precedes or after the one it
+//!   trails; it keeps no blank line below it there);
 //! - exactly one newline at the end of the file.
 //!
 //! Formatting is idempotent, and the text it prints parses to the same syntax
@@ -42,9 +63,10 @@
 
 mod comments;
 mod print;
+mod wrap;
 
 use crate::diagnostic::Finding;
-use crate::parse::ast::{Expr, ExprKind, Item, Limit, Policy, Rule};
+use crate::parse::ast::{Item, Limit, Policy, Rule};
 use crate::parse::parse_policy;
 use crate::source::SourceFile;
 
@@ -53,6 +75,7 @@ pub use print::{
     effect as format_effect, expr as format_expr, literal as format_literal,
     modify_value as format_modify_value, quote, requirement as normalize_requirement,
 };
+pub use wrap::MAX_WIDTH;
 
 /// Indentation of one level.
 const INDENT: &str = "  ";
@@ -122,6 +145,9 @@ struct Line {
     /// A closing `}`: own-line comments above it belong to the block's body and
     /// are indented one level deeper.
     closes: bool,
+    /// A line that goes on with a wrapped condition or effect: own-line
+    /// comments above it keep no blank line after them.
+    cont: bool,
 }
 
 struct Lines<'a> {
@@ -136,7 +162,21 @@ impl Lines<'_> {
             text,
             end: Some(end),
             closes: false,
+            cont: false,
         });
+    }
+
+    /// The lines of one wrapped construct.
+    fn wrapped(&mut self, pieces: Vec<wrap::Piece>) {
+        for (i, p) in pieces.into_iter().enumerate() {
+            self.lines.push(Line {
+                depth: p.depth,
+                text: p.text,
+                end: Some(p.end),
+                closes: false,
+                cont: i > 0,
+            });
+        }
     }
 
     fn close(&mut self, depth: usize, end: usize) {
@@ -145,6 +185,7 @@ impl Lines<'_> {
             text: "}".to_string(),
             end: Some(end),
             closes: true,
+            cont: false,
         });
     }
 
@@ -154,19 +195,13 @@ impl Lines<'_> {
             text: String::new(),
             end: None,
             closes: false,
+            cont: false,
         });
     }
 
     /// The end of the `{` that follows `pos` in the source.
     fn brace_after(&self, pos: usize) -> usize {
-        self.src.map_or(pos, |src| {
-            let at = comments::next_token(src, pos);
-            if src.as_bytes().get(at) == Some(&b'{') {
-                at + 1
-            } else {
-                pos
-            }
-        })
+        comments::end_of_token(self.src, pos, b'{')
     }
 }
 
@@ -214,9 +249,9 @@ fn layout_rule(out: &mut Lines<'_>, rule: &Rule) {
         out.brace_after(rule.name.span.end),
     );
     if let Some(when) = &rule.when {
-        out.code(2, format!("when {}", print::expr(when)), expr_end(when));
+        out.wrapped(wrap::condition(when, 2, out.src));
     }
-    out.code(2, print::effect(&rule.effect.node), rule.effect.span.end);
+    out.wrapped(wrap::effect("", &rule.effect, 2));
     out.close(1, rule.span.0.end);
 }
 
@@ -227,7 +262,7 @@ fn layout_limit(out: &mut Lines<'_>, limit: &Limit) {
         out.brace_after(limit.name.span.end),
     );
     if let Some(when) = &limit.when {
-        out.code(2, format!("when {}", print::expr(when)), expr_end(when));
+        out.wrapped(wrap::condition(when, 2, out.src));
     }
     let by: Vec<&str> = limit.by.iter().map(|p| p.node.as_str()).collect();
     let window = limit.window.node;
@@ -245,26 +280,11 @@ fn layout_limit(out: &mut Lines<'_>, limit: &Limit) {
             .last()
             .map_or(limit.window.span.end, |p| p.span.end),
     );
-    out.code(
-        2,
-        format!("exceed {}", print::effect(&limit.exceed.node)),
-        limit.exceed.span.end,
-    );
+    out.wrapped(wrap::effect("exceed ", &limit.exceed, 2));
     if let Some(od) = &limit.on_decrease {
         out.code(2, format!("on_decrease {}", od.node.as_str()), od.span.end);
     }
     out.close(1, limit.span.0.end);
-}
-
-/// The end of an expression's last token. The span of an `and`/`or` chain
-/// may run on over the whitespace and comments that follow it, so the end is
-/// taken from the last operand.
-fn expr_end(e: &Expr) -> usize {
-    match &e.node {
-        ExprKind::Or(parts) | ExprKind::And(parts) => parts.last().map_or(e.span.end, expr_end),
-        ExprKind::Not(inner) => expr_end(inner),
-        _ => e.span.end,
-    }
 }
 
 /// Which comments go where: above a line, at the end of a line, or after the
@@ -297,8 +317,8 @@ impl Attached<'_> {
 /// lines, but every comment is still printed once and nothing panics.
 //
 // INVARIANT: the code lines of `layout` cover every token of the source, and
-// each is one contiguous run of source tokens; `Line::end` is the end of that
-// run's last token.
+// each is one contiguous run of source tokens (the lines of a wrapped
+// condition or effect too); `Line::end` is the end of that run's last token.
 fn attach<'c>(lines: &[Line], comments: &'c [Comment], src: &str) -> Attached<'c> {
     let mut att = Attached::empty(lines.len());
     // (end, start, line index) of each code line, in source order.
@@ -355,7 +375,7 @@ fn render(lines: &[Line], att: &Attached<'_>) -> String {
         for (j, &(c, blank_after)) in above.iter().enumerate() {
             push(line.depth + usize::from(line.closes), &c.text);
             let last = j + 1 == above.len();
-            if blank_after && !(last && line.closes) {
+            if blank_after && !line.cont && !(last && line.closes) {
                 push(0, "");
             }
         }

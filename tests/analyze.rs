@@ -167,7 +167,579 @@ fn an_undecided_query_is_reported_not_dropped() {
         report.findings
     );
     let f = &report.findings[0];
-    assert!(f.message.contains("`hard.keys_in_echoes`"), "{}", f.message);
+    assert!(
+        f.message.contains("`hard.keys_in_long_bodies`"),
+        "{}",
+        f.message
+    );
     assert!(f.message.contains("200 ms"), "{}", f.message);
     assert_eq!(report.stats.unknown, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Differential tests: solver verdicts against brute-force evaluation.
+//
+// Requests range over a small finite domain; every query also asserts that
+// domain (as IR, `domain()`), so the solver's answer must equal what the
+// real evaluator finds by trying every request of the domain.
+
+mod differential {
+    use std::cell::RefCell;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{Value, json};
+    use sluice::analyze::Probe;
+    use sluice::analyze::Sat;
+    use sluice::analyze::index::{summarize, trivially_sat};
+    use sluice::analyze::smt::Plan;
+    use sluice::analyze::solver::Session;
+    use sluice::compile::artifact::Artifact;
+    use sluice::compile::ir::{
+        CmpOp, DecisionKind, Effect, Expr, FieldDecl, Literal, Policy, PolicySet, Rule, Term, Tier,
+        Type,
+    };
+    use sluice::engine::eval::{Evaluator, LimitMode, Outcome};
+    use sluice::engine::request::Request;
+    use sluice::engine::state::MemoryLimitStore;
+    use sluice::schema::Schema;
+
+    /// Cases per test, scaled by `SLUICE_ANALYZE_CASES` (a multiplier,
+    /// default 1; the defaults add up to 10,000 cases).
+    fn cases(base: u32) -> u32 {
+        let k: u32 = std::env::var("SLUICE_ANALYZE_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        base * k.max(1)
+    }
+
+    fn schema() -> Schema {
+        let f = |path: &str, ty, optional| FieldDecl {
+            path: path.into(),
+            ty,
+            optional,
+        };
+        Schema::new(vec![
+            f("tool", Type::Str, false),
+            f("u", Type::Str, false),
+            f("n", Type::Int, false),
+            f("s", Type::Str, true),
+            f("f", Type::Bool, true),
+            f("tags", Type::StrSet, true),
+        ])
+    }
+
+    const TOOLS: [&str; 2] = ["a", "b"];
+    const US: [&str; 2] = ["ab", "b"];
+    const NS: [i64; 3] = [-1, 0, 5];
+    const SS: [&str; 4] = ["", "ab", "ba", "b"];
+
+    fn s(v: &str) -> Literal {
+        Literal::Str(v.into())
+    }
+
+    fn cmp(field: &str, op: CmpOp, lit: Literal) -> Expr {
+        let ty = match lit {
+            Literal::Int(_) => Type::Int,
+            Literal::Str(_) => Type::Str,
+            Literal::Bool(_) => Type::Bool,
+        };
+        Expr::Cmp {
+            op,
+            lhs: Term::Field(field.into()),
+            rhs: Term::Lit(lit),
+            ty,
+        }
+    }
+
+    fn len_cmp(field: &str, op: CmpOp, k: i64) -> Expr {
+        Expr::Cmp {
+            op,
+            lhs: Term::Len(field.into()),
+            rhs: Term::Lit(Literal::Int(k)),
+            ty: Type::Int,
+        }
+    }
+
+    fn not(e: Expr) -> Expr {
+        Expr::Not(Box::new(e))
+    }
+
+    /// The domain, as a condition every query also asserts.
+    fn domain() -> Expr {
+        let contains = |v: &str| Expr::SetContains {
+            field: "tags".into(),
+            value: v.into(),
+        };
+        let tags = |n: i64, x: bool, y: bool| {
+            Expr::And(vec![
+                len_cmp("tags", CmpOp::Eq, n),
+                if x { contains("x") } else { not(contains("x")) },
+                if y { contains("y") } else { not(contains("y")) },
+            ])
+        };
+        Expr::And(vec![
+            Expr::In {
+                lhs: Term::Field("tool".into()),
+                values: TOOLS.iter().map(|v| s(v)).collect(),
+            },
+            Expr::In {
+                lhs: Term::Field("u".into()),
+                values: US.iter().map(|v| s(v)).collect(),
+            },
+            Expr::In {
+                lhs: Term::Field("n".into()),
+                values: NS.iter().map(|v| Literal::Int(*v)).collect(),
+            },
+            Expr::Or(vec![
+                not(Expr::Has("s".into())),
+                Expr::In {
+                    lhs: Term::Field("s".into()),
+                    values: SS.iter().map(|v| s(v)).collect(),
+                },
+            ]),
+            Expr::Or(vec![
+                not(Expr::Has("tags".into())),
+                tags(0, false, false),
+                tags(1, true, false),
+                tags(2, true, true),
+            ]),
+        ])
+    }
+
+    /// Every request of the domain (2 × 2 × 3 × 5 × 3 × 4 = 720).
+    fn requests(schema: &Schema) -> Vec<Request> {
+        let mut out = Vec::new();
+        let ss: Vec<Option<&str>> = std::iter::once(None)
+            .chain(SS.iter().map(|v| Some(*v)))
+            .collect();
+        let fs = [None, Some(true), Some(false)];
+        let tagss: [Option<Vec<&str>>; 4] =
+            [None, Some(vec![]), Some(vec!["x"]), Some(vec!["x", "y"])];
+        for tool in TOOLS {
+            for u in US {
+                for n in NS {
+                    for sv in &ss {
+                        for fv in fs {
+                            for tv in &tagss {
+                                let mut top = json!({"tool": tool, "u": u, "n": n});
+                                if let Some(v) = sv {
+                                    top["s"] = json!(v);
+                                }
+                                if let Some(v) = fv {
+                                    top["f"] = json!(v);
+                                }
+                                if let Some(v) = tv {
+                                    top["tags"] = json!(v);
+                                }
+                                out.push(Request::from_json(&top, schema).unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    const PATTERNS: [&str; 10] = [
+        "^a", "b$", "a|^b", "^(ab)+$", "^$", "[a-c]{2}", "x?b", "(^|a)b", "^b|a$", "ab|^$",
+    ];
+    const LITS: [&str; 6] = ["", "a", "b", "ab", "ba", "c"];
+
+    fn atom() -> impl Strategy<Value = Expr> {
+        let op = prop::sample::select(vec![
+            CmpOp::Eq,
+            CmpOp::Ne,
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Gt,
+            CmpOp::Ge,
+        ]);
+        let eq = prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne]);
+        let lit = prop::sample::select(LITS.to_vec());
+        let lits = prop::collection::vec(prop::sample::select(LITS.to_vec()), 0..3);
+        prop_oneof![
+            (eq.clone(), prop::sample::select(vec!["a", "b", "c"])).prop_map(|(op, v)| cmp(
+                "tool",
+                op,
+                s(v)
+            )),
+            prop::sample::select(vec!["a", "b", "c"]).prop_map(|v| Expr::StartsWith {
+                field: "tool".into(),
+                value: v.into()
+            }),
+            (op.clone(), -2i64..7).prop_map(|(op, k)| cmp("n", op, Literal::Int(k))),
+            prop::collection::vec(-2i64..7, 0..3).prop_map(|v| Expr::In {
+                lhs: Term::Field("n".into()),
+                values: v.into_iter().map(Literal::Int).collect()
+            }),
+            Just(Expr::Has("s".into())),
+            (eq, lit.clone()).prop_map(|(op, v)| cmp("s", op, s(v))),
+            lits.prop_map(|v| Expr::In {
+                lhs: Term::Field("s".into()),
+                values: v.into_iter().map(s).collect()
+            }),
+            lit.clone().prop_map(|v| Expr::StartsWith {
+                field: "s".into(),
+                value: v.into()
+            }),
+            lit.clone().prop_map(|v| Expr::EndsWith {
+                field: "s".into(),
+                value: v.into()
+            }),
+            lit.prop_map(|v| Expr::Contains {
+                field: "s".into(),
+                value: v.into()
+            }),
+            prop::sample::select(PATTERNS.to_vec()).prop_map(|p| Expr::Matches {
+                field: "s".into(),
+                pattern: p.into()
+            }),
+            (op.clone(), -1i64..4).prop_map(|(op, k)| len_cmp("s", op, k)),
+            Just(Expr::Truthy("f".into())),
+            any::<bool>().prop_map(|b| cmp("f", CmpOp::Eq, Literal::Bool(b))),
+            Just(Expr::Has("f".into())),
+            prop::sample::select(vec!["x", "y", "z"]).prop_map(|v| Expr::SetContains {
+                field: "tags".into(),
+                value: v.into()
+            }),
+            (op, 0i64..3).prop_map(|(op, k)| len_cmp("tags", op, k)),
+            Just(Expr::Has("tags".into())),
+            Just(cmp("u", CmpOp::Eq, s("ab"))),
+        ]
+    }
+
+    /// Conditions; one in sixteen also compares `s` with `u` (a field with a
+    /// field: Z3's strings instead of automata).
+    fn cond() -> impl Strategy<Value = Expr> {
+        let tree = atom().prop_recursive(3, 10, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 2..4).prop_map(Expr::And),
+                prop::collection::vec(inner.clone(), 2..4).prop_map(Expr::Or),
+                inner.prop_map(not),
+            ]
+        });
+        (tree, 0..16u8).prop_map(|(e, k)| {
+            if k == 0 {
+                Expr::And(vec![
+                    e,
+                    Expr::Cmp {
+                        op: CmpOp::Eq,
+                        lhs: Term::Field("s".into()),
+                        rhs: Term::Field("u".into()),
+                        ty: Type::Str,
+                    },
+                ])
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A set with the conditions as rules `p0.r0`, `p0.r1`, … (deny, so
+    /// that every match is a reason).
+    fn set_of(conds: &[Expr]) -> PolicySet {
+        let rules = conds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Rule {
+                name: format!("r{i}"),
+                when: c.clone(),
+                effect: Effect::Deny {
+                    code: "X".into(),
+                    text: "x".into(),
+                },
+                origin: Default::default(),
+            })
+            .collect();
+        PolicySet {
+            policies: vec![Policy {
+                name: "p0".into(),
+                version: "1.0.0".into(),
+                tier: Tier::Operational,
+                requires: vec![],
+                rules,
+                limits: vec![],
+                origin: Default::default(),
+            }],
+        }
+    }
+
+    /// For each domain request, which rules match (by index).
+    fn brute(schema: &Schema, conds: &[Expr], reqs: &[Request]) -> Vec<Vec<bool>> {
+        let artifact = Artifact::new(
+            "t",
+            DecisionKind::Allow,
+            schema.clone(),
+            set_of(conds),
+            None,
+        )
+        .unwrap();
+        let ev = Evaluator::new(&artifact).unwrap();
+        let store = MemoryLimitStore::new();
+        let mut out = Outcome::default();
+        reqs.iter()
+            .map(|r| {
+                ev.evaluate_into(r, 0, &store, LimitMode::DryRun, &mut out)
+                    .unwrap();
+                let mut row = vec![false; conds.len()];
+                for reason in ev.reasons(&out) {
+                    let i: usize = reason.rule[1..].parse().unwrap();
+                    row[i] = true;
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// The domain's requests with their JSON text, to find a witness.
+    pub struct Domain {
+        pub reqs: Vec<Request>,
+        index: std::collections::HashMap<String, usize>,
+    }
+
+    impl Domain {
+        pub fn new(schema: &Schema) -> Domain {
+            let reqs = requests(schema);
+            let index = reqs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.to_json(schema).to_string(), i))
+                .collect();
+            Domain { reqs, index }
+        }
+
+        /// The row of `table` for the witness `json`; `None` when the
+        /// witness is not a request of the domain.
+        pub fn row<'t>(&self, table: &'t [Vec<bool>], json: &Value) -> Option<&'t [bool]> {
+            let i = self.index.get(&json.to_string())?;
+            table.get(*i).map(Vec::as_slice)
+        }
+    }
+
+    thread_local! {
+        static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` with a probe over `conds` + the domain, on this thread's
+    /// solver.
+    fn with_probe<T>(conds: &[Expr], f: impl FnOnce(&mut Probe<'_>) -> T) -> T {
+        let schema = schema();
+        let dom = domain();
+        let plan = Plan::new(&schema, conds.iter().chain(std::iter::once(&dom)), &[]);
+        let session = SESSION
+            .with(|s| s.borrow_mut().take())
+            .unwrap_or_else(|| Session::new(10_000));
+        let mut probe = Probe::with_session(&plan, session);
+        let out = f(&mut probe);
+        let session = probe.into_session();
+        SESSION.with(|s| *s.borrow_mut() = Some(session));
+        out
+    }
+
+    fn runner(cases: u32) -> TestRunner {
+        TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        })
+    }
+
+    /// Satisfiability of a condition (dead rules): solver and brute force
+    /// agree; every witness is in the domain and matches.
+    #[test]
+    fn dead_verdicts_match_brute_force() {
+        let schema = schema();
+        let dom_reqs = Domain::new(&schema);
+        let reqs = &dom_reqs.reqs;
+        runner(cases(4_000))
+            .run(&cond(), |c| {
+                let conds = [c];
+                let table = brute(&schema, &conds, reqs);
+                let truth = table.iter().any(|row| row[0]);
+                // The shortcuts that spare the solver are sound: an empty
+                // summary matches nothing, an obviously satisfiable
+                // condition is satisfiable (outside the domain too).
+                let summary = summarize(&conds[0], true, &schema);
+                prop_assert!(
+                    !(summary.is_empty() && truth),
+                    "empty summary of a live condition\n{conds:?}"
+                );
+                let trivial = trivially_sat(&conds[0], &schema);
+                with_probe(&conds, |probe| {
+                    if trivial {
+                        let alone = probe.satisfiable(&[&conds[0]]).unwrap();
+                        prop_assert!(
+                            matches!(alone, Sat::Yes(_)),
+                            "trivially sat but {alone:?}\n{conds:?}"
+                        );
+                    }
+                    let dom = domain();
+                    match probe.satisfiable(&[&conds[0], &dom]).unwrap() {
+                        Sat::Yes(req) => {
+                            prop_assert!(truth, "solver: sat, brute force: unsat\n{conds:?}");
+                            let json = req.to_json(&schema);
+                            let row = dom_reqs.row(&table, &json);
+                            prop_assert!(row.is_some_and(|m| m[0]), "witness {json} of {conds:?}");
+                        }
+                        Sat::No => {
+                            prop_assert!(!truth, "solver: unsat, brute force: sat\n{conds:?}")
+                        }
+                        Sat::Unknown(r) => prop_assert!(false, "unknown: {r}\n{conds:?}"),
+                    }
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
+
+    /// Overlap of two conditions: solver and brute force agree.
+    #[test]
+    fn overlap_verdicts_match_brute_force() {
+        let schema = schema();
+        let dom_reqs = Domain::new(&schema);
+        let reqs = &dom_reqs.reqs;
+        runner(cases(4_000))
+            .run(&(cond(), cond()), |(a, b)| {
+                let conds = [a, b];
+                let table = brute(&schema, &conds, reqs);
+                let truth = table.iter().any(|row| row[0] && row[1]);
+                let (sa, sb) = (
+                    summarize(&conds[0], true, &schema),
+                    summarize(&conds[1], true, &schema),
+                );
+                prop_assert!(
+                    sa.overlaps(&sb, &schema) || !truth,
+                    "summaries say disjoint\n{conds:?}"
+                );
+                with_probe(&conds, |probe| {
+                    let dom = domain();
+                    match probe.satisfiable(&[&conds[0], &conds[1], &dom]).unwrap() {
+                        Sat::Yes(req) => {
+                            prop_assert!(truth, "solver: overlap, brute force: none\n{conds:?}");
+                            let json = req.to_json(&schema);
+                            let row = dom_reqs.row(&table, &json);
+                            prop_assert!(row.is_some_and(|m| m[0] && m[1]), "witness {json}");
+                        }
+                        Sat::No => {
+                            prop_assert!(!truth, "solver: none, brute force: overlap\n{conds:?}")
+                        }
+                        Sat::Unknown(r) => prop_assert!(false, "unknown: {r}\n{conds:?}"),
+                    }
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
+
+    /// Shadowing: is every request of the first condition matched by one of
+    /// the others? Solver and brute force agree, and the covers the solver
+    /// names suffice.
+    #[test]
+    fn cover_verdicts_match_brute_force() {
+        let schema = schema();
+        let dom_reqs = Domain::new(&schema);
+        let reqs = &dom_reqs.reqs;
+        runner(cases(2_000))
+            .run(&prop::collection::vec(cond(), 3), |conds| {
+                let table = brute(&schema, &conds, reqs);
+                let covered_by = |which: &[usize]| {
+                    table
+                        .iter()
+                        .filter(|row| row[0])
+                        .all(|row| which.iter().any(|w| row[w + 1]))
+                };
+                let truth = covered_by(&[0, 1]);
+                with_probe(&conds, |probe| {
+                    let dom = domain();
+                    let got = probe
+                        .covered(&[&conds[0], &dom], &[&conds[1], &conds[2]])
+                        .unwrap();
+                    match got {
+                        Ok(Some(used)) => {
+                            prop_assert!(truth, "solver: covered, brute force: not\n{conds:?}");
+                            prop_assert!(covered_by(&used), "the covers {used:?} do not suffice");
+                        }
+                        Ok(None) => prop_assert!(
+                            !truth,
+                            "solver: not covered, brute force: covered\n{conds:?}"
+                        ),
+                        Err(r) => prop_assert!(false, "unknown: {r}\n{conds:?}"),
+                    }
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark generator's planted conflicts.
+
+#[path = "../benches/support/conflicts.rs"]
+mod conflicts;
+
+/// Parses and type-checks a generated repository (no analysis).
+fn typed(g: &conflicts::Generated) -> (sluice::project::Project, sluice::compile::ir::PolicySet) {
+    let toml = sluice::source::SourceFile::new("sluice.toml", g.toml.as_str());
+    let project = sluice::project::parse(&toml).unwrap();
+    let parsed: Vec<_> = g
+        .files
+        .iter()
+        .map(|(name, text)| {
+            let f = sluice::source::SourceFile::new(name.as_str(), text.as_str());
+            let p = sluice::parse::parse_policy(&f).unwrap();
+            (f, p)
+        })
+        .collect();
+    let out = sluice::check::check(&parsed, &project.schema);
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    (project, out.set.unwrap())
+}
+
+#[test]
+fn every_planted_conflict_is_found_and_nothing_else() {
+    let g = conflicts::generate(60);
+    assert_eq!(g.planted.len(), 6);
+    let (project, set) = typed(&g);
+    let report = analyze::analyze(&set, &project.schema, project.default, &Options::default());
+    let found: Vec<(String, Vec<String>)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            let rules = f
+                .labels
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}.{}",
+                        l.policy.as_deref().unwrap(),
+                        l.rule.as_deref().unwrap()
+                    )
+                })
+                .collect();
+            (f.code.to_string(), rules)
+        })
+        .collect();
+    for p in &g.planted {
+        assert!(
+            found
+                .iter()
+                .any(|(code, rules)| code == p.code && p.rules.iter().all(|r| rules.contains(r))),
+            "planted {p:?} not found in {found:#?}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        g.planted.len(),
+        "findings where nothing was planted: {found:#?}"
+    );
+    // Every finding with a witness has its decisions from the evaluator.
+    for f in &report.findings {
+        assert_eq!(f.witness.is_some(), f.witness_decisions.is_some());
+        assert!(f.code != "conflict::dead_rule" || f.witness.is_none());
+    }
+    assert_eq!(report.stats.unknown, 0);
 }

@@ -76,6 +76,17 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("version-cycle", &["version::cycle"]),
     ("version-duplicate", &["version::duplicate"]),
+    ("conflict-overridden-allow", &["conflict::overridden_allow"]),
+    ("conflict-shadowed", &["conflict::shadowed"]),
+    (
+        "conflict-dead-rule",
+        &[
+            "conflict::dead_rule",
+            "conflict::dead_rule",
+            "conflict::dead_rule",
+        ],
+    ),
+    ("conflict-modify", &["conflict::modify"]),
 ];
 
 #[test]

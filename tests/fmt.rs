@@ -1,14 +1,20 @@
 //! Formatter tests: fixture pairs `tests/data/fmt/NAME.in.policy` →
 //! `NAME.out.policy`, the round-trip and idempotence properties over every
-//! policy file of the repository, and property tests over random policies
-//! printed with a messy (but valid) layout full of comments.
+//! policy file of the repository, the line-wrapping rule (a condition or an
+//! effect that fits in `MAX_WIDTH` columns is on one line, one that does not
+//! is broken), and property tests over random policies (long conditions and
+//! effects among them) printed with a messy (but valid) layout full of
+//! comments.
 //!
 //! Set `UPDATE_FMT_FIXTURES=1` to (re)write the `.out.policy` files.
 
 use std::path::PathBuf;
 
-use sluice::fmt::{format_files, format_parsed, format_policy, format_source, scan_comments};
-use sluice::parse::ast::Policy;
+use sluice::fmt::{
+    MAX_WIDTH, format_effect, format_expr, format_files, format_parsed, format_policy,
+    format_source, scan_comments,
+};
+use sluice::parse::ast::{Effect, Expr, ExprKind, Item, Policy};
 use sluice::parse::parse_policy;
 use sluice::source::SourceFile;
 
@@ -235,6 +241,144 @@ fn slashes_in_strings_are_not_comments() {
     assert!(out.contains(r#"when url starts_with "https://x""#));
 }
 
+// ---- wrapping ---------------------------------------------------------------------
+
+/// Whether the formatter can break `e` over lines: it holds an `and`/`or`
+/// chain or a list of more than one element.
+fn breakable(e: &Expr) -> bool {
+    match &e.node {
+        ExprKind::Or(_) | ExprKind::And(_) => true,
+        ExprKind::Not(inner) | ExprKind::Paren(inner) => breakable(inner),
+        ExprKind::In { list, .. } => list.len() > 1,
+        _ => false,
+    }
+}
+
+/// The wrapping rule at the top level of `text`, the canonical text of `p`:
+/// a `when` condition or an effect that fits in [`MAX_WIDTH`] columns is on
+/// one line; one that does not, and can be broken, is not.
+fn check_fit(p: &Policy, text: &str) -> Result<(), String> {
+    // Without comments: a trailing comment does not count towards the width.
+    let mut code = text.to_string();
+    for c in scan_comments(text).iter().rev() {
+        code.replace_range(c.span.start..c.span.end, "");
+    }
+    let lines: std::collections::HashSet<&str> = code.lines().map(str::trim_end).collect();
+    let check = |flat: String, can_break: bool| {
+        let line = format!("    {flat}");
+        let fits = line.chars().count() <= MAX_WIDTH;
+        let one_line = lines.contains(line.as_str());
+        if fits && !one_line {
+            Err(format!("fits but is wrapped: {line:?}\n{text}"))
+        } else if !fits && can_break && one_line {
+            Err(format!("too long but not wrapped: {line:?}\n{text}"))
+        } else {
+            Ok(())
+        }
+    };
+    for item in &p.items {
+        let (when, prefix, effect) = match item {
+            Item::Rule(r) => (&r.when, "", &r.effect.node),
+            Item::Limit(l) => (&l.when, "exceed ", &l.exceed.node),
+        };
+        if let Some(w) = when {
+            check(format!("when {}", format_expr(w)), breakable(w))?;
+        }
+        let can_break = matches!(
+            effect,
+            Effect::RequireApproval { .. } | Effect::Modify { .. }
+        );
+        check(format!("{prefix}{}", format_effect(effect)), can_break)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn fixtures_fit() {
+    for entry in std::fs::read_dir(fixture_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.display().to_string();
+        if !name.ends_with(".out.policy") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let p = parse(&name, &text).unwrap();
+        if let Err(e) = check_fit(&p, &text) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn wrapping_does_not_depend_on_the_layout() {
+    let text =
+        std::fs::read_to_string(fixture_dir().join("0015_wrap_any_layout.out.policy")).unwrap();
+    let mut bodies: Vec<&str> = text
+        .split("\n  rule ")
+        .skip(1)
+        .map(|rule| {
+            rule.split_once('\n')
+                .unwrap()
+                .1
+                .split("\n  }")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 4);
+    assert!(bodies[0].lines().count() > 4, "{}", bodies[0]);
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "{text}");
+}
+
+#[test]
+fn module_doc_example_is_canonical() {
+    let src = std::fs::read_to_string(root().join("src/fmt.rs")).unwrap();
+    let doc: Vec<&str> = src
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = doc.iter().position(|l| *l == "```text").unwrap() + 1;
+    let len = doc[start..].iter().position(|l| *l == "```").unwrap();
+    let example = doc[start..start + len].join("\n") + "\n";
+    assert!(example.contains("\n      and "), "{example}");
+    assert_eq!(fmt("doc.policy", &example).unwrap(), example);
+}
+
+/// The generators make long conditions and effects often enough: among the
+/// canonical texts of the generated policies, a fair share wrap a `when`
+/// chain, break a chain inside it, break a list and break an effect.
+#[test]
+fn generated_policies_wrap() {
+    use proptest::strategy::ValueTree;
+    const N: usize = 256;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut chains, mut inner, mut lists, mut effects) = (0, 0, 0, 0);
+    for _ in 0..N {
+        let p = arb::policy().new_tree(&mut runner).unwrap().current();
+        let text = format_policy(&p);
+        let starts = |depth: usize, what: &dyn Fn(&str) -> bool| {
+            text.lines().any(|l| {
+                l.strip_prefix(&"  ".repeat(depth))
+                    .is_some_and(|rest| !rest.starts_with(' ') && what(rest))
+            })
+        };
+        let op = |rest: &str| rest.starts_with("and ") || rest.starts_with("or ");
+        chains += usize::from(starts(3, &op));
+        inner += usize::from((4..12).any(|d| starts(d, &op)));
+        lists += usize::from(text.lines().any(|l| l.ends_with(',')));
+        effects += usize::from(starts(3, &|rest: &str| {
+            rest.starts_with(|c: char| c.is_ascii_uppercase())
+                && rest
+                    .split_once(' ')
+                    .is_some_and(|(_, t)| t.starts_with('"'))
+        }));
+    }
+    let counts = [chains, inner, lists, effects];
+    assert!(counts.iter().all(|&c| c >= N / 20), "{counts:?} of {N}");
+}
+
 // ---- property tests ---------------------------------------------------------------
 
 mod arb {
@@ -303,8 +447,14 @@ mod arb {
         "[A-Z][A-Z0-9_]{0,10}"
     }
 
+    /// Mostly short strings; sometimes long ones, so that effects and
+    /// conditions overflow a line.
     fn text() -> impl Strategy<Value = String> {
-        prop::collection::vec(select(CHARS), 0..12).prop_map(|cs| cs.into_iter().collect())
+        prop_oneof![
+            6 => prop::collection::vec(select(CHARS), 0..12),
+            1 => prop::collection::vec(select(CHARS), 12..72),
+        ]
+        .prop_map(|cs| cs.into_iter().collect())
     }
 
     fn literal() -> impl Strategy<Value = Literal> {
@@ -355,7 +505,13 @@ mod arb {
                 lhs,
                 rhs
             })),
-            (term(), prop::collection::vec(literal().prop_map(sp), 0..4))
+            (
+                term(),
+                prop_oneof![
+                    3 => prop::collection::vec(literal().prop_map(sp), 0..4),
+                    1 => prop::collection::vec(literal().prop_map(sp), 4..24),
+                ]
+            )
                 .prop_map(|(lhs, list)| sp(ExprKind::In { lhs, list })),
             (str_op(), term(), term()).prop_map(|(op, lhs, rhs)| sp(ExprKind::Str {
                 op,
@@ -373,13 +529,23 @@ mod arb {
         atom()
             .prop_recursive(4, 24, 4, |inner| {
                 prop_oneof![
-                    prop::collection::vec(inner.clone(), 2..4).prop_map(|v| sp(ExprKind::Or(v))),
-                    prop::collection::vec(inner.clone(), 2..4).prop_map(|v| sp(ExprKind::And(v))),
+                    prop::collection::vec(inner.clone(), 2..6).prop_map(|v| sp(ExprKind::Or(v))),
+                    prop::collection::vec(inner.clone(), 2..6).prop_map(|v| sp(ExprKind::And(v))),
                     inner.clone().prop_map(|e| sp(ExprKind::Not(Box::new(e)))),
                     inner.prop_map(|e| sp(ExprKind::Paren(Box::new(e)))),
                 ]
             })
             .prop_map(legal)
+    }
+
+    /// A `when` condition: any condition, or sometimes a long `and`/`or`
+    /// chain of them, so that wrapping is exercised.
+    pub fn condition() -> impl Strategy<Value = Expr> {
+        prop_oneof![
+            3 => expr(),
+            1 => prop::collection::vec(expr(), 3..9).prop_map(|v| legal(sp(ExprKind::And(v)))),
+            1 => prop::collection::vec(expr(), 3..9).prop_map(|v| legal(sp(ExprKind::Or(v)))),
+        ]
     }
 
     fn paren_if(e: Expr, needs: fn(&ExprKind) -> bool) -> Expr {
@@ -443,7 +609,7 @@ mod arb {
     }
 
     fn rule() -> impl Strategy<Value = Item> {
-        (name(), prop::option::of(expr()), effect(true)).prop_map(|(n, when, e)| {
+        (name(), prop::option::of(condition()), effect(true)).prop_map(|(n, when, e)| {
             Item::Rule(Rule {
                 name: sp(n),
                 when,
@@ -456,7 +622,7 @@ mod arb {
     fn limit() -> impl Strategy<Value = Item> {
         (
             name(),
-            prop::option::of(expr()),
+            prop::option::of(condition()),
             prop_oneof![0u64..1000, any::<u64>()],
             prop_oneof![1u64..100, 1u64..=u64::MAX],
             select(&['s', 'm', 'h', 'd'][..]),
@@ -946,11 +1112,13 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// The printer's text parses back to the tree it printed, and is canonical.
+    /// The printer's text parses back to the tree it printed, is canonical,
+    /// and is wrapped where (and only where) it is too long.
     #[test]
     fn printed_policies_parse_back(p in arb::policy()) {
         let text = format_policy(&p);
         let back = parse("gen.policy", &text).map_err(TestCaseError::fail)?;
+        check_fit(&p, &text).map_err(TestCaseError::fail)?;
         prop_assert_eq!(canon(back), canon(p));
         prop_assert_eq!(fmt("gen.policy", &text).map_err(TestCaseError::fail)?, text);
     }

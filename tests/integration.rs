@@ -4,6 +4,7 @@ mod analyze;
 mod artifact;
 mod check;
 mod cli;
+mod engine;
 mod eval;
 mod examples;
 mod fmt;

@@ -94,8 +94,8 @@ fn cycle_through(graph: &Graph, members: &BTreeSet<usize>, start: usize) -> Opti
                 path.reverse();
                 return Some(path);
             }
-            if !parent.contains_key(&m) {
-                parent.insert(m, n);
+            if let std::collections::btree_map::Entry::Vacant(e) = parent.entry(m) {
+                e.insert(n);
                 queue.push_back(m);
             }
         }

@@ -25,12 +25,34 @@ use crate::schema::Schema;
 /// What a string field's value may be, when present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strs {
-    Any,
+    /// Anything but `not_exact` and what starts with one of `not_prefixes`
+    /// (from `!=`, `not … in`, `not … starts_with`).
+    Any {
+        not_exact: BTreeSet<String>,
+        not_prefixes: BTreeSet<String>,
+    },
     /// One of `exact`, or anything starting with one of `prefixes`.
     Some {
         exact: BTreeSet<String>,
         prefixes: BTreeSet<String>,
     },
+}
+
+impl Strs {
+    /// Any string.
+    pub fn any() -> Strs {
+        Strs::Any {
+            not_exact: BTreeSet::new(),
+            not_prefixes: BTreeSet::new(),
+        }
+    }
+
+    fn excluding(not_exact: BTreeSet<String>, not_prefixes: BTreeSet<String>) -> Strs {
+        Strs::Any {
+            not_exact,
+            not_prefixes,
+        }
+    }
 }
 
 /// What a field's value may be, when present.
@@ -41,6 +63,11 @@ pub enum Values {
     /// An inclusive range (empty when `lo > hi`).
     Range(i64, i64),
     Ints(BTreeSet<i64>),
+    /// A set holding every literal of `must` and none of `must_not`.
+    Members {
+        must: BTreeSet<String>,
+        must_not: BTreeSet<String>,
+    },
 }
 
 /// One field of a summary.
@@ -172,7 +199,7 @@ impl Summary {
         let map = self.0.as_ref()?;
         Some(match map.get(field).map(|d| &d.values) {
             Some(Values::Strs(s)) => s.clone(),
-            _ => Strs::Any,
+            _ => Strs::any(),
         })
     }
 }
@@ -231,9 +258,15 @@ fn atom_summary(e: &Expr, positive: bool, schema: &Schema) -> Summary {
                 ),
                 (Some(field), Some(Literal::Str(s)), Type::Str) => {
                     let one = || Some(Values::Strs(exact([s.clone()])));
+                    let not_one = || {
+                        Some(Values::Strs(Strs::excluding(
+                            BTreeSet::from([s.clone()]),
+                            BTreeSet::new(),
+                        )))
+                    };
                     match op {
-                        CmpOp::Eq => (Some(field), one(), None),
-                        CmpOp::Ne => (Some(field), None, one()),
+                        CmpOp::Eq => (Some(field), one(), not_one()),
+                        CmpOp::Ne => (Some(field), not_one(), one()),
                         _ => (Some(field), None, None),
                     }
                 }
@@ -258,12 +291,29 @@ fn atom_summary(e: &Expr, positive: bool, schema: &Schema) -> Summary {
                     _ => None,
                 })
                 .collect();
-            let t = match schema.type_of(field) {
-                Some(Type::Str) => Some(Values::Strs(exact(strs))),
-                Some(Type::Int) => Some(Values::Ints(ints)),
-                _ => None,
+            let (t, f) = match schema.type_of(field) {
+                Some(Type::Str) => (
+                    Some(Values::Strs(exact(strs.clone()))),
+                    Some(Values::Strs(Strs::excluding(strs, BTreeSet::new()))),
+                ),
+                Some(Type::Int) => (Some(Values::Ints(ints)), None),
+                _ => (None, None),
             };
-            (Some(field.as_str()), t, None)
+            (Some(field.as_str()), t, f)
+        }
+        Expr::SetContains { field, value } => {
+            let one = || BTreeSet::from([value.clone()]);
+            (
+                Some(field.as_str()),
+                Some(Values::Members {
+                    must: one(),
+                    must_not: BTreeSet::new(),
+                }),
+                Some(Values::Members {
+                    must: BTreeSet::new(),
+                    must_not: one(),
+                }),
+            )
         }
         Expr::StartsWith { field, value } => (
             Some(field.as_str()),
@@ -271,7 +321,10 @@ fn atom_summary(e: &Expr, positive: bool, schema: &Schema) -> Summary {
                 exact: BTreeSet::new(),
                 prefixes: BTreeSet::from([value.clone()]),
             })),
-            None,
+            Some(Values::Strs(Strs::excluding(
+                BTreeSet::new(),
+                BTreeSet::from([value.clone()]),
+            ))),
         ),
         _ => (None, None, None),
     };
@@ -335,10 +388,11 @@ fn flip(op: CmpOp) -> CmpOp {
 fn values_empty(v: &Values) -> bool {
     match v {
         Values::Any => false,
-        Values::Strs(Strs::Any) => false,
+        Values::Strs(Strs::Any { .. }) => false,
         Values::Strs(Strs::Some { exact, prefixes }) => exact.is_empty() && prefixes.is_empty(),
         Values::Range(lo, hi) => lo > hi,
         Values::Ints(s) => s.is_empty(),
+        Values::Members { must, must_not } => must.iter().any(|m| must_not.contains(m)),
     }
 }
 
@@ -351,6 +405,19 @@ fn intersect_values(a: &Values, b: &Values) -> Values {
             Values::Ints(s.iter().filter(|v| lo <= *v && *v <= hi).copied().collect())
         }
         (Values::Ints(s), Values::Ints(t)) => Values::Ints(s.intersection(t).copied().collect()),
+        (
+            Values::Members {
+                must: m1,
+                must_not: n1,
+            },
+            Values::Members {
+                must: m2,
+                must_not: n2,
+            },
+        ) => Values::Members {
+            must: m1.union(m2).cloned().collect(),
+            must_not: n1.union(n2).cloned().collect(),
+        },
         // Kinds that cannot meet on one field: keep either (sound).
         (x, _) => x.clone(),
     }
@@ -361,6 +428,19 @@ fn union_values(a: &Values, b: &Values) -> Values {
         (Values::Any, _) | (_, Values::Any) => Values::Any,
         (Values::Strs(x), Values::Strs(y)) => Values::Strs(union_strs(x, y)),
         (Values::Ints(s), Values::Ints(t)) => Values::Ints(s.union(t).copied().collect()),
+        (
+            Values::Members {
+                must: m1,
+                must_not: n1,
+            },
+            Values::Members {
+                must: m2,
+                must_not: n2,
+            },
+        ) => Values::Members {
+            must: m1.intersection(m2).cloned().collect(),
+            must_not: n1.intersection(n2).cloned().collect(),
+        },
         (x, y) if values_empty(x) => y.clone(),
         (x, y) if values_empty(y) => x.clone(),
         (x, y) => match (hull(x), hull(y)) {
@@ -380,45 +460,85 @@ fn hull(v: &Values) -> Option<(i64, i64)> {
 }
 
 fn intersect_strs(a: &Strs, b: &Strs) -> Strs {
-    let (
-        Strs::Some {
-            exact: ae,
-            prefixes: ap,
-        },
-        Strs::Some {
-            exact: be,
-            prefixes: bp,
-        },
-    ) = (a, b)
-    else {
-        return if *a == Strs::Any {
-            b.clone()
-        } else {
-            a.clone()
-        };
-    };
-    let mut exact: BTreeSet<String> = ae.intersection(be).cloned().collect();
-    exact.extend(
-        ae.iter()
-            .filter(|s| bp.iter().any(|p| s.starts_with(p.as_str())))
-            .cloned(),
-    );
-    exact.extend(
-        be.iter()
-            .filter(|s| ap.iter().any(|p| s.starts_with(p.as_str())))
-            .cloned(),
-    );
-    let mut prefixes = BTreeSet::new();
-    for x in ap {
-        for y in bp {
-            if x.starts_with(y.as_str()) {
-                prefixes.insert(x.clone());
-            } else if y.starts_with(x.as_str()) {
-                prefixes.insert(y.clone());
+    match (a, b) {
+        (
+            Strs::Any {
+                not_exact: e1,
+                not_prefixes: p1,
+            },
+            Strs::Any {
+                not_exact: e2,
+                not_prefixes: p2,
+            },
+        ) => Strs::excluding(
+            e1.union(e2).cloned().collect(),
+            p1.union(p2).cloned().collect(),
+        ),
+        (
+            Strs::Any {
+                not_exact,
+                not_prefixes,
+            },
+            Strs::Some { exact, prefixes },
+        )
+        | (
+            Strs::Some { exact, prefixes },
+            Strs::Any {
+                not_exact,
+                not_prefixes,
+            },
+        ) => {
+            let excluded_by_prefix =
+                |s: &str| not_prefixes.iter().any(|q| s.starts_with(q.as_str()));
+            Strs::Some {
+                exact: exact
+                    .iter()
+                    .filter(|s| !not_exact.contains(*s) && !excluded_by_prefix(s))
+                    .cloned()
+                    .collect(),
+                // A prefix under an excluded prefix names only excluded
+                // strings.
+                prefixes: prefixes
+                    .iter()
+                    .filter(|p| !excluded_by_prefix(p))
+                    .cloned()
+                    .collect(),
             }
         }
+        (
+            Strs::Some {
+                exact: ae,
+                prefixes: ap,
+            },
+            Strs::Some {
+                exact: be,
+                prefixes: bp,
+            },
+        ) => {
+            let mut exact: BTreeSet<String> = ae.intersection(be).cloned().collect();
+            exact.extend(
+                ae.iter()
+                    .filter(|s| bp.iter().any(|p| s.starts_with(p.as_str())))
+                    .cloned(),
+            );
+            exact.extend(
+                be.iter()
+                    .filter(|s| ap.iter().any(|p| s.starts_with(p.as_str())))
+                    .cloned(),
+            );
+            let mut prefixes = BTreeSet::new();
+            for x in ap {
+                for y in bp {
+                    if x.starts_with(y.as_str()) {
+                        prefixes.insert(x.clone());
+                    } else if y.starts_with(x.as_str()) {
+                        prefixes.insert(y.clone());
+                    }
+                }
+            }
+            Strs::Some { exact, prefixes }
+        }
     }
-    Strs::Some { exact, prefixes }
 }
 
 fn union_strs(a: &Strs, b: &Strs) -> Strs {
@@ -436,7 +556,69 @@ fn union_strs(a: &Strs, b: &Strs) -> Strs {
             exact: ae.union(be).cloned().collect(),
             prefixes: ap.union(bp).cloned().collect(),
         },
-        _ => Strs::Any,
+        // Excluded by both (keeping less is sound).
+        (
+            Strs::Any {
+                not_exact: e1,
+                not_prefixes: p1,
+            },
+            Strs::Any {
+                not_exact: e2,
+                not_prefixes: p2,
+            },
+        ) => Strs::excluding(
+            e1.intersection(e2).cloned().collect(),
+            p1.intersection(p2).cloned().collect(),
+        ),
+        // Excluded, and not let in by the other side.
+        (
+            Strs::Any {
+                not_exact,
+                not_prefixes,
+            },
+            Strs::Some { exact, prefixes },
+        )
+        | (
+            Strs::Some { exact, prefixes },
+            Strs::Any {
+                not_exact,
+                not_prefixes,
+            },
+        ) => {
+            let admits =
+                |s: &str| exact.contains(s) || prefixes.iter().any(|p| s.starts_with(p.as_str()));
+            Strs::excluding(
+                not_exact.iter().filter(|v| !admits(v)).cloned().collect(),
+                not_prefixes
+                    .iter()
+                    .filter(|q| {
+                        !exact.iter().any(|s| s.starts_with(q.as_str()))
+                            && !prefixes
+                                .iter()
+                                .any(|p| p.starts_with(q.as_str()) || q.starts_with(p.as_str()))
+                    })
+                    .cloned()
+                    .collect(),
+            )
+        }
+    }
+}
+
+impl Strs {
+    /// Whether `value` is in the domain.
+    pub fn admits(&self, value: &str) -> bool {
+        match self {
+            Strs::Any {
+                not_exact,
+                not_prefixes,
+            } => {
+                !not_exact.contains(value)
+                    && !not_prefixes.iter().any(|p| value.starts_with(p.as_str()))
+            }
+            Strs::Some { exact, prefixes } => {
+                exact.contains(value) || prefixes.iter().any(|p| value.starts_with(p.as_str()))
+            }
+        }
     }
 }
 
@@ -456,44 +638,287 @@ fn read_fields(e: &Expr) -> Vec<&str> {
     }
 }
 
-/// True when `e` is obviously satisfiable: (a disjunct that is) a
-/// conjunction of simple tests — a regex only when positive and able to
-/// match, no `len`, no field compared with a field — each on its own field
-/// and each satisfiable alone. False means "ask the solver", not
-/// "unsatisfiable".
+/// True when `e` is obviously satisfiable: one of the (at most [`DNF_CAP`])
+/// conjunctions of its disjunctive normal form holds simple tests only,
+/// each field's tests satisfiable together — ranges on an int or a length,
+/// equalities and exclusions on a string, members and a length of a set, a
+/// lone string test (a regex only when it can match), presence. False means
+/// "ask the solver", not "unsatisfiable".
 pub fn trivially_sat(e: &Expr, schema: &Schema) -> bool {
-    if let Expr::Or(xs) = e {
-        return xs.iter().any(|x| trivially_sat(x, schema));
+    dnf(e, true).is_some_and(|terms| terms.iter().any(|t| conjunction_sat(t, schema)))
+}
+
+/// Disjunctive normal forms past this many conjunctions are not expanded.
+pub const DNF_CAP: usize = 16;
+
+type Literals<'e> = Vec<(&'e Expr, bool)>;
+
+fn dnf(e: &Expr, positive: bool) -> Option<Vec<Literals<'_>>> {
+    match e {
+        Expr::Const(b) => Some(if *b == positive {
+            vec![Vec::new()]
+        } else {
+            Vec::new()
+        }),
+        Expr::Not(x) => dnf(x, !positive),
+        Expr::And(xs) | Expr::Or(xs) => {
+            if matches!(e, Expr::And(_)) == positive {
+                let mut acc: Vec<Literals<'_>> = vec![Vec::new()];
+                for x in xs {
+                    let d = dnf(x, positive)?;
+                    let mut next = Vec::with_capacity(acc.len() * d.len());
+                    for a in &acc {
+                        for b in &d {
+                            next.push(a.iter().chain(b).copied().collect());
+                        }
+                    }
+                    if next.len() > DNF_CAP {
+                        return None;
+                    }
+                    acc = next;
+                }
+                Some(acc)
+            } else {
+                let mut acc = Vec::new();
+                for x in xs {
+                    acc.extend(dnf(x, positive)?);
+                    if acc.len() > DNF_CAP {
+                        return None;
+                    }
+                }
+                Some(acc)
+            }
+        }
+        atom => Some(vec![vec![(atom, positive)]]),
     }
-    let mut lits = Vec::new();
-    if !conjuncts(e, true, &mut lits) {
-        return false;
-    }
-    let mut seen = BTreeSet::new();
+}
+
+fn conjunction_sat(lits: &[(&Expr, bool)], schema: &Schema) -> bool {
+    let mut by_field: BTreeMap<&str, Vec<(&Expr, bool)>> = BTreeMap::new();
     for (atom, positive) in lits {
         let fields = read_fields(atom);
         let [field] = fields.as_slice() else {
             return false;
         };
-        if !seen.insert(*field) || !atom_sat(atom, positive, schema) {
-            return false;
-        }
+        by_field.entry(field).or_default().push((atom, *positive));
     }
-    true
+    by_field
+        .iter()
+        .all(|(field, atoms)| field_sat(field, atoms, schema))
 }
 
-fn conjuncts<'e>(e: &'e Expr, positive: bool, out: &mut Vec<(&'e Expr, bool)>) -> bool {
-    match e {
-        Expr::Const(b) => *b == positive,
-        Expr::Not(x) => conjuncts(x, !positive, out),
-        Expr::And(xs) if positive => xs.iter().all(|x| conjuncts(x, positive, out)),
-        Expr::Or(xs) if !positive => xs.iter().all(|x| conjuncts(x, positive, out)),
-        Expr::And(_) | Expr::Or(_) => false,
-        atom => {
-            out.push((atom, positive));
-            true
+/// Can one value (or absence) of `field` meet all of `atoms`?
+fn field_sat(field: &str, atoms: &[(&Expr, bool)], schema: &Schema) -> bool {
+    let Some(decl) = schema.get(field) else {
+        return false;
+    };
+    let must_be_absent = atoms.iter().any(|(a, p)| matches!(a, Expr::Has(_)) && !*p);
+    let must_be_present = atoms.iter().any(|(a, p)| *p && !matches!(a, Expr::Has(_)))
+        || atoms.iter().any(|(a, p)| matches!(a, Expr::Has(_)) && *p);
+    if must_be_absent {
+        // Every atom reading it is negative, hence true when it is absent.
+        return decl.optional && !must_be_present;
+    }
+    let tests: Vec<(&Expr, bool)> = atoms
+        .iter()
+        .filter(|(a, _)| !matches!(a, Expr::Has(_)))
+        .copied()
+        .collect();
+    if tests.is_empty() || (decl.optional && !must_be_present) {
+        return true;
+    }
+    if let [(atom, positive)] = tests.as_slice() {
+        return atom_sat(atom, *positive, schema);
+    }
+    match decl.ty {
+        Type::Int => ints_sat(&tests, |t| matches!(t, Term::Field(_))),
+        Type::Str => eq_strings_sat(&tests) || ints_sat(&tests, |t| matches!(t, Term::Len(_))),
+        Type::StrSet => set_sat(&tests),
+        Type::Bool => bools_sat(&tests),
+    }
+}
+
+/// Int constraints on one term (`is_term` says which side is the field or
+/// its length): ranges, `in` lists and exclusions; lengths start at 0.
+fn ints_sat(tests: &[(&Expr, bool)], is_term: impl Fn(&Term) -> bool) -> bool {
+    let lengths = tests.iter().any(|(a, _)| {
+        matches!(
+            a,
+            Expr::Cmp {
+                lhs: Term::Len(_),
+                ..
+            } | Expr::Cmp {
+                rhs: Term::Len(_),
+                ..
+            }
+        ) || matches!(
+            a,
+            Expr::In {
+                lhs: Term::Len(_),
+                ..
+            }
+        )
+    });
+    let (mut lo, mut hi) = (if lengths { 0 } else { i64::MIN }, i64::MAX);
+    let mut allowed: Option<BTreeSet<i64>> = None;
+    let mut excluded: BTreeSet<i64> = BTreeSet::new();
+    for (atom, positive) in tests {
+        match atom {
+            Expr::Cmp { op, lhs, rhs, .. } => {
+                let (op, v) = match (lhs, rhs) {
+                    (t, Term::Lit(Literal::Int(v))) if is_term(t) => (*op, *v),
+                    (Term::Lit(Literal::Int(v)), t) if is_term(t) => (flip(*op), *v),
+                    _ => return false,
+                };
+                let op = if *positive {
+                    op
+                } else {
+                    crate::analyze::smt::negate(op)
+                };
+                match int_values(op, v) {
+                    Some(Values::Range(l, h)) => {
+                        lo = lo.max(l);
+                        hi = hi.min(h);
+                    }
+                    None => {
+                        excluded.insert(v);
+                    }
+                    Some(_) => return false,
+                }
+            }
+            Expr::In { lhs, values } if is_term(lhs) => {
+                let set: BTreeSet<i64> = values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Literal::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                if *positive {
+                    allowed = Some(match allowed {
+                        Some(a) => a.intersection(&set).copied().collect(),
+                        None => set,
+                    });
+                } else {
+                    excluded.extend(set);
+                }
+            }
+            _ => return false,
         }
     }
+    match allowed {
+        Some(set) => set
+            .iter()
+            .any(|v| lo <= *v && *v <= hi && !excluded.contains(v)),
+        None => {
+            lo <= hi && {
+                let span = i128::from(hi) - i128::from(lo) + 1;
+                let inside = excluded.iter().filter(|v| lo <= **v && **v <= hi).count();
+                span > i128::try_from(inside).unwrap_or(i128::MAX)
+            }
+        }
+    }
+}
+
+/// Equality tests on one string: `==`, `!=`, `in` and their negations.
+fn eq_strings_sat(tests: &[(&Expr, bool)]) -> bool {
+    let mut allowed: Option<BTreeSet<&str>> = None;
+    let mut excluded: BTreeSet<&str> = BTreeSet::new();
+    for (atom, positive) in tests {
+        let (values, eq): (Vec<&str>, bool) = match atom {
+            Expr::Cmp { op, lhs, rhs, .. } => {
+                let v = match (lhs, rhs) {
+                    (Term::Field(_), Term::Lit(Literal::Str(v)))
+                    | (Term::Lit(Literal::Str(v)), Term::Field(_)) => v.as_str(),
+                    _ => return false,
+                };
+                match op {
+                    CmpOp::Eq => (vec![v], *positive),
+                    CmpOp::Ne => (vec![v], !*positive),
+                    _ => return false,
+                }
+            }
+            Expr::In {
+                lhs: Term::Field(_),
+                values,
+            } => (
+                values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Literal::Str(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+                *positive,
+            ),
+            _ => return false,
+        };
+        if eq {
+            let set: BTreeSet<&str> = values.into_iter().collect();
+            allowed = Some(match allowed {
+                Some(a) => a.intersection(&set).copied().collect(),
+                None => set,
+            });
+        } else {
+            excluded.extend(values);
+        }
+    }
+    allowed.is_none_or(|a| a.iter().any(|v| !excluded.contains(v)))
+}
+
+/// Members and length of one set: the literals it must and must not hold,
+/// and a length that fits them.
+fn set_sat(tests: &[(&Expr, bool)]) -> bool {
+    let mut must: BTreeSet<&str> = BTreeSet::new();
+    let mut must_not: BTreeSet<&str> = BTreeSet::new();
+    let mut lengths = Vec::new();
+    for (atom, positive) in tests {
+        match atom {
+            Expr::SetContains { value, .. } => {
+                if *positive {
+                    must.insert(value);
+                } else {
+                    must_not.insert(value);
+                }
+            }
+            _ => lengths.push((*atom, *positive)),
+        }
+    }
+    if must.iter().any(|v| must_not.contains(v)) {
+        return false;
+    }
+    let at_least = i64::try_from(must.len()).unwrap_or(i64::MAX);
+    let floor = Expr::Cmp {
+        op: CmpOp::Ge,
+        lhs: Term::Len(String::new()),
+        rhs: Term::Lit(Literal::Int(at_least)),
+        ty: Type::Int,
+    };
+    lengths.push((&floor, true));
+    ints_sat(&lengths, |t| matches!(t, Term::Len(_)))
+}
+
+/// Tests of one bool: some value meets them all.
+fn bools_sat(tests: &[(&Expr, bool)]) -> bool {
+    [true, false].iter().any(|v| {
+        tests.iter().all(|(atom, positive)| {
+            let holds = match atom {
+                Expr::Truthy(_) => Some(*v),
+                Expr::Cmp { op, lhs, rhs, .. } => match (lhs, rhs) {
+                    (Term::Field(_), Term::Lit(Literal::Bool(b)))
+                    | (Term::Lit(Literal::Bool(b)), Term::Field(_)) => match op {
+                        CmpOp::Eq => Some(v == b),
+                        CmpOp::Ne => Some(v != b),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                Expr::In { values, .. } => Some(values.contains(&Literal::Bool(*v))),
+                _ => None,
+            };
+            holds.is_some_and(|h| h == *positive)
+        })
+    })
 }
 
 fn atom_sat(e: &Expr, positive: bool, schema: &Schema) -> bool {
@@ -513,6 +938,10 @@ fn atom_sat(e: &Expr, positive: bool, schema: &Schema) -> bool {
                 (Term::Lit(Literal::Int(v)), Term::Field(_), Type::Int) => {
                     int_values(flip(op), *v).is_none_or(|d| !values_empty(&d))
                 }
+                (Term::Len(_), Term::Lit(_), Type::Int)
+                | (Term::Lit(_), Term::Len(_), Type::Int) => {
+                    ints_sat(&[(e, positive)], |t| matches!(t, Term::Len(_)))
+                }
                 (Term::Field(_), Term::Lit(_), Type::Str | Type::Bool)
                 | (Term::Lit(_), Term::Field(_), Type::Str | Type::Bool) => true,
                 _ => false,
@@ -530,13 +959,20 @@ fn atom_sat(e: &Expr, positive: bool, schema: &Schema) -> bool {
             Some(Type::Int | Type::Str) => !positive || !values.is_empty(),
             _ => false,
         },
+        Expr::In {
+            lhs: Term::Len(_), ..
+        } => ints_sat(&[(e, positive)], |t| matches!(t, Term::Len(_))),
         Expr::Contains { value, .. }
         | Expr::StartsWith { value, .. }
         | Expr::EndsWith { value, .. } => positive || !value.is_empty(),
-        // A regex some string matches (its search language is not empty).
+        // A regex some string matches (its search language is not empty);
+        // negated, one that does not match the empty string.
         Expr::Matches { pattern, .. } => {
-            positive
-                && crate::analyze::regex::search_language(pattern).is_ok_and(|t| t != "re.none")
+            if positive {
+                crate::analyze::regex::search_language(pattern).is_ok_and(|t| t != "re.none")
+            } else {
+                regex::Regex::new(pattern).is_ok_and(|r| !r.is_match(""))
+            }
         }
         _ => false,
     }
@@ -558,7 +994,7 @@ impl ToolIndex {
         for (i, dom) in items {
             match dom {
                 None => {}
-                Some(Strs::Any) => ix.any.push(i),
+                Some(Strs::Any { .. }) => ix.any.push(i),
                 Some(Strs::Some { exact, prefixes }) => {
                     for t in exact {
                         ix.exact.entry(t.clone()).or_default().push(i);
@@ -576,7 +1012,7 @@ impl ToolIndex {
     pub fn candidates(&self, dom: &Strs) -> BTreeSet<usize> {
         let mut out: BTreeSet<usize> = self.any.iter().copied().collect();
         match dom {
-            Strs::Any => {
+            Strs::Any { .. } => {
                 out.extend(self.exact.values().flatten().copied());
                 out.extend(self.prefixes.values().flatten().copied());
             }
@@ -737,14 +1173,35 @@ mod tests {
             cmp("n", CmpOp::Gt, Literal::Int(3)),
         ]);
         assert!(trivially_sat(&e, &s));
-        let e = Expr::And(vec![
-            cmp("n", CmpOp::Gt, Literal::Int(3)),
-            cmp("n", CmpOp::Lt, Literal::Int(9)),
-        ]);
-        assert!(!trivially_sat(&e, &s));
+        let range = |lo: i64, hi: i64| {
+            Expr::And(vec![
+                cmp("n", CmpOp::Gt, Literal::Int(lo)),
+                cmp("n", CmpOp::Lt, Literal::Int(hi)),
+            ])
+        };
+        assert!(trivially_sat(&range(3, 9), &s));
+        assert!(!trivially_sat(&range(3, 4), &s));
         assert!(!trivially_sat(
             &cmp("n", CmpOp::Gt, Literal::Int(i64::MAX)),
             &s
         ));
+        // `(not has(body) or n < 1)`: one disjunct suffices.
+        let either = Expr::Or(vec![
+            Expr::Not(Box::new(Expr::Has("body".into()))),
+            cmp("n", CmpOp::Lt, Literal::Int(1)),
+        ]);
+        assert!(trivially_sat(&Expr::And(vec![range(3, 9), either]), &s));
+        // Two kinds of string tests on one field: the solver decides.
+        let two = Expr::And(vec![
+            Expr::StartsWith {
+                field: "body".into(),
+                value: "a".into(),
+            },
+            Expr::EndsWith {
+                field: "body".into(),
+                value: "b".into(),
+            },
+        ]);
+        assert!(!trivially_sat(&two, &s));
     }
 }

@@ -20,7 +20,7 @@
 //! satisfiable on its own never needs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::nfa::thompson;
@@ -330,12 +330,34 @@ fn path(nodes: &[(Vec<StateID>, usize, u8)], mut n: usize) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Compiled automata are kept for the life of the process (a daemon checks
+/// every commit, mostly with the same regexes), up to this many.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Compiles `atom`, or takes it from the process-wide cache.
+fn compiled(atom: &Atom) -> Result<Arc<Lang>, LangError> {
+    static CACHE: OnceLock<Mutex<HashMap<Atom, Arc<Lang>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(l) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(atom) {
+        return Ok(Arc::clone(l));
+    }
+    // Compiled outside the lock: two threads may compile the same atom once
+    // each, which is harmless.
+    let lang = Arc::new(Lang::new(atom)?);
+    let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.len() >= CACHE_ENTRIES {
+        guard.clear();
+    }
+    guard.insert(atom.clone(), Arc::clone(&lang));
+    Ok(lang)
+}
+
 /// The atoms of an analysis with their automata, compiled on first use and
 /// shared by every thread.
 #[derive(Debug, Default)]
 pub struct Table {
     atoms: Vec<Atom>,
-    langs: Vec<OnceLock<Result<Lang, LangError>>>,
+    langs: Vec<OnceLock<Result<Arc<Lang>, LangError>>>,
     valid: OnceLock<Result<Lang, LangError>>,
 }
 
@@ -359,8 +381,9 @@ impl Table {
         let (Some(atom), Some(cell)) = (self.atoms.get(id), self.langs.get(id)) else {
             return Err(LangError(format!("no atom {id}")));
         };
-        cell.get_or_init(|| Lang::new(atom))
+        cell.get_or_init(|| compiled(atom))
             .as_ref()
+            .map(|l| &**l)
             .map_err(Clone::clone)
     }
 
@@ -370,6 +393,25 @@ impl Table {
             .as_ref()
             .map_err(Clone::clone)
     }
+}
+
+/// Searches for a string meeting `lits` (atom ids of `table`, wanted truth)
+/// that is none of `avoid`.
+pub fn check_avoiding(
+    table: &Table,
+    lits: &[(usize, bool)],
+    avoid: &[String],
+) -> Result<Check, LangError> {
+    let others: Vec<Lang> = avoid
+        .iter()
+        .map(|w| Lang::new(&Atom::Eq(w.clone())))
+        .collect::<Result<_, _>>()?;
+    let mut refs = lits
+        .iter()
+        .map(|(i, t)| table.lang(*i).map(|l| (l, *t)))
+        .collect::<Result<Vec<_>, _>>()?;
+    refs.extend(others.iter().map(|l| (l, false)));
+    Ok(check(&refs, table.valid()?))
 }
 
 /// Per-thread memo of [`check`] over the atoms of a [`Table`].
@@ -395,6 +437,10 @@ impl Memo {
         let mut lits = lits.to_vec();
         lits.sort_unstable();
         lits.dedup();
+        // One test both true and false.
+        if let Some(w) = lits.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            return FieldCheck::Unsat(w.to_vec());
+        }
         match self.decide(table, &lits) {
             Ok(Check::Sat(s)) => return FieldCheck::Sat(s),
             Ok(Check::Unknown) => {

@@ -19,10 +19,15 @@
 //!   false can hold together for one string is decided by automata
 //!   ([`Encoder::refine`]); when they cannot, Z3 gets a clause that rules
 //!   that combination out, and is asked again (lazy SMT).
-//! - any other `string` (compared with another field, or a length beyond
-//!   [`lang::MAX_LEN`]) → a Z3 string; `matches` becomes a regex membership
-//!   (translated by `regex`, parsed by Z3: on 4.8.12 that is the only way to
-//!   reach `re.allchar` and non-ASCII ranges).
+//!   A string compared with another string field (`a == b`, `a != b`) is
+//!   decided the same way: the comparison is one more boolean, fields that
+//!   the model makes equal share one value, and fields it makes different
+//!   get different values.
+//! - any other `string` (its `len` compared with a field or another `len`,
+//!   or a length beyond [`lang::MAX_LEN`], and every string compared with
+//!   it) → a Z3 string; `matches` becomes a regex membership (translated by
+//!   `regex`, parsed by Z3: on 4.8.12 that is the only way to reach
+//!   `re.allchar` and non-ASCII ranges).
 //! - `set<string>` → one boolean per literal the set's rules test with
 //!   `contains` ("the set holds this literal") and an integer length; a
 //!   query that reads the set asserts `len ≥ Σ members`. The other elements
@@ -95,16 +100,21 @@ pub struct Plan {
     atom_ids: HashMap<Atom, usize>,
     /// The regexes that fields encoded as Z3 strings test.
     patterns: Vec<String>,
+    /// Pairs of automata-decided fields compared with each other (sorted
+    /// positions).
+    pairs: BTreeSet<(usize, usize)>,
 }
 
 #[derive(Default)]
 struct Usage {
-    /// Compared with another field, or `len` compared with a non-literal.
+    /// `len` compared with something else than a literal.
     general: bool,
     /// Read by something else than `==`/`!=`/`in` literals.
     not_code: bool,
     literals: BTreeSet<String>,
     atoms: BTreeSet<Atom>,
+    /// String fields compared with this one.
+    partners: BTreeSet<String>,
 }
 
 /// A unary test of a string field, normalised.
@@ -132,12 +142,51 @@ impl Plan {
             collect_usage(e, schema, &mut usage);
         }
         for (field, lit) in extra {
-            usage
-                .entry(field.clone())
-                .or_default()
-                .literals
-                .insert(lit.clone());
+            let u = usage.entry(field.clone()).or_default();
+            u.literals.insert(lit.clone());
+            // A field compared with this one may meet the literal too.
+            let partners: Vec<String> = u.partners.iter().cloned().collect();
+            for p in partners {
+                usage
+                    .entry(p)
+                    .or_default()
+                    .atoms
+                    .insert(Atom::Eq(lit.clone()));
+            }
         }
+        // Lengths too long for an automaton need Z3's strings; fields
+        // compared with each other share a representation.
+        for u in usage.values_mut() {
+            if u.atoms.iter().any(too_long) {
+                u.general = true;
+            }
+        }
+        let mut general: BTreeSet<String> = usage
+            .iter()
+            .filter(|(_, u)| u.general)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let mut todo: Vec<String> = general.iter().cloned().collect();
+        while let Some(f) = todo.pop() {
+            let partners: Vec<String> = usage
+                .get(&f)
+                .map(|u| u.partners.iter().cloned().collect())
+                .unwrap_or_default();
+            for p in partners {
+                if general.insert(p.clone()) {
+                    todo.push(p);
+                }
+            }
+        }
+        for f in &general {
+            if let Some(u) = usage.get_mut(f) {
+                u.general = true;
+            }
+        }
+        let partner_names: Vec<(String, String)> = usage
+            .iter()
+            .flat_map(|(f, u)| u.partners.iter().map(move |p| (f.clone(), p.clone())))
+            .collect();
         let mut atoms: Vec<Atom> = Vec::new();
         let mut atom_ids: HashMap<Atom, usize> = HashMap::new();
         let mut fields = Vec::new();
@@ -158,8 +207,6 @@ impl Plan {
                 Type::StrSet => Repr::Set(u.literals.into_iter().collect()),
                 Type::Str if u.general => Repr::Str,
                 Type::Str if !u.not_code => Repr::Code(u.literals.into_iter().collect()),
-                // Lengths too long for an automaton: Z3's strings.
-                Type::Str if u.atoms.iter().any(too_long) => Repr::Str,
                 Type::Str => {
                     let mut ids = Vec::new();
                     for atom in &u.atoms {
@@ -193,7 +240,24 @@ impl Plan {
             table: Table::new(atoms),
             atom_ids,
             patterns: patterns.into_iter().collect(),
+            pairs: BTreeSet::new(),
         }
+        .with_pairs(&partner_names)
+    }
+
+    fn with_pairs(mut self, names: &[(String, String)]) -> Plan {
+        for (a, b) in names {
+            let (Some(i), Some(j)) = (self.index(a), self.index(b)) else {
+                continue;
+            };
+            let both_lang = [i, j]
+                .iter()
+                .all(|k| matches!(self.repr(*k), Some(Repr::Lang(_))));
+            if both_lang && i != j {
+                self.pairs.insert((i.min(j), i.max(j)));
+            }
+        }
+        self
     }
 
     /// The regexes that fields encoded as Z3 strings test (to parse once per
@@ -405,9 +469,17 @@ fn collect_usage(e: &Expr, schema: &Schema, usage: &mut HashMap<String, Usage>) 
         }
         // A constant test (`s in []`, `len(s) < 0`) needs nothing.
         Some(StrTest::Const(_)) => {}
-        // Anything else on a string field (a field compared with a field,
-        // `len` against a non-literal) needs Z3's strings.
         None => {
+            if let Some((f, g)) = field_pair(e, schema) {
+                for (a, b) in [(f, g), (g, f)] {
+                    let u = usage.entry(a.to_string()).or_default();
+                    u.not_code = true;
+                    u.partners.insert(b.to_string());
+                }
+                return;
+            }
+            // Anything else on a string field (`len` against a non-literal)
+            // needs Z3's strings.
             for f in read_fields(e) {
                 if schema.type_of(f) == Some(Type::Str) {
                     let u = usage.entry(f.to_string()).or_default();
@@ -416,6 +488,21 @@ fn collect_usage(e: &Expr, schema: &Schema, usage: &mut HashMap<String, Usage>) 
                 }
             }
         }
+    }
+}
+
+/// `a == b` or `a != b` between two string fields (the fields, sorted).
+pub(crate) fn field_pair<'e>(e: &'e Expr, schema: &Schema) -> Option<(&'e str, &'e str)> {
+    match e {
+        Expr::Cmp {
+            op: CmpOp::Eq | CmpOp::Ne,
+            lhs: Term::Field(a),
+            rhs: Term::Field(b),
+            ..
+        } if schema.type_of(a) == Some(Type::Str) && schema.type_of(b) == Some(Type::Str) => {
+            Some(if a <= b { (a, b) } else { (b, a) })
+        }
+        _ => None,
     }
 }
 
@@ -437,6 +524,8 @@ pub struct Needs {
     /// Automata-decided string fields read, with the tests (positions in
     /// the field's `Repr::Lang` list).
     langs: BTreeMap<usize, BTreeSet<usize>>,
+    /// Comparisons between automata-decided fields (`Plan::pairs`).
+    eqs: BTreeSet<(usize, usize)>,
 }
 
 impl Needs {
@@ -454,6 +543,7 @@ impl Needs {
                 .or_default()
                 .extend(tests.iter().copied());
         }
+        self.eqs.extend(other.eqs.iter().copied());
     }
 }
 
@@ -502,6 +592,8 @@ struct Membership {
 pub struct Encoder<'p> {
     plan: &'p Plan,
     vars: Vec<FieldVars>,
+    /// "These two fields hold the same string", per `Plan::pairs`.
+    eqs: BTreeMap<(usize, usize), Bool>,
     placeholder: ZStr,
     regexes: HashMap<String, Result<Membership, EncodeError>>,
     strings: HashMap<String, Option<ZStr>>,
@@ -552,9 +644,21 @@ impl<'p> Encoder<'p> {
                 }
             })
             .collect();
+        let eqs = plan
+            .pairs
+            .iter()
+            .map(|&(a, b)| {
+                let name = |k: usize| plan.fields.get(k).map_or("", |f| f.decl.path.as_str());
+                (
+                    (a, b),
+                    Bool::new_const(format!("eq!{}!{}", name(a), name(b))),
+                )
+            })
+            .collect();
         Encoder {
             plan,
             vars,
+            eqs,
             placeholder: ZStr::new_const(PLACEHOLDER),
             regexes: HashMap::new(),
             strings: HashMap::new(),
@@ -664,13 +768,16 @@ impl<'p> Encoder<'p> {
         out
     }
 
-    /// Checks the string tests a model sets, field by field, with automata
-    /// (`memo` remembers verdicts). A field replaced by an `Override` has
-    /// constant tests and no entry in `needs`.
+    /// Checks the string tests a model sets, with automata (`memo`
+    /// remembers verdicts): fields the model makes equal form one class and
+    /// must hold one string meeting all their tests; classes the model makes
+    /// different must hold different strings. A field replaced by an
+    /// `Override` has constant tests and no entry in `needs`.
     pub fn refine(&self, model: &Model, needs: &Needs, memo: &mut lang::Memo) -> Refinement {
-        let mut values = BTreeMap::new();
-        let mut block = Vec::new();
-        for (f, tests) in &needs.langs {
+        let value = |b: &Bool| model.eval(b, true).and_then(|x| x.as_bool()) == Some(true);
+        // The tests of each present field: (atom id, truth, its boolean).
+        let mut tests: BTreeMap<usize, Vec<(usize, bool, Bool)>> = BTreeMap::new();
+        for (f, ks) in &needs.langs {
             if !self.is_present(model, *f) {
                 continue;
             }
@@ -679,46 +786,148 @@ impl<'p> Encoder<'p> {
             else {
                 continue;
             };
-            let mut lits = Vec::new();
-            for t in tests {
-                let (Some(id), Some(var)) = (ids.get(*t), vars.get(*t)) else {
-                    continue;
-                };
-                let value = model
-                    .eval(var, true)
-                    .and_then(|b| b.as_bool())
-                    .unwrap_or(false);
-                lits.push((*id, value));
+            let entry = tests.entry(*f).or_default();
+            for k in ks {
+                if let (Some(id), Some(var)) = (ids.get(*k), vars.get(*k)) {
+                    entry.push((*id, value(var), var.clone()));
+                }
             }
+        }
+        // Equalities between present fields.
+        let mut classes = Classes::default();
+        let mut same = Vec::new();
+        let mut differ = Vec::new();
+        for pair in &needs.eqs {
+            let (a, b) = *pair;
+            let Some(var) = self.eqs.get(pair) else {
+                continue;
+            };
+            if !self.is_present(model, a) || !self.is_present(model, b) {
+                continue;
+            }
+            tests.entry(a).or_default();
+            tests.entry(b).or_default();
+            if value(var) {
+                classes.union(a, b);
+                same.push((a, b, var.clone()));
+            } else {
+                differ.push((a, b, var.clone()));
+            }
+        }
+        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for f in tests.keys() {
+            members.entry(classes.find(*f)).or_default().push(*f);
+        }
+        // "Not all of this as the model has it": the tests and equalities of
+        // some classes.
+        let blame = |roots: &[usize], classes: &mut Classes| -> Vec<Bool> {
+            let mut out = Vec::new();
+            for r in roots {
+                for f in members.get(r).into_iter().flatten() {
+                    for (_, truth, var) in tests.get(f).into_iter().flatten() {
+                        out.push(if *truth { var.not() } else { var.clone() });
+                    }
+                }
+            }
+            for (a, _, var) in &same {
+                if roots.contains(&classes.find(*a)) {
+                    out.push(var.not());
+                }
+            }
+            out
+        };
+        let mut block = Vec::new();
+        let mut strings: BTreeMap<usize, String> = BTreeMap::new();
+        let mut lits_of: BTreeMap<usize, Vec<(usize, bool)>> = BTreeMap::new();
+        for (root, fs) in &members {
+            let lits: Vec<(usize, bool)> = fs
+                .iter()
+                .flat_map(|f| tests.get(f).into_iter().flatten())
+                .map(|(id, t, _)| (*id, *t))
+                .collect();
             match memo.field(&self.plan.table, &lits) {
-                lang::FieldCheck::Sat(s) => {
-                    values.insert(*f, s);
+                lang::FieldCheck::Sat(w) => {
+                    strings.insert(*root, w);
                 }
                 lang::FieldCheck::Unknown(why) => {
                     return Refinement::Unknown(format!(
                         "the string tests on `{}` could not be decided: {why}",
-                        self.path(*f)
+                        self.path(*root)
                     ));
                 }
                 lang::FieldCheck::Unsat(core) => {
-                    // Not all of these as the model has them.
-                    let flips: Vec<Bool> = core
-                        .iter()
-                        .filter_map(|(id, value)| {
-                            let k = ids.iter().position(|x| x == id)?;
-                            let var = vars.get(k)?;
-                            Some(if *value { var.not() } else { var.clone() })
-                        })
-                        .collect();
-                    block.push(Bool::or(&flips));
+                    // The core's tests (one boolean each) and the class's
+                    // equalities.
+                    let mut clause = Vec::new();
+                    for (id, t) in &core {
+                        let var = fs
+                            .iter()
+                            .find_map(|f| tests.get(f)?.iter().find(|(i, v, _)| i == id && v == t));
+                        if let Some((_, t, var)) = var {
+                            clause.push(if *t { var.not() } else { var.clone() });
+                        }
+                    }
+                    for (a, _, var) in &same {
+                        if classes.find(*a) == *root {
+                            clause.push(var.not());
+                        }
+                    }
+                    block.push(Bool::or(&clause));
+                }
+            }
+            lits_of.insert(*root, lits);
+        }
+        // Fields the model says differ but makes equal.
+        for (a, b, var) in &differ {
+            let (ra, rb) = (classes.find(*a), classes.find(*b));
+            if ra == rb {
+                let mut clause = blame(&[ra], &mut classes);
+                clause.push(var.clone());
+                block.push(Bool::or(&clause));
+            }
+        }
+        if !block.is_empty() {
+            return Refinement::Block(block);
+        }
+        // Different strings for classes that must differ.
+        let edges: BTreeSet<(usize, usize)> = differ
+            .iter()
+            .map(|(a, b, _)| {
+                let (ra, rb) = (classes.find(*a), classes.find(*b));
+                (ra.min(rb), ra.max(rb))
+            })
+            .collect();
+        if edges
+            .iter()
+            .any(|(a, b)| strings.contains_key(a) && strings.get(a) == strings.get(b))
+        {
+            match distinct(&self.plan.table, &lits_of, &edges) {
+                Distinct::Found(chosen) => strings.extend(chosen),
+                Distinct::Unknown => {
+                    return Refinement::Unknown(
+                        "too many string fields must differ from each other".into(),
+                    );
+                }
+                Distinct::Impossible(roots) => {
+                    let mut clause = blame(&roots, &mut classes);
+                    for (a, b, var) in &differ {
+                        if roots.contains(&classes.find(*a)) && roots.contains(&classes.find(*b)) {
+                            clause.push(var.clone());
+                        }
+                    }
+                    return Refinement::Block(vec![Bool::or(&clause)]);
                 }
             }
         }
-        if block.is_empty() {
-            Refinement::Consistent(values)
-        } else {
-            Refinement::Block(block)
+        let mut values = BTreeMap::new();
+        for (root, fs) in &members {
+            if let Some(w) = strings.get(root) {
+                for f in fs {
+                    values.insert(*f, w.clone());
+                }
+            }
         }
+        Refinement::Consistent(values)
     }
 
     fn is_present(&self, model: &Model, f: usize) -> bool {
@@ -819,6 +1028,11 @@ impl<'p> Encoder<'p> {
         needs: &mut Needs,
     ) -> Result<Bool, EncodeError> {
         let pol = |b: Bool| if positive { b } else { b.not() };
+        if let (Some((f, g)), Expr::Cmp { op, .. }) = (field_pair(e, &self.plan.schema), e) {
+            if let Some(b) = self.field_pair(f, g, *op == CmpOp::Eq, over, needs)? {
+                return Ok(pol(b));
+            }
+        }
         match str_test(e, &self.plan.schema) {
             Some(StrTest::Const(b)) => return Ok(Bool::from_bool(b == positive)),
             Some(StrTest::Atom {
@@ -834,19 +1048,8 @@ impl<'p> Encoder<'p> {
                         .map_err(|e| EncodeError::Type(e.to_string()))?;
                     return Ok(Bool::from_bool(holds == positive));
                 }
-                if let (Some(Repr::Lang(ids)), Some(Vars::Lang(vars))) =
-                    (self.plan.repr(i), self.vars.get(i).map(|v| &v.vars))
-                {
-                    let id = self.plan.atom_ids.get(&atom).copied();
-                    let k = id.and_then(|id| ids.iter().position(|x| *x == id));
-                    let var = k.and_then(|k| vars.get(k).map(|v| (k, v.clone())));
-                    let Some((k, var)) = var else {
-                        return Err(EncodeError::Type(format!(
-                            "`{field}`: the test {} is not in the plan",
-                            atom.describe()
-                        )));
-                    };
-                    needs.langs.entry(i).or_default().insert(k);
+                if let Some(Repr::Lang(_)) = self.plan.repr(i) {
+                    let var = self.lang_var(i, &atom, needs)?;
                     return Ok(if positive { var } else { var.not() });
                 }
                 // Otherwise (a coded or Z3 string field) below.
@@ -926,6 +1129,63 @@ impl<'p> Encoder<'p> {
             Expr::Const(_) | Expr::And(_) | Expr::Or(_) | Expr::Not(_) | Expr::Has(_) => {
                 Err(EncodeError::Type("internal: not an atom".to_string()))
             }
+        }
+    }
+
+    /// `f == g` (or, with `eq` false, `f != g`) between string fields, when
+    /// automata decide them; `None` to use the generic comparison.
+    fn field_pair(
+        &mut self,
+        f: &str,
+        g: &str,
+        eq: bool,
+        over: Option<&Override>,
+        needs: &mut Needs,
+    ) -> Result<Option<Bool>, EncodeError> {
+        let (i, j) = (self.field(f)?, self.field(g)?);
+        if i == j {
+            return Ok(Some(Bool::from_bool(eq)));
+        }
+        // One side replaced by a literal: a test of the other side.
+        if let Some(o) = over.filter(|o| o.field == i || o.field == j) {
+            let other = if o.field == i { j } else { i };
+            if !matches!(self.plan.repr(other), Some(Repr::Lang(_))) {
+                return Ok(None);
+            }
+            let var = self.lang_var(other, &Atom::Eq(o.value.clone()), needs)?;
+            return Ok(Some(if eq { var } else { var.not() }));
+        }
+        match self.eqs.get(&(i.min(j), i.max(j))) {
+            Some(var) => {
+                needs.eqs.insert((i.min(j), i.max(j)));
+                Ok(Some(if eq { var.clone() } else { var.not() }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The boolean of test `atom` on automata-decided field `i`.
+    fn lang_var(&self, i: usize, atom: &Atom, needs: &mut Needs) -> Result<Bool, EncodeError> {
+        let (Some(Repr::Lang(ids)), Some(Vars::Lang(vars))) =
+            (self.plan.repr(i), self.vars.get(i).map(|v| &v.vars))
+        else {
+            return Err(EncodeError::Type(format!(
+                "`{}` is not automata-decided",
+                self.path(i)
+            )));
+        };
+        let id = self.plan.atom_ids.get(atom).copied();
+        let k = id.and_then(|id| ids.iter().position(|x| *x == id));
+        match k.and_then(|k| vars.get(k).map(|v| (k, v.clone()))) {
+            Some((k, var)) => {
+                needs.langs.entry(i).or_default().insert(k);
+                Ok(var)
+            }
+            None => Err(EncodeError::Type(format!(
+                "`{}`: the test {} is not in the plan",
+                self.path(i),
+                atom.describe()
+            ))),
         }
     }
 
@@ -1240,4 +1500,128 @@ fn clone_value(v: &Value) -> Value {
         Value::StrLit(x) => Value::StrLit(x.clone()),
         Value::Code(x, f) => Value::Code(x.clone(), *f),
     }
+}
+
+/// Union-find over field positions.
+#[derive(Debug, Default)]
+struct Classes {
+    parent: BTreeMap<usize, usize>,
+}
+
+impl Classes {
+    fn find(&mut self, x: usize) -> usize {
+        let mut root = x;
+        while let Some(&p) = self.parent.get(&root) {
+            if p == root {
+                break;
+            }
+            root = p;
+        }
+        self.parent.insert(x, root);
+        root
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent.insert(ra.max(rb), ra.min(rb));
+        }
+    }
+}
+
+enum Distinct {
+    /// A string per class, pairwise different along the edges.
+    Found(BTreeMap<usize, String>),
+    /// These classes cannot all differ as required.
+    Impossible(Vec<usize>),
+    Unknown,
+}
+
+/// Past this many automata searches, choosing distinct strings gives up.
+const MAX_DISTINCT_SEARCHES: usize = 256;
+
+/// Chooses strings for the classes on `edges` (each meeting its tests,
+/// `lits_of`) so that the two ends of every edge differ: depth first, each
+/// class trying strings that avoid its assigned neighbours and its earlier
+/// tries, jumping back to the latest neighbour when none is left. A class
+/// with more strings than neighbours always finds one, so the search only
+/// backtracks over classes with few strings.
+fn distinct(
+    table: &Table,
+    lits_of: &BTreeMap<usize, Vec<(usize, bool)>>,
+    edges: &BTreeSet<(usize, usize)>,
+) -> Distinct {
+    let nodes: Vec<usize> = edges
+        .iter()
+        .flat_map(|(a, b)| [*a, *b])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let neighbours = |n: usize| -> Vec<usize> {
+        edges
+            .iter()
+            .filter_map(|(a, b)| {
+                if *a == n {
+                    Some(*b)
+                } else if *b == n {
+                    Some(*a)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut assigned: BTreeMap<usize, String> = BTreeMap::new();
+    let mut tried: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+    let mut searches = 0;
+    let mut i = 0;
+    while i < nodes.len() {
+        let Some(&node) = nodes.get(i) else { break };
+        let mut avoid: Vec<String> = neighbours(node)
+            .iter()
+            .filter_map(|m| assigned.get(m).cloned())
+            .collect();
+        avoid.extend(tried.get(i).into_iter().flatten().cloned());
+        searches += 1;
+        if searches > MAX_DISTINCT_SEARCHES {
+            return Distinct::Unknown;
+        }
+        let lits = lits_of.get(&node).cloned().unwrap_or_default();
+        match lang::check_avoiding(table, &lits, &avoid) {
+            Ok(lang::Check::Sat(w)) => {
+                if let Some(t) = tried.get_mut(i) {
+                    t.push(w.clone());
+                }
+                assigned.insert(node, w);
+                i += 1;
+            }
+            Ok(lang::Check::Unsat) => {
+                // Jump back to the latest neighbour assigned before this
+                // class (only neighbours constrain it); the classes in
+                // between start over.
+                let earlier = neighbours(node)
+                    .into_iter()
+                    .filter_map(|m| nodes.iter().position(|x| *x == m))
+                    .filter(|p| *p < i)
+                    .max();
+                let Some(back) = earlier else {
+                    return Distinct::Impossible(nodes);
+                };
+                for k in back + 1..=i {
+                    if let Some(t) = tried.get_mut(k) {
+                        t.clear();
+                    }
+                    if let Some(n) = nodes.get(k) {
+                        assigned.remove(n);
+                    }
+                }
+                if let Some(n) = nodes.get(back) {
+                    assigned.remove(n);
+                }
+                i = back;
+            }
+            Ok(lang::Check::Unknown) | Err(_) => return Distinct::Unknown,
+        }
+    }
+    Distinct::Found(assigned)
 }

@@ -89,6 +89,10 @@ pub trait LimitStore: Send + Sync {
 
     /// Sets a counter (state migration, restore).
     fn put(&self, entry: &CounterEntry) -> Result<(), StateError>;
+
+    /// Drops every counter of `limit` (state migration: a removed limit or
+    /// a changed window). Returns how many counters there were.
+    fn remove_limit(&self, limit: &str) -> Result<usize, StateError>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,5 +240,16 @@ impl LimitStore for MemoryLimitStore {
                 },
             );
         Ok(())
+    }
+
+    fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(keys) = shard.remove(limit) {
+                removed += keys.len();
+            }
+        }
+        Ok(removed)
     }
 }

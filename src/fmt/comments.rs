@@ -78,6 +78,19 @@ pub(super) fn next_token(text: &str, pos: usize) -> usize {
     }
 }
 
+/// The end of the one-byte token `byte` when it is the first token at or
+/// after `pos` in `text`; else `pos`. Without the text, `pos`.
+pub(super) fn end_of_token(text: Option<&str>, pos: usize, byte: u8) -> usize {
+    text.map_or(pos, |text| {
+        let at = next_token(text, pos);
+        if text.as_bytes().get(at) == Some(&byte) {
+            at + 1
+        } else {
+            pos
+        }
+    })
+}
+
 /// Past the string literal that opens at `start` (mirrors the grammar: a
 /// backslash escapes any one character; a raw newline ends an unterminated
 /// string).

@@ -94,6 +94,13 @@ fn write_joined(out: &mut String, parts: &[Expr], sep: &str) {
     }
 }
 
+/// A term: a field path, `len(x)` or a literal.
+pub fn term(t: &Term) -> String {
+    let mut out = String::new();
+    write_term(&mut out, t);
+    out
+}
+
 fn write_term(out: &mut String, t: &Term) {
     match &t.node {
         TermKind::Field(p) => out.push_str(p.as_str()),

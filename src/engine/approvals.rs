@@ -1,0 +1,179 @@
+//! Approval queues: requests that got `require_approval` wait here, under ids
+//! `ap-1`, `ap-2`, …, until an admin approves or rejects them
+//! (`POST /v1/approvals/{id}`) or a state migration resolves them.
+//!
+//! The queue belongs to the rule that asked (policy and rule name), not to an
+//! artifact, so it carries over an artifact swap. It sits behind the
+//! [`ApprovalStore`] trait: in memory here, a shared backend later. Deciding
+//! records who decided and when; it re-evaluates nothing.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::live::PendingApproval;
+use crate::engine::state::StateError;
+
+/// How many decided approvals are remembered (for lookups and to answer a
+/// second decision with 409).
+const DECIDED_KEPT: usize = 10_000;
+
+/// A request to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApproval {
+    pub policy: String,
+    pub rule: String,
+    pub group: String,
+    pub via: Option<String>,
+    pub created: u64,
+    pub request: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+/// A decided approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub decision: Verdict,
+    /// Who decided: the admin's name, or `sluice` for a migration.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds since the epoch.
+    pub decided: u64,
+    pub policy: String,
+    pub rule: String,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    pub created: u64,
+    pub request: serde_json::Value,
+}
+
+/// Why an approval could not be decided.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("approval `{}` was already decided: {} by `{}`", .0.id, match .0.decision { Verdict::Approve => "approved", Verdict::Reject => "rejected" }, .0.by)]
+    AlreadyDecided(Box<ApprovalRecord>),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Where approval queues live.
+pub trait ApprovalStore: Send + Sync {
+    /// Queues a request; returns its id.
+    fn enqueue(&self, new: NewApproval) -> Result<String, StateError>;
+
+    /// Every waiting request, oldest first.
+    fn pending(&self) -> Result<Vec<PendingApproval>, StateError>;
+
+    /// Approves or rejects a waiting request.
+    fn decide(
+        &self,
+        id: &str,
+        decision: Verdict,
+        by: &str,
+        reason: Option<&str>,
+        now: u64,
+    ) -> Result<ApprovalRecord, DecideError>;
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    next: u64,
+    /// By number, so oldest first.
+    pending: BTreeMap<u64, PendingApproval>,
+    decided: HashMap<String, ApprovalRecord>,
+    decided_order: VecDeque<String>,
+}
+
+/// Approval queues in memory.
+#[derive(Debug, Default)]
+pub struct MemoryApprovalStore {
+    inner: Mutex<Queues>,
+}
+
+impl MemoryApprovalStore {
+    pub fn new() -> Self {
+        MemoryApprovalStore::default()
+    }
+}
+
+fn number(id: &str) -> Option<u64> {
+    id.strip_prefix("ap-")?.parse().ok()
+}
+
+impl ApprovalStore for MemoryApprovalStore {
+    fn enqueue(&self, new: NewApproval) -> Result<String, StateError> {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        q.next += 1;
+        let n = q.next;
+        let id = format!("ap-{n}");
+        q.pending.insert(
+            n,
+            PendingApproval {
+                id: id.clone(),
+                policy: new.policy,
+                rule: new.rule,
+                group: new.group,
+                via: new.via,
+                created: new.created,
+                request: new.request,
+            },
+        );
+        Ok(id)
+    }
+
+    fn pending(&self) -> Result<Vec<PendingApproval>, StateError> {
+        let q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(q.pending.values().cloned().collect())
+    }
+
+    fn decide(
+        &self,
+        id: &str,
+        decision: Verdict,
+        by: &str,
+        reason: Option<&str>,
+        now: u64,
+    ) -> Result<ApprovalRecord, DecideError> {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = q.decided.get(id) {
+            return Err(DecideError::AlreadyDecided(Box::new(done.clone())));
+        }
+        let Some(p) = number(id).and_then(|n| q.pending.remove(&n)) else {
+            return Err(DecideError::NotFound(id.to_string()));
+        };
+        let record = ApprovalRecord {
+            id: p.id,
+            decision,
+            by: by.to_string(),
+            reason: reason.map(str::to_string),
+            decided: now,
+            policy: p.policy,
+            rule: p.rule,
+            group: p.group,
+            via: p.via,
+            created: p.created,
+            request: p.request,
+        };
+        q.decided.insert(record.id.clone(), record.clone());
+        q.decided_order.push_back(record.id.clone());
+        while q.decided_order.len() > DECIDED_KEPT {
+            if let Some(old) = q.decided_order.pop_front() {
+                q.decided.remove(&old);
+            }
+        }
+        Ok(record)
+    }
+}

@@ -1,0 +1,343 @@
+//! The engine's HTTP API (SPEC §5), shaped like axum's examples:
+//! [`router`] builds the whole service from an [`Engine`] (tests drive it
+//! with `oneshot`, no socket), handlers are thin, and every failure is an
+//! [`ApiError`] rendered as `{"error": "…"}` with its status.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `POST /v1/evaluate` | — | the evaluate response; 400 bad request (the field named), 413, 503 without a route |
+//! | `PUT /v1/artifacts/{hash}` | admin | 201 new, 200 already held; 400 not an artifact, 422 hash does not verify or differs from the path |
+//! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
+//! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
+//! | `PUT /v1/route` | admin | `{"version", "route", "migrations"}`; 400 bad field, 409 artifact not held |
+//! | `GET /v1/route` | admin | the route in force (404 before the first) |
+//! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
+//! | `GET /v1/state` | admin | the live state (`engine::live::LiveState`) |
+//! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided |
+//! | `GET /metrics` | — | Prometheus text |
+//! | `GET /healthz` | — | `{"status": "ok"}` |
+//!
+//! Admin routes need `Authorization: Bearer <token>`; the token is compared
+//! in constant time (`subtle`) over SHA-256 digests, so neither its content
+//! nor its length leaks through timing. Bad input is answered, not logged;
+//! internal errors are logged and answered with a generic message.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::engine::approvals::Verdict;
+use crate::engine::routing::RouteSpec;
+use crate::engine::server::Engine;
+
+/// An API failure: the status and a message naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged; the client gets a generic message.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error: the engine could not complete the request".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (status, Json(json!({ "error": message }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// A body that could not be read: too large (413) or broken (400).
+fn body_error(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the request body is over the limit: {}",
+            r.body_text()
+        ))
+    } else {
+        ApiError::BadRequest(format!(
+            "the request body could not be read: {}",
+            r.body_text()
+        ))
+    }
+}
+
+/// The whole service.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let max_body = engine.config().max_body;
+    let max_artifact = engine.config().max_artifact_body;
+    let admin = Router::new()
+        .route(
+            "/v1/artifacts/{hash}",
+            put(put_artifact)
+                .layer(DefaultBodyLimit::max(max_artifact))
+                .get(get_artifact),
+        )
+        .route("/v1/artifacts", get(list_artifacts))
+        .route("/v1/route", put(put_route).get(get_route))
+        .route("/v1/stats", get(get_stats))
+        .route("/v1/state", get(get_state))
+        .route("/v1/approvals/{id}", post(decide_approval))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&engine),
+            require_admin,
+        ));
+    Router::new()
+        .route("/v1/evaluate", post(evaluate))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(engine)
+}
+
+/// The digest of a token, so that comparing takes the same time whatever
+/// the lengths.
+fn token_digest(t: &[u8]) -> [u8; 32] {
+    Sha256::digest(t).into()
+}
+
+async fn require_admin(
+    State(engine): State<Arc<Engine>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return Err(ApiError::Unauthorized);
+    };
+    let expected = token_digest(engine.config().admin_token.as_bytes());
+    if bool::from(token_digest(given.as_bytes()).ct_eq(&expected)) {
+        Ok(next.run(req).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route: see SPEC §5 for the engine's API".to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this route does not take that method".to_string())
+}
+
+async fn healthz() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The caller's `X-Request-Id` (1–128 visible characters), echoed in the
+/// response and written to the decision log; without one the engine makes
+/// one up for the log. Read without copying the header map.
+struct RequestId(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(
+            parts
+                .headers
+                .get(REQUEST_ID)
+                .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+                .cloned(),
+        ))
+    }
+}
+
+async fn evaluate(
+    State(engine): State<Arc<Engine>>,
+    RequestId(request_id): RequestId,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let id = request_id.as_ref().and_then(|v| v.to_str().ok());
+    let bytes = engine.evaluate(&body, id)?;
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
+    if let Some(id) = request_id {
+        resp.headers_mut().insert(REQUEST_ID, id);
+    }
+    Ok(resp)
+}
+
+async fn put_artifact(
+    State(engine): State<Arc<Engine>>,
+    Path(hash): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    // Verifying the hash and compiling regexes is CPU work: off the
+    // request threads.
+    let (created, summary) = tokio::task::spawn_blocking(move || engine.put_artifact(&hash, &body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("loading the artifact: {e}")))??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(summary)).into_response())
+}
+
+async fn get_artifact(
+    State(engine): State<Arc<Engine>>,
+    Path(hash): Path<String>,
+) -> Result<Response, ApiError> {
+    let summary = engine.artifact(&hash).ok_or_else(|| {
+        ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
+    })?;
+    Ok(Json(summary).into_response())
+}
+
+async fn list_artifacts(State(engine): State<Arc<Engine>>) -> Response {
+    Json(json!({ "artifacts": engine.artifacts() })).into_response()
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
+}
+
+async fn put_route(
+    State(engine): State<Arc<Engine>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let spec: RouteSpec = parse_json(&body, "route")?;
+    let change = engine.set_route(spec)?;
+    Ok(Json(change).into_response())
+}
+
+async fn get_route(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
+    let route = engine
+        .route()
+        .ok_or_else(|| ApiError::NotFound("no route has been set: PUT /v1/route".to_string()))?;
+    Ok(Json(json!({
+        "version": route.version,
+        "since": route.since,
+        "route": route.spec,
+    }))
+    .into_response())
+}
+
+async fn get_stats(State(engine): State<Arc<Engine>>) -> Response {
+    Json(engine.stats()).into_response()
+}
+
+async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
+    Ok(Json(engine.live_state()?).into_response())
+}
+
+/// The body of `POST /v1/approvals/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    decision: Verdict,
+    by: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn decide_approval(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let d: Decision = parse_json(&body, "approval decision")?;
+    if d.by.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "`by` must name who decided".to_string(),
+        ));
+    }
+    let record = engine.decide(&id, d.decision, d.by.trim(), d.reason.as_deref())?;
+    Ok(Json(record).into_response())
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        engine.metrics(),
+    )
+        .into_response()
+}
