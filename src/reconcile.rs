@@ -44,10 +44,10 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::engine::routing::RouteSpec;
 use crate::project::RolloutPlan;
 use crate::rollout::machine::{
-    self, Action, Build, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary, Route, State,
-    Transition,
+    self, Action, Build, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary, State, Transition,
 };
 use crate::rollout::stage::StageDecision;
 use api::{ApiState, CandidateStatus, CommandRequest, EngineStatus, RevertStatus, Status};
@@ -322,7 +322,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// One engine as last seen.
 struct EngineView {
     client: Arc<dyn EngineClient>,
-    route: Option<Route>,
+    route: Option<RouteSpec>,
     /// Whether `route` was read (or set) successfully.
     known: bool,
     stats: Option<EngineStats>,
@@ -831,7 +831,7 @@ impl Runner {
         }
     }
 
-    fn desired(&self) -> Option<Route> {
+    fn desired(&self) -> Option<RouteSpec> {
         machine::desired_route(&self.state, self.candidate_plan())
     }
 
@@ -891,7 +891,10 @@ impl Runner {
         let desired = Arc::new(desired);
         let mut set = JoinSet::new();
         for (i, e) in self.engines.iter().enumerate() {
-            let on = e.known && e.route.as_ref().is_some_and(|r| r.same_as(&desired));
+            let on = e.known
+                && e.route
+                    .as_ref()
+                    .is_some_and(|r| machine::same_route(r, &desired));
             if on || (!all && !e.known) {
                 continue;
             }
@@ -947,7 +950,12 @@ impl Runner {
         let on: Vec<&EngineStats> = self
             .engines
             .iter()
-            .filter(|e| e.known && e.route.as_ref().is_some_and(|r| r.same_as(&desired)))
+            .filter(|e| {
+                e.known
+                    && e.route
+                        .as_ref()
+                        .is_some_and(|r| machine::same_route(r, &desired))
+            })
             .filter_map(|e| e.stats.as_ref())
             .filter(|s| observe::stats_match(s, &desired))
             .collect();
@@ -1010,7 +1018,7 @@ impl Runner {
                 reachable: e.known,
                 on_route: e.known
                     && match (&e.route, &desired) {
-                        (Some(r), Some(d)) => r.same_as(d),
+                        (Some(r), Some(d)) => machine::same_route(r, d),
                         (None, None) => true,
                         _ => false,
                     },
@@ -1104,7 +1112,7 @@ fn build_commit(
 /// once: a rollback must not wait for the next pass.
 async fn set_route(
     client: &dyn EngineClient,
-    route: &Route,
+    route: &RouteSpec,
     artifacts: &[(String, Arc<Vec<u8>>)],
 ) -> Result<(), EngineError> {
     let first = match client.set_route(route).await {

@@ -2,14 +2,13 @@
 //! figures, a commit's build, the git mirror.
 
 use serde_json::{Value, json};
+use sluice::engine::routing::{Mode, RouteSpec};
 use sluice::reconcile::build;
 use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
 use sluice::reconcile::observe;
 use sluice::reconcile::store::{Store, read_audit};
-use sluice::rollout::machine::{
-    Cause, Mode, PendingRevert, RevertOutcome, Route, State, Transition,
-};
+use sluice::rollout::machine::{Cause, PendingRevert, RevertOutcome, State, Transition};
 
 use super::fixture::{self, BAD, BROKEN, GOOD, Repo, git};
 
@@ -112,7 +111,7 @@ fn stats(stage: &str, cohorts: Vec<CohortFigures>) -> EngineStats {
 
 #[test]
 fn the_fleet_figures_are_summed() {
-    let mut route = Route::stable("s");
+    let mut route = RouteSpec::stable("s");
     route.candidate = Some("c".into());
     route.mode = Some(Mode::Split);
     route.percent = Some(5.0);
@@ -164,7 +163,7 @@ fn the_fleet_figures_are_summed() {
 
 #[test]
 fn histograms_give_p99_bounds_across_engines() {
-    let mut route = Route::stable("s");
+    let mut route = RouteSpec::stable("s");
     route.candidate = Some("c".into());
     route.mode = Some(Mode::Split);
     route.stage = Some("canary".into());
