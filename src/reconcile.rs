@@ -153,9 +153,13 @@ impl Daemon {
             ));
         }
         let state_dir = config.state_dir.clone();
-        let (store, state) = tokio::task::spawn_blocking(move || Store::open(&state_dir))
-            .await
-            .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
+        let (store, state) = tokio::task::spawn_blocking(move || {
+            let (store, state) = Store::open(&state_dir)?;
+            store.claim()?;
+            Ok::<_, ReconcileError>((store, state))
+        })
+        .await
+        .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
         let url = git::remote_url(&config.repo);
         let git_dir = store.git_dir();
         let branch = config.branch.clone();

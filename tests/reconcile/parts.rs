@@ -475,3 +475,26 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
     let now = engine.route().unwrap().spec.clone();
     assert!(sluice::rollout::machine::same_route(&now, &route));
 }
+
+#[test]
+fn one_daemon_per_state_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.claim().unwrap();
+    // Claimed again by the same process (a restart in-process): fine.
+    store.claim().unwrap();
+    // A running process of another id holds it.
+    let mut other = std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.path().join("daemon.pid"), format!("{}\n", other.id())).unwrap();
+    if std::path::Path::new("/proc").is_dir() {
+        let err = store.claim().unwrap_err().to_string();
+        assert!(err.contains("in use by another daemon"), "{err}");
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+    // Once it is gone (killed, never cleaned up), the folder is free.
+    store.claim().unwrap();
+}
