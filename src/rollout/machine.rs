@@ -614,7 +614,7 @@ fn pause(
     let change = Change {
         event: "pause",
         cause,
-        reason,
+        reason: format!("paused: {reason}"),
         commit,
         artifact,
         figures,
