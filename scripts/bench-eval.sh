@@ -71,7 +71,7 @@ fi
 echo
 echo "== results (median per evaluation)"
 echo
-echo "criterion, sluice alone:"
+echo "criterion (wall-clock), sluice alone:"
 echo
 echo "| set | eval | decode + eval |"
 echo "|---|---:|---:|"

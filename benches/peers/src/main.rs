@@ -277,8 +277,17 @@ fn opt_ns(ns: Option<f64>) -> String {
 }
 
 fn opt_ratio(a: Option<f64>, b: Option<f64>) -> String {
-    a.zip(b)
-        .map_or_else(|| "–".to_string(), |(a, b)| format!("{:.1}", a / b))
+    a.zip(b).map_or_else(
+        || "–".to_string(),
+        |(a, b)| {
+            let r = a / b;
+            if r >= 100.0 {
+                format!("{r:.0}")
+            } else {
+                format!("{r:.1}")
+            }
+        },
+    )
 }
 
 fn opt_tsv(ns: Option<f64>) -> String {
