@@ -14,7 +14,7 @@
 //! Engines are polled (`GET /v1/route`, all in parallel, every millisecond)
 //! from this process. Environment: `SLUICE_BIN` (the `sluice` binary),
 //! `SLUICE_ENGINE_BIN` (default: `SLUICE_BIN`), `BENCH_ENGINES` (10),
-//! `BENCH_ROUNDS` (5).
+//! `BENCH_ROUNDS` (5), `BENCH_KEEP` (keep the folder with the logs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -516,4 +516,8 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
         summary["trigger_to_stable_ms"].as_f64().unwrap_or(f64::NAN),
     );
     drop(fleet);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        let path = tmp.keep();
+        eprintln!("kept {} (daemon and engine logs in logs/)", path.display());
+    }
 }

@@ -1332,8 +1332,14 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
     if let Some(t) = &s.last {
         let _ = writeln!(
             o,
-            "last: #{} {} {} → {} ({:?}, {}): {}",
-            t.seq, t.event, t.from, t.to, t.cause, t.time, t.reason
+            "last: #{} {} {} → {} ({}, {}): {}",
+            t.seq,
+            t.event,
+            t.from,
+            t.to,
+            t.cause.as_str(),
+            t.time,
+            t.reason
         );
     }
     o

@@ -44,10 +44,10 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::engine::routing::RouteSpec;
 use crate::project::RolloutPlan;
 use crate::rollout::machine::{
-    self, Action, Build, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary, Route, State,
-    Transition,
+    self, Action, Build, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary, State, Transition,
 };
 use crate::rollout::stage::StageDecision;
 use api::{ApiState, CandidateStatus, CommandRequest, EngineStatus, RevertStatus, Status};
@@ -153,9 +153,13 @@ impl Daemon {
             ));
         }
         let state_dir = config.state_dir.clone();
-        let (store, state) = tokio::task::spawn_blocking(move || Store::open(&state_dir))
-            .await
-            .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
+        let (store, state) = tokio::task::spawn_blocking(move || {
+            let (store, state) = Store::open(&state_dir)?;
+            store.claim()?;
+            Ok::<_, ReconcileError>((store, state))
+        })
+        .await
+        .map_err(|e| ReconcileError::Stopped(e.to_string()))??;
         let url = git::remote_url(&config.repo);
         let git_dir = store.git_dir();
         let branch = config.branch.clone();
@@ -322,7 +326,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// One engine as last seen.
 struct EngineView {
     client: Arc<dyn EngineClient>,
-    route: Option<Route>,
+    route: Option<RouteSpec>,
     /// Whether `route` was read (or set) successfully.
     known: bool,
     stats: Option<EngineStats>,
@@ -831,7 +835,7 @@ impl Runner {
         }
     }
 
-    fn desired(&self) -> Option<Route> {
+    fn desired(&self) -> Option<RouteSpec> {
         machine::desired_route(&self.state, self.candidate_plan())
     }
 
@@ -891,7 +895,10 @@ impl Runner {
         let desired = Arc::new(desired);
         let mut set = JoinSet::new();
         for (i, e) in self.engines.iter().enumerate() {
-            let on = e.known && e.route.as_ref().is_some_and(|r| r.same_as(&desired));
+            let on = e.known
+                && e.route
+                    .as_ref()
+                    .is_some_and(|r| machine::same_route(r, &desired));
             if on || (!all && !e.known) {
                 continue;
             }
@@ -947,7 +954,12 @@ impl Runner {
         let on: Vec<&EngineStats> = self
             .engines
             .iter()
-            .filter(|e| e.known && e.route.as_ref().is_some_and(|r| r.same_as(&desired)))
+            .filter(|e| {
+                e.known
+                    && e.route
+                        .as_ref()
+                        .is_some_and(|r| machine::same_route(r, &desired))
+            })
             .filter_map(|e| e.stats.as_ref())
             .filter(|s| observe::stats_match(s, &desired))
             .collect();
@@ -1010,7 +1022,7 @@ impl Runner {
                 reachable: e.known,
                 on_route: e.known
                     && match (&e.route, &desired) {
-                        (Some(r), Some(d)) => r.same_as(d),
+                        (Some(r), Some(d)) => machine::same_route(r, d),
                         (None, None) => true,
                         _ => false,
                     },
@@ -1099,13 +1111,19 @@ fn build_commit(
 }
 
 /// Sets one engine's route; when the engine lacks an artifact (409), uploads
-/// the route's artifacts and tries once more.
+/// the route's artifacts and tries once more. A call that did not get
+/// through (a pooled connection the engine had closed) is tried again at
+/// once: a rollback must not wait for the next pass.
 async fn set_route(
     client: &dyn EngineClient,
-    route: &Route,
+    route: &RouteSpec,
     artifacts: &[(String, Arc<Vec<u8>>)],
 ) -> Result<(), EngineError> {
-    match client.set_route(route).await {
+    let first = match client.set_route(route).await {
+        Err(EngineError::Unreachable(_)) => client.set_route(route).await,
+        other => other,
+    };
+    match first {
         Err(e) if e.is_missing_artifact() => {
             for (hash, bytes) in artifacts {
                 client.upload(hash, bytes).await?;

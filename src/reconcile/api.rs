@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::engine::routing::RouteSpec;
 use crate::rollout::machine::{
-    Command, Paused, Quarantined, Refused, Release, ReplaySummary, Route, Transition,
+    Command, Paused, Quarantined, Refused, Release, ReplaySummary, Transition,
 };
 
 /// A command for the loop, with where to send its answer.
@@ -105,7 +106,7 @@ pub struct EngineStatus {
     pub reachable: bool,
     /// On the route the state asks for.
     pub on_route: bool,
-    pub route: Option<Route>,
+    pub route: Option<RouteSpec>,
     pub error: Option<String>,
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::live::LiveState;
-use crate::rollout::machine::Route;
+use crate::engine::routing::RouteSpec;
 
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -123,9 +123,9 @@ pub trait EngineClient: Send + Sync {
         hash: &'a str,
         artifact: &'a [u8],
     ) -> BoxFuture<'a, Result<(), EngineError>>;
-    fn set_route<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>>;
     /// The route in force; `None` before the first.
-    fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>>;
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>>;
     fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>>;
     /// Limit counters and pending approvals, for the `state::` checks of a
     /// new commit; `None` when the engine does not expose them.
@@ -214,7 +214,7 @@ fn without_url(e: &reqwest::Error) -> String {
 
 #[derive(Deserialize)]
 struct RouteDoc {
-    route: Route,
+    route: RouteSpec,
 }
 
 impl EngineClient for HttpEngine {
@@ -237,14 +237,14 @@ impl EngineClient for HttpEngine {
         })
     }
 
-    fn set_route<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let req = self.http.put(self.url("/v1/route")).json(route);
             self.send(req).await.map(drop)
         })
     }
 
-    fn get_route(&self) -> BoxFuture<'_, Result<Option<Route>, EngineError>> {
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>> {
         Box::pin(async move {
             match self.send(self.http.get(self.url("/v1/route"))).await {
                 Ok(resp) => {
@@ -254,7 +254,7 @@ impl EngineClient for HttpEngine {
                         .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
                     serde_json::from_slice::<RouteDoc>(&bytes)
                         .map(|d| Some(d.route))
-                        .or_else(|_| serde_json::from_slice::<Route>(&bytes).map(Some))
+                        .or_else(|_| serde_json::from_slice::<RouteSpec>(&bytes).map(Some))
                         .map_err(|e| EngineError::Decode(e.to_string()))
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),

@@ -19,7 +19,7 @@ use std::path::Path;
 use git2::{ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 
 use super::err::ReconcileError;
-use crate::repo::PROJECT_FILE;
+use crate::repo::{PROJECT_FILE, excluded_dir};
 use crate::rollout::machine::{PendingRevert, RevertOutcome};
 use crate::source::SourceFile;
 
@@ -80,10 +80,6 @@ pub fn remote_url(repo: &str) -> String {
             .unwrap_or_else(|_| path.to_path_buf())
     });
     abs.to_string_lossy().into_owned()
-}
-
-fn excluded_dir(name: &str) -> bool {
-    name.starts_with('.') || name == "target" || name == "node_modules"
 }
 
 impl Mirror {

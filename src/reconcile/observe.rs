@@ -12,21 +12,21 @@
 //! maximum instead, its p99 being no better known). The latency gates
 //! then rest on `min_samples` for their confidence.
 
+use crate::engine::routing::{Mode, RouteSpec};
 use crate::rollout::gate::{self, Z95};
-use crate::rollout::machine::{Mode, Route};
 use crate::rollout::stage::{Cohort, Observation, Quantile};
 
 use super::client::{CohortFigures, EngineStats};
 
 /// Whether an engine's figures belong to the route `desired`.
-pub fn stats_match(stats: &EngineStats, desired: &Route) -> bool {
+pub fn stats_match(stats: &EngineStats, desired: &RouteSpec) -> bool {
     stats.route.as_ref().is_some_and(|r| {
         r.stable == desired.stable && r.candidate == desired.candidate && r.stage == desired.stage
     })
 }
 
 /// Sums the figures of the engines (each already on `desired`).
-pub fn sum(desired: &Route, engines: &[&EngineStats]) -> Observation {
+pub fn sum(desired: &RouteSpec, engines: &[&EngineStats]) -> Observation {
     let candidate_cohort = match desired.mode {
         Some(Mode::Shadow) => "shadow",
         _ => "candidate",

@@ -6,7 +6,12 @@
 //! artifacts/<hash>.json   every artifact the state refers to
 //! git/                the bare mirror of the watched repository
 //! control.addr        the control API's address, for tools and tests
+//! daemon.pid          the process using the folder
 //! ```
+//!
+//! One daemon uses a folder at a time: `daemon.pid` names its process, and a
+//! daemon refuses a folder whose process is still running (checked through
+//! `/proc` where there is one).
 //!
 //! Writes are atomic: write a temporary file, fsync it, rename it over the
 //! old one, fsync the folder. The state is written *before* the audit line
@@ -159,6 +164,25 @@ impl Store {
     pub fn load_artifact(&self, hash: &str) -> Result<Vec<u8>, ReconcileError> {
         let path = self.artifact_path(hash)?;
         fs::read(&path).map_err(io(format!("reading artifact `{hash}`")))
+    }
+
+    /// Claims the folder for this process; refuses it while another live
+    /// process holds it.
+    pub fn claim(&self) -> Result<(), ReconcileError> {
+        let path = self.dir.join("daemon.pid");
+        let me = std::process::id();
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != me
+            && Path::new("/proc").is_dir()
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            return Err(ReconcileError::Config(format!(
+                "the state folder `{}` is in use by another daemon (process {pid})",
+                self.dir.display()
+            )));
+        }
+        write_atomic(&path, format!("{me}\n").as_bytes())
     }
 
     /// Records the control API's address.

@@ -32,7 +32,6 @@
 //! | `pause` / `resume` | any | same (paused) | operator, `max_duration`, engines unreachable |
 //! | `reverted` | any | same | the revert commit landed on the branch |
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +39,7 @@ use serde_json::{Value, json};
 
 use super::stage::{self, Observation, StageDecision, Step as StageStep};
 use crate::compile::ir::Literal;
+use crate::engine::routing::{Mode, RouteSpec};
 use crate::project::{RolloutPlan, StageKind};
 use crate::replay::ReplayReport;
 
@@ -614,7 +614,7 @@ fn pause(
     let change = Change {
         event: "pause",
         cause,
-        reason,
+        reason: format!("paused: {reason}"),
         commit,
         artifact,
         figures,
@@ -1152,75 +1152,18 @@ fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: RevertOutcome) 
     commit_step(state, new, ctx, change, Vec::new(), None)
 }
 
-/// How the candidate takes part in a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Shadow,
-    Split,
-}
-
-/// A route as the engines take it (`PUT /v1/route`, SPEC §5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Route {
-    pub stable: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Mode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percent: Option<f64>,
-    #[serde(default, rename = "match", skip_serializing_if = "BTreeMap::is_empty")]
-    pub matches: BTreeMap<String, Vec<Value>>,
-    #[serde(default = "default_hash_key")]
-    pub hash_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-}
-
-fn default_hash_key() -> String {
-    "session".to_string()
-}
-
-impl Route {
-    /// Stable only.
-    pub fn stable(artifact: &str) -> Route {
-        Route {
-            stable: artifact.to_string(),
-            candidate: None,
-            mode: None,
-            percent: None,
-            matches: BTreeMap::new(),
-            hash_key: default_hash_key(),
-            stage: None,
-        }
+/// Whether an engine on `observed` is on `desired`, both read as the engine
+/// normalizes them (defaults filled in); without a candidate only the stable
+/// artifact and the stage matter. A route the engine would refuse is on
+/// nothing.
+pub fn same_route(observed: &RouteSpec, desired: &RouteSpec) -> bool {
+    let (Ok(a), Ok(b)) = (observed.clone().normalize(), desired.clone().normalize()) else {
+        return false;
+    };
+    if a.candidate.is_none() && b.candidate.is_none() {
+        return a.stable == b.stable && a.stage == b.stage;
     }
-
-    fn effective_percent(&self) -> f64 {
-        match (self.mode, self.percent) {
-            (_, Some(p)) => p,
-            (Some(Mode::Shadow), None) => 100.0,
-            _ => 0.0,
-        }
-    }
-
-    /// Whether an engine on `self` is on `desired` (defaults filled the way
-    /// engines fill them; the hash key only matters with a candidate).
-    pub fn same_as(&self, desired: &Route) -> bool {
-        if self.stable != desired.stable
-            || self.candidate != desired.candidate
-            || self.stage != desired.stage
-        {
-            return false;
-        }
-        if self.candidate.is_none() {
-            return true;
-        }
-        self.mode == desired.mode
-            && (self.effective_percent() - desired.effective_percent()).abs() < 0.005
-            && self.matches == desired.matches
-            && self.hash_key == desired.hash_key
-    }
+    a == b
 }
 
 fn literal(l: &Literal) -> Value {
@@ -1233,9 +1176,9 @@ fn literal(l: &Literal) -> Value {
 
 /// The route every engine must be on in this state; `None` before a stable
 /// artifact exists. `plan` is the candidate's.
-pub fn desired_route(state: &State, plan: Option<&RolloutPlan>) -> Option<Route> {
+pub fn desired_route(state: &State, plan: Option<&RolloutPlan>) -> Option<RouteSpec> {
     let stable = state.stable.as_ref()?;
-    let base = Route::stable(&stable.artifact);
+    let base = RouteSpec::stable(&stable.artifact);
     let (Some(r), Some(plan)) = (&state.rollout, plan) else {
         return Some(base);
     };
@@ -1247,14 +1190,14 @@ pub fn desired_route(state: &State, plan: Option<&RolloutPlan>) -> Option<Route>
         StageKind::Shadow => Mode::Shadow,
         StageKind::Split => Mode::Split,
     };
-    Some(Route {
+    Some(RouteSpec {
         candidate: Some(r.artifact.clone()),
         mode: Some(mode),
         percent: Some(match mode {
             Mode::Shadow => 100.0,
             Mode::Split => f64::from(st.percent.unwrap_or(0)),
         }),
-        matches: st
+        match_: st
             .matches
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().map(literal).collect()))

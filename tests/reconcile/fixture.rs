@@ -2,27 +2,17 @@
 //! the real `git` command line, engines on loopback, a traffic generator,
 //! and bounded waits.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use sluice::compile::artifact::Artifact;
-use sluice::compile::ir::DecisionKind;
-use sluice::engine::eval::Evaluator;
-use sluice::engine::state::MemoryLimitStore;
-use sluice::rollout::machine::{Mode, Route};
+use serde_json::json;
+use sluice::engine::backend::MemoryBackend;
+use sluice::engine::decision_log::DecisionLog;
+use sluice::engine::routing::RouteSpec;
+use sluice::engine::server::{self, EngineConfig};
 
 pub const TOKEN: &str = "test-admin-token";
 
@@ -280,272 +270,25 @@ pub fn artifact_of(repo: &Repo, sha: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// An engine on loopback that implements the admin API of SPEC §5 over the
-// real evaluator: artifacts, routes (shadow and split by sha256 buckets of
-// the hash key), figures per cohort since the route changed, evaluation.
-
-#[derive(Default)]
-struct Counts {
-    requests: u64,
-    errors: u64,
-    decisions: [u64; 4],
-    compared: u64,
-    diverged: u64,
-    latencies_us: Vec<u64>,
-}
-
-impl Counts {
-    fn record(&mut self, d: DecisionKind, us: u64) {
-        self.requests += 1;
-        let i = match d {
-            DecisionKind::Allow => 0,
-            DecisionKind::Modify => 1,
-            DecisionKind::RequireApproval => 2,
-            DecisionKind::Deny => 3,
-        };
-        self.decisions[i] += 1;
-        self.latencies_us.push(us);
-    }
-
-    fn report(&self, artifact: &str, cohort: &str, stage: &Option<String>) -> Value {
-        let mut l = self.latencies_us.clone();
-        l.sort_unstable();
-        let q = |p: f64| {
-            if l.is_empty() {
-                0.0
-            } else {
-                let i = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
-                l[i] as f64 / 1000.0
-            }
-        };
-        let mut doc = json!({
-            "artifact": artifact, "cohort": cohort, "stage": stage,
-            "requests": self.requests, "errors": self.errors,
-            "decisions": {"allow": self.decisions[0], "modify": self.decisions[1],
-                          "require_approval": self.decisions[2], "deny": self.decisions[3]},
-            "latency_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99),
-                           "max": l.last().map_or(0.0, |v| *v as f64 / 1000.0)},
-        });
-        if cohort == "shadow" {
-            doc["shadow"] = json!({"compared": self.compared, "diverged": self.diverged});
-        }
-        doc
-    }
-}
-
-struct Active {
-    version: u64,
-    route: Route,
-    stable: Arc<Evaluator>,
-    candidate: Option<Arc<Evaluator>>,
-    stable_counts: Counts,
-    candidate_counts: Counts,
-}
-
-#[derive(Default)]
-struct Inner {
-    artifacts: HashMap<String, Arc<Evaluator>>,
-    route: Option<Active>,
-    versions: u64,
-}
-
-#[derive(Clone, Default)]
-struct Shared {
-    inner: Arc<Mutex<Inner>>,
-    limits: Arc<MemoryLimitStore>,
-    route_puts: Arc<AtomicU64>,
-}
-
-fn authorized(h: &HeaderMap) -> bool {
-    h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
-}
-
-fn err(status: StatusCode, m: &str) -> Response {
-    (status, axum::Json(json!({"error": m}))).into_response()
-}
-
-fn bucket(v: &Value) -> Option<u32> {
-    let bytes = match v {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Number(n) => n.to_string().into_bytes(),
-        _ => return None,
-    };
-    let d = Sha256::digest(&bytes);
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&d[..8]);
-    Some((u64::from_be_bytes(head) % 10_000) as u32)
-}
-
-fn in_cohort(route: &Route, req: &Value) -> bool {
-    let percent = route.percent.unwrap_or(match route.mode {
-        Some(Mode::Shadow) => 100.0,
-        _ => 0.0,
-    });
-    let threshold = (percent * 100.0).round() as u32;
-    let fits = route.matches.iter().all(|(field, allowed)| {
-        let v = field.split('.').try_fold(req, |v, k| v.get(k));
-        v.is_some_and(|v| allowed.contains(v))
-    });
-    fits && req
-        .get(&route.hash_key)
-        .and_then(bucket)
-        .is_some_and(|b| b < threshold)
-}
-
-async fn put_artifact(
-    State(s): State<Shared>,
-    UrlPath(hash): UrlPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !authorized(&headers) {
-        return err(StatusCode::UNAUTHORIZED, "token");
-    }
-    let Ok(artifact) = Artifact::from_bytes(&body) else {
-        return err(StatusCode::BAD_REQUEST, "not an artifact");
-    };
-    if artifact.hash != hash || artifact.verify().is_err() {
-        return err(StatusCode::UNPROCESSABLE_ENTITY, "hash");
-    }
-    let ev = Arc::new(Evaluator::new(&artifact).unwrap());
-    s.inner.lock().unwrap().artifacts.insert(hash, ev);
-    StatusCode::CREATED.into_response()
-}
-
-async fn put_route(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
-        return err(StatusCode::UNAUTHORIZED, "token");
-    }
-    let Ok(route) = serde_json::from_slice::<Route>(&body) else {
-        return err(StatusCode::BAD_REQUEST, "not a route");
-    };
-    let mut inner = s.inner.lock().unwrap();
-    let Some(stable) = inner.artifacts.get(&route.stable).cloned() else {
-        return err(StatusCode::CONFLICT, "stable artifact not held");
-    };
-    let candidate = match &route.candidate {
-        Some(c) => match inner.artifacts.get(c) {
-            Some(e) => Some(e.clone()),
-            None => return err(StatusCode::CONFLICT, "candidate artifact not held"),
-        },
-        None => None,
-    };
-    inner.versions += 1;
-    let version = inner.versions;
-    inner.route = Some(Active {
-        version,
-        route,
-        stable,
-        candidate,
-        stable_counts: Counts::default(),
-        candidate_counts: Counts::default(),
-    });
-    s.route_puts.fetch_add(1, Ordering::Relaxed);
-    axum::Json(json!({"version": version})).into_response()
-}
-
-async fn get_route(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if !authorized(&headers) {
-        return err(StatusCode::UNAUTHORIZED, "token");
-    }
-    let inner = s.inner.lock().unwrap();
-    match &inner.route {
-        Some(a) => axum::Json(json!({"version": a.version, "route": a.route})).into_response(),
-        None => err(StatusCode::NOT_FOUND, "no route"),
-    }
-}
-
-async fn get_stats(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if !authorized(&headers) {
-        return err(StatusCode::UNAUTHORIZED, "token");
-    }
-    let inner = s.inner.lock().unwrap();
-    let Some(a) = &inner.route else {
-        return axum::Json(json!({"route": null, "cohorts": []})).into_response();
-    };
-    let r = &a.route;
-    let mut cohorts = vec![a.stable_counts.report(&r.stable, "stable", &r.stage)];
-    if let (Some(c), Some(mode)) = (&r.candidate, r.mode) {
-        let cohort = if mode == Mode::Shadow {
-            "shadow"
-        } else {
-            "candidate"
-        };
-        cohorts.push(a.candidate_counts.report(c, cohort, &r.stage));
-    }
-    axum::Json(json!({
-        "route": {"version": a.version, "stable": r.stable, "candidate": r.candidate,
-                  "mode": r.mode, "percent": r.percent, "stage": r.stage},
-        "cohorts": cohorts,
-    }))
-    .into_response()
-}
-
-async fn evaluate(State(s): State<Shared>, body: Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return err(StatusCode::BAD_REQUEST, "json");
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut inner = s.inner.lock().unwrap();
-    let Some(a) = inner.route.as_mut() else {
-        return err(StatusCode::SERVICE_UNAVAILABLE, "no route");
-    };
-    let run = |ev: &Evaluator| -> Option<(DecisionKind, u64)> {
-        let t = Instant::now();
-        let r = ev.decode(&req).ok()?;
-        let o = ev.evaluate(&r, now, s.limits.as_ref()).ok()?;
-        Some((o.decision(), t.elapsed().as_micros() as u64))
-    };
-    let Some((stable_d, us)) = run(&a.stable) else {
-        return err(StatusCode::BAD_REQUEST, "bad request");
-    };
-    let member = a.candidate.is_some() && in_cohort(&a.route, &req);
-    let mut decision = stable_d;
-    let mut cohort = "stable";
-    match (a.route.mode, member, a.candidate.clone()) {
-        (Some(Mode::Shadow), true, Some(c)) => {
-            a.stable_counts.record(stable_d, us);
-            if let Some((d, us)) = run(&c) {
-                a.candidate_counts.record(d, us);
-                a.candidate_counts.compared += 1;
-                if d != stable_d {
-                    a.candidate_counts.diverged += 1;
-                }
-            }
-        }
-        (Some(Mode::Split), true, Some(c)) => match run(&c) {
-            Some((d, us)) => {
-                a.candidate_counts.record(d, us);
-                decision = d;
-                cohort = "candidate";
-            }
-            None => a.candidate_counts.errors += 1,
-        },
-        _ => a.stable_counts.record(stable_d, us),
-    }
-    axum::Json(json!({"decision": decision, "cohort": cohort})).into_response()
-}
-
-fn router(s: Shared) -> Router {
-    Router::new()
-        .route("/v1/artifacts/{hash}", put(put_artifact))
-        .route("/v1/route", put(put_route).get(get_route))
-        .route("/v1/stats", get(get_stats))
-        .route("/v1/evaluate", post(evaluate))
-        .with_state(s)
-}
+// The real engine (`sluice::engine::server`) on loopback.
 
 /// An engine on loopback; `stop` takes it down (connections refused) and
 /// `start_again` brings it back on the same port, empty, as a restarted
 /// engine process would be.
 pub struct Engine {
     pub addr: SocketAddr,
-    shared: Shared,
+    engine: Arc<server::Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn new_engine() -> Arc<server::Engine> {
+    server::Engine::start(
+        EngineConfig::new(TOKEN),
+        Arc::new(MemoryBackend::new()),
+        DecisionLog::disabled(),
+    )
+    .unwrap()
 }
 
 impl Engine {
@@ -554,7 +297,7 @@ impl Engine {
         let addr = listener.local_addr().unwrap();
         let mut e = Engine {
             addr,
-            shared: Shared::default(),
+            engine: new_engine(),
             stop: None,
             task: None,
         };
@@ -564,13 +307,12 @@ impl Engine {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(self.shared.clone());
+        let engine = self.engine.clone();
         self.task = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            let _ = server::serve(listener, engine, async move {
+                let _ = rx.await;
+            })
+            .await;
         }));
         self.stop = Some(tx);
     }
@@ -589,7 +331,7 @@ impl Engine {
     }
 
     pub async fn start_again(&mut self) {
-        self.shared = Shared::default();
+        self.engine = new_engine();
         let listener = wait_async("the engine's port", Duration::from_secs(5), || async {
             tokio::net::TcpListener::bind(self.addr).await.ok()
         })
@@ -598,19 +340,13 @@ impl Engine {
     }
 
     /// The route in force, read directly.
-    pub fn route(&self) -> Option<Route> {
-        self.shared
-            .inner
-            .lock()
-            .unwrap()
-            .route
-            .as_ref()
-            .map(|a| a.route.clone())
+    pub fn route(&self) -> Option<RouteSpec> {
+        self.engine.route().map(|a| a.spec.clone())
     }
 
-    /// How many routes were set on this engine.
+    /// How many routes were set on this engine (the route's version).
     pub fn route_puts(&self) -> u64 {
-        self.shared.route_puts.load(Ordering::Relaxed)
+        self.engine.route().map_or(0, |a| a.version)
     }
 }
 

@@ -2,10 +2,11 @@
 //! out. No I/O; the clock is a number.
 
 use serde_json::Value;
+use sluice::engine::routing::{Mode, RouteSpec};
 use sluice::project::RolloutPlan;
 use sluice::rollout::machine::{
-    Action, Build, Cause, Command, Ctx, Event, Fleet, Head, Mode, Observed, Ready, ReplaySummary,
-    RevertOutcome, State, Step, desired_route, step,
+    Action, Build, Cause, Command, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary,
+    RevertOutcome, State, Step, desired_route, same_route, step,
 };
 use sluice::rollout::stage::{Cohort, Observation};
 use sluice::source::SourceFile;
@@ -524,4 +525,44 @@ fn the_state_round_trips_through_json() {
         }
     }
     assert_eq!(back, s);
+}
+
+#[test]
+fn desired_routes_are_routes_the_engine_takes() {
+    let mut w = World::new();
+    w.plan = plan(&super::fixture::TOML.replace(
+        "percent = 50\n",
+        "percent = 50\nmatch = { agent = [\"a\", \"b\"] }\n",
+    ));
+    let mut s = rolling(&w);
+    let mut seen = Vec::new();
+    loop {
+        let r = desired_route(&s, Some(&w.plan)).unwrap();
+        // Through JSON, as `PUT /v1/route` takes it (unknown fields refused).
+        let back: RouteSpec = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        let normalized = back.clone().normalize().unwrap();
+        assert!(same_route(&normalized, &r), "{r:?}");
+        seen.push((r.stage.clone(), r.percent, r.match_.len()));
+        if s.phase() == "stable" {
+            break;
+        }
+        s = w.moves(&s, Event::Operator(Command::Promote), "promote").0;
+    }
+    assert_eq!(
+        seen,
+        [
+            (None, None, 0),
+            (Some("shadow".into()), Some(100.0), 0),
+            (Some("canary".into()), Some(50.0), 1),
+            (Some("full".into()), Some(100.0), 0),
+            (None, None, 0),
+        ]
+    );
+    // A route with another candidate or stage is not the same.
+    let mut other = desired_route(&rolling(&w), Some(&w.plan)).unwrap();
+    other.stage = Some("x".into());
+    assert!(!same_route(
+        &other,
+        &desired_route(&rolling(&w), Some(&w.plan)).unwrap()
+    ));
 }

@@ -2,14 +2,13 @@
 //! figures, a commit's build, the git mirror.
 
 use serde_json::{Value, json};
+use sluice::engine::routing::{Mode, RouteSpec};
 use sluice::reconcile::build;
 use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
 use sluice::reconcile::observe;
 use sluice::reconcile::store::{Store, read_audit};
-use sluice::rollout::machine::{
-    Cause, Mode, PendingRevert, RevertOutcome, Route, State, Transition,
-};
+use sluice::rollout::machine::{Cause, PendingRevert, RevertOutcome, State, Transition};
 
 use super::fixture::{self, BAD, BROKEN, GOOD, Repo, git};
 
@@ -112,7 +111,7 @@ fn stats(stage: &str, cohorts: Vec<CohortFigures>) -> EngineStats {
 
 #[test]
 fn the_fleet_figures_are_summed() {
-    let mut route = Route::stable("s");
+    let mut route = RouteSpec::stable("s");
     route.candidate = Some("c".into());
     route.mode = Some(Mode::Split);
     route.percent = Some(5.0);
@@ -164,7 +163,7 @@ fn the_fleet_figures_are_summed() {
 
 #[test]
 fn histograms_give_p99_bounds_across_engines() {
-    let mut route = Route::stable("s");
+    let mut route = RouteSpec::stable("s");
     route.candidate = Some("c".into());
     route.mode = Some(Mode::Split);
     route.stage = Some("canary".into());
@@ -405,4 +404,97 @@ fn a_change_with_state_errors_against_the_live_engines_is_refused() {
     );
     let built = build::build(&files_of(&repo, &mirror, &c3), None, Some(live)).unwrap();
     assert_eq!(built.notes["state_checks"]["engines"], 1);
+}
+
+fn artifact(policies: &[(&str, &str)]) -> sluice::compile::artifact::Artifact {
+    use sluice::source::SourceFile;
+    let files: Vec<SourceFile> = policies
+        .iter()
+        .map(|(n, t)| SourceFile::new(*n, *t))
+        .collect();
+    let checked =
+        sluice::pipeline::check_sources(&SourceFile::new("sluice.toml", fixture::TOML), &files);
+    checked.artifact(None).unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_stats_read_as_the_gates_need_them() {
+    use sluice::engine::backend::MemoryBackend;
+    use sluice::engine::decision_log::DecisionLog;
+    use sluice::engine::server::{Engine, EngineConfig};
+    use std::sync::Arc;
+
+    let engine = Engine::start(
+        EngineConfig::new(fixture::TOKEN),
+        Arc::new(MemoryBackend::new()),
+        DecisionLog::disabled(),
+    )
+    .unwrap();
+    let stable = artifact(&[("policies/base.policy", fixture::BASE)]);
+    let cand = artifact(&[
+        ("policies/base.policy", fixture::BASE),
+        ("policies/search.policy", BAD),
+    ]);
+    for a in [&stable, &cand] {
+        engine
+            .put_artifact(&a.hash, &a.to_bytes().unwrap())
+            .unwrap();
+    }
+    let mut route = RouteSpec::stable(stable.hash.clone());
+    route.candidate = Some(cand.hash.clone());
+    route.mode = Some(Mode::Shadow);
+    route.percent = Some(100.0);
+    route.stage = Some("shadow".into());
+    engine.set_route(route.clone()).unwrap();
+    for i in 0..30 {
+        let tool = ["search", "email.send", "payments.transfer"][i % 3];
+        let body = json!({"tool": tool, "agent": "a", "session": format!("s-{i}"), "args": {}});
+        engine.evaluate(body.to_string().as_bytes(), None).unwrap();
+    }
+    // Shadow evaluations run off the response path: wait for them.
+    let stats = fixture::wait_for(
+        "the shadow evaluations",
+        std::time::Duration::from_secs(5),
+        || {
+            let s: EngineStats = serde_json::from_value(engine.stats()).unwrap();
+            let done = s
+                .cohorts
+                .iter()
+                .any(|c| c.shadow.is_some_and(|sh| sh.compared == 30));
+            done.then_some(s)
+        },
+    )
+    .await;
+    assert!(observe::stats_match(&stats, &route));
+    let obs = observe::sum(&route, &[&stats, &stats]);
+    assert_eq!((obs.stable.requests, obs.stable.denies), (60, 0));
+    assert_eq!((obs.candidate.requests, obs.candidate.denies), (60, 20));
+    assert_eq!((obs.compared, obs.diverged), (60, 20));
+    assert!(obs.candidate.p99_ms.is_some());
+    // The route the engine reports is the one set, as the daemon compares it.
+    let now = engine.route().unwrap().spec.clone();
+    assert!(sluice::rollout::machine::same_route(&now, &route));
+}
+
+#[test]
+fn one_daemon_per_state_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.claim().unwrap();
+    // Claimed again by the same process (a restart in-process): fine.
+    store.claim().unwrap();
+    // A running process of another id holds it.
+    let mut other = std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.path().join("daemon.pid"), format!("{}\n", other.id())).unwrap();
+    if std::path::Path::new("/proc").is_dir() {
+        let err = store.claim().unwrap_err().to_string();
+        assert!(err.contains("in use by another daemon"), "{err}");
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+    // Once it is gone (killed, never cleaned up), the folder is free.
+    store.claim().unwrap();
 }
