@@ -289,6 +289,9 @@ pub fn label(v: &str) -> String {
     out
 }
 
+/// A counter family: its name, its help line and how to read it.
+type Counter = (&'static str, &'static str, fn(&CohortReport) -> u64);
+
 /// Writes cohort figures as Prometheus text (exposition format 0.0.4).
 pub fn write_prometheus(out: &mut String, reports: &[CohortReport]) {
     let labels = |r: &CohortReport| {
@@ -303,7 +306,7 @@ pub fn write_prometheus(out: &mut String, reports: &[CohortReport]) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
     };
-    let counters: [(&str, &str, fn(&CohortReport) -> u64); 3] = [
+    let counters: [Counter; 3] = [
         (
             "sluice_requests_total",
             "Evaluations since the route last changed.",
