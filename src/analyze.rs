@@ -31,7 +31,18 @@
 //! with automata; the queries of the whole set run on `Options::threads`
 //! plain threads; every witness is replayed through `engine::eval`
 //! (`finding`); `graph` finds approval cycles.
+//!
+//! [`analyze_change`] (`change`) analyses two revisions of a set for the
+//! pull-request check: only the jobs whose answers can differ between them,
+//! those that involve a rule whose meaning changed.
+//!
+//! Findings depend on rule names, never on where a rule sits in its file:
+//! rules are ordered by policy and name, the covers a `shadowed` finding
+//! names are a deterministic minimal set, and every unencodable rule of a
+//! job is reported — so a finding reads the same at two revisions when its
+//! rules did not change.
 
+mod change;
 mod finding;
 pub mod graph;
 pub mod index;
@@ -56,6 +67,7 @@ use crate::diagnostic::Finding;
 use crate::engine::request::Request;
 use crate::schema::Schema;
 
+pub use self::change::{ChangeReport, Revision, analyze_change};
 use self::finding::{Replay, Run, label};
 use self::graph::Deadlock;
 use self::index::{RegexFacts, Strs, Summary, ToolIndex, summarize, trivially_sat_with};
@@ -103,6 +115,11 @@ pub struct Stats {
     pub queries: u64,
     /// Queries without an answer.
     pub unknown: usize,
+    /// Solver jobs planned (dead checks, pairs, covers, approval edges).
+    pub jobs: usize,
+    /// Of those, jobs left out by an incremental analysis: nothing they
+    /// depend on changed ([`analyze_change`]).
+    pub unchanged: usize,
     /// Threads used.
     pub threads: usize,
     /// Seconds spent planning (summaries, index, pairs), solving, and
@@ -124,93 +141,176 @@ pub struct Report {
 /// each SMT-found one with a witness request replayed through the evaluator
 /// (`default` is the project's default decision, for that replay).
 pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &Options) -> Report {
-    let started = Instant::now();
-    let items = items(set, schema);
-    let mut stats = Stats {
-        rules: items.len(),
-        ..Stats::default()
-    };
-    let tool = schema
-        .get(TOOL)
-        .filter(|f| f.ty == Type::Str)
-        .map(|_| TOOL.to_string());
-    let via: Vec<(String, String)> = match &tool {
-        Some(t) => items
-            .iter()
-            .filter_map(|i| via_of(i.effect).map(|v| (t.clone(), v.to_string())))
-            .collect(),
-        None => Vec::new(),
-    };
-    let plan = Plan::new(schema, items.iter().map(|i| i.when), &via);
+    let side = Side::plan(set, schema);
+    let solved = side.solve(None, opts);
+    side.report(solved, default)
+}
 
-    let mut dead: BTreeSet<usize> = BTreeSet::new();
-    let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
+/// One policy set planned for the analysis: its rules and limits, how
+/// conditions are encoded, and every solver job.
+struct Side<'s> {
+    set: &'s PolicySet,
+    schema: &'s Schema,
+    items: Vec<Item<'s>>,
+    tool: Option<String>,
+    plan: Plan,
+    jobs: Vec<Job>,
+    /// Rules and limits empty by their summary (no solver needed).
+    dead: BTreeSet<usize>,
+    stats: Stats,
+}
 
-    let threads = if jobs.len() < PARALLEL_FROM {
-        1
-    } else {
-        opts.threads.max(1)
-    };
-    stats.threads = threads;
-    let shared = Shared {
-        items: &items,
-        plan: &plan,
-        tool: tool.as_deref().and_then(|t| plan.index(t)),
-        timeout_ms: opts.timeout_ms,
-    };
-    stats.plan_seconds = started.elapsed().as_secs_f64();
-    let solving = Instant::now();
-    let (answers, queries, crashed) = run_all(&shared, &jobs, threads);
-    stats.queries = queries;
-    stats.solve_seconds = solving.elapsed().as_secs_f64();
-    let replaying = Instant::now();
+/// Which of a side's jobs and syntactically dead rules to keep (an
+/// incremental analysis, [`change`]); everything when absent.
+#[derive(Debug, Clone, Default)]
+struct Keep {
+    jobs: Vec<bool>,
+    dead: BTreeSet<usize>,
+}
 
-    let mut pending = Vec::new();
-    if crashed {
-        pending.push(Pending::plain(
-            Finding::error(
-                "analyze::internal",
-                "internal error: a worker of the conflict analysis stopped; the analysis is incomplete",
-            )
-            .with_help("this is a bug in sluice's analysis — please report it with the policy set"),
-        ));
-    }
-    let mut out = Outcomes::default();
-    for (job, answer) in jobs.iter().zip(answers) {
-        match answer {
-            Some(a) => out.record(job, a, &mut dead),
-            None => out.unanswered += 1,
+/// A side's answers, before they become findings.
+struct Answered {
+    out: Outcomes,
+    dead: BTreeSet<usize>,
+    crashed: bool,
+    stats: Stats,
+}
+
+impl<'s> Side<'s> {
+    fn plan(set: &'s PolicySet, schema: &'s Schema) -> Side<'s> {
+        let started = Instant::now();
+        let items = items(set, schema);
+        let mut stats = Stats {
+            rules: items.len(),
+            ..Stats::default()
+        };
+        let tool = schema
+            .get(TOOL)
+            .filter(|f| f.ty == Type::Str)
+            .map(|_| TOOL.to_string());
+        let via: Vec<(String, String)> = match &tool {
+            Some(t) => items
+                .iter()
+                .filter_map(|i| via_of(i.effect).map(|v| (t.clone(), v.to_string())))
+                .collect(),
+            None => Vec::new(),
+        };
+        let plan = Plan::new(schema, items.iter().map(|i| i.when), &via);
+        let mut dead: BTreeSet<usize> = BTreeSet::new();
+        let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
+        stats.jobs = jobs.len();
+        stats.plan_seconds = started.elapsed().as_secs_f64();
+        Side {
+            set,
+            schema,
+            items,
+            tool,
+            plan,
+            jobs,
+            dead,
+            stats,
         }
     }
-    stats.unknown = out.unknown.len();
-    build_findings(&items, &out, &dead, &mut pending);
-    // The evaluator is built only when there is a witness to replay.
-    let replay = if pending.iter().any(|p| p.claim.is_some()) {
-        Some(Replay::new(set, schema, default))
-    } else {
-        None
-    };
-    let mut findings = match &replay {
-        None => pending.into_iter().map(|p| p.finding).collect(),
-        Some(Ok(r)) => verify(pending, r),
-        Some(Err(e)) => {
-            let mut f: Vec<Finding> = pending.into_iter().map(|p| p.finding).collect();
-            f.push(
+
+    /// Runs the jobs `keep` selects (all without it) on `opts.threads`
+    /// threads.
+    fn solve(&self, keep: Option<&Keep>, opts: &Options) -> Answered {
+        let mut stats = self.stats.clone();
+        let selected: Vec<&Job> = match keep {
+            None => self.jobs.iter().collect(),
+            Some(k) => self
+                .jobs
+                .iter()
+                .zip(&k.jobs)
+                .filter(|(_, keep)| **keep)
+                .map(|(j, _)| j)
+                .collect(),
+        };
+        stats.unchanged = self.jobs.len() - selected.len();
+        let threads = if selected.len() < PARALLEL_FROM {
+            1
+        } else {
+            opts.threads.max(1)
+        };
+        stats.threads = threads;
+        let shared = Shared {
+            items: &self.items,
+            plan: &self.plan,
+            tool: self.tool.as_deref().and_then(|t| self.plan.index(t)),
+            timeout_ms: opts.timeout_ms,
+        };
+        let solving = Instant::now();
+        let (answers, queries, crashed) = run_all(&shared, &selected, threads);
+        stats.queries = queries;
+        stats.solve_seconds = solving.elapsed().as_secs_f64();
+        let mut dead = match keep {
+            None => self.dead.clone(),
+            Some(k) => self.dead.intersection(&k.dead).copied().collect(),
+        };
+        let mut out = Outcomes::default();
+        for (job, answer) in selected.into_iter().zip(answers) {
+            match answer {
+                Some(a) => out.record(job, a, &mut dead),
+                None => out.unanswered += 1,
+            }
+        }
+        stats.unknown = out.unknown.len();
+        Answered {
+            out,
+            dead,
+            crashed,
+            stats,
+        }
+    }
+
+    /// The findings of the answers, every witness replayed.
+    fn report(&self, solved: Answered, default: DecisionKind) -> Report {
+        let Answered {
+            out,
+            dead,
+            crashed,
+            mut stats,
+        } = solved;
+        let replaying = Instant::now();
+        let mut pending = Vec::new();
+        if crashed {
+            pending.push(Pending::plain(
                 Finding::error(
-                    "analyze::witness_mismatch",
-                    format!("internal error: the witnesses cannot be replayed: {e}"),
+                    "analyze::internal",
+                    "internal error: a worker of the conflict analysis stopped; the analysis is incomplete",
                 )
-                .with_help(
-                    "this is a bug in sluice's analysis — please report it with the policy set",
-                ),
-            );
-            f
+                .with_help("this is a bug in sluice's analysis — please report it with the policy set"),
+            ));
         }
-    };
-    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    stats.replay_seconds = replaying.elapsed().as_secs_f64();
-    stats.seconds = started.elapsed().as_secs_f64();
-    Report { findings, stats }
+        build_findings(&self.items, &out, &dead, &mut pending);
+        // The evaluator is built only when there is a witness to replay.
+        let replay = if pending.iter().any(|p| p.claim.is_some()) {
+            Some(Replay::new(self.set, self.schema, default))
+        } else {
+            None
+        };
+        let mut findings = match &replay {
+            None => pending.into_iter().map(|p| p.finding).collect(),
+            Some(Ok(r)) => verify(pending, r),
+            Some(Err(e)) => {
+                let mut f: Vec<Finding> = pending.into_iter().map(|p| p.finding).collect();
+                f.push(
+                    Finding::error(
+                        "analyze::witness_mismatch",
+                        format!("internal error: the witnesses cannot be replayed: {e}"),
+                    )
+                    .with_help(
+                        "this is a bug in sluice's analysis — please report it with the policy set",
+                    ),
+                );
+                f
+            }
+        };
+        findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        stats.replay_seconds = replaying.elapsed().as_secs_f64();
+        stats.seconds = stats.plan_seconds + stats.solve_seconds + stats.replay_seconds;
+        Report { findings, stats }
+    }
 }
 
 /// Direct questions about conditions on this thread (tests, tools): one
@@ -415,6 +515,11 @@ fn items<'s>(set: &'s PolicySet, schema: &Schema) -> Vec<Item<'s>> {
             });
         }
     }
+    // By name within each policy (policies are sorted by name): whatever
+    // depends on the order of rules — the covers a finding names, the order
+    // a deadlock is spelled in — then depends on names, not on where a rule
+    // sits in its file, so it reads the same at two revisions.
+    out.sort_by(|a, b| (a.policy, a.name).cmp(&(b.policy, b.name)));
     out
 }
 
@@ -633,16 +738,22 @@ type Witnessed = Result<Box<Witness>, String>;
 enum Answer {
     Sat(Option<Witnessed>),
     Unsat,
-    Covered { by: Vec<usize>, witness: Witnessed },
+    Covered {
+        by: Vec<usize>,
+        witness: Witnessed,
+    },
     NotCovered,
     Unknown(String),
-    Unencodable { item: usize, error: String },
+    /// Rules of the job whose conditions cannot be encoded (every one of
+    /// them, so that which rules are reported does not depend on the order
+    /// they were tried in).
+    Unencodable(Vec<(usize, String)>),
 }
 
 /// Runs every job on `threads` threads; answers in job order (`None` for a
 /// job a crashed worker took), the number of queries, and whether a worker
 /// crashed.
-fn run_all(shared: &Shared<'_>, jobs: &[Job], threads: usize) -> (Vec<Option<Answer>>, u64, bool) {
+fn run_all(shared: &Shared<'_>, jobs: &[&Job], threads: usize) -> (Vec<Option<Answer>>, u64, bool) {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Answer)>> = Mutex::new(Vec::with_capacity(jobs.len()));
     let mut queries = 0;
@@ -671,7 +782,7 @@ fn run_all(shared: &Shared<'_>, jobs: &[Job], threads: usize) -> (Vec<Option<Ans
 /// One thread: its own encoder and solver; takes jobs until none is left.
 fn worker(
     shared: &Shared<'_>,
-    jobs: &[Job],
+    jobs: &[&Job],
     next: &AtomicUsize,
     results: &Mutex<Vec<(usize, Answer)>>,
 ) -> u64 {
@@ -713,22 +824,41 @@ enum Solved {
 
 impl Worker<'_> {
     fn encoded(&mut self, i: usize, over: Option<&Override>) -> Result<Encoded, Answer> {
-        let key = (i, over.cloned());
-        if let Some(e) = self.cache.get(&key) {
-            return e.clone().map_err(|e| Answer::Unencodable {
-                item: i,
-                error: e.to_string(),
-            });
+        let ([e], _) = first::<1>(self.encoded_all(&[(i, over)])?)?;
+        Ok(e)
+    }
+
+    /// The conditions of `wanted`, in order; when some cannot be encoded,
+    /// all of those (not only the first).
+    fn encoded_all(
+        &mut self,
+        wanted: &[(usize, Option<&Override>)],
+    ) -> Result<Vec<Encoded>, Answer> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut failed = Vec::new();
+        for (i, over) in wanted {
+            let key = (*i, over.cloned());
+            let e = match self.cache.get(&key) {
+                Some(e) => e.clone(),
+                None => {
+                    let Some(item) = self.shared.items.get(*i) else {
+                        return Err(Answer::Unknown("internal: no such rule".into()));
+                    };
+                    let e = self.encoder.encode(item.when, *over);
+                    self.cache.insert(key, e.clone());
+                    e
+                }
+            };
+            match e {
+                Ok(e) => out.push(e),
+                Err(e) => failed.push((*i, e.to_string())),
+            }
         }
-        let Some(item) = self.shared.items.get(i) else {
-            return Err(Answer::Unknown("internal: no such rule".into()));
-        };
-        let e = self.encoder.encode(item.when, over);
-        self.cache.insert(key, e.clone());
-        e.map_err(|e| Answer::Unencodable {
-            item: i,
-            error: e.to_string(),
-        })
+        if failed.is_empty() {
+            Ok(out)
+        } else {
+            Err(Answer::Unencodable(failed))
+        }
     }
 
     fn present(&self, field: &str) -> Result<Bool, Answer> {
@@ -790,8 +920,7 @@ impl Worker<'_> {
                 }
             }
             Job::Overlap { allow: a, other: b } | Job::Modify { a, b } => {
-                let ea = self.encoded(*a, None)?;
-                let eb = self.encoded(*b, None)?;
+                let [ea, eb] = first::<2>(self.encoded_all(&[(*a, None), (*b, None)])?)?.0;
                 let mut extra = Vec::new();
                 if let Job::Modify { .. } = job {
                     for i in [*a, *b] {
@@ -812,11 +941,11 @@ impl Worker<'_> {
                 }
             }
             Job::Shadow { allow, by } => {
-                let ea = self.encoded(*allow, None)?;
-                let mut covers = Vec::new();
-                for d in by {
-                    covers.push(self.encoded(*d, None)?);
-                }
+                let wanted: Vec<(usize, Option<&Override>)> = std::iter::once(*allow)
+                    .chain(by.iter().copied())
+                    .map(|i| (i, None))
+                    .collect();
+                let ([ea], covers) = first::<1>(self.encoded_all(&wanted)?)?;
                 let mut needs = ea.needs.clone();
                 for c in &covers {
                     needs.merge(&c.needs);
@@ -873,12 +1002,11 @@ impl Worker<'_> {
                     field: tool,
                     value: via.to_string(),
                 };
-                let ef = self.encoded(*from, None)?;
-                let et = self.encoded(*to, Some(&over))?;
-                let mut guards = Vec::new();
-                for g in guard {
-                    guards.push(self.encoded(*g, None)?);
-                }
+                let wanted: Vec<(usize, Option<&Override>)> = [(*from, None), (*to, Some(&over))]
+                    .into_iter()
+                    .chain(guard.iter().map(|g| (*g, None)))
+                    .collect();
+                let ([ef, et], guards) = first::<2>(self.encoded_all(&wanted)?)?;
                 let mut needs = Needs::default();
                 for g in &guards {
                     needs.merge(&g.needs);
@@ -904,6 +1032,20 @@ impl Worker<'_> {
             }
         })
     }
+}
+
+/// The first `N` of `all` (as an array) and the rest.
+fn first<const N: usize>(mut all: Vec<Encoded>) -> Result<([Encoded; N], Vec<Encoded>), Answer> {
+    if all.len() < N {
+        return Err(Answer::Unknown(
+            "internal: a condition was not encoded".into(),
+        ));
+    }
+    let rest = all.split_off(N);
+    let head: [Encoded; N] = all
+        .try_into()
+        .map_err(|_| Answer::Unknown("internal: a condition was not encoded".into()))?;
+    Ok((head, rest))
 }
 
 /// The fields a modification reads or writes (they must be present for it
@@ -944,8 +1086,10 @@ impl Outcomes {
     fn record(&mut self, job: &Job, answer: Answer, dead: &mut BTreeSet<usize>) {
         match (job, answer) {
             (_, Answer::Unknown(r)) => self.unknown.push((job.clone(), r)),
-            (_, Answer::Unencodable { item, error }) => {
-                self.unencodable.entry(item).or_insert(error);
+            (_, Answer::Unencodable(failed)) => {
+                for (item, error) in failed {
+                    self.unencodable(item, error);
+                }
             }
             (Job::Dead(i), Answer::Unsat) => {
                 dead.insert(*i);
@@ -961,6 +1105,23 @@ impl Outcomes {
                 self.edges.push((*from, *to, w));
             }
             _ => {}
+        }
+    }
+}
+
+impl Outcomes {
+    /// Records that `item` cannot be encoded; of several reasons, the
+    /// smallest is kept (whatever order the jobs ran in).
+    fn unencodable(&mut self, item: usize, error: String) {
+        match self.unencodable.entry(item) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(error);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if error < *o.get() {
+                    o.insert(error);
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::analyze;
 use crate::check;
 use crate::compile::artifact::Artifact;
 use crate::compile::ir::DecisionKind;
@@ -365,13 +366,14 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
     })
 }
 
-/// The base revision checked, or `None` when it has no policy repository
-/// (the change adds it: every finding is new).
+/// The base revision checked (without the conflict analysis, which
+/// `pipeline::analyze_change` runs on both revisions), or `None` when it has
+/// no policy repository (the change adds it: every finding is new).
 fn check_base(git: &GitRepo, rev: &str) -> anyhow::Result<Option<(String, Checked)>> {
     match git.load(rev) {
         Ok(files) => Ok(Some((
             files.commit.clone(),
-            pipeline::check_sources(&files.project, &files.policies),
+            pipeline::check_unanalysed(&files.project, &files.policies),
         ))),
         Err(GitSrcError::NoProject { path, .. }) => {
             eprintln!("note: the base revision `{rev}` has no `{path}`: every finding is new");
@@ -397,15 +399,28 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     let mut checked = match (&git, &args.head) {
         (Some(git), Some(rev)) => {
             let files = git.load(rev)?;
-            pipeline::check_sources(&files.project, &files.policies)
+            pipeline::check_unanalysed(&files.project, &files.policies)
         }
-        _ => load_checked(repo_dir)?,
+        _ => {
+            let files = repo::load(repo_dir)?;
+            pipeline::check_unanalysed(&files.project, &files.policies)
+        }
     };
-    let base = match (&git, &args.base) {
+    let mut base = match (&git, &args.base) {
         (Some(git), Some(rev)) => Some(check_base(git, rev)?),
         _ => None,
     };
     let mut notes = Vec::new();
+    let opts = analyze::Options::default();
+    match &mut base {
+        Some(Some((_, base))) => {
+            let analysis = pipeline::analyze_change(base, &mut checked, &opts);
+            notes.extend(analysis_note(&analysis));
+        }
+        _ => {
+            checked.analyze(&opts);
+        }
+    }
     let head_findings = std::mem::take(&mut checked.findings);
     let mut findings = match &base {
         Some(Some((commit, base))) => {
@@ -513,6 +528,33 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(if failed { Exit::Findings } else { Exit::Ok })
+}
+
+/// What the conflict analysis of a change looked at, for the notes.
+fn analysis_note(a: &pipeline::ChangeAnalysis) -> Option<String> {
+    let run = |s: &analyze::Stats| s.jobs - s.unchanged;
+    match a {
+        pipeline::ChangeAnalysis::None | pipeline::ChangeAnalysis::Full { .. } => None,
+        pipeline::ChangeAnalysis::Incremental {
+            changed,
+            base,
+            head,
+        } => Some(format!(
+            "conflict analysis of the change: {} rule(s) and limit(s) changed; {} of {} solver \
+             job(s) run at head, {} of {} at base (the others ask about rules that did not \
+             change)",
+            changed.len(),
+            run(head),
+            head.jobs,
+            run(base),
+            base.jobs
+        )),
+        pipeline::ChangeAnalysis::Both { .. } => Some(
+            "conflict analysis of the change: the schema, the default decision or the encoding \
+             of a field changed, so both revisions were analysed in full"
+                .to_string(),
+        ),
+    }
 }
 
 /// One revision's side of the version comparison.

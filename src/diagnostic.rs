@@ -111,6 +111,11 @@ impl Finding {
         self.severity == Severity::Error
     }
 
+    /// A finding of the conflict analysis (`conflict::*`, `analyze::*`).
+    pub fn from_analysis(&self) -> bool {
+        self.code.starts_with("conflict::") || self.code.starts_with("analyze::")
+    }
+
     /// Ordering key: file, position, code. Reports are sorted by it so output
     /// does not depend on the order files were read.
     pub fn sort_key(&self) -> (String, usize, &'static str, String) {

@@ -42,11 +42,20 @@ impl Checked {
     }
 }
 
-/// Parses `sluice.toml` and every policy file, and checks the whole set.
+/// Parses `sluice.toml` and every policy file, and checks the whole set,
+/// conflict analysis included.
 ///
 /// Every policy file is parsed even when `sluice.toml` is broken; the set is
 /// only type-checked when there is a schema to check it against.
 pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
+    let mut checked = check_unanalysed(project_file, policy_files);
+    checked.analyze(&analyze::Options::default());
+    checked
+}
+
+/// [`check_sources`] without the conflict analysis: for the pull-request
+/// check, which analyses two revisions together ([`analyze_change`]).
+pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
     let mut sources = Sources::new();
     sources.add(project_file.clone());
     let mut findings = Vec::new();
@@ -71,16 +80,6 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
         findings.extend(out.findings);
         set = out.set;
     }
-    // The whole-set conflict analysis runs on a set that type-checks.
-    if let (Some(project), Some(typed)) = (&project, &set) {
-        let report = analyze::analyze(
-            typed,
-            &project.schema,
-            project.default,
-            &analyze::Options::default(),
-        );
-        findings.extend(report.findings);
-    }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {
         set = None;
@@ -96,6 +95,35 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
 }
 
 impl Checked {
+    /// The revision the conflict analysis runs on: a set that type-checks.
+    fn revision(&self) -> Option<analyze::Revision<'_>> {
+        let (project, set) = (self.project.as_ref()?, self.set.as_ref()?);
+        Some(analyze::Revision {
+            set,
+            schema: &project.schema,
+            default: project.default,
+        })
+    }
+
+    /// Runs the whole-set conflict analysis, when the set type-checks, and
+    /// adds its findings.
+    pub fn analyze(&mut self, opts: &analyze::Options) -> Option<analyze::Stats> {
+        let r = self.revision()?;
+        let report = analyze::analyze(r.set, r.schema, r.default, opts);
+        self.add_findings(report.findings);
+        Some(report.stats)
+    }
+
+    /// Adds findings (kept sorted); an error among them leaves no set.
+    fn add_findings(&mut self, findings: Vec<Finding>) {
+        if findings.iter().any(Finding::is_error) {
+            self.set = None;
+        }
+        self.findings.extend(findings);
+        self.findings
+            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    }
+
     /// The artifact of a set that checked without errors; `None` otherwise.
     pub fn artifact(
         &self,
@@ -110,5 +138,63 @@ impl Checked {
             set.clone(),
             source_commit,
         ))
+    }
+}
+
+/// How the conflict analysis of a change ran ([`analyze_change`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeAnalysis {
+    /// The head does not type-check: nothing to analyse.
+    None,
+    /// The head was analysed in full: the base has no set that type-checks
+    /// (or the encoding differs), so every finding is new to it.
+    Full { head: analyze::Stats },
+    /// Both revisions analysed where the change can matter.
+    Incremental {
+        changed: Vec<String>,
+        base: analyze::Stats,
+        head: analyze::Stats,
+    },
+    /// Both revisions analysed in full: another schema, default decision or
+    /// encoding of a field.
+    Both {
+        base: analyze::Stats,
+        head: analyze::Stats,
+    },
+}
+
+/// The conflict analysis of a pull request: `base` and `head` come from
+/// [`check_unanalysed`]. Each gets the analysis findings that can differ
+/// between them (`analyze::analyze_change`), so that keeping the head's
+/// findings the base does not have (`check::base::introduced`) gives what
+/// two full analyses would give; the findings both revisions share for
+/// certain are not computed. When the base does not type-check it has no
+/// analysis findings at all, and the head is analysed in full.
+pub fn analyze_change(
+    base: &mut Checked,
+    head: &mut Checked,
+    opts: &analyze::Options,
+) -> ChangeAnalysis {
+    let Some(h) = head.revision() else {
+        return ChangeAnalysis::None;
+    };
+    let Some(b) = base.revision() else {
+        return match head.analyze(opts) {
+            Some(head) => ChangeAnalysis::Full { head },
+            None => ChangeAnalysis::None,
+        };
+    };
+    let report = analyze::analyze_change(b, h, opts);
+    let (bs, hs) = (report.base.stats, report.head.stats);
+    base.add_findings(report.base.findings);
+    head.add_findings(report.head.findings);
+    if report.incremental {
+        ChangeAnalysis::Incremental {
+            changed: report.changed,
+            base: bs,
+            head: hs,
+        }
+    } else {
+        ChangeAnalysis::Both { base: bs, head: hs }
     }
 }

@@ -759,3 +759,295 @@ fn the_approval_deadlock_example_reports_one_deadlock() {
     assert_eq!(decisions["final"], "require_approval");
     assert_eq!(f.witness.as_ref().unwrap()["tool"], "approvals.request");
 }
+
+// ---------------------------------------------------------------------------
+// The analysis of a change (`check --base`): only what a change can affect
+// is analysed, and the pull-request comparison reads exactly as with two
+// full analyses.
+
+mod change {
+    use sluice::check::base::introduced;
+    use sluice::diagnostic::{Finding, identity};
+    use sluice::pipeline::{self, ChangeAnalysis, Checked};
+    use sluice::source::SourceFile;
+
+    use super::conflicts;
+
+    type Files = Vec<(String, String)>;
+
+    fn sources(toml: &str, files: &Files) -> (SourceFile, Vec<SourceFile>) {
+        let mut sorted = files.clone();
+        sorted.sort();
+        (
+            SourceFile::new("sluice.toml", toml),
+            sorted
+                .iter()
+                .map(|(n, t)| SourceFile::new(n.as_str(), t.as_str()))
+                .collect(),
+        )
+    }
+
+    fn full(toml: &str, files: &Files) -> Checked {
+        let (t, f) = sources(toml, files);
+        pipeline::check_sources(&t, &f)
+    }
+
+    /// What the pull-request check reports of the analysis, as comparable
+    /// text: identity, severity and where each label points.
+    fn shown(findings: &[Finding]) -> Vec<String> {
+        let mut out: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                let spans: Vec<String> = f
+                    .labels
+                    .iter()
+                    .map(|l| format!("{}@{}..{}", l.file, l.span.start, l.span.end))
+                    .collect();
+                format!("{:?} {} [{}]", f.severity, identity(f), spans.join(", "))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The rules each finding labels, as `code policy.rule …`.
+    fn rules(findings: &[Finding]) -> Vec<String> {
+        findings
+            .iter()
+            .map(|f| {
+                let mut s = f.code.to_string();
+                for l in &f.labels {
+                    s.push_str(&format!(
+                        " {}.{}",
+                        l.policy.as_deref().unwrap_or(""),
+                        l.rule.as_deref().unwrap_or("")
+                    ));
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// The pull-request check's findings with two full analyses (`full_base`
+    /// is the base checked in full) and with the analysis of the change;
+    /// asserts they are the same and returns them with how the analysis ran.
+    fn compare(
+        name: &str,
+        (base_toml, base): (&str, &Files),
+        full_base: &Checked,
+        (head_toml, head): (&str, &Files),
+    ) -> (Vec<Finding>, ChangeAnalysis) {
+        let full_head = full(head_toml, head);
+        let expected = introduced(&full_base.findings, full_head.findings);
+        let (bt, bf) = sources(base_toml, base);
+        let (ht, hf) = sources(head_toml, head);
+        let mut b = pipeline::check_unanalysed(&bt, &bf);
+        let mut h = pipeline::check_unanalysed(&ht, &hf);
+        let analysis =
+            pipeline::analyze_change(&mut b, &mut h, &sluice::analyze::Options::default());
+        let got = introduced(&b.findings, h.findings);
+        assert_eq!(
+            shown(&got),
+            shown(&expected),
+            "{name}: the analysis of the change differs from two full analyses"
+        );
+        (got, analysis)
+    }
+
+    fn edit(files: &mut Files, path: &str, f: impl FnOnce(&mut String)) {
+        let (_, text) = files
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .unwrap_or_else(|| panic!("no {path}"));
+        f(text);
+    }
+
+    /// Adds a rule before the policy's closing brace.
+    fn add_rule(files: &mut Files, policy: &str, rule: &str) {
+        edit(files, &format!("policies/{policy}.policy"), |t| {
+            let end = t.rfind("}\n").unwrap();
+            t.insert_str(end, rule);
+        });
+    }
+
+    /// Removes the rule `name` (up to its closing brace and blank line).
+    fn remove_rule(files: &mut Files, policy: &str, name: &str) {
+        edit(files, &format!("policies/{policy}.policy"), |t| {
+            let start = t.find(&format!("  rule {name} {{")).unwrap();
+            let len = t[start..].find("  }\n\n").unwrap() + "  }\n\n".len();
+            t.replace_range(start..start + len, "");
+        });
+    }
+
+    fn incremental(a: &ChangeAnalysis) -> (&[String], usize, usize) {
+        match a {
+            ChangeAnalysis::Incremental {
+                changed,
+                base,
+                head,
+            } => (
+                changed.as_slice(),
+                base.jobs - base.unchanged,
+                head.jobs - head.unchanged,
+            ),
+            other => panic!("not incremental: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_analysis_of_a_change_reads_as_two_full_analyses() {
+        let g = conflicts::generate(60);
+        let toml = g.toml.as_str();
+        let base = g.files.clone();
+        let full_base = full(toml, &base);
+        let planned = match &full_base.findings[..] {
+            [] => panic!("the generated set has its planted conflicts"),
+            f => f.len(),
+        };
+        assert_eq!(planned, g.planted.len());
+
+        // A new deny covering every write an allow of the next policy lets
+        // through: a new `shadowed` error.
+        let mut head = base.clone();
+        add_rule(
+            &mut head,
+            "p00003",
+            "  rule x_new_block {\n    when tool == \"svc4.write\" and args.amount > 0\n    deny NEW \"Writes are closed\"\n  }\n\n",
+        );
+        let (got, a) = compare("a conflict added", (toml, &base), &full_base, (toml, &head));
+        assert_eq!(
+            rules(&got),
+            ["conflict::shadowed p00004.write_allow p00003.x_new_block"]
+        );
+        let (changed, run_base, run_head) = incremental(&a);
+        assert_eq!(changed, ["p00003.x_new_block"]);
+        let total = full_base.rule_count();
+        assert!(
+            run_head < 20 && run_base < 20,
+            "{run_base} {run_head} of {total}"
+        );
+
+        // A reformatted policy: nothing changed, nothing asked.
+        let mut head = base.clone();
+        edit(&mut head, "policies/p00007.policy", |t| {
+            *t = t
+                .replace(
+                    "  rule read_allow {",
+                    "  // Reads.\n\n  rule   read_allow {",
+                )
+                .replace(" and agent in", "\n      and agent in");
+        });
+        let (got, a) = compare(
+            "a reformatted policy",
+            (toml, &base),
+            &full_base,
+            (toml, &head),
+        );
+        assert_eq!(rules(&got), Vec::<String>::new());
+        assert_eq!(incremental(&a), (&[][..], 0, 0));
+
+        // A rule renamed, a policy moved to another file: their findings
+        // name another place, so they are new.
+        let mut head = base.clone();
+        edit(&mut head, "policies/p00020.policy", |t| {
+            *t = t.replace("rule x_impossible", "rule x_never");
+        });
+        let moved = head
+            .iter_mut()
+            .find(|(p, _)| p == "policies/p00030.policy")
+            .unwrap();
+        moved.0 = "policies/moved/p00030.policy".to_string();
+        let (got, a) = compare("a rename", (toml, &base), &full_base, (toml, &head));
+        assert_eq!(
+            rules(&got),
+            [
+                "conflict::modify p00030.x_redact_all p00031.export_redact",
+                "conflict::dead_rule p00020.x_never",
+            ]
+        );
+        assert_eq!(got[0].labels[0].file, "policies/moved/p00030.policy");
+        assert!(
+            incremental(&a)
+                .0
+                .contains(&"p00020.x_impossible".to_string())
+        );
+
+        // Deleted policies: the deadlocks they held are gone, nothing new.
+        let mut head = base.clone();
+        head.retain(|(p, _)| p != "policies/p00040.policy" && p != "policies/p00050.policy");
+        let (got, a) = compare("deleted policies", (toml, &base), &full_base, (toml, &head));
+        assert_eq!(rules(&got), Vec::<String>::new());
+        let (changed, run_base, _) = incremental(&a);
+        assert!(changed.contains(&"p00050.x_ping".to_string()));
+        assert!(run_base > 0);
+
+        // A shared policy denies large approval requests: every large write
+        // that needs approval now deadlocks (many findings, the approval
+        // components of every policy merged through one rule).
+        let mut head = base.clone();
+        add_rule(
+            &mut head,
+            "core",
+            "  rule x_no_big_approvals {\n    when tool == \"approvals.request\" and args.amount > 5000\n    deny BIG \"Too big to approve\"\n  }\n",
+        );
+        let (got, _) = compare(
+            "a shared rule added",
+            (toml, &base),
+            &full_base,
+            (toml, &head),
+        );
+        let deadlocks = got
+            .iter()
+            .filter(|f| f.code == "conflict::approval_deadlock")
+            .count();
+        assert!(deadlocks > 50, "{:#?}", rules(&got));
+
+        // Another schema: both revisions analysed in full.
+        let head_toml = format!("{toml}\"args.extra?\" = \"string\"\n");
+        let (_, a) = compare(
+            "another schema",
+            (toml, &base),
+            &full_base,
+            (&head_toml, &base),
+        );
+        assert!(matches!(a, ChangeAnalysis::Both { .. }), "{a:?}");
+    }
+
+    /// A conflict removed reveals a warning it hid: an allow no longer
+    /// shadowed gets its `overridden_allow` warnings back, although neither
+    /// rule of the warning changed.
+    #[test]
+    fn a_conflict_removed_reveals_what_it_hid() {
+        let g = conflicts::generate(60);
+        let toml = g.toml.as_str();
+        let mut base = g.files.clone();
+        // p00010 shadows p00011.read_allow; p00005 also blocks one of its
+        // agents, which the shadow hides.
+        add_rule(
+            &mut base,
+            "p00005",
+            "  rule x_block_11 {\n    when tool == \"svc11.read\" and agent == \"agent-11\"\n    deny BLOCKED \"Blocked\"\n  }\n\n",
+        );
+        let full_base = full(toml, &base);
+        assert!(
+            !rules(&full_base.findings)
+                .iter()
+                .any(|r| r.contains("x_block_11")),
+            "{:#?}",
+            rules(&full_base.findings)
+        );
+        let mut head = base.clone();
+        remove_rule(&mut head, "p00010", "x_close_reads");
+        let (got, a) = compare(
+            "a conflict removed",
+            (toml, &base),
+            &full_base,
+            (toml, &head),
+        );
+        assert_eq!(
+            rules(&got),
+            ["conflict::overridden_allow p00011.read_allow p00005.x_block_11"]
+        );
+        assert_eq!(incremental(&a).0, ["p00010.x_close_reads"]);
+    }
+}

@@ -289,6 +289,19 @@ impl Plan {
         &self.table
     }
 
+    /// Do both plans represent every field the same way (the same kind of
+    /// representation, the same pairs of compared fields)? Then a condition
+    /// encodes, or fails to, the same way under both, whatever literals and
+    /// string tests the other conditions bring.
+    pub fn same_encoding(&self, other: &Plan) -> bool {
+        self.fields.len() == other.fields.len()
+            && self.fields.iter().zip(&other.fields).all(|(a, b)| {
+                a.decl == b.decl
+                    && std::mem::discriminant(&a.repr) == std::mem::discriminant(&b.repr)
+            })
+            && self.pairs == other.pairs
+    }
+
     fn repr(&self, i: usize) -> Option<&Repr> {
         self.fields.get(i).map(|f| &f.repr)
     }

@@ -130,13 +130,7 @@ impl Session {
         }
         let answer = match self.rounds_of(&guards, refine) {
             Round::Unsat => {
-                let core = self.solver.get_unsat_core();
-                let mut used: Vec<usize> = guards
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, g)| core.iter().any(|c| c == *g))
-                    .map(|(i, _)| i)
-                    .collect();
+                let mut used = self.minimal_cover(&guards, refine);
                 if used.is_empty() {
                     // The base alone is unsatisfiable: every cover "suffices".
                     used = (0..covers.len()).collect();
@@ -148,6 +142,27 @@ impl Session {
         };
         self.solver.pop(1);
         answer
+    }
+
+    /// The covers that suffice, after an unsatisfiable cover query: every
+    /// cover in order, each dropped when the others still cover the base.
+    /// Deterministic — it depends on the covers and their order, not on the
+    /// unsat core Z3 happened to find (which varies with what the solver
+    /// answered before) — so a finding that names them reads the same at
+    /// two revisions. A cover whose removal the solver cannot decide stays.
+    fn minimal_cover(&mut self, guards: &[Bool], refine: &mut Refine<'_>) -> Vec<usize> {
+        let mut kept: Vec<usize> = (0..guards.len()).collect();
+        for i in 0..guards.len() {
+            let without: Vec<Bool> = kept
+                .iter()
+                .filter(|k| **k != i)
+                .filter_map(|k| guards.get(*k).cloned())
+                .collect();
+            if matches!(self.rounds_of(&without, refine), Round::Unsat) {
+                kept.retain(|k| *k != i);
+            }
+        }
+        kept
     }
 
     /// Checks (under `assumptions`) until `refine` accepts a model.
