@@ -1,26 +1,43 @@
-//! Conflict-analysis benchmark: full `analyze::analyze` on generated sets of
-//! N policies × 10 rules with planted conflicts (`benches/support/conflicts.rs`),
-//! for N = 100, 1,000 and 5,000.
+//! Conflict-analysis benchmark.
 //!
-//! Each size is parsed and type-checked once, then analysed several times;
-//! the report gives the median, the fastest and the slowest run, and the
-//! first run apart (it compiles the regex automata, later runs take them
-//! from the process-wide cache). Before timing, the first run must find every
-//! planted conflict and nothing else.
+//! 1. Full checks: `analyze::analyze` on generated sets of N policies × 10
+//!    rules with planted conflicts (`benches/support/conflicts.rs`), for
+//!    N = 100, 1,000 and 5,000. Each size is parsed and type-checked once,
+//!    then analysed several times; the report gives the median, the fastest
+//!    and the slowest run, and the first run apart (it compiles the regex
+//!    automata, later runs take them from the process-wide cache). Before
+//!    timing, the first run must find every planted conflict and nothing
+//!    else.
+//! 2. The pull-request check: a git repository (`benches/support/pr_repo.rs`)
+//!    whose base commit holds N = 1,000 generated policies and whose head
+//!    commit changes one, planting one new conflict. Timed as `sluice check
+//!    --base HEAD~1 --head HEAD` does it — both revisions read from the
+//!    object database, checked, the change analysed, compared — and, for
+//!    reference, with both revisions analysed in full. Before timing, both
+//!    must report exactly the planted conflict.
 //!
 //! Environment: `SLUICE_BENCH_SIZES` (default `100,1000,5000`),
 //! `SLUICE_BENCH_RUNS` (default 5; 3 above 2,000 policies),
-//! `SLUICE_BENCH_THREADS` (default 2). A timing harness of its own
-//! (`harness = false`): one run takes seconds, criterion's sampling would
-//! take an hour.
+//! `SLUICE_BENCH_THREADS` (default 2), `SLUICE_BENCH_PR_SIZE` (default
+//! 1000; 0 skips the pull-request check), `SLUICE_BENCH_PR_REPO` (where to
+//! write its repository, kept for timing the binary; default a temporary
+//! folder). A timing harness of its own (`harness = false`): one run takes
+//! seconds, criterion's sampling would take an hour.
 
 #[path = "support/conflicts.rs"]
 mod conflicts;
+#[path = "support/pr_repo.rs"]
+mod pr_repo;
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sluice::analyze::{self, Options, Report};
+use sluice::check::base::{Side, introduced, version_changes};
 use sluice::compile::ir::PolicySet;
+use sluice::diagnostic::{Finding, identity};
+use sluice::gitsrc::GitRepo;
+use sluice::pipeline::{self, ChangeAnalysis, Checked};
 use sluice::project::Project;
 use sluice::source::SourceFile;
 
@@ -120,6 +137,7 @@ fn main() {
         "planted"
     );
     let mut phases = Vec::new();
+    let mut medians = Vec::new();
     for n in sizes {
         let runs = if quick {
             1
@@ -161,6 +179,7 @@ fn main() {
         let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
         let min = sorted.first().copied().unwrap_or(0.0);
         let max = sorted.last().copied().unwrap_or(0.0);
+        medians.push((n, median));
         let st = &report.stats;
         phases.push(format!(
             "N = {n}, first run: plan {:.3} s, solve {:.3} s, replay {:.3} s",
@@ -184,4 +203,212 @@ fn main() {
     for p in phases {
         println!("{p}");
     }
+    for pair in medians.windows(2) {
+        if let [(n1, t1), (n2, t2)] = pair
+            && *t1 > 0.0
+        {
+            println!(
+                "growth N = {n1} → {n2} ({:.1}× the policies): {:.2}× the median time",
+                *n2 as f64 / *n1 as f64,
+                t2 / t1
+            );
+        }
+    }
+
+    let pr_size = if quick {
+        20
+    } else {
+        env_list("SLUICE_BENCH_PR_SIZE", &[1_000])
+            .first()
+            .copied()
+            .unwrap_or(1_000)
+    };
+    if pr_size > 0 {
+        let runs = if quick {
+            1
+        } else {
+            env_list("SLUICE_BENCH_RUNS", &[5])
+                .first()
+                .copied()
+                .unwrap_or(5)
+        };
+        if let Err(e) = pull_request_bench(pr_size, runs, &opts) {
+            eprintln!("pull-request check, N = {pr_size}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The pull-request check.
+
+/// Seconds spent in each phase of one pull-request check.
+#[derive(Debug, Clone, Copy, Default)]
+struct PrTimes {
+    read: f64,
+    check: f64,
+    analyse: f64,
+    total: f64,
+}
+
+/// One pull-request check of `HEAD` against `HEAD~1` in the repository at
+/// `dir`, as `sluice check --base HEAD~1 --head HEAD` runs it; `incremental:
+/// false` analyses both revisions in full instead.
+fn pr_check(
+    dir: &Path,
+    incremental: bool,
+    opts: &Options,
+) -> Result<(Vec<Finding>, Option<ChangeAnalysis>, PrTimes), String> {
+    let t = Instant::now();
+    let git = GitRepo::open(dir).map_err(|e| e.to_string())?;
+    let head = git.load("HEAD").map_err(|e| e.to_string())?;
+    let base = git.load("HEAD~1").map_err(|e| e.to_string())?;
+    let read = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut h = pipeline::check_unanalysed(&head.project, &head.policies);
+    let mut b = pipeline::check_unanalysed_sharing(&base.project, &base.policies, &h);
+    let check = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (findings, analysis) = if incremental {
+        let pr = pipeline::pull_request(&mut b, &mut h, opts);
+        (pr.findings, Some(pr.analysis))
+    } else {
+        b.analyze(opts);
+        h.analyze(opts);
+        fn side(c: &Checked) -> Side<'_> {
+            Side {
+                parsed: &c.parsed,
+                schema: c.project.as_ref().map(|p| &p.schema),
+            }
+        }
+        let mut f = introduced(&b.findings, h.findings.clone());
+        f.extend(version_changes(side(&b), side(&h)));
+        (f, None)
+    };
+    let analyse = t.elapsed().as_secs_f64();
+    let times = PrTimes {
+        read,
+        check,
+        analyse,
+        total: read + check + analyse,
+    };
+    Ok((findings, analysis, times))
+}
+
+/// Whether the repository outlives the benchmark (written where
+/// `SLUICE_BENCH_PR_REPO` says).
+fn tmp_kept(dir: &Path) -> bool {
+    std::env::var_os("SLUICE_BENCH_PR_REPO").is_some_and(|p| Path::new(&p) == dir)
+}
+
+fn median_by(runs: &[PrTimes], f: impl Fn(&PrTimes) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), String> {
+    let g = conflicts::generate(n);
+    let tmp;
+    let dir: PathBuf = match std::env::var_os("SLUICE_BENCH_PR_REPO") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+            tmp.path().join("policy")
+        }
+    };
+    if dir.exists() {
+        return Err(format!(
+            "`{}` already exists: remove it, the benchmark writes a new repository there",
+            dir.display()
+        ));
+    }
+    let change = pr_repo::write(&dir, &g)?;
+    // Both ways must report exactly the planted change.
+    let expected = vec![format!("{} {}", change.code, change.rules.join(" "))];
+    let mut reported = Vec::new();
+    for incremental in [true, false] {
+        let (findings, _, _) = pr_check(&dir, incremental, opts)?;
+        let got: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                let rules: Vec<String> = f
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}.{}",
+                            l.policy.as_deref().unwrap_or(""),
+                            l.rule.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                format!("{} {}", f.code, rules.join(" "))
+            })
+            .collect();
+        if got != expected {
+            return Err(format!(
+                "{} check reported {got:?}, expected {expected:?}",
+                if incremental { "the" } else { "the full" }
+            ));
+        }
+        let mut ids: Vec<String> = findings.iter().map(identity).collect();
+        ids.sort();
+        reported.push(ids);
+    }
+    if reported.first() != reported.last() {
+        return Err("the incremental and the full check differ".into());
+    }
+    // Timed in turns: incremental, full, incremental, …
+    let (mut inc, mut full) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..runs {
+        let (_, analysis, t) = pr_check(&dir, true, opts)?;
+        inc.push(t);
+        last = analysis;
+        full.push(pr_check(&dir, false, opts)?.2);
+    }
+    println!();
+    println!(
+        "pull-request check: {n} policies, {} changed (one new conflict), HEAD~1 → HEAD read \
+         from the object database; median of {runs} run(s)",
+        change.policy
+    );
+    println!(
+        "{:>22} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}",
+        "", "read s", "check s", "analyse s", "total s", "min s", "max s"
+    );
+    for (what, t) in [("incremental analysis", &inc), ("two full analyses", &full)] {
+        println!(
+            "{what:>22} {:>8.3} {:>8.3} {:>10.3} {:>8.3} {:>8.3} {:>8.3}",
+            median_by(t, |x| x.read),
+            median_by(t, |x| x.check),
+            median_by(t, |x| x.analyse),
+            median_by(t, |x| x.total),
+            t.iter().map(|x| x.total).fold(f64::INFINITY, f64::min),
+            t.iter().map(|x| x.total).fold(0.0, f64::max),
+        );
+    }
+    if let Some(ChangeAnalysis::Incremental {
+        changed,
+        base,
+        head,
+    }) = &last
+    {
+        println!(
+            "incremental: {} rule(s) changed; solver jobs run: head {} of {}, base {} of {}; \
+             queries: head {}, base {}",
+            changed.len(),
+            head.jobs - head.unchanged,
+            head.jobs,
+            base.jobs - base.unchanged,
+            base.jobs,
+            head.queries,
+            base.queries
+        );
+    }
+    if tmp_kept(&dir) {
+        println!("repository: {}", dir.display());
+    }
+    Ok(())
 }

@@ -367,13 +367,18 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
 }
 
 /// The base revision checked (without the conflict analysis, which
-/// `pipeline::analyze_change` runs on both revisions), or `None` when it has
-/// no policy repository (the change adds it: every finding is new).
-fn check_base(git: &GitRepo, rev: &str) -> anyhow::Result<Option<(String, Checked)>> {
+/// `pipeline::pull_request` runs on both revisions; the files it shares with
+/// `head` are not parsed again), or `None` when it has no policy repository
+/// (the change adds it: every finding is new).
+fn check_base(
+    git: &GitRepo,
+    rev: &str,
+    head: &Checked,
+) -> anyhow::Result<Option<(String, Checked)>> {
     match git.load(rev) {
         Ok(files) => Ok(Some((
             files.commit.clone(),
-            pipeline::check_unanalysed(&files.project, &files.policies),
+            pipeline::check_unanalysed_sharing(&files.project, &files.policies, head),
         ))),
         Err(GitSrcError::NoProject { path, .. }) => {
             eprintln!("note: the base revision `{rev}` has no `{path}`: every finding is new");
@@ -407,34 +412,26 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
         }
     };
     let mut base = match (&git, &args.base) {
-        (Some(git), Some(rev)) => Some(check_base(git, rev)?),
+        (Some(git), Some(rev)) => Some(check_base(git, rev, &checked)?),
         _ => None,
     };
     let mut notes = Vec::new();
     let opts = analyze::Options::default();
-    match &mut base {
-        Some(Some((_, base))) => {
-            let analysis = pipeline::analyze_change(base, &mut checked, &opts);
-            notes.extend(analysis_note(&analysis));
-        }
-        _ => {
-            checked.analyze(&opts);
-        }
-    }
-    let head_findings = std::mem::take(&mut checked.findings);
-    let mut findings = match &base {
+    let mut findings = match &mut base {
         Some(Some((commit, base))) => {
-            let all = head_findings.len();
-            let mut findings = check::base::introduced(&base.findings, head_findings);
+            let pr = pipeline::pull_request(base, &mut checked, &opts);
+            notes.extend(analysis_note(&pr.analysis));
             let short: String = commit.chars().take(12).collect();
             notes.push(format!(
                 "compared with base {short}: {} finding(s) that the base already had are not shown",
-                all - findings.len()
+                pr.hidden
             ));
-            findings.extend(check::base::version_changes(side(base), side(&checked)));
-            findings
+            pr.findings
         }
-        _ => head_findings,
+        _ => {
+            checked.analyze(&opts);
+            checked.findings.clone()
+        }
     };
     if let Some(state) = &live {
         match (checked.set.as_ref(), checked.artifact(None)) {
@@ -554,14 +551,6 @@ fn analysis_note(a: &pipeline::ChangeAnalysis) -> Option<String> {
              of a field changed, so both revisions were analysed in full"
                 .to_string(),
         ),
-    }
-}
-
-/// One revision's side of the version comparison.
-fn side(c: &Checked) -> check::base::Side<'_> {
-    check::base::Side {
-        parsed: &c.parsed,
-        schema: c.project.as_ref().map(|p| &p.schema),
     }
 }
 

@@ -6,6 +6,8 @@
 //! test, eval) and by anything that reads sources from somewhere other than
 //! the working tree (a git revision). Pure: no I/O.
 
+use std::collections::HashMap;
+
 use crate::analyze;
 use crate::check;
 use crate::compile::ir::PolicySet;
@@ -56,6 +58,28 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
 /// [`check_sources`] without the conflict analysis: for the pull-request
 /// check, which analyses two revisions together ([`analyze_change`]).
 pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
+    check_reusing(project_file, policy_files, None)
+}
+
+/// [`check_unanalysed`] for the other revision of a pull request: a file
+/// `known` parsed with the same name and text is not parsed again (the two
+/// revisions share most of their files, and parsing is most of checking).
+pub fn check_unanalysed_sharing(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    known: &Checked,
+) -> Checked {
+    check_reusing(project_file, policy_files, Some(known))
+}
+
+fn check_reusing(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    known: Option<&Checked>,
+) -> Checked {
+    let known: HashMap<&str, &(SourceFile, ast::Policy)> = known
+        .map(|k| k.parsed.iter().map(|p| (p.0.name.as_str(), p)).collect())
+        .unwrap_or_default();
     let mut sources = Sources::new();
     sources.add(project_file.clone());
     let mut findings = Vec::new();
@@ -69,6 +93,12 @@ pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) 
     let mut parsed = Vec::new();
     for file in policy_files {
         sources.add(file.clone());
+        if let Some((known_file, policy)) = known.get(file.name.as_str())
+            && known_file.text == file.text
+        {
+            parsed.push((file.clone(), policy.clone()));
+            continue;
+        }
         match parse::parse_policy(file) {
             Ok(p) => parsed.push((file.clone(), p)),
             Err(mut e) => findings.append(&mut e),
@@ -196,5 +226,51 @@ pub fn analyze_change(
         }
     } else {
         ChangeAnalysis::Both { base: bs, head: hs }
+    }
+}
+
+/// What the pull-request check reports ([`pull_request`]).
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    /// The head's findings the base did not have, every error of the head
+    /// outside the conflict analysis, and the version checks.
+    pub findings: Vec<Finding>,
+    /// Head findings left out because the base had them.
+    pub hidden: usize,
+    pub analysis: ChangeAnalysis,
+}
+
+/// The pull-request check of `head` against `base`, both from
+/// [`check_unanalysed`]: the conflict analysis of the change
+/// ([`analyze_change`]), what the head introduces
+/// (`check::base::introduced`) and the version checks
+/// (`check::base::version_changes`). Both keep their findings, the analysis's
+/// included.
+pub fn pull_request(
+    base: &mut Checked,
+    head: &mut Checked,
+    opts: &analyze::Options,
+) -> PullRequest {
+    let analysis = analyze_change(base, head, opts);
+    let mut findings = check::base::introduced(&base.findings, head.findings.clone());
+    let hidden = head.findings.len() - findings.len();
+    findings.extend(check::base::version_changes(
+        base.version_side(),
+        head.version_side(),
+    ));
+    PullRequest {
+        findings,
+        hidden,
+        analysis,
+    }
+}
+
+impl Checked {
+    /// This revision's side of the version comparison.
+    fn version_side(&self) -> check::base::Side<'_> {
+        check::base::Side {
+            parsed: &self.parsed,
+            schema: self.project.as_ref().map(|p| &p.schema),
+        }
     }
 }

@@ -480,9 +480,12 @@ fn introduced_matches_findings_by_identity_not_lines() {
     let warn = |start| {
         Finding::warning("conflict::dead_rule", "rule a.r is dead").with_label(label(start))
     };
+    let shadowed =
+        |msg: &str, start| Finding::error("conflict::shadowed", msg).with_label(label(start));
     let base = vec![
         warn(10),
         Finding::error("type::mismatch", "old error").with_label(label(40)),
+        shadowed("allow a.r never takes effect", 60),
     ];
     let head = vec![
         // Same warning, moved down by an edit above it: not new.
@@ -491,8 +494,12 @@ fn introduced_matches_findings_by_identity_not_lines() {
         Finding::warning("conflict::dead_rule", "rule a.r is dead twice").with_label(label(120)),
         // A second identical warning where the base had one: new.
         warn(200),
-        // Errors are always reported, old or new.
+        // Errors are always reported, old or new…
         Finding::error("type::mismatch", "old error").with_label(label(90)),
+        // …except the conflict analysis's: a conflict the base had is not
+        // the change's doing; a new one is reported.
+        shadowed("allow a.r never takes effect", 150),
+        shadowed("allow a.r never takes effect, again", 160),
     ];
     let kept: Vec<(&str, usize)> = introduced(&base, head.clone())
         .iter()
@@ -503,7 +510,8 @@ fn introduced_matches_findings_by_identity_not_lines() {
         [
             ("conflict::dead_rule", 120),
             ("conflict::dead_rule", 200),
-            ("type::mismatch", 90)
+            ("type::mismatch", 90),
+            ("conflict::shadowed", 160)
         ]
     );
     assert_eq!(identity(&head[0]), identity(&base[0]));
@@ -700,6 +708,53 @@ fn base_reports_every_error_at_head_and_only_new_warnings() {
     assert_eq!(doc["findings"][0]["code"], "type::unknown_field");
     assert_eq!(doc["findings"][0]["locations"][0]["line"], 4);
     assert!(stderr(&o).contains("compared with base"), "{}", stderr(&o));
+}
+
+/// The conflict analysis of a change looks where the change can matter: a
+/// conflict the base already had is not the change's doing (plain `check`
+/// still reports it), a conflict the change adds is reported.
+#[test]
+fn base_reports_the_conflicts_a_change_adds_not_the_old_ones() {
+    let legacy = "policy legacy version 1.0.0 {\n  rule kp_ok {\n    when tool == \"pay\" and args.country == \"KP\"\n    allow\n  }\n}\n";
+    let mut files = base_files();
+    files.push(("policies/legacy.policy", legacy));
+    let (dir, repo, _) = git_repo(&files);
+    let policy = dir.path().join("policy");
+    let o = sluice(&policy, &["check", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(codes(&json_out(&o))[0].0, "conflict::shadowed");
+
+    // An unrelated change: nothing to report.
+    let core = CORE
+        .replace("1.2.0", "1.3.0")
+        .replace("agent == \"root\"", "agent in [\"root\", \"admin\"]");
+    write_repo(&policy, &[("policies/core.policy", &core)]);
+    let o = sluice(&policy, &["check", "--base", "HEAD", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(codes(&json_out(&o)), []);
+    assert!(
+        stderr(&o).contains("conflict analysis of the change: 1 rule(s) and limit(s) changed"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A change that adds a conflict: that one is reported.
+    let core = core.replace(
+        "  rule no_root",
+        "  rule root_pays {\n    when agent == \"admin\" and tool == \"pay\"\n    allow\n  }\n  rule no_root",
+    );
+    write_repo(&policy, &[("policies/core.policy", &core)]);
+    let o = sluice(&policy, &["check", "--base", "HEAD", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let doc = json_out(&o);
+    assert_eq!(
+        codes(&doc),
+        [(
+            "conflict::shadowed".to_string(),
+            "allow `core.root_pays` never takes effect: every request it matches is overridden by `core.no_root`".to_string()
+        )]
+    );
+    drop(repo);
 }
 
 #[test]

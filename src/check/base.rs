@@ -182,6 +182,15 @@ fn changes(
     hpolicy: &ast::Policy,
     hschema: Option<&Schema>,
 ) -> Option<Vec<Change>> {
+    // The same syntax tree (spans and comments are not part of it) against
+    // the same schema lowers to the same IR: no need to lower it.
+    let same_tree = bpolicy.name == hpolicy.name
+        && bpolicy.tier == hpolicy.tier
+        && bpolicy.requires == hpolicy.requires
+        && bpolicy.items == hpolicy.items;
+    if same_tree && bschema == hschema {
+        return None;
+    }
     let (Some(b), Some(h)) = (
         content(bfile, bpolicy, bschema),
         content(hfile, hpolicy, hschema),

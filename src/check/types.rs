@@ -6,6 +6,7 @@
 //! collected; the IR returned alongside is only meaningful when there are none.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use regex_syntax::hir::{Hir, HirKind, Look};
 
@@ -453,38 +454,27 @@ impl Checker<'_> {
     /// Checks that a regex compiles and uses only what the analysis encodes:
     /// no word boundaries and no line anchors (`(?m)`).
     fn regex(&mut self, pattern: &str, span: Span) {
-        if let Err(e) = regex::Regex::new(pattern) {
-            let msg = e.to_string();
-            let detail = msg
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .trim_start_matches("error: ");
-            let f = Finding::error("type::bad_regex", format!("invalid regex: {detail}"))
-                .with_label(self.label(span).with_message("this pattern"))
-                .with_help("patterns use the Rust `regex` syntax; look-around and back-references do not exist in it");
-            self.errors.push(f);
-            return;
-        }
-        match regex_syntax::Parser::new().parse(pattern) {
-            Ok(hir) => {
-                if let Some(what) = unsupported(&hir) {
-                    let f = Finding::error(
-                        "type::bad_regex",
-                        format!("the conflict analysis cannot encode {what}"),
-                    )
+        let f = match regex_verdict(pattern) {
+            RegexVerdict::Ok => return,
+            RegexVerdict::Invalid(detail) => {
+                Finding::error("type::bad_regex", format!("invalid regex: {detail}"))
                     .with_label(self.label(span).with_message("this pattern"))
-                    .with_help("use `^` and `$` (start and end of the whole value) and character classes instead");
-                    self.errors.push(f);
-                }
+                    .with_help("patterns use the Rust `regex` syntax; look-around and back-references do not exist in it")
             }
-            Err(e) => {
-                let f = Finding::error("type::bad_regex", format!("invalid regex: {e}"))
-                    .with_label(self.label(span));
-                self.errors.push(f);
+            RegexVerdict::Unsupported(what) => Finding::error(
+                "type::bad_regex",
+                format!("the conflict analysis cannot encode {what}"),
+            )
+            .with_label(self.label(span).with_message("this pattern"))
+            .with_help(
+                "use `^` and `$` (start and end of the whole value) and character classes instead",
+            ),
+            RegexVerdict::Unparsed(e) => {
+                Finding::error("type::bad_regex", format!("invalid regex: {e}"))
+                    .with_label(self.label(span))
             }
-        }
+        };
+        self.errors.push(f);
     }
 
     fn string_field(&mut self, p: &Spanned<ast::Path>, what: &str) {
@@ -596,6 +586,54 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// What checking a pattern found.
+#[derive(Debug, Clone)]
+enum RegexVerdict {
+    Ok,
+    /// It does not compile (the last line of the `regex` crate's message).
+    Invalid(String),
+    /// It compiles but uses what the analysis cannot encode.
+    Unsupported(&'static str),
+    /// `regex_syntax` does not parse it (where `regex` did).
+    Unparsed(String),
+}
+
+/// Verdicts are kept for the life of the process, up to this many patterns.
+const REGEX_MEMO_ENTRIES: usize = 4096;
+
+/// Checks a pattern, or takes the verdict from a process-wide memo: a set
+/// repeats a few patterns in many rules, and compiling one per rule was
+/// most of the time spent checking a large set.
+fn regex_verdict(pattern: &str) -> RegexVerdict {
+    static MEMO: OnceLock<Mutex<HashMap<String, RegexVerdict>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(v) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return v.clone();
+    }
+    let verdict = match regex::Regex::new(pattern) {
+        Err(e) => {
+            let msg = e.to_string();
+            let detail = msg
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ");
+            RegexVerdict::Invalid(detail.to_string())
+        }
+        Ok(_) => match regex_syntax::Parser::new().parse(pattern) {
+            Ok(hir) => unsupported(&hir).map_or(RegexVerdict::Ok, RegexVerdict::Unsupported),
+            Err(e) => RegexVerdict::Unparsed(e.to_string()),
+        },
+    };
+    let mut guard = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.len() >= REGEX_MEMO_ENTRIES {
+        guard.clear();
+    }
+    guard.insert(pattern.to_string(), verdict.clone());
+    verdict
 }
 
 fn unsupported(hir: &Hir) -> Option<&'static str> {
