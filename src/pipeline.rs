@@ -176,8 +176,8 @@ impl Checked {
 pub enum ChangeAnalysis {
     /// The head does not type-check: nothing to analyse.
     None,
-    /// The head was analysed in full: the base has no set that type-checks
-    /// (or the encoding differs), so every finding is new to it.
+    /// The head was analysed in full: the base has no set that type-checks,
+    /// hence no conflict findings, so every finding is new to it.
     Full { head: analyze::Stats },
     /// Both revisions analysed where the change can matter.
     Incremental {
