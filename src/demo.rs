@@ -375,6 +375,8 @@ pub struct LiveView {
 #[derive(Debug, Clone, Default)]
 pub struct StageView {
     pub stage: String,
+    /// `replay`, `shadow` or `split`.
+    pub kind: String,
     /// 0-based.
     pub index: usize,
     pub count: usize,
@@ -481,6 +483,9 @@ fn stage_style() -> indicatif::ProgressStyle {
 }
 
 fn traffic_text(v: &LiveView) -> String {
+    if v.traffic.requests == 0 {
+        return "traffic: not started yet".to_string();
+    }
     format!(
         "traffic {:.0} req/s · {} requests · {} failed · {}",
         v.rate,
@@ -491,6 +496,9 @@ fn traffic_text(v: &LiveView) -> String {
 }
 
 fn stage_text(s: &StageView) -> String {
+    if s.kind == "replay" {
+        return "replaying the traces".to_string();
+    }
     let mut parts = vec![format!("{:.1}s", s.in_stage.as_secs_f64())];
     match s.min_samples {
         Some(m) => parts.push(format!(
@@ -595,6 +603,12 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// A limit as a percentage without trailing zeros: `5%`, `0.5%`.
+fn limit_pct(x: f64) -> String {
+    let t = format!("{:.2}", x * 100.0);
+    format!("{}%", t.trim_end_matches('0').trim_end_matches('.'))
+}
+
 fn signed_pct(x: f64) -> String {
     if x > 0.0 {
         format!("+{}", pct(x))
@@ -632,7 +646,7 @@ pub fn gate_text(g: &Value) -> String {
             signed_pct(est),
             signed_pct(lo),
             signed_pct(hi),
-            pct(limit)
+            limit_pct(limit)
         );
     }
     if name.contains("catastrophic") {
@@ -643,7 +657,40 @@ pub fn gate_text(g: &Value) -> String {
         pct(est),
         pct(lo),
         pct(hi),
-        pct(limit)
+        limit_pct(limit)
+    )
+}
+
+/// A gate reading in few words, for the live display:
+/// `max_divergence 0.21% [0.08%, 0.60%] ≤ 2%: pass`.
+pub fn gate_brief(g: &Value) -> String {
+    let name = g["gate"].as_str().unwrap_or("?");
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let (est, lo, hi, limit) = (
+        f(&g["estimate"]),
+        f(&g["interval"]["lo"]),
+        f(&g["interval"]["hi"]),
+        f(&g["limit"]),
+    );
+    let verdict = g["verdict"].as_str().unwrap_or("?");
+    if name.contains("latency") {
+        return format!("{name} {est:.1}ms [{lo:.1}, {hi:.1}] ≤ {limit}ms: {verdict}");
+    }
+    if name.contains("delta") {
+        return format!(
+            "{name} {} [{}, {}] within ±{}: {verdict}",
+            signed_pct(est),
+            signed_pct(lo),
+            signed_pct(hi),
+            limit_pct(limit)
+        );
+    }
+    format!(
+        "{name} {} [{}, {}] ≤ {}: {verdict}",
+        pct(est),
+        pct(lo),
+        pct(hi),
+        limit_pct(limit)
     )
 }
 
@@ -916,31 +963,31 @@ const REFUSED_COMMANDS: &[&str] = &[
     "sudo systemctl restart nginx",
 ];
 
-/// One synthetic agent request. The mix, roughly: 30% web searches, 20%
-/// emails (a tenth with an SSN to redact), 22% transfers (a fifth above the
-/// approval threshold, a few to sanctioned countries), 25% shell commands
-/// (about a third with a `-f` in them, 2% force-pushes), the rest approval
-/// requests and a quarantined agent.
+/// One synthetic agent request. The mix, per thousand: 300 web searches,
+/// 200 emails (a tenth with an SSN to redact), 220 transfers (a fifth above
+/// the approval threshold, 2% to sanctioned countries), 260 shell commands
+/// (about a third with a `-f` somewhere in them, two in a thousand
+/// force-pushes), 15 approval requests and 5 calls of a quarantined agent.
+/// About 2% of the requests are denied.
 fn agent_request(rng: &mut Rng) -> Value {
     let session = format!("s-{}", rng.below(50_000));
-    let roll = rng.below(100);
-    let (tool, agent, args) = match roll {
-        0..30 => (
+    let (tool, agent, args) = match rng.below(1000) {
+        0..300 => (
             "web.search",
             "research-agent",
             json!({"query": rng.pick(QUERIES)}),
         ),
-        30..32 => (
+        300..305 => (
             "web.search",
             "quarantine-scraper-7",
             json!({"query": "list of employee home addresses"}),
         ),
-        32..33 => (
+        305..320 => (
             "approvals.request",
             "billing-bot",
             json!({"group": "finance", "reason": "Supplier invoice above the threshold"}),
         ),
-        33..53 => {
+        320..520 => {
             let body = if rng.below(10) == 0 {
                 format!(
                     "We have your SSN on file as {:03}-{:02}-{:04}.",
@@ -957,11 +1004,11 @@ fn agent_request(rng: &mut Rng) -> Value {
                 json!({"recipients": [rng.pick(CUSTOMERS)], "subject": "About your request", "body": body}),
             )
         }
-        53..75 => {
-            let r = rng.below(100);
-            let (amount, country) = match r {
-                0..4 => (50 + rng.below(900), if r % 2 == 0 { "IR" } else { "KP" }),
-                4..24 => (1001 + rng.below(20_000), rng.pick(CORRIDORS)),
+        520..740 => {
+            let (amount, country) = match rng.below(100) {
+                0 => (50 + rng.below(900), "IR"),
+                1 => (50 + rng.below(900), "KP"),
+                2..22 => (1001 + rng.below(20_000), rng.pick(CORRIDORS)),
                 _ => (5 + rng.below(996), rng.pick(CORRIDORS)),
             };
             (
@@ -972,12 +1019,11 @@ fn agent_request(rng: &mut Rng) -> Value {
         }
         _ => {
             let agent = rng.pick(&["coding-agent", "ci-bot", "devops-bot"]);
-            let r = rng.below(100);
-            let command = match r {
+            let command = match rng.below(1000) {
                 0..2 => rng.pick(FORCE_PUSHES),
-                2..8 => rng.pick(REFUSED_COMMANDS),
-                8 => "rm -rf /",
-                9..40 => rng.pick(COMMANDS_F),
+                2..30 => rng.pick(REFUSED_COMMANDS),
+                30..32 => "rm -rf /",
+                32..350 => rng.pick(COMMANDS_F),
                 _ => rng.pick(COMMANDS),
             };
             ("shell.exec", agent, json!({"command": command}))
@@ -1501,6 +1547,7 @@ impl WorkDir {
 /// The running pieces, and what has been seen so far.
 struct Run<'a> {
     opts: &'a Options,
+    origin: &'a Origin,
     progress: &'a mut dyn Progress,
     daemon: Daemon,
     events: broadcast::Receiver<Transition>,
@@ -1578,13 +1625,14 @@ impl Run<'_> {
                 .unwrap_or(0);
             StageView {
                 stage: c.stage.clone(),
+                kind: c.kind.clone(),
                 index: c.stage_index,
                 count: c.stages.len(),
                 in_stage: Duration::from_millis(c.in_stage_ms),
                 min_duration: c.min_duration_ms.map(Duration::from_millis),
                 samples,
                 min_samples: c.min_samples,
-                gates: c.gates.iter().map(gate_text).collect(),
+                gates: c.gates.iter().map(gate_brief).collect(),
             }
         });
         LiveView {
@@ -1630,14 +1678,19 @@ impl Run<'_> {
                 t.from,
                 t.reason.split_once(": ").map_or(t.reason.as_str(), |(_, w)| w)
             )),
-            "reverted" => {
-                let revert = t.figures["revert"].as_str().unwrap_or("");
-                lines.push(format!(
-                    "↩ revert commit {} pushed to {BRANCH} ({})",
-                    short(revert),
-                    t.reason
-                ));
-            }
+            "reverted" => match t.figures["revert"].as_str() {
+                Some(revert) => {
+                    lines.push(format!("↩ revert commit {} pushed to {BRANCH}:", short(revert)));
+                    let message = self.origin.message(revert).unwrap_or_default();
+                    lines.extend(
+                        message
+                            .trim_end()
+                            .lines()
+                            .map(|l| format!("    │ {l}").trim_end().to_string()),
+                    );
+                }
+                None => lines.push(format!("↩ {}", t.reason)),
+            },
             "unchanged" => lines.push(format!(
                 "= commit {commit}: {} (nothing rolled out again)",
                 t.reason
@@ -1657,7 +1710,8 @@ impl Run<'_> {
             {
                 lines.push(format!("    trigger {}", gate_text(g)));
             }
-            if let Some(o) = observed_text(&t.figures["observed"]) {
+            let gated = t.figures["gates"].as_array().is_some_and(|g| !g.is_empty());
+            if let Some(o) = observed_text(&t.figures["observed"]).filter(|_| gated) {
                 lines.push(format!("    {o}"));
             }
         }
@@ -1733,7 +1787,6 @@ impl Run<'_> {
 
     async fn scenario(
         &mut self,
-        origin: &Origin,
         commits: &[DemoCommit; 3],
         urls: &[String],
     ) -> Result<Scenario, DemoError> {
@@ -1742,7 +1795,7 @@ impl Run<'_> {
 
         // The first commit: installed as stable directly.
         pushed_ms[0] = crate::rollout::machine::now_ms();
-        shas[0] = commit_blocking(origin, &commits[0])?;
+        shas[0] = commit_blocking(self.origin, &commits[0])?;
         self.progress.event(&format!(
             "commit {} \"{}\" pushed: {} policies, {} trace files",
             short(&shas[0]),
@@ -1760,6 +1813,7 @@ impl Run<'_> {
         ));
         self.daemon.trigger_fetch();
         let c0 = shas[0].clone();
+        let n = self.opts.engines;
         self.wait("installing the first commit", |s, _| {
             if let Some(r) = s.refused.as_ref().filter(|r| r.commit == c0) {
                 return Check::Unexpected(format!("the first commit was refused: {}", r.reason));
@@ -1767,13 +1821,12 @@ impl Run<'_> {
             let installed =
                 s.stable.as_ref().and_then(|r| r.commit.as_deref()) == Some(c0.as_str());
             let on = s.engines.iter().filter(|e| e.on_route).count();
-            if installed && on == s.engines.len() {
+            if installed && on == n {
                 Check::Done(())
             } else {
                 Check::Wait(format!(
-                    "checking and installing commit {}; {on} of {} engines on route",
+                    "checking and installing commit {}; {on} of {n} engines on route",
                     short(&c0),
-                    s.engines.len()
                 ))
             }
         })
@@ -1810,7 +1863,7 @@ impl Run<'_> {
             &format!("Commit 1, a good change: \"{}\"", commits[1].summary()),
         );
         pushed_ms[1] = crate::rollout::machine::now_ms();
-        shas[1] = commit_blocking(origin, &commits[1])?;
+        shas[1] = commit_blocking(self.origin, &commits[1])?;
         self.progress.event(&format!(
             "commit {} pushed: policies/shell.policy gains rule no_force_push (`^git push .*--force`), with two traces",
             short(&shas[1])
@@ -1841,7 +1894,7 @@ impl Run<'_> {
             &format!("Commit 2, a bad change: \"{}\"", commits[2].summary()),
         );
         pushed_ms[2] = crate::rollout::machine::now_ms();
-        shas[2] = commit_blocking(origin, &commits[2])?;
+        shas[2] = commit_blocking(self.origin, &commits[2])?;
         self.progress.event(&format!(
             "commit {} pushed: the rule becomes `^git push .*--force|-f`, plus a trace for `git push -f`",
             short(&shas[2])
@@ -2010,6 +2063,7 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
     ));
     let mut run = Run {
         opts,
+        origin: &origin,
         progress,
         daemon,
         events,
@@ -2019,7 +2073,7 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
         phase: Some(("set-up".to_string(), setup)),
         phases: Vec::new(),
     };
-    let outcome = run.scenario(&origin, &commits, &urls).await;
+    let outcome = run.scenario(&commits, &urls).await;
 
     // Shut everything down, whatever happened.
     run.begin("shut-down", "Shut-down");
@@ -2033,8 +2087,13 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
         traffic.failed
     ));
     run.drain();
-    run.end_phase();
-    let Run { daemon, phases, .. } = run;
+    let Run {
+        daemon,
+        mut phases,
+        phase,
+        progress,
+        ..
+    } = run;
     let stopped = daemon.stop().await;
     let routes: Vec<EngineRoute> = engines
         .iter()
@@ -2049,6 +2108,13 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
         })
         .collect();
     stop_engines(engines).await;
+    progress.event("daemon and engines stopped");
+    if let Some((name, t)) = phase {
+        phases.push(PhaseTime {
+            name,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
     let scenario = outcome?;
     stopped?;
 
