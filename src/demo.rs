@@ -1775,8 +1775,13 @@ impl Run<'_> {
                     state: describe_status(&status),
                 });
             }
-            let view = self.view(&status, waiting);
-            self.progress.live(&view);
+            // A status older than the last transition shown would show a
+            // stage already left.
+            let status_seq = status.last.as_ref().map_or(0, |t| t.seq);
+            if self.seen.last().is_none_or(|t| t.seq <= status_seq) {
+                let view = self.view(&status, waiting);
+                self.progress.live(&view);
+            }
             if let Ok(Ok(t)) =
                 tokio::time::timeout(Duration::from_millis(100), self.events.recv()).await
             {
