@@ -304,26 +304,6 @@ pub trait Progress {
     fn finish(&mut self);
 }
 
-/// A [`Progress`] that records everything, for tests and embedding.
-#[derive(Debug, Default, Clone)]
-pub struct Recorder {
-    pub lines: Vec<String>,
-    pub views: usize,
-}
-
-impl Progress for Recorder {
-    fn phase(&mut self, title: &str) {
-        self.lines.push(format!("## {title}"));
-    }
-    fn event(&mut self, text: &str) {
-        self.lines.push(text.to_string());
-    }
-    fn live(&mut self, _view: &LiveView) {
-        self.views += 1;
-    }
-    fn finish(&mut self) {}
-}
-
 /// The traffic counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TrafficFigures {
@@ -1083,7 +1063,10 @@ impl Traffic {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| DemoError::Engine(format!("building the HTTP client: {e}")))?;
+            .map_err(|e| DemoError::Io {
+                what: "building the agents' HTTP client".to_string(),
+                source: std::io::Error::other(e),
+            })?;
         let counters = Arc::new(Counters::default());
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
