@@ -420,7 +420,7 @@ impl Console {
             );
             let traffic = multi.add(indicatif::ProgressBar::new_spinner());
             traffic.set_style(
-                indicatif::ProgressStyle::with_template("   {spinner:.green} {msg}")
+                indicatif::ProgressStyle::with_template("   {spinner:.green} {wide_msg}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             traffic.enable_steady_tick(Duration::from_millis(120));
@@ -452,12 +452,12 @@ impl Console {
 }
 
 fn idle_style() -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template("     {msg}")
+    indicatif::ProgressStyle::with_template("     {wide_msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }
 
 fn stage_style() -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template("     {prefix:<12} [{bar:20.cyan/blue}] {msg}")
+    indicatif::ProgressStyle::with_template("     {prefix:<12} [{bar:20.cyan/blue}] {wide_msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
