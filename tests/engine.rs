@@ -283,6 +283,13 @@ async fn healthz_and_metrics_need_no_token() {
     assert!(text.contains(&format!(
         "sluice_decisions_total{{{labels},decision=\"allow\"}} 1"
     )));
+    for family in ["requests", "errors", "failsafe"] {
+        let name = format!("sluice_{family}_total");
+        assert!(text.contains(&format!("# TYPE {name} counter\n")), "{text}");
+        assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+    }
+    assert!(text.contains(&format!("sluice_errors_total{{{labels}}} 0")));
+    assert!(text.contains(&format!("sluice_failsafe_total{{{labels}}} 0")));
     assert!(text.contains("sluice_latency_seconds{"));
     assert!(text.contains(&format!(
         "sluice_breaker_state{{artifact=\"{}\",state=\"closed\"}} 1",

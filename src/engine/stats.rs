@@ -289,6 +289,9 @@ pub fn label(v: &str) -> String {
     out
 }
 
+/// A counter family: its name, its help line and how to read it.
+type Counter = (&'static str, &'static str, fn(&CohortReport) -> u64);
+
 /// Writes cohort figures as Prometheus text (exposition format 0.0.4).
 pub fn write_prometheus(out: &mut String, reports: &[CohortReport]) {
     let labels = |r: &CohortReport| {
@@ -303,32 +306,28 @@ pub fn write_prometheus(out: &mut String, reports: &[CohortReport]) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
     };
-    family(
-        out,
-        "sluice_requests_total",
-        "counter",
-        "Evaluations since the route last changed.",
-    );
-    for r in reports {
-        let _ = writeln!(out, "sluice_requests_total{{{}}} {}", labels(r), r.requests);
-    }
-    family(
-        out,
-        "sluice_errors_total",
-        "counter",
-        "Evaluations that failed since the route last changed.",
-    );
-    for r in reports {
-        let _ = writeln!(out, "sluice_errors_total{{{}}} {}", labels(r), r.errors);
-    }
-    family(
-        out,
-        "sluice_failsafe_total",
-        "counter",
-        "Decisions that were the tier failsafe since the route last changed.",
-    );
-    for r in reports {
-        let _ = writeln!(out, "sluice_failsafe_total{{{}}} {}", labels(r), r.failsafe);
+    let counters: [Counter; 3] = [
+        (
+            "sluice_requests_total",
+            "Evaluations since the route last changed.",
+            |r| r.requests,
+        ),
+        (
+            "sluice_errors_total",
+            "Evaluations that failed since the route last changed.",
+            |r| r.errors,
+        ),
+        (
+            "sluice_failsafe_total",
+            "Decisions that were the tier failsafe since the route last changed.",
+            |r| r.failsafe,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        for r in reports {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(r), value(r));
+        }
     }
     family(
         out,

@@ -99,6 +99,35 @@ fn reading(
     }
 }
 
+/// A rate of `k` in `n` that must stay at most `limit` (Wilson interval).
+fn rate_reading(gate: &str, limit: f64, k: u64, n: u64) -> GateReading {
+    let iv = gate::wilson(k, n, Z95);
+    reading(gate, limit, rate(k, n), iv, gate::at_most(limit, iv))
+}
+
+/// The candidate's deny rate minus stable's, within `limit` either way
+/// (Newcombe's hybrid score interval).
+fn deny_delta_reading(gate: &str, limit: f64, obs: &Observation) -> GateReading {
+    let (c, s) = (obs.candidate, obs.stable);
+    let estimate = rate(c.denies, c.requests) - rate(s.denies, s.requests);
+    let iv = gate::newcombe_diff(c.denies, c.requests, s.denies, s.requests, Z95);
+    reading(gate, limit, estimate, iv, gate::within(limit, iv))
+}
+
+/// A latency figure that must stay at most `limit`; without data the
+/// interval is `unknown`, so the reading waits.
+fn latency_reading(
+    gate: &str,
+    limit: f64,
+    figure: Option<(f64, Interval)>,
+    unknown: Interval,
+) -> GateReading {
+    let (estimate, iv) = figure.unwrap_or((0.0, unknown));
+    reading(gate, limit, estimate, iv, gate::at_most(limit, iv))
+}
+
+/// The candidate's p99 minus stable's, with the widest difference the two
+/// intervals allow.
 fn latency_delta(obs: &Observation) -> Option<(f64, Interval)> {
     let (c, s) = (obs.candidate.p99_ms?, obs.stable.p99_ms?);
     Some((
@@ -110,113 +139,57 @@ fn latency_delta(obs: &Observation) -> Option<(f64, Interval)> {
     ))
 }
 
-fn deny_delta(obs: &Observation) -> (f64, Interval) {
-    let (c, s) = (obs.candidate, obs.stable);
-    let estimate = rate(c.denies, c.requests) - rate(s.denies, s.requests);
-    (
-        estimate,
-        gate::newcombe_diff(c.denies, c.requests, s.denies, s.requests, Z95),
-    )
-}
-
 /// The rollback triggers read against an observation.
 pub fn triggers(t: &RollbackTriggers, obs: &Observation) -> Vec<GateReading> {
-    let mut out = Vec::new();
     let c = obs.candidate;
-    if let Some(limit) = t.error_rate {
-        let iv = gate::wilson(c.errors, c.requests, Z95);
-        out.push(reading(
-            "error_rate",
-            limit,
-            rate(c.errors, c.requests),
-            iv,
-            gate::at_most(limit, iv),
-        ));
-    }
-    if let Some(limit) = t.deny_rate_delta {
-        let (est, iv) = deny_delta(obs);
-        out.push(reading(
-            "deny_rate_delta",
-            limit,
-            est,
-            iv,
-            gate::within(limit, iv),
-        ));
-    }
-    if let Some(limit) = t.latency_p99_ms {
-        let (est, iv) = match c.p99_ms {
-            Some(q) => (q.estimate, Interval { lo: q.lo, hi: q.hi }),
-            None => (
-                0.0,
-                Interval {
-                    lo: 0.0,
-                    hi: f64::INFINITY,
-                },
-            ),
-        };
-        out.push(reading(
-            "latency_p99_ms",
-            limit,
-            est,
-            iv,
-            gate::at_most(limit, iv),
-        ));
-    }
-    out
+    let p99 = c
+        .p99_ms
+        .map(|q| (q.estimate, Interval { lo: q.lo, hi: q.hi }));
+    [
+        t.error_rate
+            .map(|limit| rate_reading("error_rate", limit, c.errors, c.requests)),
+        t.deny_rate_delta
+            .map(|limit| deny_delta_reading("deny_rate_delta", limit, obs)),
+        t.latency_p99_ms.map(|limit| {
+            let unknown = Interval {
+                lo: 0.0,
+                hi: f64::INFINITY,
+            };
+            latency_reading("latency_p99_ms", limit, p99, unknown)
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The gates of a live stage read against an observation.
 pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
     let g = &stage.gates;
     let c = obs.candidate;
-    let mut out = Vec::new();
-    if let Some(limit) = g.max_divergence {
-        let iv = gate::wilson(obs.diverged, obs.compared, Z95);
-        out.push(reading(
-            "max_divergence",
-            limit,
-            rate(obs.diverged, obs.compared),
-            iv,
-            gate::at_most(limit, iv),
-        ));
-    }
-    if let Some(limit) = g.max_error_rate {
-        let iv = gate::wilson(c.errors, c.requests, Z95);
-        out.push(reading(
-            "max_error_rate",
-            limit,
-            rate(c.errors, c.requests),
-            iv,
-            gate::at_most(limit, iv),
-        ));
-    }
-    if let Some(limit) = g.max_deny_rate_delta {
-        let (est, iv) = deny_delta(obs);
-        out.push(reading(
-            "max_deny_rate_delta",
-            limit,
-            est,
-            iv,
-            gate::within(limit, iv),
-        ));
-    }
-    if let Some(limit) = g.max_latency_p99_delta_ms {
-        let (est, iv) = latency_delta(obs).unwrap_or((
-            0.0,
-            Interval {
+    [
+        g.max_divergence
+            .map(|limit| rate_reading("max_divergence", limit, obs.diverged, obs.compared)),
+        g.max_error_rate
+            .map(|limit| rate_reading("max_error_rate", limit, c.errors, c.requests)),
+        g.max_deny_rate_delta
+            .map(|limit| deny_delta_reading("max_deny_rate_delta", limit, obs)),
+        g.max_latency_p99_delta_ms.map(|limit| {
+            let unknown = Interval {
                 lo: f64::NEG_INFINITY,
                 hi: f64::INFINITY,
-            },
-        ));
-        out.push(reading(
-            "max_latency_p99_delta_ms",
-            limit,
-            est,
-            iv,
-            gate::at_most(limit, iv),
-        ));
-    }
-    out
+            };
+            latency_reading(
+                "max_latency_p99_delta_ms",
+                limit,
+                latency_delta(obs),
+                unknown,
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Decides a live stage (shadow or split) after `elapsed` in it.
