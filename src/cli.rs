@@ -155,6 +155,11 @@ pub enum Command {
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
     Reconcile(ReconcileArgs),
+    /// The whole pipeline on this machine, with no setup: a temporary policy
+    /// repository, three engines on loopback, the reconcile daemon and
+    /// synthetic agent traffic; a good change rolls out to full, a bad one is
+    /// rolled back and reverted on main. Ends with a summary.
+    Demo(DemoArgs),
     /// Show the daemon's rollout: stage, gates with their figures, time and
     /// samples left.
     Status {
@@ -209,6 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fmt { check, files } => cmd_fmt(&cli.repo, check, &files),
         Command::Engine(args) => cmd_engine(*args),
         Command::Reconcile(args) => cmd_reconcile(&cli.repo, args),
+        Command::Demo(args) => cmd_demo(&args),
         Command::Status { daemon, format } => cmd_status(&daemon, format),
         Command::Pause { daemon, reason } => cmd_operator(&daemon, "pause", reason),
         Command::Resume { daemon } => cmd_operator(&daemon, "resume", None),
@@ -1034,6 +1040,94 @@ pub struct ReconcileArgs {
     /// How long one engine call may take.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+}
+
+/// `sluice demo`'s options.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the policy repository, the daemon's state and summary.json in
+    /// DIR (created; it must be empty) instead of a temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// Print the summary only.
+    #[arg(long, conflicts_with = "plain")]
+    pub quiet: bool,
+    /// Line-by-line progress even on a terminal (what a pipe or a log gets
+    /// anyway).
+    #[arg(long)]
+    pub plain: bool,
+    /// The least time each live stage (shadow, canary, broad) lasts.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stage_duration: std::time::Duration,
+    /// How long each phase may take before the demo gives up.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
+    use crate::demo::{Console, ConsoleMode, Options, Progress as _};
+
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    anyhow::ensure!(
+        !args.stage_duration.is_zero(),
+        "--stage-duration must be above zero"
+    );
+    anyhow::ensure!(!args.timeout.is_zero(), "--timeout must be above zero");
+    let opts = Options {
+        keep: args.keep.clone(),
+        stage_duration: args.stage_duration,
+        timeout: args.timeout,
+        ..Options::default()
+    };
+    let mode = if args.quiet {
+        ConsoleMode::Quiet
+    } else if args.plain {
+        ConsoleMode::Plain
+    } else {
+        ConsoleMode::Live
+    };
+    let mut console = Console::new(mode);
+    let rt = runtime(true)?;
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = crate::demo::run(&opts, &mut console) => Some(r),
+            () = shutdown_signal() => None,
+        }
+    });
+    console.finish();
+    drop(rt);
+    match result {
+        None => {
+            eprintln!("interrupted: everything the demo started is stopped");
+            Ok(Exit::Findings)
+        }
+        Some(Ok(report)) => {
+            println!();
+            print!("{}", report.render());
+            let problems = report.problems();
+            if problems.is_empty() {
+                println!(
+                    "\nThe good change is stable on every engine; the bad one was rolled back and reverted on main."
+                );
+                Ok(Exit::Ok)
+            } else {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                Ok(Exit::Findings)
+            }
+        }
+        Some(Err(e)) if e.is_outcome() => {
+            eprintln!("error: the demo did not go as expected: {e}");
+            Ok(Exit::Findings)
+        }
+        Some(Err(e)) => Err(e.into()),
+    }
 }
 
 /// How the operator commands reach the daemon.

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod check;
 pub mod cli;
 pub mod compile;
+pub mod demo;
 pub mod diagnostic;
 pub mod engine;
 pub mod fmt;

@@ -4,6 +4,7 @@ mod analyze;
 mod artifact;
 mod check;
 mod cli;
+mod demo;
 mod engine;
 mod eval;
 mod examples;

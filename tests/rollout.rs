@@ -109,7 +109,10 @@ mod stage {
 
     use sluice::project::{Gates, RollbackTriggers, Stage, StageKind};
     use sluice::replay::ReplayReport;
-    use sluice::rollout::stage::{Cohort, Observation, Quantile, Step, decide, decide_replay};
+    use sluice::rollout::gate::Verdict;
+    use sluice::rollout::stage::{
+        Cohort, MIN_FAIL_SAMPLES, Observation, Quantile, Step, decide, decide_replay,
+    };
 
     fn canary() -> Stage {
         Stage {
@@ -210,6 +213,65 @@ mod stage {
             panic!("{d:#?}")
         };
         assert!(trigger.starts_with("gate max_deny_rate_delta"), "{trigger}");
+    }
+
+    #[test]
+    fn a_gate_does_not_fail_before_min_samples() {
+        // One denied request of three against stable's 2%: the lower bound
+        // of the delta (about 0.07) is past the 0.02 gate, but three
+        // requests are not evidence enough to fail on.
+        let early = decide(
+            &canary(),
+            &triggers(),
+            MIN,
+            &obs(cohort(3, 0, 1, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        assert_eq!(early.step, Step::Wait, "{early:#?}");
+        let gate = early
+            .readings
+            .iter()
+            .find(|r| r.gate == "max_deny_rate_delta")
+            .unwrap();
+        assert!(gate.interval.lo > 0.02, "{gate:#?}");
+        assert_eq!(gate.verdict, Verdict::Wait);
+        // 12% denied on min_samples requests fails the gate (not the 0.15
+        // trigger), before min_duration.
+        let enough = decide(
+            &canary(),
+            &triggers(),
+            MIN,
+            &obs(cohort(501, 0, 60, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        let Step::Rollback { trigger } = &enough.step else {
+            panic!("{enough:#?}")
+        };
+        assert!(trigger.starts_with("gate max_deny_rate_delta"), "{trigger}");
+    }
+
+    #[test]
+    fn a_trigger_needs_the_sample_floor() {
+        // Every one of the first requests denied: the trigger's lower bound
+        // is past 0.15 long before the floor, and it fires at the floor.
+        let below = MIN_FAIL_SAMPLES - 1;
+        let d = decide(
+            &canary(),
+            &triggers(),
+            MIN,
+            &obs(cohort(below, 0, below, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        assert_eq!(d.step, Step::Wait, "{d:#?}");
+        assert!(d.triggers.iter().all(|t| t.verdict != Verdict::Fail));
+        let at = MIN_FAIL_SAMPLES;
+        let d = decide(
+            &canary(),
+            &triggers(),
+            MIN,
+            &obs(cohort(at, 0, at, 2.0), cohort(5000, 0, 100, 2.0)),
+        );
+        let Step::Rollback { trigger } = &d.step else {
+            panic!("{d:#?}")
+        };
+        assert!(trigger.starts_with("trigger deny_rate_delta"), "{trigger}");
     }
 
     #[test]

@@ -4,11 +4,22 @@
 //! Order of precedence, evaluated on every reconcile:
 //! 1. **Rollback triggers** (`[rollout.rollback]`, every live stage): a
 //!    trigger fires when the *lower* confidence bound is past it, so noise
-//!    alone does not roll back.
+//!    alone does not roll back — and only on [`MIN_FAIL_SAMPLES`] candidate
+//!    requests or more.
 //! 2. **Gates** that fail (the candidate is clearly worse) roll back exactly
-//!    like a trigger.
+//!    like a trigger, once the stage has its `min_samples` candidate
+//!    requests (and at least [`MIN_FAIL_SAMPLES`]).
 //! 3. Before `min_duration` has passed and `min_samples` candidate requests
 //!    have been seen, the stage waits whatever the gates say.
+//!
+//! Why the sample floors: the daemon reads the figures on every reconcile,
+//! from the first request of a stage on. A 95% interval is 95% for one look;
+//! read again and again while the counts are tiny, the chance that some
+//! early look is "clearly worse" by luck adds up (one denied request among
+//! the first three of a canary, with stable denying 2%, puts the lower bound
+//! of the deny-rate delta near 0.19). Waiting for a floor of samples before
+//! a verdict may be `fail` keeps the early, wide intervals from rolling back
+//! a good candidate; a `pass` already needs `min_samples`.
 //! 4. Every gate passes: advance.
 //! 5. Still waiting after `max_duration`: pause for an operator.
 
@@ -192,6 +203,19 @@ pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
     .collect()
 }
 
+/// The fewest candidate requests on which a rollback trigger may fire or a
+/// gate may fail (see the module doc).
+pub const MIN_FAIL_SAMPLES: u64 = 30;
+
+/// Readings on too few samples to fail say `wait` instead.
+fn hold_back(readings: &mut [GateReading], samples: u64, floor: u64) {
+    if samples < floor {
+        for r in readings.iter_mut().filter(|r| r.verdict == Verdict::Fail) {
+            r.verdict = Verdict::Wait;
+        }
+    }
+}
+
 /// Decides a live stage (shadow or split) after `elapsed` in it.
 pub fn decide(
     stage: &Stage,
@@ -199,8 +223,12 @@ pub fn decide(
     elapsed: Duration,
     obs: &Observation,
 ) -> StageDecision {
-    let triggers = triggers(rollback, obs);
-    let readings = gates(stage, obs);
+    let samples = obs.candidate.requests;
+    let mut triggers = triggers(rollback, obs);
+    hold_back(&mut triggers, samples, MIN_FAIL_SAMPLES);
+    let mut readings = gates(stage, obs);
+    let gate_floor = stage.min_samples.unwrap_or(0).max(MIN_FAIL_SAMPLES);
+    hold_back(&mut readings, samples, gate_floor);
     let samples_left = stage
         .min_samples
         .unwrap_or(0)
