@@ -8,8 +8,9 @@
 #    analysed in full;
 #  - the release binary end to end on that repository, with hyperfine (or a
 #    loop timed by bash when hyperfine is missing):
-#    `sluice check --repo R --base HEAD~1` (head from the working tree) and
-#    `sluice check --repo R --base HEAD~1 --head HEAD`.
+#    `sluice check --repo R --base HEAD~1` (head from the working tree),
+#    `sluice check --repo R --base HEAD~1 --head HEAD`, and the plain
+#    `sluice check --repo R` (the whole set analysed) for comparison.
 #
 #   scripts/bench-analyze.sh [--sizes 100,1000] [--runs 5] [--threads 2] [--pr-size 1000]
 #
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --runs) export SLUICE_BENCH_RUNS=$2; runs=$2; shift ;;
     --threads) export SLUICE_BENCH_THREADS=$2; shift ;;
     --pr-size) export SLUICE_BENCH_PR_SIZE=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -79,6 +80,8 @@ PY
     time_binary base "$bin" check --repo "$repo" --base HEAD~1
     echo "sluice check --repo R --base HEAD~1 --head HEAD"
     time_binary base-head "$bin" check --repo "$repo" --base HEAD~1 --head HEAD
+    echo "sluice check --repo R (the whole head set, full analysis, for comparison)"
+    time_binary full "$bin" check --repo "$repo"
     echo "its report:"
     "$bin" check --repo "$repo" --base HEAD~1 --format json 2>"$out/$stamp-notes.txt" |
       python3 -c 'import json,sys; d=json.load(sys.stdin); [print("  ", f["code"], " ".join(l.get("policy","")+"."+l.get("rule","") for l in f["locations"])) for f in d["findings"]]; print("  ", d["summary"])' || true
