@@ -1055,4 +1055,42 @@ mod change {
         );
         assert_eq!(incremental(&a).0, ["p00010.x_close_reads"]);
     }
+
+    /// A rule the solver cannot encode is reported once a question involves
+    /// it. A change that brings an unchanged such rule into a new question
+    /// does not make it new when the base asked about it already, and does
+    /// when the base never did.
+    #[test]
+    fn an_unencodable_rule_is_new_only_where_no_question_involved_it_before() {
+        let toml = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/analyze/err/unencodable/sluice.toml"),
+        )
+        .unwrap();
+        // `echo` has a question of its own (can it match anything?);
+        // `loose` is plainly satisfiable, so none until something pairs
+        // with it. Both hold U+30000 in a field kept in Z3's strings.
+        let ext = "policy ext version 1.0.0 {\n  \
+            rule echo {\n    when tool == \"email.send\" and len(args.body) > len(args.subject) and args.body contains \"\u{30000}\"\n    deny ECHO \"e\"\n  }\n  \
+            rule loose {\n    when tool == \"email.send\" and args.body contains \"\u{30000}\"\n    deny LOOSE \"l\"\n  }\n}\n";
+        let base: Files = vec![("policies/ext.policy".to_string(), ext.to_string())];
+        let full_base = full(&toml, &base);
+        assert_eq!(
+            rules(&full_base.findings),
+            ["analyze::unencodable ext.echo"]
+        );
+        let mut head = base.clone();
+        head.push((
+            "policies/mail.policy".to_string(),
+            "policy mail version 1.0.0 {\n  rule send {\n    when tool == \"email.send\" and agent == \"x\"\n    allow\n  }\n}\n".to_string(),
+        ));
+        let (got, a) = compare(
+            "an allow next to unencodable denies",
+            (&toml, &base),
+            &full_base,
+            (&toml, &head),
+        );
+        assert_eq!(rules(&got), ["analyze::unencodable ext.loose"]);
+        assert_eq!(incremental(&a).0, ["mail.send"]);
+    }
 }
