@@ -436,7 +436,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
         }
         _ => {
             checked.analyze(&opts);
-            checked.findings.clone()
+            std::mem::take(&mut checked.findings)
         }
     };
     if let Some(state) = &live {
