@@ -543,12 +543,10 @@ fn analysis_note(a: &pipeline::ChangeAnalysis) -> Option<String> {
             base,
             head,
         } => Some(format!(
-            "conflict analysis of the change: {} rule(s) and limit(s) changed; {} of {} solver \
-             job(s) run at head, {} of {} at base (the others ask about rules that did not \
-             change)",
+            "conflict analysis of the change: {} rule(s) and limit(s) changed; head analysed in \
+             full ({} solver job(s)), base only where the change can matter ({} of {} job(s))",
             changed.len(),
             run(head),
-            head.jobs,
             run(base),
             base.jobs
         )),

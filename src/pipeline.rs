@@ -179,7 +179,7 @@ pub enum ChangeAnalysis {
     /// The head was analysed in full: the base has no set that type-checks,
     /// hence no conflict findings, so every finding is new to it.
     Full { head: analyze::Stats },
-    /// Both revisions analysed where the change can matter.
+    /// The head analysed in full, the base only where the change can matter.
     Incremental {
         changed: Vec<String>,
         base: analyze::Stats,
@@ -194,12 +194,16 @@ pub enum ChangeAnalysis {
 }
 
 /// The conflict analysis of a pull request: `base` and `head` come from
-/// [`check_unanalysed`]. Each gets the analysis findings that can differ
-/// between them (`analyze::analyze_change`), so that keeping the head's
-/// findings the base does not have (`check::base::introduced`) gives what
-/// two full analyses would give; the findings both revisions share for
-/// certain are not computed. When the base does not type-check it has no
-/// analysis findings at all, and the head is analysed in full.
+/// [`check_unanalysed`]. The head is analysed in full: its report has every
+/// error, old or new, and a head with an error compiles to nothing. The
+/// base gets what two full analyses would give it without the solver work:
+/// `analyze::analyze_change` runs, at both revisions, only the questions
+/// that involve a changed rule; every other finding of the head is, by
+/// construction, a finding of the base too (same rules, files and
+/// messages), and is recorded as such. Comparing the two
+/// (`check::base::introduced`) then gives exactly what comparing two full
+/// analyses gives. When the base does not type-check it has no analysis
+/// findings at all.
 pub fn analyze_change(
     base: &mut Checked,
     head: &mut Checked,
@@ -215,25 +219,30 @@ pub fn analyze_change(
         };
     };
     let report = analyze::analyze_change(b, h, opts);
-    let (bs, hs) = (report.base.stats, report.head.stats);
+    if !report.incremental {
+        let (bs, hs) = (report.base.stats, report.head.stats);
+        base.add_findings(report.base.findings);
+        head.add_findings(report.head.findings);
+        return ChangeAnalysis::Both { base: bs, head: hs };
+    }
+    let full = analyze::analyze(h.set, h.schema, h.default, opts);
+    // The head's findings no changed rule takes part in: the base's too.
+    let shared = check::base::unmatched(full.findings.clone(), &report.head.findings);
     base.add_findings(report.base.findings);
-    head.add_findings(report.head.findings);
-    if report.incremental {
-        ChangeAnalysis::Incremental {
-            changed: report.changed,
-            base: bs,
-            head: hs,
-        }
-    } else {
-        ChangeAnalysis::Both { base: bs, head: hs }
+    base.add_findings(shared);
+    head.add_findings(full.findings);
+    ChangeAnalysis::Incremental {
+        changed: report.changed,
+        base: report.base.stats,
+        head: full.stats,
     }
 }
 
 /// What the pull-request check reports ([`pull_request`]).
 #[derive(Debug, Clone)]
 pub struct PullRequest {
-    /// The head's findings the base did not have, every error of the head
-    /// outside the conflict analysis, and the version checks.
+    /// The head's findings the base did not have, every error of the head,
+    /// and the version checks.
     pub findings: Vec<Finding>,
     /// Head findings left out because the base had them.
     pub hidden: usize,

@@ -494,10 +494,9 @@ fn introduced_matches_findings_by_identity_not_lines() {
         Finding::warning("conflict::dead_rule", "rule a.r is dead twice").with_label(label(120)),
         // A second identical warning where the base had one: new.
         warn(200),
-        // Errors are always reported, old or new…
+        // Errors are always reported, old or new, the conflict analysis's
+        // too: a set with an error does not compile, whoever introduced it.
         Finding::error("type::mismatch", "old error").with_label(label(90)),
-        // …except the conflict analysis's: a conflict the base had is not
-        // the change's doing; a new one is reported.
         shadowed("allow a.r never takes effect", 150),
         shadowed("allow a.r never takes effect, again", 160),
     ];
@@ -511,6 +510,7 @@ fn introduced_matches_findings_by_identity_not_lines() {
             ("conflict::dead_rule", 120),
             ("conflict::dead_rule", 200),
             ("type::mismatch", 90),
+            ("conflict::shadowed", 150),
             ("conflict::shadowed", 160)
         ]
     );
@@ -710,11 +710,12 @@ fn base_reports_every_error_at_head_and_only_new_warnings() {
     assert!(stderr(&o).contains("compared with base"), "{}", stderr(&o));
 }
 
-/// The conflict analysis of a change looks where the change can matter: a
-/// conflict the base already had is not the change's doing (plain `check`
-/// still reports it), a conflict the change adds is reported.
+/// The conflict analysis of a change looks where the change can matter, and
+/// every error of the head is still reported: a conflict error the base
+/// already had is shown (the set does not compile), an old warning is not,
+/// a new conflict is.
 #[test]
-fn base_reports_the_conflicts_a_change_adds_not_the_old_ones() {
+fn base_reports_old_conflict_errors_and_the_conflicts_a_change_adds() {
     let legacy = "policy legacy version 1.0.0 {\n  rule kp_ok {\n    when tool == \"pay\" and args.country == \"KP\"\n    allow\n  }\n}\n";
     let mut files = base_files();
     files.push(("policies/legacy.policy", legacy));
@@ -722,16 +723,17 @@ fn base_reports_the_conflicts_a_change_adds_not_the_old_ones() {
     let policy = dir.path().join("policy");
     let o = sluice(&policy, &["check", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(codes(&json_out(&o))[0].0, "conflict::shadowed");
+    let old = codes(&json_out(&o));
+    assert_eq!(old[0].0, "conflict::shadowed");
 
-    // An unrelated change: nothing to report.
+    // An unrelated change: the old conflict error is still reported.
     let core = CORE
         .replace("1.2.0", "1.3.0")
         .replace("agent == \"root\"", "agent in [\"root\", \"admin\"]");
     write_repo(&policy, &[("policies/core.policy", &core)]);
     let o = sluice(&policy, &["check", "--base", "HEAD", "--format", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(codes(&json_out(&o)), []);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(codes(&json_out(&o)), old);
     assert!(
         stderr(&o).contains("conflict analysis of the change: 1 rule(s) and limit(s) changed"),
         "{}",
@@ -747,13 +749,14 @@ fn base_reports_the_conflicts_a_change_adds_not_the_old_ones() {
     let o = sluice(&policy, &["check", "--base", "HEAD", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let doc = json_out(&o);
-    assert_eq!(
-        codes(&doc),
-        [(
-            "conflict::shadowed".to_string(),
-            "allow `core.root_pays` never takes effect: every request it matches is overridden by `core.no_root`".to_string()
-        )]
+    let new = (
+        "conflict::shadowed".to_string(),
+        "allow `core.root_pays` never takes effect: every request it matches is overridden by `core.no_root`".to_string(),
     );
+    let got = codes(&doc);
+    assert_eq!(got.len(), old.len() + 1, "{got:#?}");
+    assert!(got.contains(&new), "{got:#?}");
+    assert!(old.iter().all(|f| got.contains(f)), "{got:#?}");
     drop(repo);
 }
 

@@ -2,13 +2,11 @@
 //! revision. Pure: both revisions' sources are already read and checked.
 //!
 //! - [`introduced`]: the head findings the base did not have, plus every
-//!   error at head that is not the conflict analysis's (a conflict the base
-//!   already had is not the change's doing, and the analysis of a change only
-//!   looks where the change can matter: `analyze::analyze_change`). Findings
-//!   are matched by [`identity`] (code, the file, policy and rule of each
-//!   label, and the message), never by line numbers, which shift whenever
-//!   lines above move; a finding that occurs `n` times at base hides at most
-//!   `n` identical ones at head.
+//!   error at head (a set with an error does not compile, whoever introduced
+//!   it). Findings are matched by [`identity`] (code, the file, policy and
+//!   rule of each label, and the message), never by line numbers, which
+//!   shift whenever lines above move; a finding that occurs `n` times at base
+//!   hides at most `n` identical ones at head.
 //! - [`version_changes`]: `version::not_bumped` (a policy's content changed,
 //!   its version did not) and `version::regressed` (its version went down).
 //!   Policies are matched by name, whatever file holds them; a policy's
@@ -29,7 +27,7 @@ use crate::schema::Schema;
 use crate::source::SourceFile;
 
 /// The findings of `head` that `base` did not have, plus every error of
-/// `head` outside the conflict analysis, in head order.
+/// `head`, in head order.
 pub fn introduced(base: &[Finding], head: Vec<Finding>) -> Vec<Finding> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for f in base {
@@ -44,7 +42,25 @@ pub fn introduced(base: &[Finding], head: Vec<Finding>) -> Vec<Finding> {
                 }
                 _ => false,
             };
-            (f.is_error() && !f.from_analysis()) || !known
+            f.is_error() || !known
+        })
+        .collect()
+}
+
+/// The findings of `from` that `minus` does not have, matched by
+/// [`identity`] as many times as they occur.
+pub fn unmatched(from: Vec<Finding>, minus: &[Finding]) -> Vec<Finding> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for f in minus {
+        *seen.entry(identity(f)).or_default() += 1;
+    }
+    from.into_iter()
+        .filter(|f| match seen.get_mut(&identity(f)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
         })
         .collect()
 }
