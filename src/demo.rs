@@ -605,18 +605,23 @@ fn artifact_short(s: &str) -> &str {
     s.get(..12).unwrap_or(s)
 }
 
-/// One gate or trigger reading (`{gate, limit, estimate, interval, verdict}`)
-/// for humans: `max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass`.
-pub fn gate_text(g: &Value) -> String {
-    let name = g["gate"].as_str().unwrap_or("?");
+/// A reading's name, estimate, interval bounds, limit and verdict.
+fn reading_parts(g: &Value) -> (&str, f64, f64, f64, f64, &str) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let (est, lo, hi, limit) = (
+    (
+        g["gate"].as_str().unwrap_or("?"),
         f(&g["estimate"]),
         f(&g["interval"]["lo"]),
         f(&g["interval"]["hi"]),
         f(&g["limit"]),
-    );
-    let verdict = g["verdict"].as_str().unwrap_or("?");
+        g["verdict"].as_str().unwrap_or("?"),
+    )
+}
+
+/// One gate or trigger reading (`{gate, limit, estimate, interval, verdict}`)
+/// for humans: `max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass`.
+pub fn gate_text(g: &Value) -> String {
+    let (name, est, lo, hi, limit, verdict) = reading_parts(g);
     if name.contains("latency") {
         return format!("{name} {est:.1}ms (95% {lo:.1}..{hi:.1}ms, limit {limit}ms): {verdict}");
     }
@@ -644,15 +649,7 @@ pub fn gate_text(g: &Value) -> String {
 /// A gate reading in few words, for the live display:
 /// `max_divergence 0.21% [0.08%, 0.60%] ≤ 2%: pass`.
 pub fn gate_brief(g: &Value) -> String {
-    let name = g["gate"].as_str().unwrap_or("?");
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let (est, lo, hi, limit) = (
-        f(&g["estimate"]),
-        f(&g["interval"]["lo"]),
-        f(&g["interval"]["hi"]),
-        f(&g["limit"]),
-    );
-    let verdict = g["verdict"].as_str().unwrap_or("?");
+    let (name, est, lo, hi, limit, verdict) = reading_parts(g);
     if name.contains("latency") {
         return format!("{name} {est:.1}ms [{lo:.1}, {hi:.1}] ≤ {limit}ms: {verdict}");
     }
