@@ -219,13 +219,13 @@ pub fn analyze_change(
         };
     };
     let report = analyze::analyze_change(b, h, opts);
-    if !report.incremental {
+    let Some(full) = report.head_full else {
+        // Not incremental: both revisions were analysed in full.
         let (bs, hs) = (report.base.stats, report.head.stats);
         base.add_findings(report.base.findings);
         head.add_findings(report.head.findings);
         return ChangeAnalysis::Both { base: bs, head: hs };
-    }
-    let full = analyze::analyze(h.set, h.schema, h.default, opts);
+    };
     // The head's findings no changed rule takes part in: the base's too.
     let shared = check::base::unmatched(full.findings.clone(), &report.head.findings);
     base.add_findings(report.base.findings);

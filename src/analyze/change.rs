@@ -54,6 +54,10 @@ pub struct ChangeReport {
     pub base: Report,
     /// The same for the head revision.
     pub head: Report,
+    /// Every finding of the head revision, when the analysis is incremental
+    /// (otherwise `head` has them all): the pull-request check reports every
+    /// error of the head. Planned once with `head`.
+    pub head_full: Option<Report>,
     /// The rules and limits that changed, as `policy.rule`, sorted.
     pub changed: Vec<String>,
     /// False when both revisions were analysed in full (the schema, the
@@ -76,12 +80,14 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     } else {
         (b.solve(None, opts), h.solve(None, opts))
     };
+    let head_full = incremental.then(|| h.report(h.solve(None, opts), head.default));
     if incremental {
         settle_unencodable((&b, &mut bs), (&h, &mut hs), &changed);
     }
     ChangeReport {
         base: b.report(bs, base.default),
         head: h.report(hs, head.default),
+        head_full,
         changed: changed.into_iter().collect(),
         incremental,
     }
