@@ -196,8 +196,7 @@ mod differential {
     use sluice::analyze::solver::Session;
     use sluice::compile::artifact::Artifact;
     use sluice::compile::ir::{
-        CmpOp, DecisionKind, Effect, Expr, FieldDecl, Literal, Policy, PolicySet, Rule, Term, Tier,
-        Type,
+        CmpOp, DecisionKind, Effect, Expr, Literal, Policy, PolicySet, Rule, Term, Tier, Type,
     };
     use sluice::engine::eval::{Evaluator, LimitMode, Outcome};
     use sluice::engine::request::Request;
@@ -215,18 +214,14 @@ mod differential {
     }
 
     fn schema() -> Schema {
-        let f = |path: &str, ty, optional| FieldDecl {
-            path: path.into(),
-            ty,
-            optional,
-        };
+        use crate::project::field;
         Schema::new(vec![
-            f("tool", Type::Str, false),
-            f("u", Type::Str, false),
-            f("n", Type::Int, false),
-            f("s", Type::Str, true),
-            f("f", Type::Bool, true),
-            f("tags", Type::StrSet, true),
+            field("tool", Type::Str, false),
+            field("u", Type::Str, false),
+            field("n", Type::Int, false),
+            field("s", Type::Str, true),
+            field("f", Type::Bool, true),
+            field("tags", Type::StrSet, true),
         ])
     }
 

@@ -1,29 +1,25 @@
 //! Checker tests: type errors per fixture (snapshotted), and whole-set
 //! version checks over several files.
 
+use crate::project::field;
 use sluice::check::check;
-use sluice::compile::ir::{FieldDecl, Type};
+use sluice::compile::ir::Type;
 use sluice::diagnostic::{Finding, Sources, render_human};
 use sluice::parse::parse_policy;
 use sluice::schema::Schema;
 use sluice::source::SourceFile;
 
 pub fn test_schema() -> Schema {
-    let f = |path: &str, ty, optional| FieldDecl {
-        path: path.into(),
-        ty,
-        optional,
-    };
     Schema::new(vec![
-        f("tool", Type::Str, false),
-        f("agent", Type::Str, false),
-        f("org", Type::Str, false),
-        f("session", Type::Str, false),
-        f("args.amount", Type::Int, false),
-        f("args.country", Type::Str, false),
-        f("args.recipients", Type::StrSet, false),
-        f("args.body", Type::Str, true),
-        f("args.urgent", Type::Bool, true),
+        field("tool", Type::Str, false),
+        field("agent", Type::Str, false),
+        field("org", Type::Str, false),
+        field("session", Type::Str, false),
+        field("args.amount", Type::Int, false),
+        field("args.country", Type::Str, false),
+        field("args.recipients", Type::StrSet, false),
+        field("args.body", Type::Str, true),
+        field("args.urgent", Type::Bool, true),
     ])
 }
 

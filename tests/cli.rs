@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
 
-const TOML: &str = r#"
+/// A project with the schema the CLI and report tests share.
+pub(crate) const TOML: &str = r#"
 [project]
 name = "t"
 default = "allow"
@@ -38,7 +39,7 @@ const PAY: &str = r#"policy pay version 1.0.0 {
 }
 "#;
 
-const CORE: &str = r#"policy core version 1.2.0 {
+pub(crate) const CORE: &str = r#"policy core version 1.2.0 {
   tier security
   rule no_root { when agent == "root" deny ROOT "no root agent" }
 }

@@ -6,11 +6,12 @@
 //! request, and the expected outcome rendered as
 //! `decision policy.rule:CODE …` (`:allow` for an allow without a code).
 
+use crate::project::field;
 use serde_json::{Value, json};
 use sluice::compile::artifact::Artifact;
 use sluice::compile::ir::{
-    CmpOp, DecisionKind, Effect, Expr, FieldDecl, Limit, Literal, ModifyValue, Policy, PolicySet,
-    Rule, Term, Tier, Type,
+    CmpOp, DecisionKind, Effect, Expr, Limit, Literal, ModifyValue, Policy, PolicySet, Rule, Term,
+    Tier, Type,
 };
 use sluice::engine::eval::{Evaluator, LimitMode, LoadError, Outcome};
 use sluice::engine::request::{FieldValue, Request};
@@ -22,24 +23,19 @@ use sluice::schema::Schema;
 // Builders.
 
 pub(crate) fn schema() -> Schema {
-    let f = |path: &str, ty: Type, optional: bool| FieldDecl {
-        path: path.to_string(),
-        ty,
-        optional,
-    };
     Schema::new(vec![
-        f("tool", Type::Str, false),
-        f("agent", Type::Str, false),
-        f("org", Type::Str, false),
-        f("session", Type::Str, false),
-        f("args.amount", Type::Int, false),
-        f("args.country", Type::Str, false),
-        f("args.recipients", Type::StrSet, false),
-        f("args.body", Type::Str, true),
-        f("args.subject", Type::Str, true),
-        f("args.urgent", Type::Bool, true),
-        f("args.tags", Type::StrSet, true),
-        f("args.count", Type::Int, true),
+        field("tool", Type::Str, false),
+        field("agent", Type::Str, false),
+        field("org", Type::Str, false),
+        field("session", Type::Str, false),
+        field("args.amount", Type::Int, false),
+        field("args.country", Type::Str, false),
+        field("args.recipients", Type::StrSet, false),
+        field("args.body", Type::Str, true),
+        field("args.subject", Type::Str, true),
+        field("args.urgent", Type::Bool, true),
+        field("args.tags", Type::StrSet, true),
+        field("args.count", Type::Int, true),
     ])
 }
 

@@ -109,7 +109,8 @@ max_catastrophic = 0
     };
 }
 
-fn field(path: &str, ty: Type, optional: bool) -> FieldDecl {
+/// A schema field, for the tests that build a `Schema` by hand.
+pub(crate) fn field(path: &str, ty: Type, optional: bool) -> FieldDecl {
     FieldDecl {
         path: path.into(),
         ty,

@@ -15,22 +15,10 @@ use sluice::diagnostic::{Finding, Label, Sources, Summary, identity};
 use sluice::gitsrc::GitRepo;
 use sluice::source::{SourceFile, Span};
 
-use crate::cli::write_repo;
+use crate::cli::{CORE, TOML, write_repo};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-const TOML: &str = r#"[project]
-name = "t"
-default = "allow"
-
-[schema]
-tool = "string"
-agent = "string"
-session = "string"
-"args.amount?" = "int"
-"args.country?" = "string"
-"#;
 
 const PAY: &str = r#"policy pay version 1.0.0 {
   rule sanctioned {
@@ -46,12 +34,6 @@ const PAY: &str = r#"policy pay version 1.0.0 {
     max 100 per 1h by agent
     exceed deny RATE_LIMITED "too many"
   }
-}
-"#;
-
-const CORE: &str = r#"policy core version 1.2.0 {
-  tier security
-  rule no_root { when agent == "root" deny ROOT "no root agent" }
 }
 "#;
 
