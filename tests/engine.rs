@@ -546,6 +546,11 @@ async fn evaluate_answers_and_rejects_bad_requests() {
     assert_eq!(stats["cohorts"][0]["requests"], 2);
     assert_eq!(stats["cohorts"][0]["decisions"]["deny"], 1);
     assert_eq!(stats["cohorts"][0]["deny_rate"], 0.5);
+    // The latency buckets, `[upper bound in ms, count]`, count the same two.
+    let buckets = stats["cohorts"][0]["histogram"].as_array().unwrap();
+    let counted: u64 = buckets.iter().map(|b| b[1].as_u64().unwrap()).sum();
+    assert_eq!(counted, 2, "{buckets:?}");
+    assert!(buckets.iter().all(|b| b[0].as_f64().unwrap() > 0.0));
     assert!(state(&app).await.counters.iter().all(|c| c.count == 2));
 
     let r = send(&app, "GET", "/v1/nothing", vec![], None).await;

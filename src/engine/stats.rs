@@ -136,6 +136,10 @@ impl CohortStats {
             },
             None => Latency::default(),
         };
+        let histogram = guard
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(latency_buckets);
         drop(guard);
         let shadow = (self.cohort == Cohort::Shadow).then(|| {
             let mut compared = 0;
@@ -175,9 +179,30 @@ impl CohortStats {
             deny_rate: ratio(decisions.deny, requests),
             decisions,
             latency_ms,
+            histogram,
             shadow,
         }
     }
+}
+
+/// The first latency bucket ends at 10 µs; each next one is 5% wider.
+/// Every engine uses the same bounds, so a fleet's buckets add up.
+const BUCKET_FIRST_US: u64 = 10;
+const BUCKET_GROWTH: f64 = 1.05;
+
+/// The non-empty latency buckets: `(upper bound in ms, count)`, ascending.
+/// Enough for exact quantile bounds across engines at 5% resolution, in a
+/// few hundred entries at most (10 µs to an hour).
+fn latency_buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    h.iter_log(BUCKET_FIRST_US, BUCKET_GROWTH)
+        .filter(|v| v.count_since_last_iteration() > 0)
+        .map(|v| {
+            (
+                v.value_iterated_to() as f64 / 1000.0,
+                v.count_since_last_iteration(),
+            )
+        })
+        .collect()
 }
 
 fn ratio(n: u64, d: u64) -> f64 {
@@ -200,6 +225,11 @@ pub struct CohortReport {
     pub deny_rate: f64,
     pub decisions: Decisions,
     pub latency_ms: Latency,
+    /// The latency histogram as `[upper bound in ms, count]` buckets
+    /// (non-empty ones, ascending; the same bounds on every engine), for
+    /// quantiles across a fleet. Absent before the first request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Vec<(f64, u64)>>,
     /// Shadow cohort only: the candidate's decisions against stable's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowReport>,

@@ -2,15 +2,14 @@
 //! [`Observation`] for the stage decision. Pure.
 //!
 //! Counts (requests, errors, denies, shadow comparisons) add up exactly.
-//! A p99 latency does not: with latency histograms from every engine, they
-//! are merged and the p99 with its 95% bounds is read at the ranks
-//! [`gate::quantile_bounds`] gives. Engines that report only their own
-//! p50/p95/p99/max (the engine's `GET /v1/stats` today) give an
-//! approximation: the fleet's p99 is the request-weighted mean of the
-//! engines' p99s, bounded below by the smallest and above by the largest
-//! (an engine with fewer than 100 requests in the cohort contributes its
-//! maximum instead, its p99 being no better known). The latency gates
-//! then rest on `min_samples` for their confidence.
+//! A p99 latency does not: the engines' latency histograms (`histogram` in
+//! each cohort of `GET /v1/stats`, buckets with the same bounds on every
+//! engine) are merged and the p99 with its 95% bounds is read at the ranks
+//! [`gate::quantile_bounds`] gives. When an engine reports no buckets (an
+//! older build), the fleet's p99 is approximated: the request-weighted mean
+//! of the engines' p99s, bounded below by the smallest and above by the
+//! largest (an engine with fewer than 100 requests in the cohort
+//! contributes its maximum instead, its p99 being no better known).
 
 use crate::engine::routing::{Mode, RouteSpec};
 use crate::rollout::gate::{self, Z95};

@@ -470,7 +470,22 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
     assert_eq!((obs.stable.requests, obs.stable.denies), (60, 0));
     assert_eq!((obs.candidate.requests, obs.candidate.denies), (60, 20));
     assert_eq!((obs.compared, obs.diverged), (60, 20));
-    assert!(obs.candidate.p99_ms.is_some());
+    // Every cohort has its latency buckets: ascending bounds, counts adding
+    // up to its requests, so the fleet's p99 is read from merged buckets
+    // (the two engines here give the same p99 as one).
+    for c in &stats.cohorts {
+        let h = c.histogram.as_ref().expect("latency buckets");
+        assert_eq!(h.iter().map(|b| b.1).sum::<u64>(), c.requests, "{c:?}");
+        assert!(h.windows(2).all(|w| w[0].0 < w[1].0), "{h:?}");
+        assert!(h.iter().all(|b| b.1 > 0), "{h:?}");
+    }
+    let one = observe::sum(&route, &[&stats]);
+    let p99 = obs.candidate.p99_ms.unwrap();
+    assert_eq!(Some(p99.estimate), one.candidate.p99_ms.map(|q| q.estimate));
+    assert!(p99.lo <= p99.estimate && p99.estimate <= p99.hi, "{p99:?}");
+    let cand = stats.cohorts.iter().find(|c| c.cohort == "shadow").unwrap();
+    let top = cand.histogram.as_ref().unwrap().last().unwrap().0;
+    assert!(p99.hi <= top, "{p99:?} above the highest bucket {top}");
     // The route the engine reports is the one set, as the daemon compares it.
     let now = engine.route().unwrap().spec.clone();
     assert!(sluice::rollout::machine::same_route(&now, &route));
