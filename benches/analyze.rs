@@ -66,26 +66,27 @@ fn typed(g: &conflicts::Generated) -> Result<(Project, PolicySet), String> {
     Ok((project, set))
 }
 
+/// The `policy.rule` of each label of a finding.
+fn rules_of(f: &Finding) -> Vec<String> {
+    f.labels
+        .iter()
+        .map(|l| {
+            format!(
+                "{}.{}",
+                l.policy.as_deref().unwrap_or(""),
+                l.rule.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// The planted conflicts the report misses, and how many findings nothing
 /// planted.
 fn compare(g: &conflicts::Generated, report: &Report) -> (Vec<String>, usize) {
     let found: Vec<(&str, Vec<String>)> = report
         .findings
         .iter()
-        .map(|f| {
-            let rules = f
-                .labels
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{}.{}",
-                        l.policy.as_deref().unwrap_or(""),
-                        l.rule.as_deref().unwrap_or("")
-                    )
-                })
-                .collect();
-            (f.code, rules)
-        })
+        .map(|f| (f.code, rules_of(f)))
         .collect();
     let missed: Vec<String> = g
         .planted
@@ -341,20 +342,7 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
         let got: Vec<String> = findings
             .iter()
             .filter(|f| !base_ids.contains(&identity(f)))
-            .map(|f| {
-                let rules: Vec<String> = f
-                    .labels
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{}.{}",
-                            l.policy.as_deref().unwrap_or(""),
-                            l.rule.as_deref().unwrap_or("")
-                        )
-                    })
-                    .collect();
-                format!("{} {}", f.code, rules.join(" "))
-            })
+            .map(|f| format!("{} {}", f.code, rules_of(f).join(" ")))
             .collect();
         if got != expected {
             return Err(format!(
