@@ -488,30 +488,25 @@ impl Item<'_> {
 fn items<'s>(set: &'s PolicySet, schema: &Schema) -> Vec<Item<'s>> {
     let mut out = Vec::new();
     for (pi, p) in set.policies.iter().enumerate() {
-        for r in &p.rules {
+        let rules = p
+            .rules
+            .iter()
+            .map(|r| (&r.name, &r.when, &r.effect, &r.origin, false));
+        let limits = p
+            .limits
+            .iter()
+            .map(|l| (&l.name, &l.when, &l.exceed, &l.origin, true));
+        for (name, when, effect, origin, limit) in rules.chain(limits) {
             out.push(Item {
                 policy: pi,
                 policy_name: &p.name,
-                name: &r.name,
-                id: format!("{}.{}", p.name, r.name),
-                limit: false,
-                when: &r.when,
-                effect: &r.effect,
-                origin: &r.origin,
-                summary: summarize(&r.when, true, schema),
-            });
-        }
-        for l in &p.limits {
-            out.push(Item {
-                policy: pi,
-                policy_name: &p.name,
-                name: &l.name,
-                id: format!("{}.{}", p.name, l.name),
-                limit: true,
-                when: &l.when,
-                effect: &l.exceed,
-                origin: &l.origin,
-                summary: summarize(&l.when, true, schema),
+                name,
+                id: format!("{}.{}", p.name, name),
+                limit,
+                when,
+                effect,
+                origin,
+                summary: summarize(when, true, schema),
             });
         }
     }

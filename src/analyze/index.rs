@@ -634,7 +634,7 @@ impl Strs {
 }
 
 /// The fields an atom reads.
-fn read_fields(e: &Expr) -> Vec<&str> {
+pub(super) fn read_fields(e: &Expr) -> Vec<&str> {
     match e {
         Expr::Truthy(f)
         | Expr::Has(f)

@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use z3::ast::{Ast, Bool, Int, String as ZStr};
 use z3::{Model, Solver};
 
+use crate::analyze::index::read_fields;
 use crate::analyze::lang::{self, Atom, Table};
 use crate::analyze::regex::{self, MAX_CHAR};
 use crate::compile::ir::{CmpOp, Expr, FieldDecl, Literal, Term, Type};
@@ -1472,22 +1473,6 @@ fn parse_memberships(batch: &[(String, String)]) -> Option<Vec<Membership>> {
         out.push(Membership { pos, neg });
     }
     Some(out)
-}
-
-/// The fields an atom reads.
-fn read_fields(e: &Expr) -> Vec<&str> {
-    match e {
-        Expr::Truthy(f)
-        | Expr::Has(f)
-        | Expr::Contains { field: f, .. }
-        | Expr::SetContains { field: f, .. }
-        | Expr::StartsWith { field: f, .. }
-        | Expr::EndsWith { field: f, .. }
-        | Expr::Matches { field: f, .. } => vec![f],
-        Expr::Cmp { lhs, rhs, .. } => [lhs, rhs].into_iter().filter_map(Term::field).collect(),
-        Expr::In { lhs, .. } => lhs.field().into_iter().collect(),
-        Expr::Const(_) | Expr::And(_) | Expr::Or(_) | Expr::Not(_) => Vec::new(),
-    }
 }
 
 pub(crate) fn negate(op: CmpOp) -> CmpOp {
