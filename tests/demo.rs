@@ -398,3 +398,20 @@ fn keep_refuses_a_folder_that_is_not_empty() {
     assert!(err.contains("is not empty"), "{err}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn bad_durations_are_refused_before_anything_starts() {
+    for (args, says) in [
+        (&["--stage-duration", "abc"][..], "invalid value 'abc'"),
+        (
+            &["--stage-duration", "0s"][..],
+            "--stage-duration must be above zero",
+        ),
+        (&["--timeout", "0s"][..], "--timeout must be above zero"),
+    ] {
+        let (code, out, err) = run_demo(args, Duration::from_secs(60));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} started something:\n{out}");
+    }
+}
