@@ -34,12 +34,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sluice::analyze::{self, Options, Report};
-use sluice::check::base::{Side, introduced, version_changes};
-use sluice::compile::ir::PolicySet;
 use sluice::diagnostic::{Finding, identity};
 use sluice::gitsrc::GitRepo;
-use sluice::pipeline::{self, ChangeAnalysis, Checked};
+use sluice::model::ir::PolicySet;
+use sluice::pipeline::{self, Checked};
 use sluice::project::Project;
+use sluice::review::base::{Side, introduced, version_changes};
+use sluice::review::{self, ChangeAnalysis};
 use sluice::source::SourceFile;
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
@@ -272,7 +273,7 @@ fn pr_check(
     let check = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let (findings, analysis) = if incremental {
-        let pr = pipeline::pull_request(&mut b, &mut h, opts);
+        let pr = review::pull_request(&mut b, &mut h, opts);
         (pr.findings, Some(pr.analysis))
     } else {
         b.analyze(opts);

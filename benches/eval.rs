@@ -24,7 +24,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice::compile::ir::DecisionKind;
+use sluice::model::ir::DecisionKind;
 
 const SEED: u64 = 42;
 const REQUESTS: usize = 1000;

@@ -29,7 +29,7 @@
 //! encodes conditions; `solver` asks Z3, one solver per thread, a timeout on
 //! every query, and `lang` decides the string tests of each candidate model
 //! with automata; the queries of the whole set run on `Options::threads`
-//! plain threads; every witness is replayed through `engine::eval`
+//! plain threads; every witness is replayed through `eval`
 //! (`finding`); `graph` finds approval cycles.
 //!
 //! [`analyze_change`] (`change`) analyses two revisions of a set for the
@@ -60,12 +60,10 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use z3::ast::Bool;
 
-use crate::compile::ir::{
-    DecisionKind, Effect, Expr, Literal, ModifyValue, Origin, PolicySet, Type,
-};
 use crate::diagnostic::Finding;
-use crate::engine::request::Request;
-use crate::schema::Schema;
+use crate::eval::request::Request;
+use crate::model::ir::{DecisionKind, Effect, Expr, Literal, ModifyValue, Origin, PolicySet, Type};
+use crate::model::schema::Schema;
 
 pub use self::change::{ChangeReport, Revision, analyze_change};
 use self::finding::{Replay, Run, label};

@@ -8,15 +8,13 @@
 //! a change introduces against its base revision, and version bumps) and
 //! [`live`] (what it does to an engine's live state).
 
-pub mod base;
-pub mod live;
-mod types;
+pub(crate) mod types;
 mod versions;
 
-use crate::compile::ir;
 use crate::diagnostic::Finding;
+use crate::model::ir;
+use crate::model::schema::Schema;
 use crate::parse::ast;
-use crate::schema::Schema;
 use crate::source::SourceFile;
 
 /// The result of checking a whole policy set.

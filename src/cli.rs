@@ -10,18 +10,20 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::analyze;
-use crate::check;
+use crate::api::evaluate::EvalResponse;
+use crate::api::replay::{ReplayReport, Verdict};
+use crate::api::state::LiveState;
 use crate::compile::artifact::Artifact;
-use crate::compile::ir::DecisionKind;
 use crate::diagnostic::{self, Finding, Sources, Summary};
-use crate::engine::eval::Evaluator;
-use crate::engine::live::LiveState;
-use crate::engine::response::{EvalResponse, ResponseContext};
-use crate::engine::state::MemoryLimitStore;
+use crate::eval::Evaluator;
+use crate::eval::response::ResponseContext;
+use crate::eval::state::MemoryLimitStore;
 use crate::gitsrc::{GitRepo, GitSrcError};
+use crate::model::ir::DecisionKind;
 use crate::pipeline::{self, Checked};
-use crate::replay::{self, ReplayReport, Verdict};
+use crate::replay;
 use crate::repo;
+use crate::review;
 
 /// Exit statuses shared by every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,7 +375,7 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
 }
 
 /// The base revision checked (without the conflict analysis, which
-/// `pipeline::pull_request` runs on both revisions; the files it shares with
+/// `review::pull_request` runs on both revisions; the files it shares with
 /// `head` are not parsed again), or `None` when it has no policy repository
 /// (the change adds it: every finding is new).
 fn check_base(
@@ -425,7 +427,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     let opts = analyze::Options::default();
     let mut findings = match &mut base {
         Some(Some((commit, base))) => {
-            let pr = pipeline::pull_request(base, &mut checked, &opts);
+            let pr = review::pull_request(base, &mut checked, &opts);
             notes.extend(analysis_note(&pr.analysis));
             let short: String = commit.chars().take(12).collect();
             notes.push(format!(
@@ -451,7 +453,7 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
                             .to_string(),
                     );
                 }
-                findings.extend(check::live::check_live(&check::live::LiveInputs {
+                findings.extend(review::live::check_live(&review::live::LiveInputs {
                     state,
                     head: set,
                     head_parsed: &checked.parsed,
@@ -534,11 +536,11 @@ fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
 }
 
 /// What the conflict analysis of a change looked at, for the notes.
-fn analysis_note(a: &pipeline::ChangeAnalysis) -> Option<String> {
+fn analysis_note(a: &review::ChangeAnalysis) -> Option<String> {
     let run = |s: &analyze::Stats| s.jobs - s.unchanged;
     match a {
-        pipeline::ChangeAnalysis::None | pipeline::ChangeAnalysis::Full { .. } => None,
-        pipeline::ChangeAnalysis::Incremental {
+        review::ChangeAnalysis::None | review::ChangeAnalysis::Full { .. } => None,
+        review::ChangeAnalysis::Incremental {
             changed,
             base,
             head,
@@ -550,7 +552,7 @@ fn analysis_note(a: &pipeline::ChangeAnalysis) -> Option<String> {
             run(base),
             base.jobs
         )),
-        pipeline::ChangeAnalysis::Both { .. } => Some(
+        review::ChangeAnalysis::Both { .. } => Some(
             "conflict analysis of the change: the schema, the default decision or the encoding \
              of a field changed, so both revisions were analysed in full"
                 .to_string(),
@@ -919,10 +921,10 @@ pub struct EngineArgs {
 }
 
 fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
+    use crate::api::route::RouteSpec;
     use crate::engine::backend::MemoryBackend;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
-    use crate::engine::routing::RouteSpec;
     use crate::engine::server::{self, Engine, EngineConfig};
 
     let _ = tracing_subscriber::fmt()

@@ -1779,7 +1779,7 @@ impl Run<'_> {
         let mut pushed_ms = [0u64; 3];
 
         // The first commit: installed as stable directly.
-        pushed_ms[0] = crate::rollout::machine::now_ms();
+        pushed_ms[0] = crate::reconcile::clock::now_ms();
         shas[0] = commit_blocking(self.origin, &commits[0])?;
         self.progress.event(&format!(
             "commit {} \"{}\" pushed: {} policies, {} trace files",
@@ -1847,7 +1847,7 @@ impl Run<'_> {
             "good change",
             &format!("Commit 1, a good change: \"{}\"", commits[1].summary()),
         );
-        pushed_ms[1] = crate::rollout::machine::now_ms();
+        pushed_ms[1] = crate::reconcile::clock::now_ms();
         shas[1] = commit_blocking(self.origin, &commits[1])?;
         self.progress.event(&format!(
             "commit {} pushed: policies/shell.policy gains rule no_force_push (`^git push .*--force`), with two traces",
@@ -1878,7 +1878,7 @@ impl Run<'_> {
             "bad change",
             &format!("Commit 2, a bad change: \"{}\"", commits[2].summary()),
         );
-        pushed_ms[2] = crate::rollout::machine::now_ms();
+        pushed_ms[2] = crate::reconcile::clock::now_ms();
         shas[2] = commit_blocking(self.origin, &commits[2])?;
         self.progress.event(&format!(
             "commit {} pushed: the rule becomes `^git push .*--force|-f`, plus a trace for `git push -f`",

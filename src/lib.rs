@@ -1,26 +1,29 @@
 //! sluice: AI-agent safety policies from a git repository to production.
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
-//! `parse` → `check` → `compile` → `engine::eval`, with `project` for
+//! `parse` → `check` → `compile` → `eval`, with `project` for
 //! `sluice.toml`, `repo` for reading a policy repository from disk, `gitsrc`
 //! for reading one at a git revision, and `cli`
-//! for the commands. `parse`, `check`, `compile` and `engine::eval` do no I/O.
+//! for the commands. `parse`, `check`, `compile` and `eval` do no I/O.
 
 pub mod analyze;
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod demo;
 pub mod diagnostic;
 pub mod engine;
+pub mod eval;
 pub mod fmt;
 pub mod gitsrc;
+pub mod model;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
 pub mod reconcile;
 pub mod replay;
 pub mod repo;
+pub mod review;
 pub mod rollout;
-pub mod schema;
 pub mod source;

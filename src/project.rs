@@ -15,15 +15,13 @@ mod fields;
 mod read;
 mod rollout;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use toml::de::DeTable;
 
-use crate::compile::ir::{DecisionKind, Literal};
 use crate::diagnostic::Finding;
-use crate::schema::Schema;
+use crate::model::ir::DecisionKind;
+use crate::model::plan::RolloutPlan;
+use crate::model::schema::Schema;
 use crate::source::SourceFile;
 
 use read::{Cx, entries};
@@ -47,137 +45,6 @@ pub struct Project {
     pub schema: Schema,
     /// The rollout plan, when `[rollout]` is present.
     pub rollout: Option<RolloutPlan>,
-}
-
-/// `[rollout]`: how a candidate artifact goes from replay to full.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RolloutPlan {
-    /// The request field whose value picks the hash bucket, so that the same
-    /// value always lands in the same cohort. A required `string` or `int`
-    /// field of the schema.
-    pub hash_key: String,
-    /// The stages in the order written (and run); at least one. A `replay`
-    /// stage, if any, is the first; names are unique.
-    pub stages: Vec<Stage>,
-    /// `[rollout.rollback]`, checked continuously in every live stage.
-    pub rollback: RollbackTriggers,
-}
-
-impl RolloutPlan {
-    /// The stage of this name.
-    pub fn stage(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.name == name)
-    }
-}
-
-/// What a stage does, decided by its name (SPEC §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    /// The stage named `replay`: runs the traces against the candidate, offline.
-    Replay,
-    /// The stage named `shadow`: the candidate is evaluated beside stable on
-    /// all traffic; stable is enforced.
-    Shadow,
-    /// Any other name: the candidate is enforced on `percent` of the hash
-    /// buckets (of the requests that fit `match`).
-    Split,
-}
-
-impl StageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageKind::Replay => "replay",
-            StageKind::Shadow => "shadow",
-            StageKind::Split => "split",
-        }
-    }
-
-    /// Whether the stage takes live traffic (shadow and split stages).
-    pub fn is_live(self) -> bool {
-        !matches!(self, StageKind::Replay)
-    }
-}
-
-/// One `[[rollout.stage]]`.
-///
-/// Which keys a stage may have depends on its kind: a replay stage has only
-/// `max_catastrophic` and `max_false_positive_rate`; a shadow stage has the
-/// durations, `min_samples`, `max_divergence` and the live gates; a split
-/// stage has `percent` (required), `match`, the durations, `min_samples` and
-/// the live gates (`max_error_rate`, `max_deny_rate_delta`,
-/// `max_latency_p99_delta_ms`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stage {
-    pub name: String,
-    pub kind: StageKind,
-    /// Share of hash buckets enforced by the candidate, 0 to 100; `Some` on
-    /// split stages only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub percent: Option<u32>,
-    /// Only requests whose field has one of these values are eligible (split
-    /// stages only); empty means every request. Keys are schema fields of type
-    /// `int`, `string` or `bool`; values have the field's type; no list is empty.
-    #[serde(rename = "match", skip_serializing_if = "BTreeMap::is_empty")]
-    pub matches: BTreeMap<String, Vec<Literal>>,
-    /// The stage lasts at least this long.
-    #[serde(
-        serialize_with = "human_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub min_duration: Option<Duration>,
-    /// A stage still waiting for evidence after this long pauses the rollout.
-    /// When not written, four times `min_duration` (SPEC §6); `None` only when
-    /// neither is written. Never shorter than `min_duration`.
-    #[serde(
-        serialize_with = "human_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub max_duration: Option<Duration>,
-    /// The stage sees at least this many requests before its gates resolve.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_samples: Option<u64>,
-    pub gates: Gates,
-}
-
-/// The gates of a stage: bounds the candidate's figures must stay within,
-/// with statistical confidence, for the stage to advance. Rates are shares
-/// within 0..=1.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Gates {
-    /// Replay: trace cases expected DENY that got ALLOW.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_catastrophic: Option<u64>,
-    /// Replay: expected ALLOW that got DENY, over all expected ALLOW.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_false_positive_rate: Option<f64>,
-    /// Shadow: share of requests where candidate and stable decide differently.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_divergence: Option<f64>,
-    /// Live stages: share of candidate evaluations that fail.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_error_rate: Option<f64>,
-    /// Live stages: candidate deny rate minus stable deny rate, absolute.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_deny_rate_delta: Option<f64>,
-    /// Live stages: candidate p99 latency minus stable p99 latency, in
-    /// milliseconds, 0 or more.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_latency_p99_delta_ms: Option<f64>,
-}
-
-/// `[rollout.rollback]`: any of these passed in a live stage rolls back at once.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RollbackTriggers {
-    /// Share of candidate evaluations that fail, within 0..=1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_rate: Option<f64>,
-    /// Candidate deny rate minus stable deny rate, within 0..=1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deny_rate_delta: Option<f64>,
-    /// Candidate p99 latency in milliseconds, above 0.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_p99_ms: Option<f64>,
 }
 
 const TOP_KEYS: [&str; 3] = ["project", "schema", "rollout"];
@@ -343,12 +210,4 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
             .with_message(label),
         )
         .with_help(help)
-}
-
-/// Serializes a duration as humantime text (`"30m"`, `"1h 30m"`).
-fn human_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
-        None => s.serialize_none(),
-    }
 }

@@ -27,6 +27,7 @@
 pub mod api;
 pub mod build;
 pub mod client;
+pub mod clock;
 pub mod err;
 pub mod git;
 pub mod observe;
@@ -44,8 +45,8 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::engine::routing::RouteSpec;
-use crate::project::RolloutPlan;
+use crate::api::route::RouteSpec;
+use crate::model::plan::RolloutPlan;
 use crate::rollout::machine::{
     self, Action, Build, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary, State, Transition,
 };
@@ -547,7 +548,7 @@ impl Runner {
 
     fn step(&self, event: Event) -> machine::Step {
         let ctx = Ctx {
-            now_ms: machine::now_ms(),
+            now_ms: clock::now_ms(),
             plan: self.candidate_plan(),
             observed: &self.observed,
             fleet: self.fleet(),
@@ -610,7 +611,7 @@ impl Runner {
         match out {
             Ok(Ok(head)) => {
                 self.head = Some(head);
-                self.fetched_ms = Some(machine::now_ms());
+                self.fetched_ms = Some(clock::now_ms());
                 self.git_error = None;
             }
             Ok(Err(e)) => {
@@ -724,7 +725,7 @@ impl Runner {
     }
 
     /// The live state of every engine that exposes it.
-    async fn live_states(&self) -> Vec<(String, crate::engine::live::LiveState)> {
+    async fn live_states(&self) -> Vec<(String, crate::api::state::LiveState)> {
         let mut set = JoinSet::new();
         for e in self.engines.iter().filter(|e| e.known) {
             let client = e.client.clone();
@@ -743,11 +744,11 @@ impl Runner {
     }
 
     /// The stable artifact's policy set, from the stored artifact.
-    async fn stable_set(&mut self) -> Option<crate::compile::ir::PolicySet> {
+    async fn stable_set(&mut self) -> Option<crate::model::ir::PolicySet> {
         let hash = self.state.stable.as_ref()?.artifact.clone();
         let bytes = self.artifact(&hash).await?;
         let a = crate::compile::artifact::Artifact::from_bytes(&bytes).ok()?;
-        Some(crate::compile::ir::PolicySet {
+        Some(crate::model::ir::PolicySet {
             policies: a.policies,
         })
     }
@@ -765,7 +766,7 @@ impl Runner {
             Ok(outcome) => {
                 if let machine::RevertOutcome::Pushed { revert } = &outcome {
                     self.head = Some(revert.clone());
-                    self.fetched_ms = Some(machine::now_ms());
+                    self.fetched_ms = Some(clock::now_ms());
                     self.git_error = None;
                 }
                 self.revert_attempts = 0;
@@ -806,7 +807,7 @@ impl Runner {
                 (i, route, stats)
             });
         }
-        let now = machine::now_ms();
+        let now = clock::now_ms();
         while let Some(joined) = set.join_next().await {
             let Ok((i, route, stats)) = joined else {
                 continue;
@@ -930,7 +931,7 @@ impl Runner {
     }
 
     fn compute_observed(&mut self) {
-        let now = machine::now_ms();
+        let now = clock::now_ms();
         let desired = self.desired();
         let unreachable: Vec<&EngineView> = self.engines.iter().filter(|e| !e.known).collect();
         let unreachable_ms = unreachable
@@ -1000,7 +1001,7 @@ impl Runner {
                     .map(|s| s.kind.as_str().to_string())
                     .unwrap_or_default(),
                 percent: stage.and_then(|s| s.percent),
-                in_stage_ms: machine::now_ms().saturating_sub(r.stage_started_ms),
+                in_stage_ms: clock::now_ms().saturating_sub(r.stage_started_ms),
                 min_duration_ms: ms(stage.and_then(|s| s.min_duration)),
                 max_duration_ms: ms(stage.and_then(|s| s.max_duration)),
                 min_samples: stage.and_then(|s| s.min_samples),

@@ -19,13 +19,13 @@
 //!   expected code);
 //! - **bad request**: the request does not fit the schema.
 
-use serde::Serialize;
-
-use crate::compile::ir::DecisionKind;
+use crate::api::evaluate::ResponseReason;
+use crate::api::replay::{CaseResult, ReplayReport, Verdict};
 use crate::diagnostic::{Finding, Label};
-use crate::engine::eval::Evaluator;
-use crate::engine::response::{ResponseContext, ResponseReason};
-use crate::engine::state::LimitStore;
+use crate::eval::Evaluator;
+use crate::eval::response::ResponseContext;
+use crate::eval::state::LimitStore;
+use crate::model::ir::DecisionKind;
 use crate::source::{SourceFile, Span};
 
 /// The instant cases without `time` are evaluated at (2026-01-01T00:00:00Z).
@@ -101,16 +101,6 @@ pub fn parse_traces(file: &SourceFile) -> (Vec<TraceCase>, Vec<Finding>) {
     (cases, findings)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Catastrophic,
-    FalsePositive,
-    Mismatch,
-    BadRequest,
-}
-
 fn blocking(d: DecisionKind) -> bool {
     matches!(d, DecisionKind::Deny | DecisionKind::RequireApproval)
 }
@@ -139,56 +129,6 @@ pub fn classify(
         (true, false) => Verdict::Catastrophic,
         (false, true) => Verdict::FalsePositive,
         _ => Verdict::Mismatch,
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CaseResult {
-    pub file: String,
-    pub line: usize,
-    pub verdict: Verdict,
-    pub expect: DecisionKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// The decision it got (absent for a bad request).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub got: Option<DecisionKind>,
-    pub reasons: Vec<ResponseReason>,
-    /// Why the request was refused (bad request) or evaluation failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The figures the replay gate reads, plus every result.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReplayReport {
-    pub cases: usize,
-    pub passed: usize,
-    pub catastrophic: usize,
-    pub false_positives: usize,
-    pub mismatches: usize,
-    pub bad_requests: usize,
-    /// Cases that expected a permissive decision (the false-positive base).
-    pub expected_permissive: usize,
-    pub results: Vec<CaseResult>,
-}
-
-impl ReplayReport {
-    /// False positives over cases that expected a permissive decision.
-    pub fn false_positive_rate(&self) -> f64 {
-        if self.expected_permissive == 0 {
-            0.0
-        } else {
-            self.false_positives as f64 / self.expected_permissive as f64
-        }
-    }
-
-    pub fn failures(&self) -> impl Iterator<Item = &CaseResult> {
-        self.results.iter().filter(|r| r.verdict != Verdict::Pass)
-    }
-
-    pub fn is_clean(&self) -> bool {
-        self.passed == self.cases
     }
 }
 

@@ -86,7 +86,7 @@ fn ok_fixtures_stay_clean() {
 }
 
 /// The typed set and project of a fixture repository that type-checks.
-fn load_set(dir: &Path) -> (sluice::project::Project, sluice::compile::ir::PolicySet) {
+fn load_set(dir: &Path) -> (sluice::project::Project, sluice::model::ir::PolicySet) {
     let files = sluice::repo::load(dir).unwrap();
     let project = sluice::project::parse(&files.project).unwrap();
     let parsed: Vec<_> = files
@@ -132,7 +132,7 @@ fn smtlib_of_each_representation() {
 /// Does rule `rule` (of any policy) match `request` in the evaluator?
 fn matches_rule(
     project: &sluice::project::Project,
-    set: &sluice::compile::ir::PolicySet,
+    set: &sluice::model::ir::PolicySet,
     request: &serde_json::Value,
     rule: &str,
 ) -> bool {
@@ -144,10 +144,10 @@ fn matches_rule(
         None,
     )
     .unwrap();
-    let ev = sluice::engine::eval::Evaluator::new(&artifact).unwrap();
+    let ev = sluice::eval::Evaluator::new(&artifact).unwrap();
     let req = ev.decode(request).unwrap();
     let out = ev
-        .evaluate_dry_run(&req, 0, &sluice::engine::state::MemoryLimitStore::new())
+        .evaluate_dry_run(&req, 0, &sluice::eval::state::MemoryLimitStore::new())
         .unwrap();
     ev.reasons(&out).any(|r| r.rule == rule)
 }
@@ -195,13 +195,13 @@ mod differential {
     use sluice::analyze::smt::Plan;
     use sluice::analyze::solver::Session;
     use sluice::compile::artifact::Artifact;
-    use sluice::compile::ir::{
+    use sluice::eval::request::Request;
+    use sluice::eval::state::MemoryLimitStore;
+    use sluice::eval::{Evaluator, LimitMode, Outcome};
+    use sluice::model::ir::{
         CmpOp, DecisionKind, Effect, Expr, Literal, Policy, PolicySet, Rule, Term, Tier, Type,
     };
-    use sluice::engine::eval::{Evaluator, LimitMode, Outcome};
-    use sluice::engine::request::Request;
-    use sluice::engine::state::MemoryLimitStore;
-    use sluice::schema::Schema;
+    use sluice::model::schema::Schema;
 
     /// Cases per test, scaled by `SLUICE_ANALYZE_CASES` (a multiplier,
     /// default 1; the defaults add up to 10,000 cases).
@@ -677,7 +677,7 @@ mod differential {
 mod conflicts;
 
 /// Parses and type-checks a generated repository (no analysis).
-fn typed(g: &conflicts::Generated) -> (sluice::project::Project, sluice::compile::ir::PolicySet) {
+fn typed(g: &conflicts::Generated) -> (sluice::project::Project, sluice::model::ir::PolicySet) {
     let toml = sluice::source::SourceFile::new("sluice.toml", g.toml.as_str());
     let project = sluice::project::parse(&toml).unwrap();
     let parsed: Vec<_> = g
@@ -761,9 +761,10 @@ fn the_approval_deadlock_example_reports_one_deadlock() {
 // full analyses.
 
 mod change {
-    use sluice::check::base::{introduced, unmatched};
     use sluice::diagnostic::{Finding, identity};
-    use sluice::pipeline::{self, ChangeAnalysis, Checked};
+    use sluice::pipeline::{self, Checked};
+    use sluice::review::base::{introduced, unmatched};
+    use sluice::review::{self, ChangeAnalysis};
     use sluice::source::SourceFile;
 
     use super::conflicts;
@@ -844,7 +845,7 @@ mod change {
         let (ht, hf) = sources(head_toml, head);
         let mut h = pipeline::check_unanalysed(&ht, &hf);
         let mut b = pipeline::check_unanalysed_sharing(&bt, &bf, &h);
-        let pr = pipeline::pull_request(&mut b, &mut h, &sluice::analyze::Options::default());
+        let pr = review::pull_request(&mut b, &mut h, &sluice::analyze::Options::default());
         let analysis = pr.analysis;
         // The version checks are the same either way: left out here.
         let got: Vec<Finding> = pr

@@ -3,16 +3,16 @@
 
 use serde_json::{Value, json};
 use sluice::compile::artifact::{Artifact, ArtifactError, FORMAT_VERSION};
-use sluice::compile::ir::{DecisionKind, PolicySet};
-use sluice::engine::eval::Evaluator;
-use sluice::engine::state::MemoryLimitStore;
+use sluice::eval::Evaluator;
+use sluice::eval::state::MemoryLimitStore;
+use sluice::model::ir::{DecisionKind, PolicySet};
 
 use crate::eval::{
     allow, and, approve, cmp, deny, has, is_in, limit, matches, modify, pol, pol_limits, redact_re,
     req, rule, schema, tool, yes,
 };
 
-fn policies() -> Vec<sluice::compile::ir::Policy> {
+fn policies() -> Vec<sluice::model::ir::Policy> {
     vec![
         pol(
             "payments",
@@ -64,7 +64,7 @@ fn policies() -> Vec<sluice::compile::ir::Policy> {
     ]
 }
 
-fn build(policies: Vec<sluice::compile::ir::Policy>, commit: Option<&str>) -> Artifact {
+fn build(policies: Vec<sluice::model::ir::Policy>, commit: Option<&str>) -> Artifact {
     Artifact::new(
         "acme",
         DecisionKind::Deny,

@@ -3,10 +3,10 @@
 
 use crate::project::field;
 use sluice::check::check;
-use sluice::compile::ir::Type;
 use sluice::diagnostic::{Finding, Sources, render_human};
+use sluice::model::ir::Type;
+use sluice::model::schema::Schema;
 use sluice::parse::parse_policy;
-use sluice::schema::Schema;
 use sluice::source::SourceFile;
 
 pub fn test_schema() -> Schema {

@@ -19,12 +19,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice::compile::ir::DecisionKind;
+use sluice::api::replay::ReplayReport;
 use sluice::demo::{self, DemoCommit};
-use sluice::engine::eval::Evaluator;
-use sluice::engine::state::MemoryLimitStore;
+use sluice::eval::Evaluator;
+use sluice::eval::state::MemoryLimitStore;
+use sluice::model::ir::DecisionKind;
 use sluice::pipeline::check_sources;
-use sluice::replay::{self, ReplayReport};
+use sluice::replay;
 use sluice::rollout::machine::Cause;
 use sluice::source::SourceFile;
 

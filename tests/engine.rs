@@ -15,13 +15,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use sluice::api::route::{RouteSpec, bucket, bucket_of};
+use sluice::api::state::LiveState;
 use sluice::compile::artifact::Artifact;
 use sluice::engine::backend::MemoryBackend;
 use sluice::engine::breaker::BreakerConfig;
 use sluice::engine::decision_log::DecisionLog;
 use sluice::engine::http::router;
-use sluice::engine::live::LiveState;
-use sluice::engine::routing::{RouteSpec, bucket, bucket_of};
 use sluice::engine::server::{Engine, EngineConfig, serve};
 use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
@@ -721,7 +721,7 @@ async fn two_engines_agree_on_cohorts_and_percent_only_grows_the_candidate() {
         for percent in [5.0, 20.0, 50.5] {
             let mut spec = RouteSpec::stable(a.hash.clone());
             spec.candidate = Some(b.hash.clone());
-            spec.mode = Some(sluice::engine::routing::Mode::Split);
+            spec.mode = Some(sluice::api::route::Mode::Split);
             spec.percent = Some(percent);
             engine.set_route(spec).unwrap();
             per_percent.push(cohorts_of(&engine, &sessions).await);

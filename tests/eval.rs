@@ -9,15 +9,15 @@
 use crate::project::field;
 use serde_json::{Value, json};
 use sluice::compile::artifact::Artifact;
-use sluice::compile::ir::{
+use sluice::eval::request::{FieldValue, Request};
+use sluice::eval::response::ResponseContext;
+use sluice::eval::state::{LimitStore, MemoryLimitStore, Window};
+use sluice::eval::{Evaluator, LimitMode, LoadError, Outcome};
+use sluice::model::ir::{
     CmpOp, DecisionKind, Effect, Expr, Limit, Literal, ModifyValue, Policy, PolicySet, Rule, Term,
     Tier, Type,
 };
-use sluice::engine::eval::{Evaluator, LimitMode, LoadError, Outcome};
-use sluice::engine::request::{FieldValue, Request};
-use sluice::engine::response::ResponseContext;
-use sluice::engine::state::{LimitStore, MemoryLimitStore, Window};
-use sluice::schema::Schema;
+use sluice::model::schema::Schema;
 
 // ---------------------------------------------------------------------------
 // Builders.
@@ -874,7 +874,7 @@ fn limit_state_lists_and_restores() {
     }
     assert_eq!(restored.entries().unwrap(), entries);
     // An older window never resets a newer counter (racing clocks).
-    let key = sluice::engine::state::LimitKey {
+    let key = sluice::eval::state::LimitKey {
         limit: "p.l",
         key: r#"["a"]"#,
     };
@@ -1175,7 +1175,7 @@ fn response_marks_limits_and_round_trips() {
     assert_eq!(v["reasons"][0]["limit"], true);
     assert_eq!(v["audit"], true);
     assert_eq!(
-        serde_json::from_value::<sluice::engine::response::EvalResponse>(v).unwrap(),
+        serde_json::from_value::<sluice::api::evaluate::EvalResponse>(v).unwrap(),
         resp
     );
 }
@@ -1342,7 +1342,7 @@ mod reference {
     //! no code with the evaluator.
 
     use serde_json::Value;
-    use sluice::compile::ir::{CmpOp, DecisionKind, Effect, Expr, Literal, Policy, Term};
+    use sluice::model::ir::{CmpOp, DecisionKind, Effect, Expr, Literal, Policy, Term};
 
     fn get<'a>(req: &'a Value, path: &str) -> Option<&'a Value> {
         let v = path.split('.').try_fold(req, |v, k| v.get(k))?;

@@ -5,11 +5,12 @@
 
 use std::path::Path;
 
+use sluice::api::replay::ReplayReport;
 use sluice::diagnostic::render_human;
-use sluice::engine::eval::Evaluator;
-use sluice::engine::state::MemoryLimitStore;
+use sluice::eval::Evaluator;
+use sluice::eval::state::MemoryLimitStore;
 use sluice::pipeline::{Checked, check_sources};
-use sluice::replay::{self, ReplayReport};
+use sluice::replay;
 use sluice::repo;
 
 fn check_repo(dir: &Path) -> Checked {

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sluice::compile::ir::{DecisionKind, FieldDecl, Literal, Type};
 use sluice::diagnostic::{Finding, Sources, render_human};
-use sluice::project::{Gates, Project, RollbackTriggers, RolloutPlan, Stage, StageKind, parse};
-use sluice::schema::Schema;
+use sluice::model::ir::{DecisionKind, FieldDecl, Literal, Type};
+use sluice::model::plan::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind};
+use sluice::model::schema::Schema;
+use sluice::project::{Project, parse};
 use sluice::source::SourceFile;
 
 const FILE: &str = "sluice.toml";

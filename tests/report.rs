@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
-use sluice::check::base::introduced;
 use sluice::diagnostic::github::{annotation, escape_data, escape_property, summary_markdown};
 use sluice::diagnostic::sarif::to_sarif;
 use sluice::diagnostic::{Finding, Label, Sources, Summary, identity};
 use sluice::gitsrc::GitRepo;
+use sluice::review::base::introduced;
 use sluice::source::{SourceFile, Span};
 
 use crate::cli::{CORE, TOML, write_repo};

@@ -107,8 +107,8 @@ fn quantile_bounds_bracket_the_quantile() {
 mod stage {
     use std::time::Duration;
 
-    use sluice::project::{Gates, RollbackTriggers, Stage, StageKind};
-    use sluice::replay::ReplayReport;
+    use sluice::api::replay::ReplayReport;
+    use sluice::model::plan::{Gates, RollbackTriggers, Stage, StageKind};
     use sluice::rollout::gate::Verdict;
     use sluice::rollout::stage::{
         Cohort, MIN_FAIL_SAMPLES, Observation, Quantile, Step, decide, decide_replay,
@@ -347,7 +347,7 @@ mod stage {
         let mut shadow = canary();
         shadow.kind = StageKind::Shadow;
         shadow.percent = None;
-        shadow.gates = sluice::project::Gates {
+        shadow.gates = sluice::model::plan::Gates {
             max_divergence: Some(0.02),
             ..Default::default()
         };
@@ -375,7 +375,7 @@ mod stage {
             min_duration: None,
             max_duration: None,
             min_samples: None,
-            gates: sluice::project::Gates {
+            gates: sluice::model::plan::Gates {
                 max_catastrophic: Some(0),
                 max_false_positive_rate: Some(0.01),
                 ..Default::default()

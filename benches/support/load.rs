@@ -10,11 +10,11 @@ use std::path::Path;
 
 use sluice::check;
 use sluice::compile::artifact::Artifact;
-use sluice::compile::ir::DecisionKind;
 use sluice::diagnostic::{Finding, Sources, render_human};
-use sluice::engine::eval::{Evaluator, LimitMode, Outcome};
-use sluice::engine::request::Request;
-use sluice::engine::state::MemoryLimitStore;
+use sluice::eval::request::Request;
+use sluice::eval::state::MemoryLimitStore;
+use sluice::eval::{Evaluator, LimitMode, Outcome};
+use sluice::model::ir::DecisionKind;
 use sluice::parse;
 use sluice::project;
 use sluice::repo;

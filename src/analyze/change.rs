@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use petgraph::unionfind::UnionFind;
 
 use super::{Answered, Item, Job, Keep, Options, Report, Side};
-use crate::compile::ir::{DecisionKind, PolicySet};
-use crate::schema::Schema;
+use crate::model::ir::{DecisionKind, PolicySet};
+use crate::model::schema::Schema;
 
 /// One revision of a policy set that type-checks.
 #[derive(Debug, Clone, Copy)]

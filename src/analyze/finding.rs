@@ -1,5 +1,5 @@
 //! Witness replay: every request the solver produces is run through the real
-//! evaluator (`engine::eval`), and the finding shows the decisions it
+//! evaluator (`eval`), and the finding shows the decisions it
 //! actually gets. A witness that does not reproduce its conflict becomes an
 //! `analyze::witness_mismatch` finding: a bug in the analysis, never hidden.
 //!
@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 
 use crate::compile::artifact::{Artifact, FORMAT_VERSION};
-use crate::compile::ir::{DecisionKind, Origin, PolicySet};
 use crate::diagnostic::{Finding, Label};
-use crate::engine::eval::Evaluator;
-use crate::engine::state::MemoryLimitStore;
-use crate::schema::Schema;
+use crate::eval::Evaluator;
+use crate::eval::state::MemoryLimitStore;
+use crate::model::ir::{DecisionKind, Origin, PolicySet};
+use crate::model::schema::Schema;
 
 /// The evaluator the witnesses are replayed on.
 #[derive(Debug)]

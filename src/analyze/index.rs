@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::compile::ir::{CmpOp, Expr, Literal, Term, Type};
-use crate::schema::Schema;
+use crate::model::ir::{CmpOp, Expr, Literal, Term, Type};
+use crate::model::schema::Schema;
 
 /// What a string field's value may be, when present.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1113,7 +1113,7 @@ impl ToolIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::ir::FieldDecl;
+    use crate::model::ir::FieldDecl;
 
     fn schema() -> Schema {
         let f = |path: &str, ty, optional| FieldDecl {

@@ -46,9 +46,9 @@ use z3::{Model, Solver};
 use crate::analyze::index::read_fields;
 use crate::analyze::lang::{self, Atom, Table};
 use crate::analyze::regex::{self, MAX_CHAR};
-use crate::compile::ir::{CmpOp, Expr, FieldDecl, Literal, Term, Type};
-use crate::engine::request::{FieldValue, Request};
-use crate::schema::Schema;
+use crate::eval::request::{FieldValue, Request};
+use crate::model::ir::{CmpOp, Expr, FieldDecl, Literal, Term, Type};
+use crate::model::schema::Schema;
 
 /// Why a condition could not be encoded. The rule is then left out of the
 /// analysis and reported (`analyze::unencodable`).

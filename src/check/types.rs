@@ -10,10 +10,10 @@ use std::sync::{Mutex, OnceLock};
 
 use regex_syntax::hir::{Hir, HirKind, Look};
 
-use crate::compile::ir::{self, Type};
 use crate::diagnostic::{Finding, Label};
+use crate::model::ir::{self, Type};
+use crate::model::schema::Schema;
 use crate::parse::ast::{self, ExprKind, Spanned, TermKind};
-use crate::schema::Schema;
 use crate::source::{SourceFile, Span};
 
 struct Checker<'a> {
@@ -24,7 +24,7 @@ struct Checker<'a> {
     errors: Vec<Finding>,
 }
 
-pub(super) fn check_policy(
+pub(crate) fn check_policy(
     file: &SourceFile,
     policy: &ast::Policy,
     schema: &Schema,

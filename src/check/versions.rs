@@ -65,7 +65,7 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
                     )
                     .with_label(label.with_message("required here"));
                     f.help = Some(
-                        match crate::schema::closest(target, by_name.keys().copied()) {
+                        match crate::model::schema::closest(target, by_name.keys().copied()) {
                             Some(c) => format!("did you mean `{c}`?"),
                             None => {
                                 format!("add a policy named `{target}` or remove this requirement")

@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::compile::ir::{DecisionKind, Policy, PolicySet};
-use crate::schema::Schema;
+use crate::model::ir::{DecisionKind, Policy, PolicySet};
+use crate::model::schema::Schema;
 
 /// The artifact format this build writes and accepts.
 pub const FORMAT_VERSION: u32 = 1;

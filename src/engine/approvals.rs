@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::live::PendingApproval;
-use crate::engine::state::StateError;
+use crate::api::state::PendingApproval;
+use crate::eval::state::StateError;
 
 /// How many decided approvals are remembered (for lookups and to answer a
 /// second decision with 409).

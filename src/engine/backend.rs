@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::engine::approvals::{ApprovalStore, MemoryApprovalStore};
-use crate::engine::state::{
+use crate::eval::state::{
     CounterEntry, LimitKey, LimitStore, MemoryLimitStore, StateError, Window,
 };
 

@@ -28,10 +28,10 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use crate::compile::ir::DecisionKind;
+use crate::api::evaluate::ResponseReason;
+use crate::api::route::Cohort;
 use crate::engine::queue::{BatchQueue, consume};
-use crate::engine::response::ResponseReason;
-use crate::engine::routing::Cohort;
+use crate::model::ir::DecisionKind;
 
 /// The queue's capacity, in lines.
 pub const CAPACITY: usize = 16_384;

@@ -12,7 +12,7 @@
 //! | `PUT /v1/route` | admin | `{"version", "route", "migrations"}`; 400 bad field, 409 artifact not held |
 //! | `GET /v1/route` | admin | the route in force (404 before the first) |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
-//! | `GET /v1/state` | admin | the live state (`engine::live::LiveState`) |
+//! | `GET /v1/state` | admin | the live state (`api::state::LiveState`) |
 //! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | `{"status": "ok"}` |
@@ -38,8 +38,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::api::route::RouteSpec;
 use crate::engine::approvals::Verdict;
-use crate::engine::routing::RouteSpec;
 use crate::engine::server::Engine;
 
 /// An API failure: the status and a message naming what is wrong.

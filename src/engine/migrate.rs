@@ -41,8 +41,8 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::compile::artifact::Artifact;
-use crate::compile::ir::OnDecrease;
-use crate::engine::state::{CounterEntry, LimitKey, LimitStore, StateError, Window};
+use crate::eval::state::{CounterEntry, LimitKey, LimitStore, StateError, Window};
+use crate::model::ir::OnDecrease;
 
 /// What a limit means, for migration purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

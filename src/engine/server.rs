@@ -28,22 +28,23 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::api::evaluate::{EvalResponse, ResponseReason};
+use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
+use crate::api::state::{LiveState, PendingApproval};
 use crate::compile::artifact::{Artifact, ArtifactError};
-use crate::compile::ir::{DecisionKind, Effect, Tier};
 use crate::engine::approvals::{DecideError, NewApproval, Verdict};
 use crate::engine::backend::{FaultInjector, FaultyStore, Saturated, StateBackend};
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, BreakerState, Transition};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine, ShadowLine};
-use crate::engine::eval::{EvalError, Evaluator, LimitMode, Outcome};
 use crate::engine::http::ApiError;
-use crate::engine::live::{LiveState, PendingApproval};
 use crate::engine::migrate::{Migration, OverrideStore, limits_in_force, plan_limits};
 use crate::engine::queue::{BatchQueue, POLL_BUSY, POLL_IDLE};
-use crate::engine::request::Request;
-use crate::engine::response::{EvalResponse, ResponseContext, ResponseReason};
-use crate::engine::routing::{Cohort, Matcher, Mode, RouteSpec};
-use crate::engine::state::LimitStore as _;
 use crate::engine::stats::{RouteStats, Sample};
+use crate::eval::request::Request;
+use crate::eval::response::ResponseContext;
+use crate::eval::state::LimitStore as _;
+use crate::eval::{EvalError, Evaluator, LimitMode, Outcome};
+use crate::model::ir::{DecisionKind, Effect, Tier};
 
 /// The limit store evaluations use: the backend's, behind the fault
 /// injector and the `next_window` graces.

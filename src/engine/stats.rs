@@ -16,8 +16,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::compile::ir::DecisionKind;
-use crate::engine::routing::Cohort;
+use crate::api::route::Cohort;
+use crate::model::ir::DecisionKind;
 
 const KINDS: [DecisionKind; 4] = [
     DecisionKind::Allow,

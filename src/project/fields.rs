@@ -11,9 +11,9 @@ use std::ops::Range;
 use toml::de::DeTable;
 
 use super::read::{CODE, Cx, leaves, list};
-use crate::compile::ir::{FieldDecl, Type};
 use crate::diagnostic::Finding;
-use crate::schema::Schema;
+use crate::model::ir::{FieldDecl, Type};
+use crate::model::schema::Schema;
 
 /// The type names a field may have, as written in `sluice.toml`.
 const TYPES: [&str; 4] = ["int", "string", "bool", "set<string>"];
@@ -140,7 +140,7 @@ fn type_hint(s: &str) -> Option<&'static str> {
         }
         _ => None,
     };
-    alias.or_else(|| crate::schema::closest(s, TYPES.iter().copied()))
+    alias.or_else(|| crate::model::schema::closest(s, TYPES.iter().copied()))
 }
 
 /// A field path: names `[a-z_][a-z0-9_]*` separated by dots.

@@ -12,7 +12,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Finding, Label};
-use crate::schema::closest;
+use crate::model::schema::closest;
 use crate::source::{SourceFile, Span};
 
 /// The code of every finding about `sluice.toml`.

@@ -13,9 +13,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::Declared;
 use super::read::{CODE, Cx, Key, Value, a_type, entries, leaves};
-use super::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind};
-use crate::compile::ir::{Literal, Type};
 use crate::diagnostic::Finding;
+use crate::model::ir::{Literal, Type};
+use crate::model::plan::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind};
 
 const ROLLOUT_KEYS: [&str; 3] = ["hash_key", "stage", "rollback"];
 const ROLLBACK_KEYS: [&str; 3] = ["error_rate", "deny_rate_delta", "latency_p99_ms"];

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::engine::routing::RouteSpec;
+use crate::api::route::RouteSpec;
 use crate::rollout::machine::{
     Command, Paused, Quarantined, Refused, Release, ReplaySummary, Transition,
 };

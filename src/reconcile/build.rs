@@ -24,18 +24,20 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::git::CommitFiles;
-use crate::check::live::{LiveInputs, check_live};
+use crate::api::evaluate::ResponseReason;
+use crate::api::replay::ReplayReport;
+use crate::api::state::LiveState;
 use crate::compile::artifact::Artifact;
-use crate::compile::ir::DecisionKind;
-use crate::compile::ir::PolicySet;
 use crate::diagnostic::Finding;
-use crate::engine::eval::Evaluator;
-use crate::engine::live::LiveState;
-use crate::engine::response::{ResponseContext, ResponseReason};
-use crate::engine::state::MemoryLimitStore;
+use crate::eval::Evaluator;
+use crate::eval::response::ResponseContext;
+use crate::eval::state::MemoryLimitStore;
+use crate::model::ir::DecisionKind;
+use crate::model::ir::PolicySet;
+use crate::model::plan::RolloutPlan;
 use crate::pipeline;
-use crate::project::RolloutPlan;
-use crate::replay::{self, DEFAULT_TIME, ReplayReport};
+use crate::replay::{self, DEFAULT_TIME};
+use crate::review::live::{LiveInputs, check_live};
 
 /// The most decision-log lines replayed (the last ones are kept).
 pub const MAX_LOG_LINES: usize = 100_000;

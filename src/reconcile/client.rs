@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::live::LiveState;
-use crate::engine::routing::RouteSpec;
+use crate::api::route::RouteSpec;
+use crate::api::state::LiveState;
 
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -11,7 +11,7 @@
 //! largest (an engine with fewer than 100 requests in the cohort
 //! contributes its maximum instead, its p99 being no better known).
 
-use crate::engine::routing::{Mode, RouteSpec};
+use crate::api::route::{Mode, RouteSpec};
 use crate::rollout::gate::{self, Z95};
 use crate::rollout::stage::{Cohort, Observation, Quantile};
 

@@ -32,16 +32,16 @@
 //! | `pause` / `resume` | any | same (paused) | operator, `max_duration`, engines unreachable |
 //! | `reverted` | any | same | the revert commit landed on the branch |
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::stage::{self, Observation, StageDecision, Step as StageStep};
-use crate::compile::ir::Literal;
-use crate::engine::routing::{Mode, RouteSpec};
-use crate::project::{RolloutPlan, StageKind};
-use crate::replay::ReplayReport;
+use crate::api::replay::ReplayReport;
+use crate::api::route::{Mode, RouteSpec};
+use crate::model::ir::Literal;
+use crate::model::plan::{RolloutPlan, StageKind};
 
 /// The version of the persisted state document.
 pub const STATE_VERSION: u32 = 1;
@@ -463,13 +463,6 @@ fn commit_step(
 pub fn rfc3339(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Now, in milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn short(s: &str) -> &str {

@@ -28,8 +28,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::gate::{self, GateReading, Interval, Verdict, Z95};
-use crate::project::{RollbackTriggers, Stage, StageKind};
-use crate::replay::ReplayReport;
+use crate::api::replay::ReplayReport;
+use crate::model::plan::{RollbackTriggers, Stage, StageKind};
 
 /// Requests of one cohort, as counted by the engines since the stage began.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

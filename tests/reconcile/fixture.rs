@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sluice::api::route::RouteSpec;
 use sluice::engine::backend::MemoryBackend;
 use sluice::engine::decision_log::DecisionLog;
-use sluice::engine::routing::RouteSpec;
 use sluice::engine::server::{self, EngineConfig};
 
 pub const TOKEN: &str = "test-admin-token";

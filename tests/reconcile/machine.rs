@@ -2,8 +2,8 @@
 //! out. No I/O; the clock is a number.
 
 use serde_json::Value;
-use sluice::engine::routing::{Mode, RouteSpec};
-use sluice::project::RolloutPlan;
+use sluice::api::route::{Mode, RouteSpec};
+use sluice::model::plan::RolloutPlan;
 use sluice::rollout::machine::{
     Action, Build, Cause, Command, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary,
     RevertOutcome, State, Step, desired_route, same_route, step,

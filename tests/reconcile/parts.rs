@@ -2,7 +2,7 @@
 //! figures, a commit's build, the git mirror.
 
 use serde_json::{Value, json};
-use sluice::engine::routing::{Mode, RouteSpec};
+use sluice::api::route::{Mode, RouteSpec};
 use sluice::reconcile::build;
 use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
@@ -375,11 +375,11 @@ fn a_change_with_state_errors_against_the_live_engines_is_refused() {
     );
     let mirror = tmp.path().join("mirror");
     let base = build::build(&files_of(&repo, &mirror, &c1), None, None).unwrap();
-    let base_set = sluice::compile::ir::PolicySet {
+    let base_set = sluice::model::ir::PolicySet {
         policies: base.artifact.policies.clone(),
     };
     let now = 1_767_225_600 + 100;
-    let state: sluice::engine::live::LiveState = serde_json::from_value(json!({
+    let state: sluice::api::state::LiveState = serde_json::from_value(json!({
         "time": now,
         "counters": [{"limit": "limits.per_agent", "key": "[\"a\"]",
                       "window": {"start": now - now % 3600, "secs": 3600}, "count": 50}],

@@ -1,11 +1,11 @@
 //! sluice: the generated set parsed, type-checked and compiled as by
 //! `sluice compile` (without the conflict analysis), evaluated by
-//! `engine::eval::Evaluator`; and, alone, the starter
+//! `eval::Evaluator`; and, alone, the starter
 //! repository `policies/` on its traces.
 
 use std::path::Path;
 
-use sluice::compile::ir::DecisionKind;
+use sluice::model::ir::DecisionKind;
 
 use crate::Engine;
 use crate::generator::{Request, Set};

@@ -19,8 +19,8 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::compile::ir::{FieldDecl, Type};
-use crate::schema::Schema;
+use crate::model::ir::{FieldDecl, Type};
+use crate::model::schema::Schema;
 
 /// The value of one request field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

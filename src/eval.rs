@@ -40,6 +40,10 @@
 //!   an [`Outcome`]'s buffers, so a steady-state evaluation allocates only
 //!   when a limit store does.
 
+pub mod request;
+pub mod response;
+pub mod state;
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -48,12 +52,10 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::compile::artifact::Artifact;
-use crate::compile::ir::{
-    CmpOp, DecisionKind, Effect, Expr, Literal, ModifyValue, Term, Tier, Type,
-};
-use crate::engine::request::{FieldValue, Request, field_index, schema_fingerprint};
-use crate::engine::state::{LimitKey, LimitStore, StateError, Window};
-use crate::schema::Schema;
+use crate::eval::request::{FieldValue, Request, field_index, schema_fingerprint};
+use crate::eval::state::{LimitKey, LimitStore, StateError, Window};
+use crate::model::ir::{CmpOp, DecisionKind, Effect, Expr, Literal, ModifyValue, Term, Tier, Type};
+use crate::model::schema::Schema;
 
 /// What replaces a redacted value or match.
 pub const REDACTED: &str = "[REDACTED]";
@@ -341,7 +343,7 @@ impl Evaluator {
     pub fn decode(
         &self,
         json: &serde_json::Value,
-    ) -> Result<Request, crate::engine::request::RequestError> {
+    ) -> Result<Request, crate::eval::request::RequestError> {
         Request::from_json_with_id(json, self.schema(), self.schema_id)
     }
 

@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use semver::Version;
 
-use super::types;
-use crate::compile::ir;
+use crate::check::types;
 use crate::diagnostic::{Finding, Label, identity};
+use crate::model::ir;
+use crate::model::schema::Schema;
 use crate::parse::ast;
-use crate::schema::Schema;
 use crate::source::SourceFile;
 
 /// The findings of `head` that `base` did not have, plus every error of

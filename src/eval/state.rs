@@ -13,32 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-
-/// A fixed counting window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Window {
-    /// Seconds since the epoch, a multiple of `secs`.
-    pub start: u64,
-    pub secs: u64,
-}
-
-impl Window {
-    /// The window of `secs` seconds that holds `now` (a zero length is read
-    /// as one second).
-    pub fn containing(now: u64, secs: u64) -> Window {
-        let secs = secs.max(1);
-        Window {
-            start: now - now % secs,
-            secs,
-        }
-    }
-
-    /// The first second after the window.
-    pub fn end(&self) -> u64 {
-        self.start.saturating_add(self.secs)
-    }
-}
+pub use crate::api::state::{CounterEntry, Window};
 
 /// Which counter: the limit and the key within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,15 +23,6 @@ pub struct LimitKey<'a> {
     pub limit: &'a str,
     /// The `by` values as a compact JSON array, e.g. `["billing-bot"]`.
     pub key: &'a str,
-}
-
-/// One live counter, as listed for state checks and migrations.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CounterEntry {
-    pub limit: String,
-    pub key: String,
-    pub window: Window,
-    pub count: u64,
 }
 
 /// A limit store that could not be reached or answered wrongly.

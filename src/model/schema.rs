@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::ir::{FieldDecl, Type};
+use crate::model::ir::{FieldDecl, Type};
 
 /// The declared request fields, sorted by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,11 +28,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::compile::ir::{self, DecisionKind};
+use crate::api::state::{LiveState, PendingApproval};
 use crate::diagnostic::{Finding, Label};
-use crate::engine::eval::Evaluator;
-use crate::engine::live::{LiveState, PendingApproval};
-use crate::engine::state::{CounterEntry, LimitStore as _, MemoryLimitStore};
+use crate::eval::Evaluator;
+use crate::eval::state::{CounterEntry, LimitStore as _, MemoryLimitStore};
+use crate::model::ir::{self, DecisionKind};
 use crate::parse::ast;
 use crate::source::{SourceFile, Span};
 

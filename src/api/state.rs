@@ -18,8 +18,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::state::CounterEntry;
-
 /// An engine's live state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,4 +49,38 @@ pub struct PendingApproval {
     pub created: u64,
     /// The request as received.
     pub request: serde_json::Value,
+}
+
+/// A fixed counting window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds since the epoch, a multiple of `secs`.
+    pub start: u64,
+    pub secs: u64,
+}
+
+impl Window {
+    /// The window of `secs` seconds that holds `now` (a zero length is read
+    /// as one second).
+    pub fn containing(now: u64, secs: u64) -> Window {
+        let secs = secs.max(1);
+        Window {
+            start: now - now % secs,
+            secs,
+        }
+    }
+
+    /// The first second after the window.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.secs)
+    }
+}
+
+/// One live counter, as listed for state checks and migrations.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CounterEntry {
+    pub limit: String,
+    pub key: String,
+    pub window: Window,
+    pub count: u64,
 }

@@ -1,0 +1,69 @@
+//! The replay stage's report: every trace case's verdict and the figures the
+//! replay gate reads. Persisted with the daemon's state and shown in its
+//! status; produced by `replay::run`.
+
+use serde::Serialize;
+
+use crate::api::evaluate::ResponseReason;
+use crate::model::ir::DecisionKind;
+
+/// What one trace case's result means for the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Catastrophic,
+    FalsePositive,
+    Mismatch,
+    BadRequest,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub file: String,
+    pub line: usize,
+    pub verdict: Verdict,
+    pub expect: DecisionKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The decision it got (absent for a bad request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub got: Option<DecisionKind>,
+    pub reasons: Vec<ResponseReason>,
+    /// Why the request was refused (bad request) or evaluation failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The figures the replay gate reads, plus every result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    pub cases: usize,
+    pub passed: usize,
+    pub catastrophic: usize,
+    pub false_positives: usize,
+    pub mismatches: usize,
+    pub bad_requests: usize,
+    /// Cases that expected a permissive decision (the false-positive base).
+    pub expected_permissive: usize,
+    pub results: Vec<CaseResult>,
+}
+
+impl ReplayReport {
+    /// False positives over cases that expected a permissive decision.
+    pub fn false_positive_rate(&self) -> f64 {
+        if self.expected_permissive == 0 {
+            0.0
+        } else {
+            self.false_positives as f64 / self.expected_permissive as f64
+        }
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &CaseResult> {
+        self.results.iter().filter(|r| r.verdict != Verdict::Pass)
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.passed == self.cases
+    }
+}

@@ -1,0 +1,12 @@
+//! The foundation: what every stage speaks — the request schema, value
+//! types and literals, decisions, the typed IR of a policy set, and the
+//! rollout plan. Pure data, no I/O; imports nothing of the pipeline.
+//!
+//! - [`schema`]: the declared request fields.
+//! - [`ir`]: the typed IR that artifacts contain and the evaluator and the
+//!   analyzer consume.
+//! - [`plan`]: the rollout plan (`[rollout]` in `sluice.toml`).
+
+pub mod ir;
+pub mod plan;
+pub mod schema;
