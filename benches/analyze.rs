@@ -24,6 +24,11 @@
 //! folder). A timing harness of its own (`harness = false`): one run takes
 //! seconds, criterion's sampling would take an hour.
 
+#![expect(
+    clippy::indexing_slicing,
+    reason = "a test or benchmark that cannot go on fails by panicking"
+)]
+
 #[path = "support/conflicts.rs"]
 mod conflicts;
 #[path = "support/pr_repo.rs"]

@@ -14,6 +14,13 @@
 //! The comparison with Cedar and regorus is a crate of its own,
 //! `benches/peers`, so that this crate never builds them.
 
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test or benchmark that cannot go on fails by panicking"
+)]
+
 #[expect(dead_code, reason = "the Cedar and Rego output serves the peers crate")]
 #[path = "support/gen.rs"]
 mod generator;

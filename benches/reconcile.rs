@@ -16,6 +16,13 @@
 //! `SLUICE_ENGINE_BIN` (default: `SLUICE_BIN`), `BENCH_ENGINES` (10),
 //! `BENCH_ROUNDS` (5), `BENCH_KEEP` (keep the folder with the logs).
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test or benchmark that cannot go on fails by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,11 @@
 //! The commands. With `main`, the only module that prints; errors are typed
 //! below this module and become `anyhow` reports here.
 
+#![expect(
+    clippy::indexing_slicing,
+    reason = "indexes still to be replaced by checked access"
+)]
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,13 @@
 //! The one integration test binary: a module per pipeline stage.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test or benchmark that cannot go on fails by panicking"
+)]
+
 mod analyze;
 mod artifact;
 mod check;

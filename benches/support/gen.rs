@@ -386,10 +386,6 @@ fn gen_policy(rng: &mut Rng, p: usize, rules: usize, services: usize) -> Policy 
             let name = format!("r{r:02}");
             // One policy in a hundred starts with a rule for every tool: a
             // blocklist of agents.
-            #[allow(
-                clippy::manual_is_multiple_of,
-                reason = "`is_multiple_of` is newer than the main crate's minimum Rust version"
-            )]
             let global = p % 100 == 0 && r == 0;
             if global {
                 let agents = rng
