@@ -1,11 +1,6 @@
 //! The version graph over `requires` (petgraph): unsatisfied requirements,
 //! cycles (spelled out), and policies defined twice.
 
-#![expect(
-    clippy::indexing_slicing,
-    reason = "indexes still to be replaced by checked access"
-)]
-
 use std::collections::BTreeMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -132,8 +127,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
             "a policy cannot depend on itself through others: remove one `requires` of the cycle",
         );
         for pair in names.windows(2) {
-            let (from, to) = (pair[0], pair[1]);
-            if let Some((file, policy)) = by_name.get(from)
+            if let &[from, to] = pair
+                && let Some((file, policy)) = by_name.get(from)
                 && let Some(req) = policy.requires.iter().find(|r| r.policy.node == to)
             {
                 f = f.with_label(
