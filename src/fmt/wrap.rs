@@ -327,11 +327,6 @@ mod tests {
         let atom = format!("a matches \"{}\"", "x".repeat(120));
         assert_eq!(when_lines(&atom), [format!("    when {atom}")]);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn wide_characters_take_two_columns() {
