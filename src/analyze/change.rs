@@ -34,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::unionfind::UnionFind;
 
-use super::{Answered, Item, Job, Keep, Options, Report, Side};
+use super::plan::{Item, Job};
+use super::{Answered, Keep, Options, Report, Side};
 use crate::model::ir::{DecisionKind, PolicySet};
 use crate::model::schema::Schema;
 

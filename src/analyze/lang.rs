@@ -19,11 +19,6 @@
 //! 2 MB DFA (about 0.2 s), which a rule that is only checked for being
 //! satisfiable on its own never needs.
 
-#![expect(
-    clippy::indexing_slicing,
-    reason = "indexes still to be replaced by checked access"
-)]
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -231,7 +226,7 @@ pub fn check(lits: &[(&Lang, bool)], valid: &Lang) -> Check {
     // DFA's byte classes, readable ones first (witnesses are read by people).
     let mut reps: Vec<u8> = Vec::new();
     let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
-    for b in BYTE_ORDER.iter().copied() {
+    for b in byte_order() {
         let sig: Vec<u8> = all
             .iter()
             .map(|(l, _)| l.dfa.byte_classes().get(b))
@@ -284,42 +279,16 @@ pub fn check(lits: &[(&Lang, bool)], valid: &Lang) -> Check {
 
 /// Every byte, in the order the search tries them: lowercase letters,
 /// digits, uppercase letters, other printable ASCII, then the rest.
-static BYTE_ORDER: [u8; 256] = byte_order();
-
-const fn byte_order() -> [u8; 256] {
-    let mut out = [0u8; 256];
-    let mut n = 0;
-    let ranges: [(u8, u8); 8] = [
-        (b'a', b'z'),
-        (b'0', b'9'),
-        (b'A', b'Z'),
-        (b' ', b'/'),
-        (b':', b'@'),
-        (b'[', b'`'),
-        (b'{', b'~'),
-        (0x7f, 0xff),
-    ];
-    let mut r = 0;
-    while r < ranges.len() {
-        let (lo, hi) = ranges[r];
-        let mut b = lo;
-        loop {
-            out[n] = b;
-            n += 1;
-            if b == hi {
-                break;
-            }
-            b += 1;
-        }
-        r += 1;
-    }
-    let mut b = 0u8;
-    while b < b' ' {
-        out[n] = b;
-        n += 1;
-        b += 1;
-    }
-    out
+fn byte_order() -> impl Iterator<Item = u8> {
+    (b'a'..=b'z')
+        .chain(b'0'..=b'9')
+        .chain(b'A'..=b'Z')
+        .chain(b' '..=b'/')
+        .chain(b':'..=b'@')
+        .chain(b'['..=b'`')
+        .chain(b'{'..=b'~')
+        .chain(0x7f..=0xff)
+        .chain(0..b' ')
 }
 
 fn path(nodes: &[(Vec<StateID>, usize, u8)], mut n: usize) -> String {
@@ -493,6 +462,16 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn the_search_tries_every_byte_once() {
+        let mut seen = [false; 256];
+        for b in byte_order() {
+            assert!(!seen[usize::from(b)], "byte {b} twice");
+            seen[usize::from(b)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
     }
 
     #[test]
