@@ -40,13 +40,13 @@ use std::time::Instant;
 
 use sluice::analyze::{self, Options, Report};
 use sluice::diagnostic::{Finding, identity};
-use sluice::tree::git::GitRepo;
 use sluice::model::ir::PolicySet;
 use sluice::pipeline::{self, Checked};
 use sluice::project::Project;
 use sluice::review::base::{Side, introduced, version_changes};
 use sluice::review::{self, ChangeAnalysis};
 use sluice::source::SourceFile;
+use sluice::tree::git::GitRepo;
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)

@@ -316,7 +316,7 @@ fn walk<S: TreeSource>(
 }
 
 /// A folder that never belongs to the policy set: hidden, or build output.
-pub fn excluded_dir(name: &[u8]) -> bool {
+fn excluded_dir(name: &[u8]) -> bool {
     name.starts_with(b".") || name == b"target" || name == b"node_modules"
 }
 
@@ -357,7 +357,7 @@ fn display(path: &[Vec<u8>]) -> String {
 }
 
 /// Bytes as text: valid UTF-8 as it is, every other byte as `\xNN`.
-pub fn escaped(bytes: &[u8]) -> String {
+fn escaped(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());

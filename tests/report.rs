@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use sluice::diagnostic::github::{annotation, escape_data, escape_property, summary_markdown};
 use sluice::diagnostic::sarif::to_sarif;
 use sluice::diagnostic::{Finding, Label, Sources, Summary, identity};
-use sluice::tree::git::GitRepo;
 use sluice::review::base::introduced;
 use sluice::source::{SourceFile, Span};
+use sluice::tree::git::GitRepo;
 
 use crate::cli::{CORE, TOML, write_repo};
 
@@ -535,7 +535,12 @@ fn git_source_reads_what_the_disk_loader_reads() {
     assert_eq!(at.commit, rev);
     assert_eq!(at.sources.project, disk.project);
     assert_eq!(at.sources.policies, disk.policies);
-    let names: Vec<&str> = at.sources.policies.iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<&str> = at
+        .sources
+        .policies
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     assert_eq!(
         names,
         [

@@ -17,8 +17,8 @@ use sluice::eval::{Evaluator, LimitMode, Outcome};
 use sluice::model::ir::DecisionKind;
 use sluice::parse;
 use sluice::project;
-use sluice::tree::{self, Traces};
 use sluice::source::SourceFile;
+use sluice::tree::{self, Traces};
 
 use super::generator::Set;
 
