@@ -46,6 +46,7 @@ impl From<Exit> for ExitCode {
     }
 }
 
+// The `sluice` command line (a doc comment here would change `--help`).
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -60,12 +61,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Output formats of the commands other than `check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,
     Json,
 }
 
+// The commands (each variant's doc comment is its help).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the whole policy set: language, types, versions; with `--base`,
