@@ -40,13 +40,13 @@ use std::time::Instant;
 
 use sluice::analyze::{self, Options, Report};
 use sluice::diagnostic::{Finding, identity};
-use sluice::gitsrc::GitRepo;
 use sluice::model::ir::PolicySet;
 use sluice::pipeline::{self, Checked};
 use sluice::project::Project;
 use sluice::review::base::{Side, introduced, version_changes};
 use sluice::review::{self, ChangeAnalysis};
 use sluice::source::SourceFile;
+use sluice::tree::git::GitRepo;
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)
@@ -271,8 +271,8 @@ fn pr_check(
 ) -> Result<(Vec<Finding>, Option<ChangeAnalysis>, PrTimes), String> {
     let t = Instant::now();
     let git = GitRepo::open(dir).map_err(|e| e.to_string())?;
-    let head = git.load("HEAD").map_err(|e| e.to_string())?;
-    let base = git.load("HEAD~1").map_err(|e| e.to_string())?;
+    let head = git.load("HEAD").map_err(|e| e.to_string())?.sources;
+    let base = git.load("HEAD~1").map_err(|e| e.to_string())?.sources;
     let read = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut h = pipeline::check_unanalysed(&head.project, &head.policies);
@@ -339,7 +339,7 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
     // planted change.
     let base_ids: HashSet<String> = {
         let git = GitRepo::open(&dir).map_err(|e| e.to_string())?;
-        let base = git.load("HEAD~1").map_err(|e| e.to_string())?;
+        let base = git.load("HEAD~1").map_err(|e| e.to_string())?.sources;
         let checked = pipeline::check_sources(&base.project, &base.policies);
         checked.findings.iter().map(identity).collect()
     };

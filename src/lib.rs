@@ -2,8 +2,8 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! `parse` → `check` → `compile` → `eval`, with `project` for
-//! `sluice.toml`, `repo` for reading a policy repository from disk, `gitsrc`
-//! for reading one at a git revision, and `cli`
+//! `sluice.toml`, `tree` for reading a policy repository (from disk or at a
+//! git revision, by one inclusion rule), and `cli`
 //! for the commands. `parse`, `check`, `compile` and `eval` do no I/O.
 
 pub mod analyze;
@@ -16,14 +16,13 @@ pub mod diagnostic;
 pub mod engine;
 pub mod eval;
 pub mod fmt;
-pub mod gitsrc;
 pub mod model;
 pub mod parse;
 pub mod pipeline;
 pub mod project;
 pub mod reconcile;
 pub mod replay;
-pub mod repo;
 pub mod review;
 pub mod rollout;
 pub mod source;
+pub mod tree;

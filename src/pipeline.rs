@@ -57,7 +57,7 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
 }
 
 /// [`check_sources`] without the conflict analysis: for the pull-request
-/// check, which analyses two revisions together ([`analyze_change`]).
+/// check, which analyses two revisions together (`review::analyze_change`).
 pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
     check_reusing(project_file, policy_files, None)
 }

@@ -28,6 +28,7 @@ pub mod api;
 pub mod build;
 pub mod client;
 pub mod clock;
+pub mod control;
 pub mod err;
 pub mod git;
 pub mod observe;
@@ -644,8 +645,8 @@ impl Runner {
         let c = commit.to_string();
         let read = tokio::task::spawn_blocking(move || lock(&mirror).read_commit(&c)).await;
         if let Ok(Ok(files)) = read
-            && let Some(p) = &files.project
-            && let Ok(project) = crate::project::parse(p)
+            && let Ok(sources) = &files.sources
+            && let Ok(project) = crate::project::parse(&sources.project)
         {
             self.plans.insert(commit.to_string(), project.rollout);
         }

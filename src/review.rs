@@ -1,8 +1,13 @@
 //! The pull-request review: what a change does against its base revision
-//! ([`base`]) and against an engine's live state ([`live`]). Runs after the
-//! analysis; pure (sources and documents in, findings out).
+//! ([`base`]) and against an engine's live state ([`live`]); one build of a
+//! checked set with its state checks, for `sluice check` and the daemon
+//! ([`build`]); and the whole `sluice check` of a repository, head and base
+//! read through [`crate::tree`] ([`check`]). Runs after the analysis; prints
+//! nothing, and reads no live state itself (it is given).
 
 pub mod base;
+pub mod build;
+pub mod check;
 pub mod live;
 
 use crate::analyze;

@@ -14,7 +14,7 @@ use sluice::pipeline::{self, Checked};
 /// Checks the fixture repository at `dir` (the whole pipeline, analysis
 /// included).
 fn check_repo(dir: &Path) -> Checked {
-    let files = sluice::repo::load(dir).unwrap();
+    let files = sluice::tree::fs::load(dir, sluice::tree::Traces::Skip).unwrap();
     pipeline::check_sources(&files.project, &files.policies)
 }
 
@@ -90,7 +90,7 @@ fn ok_fixtures_stay_clean() {
 
 /// The typed set and project of a fixture repository that type-checks.
 fn load_set(dir: &Path) -> (sluice::project::Project, sluice::model::ir::PolicySet) {
-    let files = sluice::repo::load(dir).unwrap();
+    let files = sluice::tree::fs::load(dir, sluice::tree::Traces::Skip).unwrap();
     let project = sluice::project::parse(&files.project).unwrap();
     let parsed: Vec<_> = files
         .policies

@@ -208,8 +208,8 @@ fn run_demo(args: &[&str], limit: Duration) -> (i32, String, String) {
 
 /// The artifact hash of the branch at `rev`, compiled again here.
 fn artifact_at(bare: &Path, rev: &str) -> String {
-    let repo = sluice::gitsrc::GitRepo::open(bare).unwrap();
-    let files = repo.load(rev).unwrap();
+    let repo = sluice::tree::git::GitRepo::open(bare).unwrap();
+    let files = repo.load(rev).unwrap().sources;
     let checked = check_sources(&files.project, &files.policies);
     checked.artifact(None).unwrap().unwrap().hash
 }

@@ -11,17 +11,18 @@ use sluice::eval::Evaluator;
 use sluice::eval::state::MemoryLimitStore;
 use sluice::pipeline::{Checked, check_sources};
 use sluice::replay;
-use sluice::repo;
+use sluice::tree::{self, Traces};
 
 fn check_repo(dir: &Path) -> Checked {
-    let files = repo::load(dir).unwrap();
+    let files = tree::fs::load(dir, Traces::Skip).unwrap();
     check_sources(&files.project, &files.policies)
 }
 
 fn replay_repo(dir: &Path, checked: &Checked) -> ReplayReport {
     let artifact = checked.artifact(None).unwrap().unwrap();
     let evaluator = Evaluator::new(&artifact).unwrap();
-    let traces = repo::load_traces(dir, &checked.project.as_ref().unwrap().traces).unwrap();
+    assert!(checked.project.is_some());
+    let traces = tree::fs::load(dir, Traces::Read).unwrap().traces;
     assert!(!traces.is_empty());
     let mut report = ReplayReport::default();
     for file in &traces {

@@ -22,3 +22,4 @@ mod project;
 mod reconcile;
 mod report;
 mod rollout;
+mod tree;

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use sluice::diagnostic::github::{annotation, escape_data, escape_property, summary_markdown};
 use sluice::diagnostic::sarif::to_sarif;
 use sluice::diagnostic::{Code, Finding, Label, Sources, Summary, identity};
-use sluice::gitsrc::GitRepo;
 use sluice::review::base::introduced;
 use sluice::source::{SourceFile, Span};
+use sluice::tree::git::GitRepo;
 
 use crate::cli::{CORE, TOML, write_repo};
 
@@ -527,14 +527,19 @@ fn git_source_reads_what_the_disk_loader_reads() {
     )
     .unwrap();
     let rev = commit_all(&repo, "all");
-    let disk = sluice::repo::load(&policy).unwrap();
+    let disk = sluice::tree::fs::load(&policy, sluice::tree::Traces::Skip).unwrap();
     let git = GitRepo::open(&policy).unwrap();
     assert_eq!(git.prefix(), "policy");
     let at = git.load(&rev).unwrap();
     assert_eq!(at.commit, rev);
-    assert_eq!(at.project, disk.project);
-    assert_eq!(at.policies, disk.policies);
-    let names: Vec<&str> = at.policies.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(at.sources.project, disk.project);
+    assert_eq!(at.sources.policies, disk.policies);
+    let names: Vec<&str> = at
+        .sources
+        .policies
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     assert_eq!(
         names,
         [

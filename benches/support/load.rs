@@ -17,8 +17,8 @@ use sluice::eval::{Evaluator, LimitMode, Outcome};
 use sluice::model::ir::DecisionKind;
 use sluice::parse;
 use sluice::project;
-use sluice::repo;
 use sluice::source::SourceFile;
+use sluice::tree::{self, Traces};
 
 use super::generator::Set;
 
@@ -76,10 +76,10 @@ pub fn generated(set: &Set) -> Artifact {
 /// its traces folder, the request as JSON text and the expected decision;
 /// `None` when `root` is not a policy repository.
 pub fn repository(root: &Path) -> Option<(Artifact, Vec<(String, DecisionKind)>)> {
-    let files = repo::load(root).ok()?;
+    let files = tree::fs::load(root, Traces::Read).ok()?;
     let artifact = artifact(&files.project, &files.policies);
-    let project = project::parse(&files.project).ok()?;
-    let traces = repo::load_traces(root, &project.traces).ok()?;
+    project::parse(&files.project).ok()?;
+    let traces = files.traces;
     let mut requests = Vec::new();
     for file in traces {
         for line in file.text.lines().filter(|l| !l.trim().is_empty()) {

@@ -26,18 +26,18 @@ use serde_json::{Value, json};
 use super::git::CommitFiles;
 use crate::api::evaluate::ResponseReason;
 use crate::api::replay::ReplayReport;
-use crate::api::state::LiveState;
 use crate::compile::artifact::Artifact;
 use crate::diagnostic::Finding;
 use crate::eval::Evaluator;
 use crate::eval::response::ResponseContext;
 use crate::eval::state::MemoryLimitStore;
 use crate::model::ir::DecisionKind;
-use crate::model::ir::PolicySet;
 use crate::model::plan::RolloutPlan;
 use crate::pipeline;
 use crate::replay::{self, DEFAULT_TIME};
-use crate::review::live::{LiveInputs, check_live};
+use crate::review;
+pub use crate::review::build::Live;
+use crate::tree::RepoSources;
 
 /// The most decision-log lines replayed (the last ones are kept).
 pub const MAX_LOG_LINES: usize = 100_000;
@@ -76,13 +76,11 @@ pub struct LogReplay {
     pub flips: Vec<Flip>,
 }
 
-fn located(f: &Finding, files: &CommitFiles) -> String {
+fn located(f: &Finding, files: &RepoSources) -> String {
     let place = f.labels.first().map(|l| {
-        let line = files
-            .project
-            .iter()
+        let line = std::iter::once(&files.project)
             .chain(&files.policies)
-            .chain(&files.jsonl)
+            .chain(&files.traces)
             .find(|s| s.name == l.file)
             .map_or(0, |s| s.line_col(l.span.start).0);
         format!(" ({}:{line})", l.file)
@@ -90,7 +88,7 @@ fn located(f: &Finding, files: &CommitFiles) -> String {
     format!("{} {}{}", f.code, f.message, place.unwrap_or_default())
 }
 
-fn summarize(findings: &[&Finding], files: &CommitFiles) -> String {
+fn summarize(findings: &[&Finding], files: &RepoSources) -> String {
     let mut parts: Vec<String> = findings.iter().take(3).map(|f| located(f, files)).collect();
     if findings.len() > 3 {
         parts.push(format!("and {} more", findings.len() - 3));
@@ -98,13 +96,16 @@ fn summarize(findings: &[&Finding], files: &CommitFiles) -> String {
     format!("{} error(s): {}", findings.len(), parts.join("; "))
 }
 
-/// The engines' live state a commit is checked against.
-#[derive(Debug, Clone, Copy)]
-pub struct Live<'a> {
-    /// Each engine's name (URL) and live state.
-    pub engines: &'a [(String, LiveState)],
-    /// The stable artifact's set: what the change is compared with.
-    pub base: Option<&'a PolicySet>,
+/// An error and its causes on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    s
 }
 
 /// Compiles and checks a commit; `Err` is the reason it is refused.
@@ -113,75 +114,69 @@ pub fn build(
     decision_log: Option<&str>,
     live: Option<Live<'_>>,
 ) -> Result<Built, String> {
-    let Some(project_file) = &files.project else {
-        return Err("no sluice.toml at the root of the repository".to_string());
-    };
-    let checked = pipeline::check_sources(project_file, &files.policies);
+    let sources = files.sources.as_ref().map_err(|e| with_causes(e))?;
+    let checked = pipeline::check_sources(&sources.project, &sources.policies);
     let errors: Vec<&Finding> = checked.findings.iter().filter(|f| f.is_error()).collect();
     if !errors.is_empty() {
-        return Err(summarize(&errors, files));
+        return Err(summarize(&errors, sources));
     }
-    let (Some(project), Some(artifact)) = (checked.project.as_ref(), checked.artifact(None)) else {
+    let built = review::build::build(&checked, Some(files.commit.clone()), live)
+        .map_err(|e| with_causes(&e))?;
+    let (Some(project), Some(built)) = (checked.project.as_ref(), built) else {
         return Err("the policy set did not check".to_string());
     };
-    let mut artifact = artifact.map_err(|e| format!("building the artifact: {e}"))?;
-    artifact.source_commit = Some(files.commit.clone());
-    let bytes = artifact
+    let bytes = built
+        .artifact
         .to_bytes()
         .map_err(|e| format!("serializing the artifact: {e}"))?;
-    let evaluator = Evaluator::new(&artifact).map_err(|e| format!("loading the artifact: {e}"))?;
-    let traces = files.traces(&project.traces);
     let mut report = ReplayReport::default();
     let mut invalid = Vec::new();
-    for file in &traces {
+    for file in &sources.traces {
         let (cases, mut bad) = replay::parse_traces(file);
         invalid.append(&mut bad);
         let limits = MemoryLimitStore::new();
-        replay::run(&evaluator, &cases, &limits, &mut report);
+        replay::run(&built.evaluator, &cases, &limits, &mut report);
     }
     if !invalid.is_empty() {
         let refs: Vec<&Finding> = invalid.iter().collect();
-        return Err(format!("invalid traces: {}", summarize(&refs, files)));
+        return Err(format!("invalid traces: {}", summarize(&refs, sources)));
     }
     let mut notes = serde_json::Map::new();
-    notes.insert("trace_files".into(), json!(traces.len()));
-    if let (Some(live), Some(set)) = (live, checked.set.as_ref()) {
+    notes.insert("trace_files".into(), json!(sources.traces.len()));
+    if live.is_some() {
         let mut warnings = Vec::new();
-        for (engine, state) in live.engines {
-            let findings = check_live(&LiveInputs {
-                state,
-                head: set,
-                head_parsed: &checked.parsed,
-                evaluator: &evaluator,
-                base: live.base,
-                project_file: crate::repo::PROJECT_FILE,
-            });
-            let errors: Vec<&Finding> = findings.iter().filter(|f| f.is_error()).collect();
+        for engine in &built.live {
+            let errors: Vec<&Finding> = engine.findings.iter().filter(|f| f.is_error()).collect();
             if !errors.is_empty() {
                 return Err(format!(
-                    "against the live state of engine {engine}: {}",
-                    summarize(&errors, files)
+                    "against the live state of engine {}: {}",
+                    engine.engine,
+                    summarize(&errors, sources)
                 ));
             }
             warnings.extend(
-                findings
+                engine
+                    .findings
                     .iter()
-                    .map(|f| format!("{engine}: {}", located(f, files))),
+                    .map(|f| format!("{}: {}", engine.engine, located(f, sources))),
             );
         }
         notes.insert(
             "state_checks".into(),
             json!({
-                "engines": live.engines.len(),
+                "engines": built.live.len(),
                 "warnings": warnings,
             }),
         );
     }
     if let Some(log) = decision_log {
-        notes.insert("decision_log".into(), json!(replay_log(&evaluator, log)));
+        notes.insert(
+            "decision_log".into(),
+            json!(replay_log(&built.evaluator, log)),
+        );
     }
     Ok(Built {
-        artifact,
+        artifact: built.artifact,
         bytes,
         plan: project.rollout.clone(),
         replay: report,

@@ -7,21 +7,19 @@
 //! in sync by other means). Everything here blocks: the daemon calls it on
 //! tokio's blocking pool.
 //!
-//! A commit's sources are read with the same rules as `repo::load` reads a
-//! working tree: `sluice.toml` at the root, every `*.policy` below it except
-//! in hidden folders, `target/`, `node_modules/` and folders with a
-//! `sluice.toml` of their own; traces are the `*.jsonl` files below the
-//! traces folder. Symbolic links are not followed.
+//! A commit's policy repository is read by the one walker of [`crate::tree`]
+//! (the rule `sluice check` and `check --base` read by), at the top level
+//! of the repository, traces included.
 
 use std::cell::RefCell;
 use std::path::Path;
 
-use git2::{ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
+use git2::{Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 
 use super::err::ReconcileError;
-use crate::repo::{PROJECT_FILE, excluded_dir};
 use crate::rollout::machine::{PendingRevert, RevertOutcome};
-use crate::source::SourceFile;
+use crate::tree::git::GitTree;
+use crate::tree::{self, RepoSources, Traces, TreeError};
 
 /// The local ref a revert commit is pushed from.
 const REVERT_REF: &str = "refs/sluice/revert";
@@ -43,29 +41,14 @@ impl std::fmt::Debug for Mirror {
 }
 
 /// A commit's policy repository.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CommitFiles {
     pub commit: String,
     pub summary: String,
-    /// `sluice.toml`, when the commit has one at its root.
-    pub project: Option<SourceFile>,
-    /// Every `*.policy` file of the set, sorted by path.
-    pub policies: Vec<SourceFile>,
-    /// Every `*.jsonl` file outside excluded folders, sorted by path (the
-    /// caller keeps those under the traces folder).
-    pub jsonl: Vec<SourceFile>,
-}
-
-impl CommitFiles {
-    /// The trace files under `dir`.
-    pub fn traces(&self, dir: &str) -> Vec<SourceFile> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        self.jsonl
-            .iter()
-            .filter(|f| f.name.starts_with(&prefix))
-            .cloned()
-            .collect()
-    }
+    /// `sluice.toml`, the policy set and the traces; or why the commit has
+    /// no policy repository that can be read (no `sluice.toml`, a file that
+    /// is not UTF-8): the commit is then refused.
+    pub sources: Result<RepoSources, TreeError>,
 }
 
 /// The URL git2 is given for `--repo`: URLs as they are, paths made absolute.
@@ -153,68 +136,14 @@ impl Mirror {
     /// Reads the policy repository at a commit.
     pub fn read_commit(&self, sha: &str) -> Result<CommitFiles, ReconcileError> {
         let commit = self.repo.find_commit(Oid::from_str(sha)?)?;
-        let tree = commit.tree()?;
-        let mut files = CommitFiles {
+        let rev = sha.get(..12).unwrap_or(sha);
+        let sources =
+            GitTree::at(&self.repo, &commit, "", rev).and_then(|t| tree::read(&t, Traces::Read));
+        Ok(CommitFiles {
             commit: sha.to_string(),
             summary: commit.summary().ok().flatten().unwrap_or("").to_string(),
-            project: None,
-            policies: Vec::new(),
-            jsonl: Vec::new(),
-        };
-        if let Some(entry) = tree.get_name(PROJECT_FILE) {
-            files.project = Some(self.source(PROJECT_FILE, entry.id())?);
-        }
-        self.walk(&tree, "", &mut files)?;
-        files.policies.sort_by(|a, b| a.name.cmp(&b.name));
-        files.jsonl.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
-    }
-
-    fn source(&self, name: &str, id: Oid) -> Result<SourceFile, ReconcileError> {
-        let blob = self.repo.find_blob(id)?;
-        let text = std::str::from_utf8(blob.content())
-            .map_err(|_| ReconcileError::Git(format!("`{name}` is not valid UTF-8 text")))?;
-        Ok(SourceFile::new(name, text.to_string()))
-    }
-
-    fn walk(
-        &self,
-        tree: &git2::Tree<'_>,
-        prefix: &str,
-        out: &mut CommitFiles,
-    ) -> Result<(), ReconcileError> {
-        for entry in tree.iter() {
-            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
-                continue;
-            };
-            let path = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            match entry.kind() {
-                Some(ObjectType::Tree) => {
-                    if excluded_dir(name) {
-                        continue;
-                    }
-                    let sub = self.repo.find_tree(entry.id())?;
-                    if sub.get_name(PROJECT_FILE).is_some() {
-                        continue;
-                    }
-                    self.walk(&sub, &path, out)?;
-                }
-                // 0o120000 is a symbolic link: not followed.
-                Some(ObjectType::Blob) if entry.filemode() != 0o120000 => {
-                    if name.ends_with(".policy") {
-                        out.policies.push(self.source(&path, entry.id())?);
-                    } else if name.ends_with(".jsonl") {
-                        out.jsonl.push(self.source(&path, entry.id())?);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+            sources,
+        })
     }
 
     /// Makes the revert commit of `pending.commit` on top of the branch head

@@ -202,12 +202,13 @@ fn a_commit_is_read_from_its_tree_like_a_working_tree() {
         ],
     );
     let files = files_of(&repo, &tmp.path().join("mirror"), &sha);
-    let names: Vec<&str> = files.policies.iter().map(|f| f.name.as_str()).collect();
+    let sources = files.sources.as_ref().unwrap();
+    let names: Vec<&str> = sources.policies.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
         ["policies/base.policy", "policies/deep/shell.policy"]
     );
-    assert_eq!(files.traces("traces").len(), 1);
+    assert_eq!(sources.traces.len(), 1);
     assert_eq!(files.summary, "layout");
     let built = build::build(&files, None, None).unwrap();
     assert_eq!(built.artifact.source_commit.as_deref(), Some(sha.as_str()));

@@ -1,0 +1,149 @@
+//! `sluice engine`: its flags, checked, and the HTTP server started with
+//! them ([`crate::engine::server`]). Holds no server logic.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::Exit;
+
+/// The flags of `sluice engine`.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The bearer token admin routes require.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// Append one JSON line per evaluation (and per state change) here.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Load this artifact at start and route all traffic to it as stable.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// The largest request body accepted (larger ones get 413).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body: usize,
+    /// The largest artifact upload accepted.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_artifact_body: usize,
+    /// Shadow evaluations that may wait; more are dropped and counted.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shadow_queue: usize,
+    /// Breaker: the sliding window outcomes are counted over.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_window: std::time::Duration,
+    /// Breaker: outcomes the window needs before it may open.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub breaker_min_requests: u64,
+    /// Breaker: the share of failed evaluations that opens it.
+    #[arg(long, default_value_t = 0.5, value_name = "RATE")]
+    pub breaker_error_rate: f64,
+    /// Breaker: an evaluation at least this long is slow.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_slow_call: std::time::Duration,
+    /// Breaker: the share of slow evaluations that opens it.
+    #[arg(long, default_value_t = 0.5, value_name = "RATE")]
+    pub breaker_slow_rate: f64,
+    /// Breaker: how long it stays open before probing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub breaker_open_for: std::time::Duration,
+    /// Breaker: successful probes that close it again.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub breaker_probes: u32,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
+    use crate::api::route::RouteSpec;
+    use crate::engine::backend::MemoryBackend;
+    use crate::engine::breaker::BreakerConfig;
+    use crate::engine::decision_log::DecisionLog;
+    use crate::engine::server::{self, Engine, EngineConfig};
+
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let token = args
+        .admin_token
+        .filter(|t| !t.is_empty())
+        .context("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")?;
+    for (name, rate) in [
+        ("--breaker-error-rate", args.breaker_error_rate),
+        ("--breaker-slow-rate", args.breaker_slow_rate),
+    ] {
+        anyhow::ensure!(
+            rate > 0.0 && rate <= 1.0,
+            "{name} must be above 0 and at most 1, got {rate}"
+        );
+    }
+    let config = EngineConfig {
+        admin_token: token,
+        max_body: args.max_body,
+        max_artifact_body: args.max_artifact_body,
+        shadow_queue: args.shadow_queue,
+        breaker: BreakerConfig {
+            window: args.breaker_window,
+            min_requests: args.breaker_min_requests,
+            error_rate: args.breaker_error_rate,
+            slow_call: args.breaker_slow_call,
+            slow_rate: args.breaker_slow_rate,
+            open_for: args.breaker_open_for,
+            probes: args.breaker_probes,
+            ..BreakerConfig::default()
+        },
+    };
+    let artifact = match &args.artifact {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?)
+        }
+        None => None,
+    };
+    let log = match &args.decision_log {
+        Some(path) => DecisionLog::open(path)
+            .with_context(|| format!("opening the decision log `{}`", path.display()))?,
+        None => DecisionLog::disabled(),
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let engine = Engine::start(config, std::sync::Arc::new(MemoryBackend::new()), log)?;
+        if let Some(bytes) = artifact {
+            let hash = crate::compile::artifact::Artifact::from_bytes(&bytes)
+                .context("reading --artifact")?
+                .hash;
+            engine
+                .put_artifact(&hash, &bytes)
+                .map_err(|e| anyhow::anyhow!("loading --artifact: {e}"))?;
+            engine
+                .set_route(RouteSpec::stable(hash.clone()))
+                .map_err(|e| anyhow::anyhow!("routing --artifact: {e}"))?;
+            tracing::info!(artifact = %hash, "routed as stable");
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, "sluice engine listening");
+        server::serve(listener, engine, server::shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("sluice engine stopped");
+        anyhow::Ok(Exit::Ok)
+    })
+}

@@ -1,0 +1,309 @@
+//! The operator commands: `sluice status`, `pause`, `resume`, `promote` and
+//! `rollback`, through the daemon's control client
+//! ([`crate::reconcile::control`]); and the status rendered for humans.
+//! Decides nothing: the daemon answers, this prints.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use super::{Exit, Format};
+use crate::reconcile::api::Status;
+use crate::reconcile::control::{Answer, ControlClient, Operation};
+
+/// How the operator commands reach the daemon.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The daemon's control API.
+    #[arg(long, env = "SLUICE_DAEMON", default_value = "http://127.0.0.1:7474")]
+    pub daemon: String,
+    /// The admin token the daemon was started with.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+}
+
+/// A client of the daemon the flags name.
+fn client(d: &DaemonArgs) -> anyhow::Result<ControlClient> {
+    Ok(ControlClient::new(
+        &d.daemon,
+        &d.admin_token,
+        Duration::from_secs(30),
+    )?)
+}
+
+pub(super) fn cmd_operator(d: &DaemonArgs, op: Operation) -> anyhow::Result<Exit> {
+    let client = client(d)?;
+    match super::runtime(false)?.block_on(client.run(&op))? {
+        Answer::Done(message) => {
+            println!("{message}");
+            Ok(Exit::Ok)
+        }
+        Answer::Refused(why) => {
+            eprintln!("{} refused: {why}", op.name());
+            Ok(Exit::Findings)
+        }
+    }
+}
+
+pub(super) fn cmd_status(d: &DaemonArgs, format: Format) -> anyhow::Result<Exit> {
+    let client = client(d)?;
+    let status = match super::runtime(false)?.block_on(client.status())? {
+        Answer::Done(status) => status,
+        Answer::Refused(why) => anyhow::bail!("status refused: {why}"),
+    };
+    match format {
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&status).context("rendering the status")?;
+            println!("{s}");
+        }
+        Format::Human => print!("{}", render_status(&status)),
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `sluice status` shows of a candidate's notes (decision-log flips,
+/// state-check warnings). The notes document is read here and nowhere else.
+#[derive(Debug, Default)]
+struct NotesView<'a> {
+    log: Option<LogView<'a>>,
+    warnings: Vec<&'a str>,
+}
+
+/// The decision log replayed against the candidate.
+#[derive(Debug)]
+struct LogView<'a> {
+    evaluated: &'a Value,
+    flipped: &'a Value,
+    flips: Vec<FlipView<'a>>,
+}
+
+/// One kind of flip, by rule.
+#[derive(Debug)]
+struct FlipView<'a> {
+    count: &'a Value,
+    from: &'a str,
+    to: &'a str,
+    rule: &'a str,
+}
+
+impl<'a> NotesView<'a> {
+    fn of(notes: &'a Value) -> NotesView<'a> {
+        const NULL: &Value = &Value::Null;
+        let text = |v: &'a Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("?");
+        let log = notes
+            .get("decision_log")
+            .filter(|l| l.is_object())
+            .map(|log| LogView {
+                evaluated: log.get("evaluated").unwrap_or(NULL),
+                flipped: log.get("flipped").unwrap_or(NULL),
+                flips: log
+                    .get("flips")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|f| FlipView {
+                        count: f.get("count").unwrap_or(NULL),
+                        from: text(f, "from"),
+                        to: text(f, "to"),
+                        rule: text(f, "rule"),
+                    })
+                    .collect(),
+            });
+        let warnings = notes
+            .get("state_checks")
+            .and_then(|s| s.get("warnings"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|w| w.as_str().unwrap_or("?"))
+            .collect();
+        NotesView { log, warnings }
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+fn ms_text(ms: u64) -> String {
+    let d = std::time::Duration::from_millis(ms / 100 * 100);
+    humantime::format_duration(d).to_string()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key).and_then(serde_json::Value::as_f64) {
+        Some(x) if x.is_infinite() => "∞".to_string(),
+        Some(x) => format!("{x:.4}"),
+        None => "-".to_string(),
+    }
+}
+
+/// `sluice status` for humans.
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let head = s.head.as_deref().map_or("unknown", short);
+    let _ = writeln!(o, "branch {} of {} at {head}", s.branch, s.repo);
+    if let Some(e) = &s.git_error {
+        let _ = writeln!(o, "  git: {e}");
+    }
+    let _ = write!(o, "phase: {}", s.phase);
+    if let Some(p) = &s.paused {
+        let _ = write!(o, " (PAUSED: {})", p.reason);
+    }
+    o.push('\n');
+    if let Some(st) = &s.stable {
+        let commit = st.commit.as_deref().map_or("adopted", short);
+        let _ = writeln!(o, "stable:    {} (commit {commit})", short(&st.artifact));
+    }
+    if let Some(c) = &s.candidate {
+        let _ = writeln!(
+            o,
+            "candidate: {} (commit {} \"{}\")",
+            short(&c.artifact),
+            short(&c.commit),
+            c.summary
+        );
+        let path: Vec<String> = c
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i == c.stage_index {
+                    format!("[{n}]")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  stage {} of {}: {}",
+            c.stage_index + 1,
+            c.stages.len(),
+            path.join(" → ")
+        );
+        let mut line = format!("  in stage {}", ms_text(c.in_stage_ms));
+        if let Some(m) = c.min_duration_ms {
+            let _ = write!(line, ", min {}", ms_text(m));
+        }
+        if let Some(m) = c.max_duration_ms {
+            let _ = write!(line, ", max {}", ms_text(m));
+        }
+        if let Some(t) = c.time_left_ms {
+            let _ = write!(line, "; time left {}", ms_text(t));
+        }
+        if let Some(n) = c.samples_left {
+            let _ = write!(line, "; samples left {n}");
+            if let Some(m) = c.min_samples {
+                let _ = write!(line, " (of {m})");
+            }
+        }
+        let _ = writeln!(o, "{line}");
+        if let Some(step) = &c.step {
+            let what = step.get("step").and_then(|v| v.as_str()).unwrap_or("?");
+            let why = step
+                .get("trigger")
+                .or_else(|| step.get("reason"))
+                .and_then(|v| v.as_str())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  decision: {what}{why}");
+        }
+        if !c.gates.is_empty() || !c.triggers.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<9} {:<26} {:>10}  {:<23} {:>8}  verdict",
+                "", "gate", "estimate", "95% interval", "limit"
+            );
+            for (kind, list) in [("gate", &c.gates), ("trigger", &c.triggers)] {
+                for g in list {
+                    let iv = g.get("interval").cloned().unwrap_or_default();
+                    let _ = writeln!(
+                        o,
+                        "  {:<9} {:<26} {:>10}  {:<23} {:>8}  {}",
+                        kind,
+                        g.get("gate").and_then(|v| v.as_str()).unwrap_or("?"),
+                        num(g, "estimate"),
+                        format!("[{}, {}]", num(&iv, "lo"), num(&iv, "hi")),
+                        num(g, "limit"),
+                        g.get("verdict").and_then(|v| v.as_str()).unwrap_or("?"),
+                    );
+                }
+            }
+        }
+        let r = &c.replay;
+        let _ = writeln!(
+            o,
+            "  replay: {} of {} trace cases passed, {} catastrophic, {} false positive(s)",
+            r.passed, r.cases, r.catastrophic, r.false_positives
+        );
+        let notes = NotesView::of(&c.notes);
+        if let Some(log) = &notes.log {
+            let _ = writeln!(
+                o,
+                "  decision log: {} of {} decisions flip",
+                log.flipped, log.evaluated
+            );
+            for f in log.flips.iter().take(10) {
+                let _ = writeln!(o, "    {} × {} → {}: {}", f.count, f.from, f.to, f.rule);
+            }
+        }
+        for w in &notes.warnings {
+            let _ = writeln!(o, "  state: {w}");
+        }
+    }
+    let on = s.engines.iter().filter(|e| e.on_route).count();
+    let _ = writeln!(o, "engines: {on} of {} on route", s.engines.len());
+    for e in &s.engines {
+        let what = if !e.reachable {
+            format!("unreachable: {}", e.error.as_deref().unwrap_or("no answer"))
+        } else if e.on_route {
+            "on route".to_string()
+        } else {
+            "moving to the route".to_string()
+        };
+        let _ = writeln!(o, "  {} {what}", e.url);
+    }
+    for r in &s.reverts {
+        let _ = writeln!(
+            o,
+            "revert pending: commit {} (stage {}: {}), {} attempt(s){}",
+            short(&r.commit),
+            r.stage,
+            r.trigger,
+            r.attempts,
+            r.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for q in &s.quarantine {
+        let _ = writeln!(o, "quarantined: commit {} ({})", short(&q.commit), q.reason);
+    }
+    if let Some(r) = &s.refused {
+        let _ = writeln!(o, "refused: commit {}: {}", short(&r.commit), r.reason);
+    }
+    if let Some(w) = &s.waiting {
+        let _ = writeln!(o, "waiting: {w}");
+    }
+    if let Some(e) = &s.error {
+        let _ = writeln!(o, "error: {e}");
+    }
+    if let Some(t) = &s.last {
+        let _ = writeln!(
+            o,
+            "last: #{} {} {} → {} ({}, {}): {}",
+            t.seq,
+            t.event,
+            t.from,
+            t.to,
+            t.cause.as_str(),
+            t.time,
+            t.reason
+        );
+    }
+    o
+}

@@ -1,0 +1,171 @@
+//! The daemon's control API ([`super::api`]) from the caller's side: one
+//! typed client for `sluice status`, `pause`, `resume`, `promote` and
+//! `rollback`. It sends the requests and reads the documents of the API's
+//! table; it must not print or decide anything about the answers.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::api::Status;
+
+/// An operator command ([`super::api`]'s `POST` routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Pause { reason: Option<String> },
+    Resume,
+    Promote,
+    Rollback { reason: Option<String> },
+}
+
+impl Operation {
+    /// The command's name, as the route and the CLI spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Pause { .. } => "pause",
+            Operation::Resume => "resume",
+            Operation::Promote => "promote",
+            Operation::Rollback { .. } => "rollback",
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Operation::Pause { reason } | Operation::Rollback { reason } => reason.as_deref(),
+            Operation::Resume | Operation::Promote => None,
+        }
+    }
+}
+
+/// The body of a command that says why.
+#[derive(Debug, Serialize)]
+struct ReasonBody<'a> {
+    reason: &'a str,
+}
+
+/// `{"message": "…"}`: a command done.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct MessageDoc {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `{"error": "…"}`: a refusal or a failure.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorDoc {
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What the daemon answered a call it understood.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<T> {
+    Done(T),
+    /// 409: the daemon refused, and says why (already paused, nothing to
+    /// promote, …).
+    Refused(String),
+}
+
+/// A call that did not get an answer the API defines.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("starting the HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot reach the daemon at {daemon}")]
+    Unreachable {
+        daemon: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the daemon answered {status}: {message}")]
+    Status {
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("reading the daemon's answer")]
+    Decode(#[source] reqwest::Error),
+}
+
+/// A client of one daemon's control API.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ControlClient {
+    /// A client for the daemon at `base` (e.g. `http://127.0.0.1:7474`);
+    /// every call gives up after `timeout`.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<ControlClient, ControlError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(ControlError::Client)?;
+        Ok(ControlClient {
+            base: base.to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Answer<Status>, ControlError> {
+        let req = self.http.get(self.url("/v1/status"));
+        let resp = match self.send(req).await? {
+            Answer::Done(resp) => resp,
+            Answer::Refused(why) => return Ok(Answer::Refused(why)),
+        };
+        resp.json()
+            .await
+            .map(Answer::Done)
+            .map_err(ControlError::Decode)
+    }
+
+    /// `POST /v1/{command}`; the answer's message (`done` when it has none).
+    pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
+        let mut req = self.http.post(self.url(&format!("/v1/{}", op.name())));
+        if let Some(reason) = op.reason() {
+            req = req.json(&ReasonBody { reason });
+        }
+        let resp = match self.send(req).await? {
+            Answer::Done(resp) => resp,
+            Answer::Refused(why) => return Ok(Answer::Refused(why)),
+        };
+        let doc: MessageDoc = resp.json().await.unwrap_or_default();
+        Ok(Answer::Done(
+            doc.message.unwrap_or_else(|| "done".to_string()),
+        ))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.trim_end_matches('/'))
+    }
+
+    /// Sends a request with the token; a success is the response, a 409 a
+    /// refusal, anything else an error with the API's message.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer<reqwest::Response>, ControlError> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ControlError::Unreachable {
+                daemon: self.base.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Answer::Done(resp));
+        }
+        let doc: ErrorDoc = resp.json().await.unwrap_or_default();
+        let message = doc.error.unwrap_or_else(|| "no message".to_string());
+        if status == reqwest::StatusCode::CONFLICT {
+            Ok(Answer::Refused(message))
+        } else {
+            Err(ControlError::Status { status, message })
+        }
+    }
+}

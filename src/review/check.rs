@@ -1,0 +1,187 @@
+//! The whole check of a policy repository, as `sluice check` runs it: the
+//! head (the working tree, or a revision), with `--base` the pull-request
+//! comparison with another revision ([`super::pull_request`]), and with a
+//! live state the state checks ([`super::build`]). Reads the sources through
+//! [`crate::tree`]; the live state is read by the caller. Prints nothing:
+//! what the user should know beyond findings comes back as notes.
+
+use std::path::Path;
+
+use super::build::{self, BuildError, Live};
+use super::{ChangeAnalysis, pull_request};
+use crate::analyze;
+use crate::api::state::LiveState;
+use crate::diagnostic::{Finding, Sources};
+use crate::pipeline::{self, Checked};
+use crate::tree::git::GitRepo;
+use crate::tree::{self, Origin, Traces, TreeError};
+
+/// What to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The policy repository (a folder of a working tree, or a bare
+    /// repository with `head`).
+    pub dir: &'a Path,
+    /// Compare with this revision: report what the change introduces.
+    pub base: Option<&'a str>,
+    /// Check this revision instead of the working tree.
+    pub head: Option<&'a str>,
+    /// Check against this live state, named (a file or an engine's URL).
+    pub live: Option<(&'a str, &'a LiveState)>,
+    /// Whether paths should be relative to the git repository's root when
+    /// there is one (SARIF, GitHub annotations).
+    pub git_paths: bool,
+}
+
+/// What the check found.
+#[derive(Debug)]
+pub struct Report {
+    /// Sorted by file and position.
+    pub findings: Vec<Finding>,
+    /// Every file read, for rendering findings.
+    pub sources: Sources,
+    /// What the user should know beside the findings, one sentence each.
+    pub notes: Vec<String>,
+    /// The policy repository's folder inside the git repository (`/`
+    /// separators), or empty.
+    pub prefix: String,
+    /// Number of policy files of the head.
+    pub policies: usize,
+    /// Number of rules and limits of the head.
+    pub rules: usize,
+}
+
+/// Why the check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Checks a policy repository.
+pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
+    let git = if req.base.is_some() || req.head.is_some() {
+        Some(GitRepo::open(req.dir)?)
+    } else if req.git_paths {
+        GitRepo::open(req.dir).ok()
+    } else {
+        None
+    };
+    let prefix = git.as_ref().map_or("", GitRepo::prefix).to_string();
+    let files = match (&git, req.head) {
+        (Some(git), Some(rev)) => git.load(rev)?.sources,
+        _ => tree::fs::load(req.dir, Traces::Skip)?,
+    };
+    let mut checked = pipeline::check_unanalysed(&files.project, &files.policies);
+    let mut notes = Vec::new();
+    let mut base = match (&git, req.base) {
+        (Some(git), Some(rev)) => check_base(git, rev, &checked, &mut notes)?,
+        _ => None,
+    };
+    let opts = analyze::Options::default();
+    let mut findings = match &mut base {
+        Some((commit, base)) => {
+            let pr = pull_request(base, &mut checked, &opts);
+            notes.extend(analysis_note(&pr.analysis));
+            let short: String = commit.chars().take(12).collect();
+            notes.push(format!(
+                "compared with base {short}: {} finding(s) that the base already had are not shown",
+                pr.hidden
+            ));
+            pr.findings
+        }
+        None => {
+            checked.analyze(&opts);
+            std::mem::take(&mut checked.findings)
+        }
+    };
+    if let Some((name, state)) = req.live {
+        let base_set = base.as_ref().and_then(|(_, b)| b.set.as_ref());
+        let engines = [(name.to_string(), state.clone())];
+        let live = Live {
+            engines: &engines,
+            base: base_set,
+        };
+        match build::build(&checked, None, Some(live))? {
+            Some(built) => {
+                if req.base.is_some() && base_set.is_none() {
+                    notes.push(
+                        "the base revision has no policy set that checks clean: state checks compare with the live state alone"
+                            .to_string(),
+                    );
+                }
+                findings.extend(built.live.into_iter().flat_map(|e| e.findings));
+            }
+            None => notes
+                .push("state checks skipped: the policy set has errors to fix first".to_string()),
+        }
+    }
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Ok(Report {
+        findings,
+        policies: checked.files,
+        rules: checked.rule_count(),
+        sources: checked.sources,
+        notes,
+        prefix,
+    })
+}
+
+/// The base revision checked (without the conflict analysis, which
+/// [`pull_request`] runs on both revisions; the files it shares with `head`
+/// are not parsed again), with its commit; `None` when it has no policy
+/// repository (the change adds it: every finding is new, which a note says).
+fn check_base(
+    git: &GitRepo,
+    rev: &str,
+    head: &Checked,
+    notes: &mut Vec<String>,
+) -> Result<Option<(String, Checked)>, TreeError> {
+    match git.load(rev) {
+        Ok(files) => Ok(Some((
+            files.commit,
+            pipeline::check_unanalysed_sharing(
+                &files.sources.project,
+                &files.sources.policies,
+                head,
+            ),
+        ))),
+        Err(TreeError::NoProject {
+            origin: Origin::Rev { prefix, .. },
+        }) => {
+            notes.push(format!(
+                "the base revision `{rev}` has no `{}`: every finding is new",
+                tree::git::project_path(&prefix)
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the conflict analysis of a change looked at, for the notes.
+fn analysis_note(a: &ChangeAnalysis) -> Option<String> {
+    let run = |s: &analyze::Stats| s.jobs - s.unchanged;
+    match a {
+        ChangeAnalysis::None | ChangeAnalysis::Full { .. } => None,
+        ChangeAnalysis::Incremental {
+            changed,
+            base,
+            head,
+        } => Some(format!(
+            "conflict analysis of the change: {} rule(s) and limit(s) changed; head analysed in \
+             full ({} solver job(s)), base only where the change can matter ({} of {} job(s))",
+            changed.len(),
+            run(head),
+            run(base),
+            base.jobs
+        )),
+        ChangeAnalysis::Both { .. } => Some(
+            "conflict analysis of the change: the schema, the default decision or the encoding \
+             of a field changed, so both revisions were analysed in full"
+                .to_string(),
+        ),
+    }
+}
