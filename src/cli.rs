@@ -930,7 +930,8 @@ fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     use crate::engine::backend::MemoryBackend;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
-    use crate::engine::server::{self, Engine, EngineConfig};
+    use crate::engine::serve::{serve, shutdown_signal};
+    use crate::engine::server::{Engine, EngineConfig};
 
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -953,7 +954,6 @@ fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         );
     }
     let config = EngineConfig {
-        admin_token: token,
         max_body: args.max_body,
         max_artifact_body: args.max_artifact_body,
         shadow_queue: args.shadow_queue,
@@ -967,6 +967,7 @@ fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             probes: args.breaker_probes,
             ..BreakerConfig::default()
         },
+        ..EngineConfig::new(token)
     };
     let artifact = match &args.artifact {
         Some(path) => {
@@ -1003,7 +1004,7 @@ fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice engine listening");
-        server::serve(listener, engine, server::shutdown_signal())
+        serve(listener, engine, shutdown_signal())
             .await
             .context("serving")?;
         tracing::info!("sluice engine stopped");
@@ -1101,7 +1102,7 @@ fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
     let result = rt.block_on(async {
         tokio::select! {
             r = crate::demo::run(&opts, &mut console) => Some(r),
-            () = shutdown_signal() => None,
+            () = crate::engine::serve::shutdown_signal() => None,
         }
     });
     console.finish();
@@ -1155,27 +1156,6 @@ fn runtime(multi: bool) -> anyhow::Result<tokio::runtime::Runtime> {
     b.enable_all().build().context("starting the async runtime")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -1197,7 +1177,10 @@ fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
     let rt = runtime(true)?;
-    rt.block_on(crate::reconcile::run(config, shutdown_signal()))?;
+    rt.block_on(crate::reconcile::run(
+        config,
+        crate::engine::serve::shutdown_signal(),
+    ))?;
     Ok(Exit::Ok)
 }
 
