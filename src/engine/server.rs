@@ -14,9 +14,9 @@
 //! fails), the request gets the tier failsafe ([`crate::engine::failsafe`])
 //! instead: never evaluated against state, never queued for approval.
 //!
-//! Inside: [`shadow`] evaluates the candidate off the request path,
-//! [`routes`] changes the route and migrates state, [`report`] writes the
-//! stats and metrics documents.
+//! Inside: `shadow` evaluates the candidate off the request path, `routes`
+//! changes the route and migrates state ([`Engine::set_route`]), `report`
+//! writes the stats and metrics documents.
 
 mod report;
 mod routes;

@@ -14,6 +14,9 @@ use crate::model::ir::{DecisionKind, Effect, Tier};
 ///
 /// An outcome belongs to the evaluator that produced it. Reuse one with
 /// [`Evaluator::evaluate_into`] to evaluate without allocating.
+///
+/// [`Evaluator::reasons`]: crate::eval::Evaluator::reasons
+/// [`Evaluator::evaluate_into`]: crate::eval::Evaluator::evaluate_into
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub(super) decision: DecisionKind,
