@@ -1,36 +1,40 @@
-//! The policy engine: request decoding and evaluation (pure), and the HTTP
-//! server around it (`sluice engine`).
+//! The policy engine's HTTP server (`sluice engine`, SPEC §5): artifacts
+//! loaded into [`crate::eval`] evaluators, a route in force, state, and the
+//! API around them. Evaluation itself is [`crate::eval`]'s; the engine adds
+//! routing, limits state, breakers, shadowing and the logs.
 //!
-//! - [`request`]: JSON request → [`request::Request`] (slots by schema
-//!   position), and back.
-//! - [`eval`]: [`eval::Evaluator`] over an artifact: decision, reasons,
-//!   modifications; rules indexed by `tool`.
-//! - [`state`]: limit counters behind the [`state::LimitStore`] trait.
-//! - [`response`]: the evaluate response document.
-//! - [`live`]: the live-state document (`GET /v1/state`).
-//!
-//! The server (SPEC §5), the only part that does I/O:
-//! - [`http`]: the axum router, handlers and `ApiError`.
 //! - [`server`]: the running [`server::Engine`] — artifacts, the route in
-//!   an `ArcSwap`, evaluation with breaker and failsafe, shadow worker,
-//!   route changes with migrations; `serve` with graceful shutdown.
-//! - [`routing`]: cohorts, the stable bucket hash. Pure.
+//!   an `ArcSwap`, evaluation with breaker and failsafe; inside it the
+//!   shadow worker, route changes with migrations, and the stats and
+//!   metrics documents.
+//! - [`http`]: the axum router, handlers, [`http::ApiError`] and the
+//!   mapping of the domain errors to statuses; the admin token check.
+//! - [`serve`](mod@serve): serving on a listener with graceful shutdown,
+//!   and the process's shutdown signal.
+//! - [`error`]: the domain errors of the engine's operations. No HTTP.
+//! - [`failsafe`]: the tier failsafe answer. Pure.
+//! - [`clock`]: the time limits are counted in, injectable.
 //! - [`migrate`]: state migrations on a route change. Pure planning.
 //! - [`breaker`]: the per-artifact circuit breaker. Pure state machine.
 //! - [`stats`]: per artifact and cohort figures; Prometheus text.
 //! - [`approvals`]: approval queues behind a trait.
 //! - [`backend`]: the state backend trait (counters and approvals), in
-//!   memory; the test fault injector.
-//! - [`decision_log`]: JSON lines through a bounded queue to a writer thread.
-//! - [`queue`]: the bounded, wake-free hand-off queue both background
-//!   threads (shadow, decision log) drain.
+//!   memory by default.
+//! - [`decision_log`]: JSON lines through a bounded channel to a writer
+//!   thread.
+//!
+//! Dependencies run one way: `http` and `serve` call `server`; `server`
+//! knows nothing of HTTP.
 
 pub mod approvals;
 pub mod backend;
 pub mod breaker;
+pub mod clock;
 pub mod decision_log;
+pub mod error;
+pub mod failsafe;
 pub mod http;
 pub mod migrate;
-pub mod queue;
+pub mod serve;
 pub mod server;
 pub mod stats;

@@ -62,6 +62,9 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
     let rt = super::runtime(true)?;
-    rt.block_on(crate::reconcile::run(config, super::shutdown_signal()))?;
+    rt.block_on(crate::reconcile::run(
+        config,
+        crate::engine::serve::shutdown_signal(),
+    ))?;
     Ok(Exit::Ok)
 }

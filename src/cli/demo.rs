@@ -59,7 +59,7 @@ pub(super) fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
     let result = rt.block_on(async {
         tokio::select! {
             r = crate::demo::run(&opts, &mut console) => Some(r),
-            () = super::shutdown_signal() => None,
+            () = crate::engine::serve::shutdown_signal() => None,
         }
     });
     console.finish();

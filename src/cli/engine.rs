@@ -67,7 +67,8 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     use crate::engine::backend::MemoryBackend;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
-    use crate::engine::server::{self, Engine, EngineConfig};
+    use crate::engine::serve::{serve, shutdown_signal};
+    use crate::engine::server::{Engine, EngineConfig};
 
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -90,7 +91,6 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         );
     }
     let config = EngineConfig {
-        admin_token: token,
         max_body: args.max_body,
         max_artifact_body: args.max_artifact_body,
         shadow_queue: args.shadow_queue,
@@ -104,6 +104,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             probes: args.breaker_probes,
             ..BreakerConfig::default()
         },
+        ..EngineConfig::new(token)
     };
     let artifact = match &args.artifact {
         Some(path) => {
@@ -140,7 +141,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice engine listening");
-        server::serve(listener, engine, server::shutdown_signal())
+        serve(listener, engine, shutdown_signal())
             .await
             .context("serving")?;
         tracing::info!("sluice engine stopped");

@@ -1,11 +1,12 @@
 //! The engine's state backend: limit counters and approval queues behind one
-//! trait, in memory by default (a shared backend for a fleet implements the
-//! same trait), plus the hidden fault injector tests use to drive the
-//! circuit breaker and the clock.
+//! trait, in memory by default. A shared backend for a fleet implements the
+//! same trait, and so does any backend a caller of
+//! [`crate::engine::server::Engine::start`] passes (the tests pass one that
+//! fails or stalls on demand, to drive the circuit breaker).
+//!
+//! No policy logic here: a backend stores counters and approvals.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use crate::engine::approvals::{ApprovalStore, MemoryApprovalStore};
 use crate::eval::state::{
@@ -47,91 +48,43 @@ impl StateBackend for MemoryBackend {
     }
 }
 
-/// Faults to inject, for tests (hidden from the documentation; inert unless
-/// set): a failing or slow limit store, and a clock offset.
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct FaultInjector {
-    fail: AtomicBool,
-    delay_us: AtomicU64,
-    clock_offset: AtomicI64,
-}
+/// The backend's limit store, owned: what the engine counts with (behind
+/// its `next_window` graces). Every call goes to
+/// [`StateBackend::limits`].
+#[derive(Clone)]
+pub struct BackendLimits(Arc<dyn StateBackend>);
 
-impl FaultInjector {
-    /// Makes every counting or reading limit-store call fail (or not).
-    pub fn fail_store(&self, on: bool) {
-        self.fail.store(on, Relaxed);
-    }
-
-    /// Makes every counting or reading limit-store call take `d` longer.
-    pub fn delay_store(&self, d: Duration) {
-        self.delay_us
-            .store(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    /// Moves the engine's wall clock by `secs`.
-    pub fn advance_clock(&self, secs: i64) {
-        self.clock_offset.fetch_add(secs, Relaxed);
-    }
-
-    /// The clock offset in seconds.
-    pub fn clock_offset(&self) -> i64 {
-        self.clock_offset.load(Relaxed)
-    }
-
-    fn check(&self) -> Result<(), StateError> {
-        let delay = self.delay_us.load(Relaxed);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_micros(delay));
-        }
-        if self.fail.load(Relaxed) {
-            return Err(StateError::Unavailable("injected fault".to_string()));
-        }
-        Ok(())
-    }
-}
-
-/// The backend's limit store with the fault injector in front.
-pub struct FaultyStore {
-    backend: Arc<dyn StateBackend>,
-    faults: Arc<FaultInjector>,
-}
-
-impl std::fmt::Debug for FaultyStore {
+impl std::fmt::Debug for BackendLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyStore")
-            .field("faults", &self.faults)
-            .finish_non_exhaustive()
+        f.debug_struct("BackendLimits").finish_non_exhaustive()
     }
 }
 
-impl FaultyStore {
-    pub fn new(backend: Arc<dyn StateBackend>, faults: Arc<FaultInjector>) -> Self {
-        FaultyStore { backend, faults }
+impl BackendLimits {
+    pub fn new(backend: Arc<dyn StateBackend>) -> Self {
+        BackendLimits(backend)
     }
 }
 
-impl LimitStore for FaultyStore {
+impl LimitStore for BackendLimits {
     fn try_acquire(&self, key: LimitKey<'_>, window: Window, max: u64) -> Result<bool, StateError> {
-        self.faults.check()?;
-        self.backend.limits().try_acquire(key, window, max)
+        self.0.limits().try_acquire(key, window, max)
     }
 
     fn count(&self, key: LimitKey<'_>, window: Window) -> Result<u64, StateError> {
-        self.faults.check()?;
-        self.backend.limits().count(key, window)
+        self.0.limits().count(key, window)
     }
 
     fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
-        self.backend.limits().entries()
+        self.0.limits().entries()
     }
 
     fn put(&self, entry: &CounterEntry) -> Result<(), StateError> {
-        self.backend.limits().put(entry)
+        self.0.limits().put(entry)
     }
 
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
-        self.backend.limits().remove_limit(limit)
+        self.0.limits().remove_limit(limit)
     }
 }
 

@@ -19,8 +19,13 @@
 //!
 //! Admin routes need `Authorization: Bearer <token>`; the token is compared
 //! in constant time (`subtle`) over SHA-256 digests, so neither its content
-//! nor its length leaks through timing. Bad input is answered, not logged;
+//! nor its length leaks through timing ([`AdminToken`], which the reconcile
+//! daemon's control API uses too). Bad input is answered, not logged;
 //! internal errors are logged and answered with a generic message.
+//!
+//! The engine's operations fail with domain errors
+//! ([`crate::engine::error`], [`DecideError`]); this module alone decides
+//! their statuses (`impl From<…> for ApiError`).
 
 use std::sync::Arc;
 
@@ -28,7 +33,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -39,11 +44,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::route::RouteSpec;
-use crate::engine::approvals::Verdict;
+use crate::compile::artifact::ArtifactError;
+use crate::engine::approvals::{DecideError, Verdict};
+use crate::engine::error::{EvaluateError, RouteChangeError, StoreError, UploadError};
 use crate::engine::server::Engine;
 
 /// An API failure: the status and a message naming what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
     #[error("{0}")]
@@ -64,7 +71,7 @@ pub enum ApiError {
     Unavailable(String),
     /// Logged; the client gets a generic message.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -102,6 +109,70 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    fn internal(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal(Box::new(e))
+    }
+}
+
+impl From<EvaluateError> for ApiError {
+    fn from(e: EvaluateError) -> ApiError {
+        match e {
+            EvaluateError::Json(_) | EvaluateError::Request(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            EvaluateError::NoRoute => ApiError::Unavailable(e.to_string()),
+            EvaluateError::Render(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        match e {
+            UploadError::Artifact(ArtifactError::Decode { .. }) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            UploadError::Artifact(_) | UploadError::HashMismatch { .. } | UploadError::Load(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RouteChangeError> for ApiError {
+    fn from(e: RouteChangeError) -> ApiError {
+        match e {
+            RouteChangeError::Spec(_) | RouteChangeError::UnknownField { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            RouteChangeError::NotHeld { .. } => ApiError::Conflict(e.to_string()),
+            RouteChangeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> ApiError {
+        match e {
+            DecideError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            DecideError::AlreadyDecided(_) => ApiError::Conflict(e.to_string()),
+            DecideError::State(_) => ApiError::internal(e),
+        }
+    }
+}
+
+/// The artifact-loading task did not finish (it panicked or was cancelled).
+#[derive(Debug, thiserror::Error)]
+#[error("loading the artifact: {0}")]
+struct LoadTaskError(#[source] tokio::task::JoinError);
+
 /// A body that could not be read: too large (413) or broken (400).
 fn body_error(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -134,7 +205,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/state", get(get_state))
         .route("/v1/approvals/{id}", post(decide_approval))
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&engine),
+            AdminToken::new(&engine.config().admin_token),
             require_admin,
         ));
     Router::new()
@@ -148,28 +219,43 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
-/// The digest of a token, so that comparing takes the same time whatever
-/// the lengths.
-fn token_digest(t: &[u8]) -> [u8; 32] {
-    Sha256::digest(t).into()
+/// An admin bearer token, kept as its SHA-256 digest so that comparing
+/// takes the same time whatever the lengths.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
+}
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <this token>`
+    /// (surrounding blanks ignored), compared in constant time.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        given.is_some_and(|g| {
+            let digest: [u8; 32] = Sha256::digest(g.as_bytes()).into();
+            bool::from(digest.ct_eq(&self.0))
+        })
+    }
 }
 
 async fn require_admin(
-    State(engine): State<Arc<Engine>>,
+    State(token): State<AdminToken>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
-        return Err(ApiError::Unauthorized);
-    };
-    let expected = token_digest(engine.config().admin_token.as_bytes());
-    if bool::from(token_digest(given.as_bytes()).ct_eq(&expected)) {
+    if token.admits(req.headers()) {
         Ok(next.run(req).await)
     } else {
         Err(ApiError::Unauthorized)
@@ -248,7 +334,7 @@ async fn put_artifact(
     // request threads.
     let (created, summary) = tokio::task::spawn_blocking(move || engine.put_artifact(&hash, &body))
         .await
-        .map_err(|e| ApiError::Internal(format!("loading the artifact: {e}")))??;
+        .map_err(|e| ApiError::internal(LoadTaskError(e)))??;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -1,7 +1,8 @@
 //! The running engine: artifacts held, the route in force, state, breakers,
 //! stats, the shadow worker and the decision log — everything the HTTP
-//! layer ([`crate::engine::http`]) calls. No HTTP here except the error type
-//! the handlers answer with, and [`serve`].
+//! layer ([`crate::engine::http`]) calls. No HTTP here: operations fail with
+//! the domain errors of [`crate::engine::error`], which the HTTP layer maps
+//! to statuses.
 //!
 //! **Hot swap.** The route is one [`ArcSwapOption`]: a request loads it once
 //! and finishes on that snapshot (its evaluators and its stats); a route
@@ -10,45 +11,48 @@
 //! only by admins.
 //!
 //! **Failsafe.** When an artifact's breaker is open (or an evaluation
-//! fails), the request is not evaluated against state. The policies it falls
-//! under are found by a dry run against [`Saturated`] — conditions only, no
-//! limit store, no counting: the part of evaluation that cannot fail. Then:
-//! if any of them is `security` or `compliance`, the decision is `deny` with
-//! code `FAILSAFE` (one reason per such policy); else, if any is
-//! `operational`, `allow` with `audit: true`; if none matches, the project
-//! default, with `audit: true` (and code `FAILSAFE` when it is a deny).
-//! Failsafe decisions never queue approvals and never count limits.
+//! fails), the request gets the tier failsafe ([`crate::engine::failsafe`])
+//! instead: never evaluated against state, never queued for approval.
+//!
+//! Inside: `shadow` evaluates the candidate off the request path, `routes`
+//! changes the route and migrates state ([`Engine::set_route`]), `report`
+//! writes the stats and metrics documents.
+
+mod report;
+mod routes;
+mod shadow;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::evaluate::{EvalResponse, ResponseReason};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::api::state::{LiveState, PendingApproval};
-use crate::compile::artifact::{Artifact, ArtifactError};
-use crate::engine::approvals::{DecideError, NewApproval, Verdict};
-use crate::engine::backend::{FaultInjector, FaultyStore, Saturated, StateBackend};
+use crate::compile::artifact::Artifact;
+use crate::engine::approvals::{ApprovalRecord, DecideError, NewApproval, Verdict};
+use crate::engine::backend::{BackendLimits, StateBackend};
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, BreakerState, Transition};
-use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine, ShadowLine};
-use crate::engine::http::ApiError;
-use crate::engine::migrate::{Migration, OverrideStore, limits_in_force, plan_limits};
-use crate::engine::queue::{BatchQueue, POLL_BUSY, POLL_IDLE};
+use crate::engine::clock::{Clock, SystemClock, epoch_secs};
+use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine};
+use crate::engine::error::{EvaluateError, StoreError, UploadError};
+use crate::engine::failsafe::failsafe;
+use crate::engine::migrate::OverrideStore;
 use crate::engine::stats::{RouteStats, Sample};
-use crate::eval::request::Request;
 use crate::eval::response::ResponseContext;
-use crate::eval::state::LimitStore as _;
-use crate::eval::{EvalError, Evaluator, LimitMode, Outcome};
-use crate::model::ir::{DecisionKind, Effect, Tier};
+use crate::eval::state::{LimitStore as _, StateError};
+use crate::eval::{EvalError, Evaluator, Outcome};
+use crate::model::ir::{DecisionKind, Effect};
 
-/// The limit store evaluations use: the backend's, behind the fault
-/// injector and the `next_window` graces.
-pub type Limits = OverrideStore<FaultyStore>;
+pub use crate::engine::server::routes::RouteChange;
+
+/// The limit store evaluations use: the backend's, behind the
+/// `next_window` graces.
+type Limits = OverrideStore<BackendLimits>;
 
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct EngineConfig {
     pub breaker: BreakerConfig,
     /// Shadow evaluations waiting at most; more are dropped and counted.
     pub shadow_queue: usize,
+    /// The time limits are counted in (the system clock by default).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl EngineConfig {
@@ -72,6 +78,7 @@ impl EngineConfig {
             max_artifact_body: 64 << 20,
             breaker: BreakerConfig::default(),
             shadow_queue: 4096,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -138,15 +145,6 @@ impl Active {
     }
 }
 
-/// What `PUT /v1/route` answers.
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteChange {
-    pub version: u64,
-    pub route: RouteSpec,
-    /// The state migrations the change applied.
-    pub migrations: Vec<Migration>,
-}
-
 /// What `PUT /v1/artifacts/{hash}` answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArtifactSummary {
@@ -163,17 +161,6 @@ pub struct ArtifactSummary {
     pub breaker: BreakerState,
 }
 
-struct ShadowJob {
-    route: Arc<Active>,
-    request: Value,
-    /// The request as stable decoded it; the candidate reuses it when both
-    /// artifacts have the same schema (the usual case).
-    decoded: Request,
-    stable: DecisionKind,
-    now: u64,
-    line: Option<Box<EvaluationLine>>,
-}
-
 /// The engine. Shared by every handler as `Arc<Engine>`.
 pub struct Engine {
     config: EngineConfig,
@@ -183,9 +170,7 @@ pub struct Engine {
     backend: Arc<dyn StateBackend>,
     limits: Arc<Limits>,
     log: Arc<DecisionLog>,
-    shadow: Arc<BatchQueue<ShadowJob>>,
-    shadow_dropped: AtomicU64,
-    faults: Arc<FaultInjector>,
+    shadow: shadow::Shadow,
     seq: AtomicU64,
     boot: u64,
 }
@@ -197,10 +182,6 @@ impl std::fmt::Debug for Engine {
             .field("route", &self.route.load().as_ref().map(|r| r.version))
             .finish_non_exhaustive()
     }
-}
-
-fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn micros(d: Duration) -> u64 {
@@ -217,9 +198,22 @@ pub enum StartError {
     NoToken,
 }
 
+/// Why a request was not evaluated against state (the failsafe answers
+/// instead); written to the decision log.
+#[derive(Debug, thiserror::Error)]
+enum Unevaluated {
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("no require_approval reason")]
+    NoApprovalReason,
+    /// The approval could not be queued.
+    #[error(transparent)]
+    Enqueue(StateError),
+}
+
 impl Engine {
-    /// Starts an engine: spawns the shadow worker and the housekeeping task
-    /// on the current tokio runtime.
+    /// Starts an engine on `backend`: spawns the shadow worker and the
+    /// housekeeping task on the current tokio runtime.
     pub fn start(
         config: EngineConfig,
         backend: Arc<dyn StateBackend>,
@@ -229,18 +223,14 @@ impl Engine {
         if config.admin_token.is_empty() {
             return Err(StartError::NoToken);
         }
-        let faults = Arc::new(FaultInjector::default());
-        let limits = Arc::new(OverrideStore::new(FaultyStore::new(
-            Arc::clone(&backend),
-            Arc::clone(&faults),
-        )));
+        let limits = Arc::new(OverrideStore::new(BackendLimits::new(Arc::clone(&backend))));
         let log = Arc::new(log);
-        let shadow = Arc::new(BatchQueue::new(config.shadow_queue));
-        rt.spawn(shadow_worker(
-            Arc::clone(&shadow),
+        let shadow = shadow::Shadow::start(
+            &rt,
+            config.shadow_queue,
             Arc::clone(&limits),
             Arc::clone(&log),
-        ));
+        );
         let engine = Arc::new(Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
@@ -250,8 +240,6 @@ impl Engine {
             limits,
             log,
             shadow,
-            shadow_dropped: AtomicU64::new(0),
-            faults,
             seq: AtomicU64::new(0),
             boot: epoch_secs(SystemTime::now()),
         });
@@ -263,22 +251,10 @@ impl Engine {
         &self.config
     }
 
-    /// The fault injector (tests).
-    #[doc(hidden)]
-    pub fn faults(&self) -> &FaultInjector {
-        &self.faults
-    }
-
-    /// Holds the shadow worker back (or lets it go on): a test hook.
-    #[doc(hidden)]
-    pub fn hold_shadow(&self, on: bool) {
-        self.shadow.hold(on);
-    }
-
-    /// The wall clock the engine counts limits with, in seconds since the
-    /// epoch.
+    /// The time the engine counts limits in, in seconds since the epoch
+    /// (the configured [`Clock`]).
     pub fn now_secs(&self) -> u64 {
-        epoch_secs(SystemTime::now()).saturating_add_signed(self.faults.clock_offset())
+        self.config.clock.now_secs()
     }
 
     /// The route in force.
@@ -295,23 +271,21 @@ impl Engine {
     // Evaluation.
 
     /// Evaluates one request body; returns the response document's bytes.
-    pub fn evaluate(&self, body: &[u8], request_id: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    pub fn evaluate(
+        &self,
+        body: &[u8],
+        request_id: Option<&str>,
+    ) -> Result<Vec<u8>, EvaluateError> {
         let started = Instant::now();
-        let json: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the request is not valid JSON: {e}")))?;
+        let json: Value = serde_json::from_slice(body).map_err(EvaluateError::Json)?;
         let guard = self.route.load();
         let Some(route) = guard.as_ref() else {
-            return Err(ApiError::Unavailable(
-                "no route: upload an artifact (PUT /v1/artifacts/{hash}) and set a route (PUT /v1/route)"
-                    .to_string(),
-            ));
+            return Err(EvaluateError::NoRoute);
         };
         let (cohort, in_cohort) = route.route(&json);
         let held = route.held(cohort);
         let ev = &held.evaluator;
-        let req = ev
-            .decode(&json)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let req = ev.decode(&json)?;
         let now = self.now_secs();
         let stage = route.spec.stage.as_deref();
 
@@ -324,20 +298,20 @@ impl Engine {
             let t0 = Instant::now();
             let result = ev
                 .evaluate(&req, now, &*self.limits)
-                .map_err(|e| e.to_string());
-            let result = result.and_then(|o| {
-                if o.decision() == DecisionKind::RequireApproval {
-                    approval_id = Some(self.enqueue(ev, &o, &json, now)?);
-                }
-                Ok(o)
-            });
+                .map_err(Unevaluated::from)
+                .and_then(|o| {
+                    if o.decision() == DecisionKind::RequireApproval {
+                        approval_id = Some(self.enqueue(ev, &o, &json, now)?);
+                    }
+                    Ok(o)
+                });
             let t = held
                 .breaker
                 .record(Instant::now(), admit, result.is_ok(), t0.elapsed());
             self.log_transition(held.hash(), t);
             match result {
                 Ok(o) => outcome = Some(o),
-                Err(e) => error = Some(e),
+                Err(e) => error = Some(e.to_string()),
             }
         }
         let cx = ResponseContext {
@@ -350,8 +324,7 @@ impl Engine {
             Some(o) => ev.respond(&req, o, &cx),
             None => failsafe(ev, &req, now, &cx),
         };
-        let bytes = serde_json::to_vec(&response)
-            .map_err(|e| ApiError::Internal(format!("rendering the response: {e}")))?;
+        let bytes = serde_json::to_vec(&response).map_err(EvaluateError::Render)?;
         let latency = started.elapsed();
         if let Some(stats) = route.stats.cohort(cohort) {
             stats.record(Sample {
@@ -390,7 +363,7 @@ impl Engine {
             })
         });
         if shadowed {
-            let job = ShadowJob {
+            let job = shadow::ShadowJob {
                 route: Arc::clone(route),
                 request: json,
                 decoded: req,
@@ -398,8 +371,7 @@ impl Engine {
                 now,
                 line,
             };
-            if let Err(job) = self.shadow.push(job) {
-                self.shadow_dropped.fetch_add(1, Relaxed);
+            if let Err(job) = self.shadow.send(job) {
                 route.stats.shadow_dropped.fetch_add(1, Relaxed);
                 // The evaluation is still logged, without its shadow side.
                 if let Some(mut line) = job.line {
@@ -426,12 +398,12 @@ impl Engine {
         outcome: &Outcome,
         request: &Value,
         now: u64,
-    ) -> Result<String, String> {
+    ) -> Result<String, Unevaluated> {
         let Some(reason) = ev
             .reasons(outcome)
             .find(|r| r.decision() == DecisionKind::RequireApproval)
         else {
-            return Err("no require_approval reason".to_string());
+            return Err(Unevaluated::NoApprovalReason);
         };
         let (group, via) = match reason.effect {
             Effect::RequireApproval { group, via, .. } => (group.clone(), via.clone()),
@@ -447,7 +419,7 @@ impl Engine {
                 created: now,
                 request: request.clone(),
             })
-            .map_err(|e| e.to_string())
+            .map_err(Unevaluated::Enqueue)
     }
 
     fn log_transition(&self, artifact: &str, t: Option<Transition>) {
@@ -476,22 +448,18 @@ impl Engine {
         &self,
         hash: &str,
         body: &[u8],
-    ) -> Result<(bool, ArtifactSummary), ApiError> {
-        let artifact = Artifact::from_bytes(body).map_err(|e| match e {
-            ArtifactError::Decode { .. } => ApiError::BadRequest(e.to_string()),
-            _ => ApiError::Unprocessable(e.to_string()),
-        })?;
+    ) -> Result<(bool, ArtifactSummary), UploadError> {
+        let artifact = Artifact::from_bytes(body)?;
         if artifact.hash != hash {
-            return Err(ApiError::Unprocessable(format!(
-                "the artifact's hash `{}` differs from `{hash}` in the path",
-                artifact.hash
-            )));
+            return Err(UploadError::HashMismatch {
+                found: artifact.hash,
+                path: hash.to_string(),
+            });
         }
         if let Some(held) = self.held(hash) {
             return Ok((false, self.summary(&held)));
         }
-        let evaluator = Evaluator::new(&artifact)
-            .map_err(|e| ApiError::Unprocessable(format!("the artifact cannot be loaded: {e}")))?;
+        let evaluator = Evaluator::new(&artifact).map_err(UploadError::Load)?;
         let held = Arc::new(Held {
             evaluator,
             breaker: Breaker::new(self.config.breaker, Instant::now()),
@@ -543,146 +511,7 @@ impl Engine {
     }
 
     // -----------------------------------------------------------------------
-    // Routing and migrations.
-
-    /// Sets the route; applies the state migrations the change implies.
-    pub fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, ApiError> {
-        let spec = spec
-            .normalize()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let _serial = self.route_change.lock().unwrap_or_else(|e| e.into_inner());
-        let missing = |role: &str, hash: &str| {
-            ApiError::Conflict(format!(
-                "the {role} artifact `{hash}` is not held by this engine: upload it first (PUT /v1/artifacts/{hash})"
-            ))
-        };
-        let stable = self
-            .held(&spec.stable)
-            .ok_or_else(|| missing("stable", &spec.stable))?;
-        let candidate = match &spec.candidate {
-            Some(c) => Some(self.held(c).ok_or_else(|| missing("candidate", c))?),
-            None => None,
-        };
-        if let Some(c) = &candidate {
-            for held in [&stable, c] {
-                let schema = held.evaluator.schema();
-                let fields = std::iter::once(spec.hash_key.as_str())
-                    .chain(spec.match_.keys().map(String::as_str));
-                for f in fields {
-                    if schema.get(f).is_none() {
-                        let what = if f == spec.hash_key {
-                            "hash_key"
-                        } else {
-                            "match"
-                        };
-                        return Err(ApiError::BadRequest(format!(
-                            "`{what}` names `{f}`, which is not a field of artifact `{}`",
-                            held.hash()
-                        )));
-                    }
-                }
-            }
-        }
-        let now = self.now_secs();
-        let old = self.route.load_full();
-        let version = old.as_ref().map_or(1, |o| o.version + 1);
-        let stats = RouteStats::new(
-            &spec.stable,
-            candidate.as_ref().zip(spec.mode).map(|(c, m)| {
-                (
-                    c.hash(),
-                    match m {
-                        Mode::Shadow => Cohort::Shadow,
-                        Mode::Split => Cohort::Candidate,
-                    },
-                )
-            }),
-        );
-        let new = Arc::new(Active {
-            version,
-            matcher: Matcher::new(&spec),
-            spec: spec.clone(),
-            since: now,
-            stable,
-            candidate,
-            stats,
-        });
-
-        let mut migrations = Vec::new();
-        if let Some(old) = &old {
-            let before = limits_in_force(old.stable.evaluator.artifact(), old.split_candidate());
-            let after = limits_in_force(new.stable.evaluator.artifact(), new.split_candidate());
-            if before != after {
-                let counters = self
-                    .limits
-                    .entries()
-                    .map_err(|e| ApiError::Internal(format!("reading counters: {e}")))?;
-                let plan = plan_limits(&before, &after, &counters, &self.limits.overrides(), now);
-                for limit in &plan.drop {
-                    self.limits
-                        .remove_limit(limit)
-                        .map_err(|e| ApiError::Internal(format!("dropping counters: {e}")))?;
-                }
-                self.limits.apply(&plan, now);
-                migrations = plan.migrations;
-            }
-        }
-        self.route.store(Some(Arc::clone(&new)));
-        if old
-            .as_ref()
-            .is_some_and(|o| o.enforcing() != new.enforcing())
-        {
-            migrations.extend(self.migrate_approvals(&new, now)?);
-        }
-
-        self.log.send(LogLine::Route(EventLine::now(json!({
-            "version": version,
-            "route": &spec,
-        }))));
-        for m in &migrations {
-            tracing::info!(migration = ?m, "state migration");
-            if let Ok(Value::Object(mut event)) = serde_json::to_value(m) {
-                event.insert("route_version".to_string(), json!(version));
-                self.log
-                    .send(LogLine::Migration(EventLine::now(Value::Object(event))));
-            }
-        }
-        Ok(RouteChange {
-            version,
-            route: spec,
-            migrations,
-        })
-    }
-
-    /// Resolves waiting requests whose rule the new route no longer has, or
-    /// no longer covers them.
-    fn migrate_approvals(&self, route: &Active, now: u64) -> Result<Vec<Migration>, ApiError> {
-        let store = self.backend.approvals();
-        let pending = store
-            .pending()
-            .map_err(|e| ApiError::Internal(format!("reading approvals: {e}")))?;
-        let mut out = Vec::new();
-        for p in pending {
-            let (cohort, _) = route.route(&p.request);
-            let Some(reason) = uncovered(&route.held(cohort).evaluator, &p, now) else {
-                continue;
-            };
-            match store.decide(&p.id, Verdict::Reject, "sluice", Some(reason), now) {
-                Ok(_) | Err(DecideError::NotFound(_) | DecideError::AlreadyDecided(_)) => {}
-                Err(e) => return Err(ApiError::Internal(e.to_string())),
-            }
-            out.push(Migration::ApprovalResolved {
-                id: p.id,
-                policy: p.policy,
-                rule: p.rule,
-                reason: reason.to_string(),
-            });
-        }
-        Ok(out)
-    }
-
-    // -----------------------------------------------------------------------
-    // Approvals, state, stats.
+    // Approvals and state.
 
     /// Approves or rejects a waiting request.
     pub fn decide(
@@ -691,16 +520,11 @@ impl Engine {
         decision: Verdict,
         by: &str,
         reason: Option<&str>,
-    ) -> Result<crate::engine::approvals::ApprovalRecord, ApiError> {
+    ) -> Result<ApprovalRecord, DecideError> {
         let record = self
             .backend
             .approvals()
-            .decide(id, decision, by, reason, self.now_secs())
-            .map_err(|e| match e {
-                DecideError::NotFound(_) => ApiError::NotFound(e.to_string()),
-                DecideError::AlreadyDecided(_) => ApiError::Conflict(e.to_string()),
-                DecideError::State(_) => ApiError::Internal(e.to_string()),
-            })?;
+            .decide(id, decision, by, reason, self.now_secs())?;
         self.log.send(LogLine::Approval(EventLine::now(json!({
             "id": record.id,
             "decision": record.decision,
@@ -713,12 +537,12 @@ impl Engine {
     }
 
     /// The live state: current-window counters and waiting requests.
-    pub fn live_state(&self) -> Result<LiveState, ApiError> {
+    pub fn live_state(&self) -> Result<LiveState, StoreError> {
         let now = self.now_secs();
         let counters = self
             .limits
             .entries()
-            .map_err(|e| ApiError::Internal(format!("reading counters: {e}")))?
+            .map_err(StoreError::ReadCounters)?
             .into_iter()
             .filter(|c| c.window.end() > now)
             .collect();
@@ -726,7 +550,7 @@ impl Engine {
             .backend
             .approvals()
             .pending()
-            .map_err(|e| ApiError::Internal(format!("reading approvals: {e}")))?;
+            .map_err(StoreError::ReadApprovals)?;
         Ok(LiveState {
             artifact: self.route.load().as_ref().map(|r| r.spec.stable.clone()),
             time: now,
@@ -735,297 +559,13 @@ impl Engine {
         })
     }
 
-    /// The `GET /v1/stats` document.
-    pub fn stats(&self) -> Value {
-        let route = self.route.load_full();
-        let cohorts = route
-            .as_ref()
-            .map(|r| r.stats.reports(r.spec.stage.as_deref()))
-            .unwrap_or_default();
-        json!({
-            "route": route.as_ref().map(|r| json!({
-                "version": r.version,
-                "since": r.since,
-                "stable": r.spec.stable,
-                "candidate": r.spec.candidate,
-                "mode": r.spec.mode,
-                "percent": r.spec.percent,
-                "stage": r.spec.stage,
-            })),
-            "cohorts": cohorts,
-            "shadow_dropped": route.as_ref().map_or(0, |r| r.stats.shadow_dropped.load(Relaxed)),
-            "shadow_dropped_total": self.shadow_dropped.load(Relaxed),
-            "decision_log": {"written": self.log.written(), "dropped": self.log.dropped()},
-            "breakers": self.artifacts().iter().map(|a| json!({
-                "artifact": a.hash, "state": a.breaker,
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    /// The `GET /metrics` text.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::with_capacity(4096);
-        let route = self.route.load_full();
-        if let Some(r) = &route {
-            crate::engine::stats::write_prometheus(
-                &mut out,
-                &r.stats.reports(r.spec.stage.as_deref()),
-            );
-        }
-        let stage = route
-            .as_ref()
-            .and_then(|r| r.spec.stage.clone())
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "# HELP sluice_route_version Route changes since the engine started.\n# TYPE sluice_route_version gauge\nsluice_route_version{{stage=\"{}\"}} {}",
-            crate::engine::stats::label(&stage),
-            route.as_ref().map_or(0, |r| r.version)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_shadow_dropped_total Shadow evaluations dropped because the queue was full.\n# TYPE sluice_shadow_dropped_total counter\nsluice_shadow_dropped_total {}",
-            self.shadow_dropped.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_decision_log_dropped_total Decision log lines dropped because the queue was full.\n# TYPE sluice_decision_log_dropped_total counter\nsluice_decision_log_dropped_total {}",
-            self.log.dropped()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_breaker_state Circuit breaker state per artifact (1 for the current state).\n# TYPE sluice_breaker_state gauge"
-        );
-        for a in self.artifacts() {
-            for s in [
-                BreakerState::Closed,
-                BreakerState::Open,
-                BreakerState::HalfOpen,
-            ] {
-                let _ = writeln!(
-                    out,
-                    "sluice_breaker_state{{artifact=\"{}\",state=\"{}\"}} {}",
-                    crate::engine::stats::label(&a.hash),
-                    s.as_str(),
-                    u8::from(a.breaker == s)
-                );
-            }
-        }
-        out
-    }
-
     /// Waits for queued shadow evaluations, then writes out and closes the
     /// decision log. Called once the server has stopped taking requests.
     pub async fn shutdown(&self) {
-        self.shadow.close();
-        if !self.shadow.drained(Duration::from_secs(10)).await {
+        if !self.shadow.close(Duration::from_secs(10)).await {
             tracing::warn!("shadow evaluations still queued at shutdown");
         }
         self.log.close().await;
-    }
-}
-
-/// Why a waiting request is no longer covered by `ev` (`None`: it is).
-fn uncovered(ev: &Evaluator, p: &PendingApproval, now: u64) -> Option<&'static str> {
-    let asks = |e: &Effect| matches!(e, Effect::RequireApproval { .. });
-    let exists = ev.artifact().policies.iter().any(|pol| {
-        pol.name == p.policy
-            && (pol
-                .rules
-                .iter()
-                .any(|r| r.name == p.rule && asks(&r.effect))
-                || pol
-                    .limits
-                    .iter()
-                    .any(|l| l.name == p.rule && asks(&l.exceed)))
-    });
-    if !exists {
-        return Some("rule removed");
-    }
-    let Ok(req) = ev.decode(&p.request) else {
-        return Some("rule narrowed");
-    };
-    let mut out = Outcome::default();
-    if ev
-        .evaluate_into(&req, now, &Saturated, LimitMode::DryRun, &mut out)
-        .is_err()
-    {
-        return Some("rule narrowed");
-    }
-    let covered = ev.reasons(&out).any(|r| {
-        r.policy == p.policy && r.rule == p.rule && r.decision() == DecisionKind::RequireApproval
-    });
-    (!covered).then_some("rule narrowed")
-}
-
-/// The tier failsafe for `req` (see the module doc).
-pub fn failsafe(ev: &Evaluator, req: &Request, now: u64, cx: &ResponseContext<'_>) -> EvalResponse {
-    let mut probe = Outcome::default();
-    // Saturated never fails; on a schema mismatch nothing matches.
-    let _ = ev.evaluate_into(req, now, &Saturated, LimitMode::DryRun, &mut probe);
-    let mut closed: Vec<(String, String, Tier)> = Vec::new();
-    let mut open: Vec<(String, String, Tier)> = Vec::new();
-    for r in ev.reasons(&probe) {
-        let list = match r.tier {
-            Tier::Security | Tier::Compliance => &mut closed,
-            Tier::Operational => &mut open,
-        };
-        if !list.iter().any(|(p, _, _)| p == r.policy) {
-            list.push((r.policy.to_string(), r.version.to_string(), r.tier));
-        }
-    }
-    let reason = |(policy, version, tier): (String, String, Tier), effect: DecisionKind| {
-        let (code, text) = match effect {
-            DecisionKind::Deny => (
-                Some("FAILSAFE".to_string()),
-                format!(
-                    "the engine cannot evaluate this request now: {} policy `{policy}` fails closed",
-                    tier.as_str()
-                ),
-            ),
-            _ => (
-                None,
-                format!(
-                    "the engine cannot evaluate this request now: {} policy `{policy}` fails open",
-                    tier.as_str()
-                ),
-            ),
-        };
-        ResponseReason {
-            policy,
-            version,
-            rule: "failsafe".to_string(),
-            effect,
-            code,
-            text: Some(text),
-            group: None,
-            via: None,
-            limit: false,
-        }
-    };
-    let (decision, reasons, audit) = if !closed.is_empty() {
-        let rs = closed
-            .into_iter()
-            .map(|p| reason(p, DecisionKind::Deny))
-            .collect();
-        (DecisionKind::Deny, rs, false)
-    } else if !open.is_empty() {
-        let rs = open
-            .into_iter()
-            .map(|p| reason(p, DecisionKind::Allow))
-            .collect();
-        (DecisionKind::Allow, rs, true)
-    } else {
-        let default = ev.artifact().default;
-        let rs = if default == DecisionKind::Deny {
-            vec![ResponseReason {
-                policy: String::new(),
-                version: String::new(),
-                rule: "failsafe".to_string(),
-                effect: DecisionKind::Deny,
-                code: Some("FAILSAFE".to_string()),
-                text: Some(
-                    "the engine cannot evaluate this request now: no policy matches and the project default is deny"
-                        .to_string(),
-                ),
-                group: None,
-                via: None,
-                limit: false,
-            }]
-        } else {
-            Vec::new()
-        };
-        (default, rs, true)
-    };
-    EvalResponse {
-        decision,
-        approval_id: None,
-        reasons,
-        artifact: ev.hash().to_string(),
-        cohort: cx.cohort.map(str::to_string),
-        stage: cx.stage.map(str::to_string),
-        audit,
-        modifications: Vec::new(),
-        request: None,
-    }
-}
-
-/// Evaluates queued shadow jobs: the candidate in dry run (no counting),
-/// its figures in the shadow cohort, the comparison, and the log line.
-///
-/// A task on the engine's runtime, so shadow work shares the request
-/// threads in proportion instead of starving as a thread of its own on a
-/// busy machine; it polls the queue (see [`BatchQueue`]) and stops when the
-/// engine is gone or the queue is closed and drained.
-async fn shadow_worker(
-    queue: Arc<BatchQueue<ShadowJob>>,
-    limits: Arc<Limits>,
-    log: Arc<DecisionLog>,
-) {
-    let mut batch = Vec::new();
-    let mut outcome = Outcome::default();
-    loop {
-        queue.take(&mut batch);
-        let n = batch.len();
-        if n > 0 {
-            for job in batch.drain(..) {
-                shadow_one(job, &limits, &log, &mut outcome);
-            }
-            queue.done(n);
-        } else if queue.is_closed() || Arc::strong_count(&queue) == 1 {
-            // The engine holds the other reference.
-            return;
-        }
-        tokio::time::sleep(if n > 0 { POLL_BUSY } else { POLL_IDLE }).await;
-    }
-}
-
-fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut Outcome) {
-    let Some(candidate) = &job.route.candidate else {
-        return;
-    };
-    let Some(stats) = job.route.stats.cohort(Cohort::Shadow) else {
-        return;
-    };
-    let ev = &candidate.evaluator;
-    let t0 = Instant::now();
-    let result = match ev.evaluate_into(&job.decoded, job.now, limits, LimitMode::DryRun, outcome) {
-        // Another schema: decode the request for the candidate.
-        Err(EvalError::SchemaMismatch) => ev
-            .decode(&job.request)
-            .map_err(|e| format!("bad request for the candidate: {e}"))
-            .and_then(|req| {
-                ev.evaluate_into(&req, job.now, limits, LimitMode::DryRun, outcome)
-                    .map_err(|e| e.to_string())
-            }),
-        other => other.map_err(|e| e.to_string()),
-    };
-    let latency = t0.elapsed();
-    let decision = result.as_ref().ok().map(|()| outcome.decision());
-    stats.record(Sample {
-        decision: decision.unwrap_or(DecisionKind::Allow),
-        error: decision.is_none(),
-        failsafe: false,
-        latency,
-    });
-    if let Some(d) = decision {
-        stats.record_pair(job.stable, d);
-    }
-    if let Some(mut line) = job.line {
-        line.shadow = Some(ShadowLine {
-            artifact: candidate.hash().to_string(),
-            decision,
-            reasons: match decision {
-                Some(_) => ev.reasons(outcome).map(ResponseReason::from).collect(),
-                None => Vec::new(),
-            },
-            error: result.err(),
-            latency_us: micros(latency),
-        });
-        line.diverged = Some(decision != Some(job.stable));
-        line.request = job.request;
-        log.send(LogLine::Evaluation(line));
     }
 }
 
@@ -1042,52 +582,4 @@ async fn housekeeping(engine: std::sync::Weak<Engine>) {
         engine.backend.expire(now);
         engine.limits.apply(&Default::default(), now);
     }
-}
-
-/// Serves `engine` on `listener` until `shutdown` completes, then lets
-/// requests in flight finish, waits for queued shadow evaluations and
-/// closes the decision log.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    engine: Arc<Engine>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let app = crate::engine::http::router(Arc::clone(&engine));
-    // Decisions are small and latency-bound: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    engine.shutdown().await;
-    Ok(())
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -19,6 +19,7 @@
 
 use serde_json::{Map, Value as Json};
 
+use crate::eval::Fnv1a;
 use crate::model::ir::{FieldDecl, Type};
 use crate::model::schema::Schema;
 
@@ -195,21 +196,14 @@ pub fn field_index(schema: &Schema, path: &str) -> Option<usize> {
 /// A stable fingerprint of a schema's fields (paths, types, optionality):
 /// FNV-1a over their text, so equal schemas agree across processes.
 pub fn schema_fingerprint(schema: &Schema) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(PRIME);
-        }
-    };
+    let mut h = Fnv1a::new();
     for f in &schema.fields {
-        feed(f.path.as_bytes());
-        feed(&[0]);
-        feed(f.ty.as_str().as_bytes());
-        feed(if f.optional { b"?\x00" } else { b"\x00" });
+        h.write(f.path.as_bytes());
+        h.write(&[0]);
+        h.write(f.ty.as_str().as_bytes());
+        h.write(if f.optional { b"?\x00" } else { b"\x00" });
     }
-    h
+    h.finish()
 }
 
 /// A request that cannot be decoded. Every variant names the field.

@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::eval::Fnv1a;
+
 pub use crate::api::state::{CounterEntry, Window};
 
 /// Which counter: the limit and the key within it.
@@ -93,12 +95,11 @@ impl MemoryLimitStore {
     fn shard(&self, key: LimitKey<'_>) -> Option<MutexGuard<'_, Shard>> {
         // FNV-1a: shard choice needs spread, not resistance to crafted keys
         // (the maps inside keep std's keyed hashing).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.limit.bytes().chain([0]).chain(key.key.bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let i = (h % SHARDS as u64) as usize;
+        let mut h = Fnv1a::new();
+        h.write(key.limit.as_bytes());
+        h.write(&[0]);
+        h.write(key.key.as_bytes());
+        let i = (h.finish() % SHARDS as u64) as usize;
         // A poisoned lock only means another thread panicked mid-update of
         // plain counters; the data is still usable.
         self.shards

@@ -25,10 +25,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::api::route::RouteSpec;
+use crate::engine::http::AdminToken;
 use crate::rollout::machine::{
     Command, Paused, Quarantined, Refused, Release, ReplaySummary, Transition,
 };
@@ -123,7 +123,7 @@ pub struct RevertStatus {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    token: [u8; 32],
+    token: AdminToken,
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<CommandRequest>,
     hook: Arc<Notify>,
@@ -137,16 +137,12 @@ impl ApiState {
         hook: Arc<Notify>,
     ) -> ApiState {
         ApiState {
-            token: digest(token.as_bytes()),
+            token: AdminToken::new(token),
             status,
             commands,
             hook,
         }
     }
-}
-
-fn digest(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
 }
 
 /// The control API.
@@ -168,20 +164,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| digest(t.trim().as_bytes()));
-    // Compare digests without stopping at the first difference.
-    let ok = given.is_some_and(|g| {
-        g.iter()
-            .zip(&s.token)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
-    if !ok {
+    if !s.token.admits(req.headers()) {
         let mut resp = error(
             StatusCode::UNAUTHORIZED,
             "the control API needs `Authorization: Bearer <admin token>`",

@@ -1,0 +1,81 @@
+//! The errors of the engine's operations, as the domain sees them: what
+//! went wrong, with the error underneath as the source.
+//!
+//! No HTTP here. [`crate::engine::http`] maps each variant to a status and
+//! an `{"error": …}` body; the messages below are those bodies.
+
+use crate::api::route::RouteError;
+use crate::compile::artifact::ArtifactError;
+use crate::engine::approvals::DecideError;
+use crate::eval::LoadError;
+use crate::eval::request::RequestError;
+use crate::eval::state::StateError;
+
+/// A request body the engine cannot answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvaluateError {
+    #[error("the request is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error(
+        "no route: upload an artifact (PUT /v1/artifacts/{{hash}}) and set a route (PUT /v1/route)"
+    )]
+    NoRoute,
+    /// The request does not fit the routed artifact's schema.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("rendering the response: {0}")]
+    Render(#[source] serde_json::Error),
+}
+
+/// An artifact upload the engine refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// The body is not an artifact, or its hash does not verify.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("the artifact's hash `{found}` differs from `{path}` in the path")]
+    HashMismatch { found: String, path: String },
+    #[error("the artifact cannot be loaded: {0}")]
+    Load(#[source] LoadError),
+}
+
+/// A route the engine cannot put in force.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteChangeError {
+    /// The route document does not make sense.
+    #[error(transparent)]
+    Spec(#[from] RouteError),
+    #[error(
+        "the {role} artifact `{hash}` is not held by this engine: upload it first (PUT /v1/artifacts/{hash})"
+    )]
+    NotHeld { role: &'static str, hash: String },
+    /// `hash_key` or a `match` key is not a field of a routed artifact.
+    #[error("`{what}` names `{field}`, which is not a field of artifact `{artifact}`")]
+    UnknownField {
+        what: &'static str,
+        field: String,
+        artifact: String,
+    },
+    /// The state migrations could not be applied.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The state backend failed while the engine read or migrated state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("reading counters: {0}")]
+    ReadCounters(#[source] StateError),
+    #[error("dropping counters: {0}")]
+    DropCounters(#[source] StateError),
+    #[error("reading approvals: {0}")]
+    ReadApprovals(#[source] StateError),
+    /// A waiting request the route change no longer covers could not be
+    /// resolved.
+    #[error(transparent)]
+    ResolveApproval(DecideError),
+}

@@ -1,0 +1,195 @@
+//! Shadow evaluation: in shadow mode the candidate evaluates each request of
+//! its cohort besides stable, off the request path, in dry run (it counts
+//! no limit); its figures go to the shadow cohort, the comparison to the
+//! stats and the decision log.
+//!
+//! Requests hand jobs over through a bounded tokio channel with `try_send`:
+//! the request path never blocks or awaits it. When the channel is full the
+//! job is handed back, dropped and counted. One task on the engine's
+//! runtime drains the channel in batches (`recv_many`), so shadow work
+//! shares the request threads in proportion instead of starving as a thread
+//! of its own on a busy machine. It stops when the engine is gone, or on
+//! [`Shadow::close`] once the queued jobs are done.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::api::evaluate::ResponseReason;
+use crate::api::route::Cohort;
+use crate::engine::decision_log::{DecisionLog, EvaluationLine, LogLine, ShadowLine};
+use crate::engine::server::{Active, Limits, micros};
+use crate::engine::stats::Sample;
+use crate::eval::request::{Request, RequestError};
+use crate::eval::{EvalError, LimitMode, Outcome};
+use crate::model::ir::DecisionKind;
+
+/// Jobs the worker takes off the channel at most at once.
+const BATCH: usize = 256;
+
+/// One request for the candidate.
+pub(super) struct ShadowJob {
+    pub(super) route: Arc<Active>,
+    pub(super) request: Value,
+    /// The request as stable decoded it; the candidate reuses it when both
+    /// artifacts have the same schema (the usual case).
+    pub(super) decoded: Request,
+    pub(super) stable: DecisionKind,
+    pub(super) now: u64,
+    pub(super) line: Option<Box<EvaluationLine>>,
+}
+
+/// The sending side of the shadow worker, owned by the engine.
+#[derive(Debug)]
+pub(super) struct Shadow {
+    jobs: mpsc::Sender<ShadowJob>,
+    /// Jobs dropped because the channel was full or closed, since start.
+    dropped: AtomicU64,
+    stop: Arc<Notify>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shadow {
+    /// Spawns the worker on `rt` with a channel of `capacity` jobs.
+    pub(super) fn start(
+        rt: &tokio::runtime::Handle,
+        capacity: usize,
+        limits: Arc<Limits>,
+        log: Arc<DecisionLog>,
+    ) -> Shadow {
+        let (jobs, rx) = mpsc::channel(capacity.max(1));
+        let stop = Arc::new(Notify::new());
+        let worker = rt.spawn(worker(rx, Arc::clone(&stop), limits, log));
+        Shadow {
+            jobs,
+            dropped: AtomicU64::new(0),
+            stop,
+            worker: Mutex::new(Some(worker)),
+        }
+    }
+
+    /// Queues `job` without waiting; hands it back (and counts it dropped)
+    /// when the channel is full or closed.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the refused job comes back by value to be logged; boxing it would allocate on the request path"
+    )]
+    pub(super) fn send(&self, job: ShadowJob) -> Result<(), ShadowJob> {
+        self.jobs.try_send(job).map_err(|e| {
+            self.dropped.fetch_add(1, Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// Jobs dropped since start.
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Refuses further jobs and waits, at most `limit`, for the worker to
+    /// finish those queued. Returns whether it did.
+    pub(super) async fn close(&self, limit: Duration) -> bool {
+        self.stop.notify_one();
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match worker {
+            Some(handle) => tokio::time::timeout(limit, handle).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// Drains the channel in batches until every sender is gone (the engine
+/// was dropped) or `stop` is notified, then finishes what is queued.
+async fn worker(
+    mut rx: mpsc::Receiver<ShadowJob>,
+    stop: Arc<Notify>,
+    limits: Arc<Limits>,
+    log: Arc<DecisionLog>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut outcome = Outcome::default();
+    let mut run = |batch: &mut Vec<ShadowJob>| {
+        for job in batch.drain(..) {
+            shadow_one(job, &limits, &log, &mut outcome);
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                run(&mut batch);
+            }
+            () = stop.notified() => {
+                rx.close();
+                while rx.recv_many(&mut batch, BATCH).await > 0 {
+                    run(&mut batch);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Why the candidate could not evaluate a request; written to the log.
+#[derive(Debug, thiserror::Error)]
+enum ShadowError {
+    #[error("bad request for the candidate: {0}")]
+    Decode(#[source] RequestError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+}
+
+fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut Outcome) {
+    let Some(candidate) = &job.route.candidate else {
+        return;
+    };
+    let Some(stats) = job.route.stats.cohort(Cohort::Shadow) else {
+        return;
+    };
+    let ev = &candidate.evaluator;
+    let t0 = Instant::now();
+    let result = match ev.evaluate_into(&job.decoded, job.now, limits, LimitMode::DryRun, outcome) {
+        // Another schema: decode the request for the candidate.
+        Err(EvalError::SchemaMismatch) => ev
+            .decode(&job.request)
+            .map_err(ShadowError::Decode)
+            .and_then(|req| {
+                ev.evaluate_into(&req, job.now, limits, LimitMode::DryRun, outcome)
+                    .map_err(ShadowError::from)
+            }),
+        other => other.map_err(ShadowError::from),
+    };
+    let latency = t0.elapsed();
+    let decision = result.as_ref().ok().map(|()| outcome.decision());
+    stats.record(Sample {
+        decision: decision.unwrap_or(DecisionKind::Allow),
+        error: decision.is_none(),
+        failsafe: false,
+        latency,
+    });
+    if let Some(d) = decision {
+        stats.record_pair(job.stable, d);
+    }
+    if let Some(mut line) = job.line {
+        line.shadow = Some(ShadowLine {
+            artifact: candidate.hash().to_string(),
+            decision,
+            reasons: match decision {
+                Some(_) => ev.reasons(outcome).map(ResponseReason::from).collect(),
+                None => Vec::new(),
+            },
+            error: result.err().map(|e| e.to_string()),
+            latency_us: micros(latency),
+        });
+        line.diverged = Some(decision != Some(job.stable));
+        line.request = job.request;
+        log.send(LogLine::Evaluation(line));
+    }
+}
