@@ -1287,11 +1287,13 @@ fn ms_text(ms: u64) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn num(v: &serde_json::Value, key: &str) -> String {
-    match v.get(key).and_then(serde_json::Value::as_f64) {
-        Some(x) if x.is_infinite() => "∞".to_string(),
-        Some(x) => format!("{x:.4}"),
-        None => "-".to_string(),
+/// A figure of a gate reading; one with no number (JSON `null`, an open
+/// end of an interval) shows as `-`.
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "-".to_string()
     }
 }
 
@@ -1358,13 +1360,8 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
         }
         let _ = writeln!(o, "{line}");
         if let Some(step) = &c.step {
-            let what = step.get("step").and_then(|v| v.as_str()).unwrap_or("?");
-            let why = step
-                .get("trigger")
-                .or_else(|| step.get("reason"))
-                .and_then(|v| v.as_str())
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let what = step.as_str();
+            let why = step.why().map(|r| format!(": {r}")).unwrap_or_default();
             let _ = writeln!(o, "  decision: {what}{why}");
         }
         if !c.gates.is_empty() || !c.triggers.is_empty() {
@@ -1375,16 +1372,15 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
             );
             for (kind, list) in [("gate", &c.gates), ("trigger", &c.triggers)] {
                 for g in list {
-                    let iv = g.get("interval").cloned().unwrap_or_default();
                     let _ = writeln!(
                         o,
                         "  {:<9} {:<26} {:>10}  {:<23} {:>8}  {}",
                         kind,
-                        g.get("gate").and_then(|v| v.as_str()).unwrap_or("?"),
-                        num(g, "estimate"),
-                        format!("[{}, {}]", num(&iv, "lo"), num(&iv, "hi")),
-                        num(g, "limit"),
-                        g.get("verdict").and_then(|v| v.as_str()).unwrap_or("?"),
+                        g.gate.as_str(),
+                        num(g.estimate),
+                        format!("[{}, {}]", num(g.interval.lo), num(g.interval.hi)),
+                        num(g.limit),
+                        g.verdict.as_str(),
                     );
                 }
             }
@@ -1395,30 +1391,26 @@ pub fn render_status(s: &crate::reconcile::api::Status) -> String {
             "  replay: {} of {} trace cases passed, {} catastrophic, {} false positive(s)",
             r.passed, r.cases, r.catastrophic, r.false_positives
         );
-        let log = &c.notes["decision_log"];
-        if log.is_object() {
+        let notes = c.notes.clone().unwrap_or_default();
+        if let Some(log) = &notes.decision_log {
             let _ = writeln!(
                 o,
                 "  decision log: {} of {} decisions flip",
-                log["flipped"], log["evaluated"]
+                log.flipped, log.evaluated
             );
-            for f in log["flips"].as_array().into_iter().flatten().take(10) {
+            for f in log.flips.iter().take(10) {
                 let _ = writeln!(
                     o,
                     "    {} × {} → {}: {}",
-                    f["count"],
-                    f["from"].as_str().unwrap_or("?"),
-                    f["to"].as_str().unwrap_or("?"),
-                    f["rule"].as_str().unwrap_or("?")
+                    f.count,
+                    f.from.as_str(),
+                    f.to.as_str(),
+                    f.rule
                 );
             }
         }
-        for w in c.notes["state_checks"]["warnings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let _ = writeln!(o, "  state: {}", w.as_str().unwrap_or("?"));
+        for w in notes.state_checks.iter().flat_map(|s| &s.warnings) {
+            let _ = writeln!(o, "  state: {w}");
         }
     }
     let on = s.engines.iter().filter(|e| e.on_route).count();

@@ -41,6 +41,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use crate::api::audit::Figures;
+use crate::api::gate::{Cohort, GateReading, Observation, Unit, Verdict};
 use crate::engine::backend::MemoryBackend;
 use crate::engine::decision_log::DecisionLog;
 use crate::engine::server::{self, EngineConfig};
@@ -610,27 +612,29 @@ fn artifact_short(s: &str) -> &str {
     s.get(..12).unwrap_or(s)
 }
 
-/// A reading's name, estimate, interval bounds, limit and verdict.
-fn reading_parts(g: &Value) -> (&str, f64, f64, f64, f64, &str) {
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+/// A reading's name, estimate, interval bounds, limit and verdict; a figure
+/// with no number (an open end of an interval) is NaN.
+fn reading_parts(g: &GateReading) -> (&'static str, f64, f64, f64, f64, &'static str) {
+    let f = |x: f64| if x.is_finite() { x } else { f64::NAN };
     (
-        g["gate"].as_str().unwrap_or("?"),
-        f(&g["estimate"]),
-        f(&g["interval"]["lo"]),
-        f(&g["interval"]["hi"]),
-        f(&g["limit"]),
-        g["verdict"].as_str().unwrap_or("?"),
+        g.gate.as_str(),
+        f(g.estimate),
+        f(g.interval.lo),
+        f(g.interval.hi),
+        f(g.limit),
+        g.verdict.as_str(),
     )
 }
 
 /// One gate or trigger reading (`{gate, limit, estimate, interval, verdict}`)
 /// for humans: `max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass`.
-pub fn gate_text(g: &Value) -> String {
+pub fn gate_text(g: &GateReading) -> String {
     let (name, est, lo, hi, limit, verdict) = reading_parts(g);
-    if name.contains("latency") {
+    let unit = g.gate.unit();
+    if unit == Unit::Milliseconds {
         return format!("{name} {est:.1}ms (95% {lo:.1}..{hi:.1}ms, limit {limit}ms): {verdict}");
     }
-    if name.contains("delta") {
+    if unit == Unit::RateDelta {
         return format!(
             "{name} {} (95% {}..{}, limit ±{}): {verdict}",
             signed_pct(est),
@@ -639,7 +643,7 @@ pub fn gate_text(g: &Value) -> String {
             limit_pct(limit)
         );
     }
-    if name.contains("catastrophic") {
+    if unit == Unit::Count {
         return format!("{name} {est} (limit {limit}): {verdict}");
     }
     format!(
@@ -653,12 +657,13 @@ pub fn gate_text(g: &Value) -> String {
 
 /// A gate reading in few words, for the live display:
 /// `max_divergence 0.21% [0.08%, 0.60%] ≤ 2%: pass`.
-pub fn gate_brief(g: &Value) -> String {
+pub fn gate_brief(g: &GateReading) -> String {
     let (name, est, lo, hi, limit, verdict) = reading_parts(g);
-    if name.contains("latency") {
+    let unit = g.gate.unit();
+    if unit == Unit::Milliseconds {
         return format!("{name} {est:.1}ms [{lo:.1}, {hi:.1}] ≤ {limit}ms: {verdict}");
     }
-    if name.contains("delta") {
+    if unit == Unit::RateDelta {
         return format!(
             "{name} {} [{}, {}] within ±{}: {verdict}",
             signed_pct(est),
@@ -677,47 +682,37 @@ pub fn gate_brief(g: &Value) -> String {
 }
 
 /// The observed figures of an audit line, for humans.
-fn observed_text(o: &Value) -> Option<String> {
-    if !o.is_object() {
-        return None;
-    }
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let rate = |c: &Value| {
-        let r = n(&c["requests"]);
-        if r == 0 {
+fn observed_text(o: &Observation) -> String {
+    let rate = |c: &Cohort| {
+        if c.requests == 0 {
             0.0
         } else {
-            n(&c["denies"]) as f64 / r as f64
+            c.denies as f64 / c.requests as f64
         }
     };
-    let (c, s) = (&o["candidate"], &o["stable"]);
-    if n(&o["compared"]) > 0 {
-        Some(format!(
+    let (c, s) = (&o.candidate, &o.stable);
+    if o.compared > 0 {
+        format!(
             "{} decisions compared, {} differ; deny rate {} (candidate) vs {} (stable)",
-            indicatif::HumanCount(n(&o["compared"])),
-            indicatif::HumanCount(n(&o["diverged"])),
+            indicatif::HumanCount(o.compared),
+            indicatif::HumanCount(o.diverged),
             pct(rate(c)),
             pct(rate(s))
-        ))
+        )
     } else {
-        Some(format!(
+        format!(
             "candidate {} requests, {} denied, {} errors; stable {} requests, {} denied",
-            indicatif::HumanCount(n(&c["requests"])),
+            indicatif::HumanCount(c.requests),
             pct(rate(c)),
-            n(&c["errors"]),
-            indicatif::HumanCount(n(&s["requests"])),
+            c.errors,
+            indicatif::HumanCount(s.requests),
             pct(rate(s))
-        ))
+        )
     }
 }
 
-fn gates_of(figures: &Value) -> Vec<String> {
-    figures["gates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(gate_text)
-        .collect()
+fn gates_of(figures: &Figures) -> Vec<String> {
+    figures.gates.iter().flatten().map(gate_text).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1603,11 +1598,7 @@ impl Run<'_> {
     fn view(&mut self, status: &Status, waiting: String) -> LiveView {
         let rate = self.rate();
         let stage = status.candidate.as_ref().map(|c| {
-            let samples = c
-                .observed
-                .as_ref()
-                .and_then(|o| o["candidate"]["requests"].as_u64())
-                .unwrap_or(0);
+            let samples = c.observed.map_or(0, |o| o.candidate.requests);
             StageView {
                 stage: c.stage.clone(),
                 kind: c.kind.clone(),
@@ -1663,7 +1654,7 @@ impl Run<'_> {
                 t.from,
                 t.reason.split_once(": ").map_or(t.reason.as_str(), |(_, w)| w)
             )),
-            "reverted" => match t.figures["revert"].as_str() {
+            "reverted" => match t.figures.revert.as_deref() {
                 Some(revert) => {
                     lines.push(format!("↩ revert commit {} pushed to {BRANCH}:", short(revert)));
                     let message = self.origin.message(revert).unwrap_or_default();
@@ -1687,17 +1678,17 @@ impl Run<'_> {
             for g in gates_of(&t.figures) {
                 lines.push(format!("    {g}"));
             }
-            for g in t.figures["triggers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|g| g["verdict"] == "fail")
+            for g in t
+                .figures
+                .triggers
+                .iter()
+                .filter(|g| g.verdict == Verdict::Fail)
             {
                 lines.push(format!("    trigger {}", gate_text(g)));
             }
-            let gated = t.figures["gates"].as_array().is_some_and(|g| !g.is_empty());
-            if let Some(o) = observed_text(&t.figures["observed"]).filter(|_| gated) {
-                lines.push(format!("    {o}"));
+            let gated = t.figures.gates.as_ref().is_some_and(|g| !g.is_empty());
+            if let Some(o) = t.figures.observed.as_ref().filter(|_| gated) {
+                lines.push(format!("    {}", observed_text(o)));
             }
         }
         for l in &lines {
@@ -1929,7 +1920,7 @@ impl Run<'_> {
                     .iter()
                     .find(|t| t.event == "reverted" && t.commit.as_deref() == Some(c2.as_str()));
                 if let Some(t) = reverted {
-                    return match t.figures["revert"].as_str() {
+                    return match t.figures.revert.as_deref() {
                         Some(r) => Check::Done(r.to_string()),
                         None => Check::Unexpected(format!("no revert commit: {}", t.reason)),
                     };

@@ -89,7 +89,8 @@ async fn a_good_change_reaches_full_and_a_bad_one_is_reverted_for_good() {
         ]
     );
     let shadow_exit = &lines[3];
-    assert!(shadow_exit.figures["gates"][0]["gate"] == "max_divergence");
+    let figures = serde_json::to_value(&shadow_exit.figures).unwrap();
+    assert!(figures["gates"][0]["gate"] == "max_divergence");
     assert_eq!(daemon.status().previous.unwrap().artifact, a0);
 
     // A bad change is rolled back and its commit reverted on the branch.

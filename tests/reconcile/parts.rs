@@ -6,9 +6,10 @@ use sluice::api::route::{Mode, RouteSpec};
 use sluice::reconcile::build;
 use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
+use sluice::reconcile::lock::FolderLock;
 use sluice::reconcile::observe;
 use sluice::reconcile::store::{Store, read_audit};
-use sluice::rollout::machine::{Cause, PendingRevert, RevertOutcome, State, Transition};
+use sluice::rollout::machine::{Cause, Figures, PendingRevert, RevertOutcome, State, Transition};
 
 use super::fixture::{self, BAD, BROKEN, GOOD, Repo, git};
 
@@ -24,7 +25,7 @@ fn transition(seq: u64, from: &str, to: &str) -> Transition {
         artifact: None,
         cause: Cause::Daemon,
         reason: String::new(),
-        figures: Value::Null,
+        figures: Figures::default(),
     }
 }
 
@@ -494,22 +495,38 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
 #[test]
 fn one_daemon_per_state_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    store.claim().unwrap();
+    let (_store, _) = Store::open(dir.path()).unwrap();
+    let held = FolderLock::acquire(dir.path()).unwrap();
     // Claimed again by the same process (a restart in-process): fine.
-    store.claim().unwrap();
-    // A running process of another id holds it.
-    let mut other = std::process::Command::new("sleep")
-        .arg("5")
+    drop(held);
+    FolderLock::acquire(dir.path()).unwrap();
+    // A running daemon of another process holds it.
+    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["reconcile", "--repo"])
+        .arg(dir.path().join("no-such-repository.git"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--engine", "http://127.0.0.1:9", "--admin-token", "t"])
+        .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::fs::write(dir.path().join("daemon.pid"), format!("{}\n", other.id())).unwrap();
-    if std::path::Path::new("/proc").is_dir() {
-        let err = store.claim().unwrap_err().to_string();
-        assert!(err.contains("in use by another daemon"), "{err}");
+    let pid = other.id().to_string();
+    let start = std::time::Instant::now();
+    let holder = || std::fs::read_to_string(dir.path().join("daemon.pid")).unwrap_or_default();
+    while holder().trim() != pid {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the other daemon never took the folder"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let err = FolderLock::acquire(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("in use by another daemon"), "{err}");
+    assert!(err.contains(&format!("(process {pid})")), "{err}");
     other.kill().unwrap();
     other.wait().unwrap();
     // Once it is gone (killed, never cleaned up), the folder is free.
-    store.claim().unwrap();
+    FolderLock::acquire(dir.path()).unwrap();
 }
