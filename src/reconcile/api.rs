@@ -27,6 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use crate::api::status::Status;
@@ -89,13 +90,8 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| digest(t.trim().as_bytes()));
-    // Compare digests without stopping at the first difference.
-    let ok = given.is_some_and(|g| {
-        g.iter()
-            .zip(&s.token)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
+    // Compare digests in constant time, as the engine does.
+    let ok = given.is_some_and(|g| bool::from(g.ct_eq(&s.token)));
     if !ok {
         let mut resp = error(
             StatusCode::UNAUTHORIZED,
