@@ -35,8 +35,9 @@ use crate::rollout::stage::StageDecision;
 /// The longest wait between two attempts at pushing a revert.
 pub(super) const MAX_REVERT_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The shortest wait between two attempts at pushing a revert.
-const MIN_REVERT_BACKOFF: Duration = Duration::from_millis(250);
+/// The first wait before another attempt at pushing a revert (the loop's
+/// interval when that is shorter).
+const FIRST_REVERT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// One engine as last seen.
 pub(super) struct EngineView {
@@ -372,7 +373,7 @@ impl Runner {
 /// for as long as it takes.
 pub(super) fn revert_backoff(interval: Duration) -> FibonacciBackoff {
     FibonacciBuilder::new()
-        .with_min_delay(interval.min(MIN_REVERT_BACKOFF))
+        .with_min_delay(interval.min(FIRST_REVERT_BACKOFF))
         .with_max_delay(MAX_REVERT_BACKOFF)
         .without_max_times()
         .build()

@@ -32,12 +32,12 @@
 //! | `pause` / `resume` | any | same (paused) | operator, `max_duration`, engines unreachable |
 //! | `reverted` | any | same | the revert commit landed on the branch |
 //!
-//! - [`head`]: a new head of the branch (`install`, `adopt`, `refuse`,
+//! - `head`: a new head of the branch (`install`, `adopt`, `refuse`,
 //!   `unchanged`, `start`, `supersede`, `cancel`).
-//! - [`step`]: the stage in flight (`advance`, `complete`, `rollback`,
+//! - `step`: the stage in flight (`advance`, `complete`, `rollback`,
 //!   `pause`), operator commands and landed reverts.
-//! - [`route`]: the route every engine must be on.
-//! - [`figures`]: the figures of a stage decision, for the audit line and
+//! - `route`: the route every engine must be on.
+//! - `figures`: the figures of a stage decision, for the audit line and
 //!   for a revert commit's message.
 //!
 //! The persisted state ([`State`] and its parts) and the audit line
