@@ -22,11 +22,15 @@
 //! a good candidate; a `pass` already needs `min_samples`.
 //! 4. Every gate passes: advance.
 //! 5. Still waiting after `max_duration`: pause for an operator.
+//!
+//! What the engines measured ([`Observation`]) and the decision's step
+//! ([`Step`]) are wire types of `api::gate`, re-exported here.
 
 use std::time::Duration;
 
 use super::gate::{self, GateReading, Interval, Verdict, Z95};
-pub use crate::api::gate::{Cohort, Gate, Observation, Quantile, Step};
+use crate::api::gate::Gate;
+pub use crate::api::gate::{Cohort, Observation, Quantile, Step};
 use crate::api::replay::ReplayTotals;
 use crate::model::plan::{RollbackTriggers, Stage, StageKind};
 
