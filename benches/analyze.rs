@@ -67,7 +67,9 @@ fn typed(g: &conflicts::Generated) -> Result<(Project, PolicySet), String> {
     }
     let out = sluice::check::check(&parsed, &project.schema);
     let set = out
-        .set
+        .checked
+        .as_ref()
+        .map(sluice::compile::lower)
         .ok_or_else(|| format!("the generated set has errors: {:?}", out.findings))?;
     Ok((project, set))
 }
@@ -92,7 +94,7 @@ fn compare(g: &conflicts::Generated, report: &Report) -> (Vec<String>, usize) {
     let found: Vec<(&str, Vec<String>)> = report
         .findings
         .iter()
-        .map(|f| (f.code, rules_of(f)))
+        .map(|f| (f.code.as_str(), rules_of(f)))
         .collect();
     let missed: Vec<String> = g
         .planted

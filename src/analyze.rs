@@ -1,4 +1,4 @@
-//! Stage 3: the whole-set conflict analysis (SPEC §3, "emergent conflicts"),
+//! Stage 5: the whole-set conflict analysis (SPEC §3, "emergent conflicts"),
 //! run on a set that type-checks. Pure: no I/O; Z3 runs in-process.
 //!
 //! Findings, each with labels on every rule involved:
@@ -273,8 +273,8 @@ impl<'s> Side<'s> {
         let mut pending = Vec::new();
         if crashed {
             pending.push(Pending::plain(
-                Finding::error(
-                    "analyze::internal",
+                Finding::new(
+                    crate::diagnostic::Code::AnalyzeInternal,
                     "internal error: a worker of the conflict analysis stopped; the analysis is incomplete",
                 )
                 .with_help("this is a bug in sluice's analysis — please report it with the policy set"),
@@ -293,8 +293,8 @@ impl<'s> Side<'s> {
             Some(Err(e)) => {
                 let mut f: Vec<Finding> = pending.into_iter().map(|p| p.finding).collect();
                 f.push(
-                    Finding::error(
-                        "analyze::witness_mismatch",
+                    Finding::new(
+                        crate::diagnostic::Code::AnalyzeWitnessMismatch,
                         format!("internal error: the witnesses cannot be replayed: {e}"),
                     )
                     .with_help(
@@ -1185,8 +1185,8 @@ fn build_findings(
     for &i in dead {
         let Some(it) = items.get(i) else { continue };
         findings.push(Pending::plain(
-            Finding::warning(
-                "conflict::dead_rule",
+            Finding::new(
+                crate::diagnostic::Code::ConflictDeadRule,
                 format!("{} `{}` matches no valid request", it.what(), it.id),
             )
             .with_label(item_label(it, "its condition can never hold"))
@@ -1208,8 +1208,8 @@ fn build_findings(
             .iter()
             .map(|d| format!("`{}`", name(items, *d)))
             .collect();
-        let mut f = Finding::error(
-            "conflict::shadowed",
+        let mut f = Finding::new(
+            crate::diagnostic::Code::ConflictShadowed,
             format!(
                 "allow `{}` never takes effect: every request it matches is overridden by {}",
                 it.id,
@@ -1245,8 +1245,8 @@ fn build_findings(
             continue;
         };
         let kind = id.kind().as_str();
-        let f = Finding::warning(
-            "conflict::overridden_allow",
+        let f = Finding::new(
+            crate::diagnostic::Code::ConflictOverriddenAllow,
             format!(
                 "allow `{}` never takes effect on the requests it shares with {kind} `{}`",
                 ia.id, id.id
@@ -1279,8 +1279,8 @@ fn build_findings(
         else {
             continue;
         };
-        let f = Finding::error(
-            "conflict::modify",
+        let f = Finding::new(
+            crate::diagnostic::Code::ConflictModify,
             format!(
                 "`{}` and `{}` both modify `{field}`, with different values, on the same requests",
                 ia.id, ib.id
@@ -1342,8 +1342,8 @@ fn build_findings(
                 vec![*from, *to],
             ),
         };
-        let mut f = Finding::warning(
-            "analyze::unknown",
+        let mut f = Finding::new(
+            crate::diagnostic::Code::AnalyzeUnknown,
             format!("the solver could not decide {what}: {reason}"),
         )
         .with_help(
@@ -1361,8 +1361,8 @@ fn build_findings(
     for (i, error) in &out.unencodable {
         let Some(it) = items.get(*i) else { continue };
         findings.push(Pending::plain(
-            Finding::warning(
-                "analyze::unencodable",
+            Finding::new(
+                crate::diagnostic::Code::AnalyzeUnencodable,
                 format!(
                     "{} `{}` is left out of the conflict analysis: {error}",
                     it.what(),
@@ -1378,8 +1378,8 @@ fn build_findings(
     }
     if out.unanswered > 0 {
         findings.push(Pending::plain(
-            Finding::error(
-                "analyze::internal",
+            Finding::new(
+                crate::diagnostic::Code::AnalyzeInternal,
                 format!(
                     "internal error: {} solver question(s) got no answer",
                     out.unanswered
@@ -1442,8 +1442,8 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
                         names(&approvers)
                     ),
                 };
-                let mut f = Finding::error(
-                    "conflict::approval_deadlock",
+                let mut f = Finding::new(
+                    crate::diagnostic::Code::ConflictApprovalDeadlock,
                     format!(
                         "approval deadlock: `{}` needs approval via `{tool}`, but {what} for the \
                          same requests",
@@ -1491,8 +1491,8 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
                     chain.push(format!("`{}` → via `{}`", name(items, c), via(c)));
                 }
                 chain.push(format!("`{}`", name(items, start)));
-                let mut f = Finding::error(
-                    "conflict::approval_deadlock",
+                let mut f = Finding::new(
+                    crate::diagnostic::Code::ConflictApprovalDeadlock,
                     format!(
                         "approval deadlock: {} (each approval request itself needs an approval \
                          that can only be asked for through this cycle)",

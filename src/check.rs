@@ -1,53 +1,115 @@
-//! Stage 2: syntax trees + schema → typed IR, with every language and version
-//! error of the whole set. Pure: no I/O.
+//! Stage 2: syntax trees + schema → a checked set, with every language and
+//! version error of the whole set. Pure: no I/O.
 //!
 //! Every file that parsed is type-checked, and every problem is reported (not
-//! just the first). The IR is produced only when there is no error at all.
-//!
-//! Two comparisons live here too, for the pull-request check: [`base`] (what
-//! a change introduces against its base revision, and version bumps) and
-//! [`live`] (what it does to an engine's live state).
+//! just the first). What the check proves is handed on as a [`Checked`] set:
+//! the syntax trees together with the schema that types every field they
+//! read. Only this module makes one, and only when there is no error at all;
+//! `compile::lower` turns it into IR. This module builds no IR itself.
 
-pub(crate) mod types;
+mod types;
 mod versions;
 
 use crate::diagnostic::Finding;
-use crate::model::ir;
 use crate::model::schema::Schema;
 use crate::parse::ast;
 use crate::source::SourceFile;
 
 /// The result of checking a whole policy set.
 #[derive(Debug)]
-pub struct CheckOutput {
-    /// The typed set, sorted by policy name; `None` when any finding is an error.
-    pub set: Option<ir::PolicySet>,
+pub struct CheckOutput<'a> {
+    /// The checked set; `None` when any finding is an error.
+    pub checked: Option<Checked<'a>>,
     pub findings: Vec<Finding>,
+}
+
+/// A policy set with no language or version error: its policies sorted by
+/// name, each proved against the schema.
+#[derive(Debug, Clone)]
+pub struct Checked<'a> {
+    policies: Vec<CheckedPolicy<'a>>,
+}
+
+impl<'a> Checked<'a> {
+    /// The policies, sorted by name.
+    pub fn policies(&self) -> &[CheckedPolicy<'a>] {
+        &self.policies
+    }
+}
+
+/// One policy that type-checks: every field it reads is declared in
+/// [`CheckedPolicy::schema`], every operator fits the types of its operands,
+/// every regex compiles and is encodable, and its names are unique.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedPolicy<'a> {
+    file: &'a SourceFile,
+    policy: &'a ast::Policy,
+    schema: &'a Schema,
+}
+
+impl<'a> CheckedPolicy<'a> {
+    /// The file the policy was read from.
+    pub fn file(&self) -> &'a SourceFile {
+        self.file
+    }
+
+    /// The policy's syntax tree.
+    pub fn ast(&self) -> &'a ast::Policy {
+        self.policy
+    }
+
+    /// The schema that types every field the policy reads.
+    pub fn schema(&self) -> &'a Schema {
+        self.schema
+    }
+}
+
+/// Type-checks one policy against the schema: the checked policy, or every
+/// language error it has. Version errors are whole-set ones ([`check`]).
+pub fn check_policy<'a>(
+    file: &'a SourceFile,
+    policy: &'a ast::Policy,
+    schema: &'a Schema,
+) -> Result<CheckedPolicy<'a>, Vec<Finding>> {
+    let errors = types::check_policy(file, policy, schema);
+    if errors.is_empty() {
+        Ok(CheckedPolicy {
+            file,
+            policy,
+            schema,
+        })
+    } else {
+        Err(errors)
+    }
 }
 
 /// Checks the parsed policies of a set against the request schema.
 ///
 /// `policies` pairs each file with its syntax tree; files that failed to parse
 /// are simply absent (their findings come from `parse`).
-pub fn check(policies: &[(SourceFile, ast::Policy)], schema: &Schema) -> CheckOutput {
+pub fn check<'a>(policies: &'a [(SourceFile, ast::Policy)], schema: &'a Schema) -> CheckOutput<'a> {
     let mut findings = Vec::new();
-    let mut typed = Vec::new();
     for (file, policy) in policies {
-        let (p, mut errs) = types::check_policy(file, policy, schema);
-        findings.append(&mut errs);
-        typed.push((file, policy, p));
+        findings.extend(types::check_policy(file, policy, schema));
     }
     let graph_input: Vec<(&SourceFile, &ast::Policy)> =
         policies.iter().map(|(f, p)| (f, p)).collect();
     findings.extend(versions::check_versions(&graph_input));
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
 
-    let set = if findings.iter().any(Finding::is_error) {
+    let checked = if findings.iter().any(Finding::is_error) {
         None
     } else {
-        let mut policies: Vec<ir::Policy> = typed.into_iter().map(|(_, _, p)| p).collect();
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        Some(ir::PolicySet { policies })
+        let mut policies: Vec<CheckedPolicy<'a>> = policies
+            .iter()
+            .map(|(file, policy)| CheckedPolicy {
+                file,
+                policy,
+                schema,
+            })
+            .collect();
+        policies.sort_by(|a, b| a.policy.name.node.cmp(&b.policy.name.node));
+        Some(Checked { policies })
     };
-    CheckOutput { set, findings }
+    CheckOutput { checked, findings }
 }

@@ -1,7 +1,8 @@
 //! Findings: the one report shape shared by every check (language errors,
 //! version graph, conflict analysis, live state), and their renderings.
 //!
-//! A [`Finding`] carries a stable code, a severity, a message, help text, the
+//! A [`Finding`] carries a stable [`Code`] (which fixes its severity), a
+//! message, help text, the
 //! labelled spans it concerns (possibly in several files), and for conflicts a
 //! witness request with the decisions it really gets. Stages produce findings;
 //! only `cli` prints them.
@@ -10,8 +11,11 @@
 //! (SARIF 2.1.0 for code scanning) and [`github`] (workflow annotations and a
 //! Markdown step summary). All of them are pure: text in, text out.
 
+mod code;
 pub mod github;
 pub mod sarif;
+
+pub use self::code::Code;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,7 +69,8 @@ impl Label {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     /// Stable code, e.g. `type::unknown_field`.
-    pub code: &'static str,
+    pub code: Code,
+    /// The code's severity.
     pub severity: Severity,
     pub message: String,
     pub help: Option<String>,
@@ -78,22 +83,16 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    /// A finding of `code`, with the severity the code fixes.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Finding {
             code,
-            severity: Severity::Error,
+            severity: code.severity(),
             message: message.into(),
             help: None,
             labels: Vec::new(),
             witness: None,
             witness_decisions: None,
-        }
-    }
-
-    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
-        Finding {
-            severity: Severity::Warning,
-            ..Finding::error(code, message)
         }
     }
 
@@ -113,7 +112,7 @@ impl Finding {
 
     /// A finding of the conflict analysis (`conflict::*`, `analyze::*`).
     pub fn from_analysis(&self) -> bool {
-        self.code.starts_with("conflict::") || self.code.starts_with("analyze::")
+        matches!(self.code.family(), "conflict" | "analyze")
     }
 
     /// Ordering key: file, position, code. Reports are sorted by it so output
@@ -123,126 +122,8 @@ impl Finding {
             .labels
             .first()
             .map_or((String::new(), 0), |l| (l.file.clone(), l.span.start));
-        (file, start, self.code, self.message.clone())
+        (file, start, self.code.as_str(), self.message.clone())
     }
-}
-
-/// What a finding code means, for reports that describe their rules (SARIF):
-/// `(code, one-line description, help)`. Every code sluice reports is here.
-pub const CODES: &[(&str, &str, &str)] = &[
-    (
-        "parse::syntax",
-        "A policy file does not parse.",
-        "Fix the syntax at the marked place; the message says what was expected there.",
-    ),
-    (
-        "type::unknown_field",
-        "A policy reads a field the request schema does not declare.",
-        "Use a field declared in `[schema]` of sluice.toml, or declare it there.",
-    ),
-    (
-        "type::mismatch",
-        "An operator does not fit the types of its operands.",
-        "Compare values of the field's declared type; the message names both types.",
-    ),
-    (
-        "type::bad_regex",
-        "A regex does not compile, or uses what the conflict analysis cannot encode.",
-        "Write the pattern in the `regex` crate's syntax without word boundaries or line anchors.",
-    ),
-    (
-        "type::duplicate_name",
-        "Two rules or limits of one policy share a name.",
-        "Rule and limit names are unique within a policy: rename one of them.",
-    ),
-    (
-        "schema::invalid",
-        "sluice.toml is invalid.",
-        "Fix the marked setting; the message says what is allowed there.",
-    ),
-    (
-        "version::unsatisfied",
-        "A `requires` names a policy that is absent or at a version that does not match.",
-        "Change the requirement, or the required policy's version.",
-    ),
-    (
-        "version::cycle",
-        "Policies require each other in a cycle.",
-        "Break the cycle: one of the `requires` in it must go.",
-    ),
-    (
-        "version::duplicate",
-        "Two files define the same policy.",
-        "Each policy lives in exactly one file: rename one or merge the two.",
-    ),
-    (
-        "version::not_bumped",
-        "A policy's content changed since the base revision but its version did not.",
-        "Raise the version: patch for a fix, minor for new behaviour, major for a breaking change.",
-    ),
-    (
-        "version::regressed",
-        "A policy's version went down since the base revision.",
-        "Versions only go up: set a version above the base revision's.",
-    ),
-    (
-        "conflict::overridden_allow",
-        "An explicit allow overlaps a deny or require_approval of another policy: there it never takes effect.",
-        "Narrow the allow so it does not overlap, or accept that the stricter rule wins.",
-    ),
-    (
-        "conflict::modify",
-        "Two policies modify the same field differently on one request.",
-        "Make one rule's condition exclude the other's, or make both modify the field the same way.",
-    ),
-    (
-        "conflict::dead_rule",
-        "A rule or limit whose condition no valid request satisfies.",
-        "Fix the condition (it contradicts itself or the schema) or remove the rule.",
-    ),
-    (
-        "conflict::shadowed",
-        "An allow whose every matching request is denied elsewhere.",
-        "Remove the allow, or narrow the deny that shadows it.",
-    ),
-    (
-        "conflict::approval_deadlock",
-        "The tool that grants an approval itself needs approval, or is denied, for the same requests.",
-        "Exempt the approval tool from the rules that block it.",
-    ),
-    (
-        "state::limit_decrease",
-        "A limit's max is lowered below live counters and the limit has no on_decrease.",
-        "Add `on_decrease next_window` or `on_decrease freeze` to say how live counters migrate.",
-    ),
-    (
-        "state::window_change",
-        "A limit's window changes: its live counters are reset.",
-        "Expect every key of the limit to start counting afresh when the change rolls out.",
-    ),
-    (
-        "state::pending_approvals",
-        "An approval rule is removed or narrowed while requests wait in its queue.",
-        "Resolve the waiting requests first, or keep the rule covering them until they are.",
-    ),
-    (
-        "state::limit_removed",
-        "A limit disappears while it has live counters.",
-        "Keep the limit (under the same name) until its window ends, or accept losing its counts.",
-    ),
-    (
-        "trace::invalid",
-        "A trace line is not a valid replay case.",
-        "Write `{\"request\": {…}, \"expect\": \"deny\"}` on one line.",
-    ),
-];
-
-/// The description and help of a finding code, when it is a known one.
-pub fn describe(code: &str) -> Option<(&'static str, &'static str)> {
-    CODES
-        .iter()
-        .find(|(c, _, _)| *c == code)
-        .map(|(_, d, h)| (*d, *h))
 }
 
 /// The files findings point into, for rendering positions and snippets.
@@ -312,7 +193,7 @@ pub fn prefixed(prefix: &str, file: &str) -> String {
 /// when unrelated lines change. The pull-request check matches base and head
 /// findings by it; SARIF carries its hash as a fingerprint.
 pub fn identity(f: &Finding) -> String {
-    let mut key = String::from(f.code);
+    let mut key = String::from(f.code.as_str());
     for l in &f.labels {
         let _ = write!(
             key,
@@ -357,7 +238,7 @@ struct JsonLocation<'a> {
 
 #[derive(Serialize)]
 struct JsonFinding<'a> {
-    code: &'a str,
+    code: Code,
     severity: Severity,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -505,7 +386,7 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
         })
         .collect();
     Rendered {
-        code: finding.code,
+        code: finding.code.as_str(),
         severity,
         message: finding.message.clone(),
         help: finding.help.clone(),

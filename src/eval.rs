@@ -803,16 +803,6 @@ fn by_cost(mut xs: Vec<Cond>) -> Box<[Cond]> {
     xs.into()
 }
 
-fn flip(op: CmpOp) -> CmpOp {
-    match op {
-        CmpOp::Lt => CmpOp::Gt,
-        CmpOp::Le => CmpOp::Ge,
-        CmpOp::Gt => CmpOp::Lt,
-        CmpOp::Ge => CmpOp::Le,
-        other => other,
-    }
-}
-
 impl Operand {
     #[inline]
     fn resolve<'a>(&'a self, req: &'a Request) -> Option<Val<'a>> {
@@ -1115,7 +1105,7 @@ impl Ctx<'_> {
                     },
                     (Operand::Lit(Lit::Int(value)), Operand::Field(field)) => Cond::IntCmp {
                         field,
-                        op: flip(*op),
+                        op: op.flipped(),
                         value,
                     },
                     (Operand::Field(field), Operand::Lit(Lit::Str(value)))

@@ -61,11 +61,6 @@
 //! Formatting is idempotent, and the text it prints parses to the same syntax
 //! tree (spans aside; requirement text with its spacing normalized).
 
-#![expect(
-    clippy::indexing_slicing,
-    reason = "indexes still to be replaced by checked access"
-)]
-
 mod comments;
 mod print;
 mod wrap;
@@ -342,22 +337,24 @@ fn attach<'c>(lines: &[Line], comments: &'c [Comment], src: &str) -> Attached<'c
         let at = c.span.start;
         let k = runs.partition_point(|&(end, _, _)| end <= at);
         let next = runs.get(k).copied();
-        if let Some((_, start, line)) = next {
-            if start <= at {
-                att.above[line].push((c, false));
-                continue;
-            }
+        // `runs` holds indexes of `lines`, and `att` has a slot for each of
+        // them: the lookups below always find their slot.
+        if let Some((_, start, line)) = next
+            && start <= at
+            && let Some(above) = att.above.get_mut(line)
+        {
+            above.push((c, false));
+            continue;
         }
-        if c.trailing {
-            if let Some(&(_, _, prev)) = k.checked_sub(1).and_then(|p| runs.get(p)) {
-                if att.after[prev].is_none() {
-                    att.after[prev] = Some(c);
-                    continue;
-                }
-            }
+        if c.trailing
+            && let Some(&(_, _, prev)) = k.checked_sub(1).and_then(|p| runs.get(p))
+            && let Some(after @ None) = att.after.get_mut(prev)
+        {
+            *after = Some(c);
+            continue;
         }
-        match next {
-            Some((_, _, line)) => att.above[line].push((c, c.blank_after)),
+        match next.and_then(|(_, _, line)| att.above.get_mut(line)) {
+            Some(above) => above.push((c, c.blank_after)),
             None => att.tail.push(c),
         }
     }

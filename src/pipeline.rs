@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::analyze;
 use crate::check;
+use crate::compile;
 use crate::diagnostic::{Finding, Sources};
 use crate::model::ir::PolicySet;
 use crate::parse::{self, ast};
@@ -108,7 +109,7 @@ fn check_reusing(
     if let Some(project) = &project {
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
-        set = out.set;
+        set = out.checked.as_ref().map(compile::lower);
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {

@@ -201,7 +201,7 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
         )
     };
     let label = expected.map_or_else(|| what.clone(), |x| format!("expected {x}"));
-    Finding::error(read::CODE, message)
+    Finding::new(read::CODE, message)
         .with_label(
             crate::diagnostic::Label::new(
                 file.name.clone(),

@@ -21,7 +21,7 @@
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::replay::{CaseResult, ReplayReport, Verdict};
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::eval::Evaluator;
 use crate::eval::response::ResponseContext;
 use crate::eval::state::LimitStore;
@@ -68,7 +68,7 @@ pub fn parse_traces(file: &SourceFile) -> (Vec<TraceCase>, Vec<Finding>) {
         }
         let span = Span::new(start, start + content.len());
         let bad = |message: String, help: &str| {
-            Finding::error("trace::invalid", message)
+            Finding::new(Code::TraceInvalid, message)
                 .with_label(Label::new(&file.name, span))
                 .with_help(help.to_string())
         };

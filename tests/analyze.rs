@@ -19,7 +19,7 @@ fn check_repo(dir: &Path) -> Checked {
 }
 
 fn codes(findings: &[Finding]) -> Vec<&str> {
-    findings.iter().map(|f| f.code).collect()
+    findings.iter().map(|f| f.code.as_str()).collect()
 }
 
 fn fixture_dirs(kind: &str) -> Vec<std::path::PathBuf> {
@@ -49,7 +49,10 @@ fn err_fixtures_snapshot() {
         assert!(!checked.findings.is_empty(), "{name}: no finding");
         let expected = name.trim_end_matches("_cycle").trim_end_matches("_denied");
         assert!(
-            checked.findings.iter().all(|f| f.code.ends_with(expected)),
+            checked
+                .findings
+                .iter()
+                .all(|f| f.code.as_str().ends_with(expected)),
             "{name}: {:?}\n{}",
             codes(&checked.findings),
             render(&checked.findings, &checked.sources)
@@ -95,7 +98,8 @@ fn load_set(dir: &Path) -> (sluice::project::Project, sluice::model::ir::PolicyS
         .map(|f| (f.clone(), sluice::parse::parse_policy(f).unwrap()))
         .collect();
     let out = sluice::check::check(&parsed, &project.schema);
-    (project, out.set.unwrap())
+    let set = sluice::compile::lower(&out.checked.unwrap());
+    (project, set)
 }
 
 fn data(rel: &str) -> std::path::PathBuf {
@@ -691,7 +695,8 @@ fn typed(g: &conflicts::Generated) -> (sluice::project::Project, sluice::model::
         .collect();
     let out = sluice::check::check(&parsed, &project.schema);
     assert!(out.findings.is_empty(), "{:?}", out.findings);
-    (project, out.set.unwrap())
+    let set = sluice::compile::lower(&out.checked.unwrap());
+    (project, set)
 }
 
 #[test]
@@ -851,7 +856,7 @@ mod change {
         let got: Vec<Finding> = pr
             .findings
             .into_iter()
-            .filter(|f| !f.code.starts_with("version::"))
+            .filter(|f| !f.code.as_str().starts_with("version::"))
             .collect();
         assert_eq!(
             shown(&got),

@@ -37,14 +37,15 @@ pub fn check_set(files: &[(&str, &str)]) -> (Vec<Finding>, Sources, bool) {
             Err(mut e) => findings.append(&mut e),
         }
     }
-    let out = check(&parsed, &test_schema());
+    let schema = test_schema();
+    let out = check(&parsed, &schema);
     findings.extend(out.findings);
-    let has_set = out.set.is_some();
+    let has_set = out.checked.is_some();
     (findings, sources, has_set)
 }
 
 fn codes(findings: &[Finding]) -> Vec<&str> {
-    findings.iter().map(|f| f.code).collect()
+    findings.iter().map(|f| f.code.as_str()).collect()
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn examples_report_what_their_readme_says() {
     for (name, codes) in EXPECTED {
         let dir = Path::new("examples").join(name);
         let checked = check_repo(&dir);
-        let got: Vec<&str> = checked.findings.iter().map(|f| f.code).collect();
+        let got: Vec<&str> = checked.findings.iter().map(|f| f.code.as_str()).collect();
         assert_eq!(&got, codes, "examples/{name}");
         let rendered = render_human(&checked.findings, &checked.sources, false, 100);
         insta::with_settings!({snapshot_path => "../snapshots/examples", prepend_module_to_snapshot => false}, {

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use sluice::diagnostic::github::{annotation, escape_data, escape_property, summary_markdown};
 use sluice::diagnostic::sarif::to_sarif;
-use sluice::diagnostic::{Finding, Label, Sources, Summary, identity};
+use sluice::diagnostic::{Code, Finding, Label, Sources, Summary, identity};
 use sluice::gitsrc::GitRepo;
 use sluice::review::base::introduced;
 use sluice::source::{SourceFile, Span};
@@ -168,8 +168,8 @@ fn hand_findings() -> (Vec<Finding>, Sources) {
     decisions.insert("pay.big".to_string(), "require_approval".to_string());
     decisions.insert("core.no_root".to_string(), "deny".to_string());
     decisions.insert("final".to_string(), "deny".to_string());
-    let mut conflict = Finding::warning(
-        "conflict::overridden_allow",
+    let mut conflict = Finding::new(
+        Code::ConflictOverriddenAllow,
         "allow pay.big never takes effect when agent is `root`, 50% of: a \"quoted\" case",
     )
     .with_help("narrow it")
@@ -185,14 +185,14 @@ fn hand_findings() -> (Vec<Finding>, Sources) {
     );
     conflict.witness = Some(json!({"tool": "pay", "agent": "root", "args": {"amount": 1001}}));
     conflict.witness_decisions = Some(decisions);
-    let multi_line = Finding::error("type::mismatch", "spans\nlines").with_label(Label::new(
+    let multi_line = Finding::new(Code::TypeMismatch, "spans\nlines").with_label(Label::new(
         "policies/pay.policy",
         Span::new(at(&pay, "rule big").start, at(&pay, "needs approval").end),
     ));
-    let odd = Finding::error("version::not_bumped", "policy `é` changed")
+    let odd = Finding::new(Code::VersionNotBumped, "policy `é` changed")
         .with_label(Label::new("policies/odd name:é.policy", Span::new(7, 9)).in_rule("é", None))
         .with_label(Label::new("policies/missing.policy", Span::new(0, 3)));
-    let bare = Finding::error("state::limit_removed", "no place at all");
+    let bare = Finding::new(Code::StateLimitRemoved, "no place at all");
     (vec![conflict, multi_line, odd, bare], sources)
 }
 
@@ -459,32 +459,31 @@ fn introduced_matches_findings_by_identity_not_lines() {
     let label = |start| {
         Label::new("policies/a.policy", Span::new(start, start + 3)).in_rule("a", Some("r".into()))
     };
-    let warn = |start| {
-        Finding::warning("conflict::dead_rule", "rule a.r is dead").with_label(label(start))
-    };
+    let warn =
+        |start| Finding::new(Code::ConflictDeadRule, "rule a.r is dead").with_label(label(start));
     let shadowed =
-        |msg: &str, start| Finding::error("conflict::shadowed", msg).with_label(label(start));
+        |msg: &str, start| Finding::new(Code::ConflictShadowed, msg).with_label(label(start));
     let base = vec![
         warn(10),
-        Finding::error("type::mismatch", "old error").with_label(label(40)),
+        Finding::new(Code::TypeMismatch, "old error").with_label(label(40)),
         shadowed("allow a.r never takes effect", 60),
     ];
     let head = vec![
         // Same warning, moved down by an edit above it: not new.
         warn(120),
         // Same code and place, another message: new.
-        Finding::warning("conflict::dead_rule", "rule a.r is dead twice").with_label(label(120)),
+        Finding::new(Code::ConflictDeadRule, "rule a.r is dead twice").with_label(label(120)),
         // A second identical warning where the base had one: new.
         warn(200),
         // Errors are always reported, old or new, the conflict analysis's
         // too: a set with an error does not compile, whoever introduced it.
-        Finding::error("type::mismatch", "old error").with_label(label(90)),
+        Finding::new(Code::TypeMismatch, "old error").with_label(label(90)),
         shadowed("allow a.r never takes effect", 150),
         shadowed("allow a.r never takes effect, again", 160),
     ];
     let kept: Vec<(&str, usize)> = introduced(&base, head.clone())
         .iter()
-        .map(|f| (f.code, f.labels[0].span.start))
+        .map(|f| (f.code.as_str(), f.labels[0].span.start))
         .collect();
     assert_eq!(
         kept,
@@ -498,7 +497,7 @@ fn introduced_matches_findings_by_identity_not_lines() {
     );
     assert_eq!(identity(&head[0]), identity(&base[0]));
     // Another rule is another finding.
-    let other = Finding::warning("conflict::dead_rule", "rule a.r is dead").with_label(
+    let other = Finding::new(Code::ConflictDeadRule, "rule a.r is dead").with_label(
         Label::new("policies/a.policy", Span::new(10, 13)).in_rule("a", Some("s".into())),
     );
     assert_ne!(identity(&other), identity(&base[0]));

@@ -1,6 +1,7 @@
 //! Rollout decisions. Gate statistics are checked against a reference
 //! implementation: statsmodels 0.15 (`proportion_confint(method="wilson")` and
 //! `confint_proportions_2indep(method="newcomb", compare="diff")`, alpha 0.05).
+//! `scripts/gate-reference.py` regenerates the figures and `--check`s them.
 
 use sluice::rollout::gate::{
     Interval, Verdict, Z95, at_most, combine, newcombe_diff, quantile_bounds, wilson, within,

@@ -48,7 +48,7 @@ pub fn artifact(project_file: &SourceFile, policies: &[SourceFile]) -> Artifact 
     if let Ok(project) = &project {
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
-        set = out.set;
+        set = out.checked.as_ref().map(sluice::compile::lower);
     }
     let (Ok(project), Some(set), false) = (project, set, findings.iter().any(Finding::is_error))
     else {

@@ -109,8 +109,8 @@ pub(crate) fn label(
 
 /// The internal-error finding for a witness that does not reproduce.
 pub(crate) fn mismatch(original: &Finding, why: &str) -> Finding {
-    let mut f = Finding::error(
-        "analyze::witness_mismatch",
+    let mut f = Finding::new(
+        crate::diagnostic::Code::AnalyzeWitnessMismatch,
         format!(
             "internal error: the witness for this {} does not reproduce: {why}",
             original.code

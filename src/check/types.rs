@@ -1,16 +1,17 @@
-//! Type checking one policy against the schema, and lowering it to IR.
+//! Type checking one policy against the schema.
 //!
 //! Every field must be declared, every operator must fit its operand types,
 //! regexes must compile and stay within what the conflict analysis can encode,
 //! and names must be unique within a policy. All errors of the policy are
-//! collected; the IR returned alongside is only meaningful when there are none.
+//! collected. This module only proves: it builds no IR (`compile::lower`
+//! does, from a policy that passed).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use regex_syntax::hir::{Hir, HirKind, Look};
 
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::model::ir::{self, Type};
 use crate::model::schema::Schema;
 use crate::parse::ast::{self, ExprKind, Spanned, TermKind};
@@ -24,11 +25,12 @@ struct Checker<'a> {
     errors: Vec<Finding>,
 }
 
-pub(crate) fn check_policy(
+/// Every language error of one policy (empty when it type-checks).
+pub(super) fn check_policy(
     file: &SourceFile,
     policy: &ast::Policy,
     schema: &Schema,
-) -> (ir::Policy, Vec<Finding>) {
+) -> Vec<Finding> {
     let mut c = Checker {
         file,
         schema,
@@ -41,8 +43,8 @@ pub(crate) fn check_policy(
     for item in &policy.items {
         let name = item.name();
         if let Some(first) = seen.get(name.node.as_str()) {
-            let f = Finding::error(
-                "type::duplicate_name",
+            let f = Finding::new(
+                Code::TypeDuplicateName,
                 format!(
                     "`{}` is defined twice in policy `{}`",
                     name.node, policy.name.node
@@ -57,24 +59,20 @@ pub(crate) fn check_policy(
         }
     }
 
-    let mut rules = Vec::new();
-    let mut limits = Vec::new();
     for item in &policy.items {
         match item {
             ast::Item::Rule(r) => {
                 c.rule = Some(r.name.node.clone());
-                let when = r.when.as_ref().map_or(ir::Expr::Const(true), |e| c.expr(e));
-                let effect = c.effect(&r.effect);
-                rules.push(ir::Rule {
-                    name: r.name.node.clone(),
-                    when,
-                    effect,
-                    origin: c.origin(r.name.span),
-                });
+                if let Some(e) = &r.when {
+                    c.expr(e);
+                }
+                c.effect(&r.effect);
             }
             ast::Item::Limit(l) => {
                 c.rule = Some(l.name.node.clone());
-                let when = l.when.as_ref().map_or(ir::Expr::Const(true), |e| c.expr(e));
+                if let Some(e) = &l.when {
+                    c.expr(e);
+                }
                 for b in &l.by {
                     match c.field(&b.node, b.span) {
                         Some(decl) if decl.ty == Type::StrSet => c.mismatch(
@@ -88,53 +86,14 @@ pub(crate) fn check_policy(
                         _ => {}
                     }
                 }
-                let exceed = c.effect(&l.exceed);
-                limits.push(ir::Limit {
-                    name: l.name.node.clone(),
-                    when,
-                    max: l.max.node,
-                    window_secs: l.window.node.seconds(),
-                    by: l.by.iter().map(|b| b.node.0.clone()).collect(),
-                    exceed,
-                    on_decrease: l.on_decrease.as_ref().map(|o| match o.node {
-                        ast::OnDecrease::NextWindow => ir::OnDecrease::NextWindow,
-                        ast::OnDecrease::Freeze => ir::OnDecrease::Freeze,
-                    }),
-                    origin: c.origin(l.name.span),
-                });
+                c.effect(&l.exceed);
             }
         }
     }
-    c.rule = None;
-
-    let tier = match policy.tier.as_ref().map(|t| t.node) {
-        Some(ast::Tier::Security) => ir::Tier::Security,
-        Some(ast::Tier::Compliance) => ir::Tier::Compliance,
-        Some(ast::Tier::Operational) | None => ir::Tier::Operational,
-    };
-    let out = ir::Policy {
-        name: policy.name.node.clone(),
-        version: policy.version.node.to_string(),
-        tier,
-        requires: policy
-            .requires
-            .iter()
-            .map(|r| ir::Requirement {
-                policy: r.policy.node.clone(),
-                req: r.req.node.to_string(),
-            })
-            .collect(),
-        rules,
-        limits,
-        origin: ir::Origin {
-            file: file.name.clone(),
-            span: policy.name.span,
-        },
-    };
-    (out, c.errors)
+    c.errors
 }
 
-/// The type of a term, and the field it reads.
+/// The type of a term, and whether it is a literal.
 #[derive(Clone, Copy)]
 struct Typed {
     ty: Type,
@@ -147,15 +106,8 @@ impl Checker<'_> {
         Label::new(&self.file.name, span).in_rule(self.policy, self.rule.clone())
     }
 
-    fn origin(&self, span: Span) -> ir::Origin {
-        ir::Origin {
-            file: self.file.name.clone(),
-            span,
-        }
-    }
-
     fn mismatch(&mut self, span: Span, message: String, help: &str) {
-        let f = Finding::error("type::mismatch", message)
+        let f = Finding::new(Code::TypeMismatch, message)
             .with_label(self.label(span))
             .with_help(help.to_string());
         self.errors.push(f);
@@ -174,8 +126,8 @@ impl Checker<'_> {
                         path.as_str()
                     ),
                 };
-                let f = Finding::error(
-                    "type::unknown_field",
+                let f = Finding::new(
+                    Code::TypeUnknownField,
                     format!("unknown field `{}`", path.as_str()),
                 )
                 .with_label(self.label(span).with_message("not in the schema"))
@@ -186,14 +138,11 @@ impl Checker<'_> {
         }
     }
 
-    fn term(&mut self, t: &ast::Term) -> (Option<Typed>, ir::Term) {
+    fn term(&mut self, t: &ast::Term) -> Option<Typed> {
         match &t.node {
             TermKind::Field(p) => {
                 let ty = self.field(p, t.span).map(|d| d.ty);
-                (
-                    ty.map(|ty| Typed { ty, literal: false }),
-                    ir::Term::Field(p.0.clone()),
-                )
+                ty.map(|ty| Typed { ty, literal: false })
             }
             TermKind::Len(p) => {
                 let ty = self.field(&p.node, p.span).map(|d| d.ty);
@@ -210,45 +159,26 @@ impl Checker<'_> {
                         "use `len` on a string (characters) or a set<string> (elements)",
                     );
                 }
-                (
-                    Some(Typed {
-                        ty: Type::Int,
-                        literal: false,
-                    }),
-                    ir::Term::Len(p.node.0.clone()),
-                )
+                Some(Typed {
+                    ty: Type::Int,
+                    literal: false,
+                })
             }
-            TermKind::Lit(l) => {
-                let ty = literal_type(l);
-                (Some(Typed { ty, literal: true }), ir::Term::Lit(lit(l)))
-            }
+            TermKind::Lit(l) => Some(Typed {
+                ty: l.ty(),
+                literal: true,
+            }),
         }
     }
 
-    fn expr(&mut self, e: &ast::Expr) -> ir::Expr {
+    fn expr(&mut self, e: &ast::Expr) {
         match &e.node {
-            ExprKind::Or(parts) => {
-                let mut out = Vec::new();
+            ExprKind::Or(parts) | ExprKind::And(parts) => {
                 for p in parts {
-                    match self.expr(p) {
-                        ir::Expr::Or(inner) => out.extend(inner),
-                        x => out.push(x),
-                    }
+                    self.expr(p);
                 }
-                ir::Expr::Or(out)
             }
-            ExprKind::And(parts) => {
-                let mut out = Vec::new();
-                for p in parts {
-                    match self.expr(p) {
-                        ir::Expr::And(inner) => out.extend(inner),
-                        x => out.push(x),
-                    }
-                }
-                ir::Expr::And(out)
-            }
-            ExprKind::Not(inner) => ir::Expr::Not(Box::new(self.expr(inner))),
-            ExprKind::Paren(inner) => self.expr(inner),
+            ExprKind::Not(inner) | ExprKind::Paren(inner) => self.expr(inner),
             ExprKind::Has(p) => {
                 if let Some(d) = self.field(&p.node, p.span)
                     && !d.optional
@@ -260,34 +190,27 @@ impl Checker<'_> {
                         "`has` tests optional fields (declared with a trailing `?` in [schema]); remove it",
                     );
                 }
-                ir::Expr::Has(p.node.0.clone())
             }
             ExprKind::Term(t) => {
-                let (ty, term) = self.term(t);
-                match (ty, term) {
-                    (_, ir::Term::Lit(ir::Literal::Bool(b))) => ir::Expr::Const(b),
-                    (Some(Typed { ty: Type::Bool, .. }), ir::Term::Field(f)) => ir::Expr::Truthy(f),
-                    (Some(tt), term) => {
-                        self.mismatch(
-                            t.span,
-                            format!(
-                                "a condition must be true or false, but this is {}",
-                                tt.ty.as_str()
-                            ),
-                            "compare it with something, e.g. `x == \"value\"` or `x > 0`",
-                        );
-                        ir::Expr::Truthy(term.field().unwrap_or_default().to_string())
-                    }
-                    (None, term) => ir::Expr::Truthy(term.field().unwrap_or_default().to_string()),
+                // A bool term (a bool field or `true`/`false`) is a condition;
+                // anything else is not.
+                if let Some(tt) = self.term(t)
+                    && tt.ty != Type::Bool
+                {
+                    self.mismatch(
+                        t.span,
+                        format!(
+                            "a condition must be true or false, but this is {}",
+                            tt.ty.as_str()
+                        ),
+                        "compare it with something, e.g. `x == \"value\"` or `x > 0`",
+                    );
                 }
             }
             ExprKind::Cmp { op, lhs, rhs } => {
-                let (lt, l) = self.term(lhs);
-                let (rt, r) = self.term(rhs);
-                let op = cmp(*op);
-                let mut ty = Type::Int;
+                let lt = self.term(lhs);
+                let rt = self.term(rhs);
                 if let (Some(lt), Some(rt)) = (lt, rt) {
-                    ty = lt.ty;
                     if lt.ty == Type::StrSet || rt.ty == Type::StrSet {
                         self.mismatch(
                             e.span,
@@ -324,73 +247,63 @@ impl Checker<'_> {
                         );
                     }
                 }
-                ir::Expr::Cmp {
-                    op,
-                    lhs: l,
-                    rhs: r,
-                    ty,
-                }
             }
-            ExprKind::In { lhs, list } => {
-                let (lt, l) = self.term(lhs);
-                if let Some(lt) = lt {
-                    if lt.ty == Type::StrSet {
-                        self.mismatch(
-                            lhs.span,
-                            format!(
-                                "`in` tests one value, but `{}` is a set<string>",
-                                term_text(lhs)
-                            ),
-                            "to test whether a set holds a value write `x contains \"value\"`",
-                        );
-                    } else {
-                        let wrong: Vec<&Spanned<ast::Literal>> = list
-                            .iter()
-                            .filter(|v| literal_type(&v.node) != lt.ty)
-                            .collect();
-                        if let Some(first) = wrong.first() {
-                            let vt = literal_type(&first.node);
-                            let mut f = Finding::error(
-                                "type::mismatch",
-                                format!(
-                                    "`{}` is {} but this list holds {} values",
-                                    term_text(lhs),
-                                    lt.ty.as_str(),
-                                    vt.as_str()
-                                ),
-                            )
-                            .with_help(type_help(lt.ty, vt));
-                            for v in wrong {
-                                f = f.with_label(self.label(v.span).with_message(format!(
-                                    "{}, not {}",
-                                    literal_type(&v.node).as_str(),
-                                    lt.ty.as_str()
-                                )));
-                            }
-                            self.errors.push(f);
-                        }
-                    }
-                    if lt.literal {
-                        self.mismatch(
-                            lhs.span,
-                            "`in` needs a field on its left".into(),
-                            "write `field in [\"a\", \"b\"]`",
-                        );
-                    }
-                }
-                ir::Expr::In {
-                    lhs: l,
-                    values: list.iter().map(|v| lit(&v.node)).collect(),
-                }
-            }
+            ExprKind::In { lhs, list } => self.in_list(lhs, list),
             ExprKind::Str { op, lhs, rhs } => self.str_op(e.span, *op, lhs, rhs),
         }
     }
 
-    fn str_op(&mut self, span: Span, op: ast::StrOp, lhs: &ast::Term, rhs: &ast::Term) -> ir::Expr {
-        let (lt, _) = self.term(lhs);
+    fn in_list(&mut self, lhs: &ast::Term, list: &[Spanned<ast::Literal>]) {
+        let Some(lt) = self.term(lhs) else {
+            return;
+        };
+        if lt.ty == Type::StrSet {
+            self.mismatch(
+                lhs.span,
+                format!(
+                    "`in` tests one value, but `{}` is a set<string>",
+                    term_text(lhs)
+                ),
+                "to test whether a set holds a value write `x contains \"value\"`",
+            );
+        } else {
+            let wrong: Vec<&Spanned<ast::Literal>> =
+                list.iter().filter(|v| v.node.ty() != lt.ty).collect();
+            if let Some(first) = wrong.first() {
+                let vt = first.node.ty();
+                let mut f = Finding::new(
+                    Code::TypeMismatch,
+                    format!(
+                        "`{}` is {} but this list holds {} values",
+                        term_text(lhs),
+                        lt.ty.as_str(),
+                        vt.as_str()
+                    ),
+                )
+                .with_help(type_help(lt.ty, vt));
+                for v in wrong {
+                    f = f.with_label(self.label(v.span).with_message(format!(
+                        "{}, not {}",
+                        v.node.ty().as_str(),
+                        lt.ty.as_str()
+                    )));
+                }
+                self.errors.push(f);
+            }
+        }
+        if lt.literal {
+            self.mismatch(
+                lhs.span,
+                "`in` needs a field on its left".into(),
+                "write `field in [\"a\", \"b\"]`",
+            );
+        }
+    }
+
+    fn str_op(&mut self, span: Span, op: ast::StrOp, lhs: &ast::Term, rhs: &ast::Term) {
+        let lt = self.term(lhs);
         let field = match &lhs.node {
-            TermKind::Field(p) => p.0.clone(),
+            TermKind::Field(p) => p.0.as_str(),
             _ => {
                 if lt.is_some() {
                     self.mismatch(
@@ -399,37 +312,30 @@ impl Checker<'_> {
                         "write e.g. `args.body contains \"secret\"`",
                     );
                 }
-                String::new()
+                ""
             }
         };
         let value = match &rhs.node {
-            TermKind::Lit(ast::Literal::Str(s)) => s.clone(),
+            TermKind::Lit(ast::Literal::Str(s)) => Some(s.as_str()),
             _ => {
                 self.mismatch(
                     rhs.span,
                     format!("`{}` needs a string literal on its right", op.as_str()),
                     "write the value in double quotes, e.g. \"text\"",
                 );
-                String::new()
+                None
             }
         };
         let lty = lt.filter(|t| !t.literal).map(|t| t.ty);
         match (op, lty) {
-            (ast::StrOp::Contains, Some(Type::StrSet)) => ir::Expr::SetContains { field, value },
-            (_, Some(Type::Str)) | (_, None) => match op {
-                ast::StrOp::Contains => ir::Expr::Contains { field, value },
-                ast::StrOp::StartsWith => ir::Expr::StartsWith { field, value },
-                ast::StrOp::EndsWith => ir::Expr::EndsWith { field, value },
-                ast::StrOp::Matches => {
-                    if let TermKind::Lit(ast::Literal::Str(_)) = rhs.node {
-                        self.regex(&value, rhs.span);
-                    }
-                    ir::Expr::Matches {
-                        field,
-                        pattern: value,
-                    }
+            (ast::StrOp::Contains, Some(Type::StrSet)) => {}
+            (_, Some(Type::Str) | None) => {
+                if op == ast::StrOp::Matches
+                    && let Some(pattern) = value
+                {
+                    self.regex(pattern, rhs.span);
                 }
-            },
+            }
             (_, Some(t)) => {
                 let help = if op == ast::StrOp::Contains {
                     "`contains` applies to a string or a set<string>"
@@ -446,7 +352,6 @@ impl Checker<'_> {
                     ),
                     help,
                 );
-                ir::Expr::Const(false)
             }
         }
     }
@@ -457,12 +362,12 @@ impl Checker<'_> {
         let f = match regex_verdict(pattern) {
             RegexVerdict::Ok => return,
             RegexVerdict::Invalid(detail) => {
-                Finding::error("type::bad_regex", format!("invalid regex: {detail}"))
+                Finding::new(Code::TypeBadRegex, format!("invalid regex: {detail}"))
                     .with_label(self.label(span).with_message("this pattern"))
                     .with_help("patterns use the Rust `regex` syntax; look-around and back-references do not exist in it")
             }
-            RegexVerdict::Unsupported(what) => Finding::error(
-                "type::bad_regex",
+            RegexVerdict::Unsupported(what) => Finding::new(
+                Code::TypeBadRegex,
                 format!("the conflict analysis cannot encode {what}"),
             )
             .with_label(self.label(span).with_message("this pattern"))
@@ -470,7 +375,7 @@ impl Checker<'_> {
                 "use `^` and `$` (start and end of the whole value) and character classes instead",
             ),
             RegexVerdict::Unparsed(e) => {
-                Finding::error("type::bad_regex", format!("invalid regex: {e}"))
+                Finding::new(Code::TypeBadRegex, format!("invalid regex: {e}"))
                     .with_label(self.label(span))
             }
         };
@@ -490,100 +395,62 @@ impl Checker<'_> {
         }
     }
 
-    fn effect(&mut self, e: &Spanned<ast::Effect>) -> ir::Effect {
-        match &e.node {
-            ast::Effect::Allow => ir::Effect::Allow,
-            ast::Effect::Deny { code, text } => ir::Effect::Deny {
-                code: code.node.clone(),
-                text: text.node.clone(),
-            },
-            ast::Effect::RequireApproval {
-                group,
-                via,
-                code,
-                text,
-            } => ir::Effect::RequireApproval {
-                group: group.node.clone(),
-                via: via.as_ref().map(|v| v.node.clone()),
-                code: code.node.clone(),
-                text: text.node.clone(),
-            },
-            ast::Effect::Modify {
-                field,
-                value,
-                code,
-                text,
-            } => {
-                let target = self
-                    .field(&field.node, field.span)
-                    .map(|d| (d.ty, d.path.clone()));
-                let v = match &value.node {
-                    ast::ModifyValue::Literal(l) => {
-                        if let Some((ty, path)) = &target {
-                            let lt = literal_type(l);
-                            if lt != *ty {
-                                self.mismatch(
-                                    value.span,
-                                    format!(
-                                        "`{path}` is {} but this value is {}",
-                                        ty.as_str(),
-                                        lt.as_str()
-                                    ),
-                                    &type_help(*ty, lt),
-                                );
-                            }
-                        }
-                        ir::ModifyValue::Literal(lit(l))
+    fn effect(&mut self, e: &Spanned<ast::Effect>) {
+        let ast::Effect::Modify { field, value, .. } = &e.node else {
+            return;
+        };
+        let target = self
+            .field(&field.node, field.span)
+            .map(|d| (d.ty, d.path.clone()));
+        let transform = match &value.node {
+            ast::ModifyValue::Literal(l) => {
+                if let Some((ty, path)) = &target {
+                    let lt = l.ty();
+                    if lt != *ty {
+                        self.mismatch(
+                            value.span,
+                            format!(
+                                "`{path}` is {} but this value is {}",
+                                ty.as_str(),
+                                lt.as_str()
+                            ),
+                            &type_help(*ty, lt),
+                        );
                     }
-                    ast::ModifyValue::Redact(p) => {
-                        self.string_field(p, "redact");
-                        ir::ModifyValue::Redact {
-                            field: p.node.0.clone(),
-                        }
-                    }
-                    ast::ModifyValue::RedactPattern(p, pat) => {
-                        self.string_field(p, "redact");
-                        self.regex(&pat.node, pat.span);
-                        ir::ModifyValue::RedactPattern {
-                            field: p.node.0.clone(),
-                            pattern: pat.node.clone(),
-                        }
-                    }
-                    ast::ModifyValue::Truncate(p, n) => {
-                        self.string_field(p, "truncate");
-                        ir::ModifyValue::Truncate {
-                            field: p.node.0.clone(),
-                            len: n.node,
-                        }
-                    }
-                    ast::ModifyValue::Lowercase(p) => {
-                        self.string_field(p, "lowercase");
-                        ir::ModifyValue::Lowercase {
-                            field: p.node.0.clone(),
-                        }
-                    }
-                };
-                if !matches!(v, ir::ModifyValue::Literal(_))
-                    && let Some((ty, path)) = &target
-                    && *ty != Type::Str
-                {
-                    let msg = format!(
-                        "`{path}` is {} but this transform makes a string",
-                        ty.as_str()
-                    );
-                    self.mismatch(
-                        value.span,
-                        msg,
-                        "redact, truncate and lowercase produce strings: modify a string field",
-                    );
                 }
-                ir::Effect::Modify {
-                    field: field.node.0.clone(),
-                    value: v,
-                    code: code.node.clone(),
-                    text: text.node.clone(),
-                }
+                false
             }
+            ast::ModifyValue::Redact(p) => {
+                self.string_field(p, "redact");
+                true
+            }
+            ast::ModifyValue::RedactPattern(p, pat) => {
+                self.string_field(p, "redact");
+                self.regex(&pat.node, pat.span);
+                true
+            }
+            ast::ModifyValue::Truncate(p, _) => {
+                self.string_field(p, "truncate");
+                true
+            }
+            ast::ModifyValue::Lowercase(p) => {
+                self.string_field(p, "lowercase");
+                true
+            }
+        };
+        if transform
+            && let Some((ty, path)) = &target
+            && *ty != Type::Str
+        {
+            let msg = format!(
+                "`{path}` is {} but this transform makes a string",
+                ty.as_str()
+            );
+            self.mismatch(
+                value.span,
+                msg,
+                "redact, truncate and lowercase produce strings: modify a string field",
+            );
         }
     }
 }
@@ -649,33 +516,6 @@ fn unsupported(hir: &Hir) -> Option<&'static str> {
         HirKind::Capture(c) => unsupported(&c.sub),
         HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().find_map(unsupported),
         HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) => None,
-    }
-}
-
-fn literal_type(l: &ast::Literal) -> Type {
-    match l {
-        ast::Literal::Int(_) => Type::Int,
-        ast::Literal::Str(_) => Type::Str,
-        ast::Literal::Bool(_) => Type::Bool,
-    }
-}
-
-fn lit(l: &ast::Literal) -> ir::Literal {
-    match l {
-        ast::Literal::Int(n) => ir::Literal::Int(*n),
-        ast::Literal::Str(s) => ir::Literal::Str(s.clone()),
-        ast::Literal::Bool(b) => ir::Literal::Bool(*b),
-    }
-}
-
-fn cmp(op: ast::CmpOp) -> ir::CmpOp {
-    match op {
-        ast::CmpOp::Eq => ir::CmpOp::Eq,
-        ast::CmpOp::Ne => ir::CmpOp::Ne,
-        ast::CmpOp::Lt => ir::CmpOp::Lt,
-        ast::CmpOp::Le => ir::CmpOp::Le,
-        ast::CmpOp::Gt => ir::CmpOp::Gt,
-        ast::CmpOp::Ge => ir::CmpOp::Ge,
     }
 }
 

@@ -1,16 +1,11 @@
 //! The version graph over `requires` (petgraph): unsatisfied requirements,
 //! cycles (spelled out), and policies defined twice.
 
-#![expect(
-    clippy::indexing_slicing,
-    reason = "indexes still to be replaced by checked access"
-)]
-
 use std::collections::BTreeMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::parse::ast;
 use crate::source::SourceFile;
 
@@ -24,8 +19,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
     for &&(file, policy) in &sorted {
         match by_name.get(policy.name.node.as_str()) {
             Some((first_file, first)) => findings.push(
-                Finding::error(
-                    "version::duplicate",
+                Finding::new(
+                    Code::VersionDuplicate,
                     format!(
                         "policy `{}` is defined twice, in `{}` and `{}`",
                         policy.name.node, first_file.name, file.name
@@ -64,8 +59,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
                 Label::new(&file.name, req.req.span.join(req.policy.span)).in_rule(*name, None);
             match by_name.get(target) {
                 None => {
-                    let mut f = Finding::error(
-                        "version::unsatisfied",
+                    let mut f = Finding::new(
+                        Code::VersionUnsatisfied,
                         format!("`{name}` requires `{target} {}` but no policy `{target}` is in the set", req.text),
                     )
                     .with_label(label.with_message("required here"));
@@ -82,8 +77,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
                 Some((tfile, tpolicy)) => {
                     if !req.req.node.matches(&tpolicy.version.node) {
                         findings.push(
-                            Finding::error(
-                                "version::unsatisfied",
+                            Finding::new(
+                                Code::VersionUnsatisfied,
                                 format!(
                                     "`{name}` requires `{target} {}` but `{target}` is {}",
                                     req.text, tpolicy.version.node
@@ -121,8 +116,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
             .iter()
             .filter_map(|n| graph.node_weight(*n).copied())
             .collect();
-        let mut f = Finding::error(
-            "version::cycle",
+        let mut f = Finding::new(
+            Code::VersionCycle,
             format!(
                 "policies require each other in a cycle: {}",
                 names.join(" → ")
@@ -132,8 +127,8 @@ pub(super) fn check_versions(policies: &[(&SourceFile, &ast::Policy)]) -> Vec<Fi
             "a policy cannot depend on itself through others: remove one `requires` of the cycle",
         );
         for pair in names.windows(2) {
-            let (from, to) = (pair[0], pair[1]);
-            if let Some((file, policy)) = by_name.get(from)
+            if let &[from, to] = pair
+                && let Some((file, policy)) = by_name.get(from)
                 && let Some(req) = policy.requires.iter().find(|r| r.policy.node == to)
             {
                 f = f.with_label(

@@ -60,7 +60,7 @@ pub fn annotation(f: &Finding, sources: &Sources, prefix: &str) -> String {
             props.push(format!("endColumn={end_column}"));
         }
     }
-    props.push(format!("title={}", escape_property(f.code)));
+    props.push(format!("title={}", escape_property(f.code.as_str())));
     let mut message = f.message.clone();
     for l in f.labels.iter().skip(1) {
         let _ = write!(message, "\nalso: {}", place(l, sources, prefix));

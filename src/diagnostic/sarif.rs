@@ -1,7 +1,7 @@
 //! Findings as a SARIF 2.1.0 log, for code scanning (`--format sarif`).
 //!
 //! One run whose tool driver is `sluice`, with one `rules` entry per finding
-//! code present (description and help from [`super::CODES`]) and one result
+//! code present (description and help from [`Code::about`]) and one result
 //! per finding: its level, message (with the finding's own help), a location
 //! for every label (the file relative to the git repository's root, and the
 //! region it covers), a logical location `policy.rule` when the label has one,
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Finding, Label, Severity, Sources, describe, identity, prefixed};
+use super::{Code, Finding, Label, Severity, Sources, identity, prefixed};
 
 /// The `$schema` a SARIF 2.1.0 log names.
 pub const SCHEMA_URI: &str = "https://json.schemastore.org/sarif-2.1.0.json";
@@ -30,19 +30,19 @@ pub const FINGERPRINT: &str = "sluiceFinding/v1";
 /// inside the git repository (empty when they are the same), so that every
 /// `uri` is relative to the git repository's root.
 pub fn to_sarif(findings: &[Finding], sources: &Sources, prefix: &str) -> Value {
-    // One rule per code, sorted by code; results refer to them by index.
-    let mut codes: BTreeMap<&str, Severity> = BTreeMap::new();
+    // One rule per code, sorted by its text; results refer to them by index.
+    let mut codes: BTreeMap<&str, (Code, Severity)> = BTreeMap::new();
     for f in findings {
-        codes.entry(f.code).or_insert(f.severity);
+        codes.entry(f.code.as_str()).or_insert((f.code, f.severity));
     }
     let index: BTreeMap<&str, usize> = codes.keys().enumerate().map(|(i, c)| (*c, i)).collect();
     let rules: Vec<Value> = codes
-        .iter()
-        .map(|(code, severity)| rule(code, *severity))
+        .values()
+        .map(|&(code, severity)| rule(code, severity))
         .collect();
     let results: Vec<Value> = findings
         .iter()
-        .map(|f| result(f, index.get(f.code).copied(), sources, prefix))
+        .map(|f| result(f, index.get(f.code.as_str()).copied(), sources, prefix))
         .collect();
     json!({
         "$schema": SCHEMA_URI,
@@ -67,14 +67,14 @@ fn level(severity: Severity) -> &'static str {
     }
 }
 
-fn rule(code: &str, severity: Severity) -> Value {
-    let (description, help) = describe(code).unwrap_or(("A sluice finding.", ""));
+fn rule(code: Code, severity: Severity) -> Value {
+    let (description, help) = code.about().unwrap_or(("A sluice finding.", ""));
     let mut rule = json!({
         "id": code,
         "shortDescription": {"text": description},
         "fullDescription": {"text": description},
         "defaultConfiguration": {"level": level(severity)},
-        "properties": {"tags": ["sluice", code.split("::").next().unwrap_or(code)]},
+        "properties": {"tags": ["sluice", code.family()]},
     });
     if !help.is_empty()
         && let Some(obj) = rule.as_object_mut()

@@ -148,8 +148,10 @@ pub(super) fn expr_end(e: &Expr) -> usize {
     }
 }
 
+/// The columns `s` takes in a terminal or an editor: a wide character (CJK,
+/// most emoji) takes two, a combining mark none.
 fn width(s: &str) -> usize {
-    s.chars().count()
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 fn fits(depth: usize, text: &str) -> bool {
@@ -324,5 +326,15 @@ mod tests {
     fn unbreakable_atoms_stay_long() {
         let atom = format!("a matches \"{}\"", "x".repeat(120));
         assert_eq!(when_lines(&atom), [format!("    when {atom}")]);
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(width("deny"), 4);
+        assert_eq!(width("日本語"), 6);
+        assert_eq!(width("e\u{301}"), 1);
+        // 50 wide characters fill the line; 51 do not fit.
+        assert!(fits(0, &"語".repeat(50)));
+        assert!(!fits(0, &"語".repeat(51)));
     }
 }

@@ -2,11 +2,6 @@
 //!
 //! Built from `[schema]` in `sluice.toml` (see `project`). Pure data, no I/O.
 
-#![expect(
-    clippy::indexing_slicing,
-    reason = "indexes still to be replaced by checked access"
-)]
-
 use serde::{Deserialize, Serialize};
 
 use crate::model::ir::{FieldDecl, Type};
@@ -42,34 +37,19 @@ impl Schema {
     }
 }
 
-/// The candidate closest to `word` by edit distance, when it is close enough
-/// to be a plausible typo.
+/// The candidate closest to `word` by edit distance (Levenshtein, counted in
+/// characters), when it is close enough to be a plausible typo; the first of
+/// equally close candidates wins.
 pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = edit_distance(word, c);
+        let d = strsim::levenshtein(word, c);
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
     }
     let limit = (word.chars().count() / 3).max(2);
     best.filter(|(d, _)| *d <= limit).map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

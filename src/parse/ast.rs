@@ -3,7 +3,13 @@
 //! Every node that a diagnostic can point at carries a [`Span`]. Spans are
 //! excluded from equality (`PartialEq` ignores them), so that `parse(fmt(p))`
 //! can be compared with `parse(p)`.
+//!
+//! Comparison operators, tiers and `on_decrease` behaviours are the IR's own
+//! types ([`CmpOp`], [`Tier`], [`OnDecrease`] from `model::ir`): the parser
+//! produces them directly, and nothing translates them.
 
+use crate::model::ir::Type;
+pub use crate::model::ir::{CmpOp, OnDecrease, Tier};
 use crate::source::Span;
 
 /// A value paired with where it was written. Equality ignores the span.
@@ -29,24 +35,6 @@ impl<T: Eq> Eq for Spanned<T> {}
 
 pub type Ident = Spanned<String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub enum Tier {
-    Security,
-    #[default]
-    Operational,
-    Compliance,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Security => "security",
-            Tier::Operational => "operational",
-            Tier::Compliance => "compliance",
-        }
-    }
-}
-
 /// One policy: the content of one file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -56,8 +44,8 @@ pub struct Policy {
     pub tier: Option<Spanned<Tier>>,
     pub requires: Vec<Requirement>,
     pub items: Vec<Item>,
-    /// The whole `policy … { … }`.
-    #[doc(hidden)]
+    /// The whole `policy … { … }`; the formatter reads where its closing
+    /// brace is.
     pub span: SpanIgnored,
 }
 
@@ -102,21 +90,6 @@ pub struct Rule {
     pub when: Option<Expr>,
     pub effect: Spanned<Effect>,
     pub span: SpanIgnored,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OnDecrease {
-    NextWindow,
-    Freeze,
-}
-
-impl OnDecrease {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnDecrease::NextWindow => "next_window",
-            OnDecrease::Freeze => "freeze",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +186,17 @@ pub enum Literal {
     Bool(bool),
 }
 
+impl Literal {
+    /// The type of the value as written.
+    pub fn ty(&self) -> Type {
+        match self {
+            Literal::Int(_) => Type::Int,
+            Literal::Str(_) => Type::Str,
+            Literal::Bool(_) => Type::Bool,
+        }
+    }
+}
+
 /// A condition. Spans sit on every node.
 pub type Expr = Spanned<ExprKind>;
 
@@ -240,29 +224,6 @@ pub enum ExprKind {
     Has(Spanned<Path>),
     /// A bare term used as a condition: a `bool` field or `true`/`false`.
     Term(Term),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl CmpOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CmpOp::Eq => "==",
-            CmpOp::Ne => "!=",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

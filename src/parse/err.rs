@@ -4,7 +4,7 @@
 use pest::error::{ErrorVariant, InputLocation};
 
 use super::grammar::Rule;
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::source::{SourceFile, Span};
 
 pub(super) fn from_pest(file: &SourceFile, e: &pest::error::Error<Rule>) -> Finding {
@@ -34,7 +34,7 @@ pub fn syntax_finding(
     message: String,
     help: Option<String>,
 ) -> Finding {
-    let mut f = Finding::error("parse::syntax", message)
+    let mut f = Finding::new(Code::ParseSyntax, message)
         .with_label(Label::new(&file.name, span).with_message("here"));
     f.help = help;
     f

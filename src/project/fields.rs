@@ -103,7 +103,7 @@ pub(super) fn read(cx: &mut Cx<'_>, table: Option<&DeTable<'_>>, header: Range<u
                     leaf.path
                 )
             };
-            let finding = Finding::error(CODE, format!("field `{path}` is declared twice"))
+            let finding = Finding::new(CODE, format!("field `{path}` is declared twice"))
                 .with_label(cx.label(key_span, "declared again here"))
                 .with_label(cx.label(first.clone(), "first declared here"))
                 .with_help(help);
@@ -162,7 +162,7 @@ fn check_nesting(cx: &mut Cx<'_>, fields: &BTreeMap<String, (FieldDecl, Range<us
         for seg in path.split('.') {
             if !prefix.is_empty() {
                 if let Some((parent, parent_span)) = fields.get(&prefix) {
-                    let finding = Finding::error(
+                    let finding = Finding::new(
                         CODE,
                         format!(
                             "field `{path}` is nested under `{prefix}`, which is declared as a `{}` field",

@@ -11,12 +11,12 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::model::schema::closest;
 use crate::source::{SourceFile, Span};
 
 /// The code of every finding about `sluice.toml`.
-pub(super) const CODE: &str = "schema::invalid";
+pub(super) const CODE: Code = Code::SchemaInvalid;
 
 /// A key of a TOML table, with its span.
 pub(super) type Key<'i> = Spanned<Cow<'i, str>>;
@@ -50,7 +50,7 @@ impl<'f> Cx<'f> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        let finding = Finding::error(CODE, message)
+        let finding = Finding::new(CODE, message)
             .with_label(self.label(span, label))
             .with_help(help);
         self.findings.push(finding);

@@ -180,7 +180,7 @@ fn read_stages(cx: &mut Cx<'_>, v: &Value<'_>, declared: &Declared) -> Option<Ve
         let named = read_name(cx, t, item.span());
         if let Some(n) = &named {
             if let Some(first) = seen.get(&n.name) {
-                let finding = Finding::error(CODE, format!("stage `{}` is defined twice", n.name))
+                let finding = Finding::new(CODE, format!("stage `{}` is defined twice", n.name))
                     .with_label(cx.label(n.span.clone(), "defined again here"))
                     .with_label(cx.label(first.clone(), "first defined here"))
                     .with_help("stage names are unique: rename or remove one of them");

@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use semver::Version;
 
-use crate::check::types;
-use crate::diagnostic::{Finding, Label, identity};
+use crate::check;
+use crate::compile;
+use crate::diagnostic::{Code, Finding, Label, identity};
 use crate::model::ir;
 use crate::model::schema::Schema;
 use crate::parse::ast;
@@ -91,8 +92,8 @@ pub fn version_changes(base: Side<'_>, head: Side<'_>) -> Vec<Finding> {
         };
         if hv < bv {
             findings.push(
-                Finding::error(
-                    "version::regressed",
+                Finding::new(
+                    Code::VersionRegressed,
                     format!("policy `{name}` goes from version {bv} down to {hv}"),
                 )
                 .with_label(version_label(format!("was {bv} at the base revision")))
@@ -120,8 +121,8 @@ pub fn version_changes(base: Side<'_>, head: Side<'_>) -> Vec<Finding> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut f = Finding::error(
-            "version::not_bumped",
+        let mut f = Finding::new(
+            Code::VersionNotBumped,
             format!("policy `{name}` changed ({what}) but its version is still {hv}"),
         )
         .with_label(version_label("version unchanged".to_string()))
@@ -175,10 +176,8 @@ struct Change {
 /// The policy's IR as data (locations are not serialized), with the version
 /// left out; `None` when it has type errors or there is no schema.
 fn content(file: &SourceFile, policy: &ast::Policy, schema: Option<&Schema>) -> Option<ir::Policy> {
-    let (mut p, errors) = types::check_policy(file, policy, schema?);
-    if !errors.is_empty() {
-        return None;
-    }
+    let checked = check::check_policy(file, policy, schema?).ok()?;
+    let mut p = compile::lower_policy(&checked);
     p.version = String::new();
     Some(p)
 }

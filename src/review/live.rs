@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::state::{LiveState, PendingApproval};
-use crate::diagnostic::{Finding, Label};
+use crate::diagnostic::{Code, Finding, Label};
 use crate::eval::Evaluator;
 use crate::eval::state::{CounterEntry, LimitStore as _, MemoryLimitStore};
 use crate::model::ir::{self, DecisionKind};
@@ -178,8 +178,8 @@ fn limit_finding(inp: &LiveInputs<'_>, id: &str, live: &[&CounterEntry]) -> Opti
             return None;
         }
         return Some(
-            Finding::error(
-                "state::limit_removed",
+            Finding::new(
+                Code::StateLimitRemoved,
                 format!(
                     "limit `{id}` is removed while it has live counters: {keys}, {} counted in the current window",
                     plural(usize::try_from(counted).unwrap_or(usize::MAX), "request", "requests")
@@ -212,8 +212,8 @@ fn limit_finding(inp: &LiveInputs<'_>, id: &str, live: &[&CounterEntry]) -> Opti
     if let Some(before) = before_window.filter(|b| *b != head.window_secs) {
         let (from, to) = (window_text(before), window_text(head.window_secs));
         return Some(
-            Finding::warning(
-                "state::window_change",
+            Finding::new(
+                Code::StateWindowChange,
                 format!(
                     "limit `{id}` changes its window from {from} to {to}: its live counters are reset ({keys}, {} counted)",
                     plural(usize::try_from(counted).unwrap_or(usize::MAX), "request", "requests")
@@ -254,8 +254,8 @@ fn limit_finding(inp: &LiveInputs<'_>, id: &str, live: &[&CounterEntry]) -> Opti
         None => format!("has `max {}`", head.max),
     };
     Some(
-        Finding::error(
-            "state::limit_decrease",
+        Finding::new(
+            Code::StateLimitDecrease,
             format!(
                 "limit `{id}` {lowered}, below live counters: {} above it, by up to {} (key `{}` at {}), {} over in all",
                 plural(over.len(), "key is", "keys are"),
@@ -381,7 +381,7 @@ fn approval_finding(
             .in_rule(policy, Some(rule.to_string())),
         None => gone_label(inp, policy, format!("`{rule}` is no longer here")),
     };
-    let mut f = Finding::error("state::pending_approvals", message)
+    let mut f = Finding::new(Code::StatePendingApprovals, message)
         .with_label(label)
         .with_help(format!(
             "approve or reject the waiting requests ({shown}) before this rolls out, or keep the \
