@@ -4,12 +4,22 @@
 //! document by hand. Pure data (plus the routing hash, which is part of the
 //! route's contract).
 //!
+//! - [`audit`]: the daemon's audit lines (`audit.jsonl`) and the figures
+//!   and build notes they carry.
 //! - [`evaluate`]: `POST /v1/evaluate`'s response.
-//! - [`replay`]: the replay stage's report.
+//! - [`gate`]: gate readings, stage steps and the fleet's observation.
+//! - [`replay`]: the replay stage's report and its persisted totals.
+//! - [`rollout_state`]: the daemon's persisted rollout state
+//!   (`state.json`), versioned.
 //! - [`route`]: `PUT /v1/route`, cohorts and the stable bucket hash.
 //! - [`state`]: `GET /v1/state`, the live state an engine holds.
+//! - [`status`]: the daemon's `GET /v1/status`.
 
+pub mod audit;
 pub mod evaluate;
+pub mod gate;
 pub mod replay;
+pub mod rollout_state;
 pub mod route;
 pub mod state;
+pub mod status;

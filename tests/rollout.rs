@@ -231,7 +231,7 @@ mod stage {
         let gate = early
             .readings
             .iter()
-            .find(|r| r.gate == "max_deny_rate_delta")
+            .find(|r| r.gate.as_str() == "max_deny_rate_delta")
             .unwrap();
         assert!(gate.interval.lo > 0.02, "{gate:#?}");
         assert_eq!(gate.verdict, Verdict::Wait);
@@ -388,16 +388,16 @@ mod stage {
             expected_permissive: 50,
             ..Default::default()
         };
-        assert_eq!(decide_replay(&replay, &report).step, Step::Advance);
+        assert_eq!(decide_replay(&replay, &report.totals()).step, Step::Advance);
         report.catastrophic = 1;
-        let Step::Rollback { trigger } = decide_replay(&replay, &report).step else {
+        let Step::Rollback { trigger } = decide_replay(&replay, &report.totals()).step else {
             panic!()
         };
         assert!(trigger.contains("max_catastrophic"), "{trigger}");
         report.catastrophic = 0;
         report.false_positives = 1; // 1 of 50 = 2% > 1%
         assert!(matches!(
-            decide_replay(&replay, &report).step,
+            decide_replay(&replay, &report.totals()).step,
             Step::Rollback { .. }
         ));
     }

@@ -106,8 +106,11 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
     match answer {
         Ok(Some(state)) => Ok(state),
         Ok(None) => anyhow::bail!("the engine at `{endpoint}` has no live state to give (404)"),
-        Err(EngineError::Unreachable(why)) => {
-            anyhow::bail!("cannot reach the engine at `{endpoint}`: {why}")
+        Err(EngineError::Unreachable { source } | EngineError::Client { source }) => {
+            anyhow::bail!(
+                "cannot reach the engine at `{endpoint}`: {}",
+                crate::reconcile::client::without_url(&source)
+            )
         }
         Err(EngineError::Status { status, message }) => {
             let refused = matches!(status, 401 | 403);
@@ -126,8 +129,8 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
             let excerpt: String = message.chars().take(200).collect();
             anyhow::bail!("the engine at `{endpoint}` answered {status}: {excerpt}")
         }
-        Err(EngineError::Decode(why)) => anyhow::bail!(
-            "the engine at `{endpoint}` did not answer with a live-state document: {why}"
+        Err(EngineError::Decode { source }) => anyhow::bail!(
+            "the engine at `{endpoint}` did not answer with a live-state document: {source}"
         ),
     }
 }

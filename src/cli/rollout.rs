@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::Value;
 
 use super::{Exit, Format};
 use crate::reconcile::api::Status;
@@ -62,66 +61,6 @@ pub(super) fn cmd_status(d: &DaemonArgs, format: Format) -> anyhow::Result<Exit>
     Ok(Exit::Ok)
 }
 
-/// What `sluice status` shows of a candidate's notes (decision-log flips,
-/// state-check warnings). The notes document is read here and nowhere else.
-#[derive(Debug, Default)]
-struct NotesView<'a> {
-    log: Option<LogView<'a>>,
-    warnings: Vec<&'a str>,
-}
-
-/// The decision log replayed against the candidate.
-#[derive(Debug)]
-struct LogView<'a> {
-    evaluated: &'a Value,
-    flipped: &'a Value,
-    flips: Vec<FlipView<'a>>,
-}
-
-/// One kind of flip, by rule.
-#[derive(Debug)]
-struct FlipView<'a> {
-    count: &'a Value,
-    from: &'a str,
-    to: &'a str,
-    rule: &'a str,
-}
-
-impl<'a> NotesView<'a> {
-    fn of(notes: &'a Value) -> NotesView<'a> {
-        const NULL: &Value = &Value::Null;
-        let text = |v: &'a Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("?");
-        let log = notes
-            .get("decision_log")
-            .filter(|l| l.is_object())
-            .map(|log| LogView {
-                evaluated: log.get("evaluated").unwrap_or(NULL),
-                flipped: log.get("flipped").unwrap_or(NULL),
-                flips: log
-                    .get("flips")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|f| FlipView {
-                        count: f.get("count").unwrap_or(NULL),
-                        from: text(f, "from"),
-                        to: text(f, "to"),
-                        rule: text(f, "rule"),
-                    })
-                    .collect(),
-            });
-        let warnings = notes
-            .get("state_checks")
-            .and_then(|s| s.get("warnings"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|w| w.as_str().unwrap_or("?"))
-            .collect();
-        NotesView { log, warnings }
-    }
-}
-
 fn short(s: &str) -> &str {
     s.get(..12).unwrap_or(s)
 }
@@ -131,11 +70,13 @@ fn ms_text(ms: u64) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn num(v: &serde_json::Value, key: &str) -> String {
-    match v.get(key).and_then(serde_json::Value::as_f64) {
-        Some(x) if x.is_infinite() => "∞".to_string(),
-        Some(x) => format!("{x:.4}"),
-        None => "-".to_string(),
+/// A figure of a gate reading; one with no number (JSON `null`, an open
+/// end of an interval) shows as `-`.
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "-".to_string()
     }
 }
 
@@ -202,13 +143,8 @@ pub fn render_status(s: &Status) -> String {
         }
         let _ = writeln!(o, "{line}");
         if let Some(step) = &c.step {
-            let what = step.get("step").and_then(|v| v.as_str()).unwrap_or("?");
-            let why = step
-                .get("trigger")
-                .or_else(|| step.get("reason"))
-                .and_then(|v| v.as_str())
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let what = step.as_str();
+            let why = step.why().map(|r| format!(": {r}")).unwrap_or_default();
             let _ = writeln!(o, "  decision: {what}{why}");
         }
         if !c.gates.is_empty() || !c.triggers.is_empty() {
@@ -219,16 +155,15 @@ pub fn render_status(s: &Status) -> String {
             );
             for (kind, list) in [("gate", &c.gates), ("trigger", &c.triggers)] {
                 for g in list {
-                    let iv = g.get("interval").cloned().unwrap_or_default();
                     let _ = writeln!(
                         o,
                         "  {:<9} {:<26} {:>10}  {:<23} {:>8}  {}",
                         kind,
-                        g.get("gate").and_then(|v| v.as_str()).unwrap_or("?"),
-                        num(g, "estimate"),
-                        format!("[{}, {}]", num(&iv, "lo"), num(&iv, "hi")),
-                        num(g, "limit"),
-                        g.get("verdict").and_then(|v| v.as_str()).unwrap_or("?"),
+                        g.gate.as_str(),
+                        num(g.estimate),
+                        format!("[{}, {}]", num(g.interval.lo), num(g.interval.hi)),
+                        num(g.limit),
+                        g.verdict.as_str(),
                     );
                 }
             }
@@ -239,18 +174,25 @@ pub fn render_status(s: &Status) -> String {
             "  replay: {} of {} trace cases passed, {} catastrophic, {} false positive(s)",
             r.passed, r.cases, r.catastrophic, r.false_positives
         );
-        let notes = NotesView::of(&c.notes);
-        if let Some(log) = &notes.log {
+        let notes = c.notes.clone().unwrap_or_default();
+        if let Some(log) = &notes.decision_log {
             let _ = writeln!(
                 o,
                 "  decision log: {} of {} decisions flip",
                 log.flipped, log.evaluated
             );
             for f in log.flips.iter().take(10) {
-                let _ = writeln!(o, "    {} × {} → {}: {}", f.count, f.from, f.to, f.rule);
+                let _ = writeln!(
+                    o,
+                    "    {} × {} → {}: {}",
+                    f.count,
+                    f.from.as_str(),
+                    f.to.as_str(),
+                    f.rule
+                );
             }
         }
-        for w in &notes.warnings {
+        for w in notes.state_checks.iter().flat_map(|s| &s.warnings) {
             let _ = writeln!(o, "  state: {w}");
         }
     }

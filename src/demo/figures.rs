@@ -1,45 +1,13 @@
-//! The daemon's figures, read and formatted for people.
-//!
-//! The daemon hands the demo untyped JSON: a transition's `figures`
-//! (`revert`, `gates`, `triggers`, `observed`), a candidate's `observed`
-//! figures and its gate and trigger readings (`{gate, limit, estimate,
-//! interval {lo, hi}, verdict}`). Every read of that JSON is in this module,
-//! behind small functions, so that the day those documents are typed only
-//! this module changes. It reads with `.get()` chains and falls back to a
-//! neutral value (zero, `?`, nothing) where a figure is missing.
+//! The daemon's figures, formatted for people: a transition's figures
+//! (`revert`, `gates`, `triggers`, `observed`), a candidate's observed
+//! figures and its gate and trigger readings, all typed documents of
+//! `api::audit` and `api::gate`. A figure with no number (the open end of
+//! an interval) shows as NaN, as it did when these were read from JSON.
 //!
 //! It formats only: it does no I/O and decides nothing about the run.
 
-use serde_json::Value;
-
-/// The value at `path` in `v`, if every key on the way is there.
-fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, key| v.get(key))
-}
-
-/// A count at `path`, zero when it is missing.
-fn count(v: &Value, path: &[&str]) -> u64 {
-    at(v, path).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// A number at `path`, NaN when it is missing.
-fn number(v: &Value, path: &[&str]) -> f64 {
-    at(v, path).and_then(Value::as_f64).unwrap_or(f64::NAN)
-}
-
-/// A string at `path`, `?` when it is missing.
-fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
-    at(v, path).and_then(Value::as_str).unwrap_or("?")
-}
-
-/// The readings in the array at `key` of a transition's figures.
-fn readings<'a>(figures: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    figures
-        .get(key)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
+use crate::api::audit::Figures;
+use crate::api::gate::{GateReading, Observation, Unit, Verdict};
 
 // ---------------------------------------------------------------------------
 // Percentages and hashes
@@ -81,26 +49,29 @@ pub(super) fn artifact_short(s: &str) -> &str {
 // ---------------------------------------------------------------------------
 // Gate and trigger readings
 
-/// A reading's name, estimate, interval bounds, limit and verdict.
-fn reading_parts(g: &Value) -> (&str, f64, f64, f64, f64, &str) {
+/// A reading's name, estimate, interval bounds, limit and verdict; a figure
+/// with no number (an open end of an interval) is NaN.
+fn reading_parts(g: &GateReading) -> (&'static str, f64, f64, f64, f64, &'static str) {
+    let f = |x: f64| if x.is_finite() { x } else { f64::NAN };
     (
-        text(g, &["gate"]),
-        number(g, &["estimate"]),
-        number(g, &["interval", "lo"]),
-        number(g, &["interval", "hi"]),
-        number(g, &["limit"]),
-        text(g, &["verdict"]),
+        g.gate.as_str(),
+        f(g.estimate),
+        f(g.interval.lo),
+        f(g.interval.hi),
+        f(g.limit),
+        g.verdict.as_str(),
     )
 }
 
 /// One gate or trigger reading (`{gate, limit, estimate, interval, verdict}`)
 /// for humans: `max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass`.
-pub fn gate_text(g: &Value) -> String {
+pub fn gate_text(g: &GateReading) -> String {
     let (name, est, lo, hi, limit, verdict) = reading_parts(g);
-    if name.contains("latency") {
+    let unit = g.gate.unit();
+    if unit == Unit::Milliseconds {
         return format!("{name} {est:.1}ms (95% {lo:.1}..{hi:.1}ms, limit {limit}ms): {verdict}");
     }
-    if name.contains("delta") {
+    if unit == Unit::RateDelta {
         return format!(
             "{name} {} (95% {}..{}, limit ±{}): {verdict}",
             signed_pct(est),
@@ -109,7 +80,7 @@ pub fn gate_text(g: &Value) -> String {
             limit_pct(limit)
         );
     }
-    if name.contains("catastrophic") {
+    if unit == Unit::Count {
         return format!("{name} {est} (limit {limit}): {verdict}");
     }
     format!(
@@ -123,12 +94,13 @@ pub fn gate_text(g: &Value) -> String {
 
 /// A gate reading in few words, for the live display:
 /// `max_divergence 0.21% [0.08%, 0.60%] ≤ 2%: pass`.
-pub fn gate_brief(g: &Value) -> String {
+pub fn gate_brief(g: &GateReading) -> String {
     let (name, est, lo, hi, limit, verdict) = reading_parts(g);
-    if name.contains("latency") {
+    let unit = g.gate.unit();
+    if unit == Unit::Milliseconds {
         return format!("{name} {est:.1}ms [{lo:.1}, {hi:.1}] ≤ {limit}ms: {verdict}");
     }
-    if name.contains("delta") {
+    if unit == Unit::RateDelta {
         return format!(
             "{name} {} [{}, {}] within ±{}: {verdict}",
             signed_pct(est),
@@ -150,63 +122,63 @@ pub fn gate_brief(g: &Value) -> String {
 // A transition's figures and a candidate's observed figures
 
 /// The revert commit a `reverted` transition's figures name.
-pub(super) fn revert_commit(figures: &Value) -> Option<&str> {
-    figures.get("revert").and_then(Value::as_str)
+pub(super) fn revert_commit(figures: &Figures) -> Option<&str> {
+    figures.revert.as_deref()
 }
 
 /// Whether a transition's figures carry at least one gate reading.
-pub(super) fn has_gates(figures: &Value) -> bool {
-    readings(figures, "gates").next().is_some()
+pub(super) fn has_gates(figures: &Figures) -> bool {
+    figures.gates.as_ref().is_some_and(|g| !g.is_empty())
 }
 
 /// Every gate reading of a transition's figures, for humans.
-pub(super) fn gates_of(figures: &Value) -> Vec<String> {
-    readings(figures, "gates").map(gate_text).collect()
+pub(super) fn gates_of(figures: &Figures) -> Vec<String> {
+    figures.gates.iter().flatten().map(gate_text).collect()
 }
 
 /// The failed trigger readings of a transition's figures, for humans.
-pub(super) fn failed_triggers(figures: &Value) -> Vec<String> {
-    readings(figures, "triggers")
-        .filter(|g| text(g, &["verdict"]) == "fail")
+pub(super) fn failed_triggers(figures: &Figures) -> Vec<String> {
+    figures
+        .triggers
+        .iter()
+        .filter(|g| g.verdict == Verdict::Fail)
         .map(gate_text)
         .collect()
 }
 
-/// The candidate's requests in a candidate's observed figures (zero when
-/// none are counted yet).
-pub(super) fn candidate_requests(observed: &Value) -> u64 {
-    count(observed, &["candidate", "requests"])
+/// The candidate's requests in a candidate's observed figures.
+pub(super) fn candidate_requests(observed: &Observation) -> u64 {
+    observed.candidate.requests
 }
 
 /// The observed figures of a transition, for humans; `None` when it has
 /// none.
-pub(super) fn observed_of(figures: &Value) -> Option<String> {
-    let o = figures.get("observed").filter(|o| o.is_object())?;
-    let deny_rate = |side: &str| {
-        let r = count(o, &[side, "requests"]);
-        if r == 0 {
+pub(super) fn observed_of(figures: &Figures) -> Option<String> {
+    let o = figures.observed.as_ref()?;
+    let deny_rate = |requests: u64, denies: u64| {
+        if requests == 0 {
             0.0
         } else {
-            count(o, &[side, "denies"]) as f64 / r as f64
+            denies as f64 / requests as f64
         }
     };
-    let compared = count(o, &["compared"]);
-    if compared > 0 {
+    let (c, s) = (&o.candidate, &o.stable);
+    if o.compared > 0 {
         Some(format!(
             "{} decisions compared, {} differ; deny rate {} (candidate) vs {} (stable)",
-            indicatif::HumanCount(compared),
-            indicatif::HumanCount(count(o, &["diverged"])),
-            pct(deny_rate("candidate")),
-            pct(deny_rate("stable"))
+            indicatif::HumanCount(o.compared),
+            indicatif::HumanCount(o.diverged),
+            pct(deny_rate(c.requests, c.denies)),
+            pct(deny_rate(s.requests, s.denies))
         ))
     } else {
         Some(format!(
             "candidate {} requests, {} denied, {} errors; stable {} requests, {} denied",
-            indicatif::HumanCount(count(o, &["candidate", "requests"])),
-            pct(deny_rate("candidate")),
-            count(o, &["candidate", "errors"]),
-            indicatif::HumanCount(count(o, &["stable", "requests"])),
-            pct(deny_rate("stable"))
+            indicatif::HumanCount(c.requests),
+            pct(deny_rate(c.requests, c.denies)),
+            c.errors,
+            indicatif::HumanCount(s.requests),
+            pct(deny_rate(s.requests, s.denies))
         ))
     }
 }
@@ -217,10 +189,16 @@ mod tests {
 
     use super::*;
 
+    fn reading(v: serde_json::Value) -> GateReading {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn a_reading_reads_through_missing_fields() {
-        let g = json!({"gate": "max_divergence", "estimate": 0.0021, "limit": 0.02,
-                       "interval": {"lo": 0.0008, "hi": 0.006}, "verdict": "pass"});
+        let g = reading(
+            json!({"gate": "max_divergence", "estimate": 0.0021, "limit": 0.02,
+                               "interval": {"lo": 0.0008, "hi": 0.006}, "verdict": "pass"}),
+        );
         assert_eq!(
             gate_text(&g),
             "max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass"
@@ -229,30 +207,37 @@ mod tests {
             gate_brief(&g),
             "max_divergence 0.21% [0.08%, 0.60%] ≤ 2%: pass"
         );
+        // Figures with no number (`null` on the wire) show as NaN.
+        let open = reading(
+            json!({"gate": "max_divergence", "estimate": null, "limit": null,
+                                  "interval": {"lo": null, "hi": null}, "verdict": "wait"}),
+        );
         assert_eq!(
-            gate_text(&json!({})),
-            "? NaN% (95% NaN%..NaN%, limit NaN%): ?"
+            gate_text(&open),
+            "max_divergence NaN% (95% NaN%..NaN%, limit NaN%): wait"
         );
     }
 
     #[test]
     fn a_transition_s_figures_are_read_with_defaults() {
-        let f = json!({"revert": "abc", "gates": [], "triggers": [
-            {"gate": "catastrophic", "estimate": 3, "limit": 0, "verdict": "fail"},
-            {"gate": "catastrophic", "estimate": 0, "limit": 0, "verdict": "pass"}],
-            "observed": {"candidate": {"requests": 10, "denies": 5}}});
+        let f: Figures = serde_json::from_value(json!({"revert": "abc", "gates": [], "triggers": [
+            {"gate": "max_catastrophic", "estimate": 3.0, "limit": 0.0,
+             "interval": {"lo": 3.0, "hi": 3.0}, "verdict": "fail"},
+            {"gate": "max_catastrophic", "estimate": 0.0, "limit": 0.0,
+             "interval": {"lo": 0.0, "hi": 0.0}, "verdict": "pass"}],
+            "observed": {"candidate": {"requests": 10, "errors": 0, "denies": 5, "p99_ms": null},
+                         "stable": {"requests": 0, "errors": 0, "denies": 0, "p99_ms": null},
+                         "compared": 0, "diverged": 0}}))
+        .unwrap();
         assert_eq!(revert_commit(&f), Some("abc"));
         assert!(!has_gates(&f));
-        assert_eq!(failed_triggers(&f), ["catastrophic 3 (limit 0): fail"]);
+        assert_eq!(failed_triggers(&f), ["max_catastrophic 3 (limit 0): fail"]);
         assert_eq!(
             observed_of(&f).as_deref(),
             Some("candidate 10 requests, 50.0% denied, 0 errors; stable 0 requests, 0% denied")
         );
-        assert_eq!(observed_of(&json!(null)), None);
-        assert_eq!(
-            candidate_requests(&json!({"candidate": {"requests": 7}})),
-            7
-        );
-        assert_eq!(candidate_requests(&json!(null)), 0);
+        assert_eq!(observed_of(&Figures::default()), None);
+        assert_eq!(candidate_requests(&f.observed.unwrap()), 10);
+        assert_eq!(candidate_requests(&Observation::default()), 0);
     }
 }

@@ -12,7 +12,8 @@
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
 //! Commands are handed to the reconcile loop, which runs them as its next
-//! transition and answers when the new state is persisted.
+//! transition and answers when the new state is persisted. The status
+//! document is a wire type of `api::status`, re-exported here.
 
 use std::sync::Arc;
 
@@ -23,102 +24,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::api::route::RouteSpec;
+pub use crate::api::status::Status;
 use crate::engine::http::AdminToken;
-use crate::rollout::machine::{
-    Command, Paused, Quarantined, Refused, Release, ReplaySummary, Transition,
-};
+use crate::rollout::machine::Command;
 
 /// A command for the loop, with where to send its answer.
 pub type CommandRequest = (Command, oneshot::Sender<Result<String, String>>);
-
-/// What `GET /v1/status` answers and `sluice status` shows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub repo: String,
-    pub branch: String,
-    /// The branch head as last fetched.
-    pub head: Option<String>,
-    /// When the branch was last fetched (RFC 3339).
-    pub fetched: Option<String>,
-    /// The last fetch's error, if it failed.
-    pub git_error: Option<String>,
-    /// `empty`, `stable`, or the candidate's stage.
-    pub phase: String,
-    pub paused: Option<Paused>,
-    pub stable: Option<Release>,
-    pub previous: Option<Release>,
-    pub candidate: Option<CandidateStatus>,
-    pub engines: Vec<EngineStatus>,
-    pub reverts: Vec<RevertStatus>,
-    pub quarantine: Vec<Quarantined>,
-    pub refused: Option<Refused>,
-    /// Why the head is not acted on yet, when it is not.
-    pub waiting: Option<String>,
-    /// The last transition.
-    pub last: Option<Transition>,
-    /// The last error of the loop itself (persisting the state, …).
-    pub error: Option<String>,
-}
-
-/// The candidate in flight.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CandidateStatus {
-    pub commit: String,
-    pub summary: String,
-    pub artifact: String,
-    pub stage: String,
-    /// 0-based index into `stages`.
-    pub stage_index: usize,
-    pub stages: Vec<String>,
-    /// `replay`, `shadow` or `split`.
-    pub kind: String,
-    pub percent: Option<u32>,
-    pub in_stage_ms: u64,
-    pub min_duration_ms: Option<u64>,
-    pub max_duration_ms: Option<u64>,
-    pub min_samples: Option<u64>,
-    /// The last decision: `wait`, `advance`, `rollback` or `pause`, with
-    /// its reason.
-    pub step: Option<Value>,
-    /// Every gate: `gate`, `limit`, `estimate`, `interval {lo, hi}`, `verdict`.
-    pub gates: Vec<Value>,
-    /// The rollback triggers, read the same way.
-    pub triggers: Vec<Value>,
-    pub samples_left: Option<u64>,
-    pub time_left_ms: Option<u64>,
-    /// The fleet's summed figures.
-    pub observed: Option<Value>,
-    pub replay: ReplaySummary,
-    /// Decision-log flips by rule, state-check warnings.
-    #[serde(default)]
-    pub notes: Value,
-}
-
-/// One engine as last seen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EngineStatus {
-    pub url: String,
-    pub reachable: bool,
-    /// On the route the state asks for.
-    pub on_route: bool,
-    pub route: Option<RouteSpec>,
-    pub error: Option<String>,
-}
-
-/// A revert still to land.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RevertStatus {
-    pub commit: String,
-    pub stage: String,
-    pub trigger: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
 
 /// What the handlers share.
 #[derive(Clone)]

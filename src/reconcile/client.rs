@@ -23,17 +23,44 @@ use crate::api::state::LiveState;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why an engine call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
-    /// No answer (connection refused, timeout).
-    #[error("unreachable: {0}")]
-    Unreachable(String),
+    /// No answer (connection refused, timeout). The message names the kind
+    /// of failure and the source's chain, without the URL (status names the
+    /// engine already).
+    #[error("unreachable: {}", without_url(.source))]
+    Unreachable {
+        #[source]
+        source: reqwest::Error,
+    },
     /// An answer other than success.
     #[error("HTTP {status}: {message}")]
     Status { status: u16, message: String },
     /// An answer that could not be read.
-    #[error("unreadable answer: {0}")]
-    Decode(String),
+    #[error("unreadable answer: {source}")]
+    Decode {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The HTTP client cannot be built (its TLS roots, …).
+    #[error("unreachable: {source}")]
+    Client {
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl From<reqwest::Error> for EngineError {
+    fn from(source: reqwest::Error) -> Self {
+        EngineError::Unreachable { source }
+    }
+}
+
+impl From<serde_json::Error> for EngineError {
+    fn from(source: serde_json::Error) -> Self {
+        EngineError::Decode { source }
+    }
 }
 
 impl EngineError {
@@ -164,11 +191,7 @@ impl HttpEngine {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, EngineError> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+        let resp = req.bearer_auth(&self.token).send().await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -193,10 +216,11 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, EngineError> {
         .connect_timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| EngineError::Unreachable(e.to_string()))
+        .map_err(|source| EngineError::Client { source })
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+/// A reqwest error without the URL it names (the caller names the engine).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut out = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
@@ -248,14 +272,11 @@ impl EngineClient for HttpEngine {
         Box::pin(async move {
             match self.send(self.http.get(self.url("/v1/route"))).await {
                 Ok(resp) => {
-                    let bytes = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
+                    let bytes = resp.bytes().await?;
                     serde_json::from_slice::<RouteDoc>(&bytes)
                         .map(|d| Some(d.route))
                         .or_else(|_| serde_json::from_slice::<RouteSpec>(&bytes).map(Some))
-                        .map_err(|e| EngineError::Decode(e.to_string()))
+                        .map_err(EngineError::from)
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -267,13 +288,8 @@ impl EngineClient for HttpEngine {
         Box::pin(async move {
             match self.send(self.http.get(self.url("/v1/state"))).await {
                 Ok(resp) => {
-                    let bytes = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
-                    serde_json::from_slice(&bytes)
-                        .map(Some)
-                        .map_err(|e| EngineError::Decode(e.to_string()))
+                    let bytes = resp.bytes().await?;
+                    Ok(Some(serde_json::from_slice(&bytes)?))
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -284,11 +300,8 @@ impl EngineClient for HttpEngine {
     fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>> {
         Box::pin(async move {
             let resp = self.send(self.http.get(self.url("/v1/stats"))).await?;
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| EngineError::Unreachable(without_url(&e)))?;
-            serde_json::from_slice(&bytes).map_err(|e| EngineError::Decode(e.to_string()))
+            let bytes = resp.bytes().await?;
+            Ok(serde_json::from_slice(&bytes)?)
         })
     }
 }

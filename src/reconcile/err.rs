@@ -1,5 +1,11 @@
 //! The daemon's errors. Errors of one engine or of one git operation do not
 //! stop the daemon (they show in status and are retried); these stop it.
+//! Every variant that wraps an error keeps it as its source.
+
+use std::path::PathBuf;
+
+use super::client::EngineError;
+use crate::api::rollout_state::StateReadError;
 
 /// What stops the daemon, or fails one of its operations.
 #[derive(Debug, thiserror::Error)]
@@ -11,26 +17,65 @@ pub enum ReconcileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the state in the state folder cannot be used: {0}")]
-    State(String),
+    /// `state.json` cannot be read back.
+    #[error("the state in the state folder cannot be used: `{}`: {source}", path.display())]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: StateReadError,
+    },
+    /// A document of the state folder cannot be written or read as JSON.
+    #[error("the state in the state folder cannot be used: {what}{source}")]
+    Json {
+        /// What it was, with a trailing `: ` (or nothing).
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the state in the state folder cannot be used: `{0}` is not an artifact hash")]
+    ArtifactHash(String),
+    /// A git operation failed.
+    #[error("git: {}", .source.message())]
+    GitCall {
+        #[from]
+        source: git2::Error,
+    },
+    /// The repository is not as the daemon needs it (no such branch, a push
+    /// rejected, a revert that conflicts): a refusal with no underlying
+    /// error.
     #[error("git: {0}")]
     Git(String),
-    #[error("engine `{engine}`: {message}")]
-    Engine { engine: String, message: String },
+    #[error("engine `{engine}`: {source}")]
+    Engine {
+        engine: String,
+        #[source]
+        source: EngineError,
+    },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another daemon holds the state folder.
+    #[error(
+        "invalid configuration: the state folder `{}` is in use by another daemon{}",
+        dir.display(),
+        pid.map(|p| format!(" (process {p})")).unwrap_or_default()
+    )]
+    InUse { dir: PathBuf, pid: Option<u32> },
     #[error("the control API cannot listen on `{addr}`: {source}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("the daemon stopped: {0}")]
-    Stopped(String),
+    /// A task of the daemon panicked or was cancelled.
+    #[error("the daemon stopped: {source}")]
+    Stopped {
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
-impl From<git2::Error> for ReconcileError {
-    fn from(e: git2::Error) -> Self {
-        ReconcileError::Git(e.message().to_string())
+impl From<tokio::task::JoinError> for ReconcileError {
+    fn from(source: tokio::task::JoinError) -> Self {
+        ReconcileError::Stopped { source }
     }
 }

@@ -11,9 +11,9 @@
 //! largest (an engine with fewer than 100 requests in the cohort
 //! contributes its maximum instead, its p99 being no better known).
 
+use crate::api::gate::{Cohort, Observation, Quantile};
 use crate::api::route::{Mode, RouteSpec};
 use crate::rollout::gate::{self, Z95};
-use crate::rollout::stage::{Cohort, Observation, Quantile};
 
 use super::client::{CohortFigures, EngineStats};
 

@@ -1,20 +1,18 @@
 //! The daemon's durable state in `--state-dir`:
 //!
 //! ```text
-//! state.json          the rollout state (rollout::machine::State), replaced atomically
-//! audit.jsonl         one JSON line per transition, appended and fsynced
+//! state.json          the rollout state (api::rollout_state::State), replaced atomically
+//! audit.jsonl         one JSON line per transition (api::audit::Transition), appended and fsynced
 //! artifacts/<hash>.json   every artifact the state refers to
 //! git/                the bare mirror of the watched repository
 //! control.addr        the control API's address, for tools and tests
-//! daemon.pid          the process using the folder
+//! daemon.pid          the process using the folder, locked while it runs (`lock`)
 //! ```
 //!
-//! One daemon uses a folder at a time: `daemon.pid` names its process, and a
-//! daemon refuses a folder whose process is still running (checked through
-//! `/proc` where there is one).
-//!
-//! Writes are atomic: write a temporary file, fsync it, rename it over the
-//! old one, fsync the folder. The state is written *before* the audit line
+//! Writes are atomic: write a temporary file of a fresh name in the same
+//! folder, fsync it, rename it over the old one (`tempfile`), fsync the
+//! folder. `state.json` carries its schema's version; a file of a version
+//! this build does not know is refused, never guessed at. The state is written *before* the audit line
 //! of its transition, and carries that transition (`State::last`): when the
 //! daemon dies between the two, [`Store::open`] appends the missing line, so
 //! the log has every transition exactly once. A torn last line (a crash in
@@ -25,7 +23,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::err::ReconcileError;
-use crate::rollout::machine::{State, Transition};
+use crate::api::audit::Transition;
+use crate::api::rollout_state::State;
 
 /// The state folder.
 #[derive(Debug)]
@@ -75,20 +74,21 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
             Err(e) => return Err(io("reading state.json")(e)),
         };
-        serde_json::from_slice(&bytes).map_err(|e| ReconcileError::State(e.to_string()))
+        State::from_json(&bytes).map_err(|source| ReconcileError::StateFile { path, source })
     }
 
     /// Replaces `state.json` atomically.
     pub fn save_state(&self, state: &State) -> Result<(), ReconcileError> {
-        let mut bytes =
-            serde_json::to_vec_pretty(state).map_err(|e| ReconcileError::State(e.to_string()))?;
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|source| ReconcileError::Json { what: "", source })?;
         bytes.push(b'\n');
         write_atomic(&self.state_path(), &bytes)
     }
 
     /// Appends one transition to the audit log and syncs it.
     pub fn append_audit(&self, t: &Transition) -> Result<(), ReconcileError> {
-        let mut line = serde_json::to_vec(t).map_err(|e| ReconcileError::State(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(t).map_err(|source| ReconcileError::Json { what: "", source })?;
         line.push(b'\n');
         let mut f = OpenOptions::new()
             .create(true)
@@ -144,9 +144,7 @@ impl Store {
 
     fn artifact_path(&self, hash: &str) -> Result<PathBuf, ReconcileError> {
         if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(ReconcileError::State(format!(
-                "`{hash}` is not an artifact hash"
-            )));
+            return Err(ReconcileError::ArtifactHash(hash.to_string()));
         }
         Ok(self.dir.join("artifacts").join(format!("{hash}.json")))
     }
@@ -164,25 +162,6 @@ impl Store {
     pub fn load_artifact(&self, hash: &str) -> Result<Vec<u8>, ReconcileError> {
         let path = self.artifact_path(hash)?;
         fs::read(&path).map_err(io(format!("reading artifact `{hash}`")))
-    }
-
-    /// Claims the folder for this process; refuses it while another live
-    /// process holds it.
-    pub fn claim(&self) -> Result<(), ReconcileError> {
-        let path = self.dir.join("daemon.pid");
-        let me = std::process::id();
-        if let Ok(text) = fs::read_to_string(&path)
-            && let Ok(pid) = text.trim().parse::<u32>()
-            && pid != me
-            && Path::new("/proc").is_dir()
-            && Path::new(&format!("/proc/{pid}")).exists()
-        {
-            return Err(ReconcileError::Config(format!(
-                "the state folder `{}` is in use by another daemon (process {pid})",
-                self.dir.display()
-            )));
-        }
-        write_atomic(&path, format!("{me}\n").as_bytes())
     }
 
     /// Records the control API's address.
@@ -203,28 +182,27 @@ pub fn read_audit(path: &Path) -> Result<Vec<Transition>, ReconcileError> {
         if !line.ends_with('\n') {
             break;
         }
-        let t = serde_json::from_str(line.trim_end())
-            .map_err(|e| ReconcileError::State(format!("audit.jsonl: {e}")))?;
+        let t = serde_json::from_str(line.trim_end()).map_err(|source| ReconcileError::Json {
+            what: "audit.jsonl: ",
+            source,
+        })?;
         out.push(t);
     }
     Ok(out)
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename,
-/// fsync of the folder.
+/// Writes `bytes` to `path` atomically: a temporary file of a fresh name
+/// beside it, fsync, rename over `path`, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReconcileError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let what = || format!("writing `{}`", path.display());
-    let mut f = File::create(&tmp).map_err(io(what()))?;
-    f.write_all(bytes).map_err(io(what()))?;
-    f.sync_all().map_err(io(what()))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(what()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(what()))?;
+    tmp.write_all(bytes).map_err(io(what()))?;
+    tmp.as_file().sync_all().map_err(io(what()))?;
+    tmp.persist(path).map_err(|e| io(what())(e.error))?;
     // A folder can be opened and synced on Unix; elsewhere the rename is
     // what there is.
     if let Ok(d) = File::open(dir) {

@@ -15,18 +15,14 @@
 //!
 //! No data gives the widest interval (`[0, 1]` for a rate), so a gate with
 //! too little data waits; it never passes by default.
+//!
+//! The readings themselves ([`GateReading`], [`Interval`], [`Verdict`]) are
+//! wire types of `api::gate`, re-exported here.
 
-use serde::Serialize;
+pub use crate::api::gate::{GateReading, Interval, Verdict};
 
 /// The normal quantile for 95% two-sided confidence.
 pub const Z95: f64 = 1.959_963_984_540_054;
-
-/// A closed interval `[lo, hi]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Interval {
-    pub lo: f64,
-    pub hi: f64,
-}
 
 /// The Wilson score interval of `k` successes in `n` trials.
 pub fn wilson(k: u64, n: u64, z: f64) -> Interval {
@@ -79,26 +75,6 @@ pub fn quantile_bounds(n: u64, q: f64, z: f64) -> (f64, f64) {
     let lo_rank = (n_f * q - half).floor().max(0.0);
     let hi_rank = (n_f * q + half).ceil().min(n_f);
     (lo_rank / n_f, hi_rank / n_f)
-}
-
-/// What a gate says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Wait,
-}
-
-/// A gate evaluated: its name, the limit, the point estimate and the
-/// interval, and the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GateReading {
-    pub gate: String,
-    pub limit: f64,
-    pub estimate: f64,
-    pub interval: Interval,
-    pub verdict: Verdict,
 }
 
 /// A one-sided gate "the value stays at or under `limit`": pass when the

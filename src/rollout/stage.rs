@@ -22,63 +22,20 @@
 //! a good candidate; a `pass` already needs `min_samples`.
 //! 4. Every gate passes: advance.
 //! 5. Still waiting after `max_duration`: pause for an operator.
+//!
+//! What the engines measured ([`Observation`]) and the decision's step
+//! ([`Step`]) are wire types of `api::gate`, re-exported here.
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::gate::{self, GateReading, Interval, Verdict, Z95};
-use crate::api::replay::ReplayReport;
+use crate::api::gate::Gate;
+pub use crate::api::gate::{Cohort, Observation, Quantile, Step};
+use crate::api::replay::ReplayTotals;
 use crate::model::plan::{RollbackTriggers, Stage, StageKind};
 
-/// Requests of one cohort, as counted by the engines since the stage began.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Cohort {
-    pub requests: u64,
-    pub errors: u64,
-    pub denies: u64,
-    /// The p99 latency in milliseconds: estimate and confidence bounds (read
-    /// from the histogram at [`gate::quantile_bounds`]); `None` without data.
-    pub p99_ms: Option<Quantile>,
-}
-
-/// A latency quantile with its confidence interval, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Quantile {
-    pub estimate: f64,
-    pub lo: f64,
-    pub hi: f64,
-}
-
-/// What the engines measured during a live stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Observation {
-    /// The candidate: its enforced cohort (split stages) or its shadow
-    /// evaluations (shadow stage).
-    pub candidate: Cohort,
-    /// Stable, on the same traffic (shadow) or its own cohort (split).
-    pub stable: Cohort,
-    /// Shadow stage: comparisons made and how many differed.
-    pub compared: u64,
-    pub diverged: u64,
-}
-
-/// The outcome of a stage decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Step {
-    /// Not enough evidence yet.
-    Wait,
-    /// Every gate passed: go to the next stage (or finish after the last).
-    Advance,
-    /// A trigger fired or a gate failed.
-    Rollback { trigger: String },
-    /// Waiting longer than the stage's `max_duration`.
-    Pause { reason: String },
-}
-
 /// The decision and the figures behind it (shown by `sluice status`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageDecision {
     pub step: Step,
     pub readings: Vec<GateReading>,
@@ -95,14 +52,14 @@ fn rate(k: u64, n: u64) -> f64 {
 }
 
 fn reading(
-    gate: &str,
+    gate: Gate,
     limit: f64,
     estimate: f64,
     interval: Interval,
     verdict: Verdict,
 ) -> GateReading {
     GateReading {
-        gate: gate.to_string(),
+        gate,
         limit,
         estimate,
         interval,
@@ -111,14 +68,14 @@ fn reading(
 }
 
 /// A rate of `k` in `n` that must stay at most `limit` (Wilson interval).
-fn rate_reading(gate: &str, limit: f64, k: u64, n: u64) -> GateReading {
+fn rate_reading(gate: Gate, limit: f64, k: u64, n: u64) -> GateReading {
     let iv = gate::wilson(k, n, Z95);
     reading(gate, limit, rate(k, n), iv, gate::at_most(limit, iv))
 }
 
 /// The candidate's deny rate minus stable's, within `limit` either way
 /// (Newcombe's hybrid score interval).
-fn deny_delta_reading(gate: &str, limit: f64, obs: &Observation) -> GateReading {
+fn deny_delta_reading(gate: Gate, limit: f64, obs: &Observation) -> GateReading {
     let (c, s) = (obs.candidate, obs.stable);
     let estimate = rate(c.denies, c.requests) - rate(s.denies, s.requests);
     let iv = gate::newcombe_diff(c.denies, c.requests, s.denies, s.requests, Z95);
@@ -128,7 +85,7 @@ fn deny_delta_reading(gate: &str, limit: f64, obs: &Observation) -> GateReading 
 /// A latency figure that must stay at most `limit`; without data the
 /// interval is `unknown`, so the reading waits.
 fn latency_reading(
-    gate: &str,
+    gate: Gate,
     limit: f64,
     figure: Option<(f64, Interval)>,
     unknown: Interval,
@@ -158,15 +115,15 @@ pub fn triggers(t: &RollbackTriggers, obs: &Observation) -> Vec<GateReading> {
         .map(|q| (q.estimate, Interval { lo: q.lo, hi: q.hi }));
     [
         t.error_rate
-            .map(|limit| rate_reading("error_rate", limit, c.errors, c.requests)),
+            .map(|limit| rate_reading(Gate::ErrorRate, limit, c.errors, c.requests)),
         t.deny_rate_delta
-            .map(|limit| deny_delta_reading("deny_rate_delta", limit, obs)),
+            .map(|limit| deny_delta_reading(Gate::DenyRateDelta, limit, obs)),
         t.latency_p99_ms.map(|limit| {
             let unknown = Interval {
                 lo: 0.0,
                 hi: f64::INFINITY,
             };
-            latency_reading("latency_p99_ms", limit, p99, unknown)
+            latency_reading(Gate::LatencyP99Ms, limit, p99, unknown)
         }),
     ]
     .into_iter()
@@ -180,18 +137,18 @@ pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
     let c = obs.candidate;
     [
         g.max_divergence
-            .map(|limit| rate_reading("max_divergence", limit, obs.diverged, obs.compared)),
+            .map(|limit| rate_reading(Gate::MaxDivergence, limit, obs.diverged, obs.compared)),
         g.max_error_rate
-            .map(|limit| rate_reading("max_error_rate", limit, c.errors, c.requests)),
+            .map(|limit| rate_reading(Gate::MaxErrorRate, limit, c.errors, c.requests)),
         g.max_deny_rate_delta
-            .map(|limit| deny_delta_reading("max_deny_rate_delta", limit, obs)),
+            .map(|limit| deny_delta_reading(Gate::MaxDenyRateDelta, limit, obs)),
         g.max_latency_p99_delta_ms.map(|limit| {
             let unknown = Interval {
                 lo: f64::NEG_INFINITY,
                 hi: f64::INFINITY,
             };
             latency_reading(
-                "max_latency_p99_delta_ms",
+                Gate::MaxLatencyP99DeltaMs,
                 limit,
                 latency_delta(obs),
                 unknown,
@@ -289,9 +246,9 @@ fn describe(kind: &str, g: &GateReading) -> String {
     )
 }
 
-/// Decides the offline replay stage from a replay report: it passes or
+/// Decides the offline replay stage from a replay's totals: it passes or
 /// fails at once (there is nothing to wait for).
-pub fn decide_replay(stage: &Stage, report: &ReplayReport) -> StageDecision {
+pub fn decide_replay(stage: &Stage, report: &ReplayTotals) -> StageDecision {
     let mut readings = Vec::new();
     let exact = |v: f64| Interval { lo: v, hi: v };
     if let Some(max) = stage.gates.max_catastrophic {
@@ -302,7 +259,7 @@ pub fn decide_replay(stage: &Stage, report: &ReplayReport) -> StageDecision {
             Verdict::Fail
         };
         readings.push(reading(
-            "max_catastrophic",
+            Gate::MaxCatastrophic,
             max as f64,
             n,
             exact(n),
@@ -317,7 +274,7 @@ pub fn decide_replay(stage: &Stage, report: &ReplayReport) -> StageDecision {
             Verdict::Fail
         };
         readings.push(reading(
-            "max_false_positive_rate",
+            Gate::MaxFalsePositiveRate,
             max,
             r,
             exact(r),

@@ -89,7 +89,8 @@ async fn a_good_change_reaches_full_and_a_bad_one_is_reverted_for_good() {
         ]
     );
     let shadow_exit = &lines[3];
-    assert!(shadow_exit.figures["gates"][0]["gate"] == "max_divergence");
+    let figures = serde_json::to_value(&shadow_exit.figures).unwrap();
+    assert!(figures["gates"][0]["gate"] == "max_divergence");
     assert_eq!(daemon.status().previous.unwrap().artifact, a0);
 
     // A bad change is rolled back and its commit reverted on the branch.
@@ -139,7 +140,8 @@ async fn a_good_change_reaches_full_and_a_bad_one_is_reverted_for_good() {
     let daemon = Daemon::start(config(&repo, &state, &engines))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Six iterations (at the 100 ms interval, what 600 ms gave).
+    fixture::iterations(&daemon, 6, Duration::from_secs(10)).await;
     assert_eq!(audit(&state).len(), lines.len());
     assert_all_on_stable(&engines, &a1);
     // Engines already on the right route are left alone.

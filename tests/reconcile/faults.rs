@@ -1,12 +1,13 @@
 //! Faults: an engine that goes down in the middle of a stage, and a git
 //! remote that is gone when a rollback needs to push its revert.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::reconcile::{Config, Daemon};
 use sluice::rollout::machine::Command;
 
-use super::fixture::{self, Engine, GOOD, Repo, TOKEN, Traffic, audit, wait_for};
+use super::fixture::{self, Engine, GOOD, Repo, SkewClock, TOKEN, Traffic, audit, wait_for};
 
 fn config(repo: &Repo, state: &std::path::Path, engines: &[Engine]) -> Config {
     let urls = engines.iter().map(Engine::url).collect();
@@ -38,9 +39,10 @@ async fn an_engine_down_mid_stage_pauses_the_rollout_and_never_advances_it() {
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
-        .await
-        .unwrap();
+    let clock = Arc::new(SkewClock::default());
+    let mut cfg = config(&repo, &state, &engines);
+    cfg.clock = clock.clone();
+    let daemon = Daemon::start(cfg).await.unwrap();
     wait_for("installed", Duration::from_secs(10), || {
         daemon.status().stable
     })
@@ -68,8 +70,10 @@ async fn an_engine_down_mid_stage_pauses_the_rollout_and_never_advances_it() {
         "{}",
         paused.reason
     );
-    // Well past the stage's minimum duration: still in shadow, paused.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Well past the stage's minimum duration (the daemon's clock moved
+    // on, and it ran since): still in shadow, paused.
+    clock.advance(Duration::from_millis(1500));
+    fixture::iterations(&daemon, 3, Duration::from_secs(10)).await;
     let s = daemon.status();
     assert_eq!(s.phase, "shadow");
     assert!(!s.engines[1].reachable);

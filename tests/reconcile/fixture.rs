@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -107,6 +108,40 @@ pub fn logs() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// The daemon's clock in a test: the system's, plus however far the test
+/// moved it forward. A test that would wait for the daemon's time to pass
+/// (a stage's minimum duration) moves it instead.
+#[derive(Debug, Default)]
+pub struct SkewClock {
+    ahead_ms: AtomicU64,
+}
+
+impl SkewClock {
+    pub fn advance(&self, by: Duration) {
+        self.ahead_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl sluice::reconcile::Clock for SkewClock {
+    fn now_ms(&self) -> u64 {
+        sluice::reconcile::clock::now_ms() + self.ahead_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits for `n` more iterations of a daemon (it publishes its status once
+/// per iteration), for at most `limit`.
+pub async fn iterations(daemon: &sluice::reconcile::Daemon, n: usize, limit: Duration) {
+    let mut status = daemon.watch_status();
+    status.borrow_and_update();
+    for i in 0..n {
+        tokio::time::timeout(limit, status.changed())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for iteration {i}"))
+            .unwrap();
+    }
 }
 
 /// Polls `f` every 20 ms until it gives `Some`, for at most `limit`.

@@ -2,14 +2,20 @@
 //! out. No I/O; the clock is a number.
 
 use serde_json::Value;
+use sluice::api::replay::ReplayTotals;
 use sluice::api::route::{Mode, RouteSpec};
 use sluice::model::plan::RolloutPlan;
 use sluice::rollout::machine::{
-    Action, Build, Cause, Command, Ctx, Event, Fleet, Head, Observed, Ready, ReplaySummary,
+    Action, Build, Cause, Command, Ctx, Event, Figures, Fleet, Head, Notes, Observed, Ready,
     RevertOutcome, State, Step, desired_route, same_route, step,
 };
 use sluice::rollout::stage::{Cohort, Observation};
 use sluice::source::SourceFile;
+
+/// A document as it is written out (to the audit log, to status).
+fn json(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap()
+}
 
 fn plan(toml: &str) -> RolloutPlan {
     let p = sluice::project::parse(&SourceFile::new("sluice.toml", toml)).unwrap();
@@ -81,13 +87,13 @@ fn ready(commit: &str, artifact: &str) -> Event {
         build: Build::Ready(Box::new(Ready {
             artifact: artifact.into(),
             plan: Some(default_plan()),
-            replay: ReplaySummary {
+            replay: ReplayTotals {
                 cases: 2,
                 passed: 2,
                 expected_permissive: 1,
-                ..ReplaySummary::default()
+                ..ReplayTotals::default()
             },
-            notes: Value::Null,
+            notes: Notes::default(),
         })),
     })
 }
@@ -273,7 +279,7 @@ fn a_trigger_rolls_back_and_quarantines() {
     assert_eq!(t.cause, Cause::Trigger);
     assert_eq!((t.from.as_str(), t.to.as_str()), ("shadow", "stable"));
     assert!(t.reason.contains("deny_rate_delta"), "{}", t.reason);
-    assert!(t.figures["triggers"].is_array());
+    assert!(json(&t.figures)["triggers"].is_array());
     assert_eq!(
         out.actions,
         vec![
@@ -419,7 +425,7 @@ fn heads_wait_for_a_pending_revert_and_quarantine_holds() {
         },
     };
     let (s, out) = w.moves(&s, landed.clone(), "reverted");
-    assert_eq!(out.transition.unwrap().figures["revert"], "r1");
+    assert_eq!(json(&out.transition.unwrap().figures)["revert"], "r1");
     assert!(s.reverts.is_empty());
     // Settled once only.
     w.stays(&s, landed);
@@ -492,8 +498,8 @@ fn no_plan_installs_directly() {
         build: Build::Ready(Box::new(Ready {
             artifact: "bbb".into(),
             plan: None,
-            replay: ReplaySummary::default(),
-            notes: Value::Null,
+            replay: ReplayTotals::default(),
+            notes: Notes::default(),
         })),
     });
     let (s, _) = w.moves(&s, e, "install");
@@ -521,7 +527,7 @@ fn the_state_round_trips_through_json() {
     let mut s = s;
     for st in [&mut s, &mut back] {
         if let Some(t) = &mut st.last {
-            t.figures = Value::Null;
+            t.figures = Figures::default();
         }
     }
     assert_eq!(back, s);

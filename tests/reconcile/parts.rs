@@ -6,9 +6,10 @@ use sluice::api::route::{Mode, RouteSpec};
 use sluice::reconcile::build;
 use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
+use sluice::reconcile::lock::FolderLock;
 use sluice::reconcile::observe;
 use sluice::reconcile::store::{Store, read_audit};
-use sluice::rollout::machine::{Cause, PendingRevert, RevertOutcome, State, Transition};
+use sluice::rollout::machine::{Cause, Figures, PendingRevert, RevertOutcome, State, Transition};
 
 use super::fixture::{self, BAD, BROKEN, GOOD, Repo, git};
 
@@ -24,7 +25,7 @@ fn transition(seq: u64, from: &str, to: &str) -> Transition {
         artifact: None,
         cause: Cause::Daemon,
         reason: String::new(),
-        figures: Value::Null,
+        figures: Figures::default(),
     }
 }
 
@@ -495,22 +496,121 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
 #[test]
 fn one_daemon_per_state_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    store.claim().unwrap();
+    let (_store, _) = Store::open(dir.path()).unwrap();
+    let held = FolderLock::acquire(dir.path()).unwrap();
     // Claimed again by the same process (a restart in-process): fine.
-    store.claim().unwrap();
-    // A running process of another id holds it.
-    let mut other = std::process::Command::new("sleep")
-        .arg("5")
+    drop(held);
+    FolderLock::acquire(dir.path()).unwrap();
+    // A running daemon of another process holds it.
+    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["reconcile", "--repo"])
+        .arg(dir.path().join("no-such-repository.git"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--engine", "http://127.0.0.1:9", "--admin-token", "t"])
+        .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::fs::write(dir.path().join("daemon.pid"), format!("{}\n", other.id())).unwrap();
-    if std::path::Path::new("/proc").is_dir() {
-        let err = store.claim().unwrap_err().to_string();
-        assert!(err.contains("in use by another daemon"), "{err}");
+    let pid = other.id().to_string();
+    let start = std::time::Instant::now();
+    let holder = || std::fs::read_to_string(dir.path().join("daemon.pid")).unwrap_or_default();
+    while holder().trim() != pid {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the other daemon never took the folder"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let err = FolderLock::acquire(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("in use by another daemon"), "{err}");
+    assert!(err.contains(&format!("(process {pid})")), "{err}");
     other.kill().unwrap();
     other.wait().unwrap();
     // Once it is gone (killed, never cleaned up), the folder is free.
-    store.claim().unwrap();
+    FolderLock::acquire(dir.path()).unwrap();
+}
+
+/// Audit lines and a state as the daemon wrote them before their figures
+/// were typed (an interval with no upper end written as `null`): they read,
+/// and write back the same.
+#[test]
+fn audit_lines_and_state_of_earlier_daemons_read_and_write_back_the_same() {
+    let line = |seq: u64, event: &str, figures: Option<Value>| {
+        let mut v = json!({
+            "seq": seq, "time": "2026-01-01T00:00:01.000Z", "time_ms": 1_767_225_601_000u64,
+            "event": event, "from": "shadow", "to": "stable", "commit": "c1", "artifact": "bbb",
+            "cause": "trigger", "reason": "why",
+        });
+        if let Some(f) = figures {
+            v["figures"] = f;
+        }
+        v
+    };
+    let replay = json!({"cases": 2, "passed": 2, "catastrophic": 0, "false_positives": 0,
+                        "mismatches": 0, "bad_requests": 0, "expected_permissive": 1});
+    let notes = json!({
+        "trace_files": 1,
+        "state_checks": {"engines": 2, "warnings": ["http://e1: state::x a warning"]},
+        "decision_log": {"evaluated": 4, "flipped": 3, "skipped": 1, "flips": [
+            {"rule": "search.no_search", "from": "allow", "to": "deny", "count": 2}]},
+    });
+    let mut start = notes.clone();
+    start["replay"] = replay.clone();
+    let decision = json!({
+        "gates": [{"gate": "max_divergence", "limit": 0.05, "estimate": 0.2,
+                   "interval": {"lo": 0.18, "hi": 0.22}, "verdict": "fail"}],
+        "triggers": [{"gate": "latency_p99_ms", "limit": 50.0, "estimate": 0.0,
+                      "interval": {"lo": 0.0, "hi": null}, "verdict": "wait"}],
+        "samples_left": 0,
+        "time_left_ms": 120,
+        "observed": {
+            "candidate": {"requests": 2000, "errors": 0, "denies": 400, "p99_ms": null},
+            "stable": {"requests": 2000, "errors": 1, "denies": 0,
+                       "p99_ms": {"estimate": 1.0, "lo": 0.5, "hi": 2.0}},
+            "compared": 2000, "diverged": 400,
+        },
+    });
+    let lines = [
+        line(2, "start", Some(start)),
+        line(3, "rollback", Some(decision)),
+        line(4, "reverted", Some(json!({"revert": "r1"}))),
+        line(5, "refuse", None),
+    ];
+    for l in &lines {
+        let t: Transition = serde_json::from_value(l.clone()).unwrap();
+        assert_eq!(&serde_json::to_value(&t).unwrap(), l);
+    }
+    let state = json!({
+        "version": 1, "seq": 3, "head": "c1",
+        "stable": {"commit": "c0", "artifact": "aaa", "since_ms": 1},
+        "previous": null,
+        "rollout": {"commit": "c1", "summary": "x", "artifact": "bbb", "started_ms": 2,
+                    "stage": 1, "stage_name": "shadow", "stage_started_ms": 3,
+                    "replay": replay, "notes": notes},
+        "paused": null, "reverts": [], "quarantine": [], "refused": null,
+        "last": lines[1],
+    });
+    let s = State::from_json(state.to_string().as_bytes()).unwrap();
+    assert_eq!(serde_json::to_value(&s).unwrap(), state);
+}
+
+#[test]
+fn a_state_of_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.save_state(&State::default()).unwrap();
+    let path = dir.path().join("state.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["version"] = json!(2);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("state.json"), "{err}");
+    assert!(err.contains("schema version 2"), "{err}");
+    assert!(err.contains("reads version 1 only"), "{err}");
+    doc.as_object_mut().unwrap().remove("version");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no schema version"), "{err}");
 }

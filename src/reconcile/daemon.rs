@@ -1,0 +1,217 @@
+//! Setting the daemon up and the handle an embedder holds: [`Daemon::start`]
+//! takes the state folder (lock, state, audit repair), opens the git mirror,
+//! serves the control API and spawns the loop (`runner`) on the current
+//! tokio runtime. The handle reads status, subscribes to audit events, runs
+//! operator commands and stops the loop. Nothing here decides a transition.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+
+use super::Config;
+use super::api::{self, ApiState, CommandRequest};
+use super::client::{self, EngineClient, HttpEngine};
+use super::err::ReconcileError;
+use super::git::{self, Mirror};
+use super::lock::FolderLock;
+use super::runner::{Outputs, Runner};
+use super::store::Store;
+use crate::api::audit::Transition;
+use crate::api::status::Status;
+use crate::rollout::machine;
+
+/// A running daemon.
+pub struct Daemon {
+    addr: Option<SocketAddr>,
+    status: watch::Receiver<Status>,
+    events: broadcast::Sender<Transition>,
+    commands: mpsc::Sender<CommandRequest>,
+    hook: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ReconcileError>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("addr", &self.addr).finish()
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon with HTTP clients for `config.engines`.
+    pub async fn start(config: Config) -> Result<Daemon, ReconcileError> {
+        let http = client::http_client(config.engine_timeout).map_err(|source| {
+            ReconcileError::Engine {
+                engine: config.engines.join(", "),
+                source,
+            }
+        })?;
+        let engines: Vec<Arc<dyn EngineClient>> = config
+            .engines
+            .iter()
+            .map(|url| {
+                Arc::new(HttpEngine::with_client(
+                    url,
+                    &config.admin_token,
+                    http.clone(),
+                )) as Arc<dyn EngineClient>
+            })
+            .collect();
+        Daemon::start_with(config, engines).await
+    }
+
+    /// Starts the daemon with the given engine clients.
+    pub async fn start_with(
+        config: Config,
+        engines: Vec<Arc<dyn EngineClient>>,
+    ) -> Result<Daemon, ReconcileError> {
+        if engines.is_empty() {
+            return Err(ReconcileError::Config(
+                "no engine: name at least one with `--engine URL`".to_string(),
+            ));
+        }
+        let state_dir = config.state_dir.clone();
+        // The folder is taken before anything in it is read or repaired.
+        let (folder, store, state) = tokio::task::spawn_blocking(move || {
+            let folder = FolderLock::acquire(&state_dir)?;
+            let (store, state) = Store::open(&state_dir)?;
+            Ok::<_, ReconcileError>((folder, store, state))
+        })
+        .await??;
+        let url = git::remote_url(&config.repo);
+        let git_dir = store.git_dir();
+        let branch = config.branch.clone();
+        let mirror =
+            tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (events, _) = broadcast::channel(1024);
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let hook = Arc::new(Notify::new());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let mut addr = None;
+        let mut server = None;
+        if let Some(listen) = config.listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| ReconcileError::Listen {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ReconcileError::Listen {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            store.save_addr(&bound.to_string())?;
+            let app = api::router(ApiState::new(
+                &config.admin_token,
+                status_rx.clone(),
+                cmd_tx.clone(),
+                hook.clone(),
+            ));
+            let mut stop = shutdown_rx.clone();
+            server = Some(tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    tracing::error!(error = %e, "control API stopped");
+                }
+            }));
+            addr = Some(bound);
+        }
+
+        let runner = Runner::new(
+            config,
+            folder,
+            store,
+            state,
+            Arc::new(Mutex::new(mirror)),
+            engines,
+            Outputs {
+                status: status_tx,
+                events: events.clone(),
+            },
+        );
+        let task = tokio::spawn(runner.run(cmd_rx, hook.clone(), shutdown_rx));
+        Ok(Daemon {
+            addr,
+            status: status_rx,
+            events,
+            commands: cmd_tx,
+            hook,
+            shutdown: shutdown_tx,
+            task,
+            server,
+        })
+    }
+
+    /// The control API's address, when it serves one.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// The status as of the last iteration.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Status updates, one per iteration.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Every transition from now on, as it is appended to the audit log.
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+
+    /// Runs an operator command, as the control API does.
+    pub async fn command(&self, c: machine::Command) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send((c, tx))
+            .await
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        rx.await.map_err(|_| "the daemon is stopping".to_string())?
+    }
+
+    /// Fetches the branch at once (what `POST /v1/hooks/git` does).
+    pub fn trigger_fetch(&self) {
+        self.hook.notify_one();
+    }
+
+    /// Whether the loop has stopped (it stops only on shutdown or a fatal
+    /// error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the daemon after its current iteration; the state folder is
+    /// free once this returns.
+    pub async fn stop(self) -> Result<(), ReconcileError> {
+        let _ = self.shutdown.send(true);
+        let out = self.task.await?;
+        if let Some(s) = self.server {
+            let _ = s.await;
+        }
+        out
+    }
+}
+
+/// Runs the daemon until `shutdown` completes (or it fails).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ReconcileError> {
+    let mut daemon = Daemon::start(config).await?;
+    tokio::select! {
+        () = shutdown => daemon.stop().await,
+        r = &mut daemon.task => r?,
+    }
+}

@@ -1,0 +1,355 @@
+//! The stage in flight, operator commands and landed reverts: the
+//! transitions `advance`, `complete`, `promote`, `rollback`, `pause`,
+//! `resume` and `reverted`. Pure, like the whole machine.
+
+use std::time::Duration;
+
+use super::{
+    Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Release,
+    RevertOutcome, Rollout, State, Step, commit_step, current_decision, figures, figures_text,
+    promote_to_stable, short,
+};
+use crate::api::gate::Verdict;
+use crate::model::plan::StageKind;
+use crate::rollout::stage::{StageDecision, Step as StageStep};
+
+pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
+    let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
+        return Step::none(state, None);
+    };
+    let Some(st) = plan.stages.get(r.stage) else {
+        return Step::none(state, None);
+    };
+    let paused = state.paused.is_some();
+    let obs = ctx.observed.figures.as_ref();
+    let Some(d) = current_decision(state, ctx) else {
+        return unreachable_pause(state, ctx, None);
+    };
+    let figs = figures(Some(&d), obs);
+    match &d.step {
+        StageStep::Rollback { trigger } => {
+            let trigger = trigger.clone();
+            rollback(state, ctx, Cause::Trigger, trigger, figs, Some(d))
+        }
+        StageStep::Advance if paused => Step::none(state, Some(d)),
+        StageStep::Advance if st.kind == StageKind::Replay => {
+            let reason = format!(
+                "replay passed: {} of {} trace cases, {} catastrophic, {} false positive(s)",
+                r.replay.passed, r.replay.cases, r.replay.catastrophic, r.replay.false_positives
+            );
+            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+        }
+        StageStep::Advance if ctx.observed.complete => {
+            let reason = format!("every gate of stage `{}` passed", st.name);
+            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+        }
+        StageStep::Pause { reason } if !paused => {
+            let max = st.max_duration.unwrap_or_default();
+            let since_resume = r
+                .resumed_ms
+                .map(|t| Duration::from_millis(ctx.now_ms.saturating_sub(t)));
+            if since_resume.is_some_and(|e| e < max) {
+                return Step::none(state, Some(d));
+            }
+            let reason = reason.clone();
+            pause(state, ctx, Cause::Daemon, reason, figs, Some(d))
+        }
+        _ => unreachable_pause(state, ctx, Some(d)),
+    }
+}
+
+/// A live stage whose engines do not all answer cannot be judged: after the
+/// grace period it pauses for an operator. It never advances meanwhile.
+fn unreachable_pause(state: &State, ctx: &Ctx<'_>, d: Option<StageDecision>) -> Step {
+    let o = ctx.observed;
+    let live = state
+        .rollout
+        .as_ref()
+        .zip(ctx.plan)
+        .and_then(|(r, p)| p.stages.get(r.stage))
+        .is_some_and(|s| s.kind.is_live());
+    if live
+        && state.paused.is_none()
+        && !o.complete
+        && !o.unreachable.is_empty()
+        && o.unreachable_ms >= ctx.engine_grace_ms
+    {
+        let reason = format!(
+            "engine(s) {} unreachable for {}: the stage cannot be judged",
+            o.unreachable.join(", "),
+            humantime::format_duration(Duration::from_millis(o.unreachable_ms / 100 * 100))
+        );
+        let figs = figures(d.as_ref(), o.figures.as_ref());
+        return pause(state, ctx, Cause::Daemon, reason, figs, d);
+    }
+    Step::none(state, d)
+}
+
+fn pause(
+    state: &State,
+    ctx: &Ctx<'_>,
+    cause: Cause,
+    reason: String,
+    figures: Figures,
+    d: Option<StageDecision>,
+) -> Step {
+    let mut new = state.clone();
+    new.paused = Some(Paused {
+        reason: reason.clone(),
+        cause,
+        since_ms: ctx.now_ms,
+    });
+    let (commit, artifact) = candidate_ids(state);
+    let change = Change {
+        event: "pause",
+        cause,
+        reason: format!("paused: {reason}"),
+        commit,
+        artifact,
+        figures,
+    };
+    commit_step(state, new, ctx, change, Vec::new(), d)
+}
+
+fn candidate_ids(state: &State) -> (Option<String>, Option<String>) {
+    match &state.rollout {
+        Some(r) => (Some(r.commit.clone()), Some(r.artifact.clone())),
+        None => (None, None),
+    }
+}
+
+fn advance(
+    state: &State,
+    ctx: &Ctx<'_>,
+    cause: Cause,
+    event: &'static str,
+    reason: String,
+    figures: Figures,
+    d: Option<StageDecision>,
+) -> Step {
+    let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
+        return Step::refuse(state, "no rollout in flight");
+    };
+    let mut new = state.clone();
+    if cause == Cause::Operator
+        || new
+            .paused
+            .as_ref()
+            .is_some_and(|p| p.cause != Cause::Operator)
+    {
+        new.paused = None;
+    }
+    let next = r.stage + 1;
+    let change = |event: &'static str, reason: String| Change {
+        event: if cause == Cause::Operator {
+            "promote"
+        } else {
+            event
+        },
+        cause,
+        reason,
+        commit: Some(r.commit.clone()),
+        artifact: Some(r.artifact.clone()),
+        figures: figures.clone(),
+    };
+    match plan.stages.get(next) {
+        Some(st) => {
+            new.rollout = Some(Rollout {
+                stage: next,
+                stage_name: st.name.clone(),
+                stage_started_ms: ctx.now_ms,
+                resumed_ms: None,
+                ..r.clone()
+            });
+            let c = change(event, reason);
+            commit_step(state, new, ctx, c, vec![Action::SetRoutes], d)
+        }
+        None => {
+            promote_to_stable(&mut new, &r.commit, &r.artifact, ctx.now_ms);
+            let reason = format!("{reason}; candidate {} is stable", short(&r.artifact));
+            let c = change("complete", reason);
+            commit_step(state, new, ctx, c, vec![Action::SetRoutes], d)
+        }
+    }
+}
+
+fn rollback(
+    state: &State,
+    ctx: &Ctx<'_>,
+    cause: Cause,
+    trigger: String,
+    figures: Figures,
+    d: Option<StageDecision>,
+) -> Step {
+    let obs = ctx.observed.figures.as_ref();
+    let mut new = state.clone();
+    if new
+        .paused
+        .as_ref()
+        .is_some_and(|p| p.cause != Cause::Operator)
+    {
+        new.paused = None;
+    }
+    let (commit, summary, artifact, stage) = match (&state.rollout, &state.stable) {
+        (Some(r), _) => {
+            new.rollout = None;
+            (
+                r.commit.clone(),
+                r.summary.clone(),
+                r.artifact.clone(),
+                r.stage_name.clone(),
+            )
+        }
+        (
+            None,
+            Some(Release {
+                commit: Some(c),
+                artifact,
+                ..
+            }),
+        ) if state.previous.is_some() => {
+            new.stable = new.previous.take();
+            (c.clone(), String::new(), artifact.clone(), "stable".into())
+        }
+        _ => {
+            return Step::refuse(
+                state,
+                "nothing to roll back: no rollout in flight and no previous stable artifact",
+            );
+        }
+    };
+    let reason = format!("rolled back at stage `{stage}`: {trigger}");
+    new.reverts.push(PendingRevert {
+        commit: commit.clone(),
+        summary,
+        artifact: artifact.clone(),
+        stage,
+        cause,
+        trigger,
+        figures: figures_text(d.as_ref(), obs),
+        since_ms: ctx.now_ms,
+    });
+    if new.quarantined(&commit, None).is_none() {
+        new.quarantine.push(Quarantined {
+            commit: commit.clone(),
+            artifact: artifact.clone(),
+            reason: reason.clone(),
+            since_ms: ctx.now_ms,
+        });
+    }
+    let change = Change {
+        event: "rollback",
+        cause,
+        reason,
+        commit: Some(commit.clone()),
+        artifact: Some(artifact),
+        figures,
+    };
+    commit_step(
+        state,
+        new,
+        ctx,
+        change,
+        vec![Action::SetRoutes, Action::Revert { commit }],
+        d,
+    )
+}
+
+pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
+    let d = current_decision(state, ctx);
+    let figs = figures(d.as_ref(), ctx.observed.figures.as_ref());
+    match c {
+        Command::Pause { reason } => {
+            if let Some(p) = &state.paused {
+                return Step::refuse(state, format!("already paused: {}", p.reason));
+            }
+            let reason = reason.unwrap_or_else(|| "paused by an operator".to_string());
+            pause(state, ctx, Cause::Operator, reason, figs, d)
+        }
+        Command::Resume => {
+            let Some(p) = &state.paused else {
+                return Step::refuse(state, "not paused");
+            };
+            let mut new = state.clone();
+            new.paused = None;
+            if let Some(r) = &mut new.rollout {
+                r.resumed_ms = Some(ctx.now_ms);
+            }
+            let (commit, artifact) = candidate_ids(state);
+            let change = Change {
+                event: "resume",
+                cause: Cause::Operator,
+                reason: format!("resumed by an operator (was paused: {})", p.reason),
+                commit,
+                artifact,
+                figures: figs,
+            };
+            commit_step(state, new, ctx, change, vec![Action::SetRoutes], d)
+        }
+        Command::Promote => {
+            let Some(r) = &state.rollout else {
+                return Step::refuse(state, "no rollout in flight: nothing to promote");
+            };
+            let waiting: Vec<String> = match &d {
+                Some(d) => d
+                    .readings
+                    .iter()
+                    .filter(|g| g.verdict != Verdict::Pass)
+                    .map(|g| format!("{} ({:?})", g.gate, g.verdict).to_lowercase())
+                    .collect(),
+                None => vec!["no figures yet".to_string()],
+            };
+            let skipped = if waiting.is_empty() {
+                "every gate already passed".to_string()
+            } else {
+                format!("skipped: {}", waiting.join(", "))
+            };
+            let reason = format!(
+                "promoted by an operator: gates of stage `{}` skipped ({skipped})",
+                r.stage_name
+            );
+            advance(state, ctx, Cause::Operator, "promote", reason, figs, d)
+        }
+        Command::Rollback { reason } => {
+            let trigger = format!(
+                "operator: {}",
+                reason.unwrap_or_else(|| "rollback requested".to_string())
+            );
+            rollback(state, ctx, Cause::Operator, trigger, figs, d)
+        }
+    }
+}
+
+pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: RevertOutcome) -> Step {
+    let Some(pos) = state.reverts.iter().position(|r| r.commit == commit) else {
+        return Step::none(state, None);
+    };
+    let mut new = state.clone();
+    let pending = new.reverts.remove(pos);
+    let (reason, figs) = match &outcome {
+        RevertOutcome::Pushed { revert } => (
+            format!(
+                "revert commit {} of {} pushed",
+                short(revert),
+                short(&pending.commit)
+            ),
+            Figures {
+                revert: Some(revert.clone()),
+                ..Figures::default()
+            },
+        ),
+        RevertOutcome::NotNeeded { note } => (
+            format!("no revert of {} needed: {note}", short(&pending.commit)),
+            Figures::default(),
+        ),
+    };
+    let change = Change {
+        event: "reverted",
+        cause: pending.cause,
+        reason,
+        commit: Some(pending.commit.clone()),
+        artifact: Some(pending.artifact.clone()),
+        figures: figs,
+    };
+    commit_step(state, new, ctx, change, Vec::new(), None)
+}
