@@ -1,4 +1,4 @@
-//! Stage 3: a checked set → IR ([`lower`]) → artifact ([`artifact`]:
+//! Stage 3: a checked set → IR ([`lower()`]) → artifact ([`artifact`]:
 //! canonical JSON with a sha256 hash). Pure: no I/O, and no checking — what
 //! reaches this stage has passed `check`.
 

@@ -39,6 +39,7 @@
 //! - `report`: the [`Report`] and its judgement.
 
 mod console;
+mod facts;
 mod figures;
 mod fleet;
 mod origin;
@@ -50,9 +51,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use console::{Console, ConsoleMode, LiveView, Progress, StageView};
+pub use facts::{EngineRoute, LogEntry, PhaseTime};
 pub use figures::{gate_brief, gate_text};
 pub use origin::{DemoCommit, commits};
-pub use report::{ChangeFacts, EngineRoute, LogEntry, PhaseTime, Report, RevertFacts, StageTime};
+pub use report::{ChangeFacts, Report, RevertFacts, StageTime};
 pub use traffic::TrafficFigures;
 
 use crate::engine::server::StartError;

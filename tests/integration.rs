@@ -22,4 +22,5 @@ mod project;
 mod reconcile;
 mod report;
 mod rollout;
+mod tidy;
 mod tree;

@@ -1,8 +1,9 @@
 //! What the analysis reads off a condition's syntax, shared by `index`
-//! and `smt` (which must not import each other): the fields an atom reads,
-//! and comparison operators with their operands swapped ([`flip`]) or
-//! their outcome negated ([`negate`]). Pure functions of the IR; nothing
-//! here summarises or encodes.
+//! and `smt` (which must not import each other): the fields an atom reads
+//! (operators with their operands swapped or their outcome negated are
+//! [`CmpOp::flipped`](crate::model::ir::CmpOp::flipped) and
+//! [`CmpOp::negated`](crate::model::ir::CmpOp::negated)). Pure functions of
+//! the IR; nothing here summarises or encodes.
 
 use crate::model::ir::{Expr, Term};
 

@@ -15,7 +15,7 @@
 //!   rule mentions. Exact, and cheap for Z3.
 //! - `string` read only by tests against literals (`starts_with`,
 //!   `ends_with`, `contains`, `matches`, `len(s) op N` too) → one boolean per
-//!   distinct test ([`lang::Atom`]). Whether the tests a model sets true and
+//!   distinct test ([`lang::Atom`](crate::analyze::lang::Atom)). Whether the tests a model sets true and
 //!   false can hold together for one string is decided by automata
 //!   ([`Encoder::refine`]); when they cannot, Z3 gets a clause that rules
 //!   that combination out, and is asked again (lazy SMT).
@@ -24,7 +24,7 @@
 //!   the model makes equal share one value, and fields it makes different
 //!   get different values.
 //! - any other `string` (its `len` compared with a field or another `len`,
-//!   or a length beyond [`lang::MAX_LEN`], and every string compared with
+//!   or a length beyond [`lang::MAX_LEN`](crate::analyze::lang::MAX_LEN), and every string compared with
 //!   it) → a Z3 string; `matches` becomes a regex membership (translated by
 //!   `regex`, parsed by Z3: on 4.8.12 that is the only way to reach
 //!   `re.allchar` and non-ASCII ranges).

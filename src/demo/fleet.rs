@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::report::EngineRoute;
+use super::facts::EngineRoute;
 use super::{DemoError, io};
 use crate::engine::backend::MemoryBackend;
 use crate::engine::decision_log::DecisionLog;

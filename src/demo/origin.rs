@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::report::LogEntry;
+use super::facts::LogEntry;
 use super::{BRANCH, DemoError};
 
 const BRANCH_REF: &str = "refs/heads/main";

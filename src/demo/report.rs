@@ -8,26 +8,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::facts::{EngineRoute, LogEntry, PhaseTime, Pushed};
 use super::figures::{artifact_short, short};
 use super::origin::DemoCommit;
-use super::scenario::Pushed;
 use super::traffic::TrafficFigures;
 use super::{BRANCH, CHECKOUT_DIR, ORIGIN_DIR, STATE_DIR, SUMMARY_FILE};
 use crate::rollout::machine::{Cause, Transition};
-
-/// A phase of the run and how long it took.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhaseTime {
-    pub name: String,
-    pub seconds: f64,
-}
-
-/// One commit of the branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogEntry {
-    pub sha: String,
-    pub summary: String,
-}
 
 /// How long a candidate spent in one stage and how it left it.
 #[derive(Debug, Clone, Serialize)]
@@ -66,16 +52,6 @@ pub struct RevertFacts {
     pub message: String,
     /// The daemon's answer to it (`unchanged`: nothing to roll out).
     pub acted_on: Option<String>,
-}
-
-/// One engine's route at the end.
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineRoute {
-    pub url: String,
-    pub stable: Option<String>,
-    pub candidate: Option<String>,
-    /// How many routes it was given.
-    pub routes_set: u64,
 }
 
 /// What happened, read back from the repository, the audit log, the

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::console::{LiveView, Progress, StageView, describe_status, transition_lines};
+use super::facts::{EngineRoute, PhaseTime, Pushed};
 use super::figures::{candidate_requests, gate_brief, revert_commit, short};
 use super::fleet::{EngineProc, stop_engines};
 use super::origin::{DemoCommit, Origin};
-use super::report::{EngineRoute, PhaseTime};
 use super::traffic::{Traffic, TrafficEnd, TrafficFigures};
 use super::{DemoError, Options};
 use crate::reconcile::api::Status;
@@ -46,13 +46,6 @@ enum Check<T> {
     Done(T),
     Wait(String),
     Unexpected(String),
-}
-
-/// A commit the demo pushed, and when (milliseconds since the epoch).
-#[derive(Debug, Clone)]
-pub(super) struct Pushed {
-    pub(super) sha: String,
-    pub(super) at_ms: u64,
 }
 
 /// The demo's three commits as pushed, and the revert the daemon pushed.

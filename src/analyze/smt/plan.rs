@@ -199,7 +199,7 @@ impl Plan {
     }
 
     /// The regexes that fields encoded as Z3 strings test (to parse once per
-    /// thread, [`Encoder::load_patterns`]).
+    /// thread, [`Encoder::load_patterns`](crate::analyze::smt::Encoder::load_patterns)).
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
