@@ -4,6 +4,8 @@
 //! document by hand. Pure data (plus the routing hash, which is part of the
 //! route's contract).
 //!
+//! - [`approvals`]: a request waiting for approval, and decided
+//!   (`POST /v1/approvals/{id}`).
 //! - [`audit`]: the daemon's audit lines (`audit.jsonl`) and the figures
 //!   and build notes they carry.
 //! - [`evaluate`]: `POST /v1/evaluate`'s response.
@@ -15,6 +17,7 @@
 //! - [`state`]: `GET /v1/state`, the live state an engine holds.
 //! - [`status`]: the daemon's `GET /v1/status`.
 
+pub mod approvals;
 pub mod audit;
 pub mod evaluate;
 pub mod gate;
