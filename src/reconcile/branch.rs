@@ -16,7 +16,6 @@ use super::runner::{
     Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff, short,
 };
 use super::store::Store;
-use crate::api::audit::Notes;
 use crate::rollout::machine::{Build, Event, Head, Ready, RevertOutcome};
 
 impl Runner {
@@ -233,7 +232,7 @@ fn build_commit(
                 artifact: b.artifact.hash.clone(),
                 plan: b.plan,
                 replay: b.replay.totals(),
-                notes: notes(b.notes),
+                notes: b.notes,
                 summary: files.summary.clone(),
             }));
             Ok((cached, Some((b.artifact.hash, b.bytes))))
@@ -246,14 +245,4 @@ fn build_commit(
             None,
         )),
     }
-}
-
-/// The notes of a build, typed. The build still hands them over as JSON;
-/// notes only inform, so notes that do not read are dropped with a warning
-/// rather than refusing the commit.
-fn notes(v: serde_json::Value) -> Notes {
-    serde_json::from_value(v).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the build's notes do not read; left out");
-        Notes::default()
-    })
 }
