@@ -44,7 +44,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::approvals::DecideRequest;
-use crate::api::route::RouteSpec;
+use crate::api::control::Failure;
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
 use crate::engine::error::{EvaluateError, RouteChangeError, StoreError, UploadError};
@@ -101,7 +102,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, Json(json!({ "error": message }))).into_response();
+        let mut resp = (status, Json(Failure { error: message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -376,11 +377,11 @@ async fn get_route(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
     let route = engine
         .route()
         .ok_or_else(|| ApiError::NotFound("no route has been set: PUT /v1/route".to_string()))?;
-    Ok(Json(json!({
-        "version": route.version,
-        "since": route.since,
-        "route": route.spec,
-    }))
+    Ok(Json(RouteInForce {
+        version: route.version,
+        since: route.since,
+        route: route.spec.clone(),
+    })
     .into_response())
 }
 
