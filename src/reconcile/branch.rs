@@ -12,10 +12,9 @@ use tokio::time::Instant;
 use super::build;
 use super::err::ReconcileError;
 use super::git::Mirror;
-use super::runner::{
-    Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff, short,
-};
+use super::runner::{Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff};
 use super::store::Store;
+use crate::model::short;
 use crate::rollout::machine::{Build, Event, Head, Ready, RevertOutcome};
 
 impl Runner {
@@ -195,7 +194,7 @@ impl Runner {
             Err(e) => {
                 self.revert_attempts += 1;
                 if self.revert_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(commit = %short(&pending.commit), error = %e, "the revert did not land; retrying");
+                    tracing::warn!(commit = %short::hash(&pending.commit), error = %e, "the revert did not land; retrying");
                 }
                 self.revert_error = Some(e.to_string());
                 let wait = self.revert_backoff.next().unwrap_or(MAX_REVERT_BACKOFF);
