@@ -4,18 +4,25 @@
 //! document by hand. Pure data (plus the routing hash, which is part of the
 //! route's contract).
 //!
+//! - [`approvals`]: a request waiting for approval, and decided
+//!   (`POST /v1/approvals/{id}`).
 //! - [`audit`]: the daemon's audit lines (`audit.jsonl`) and the figures
 //!   and build notes they carry.
+//! - [`control`]: the daemon's control commands and their answers, and
+//!   the `{"error"}` answer both APIs share.
 //! - [`evaluate`]: `POST /v1/evaluate`'s response.
 //! - [`gate`]: gate readings, stage steps and the fleet's observation.
 //! - [`replay`]: the replay stage's report and its persisted totals.
 //! - [`rollout_state`]: the daemon's persisted rollout state
 //!   (`state.json`), versioned.
-//! - [`route`]: `PUT /v1/route`, cohorts and the stable bucket hash.
+//! - [`route`]: `PUT` and `GET /v1/route`, cohorts and the stable bucket
+//!   hash.
 //! - [`state`]: `GET /v1/state`, the live state an engine holds.
 //! - [`status`]: the daemon's `GET /v1/status`.
 
+pub mod approvals;
 pub mod audit;
+pub mod control;
 pub mod evaluate;
 pub mod gate;
 pub mod replay;

@@ -6,7 +6,9 @@
 //! - [`ir`]: the typed IR that artifacts contain and the evaluator and the
 //!   analyzer consume.
 //! - [`plan`]: the rollout plan (`[rollout]` in `sluice.toml`).
+//! - [`short`]: hashes and commits abbreviated for display.
 
 pub mod ir;
 pub mod plan;
 pub mod schema;
+pub mod short;

@@ -387,6 +387,8 @@ mod arb {
 
     use proptest::prelude::*;
     use proptest::sample::select;
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt as _, SeedableRng as _};
     use sluice::parse::ast::*;
     use sluice::source::Span;
 
@@ -720,7 +722,7 @@ mod arb {
     /// lines), random comments between tokens, optional trailing commas in
     /// lists, and spacing inside requirements.
     pub struct Messy {
-        rng: u64,
+        rng: Xoshiro256PlusPlus,
         comment_pct: u64,
         out: String,
         /// The comments written, in order.
@@ -742,16 +744,8 @@ mod arb {
     }
 
     impl Messy {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.rng.random_range(0..n)
         }
 
         fn chance(&mut self, pct: u64) -> bool {
@@ -1019,7 +1013,7 @@ mod arb {
         /// tokens.
         pub fn print(p: &Policy, seed: u64, comment_pct: u64) -> Printed {
             let mut m = Messy {
-                rng: seed | 1,
+                rng: Xoshiro256PlusPlus::seed_from_u64(seed),
                 comment_pct,
                 out: String::new(),
                 comments: Vec::new(),

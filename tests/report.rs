@@ -1191,7 +1191,17 @@ fn deny_warnings_fails_every_format() {
 /// Serves `GET /v1/state` on 127.0.0.1:0 from a thread of its own: `body`
 /// to requests bearing `token`, 401 to others. Returns the base URL.
 fn engine(token: &'static str, body: String) -> String {
+    counting_engine(token, body).0
+}
+
+/// The same, with the number of requests served so far.
+fn counting_engine(
+    token: &'static str,
+    body: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use axum::http::{HeaderMap, StatusCode};
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1203,6 +1213,7 @@ fn engine(token: &'static str, body: String) -> String {
                 "/v1/state",
                 axum::routing::get(move |headers: HeaderMap| {
                     let body = body.clone();
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     async move {
                         let auth = headers
                             .get("authorization")
@@ -1221,7 +1232,33 @@ fn engine(token: &'static str, body: String) -> String {
             axum::serve(listener, app).await.unwrap();
         });
     });
-    format!("http://{}", rx.recv().unwrap())
+    (format!("http://{}", rx.recv().unwrap()), served)
+}
+
+#[test]
+fn one_check_reads_the_engines_state_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_repo(dir.path(), &base_files());
+    let state = json!({"time": NOW, "counters": []});
+    let (url, served) = counting_engine("t", state.to_string());
+    for format in ["human", "json", "sarif", "github"] {
+        let before = served.load(std::sync::atomic::Ordering::SeqCst);
+        let o = sluice(
+            dir.path(),
+            &[
+                "check",
+                "--format",
+                format,
+                "--engine",
+                &url,
+                "--admin-token",
+                "t",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", stderr(&o));
+        let after = served.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(after - before, 1, "{format}");
+    }
 }
 
 #[test]

@@ -22,11 +22,17 @@
 //! [`Set::decide`] is a reference implementation of the semantics, used to
 //! check each engine before it is timed.
 //!
-//! Standard library only: the file is `#[path]`-included by the main crate's
-//! bench and by the peer-comparison crate.
+//! Randomness comes from `rand`'s `Xoshiro256PlusPlus`, a generator whose
+//! output `rand` keeps the same across versions and platforms, so a seed
+//! names one set. Beside the standard library, `rand` is the one
+//! dependency: the file is `#[path]`-included by the main crate's bench and
+//! by the peer-comparison crate, which both depend on it.
 
 use std::fmt::Write as _;
 use std::path::Path;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng as _};
 
 /// Services a policy may govern are `svc0` … `svc{n-1}`, each with
 /// [`ACTIONS`] tools `svc{i}.action{j}`.
@@ -54,35 +60,27 @@ session = "string"
 "args.channel?" = "string"
 "#;
 
-/// A small deterministic PRNG (SplitMix64).
+/// The generator's draws, from a seeded [`Xoshiro256PlusPlus`].
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(Xoshiro256PlusPlus);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Rng(Xoshiro256PlusPlus::seed_from_u64(seed))
     }
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.random_range(0..n)
     }
 
     /// True with probability `percent / 100`.
-    pub fn percent(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
+    pub fn percent(&mut self, percent: u32) -> bool {
+        self.0.random_ratio(percent, 100)
     }
 
     pub fn range_i64(&mut self, lo: i64, hi_inclusive: i64) -> i64 {
-        lo + (self.next_u64() % (hi_inclusive - lo + 1) as u64) as i64
+        self.0.random_range(lo..=hi_inclusive)
     }
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

@@ -93,6 +93,17 @@ pub struct RouteSpec {
     pub stage: Option<String>,
 }
 
+/// What `GET /v1/route` answers: the route in force, since when, and how
+/// many routes were set before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteInForce {
+    /// Counts route changes since the engine started (1 for the first).
+    pub version: u64,
+    /// Seconds since the epoch.
+    pub since: u64,
+    pub route: RouteSpec,
+}
+
 fn default_hash_key() -> String {
     "session".to_string()
 }

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::approvals::Approval;
+
 /// An engine's live state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,25 +32,10 @@ pub struct LiveState {
     pub time: u64,
     #[serde(default)]
     pub counters: Vec<CounterEntry>,
+    /// The requests waiting in approval queues, oldest first (never a
+    /// decided one).
     #[serde(default)]
-    pub approvals: Vec<PendingApproval>,
-}
-
-/// A request waiting for a human decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PendingApproval {
-    pub id: String,
-    /// The policy and rule (or limit) that asked for approval.
-    pub policy: String,
-    pub rule: String,
-    pub group: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-    /// Seconds since the epoch.
-    pub created: u64,
-    /// The request as received.
-    pub request: serde_json::Value,
+    pub approvals: Vec<Approval>,
 }
 
 /// A fixed counting window.

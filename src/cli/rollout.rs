@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::{Exit, Format};
+use crate::model::short;
 use crate::reconcile::api::Status;
 use crate::reconcile::control::{Answer, ControlClient, Operation};
 
@@ -61,10 +62,6 @@ pub(super) fn cmd_status(d: &DaemonArgs, format: Format) -> anyhow::Result<Exit>
     Ok(Exit::Ok)
 }
 
-fn short(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
-}
-
 fn ms_text(ms: u64) -> String {
     let d = std::time::Duration::from_millis(ms / 100 * 100);
     humantime::format_duration(d).to_string()
@@ -84,7 +81,7 @@ fn num(x: f64) -> String {
 pub fn render_status(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let head = s.head.as_deref().map_or("unknown", short);
+    let head = s.head.as_deref().map_or("unknown", short::hash);
     let _ = writeln!(o, "branch {} of {} at {head}", s.branch, s.repo);
     if let Some(e) = &s.git_error {
         let _ = writeln!(o, "  git: {e}");
@@ -95,15 +92,19 @@ pub fn render_status(s: &Status) -> String {
     }
     o.push('\n');
     if let Some(st) = &s.stable {
-        let commit = st.commit.as_deref().map_or("adopted", short);
-        let _ = writeln!(o, "stable:    {} (commit {commit})", short(&st.artifact));
+        let commit = st.commit.as_deref().map_or("adopted", short::hash);
+        let _ = writeln!(
+            o,
+            "stable:    {} (commit {commit})",
+            short::hash(&st.artifact)
+        );
     }
     if let Some(c) = &s.candidate {
         let _ = writeln!(
             o,
             "candidate: {} (commit {} \"{}\")",
-            short(&c.artifact),
-            short(&c.commit),
+            short::hash(&c.artifact),
+            short::hash(&c.commit),
             c.summary
         );
         let path: Vec<String> = c
@@ -212,7 +213,7 @@ pub fn render_status(s: &Status) -> String {
         let _ = writeln!(
             o,
             "revert pending: commit {} (stage {}: {}), {} attempt(s){}",
-            short(&r.commit),
+            short::hash(&r.commit),
             r.stage,
             r.trigger,
             r.attempts,
@@ -223,10 +224,20 @@ pub fn render_status(s: &Status) -> String {
         );
     }
     for q in &s.quarantine {
-        let _ = writeln!(o, "quarantined: commit {} ({})", short(&q.commit), q.reason);
+        let _ = writeln!(
+            o,
+            "quarantined: commit {} ({})",
+            short::hash(&q.commit),
+            q.reason
+        );
     }
     if let Some(r) = &s.refused {
-        let _ = writeln!(o, "refused: commit {}: {}", short(&r.commit), r.reason);
+        let _ = writeln!(
+            o,
+            "refused: commit {}: {}",
+            short::hash(&r.commit),
+            r.reason
+        );
     }
     if let Some(w) = &s.waiting {
         let _ = writeln!(o, "waiting: {w}");

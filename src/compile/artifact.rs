@@ -101,11 +101,6 @@ impl Artifact {
         }
     }
 
-    /// The first twelve hex digits of the hash, for display.
-    pub fn short_hash(&self) -> &str {
-        self.hash.get(..12).unwrap_or(&self.hash)
-    }
-
     /// The canonical bytes: compact JSON, deterministic.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
         serde_json::to_vec(self).map_err(|e| ArtifactError::Encode {

@@ -12,11 +12,9 @@ use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use super::BRANCH;
-use super::figures::{
-    artifact_short, failed_triggers, gate_text, gates_of, has_gates, observed_of, revert_commit,
-    short,
-};
+use super::figures::{failed_triggers, gate_text, gates_of, has_gates, observed_of, revert_commit};
 use super::traffic::TrafficFigures;
+use crate::model::short;
 use crate::reconcile::api::Status;
 use crate::rollout::machine::Transition;
 
@@ -275,8 +273,8 @@ pub(super) fn transition_lines(
     revert_message: Option<&str>,
 ) -> Vec<String> {
     let after = since.map(|s| format!(" after {s:.1}s")).unwrap_or_default();
-    let commit = t.commit.as_deref().map(short).unwrap_or("");
-    let artifact = t.artifact.as_deref().map(artifact_short).unwrap_or("");
+    let commit = t.commit.as_deref().map(short::commit).unwrap_or("");
+    let artifact = t.artifact.as_deref().map(short::hash).unwrap_or("");
     let mut lines = Vec::new();
     match t.event.as_str() {
         "install" => lines.push(format!(
@@ -303,7 +301,7 @@ pub(super) fn transition_lines(
         )),
         "reverted" => match revert_commit(&t.figures) {
             Some(revert) => {
-                lines.push(format!("↩ revert commit {} pushed to {BRANCH}:", short(revert)));
+                lines.push(format!("↩ revert commit {} pushed to {BRANCH}:", short::commit(revert)));
                 lines.extend(
                     revert_message
                         .unwrap_or("")
@@ -341,7 +339,7 @@ pub(super) fn describe_status(s: &Status) -> String {
     if let Some(c) = &s.candidate {
         parts.push(format!(
             "candidate {} in stage {} for {:.1}s, {} samples left",
-            short(&c.commit),
+            short::commit(&c.commit),
             c.stage,
             c.in_stage_ms as f64 / 1000.0,
             c.samples_left.unwrap_or(0)

@@ -36,16 +36,6 @@ fn signed_pct(x: f64) -> String {
     }
 }
 
-/// A commit's sha abbreviated as `git log --oneline` does.
-pub(super) fn short(s: &str) -> &str {
-    s.get(..7).unwrap_or(s)
-}
-
-/// An artifact's hash abbreviated to 12 characters.
-pub(super) fn artifact_short(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
-}
-
 // ---------------------------------------------------------------------------
 // Gate and trigger readings
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::facts::{EngineRoute, LogEntry, PhaseTime, Pushed};
-use super::figures::{artifact_short, short};
 use super::origin::DemoCommit;
 use super::traffic::TrafficFigures;
 use super::{BRANCH, CHECKOUT_DIR, ORIGIN_DIR, STATE_DIR, SUMMARY_FILE};
+use crate::model::short;
 use crate::rollout::machine::{Cause, Transition};
 
 /// How long a candidate spent in one stage and how it left it.
@@ -112,14 +112,14 @@ impl Report {
                 {
                     out.push(format!(
                         "the revert commit {} does not name the bad commit",
-                        short(&r.sha)
+                        short::commit(&r.sha)
                     ));
                 }
                 match &self.bad.trigger {
                     Some(t) if r.message.contains(&format!("Trigger: {t}")) => {}
                     _ => out.push(format!(
                         "the revert commit {} does not name the trigger",
-                        short(&r.sha)
+                        short::commit(&r.sha)
                     )),
                 }
                 if self.log.first().map(|e| e.sha.as_str()) != Some(r.sha.as_str()) {
@@ -182,7 +182,7 @@ impl Report {
         let _ = writeln!(
             o,
             "  good change  {} \"{}\": {} in {}",
-            short(&g.sha),
+            short::commit(&g.sha),
             g.summary,
             match g.outcome.as_deref() {
                 Some("complete") => "reached full, now stable",
@@ -197,7 +197,7 @@ impl Report {
         let _ = writeln!(
             o,
             "  bad change   {} \"{}\": {} in {}",
-            short(&b.sha),
+            short::commit(&b.sha),
             b.summary,
             match b.outcome.as_deref() {
                 Some("rollback") => format!("rolled back at stage {at}"),
@@ -213,7 +213,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "  revert       {} \"{}\" on {BRANCH}",
-                short(&r.sha),
+                short::commit(&r.sha),
                 r.summary
             );
         }
@@ -229,11 +229,11 @@ impl Report {
         let _ = writeln!(o, "               {}", t.mix());
         let _ = writeln!(o, "  git log --oneline {BRANCH}");
         for e in &self.log {
-            let _ = writeln!(o, "               {} {}", short(&e.sha), e.summary);
+            let _ = writeln!(o, "               {} {}", short::commit(&e.sha), e.summary);
         }
         let _ = writeln!(o, "  engines");
         for e in &self.engines {
-            let stable = e.stable.as_deref().map_or("none", artifact_short);
+            let stable = e.stable.as_deref().map_or("none", short::hash);
             let mark = if e.stable == self.good.artifact {
                 " (the good change)"
             } else {
@@ -243,7 +243,7 @@ impl Report {
                 .candidate
                 .as_deref()
                 .map_or("no candidate".to_string(), |c| {
-                    format!("candidate {}", artifact_short(c))
+                    format!("candidate {}", short::hash(c))
                 });
             let _ = writeln!(
                 o,
@@ -338,7 +338,7 @@ pub(super) fn audit_lines(audit: &[Transition]) -> Vec<String> {
                 t.to,
                 t.commit
                     .as_deref()
-                    .map(|c| format!(" ({})", short(c)))
+                    .map(|c| format!(" ({})", short::commit(c)))
                     .unwrap_or_default()
             )
         })

@@ -18,11 +18,12 @@ use tokio::sync::broadcast;
 
 use super::console::{LiveView, Progress, StageView, describe_status, transition_lines};
 use super::facts::{EngineRoute, PhaseTime, Pushed};
-use super::figures::{candidate_requests, gate_brief, revert_commit, short};
+use super::figures::{candidate_requests, gate_brief, revert_commit};
 use super::fleet::{EngineProc, stop_engines};
 use super::origin::{DemoCommit, Origin};
 use super::traffic::{Traffic, TrafficEnd, TrafficFigures};
 use super::{DemoError, Options};
+use crate::model::short;
 use crate::reconcile::api::Status;
 use crate::reconcile::{Daemon, ReconcileError};
 use crate::rollout::machine::Transition;
@@ -271,7 +272,7 @@ impl Run<'_> {
         let count = |ext: &str| c.files.iter().filter(|(p, _)| p.ends_with(ext)).count();
         self.progress.event(&format!(
             "commit {} \"{}\" pushed: {} policies, {} trace files",
-            short(&pushed.sha),
+            short::commit(&pushed.sha),
             c.summary(),
             count(".policy"),
             count(".jsonl"),
@@ -291,7 +292,7 @@ impl Run<'_> {
             } else {
                 Check::Wait(format!(
                     "checking and installing commit {}; {on} of {n} engines on route",
-                    short(&c0),
+                    short::commit(&c0),
                 ))
             }
         })
@@ -336,7 +337,7 @@ impl Run<'_> {
         let pushed = self.push(c)?;
         self.progress.event(&format!(
             "commit {} pushed: policies/shell.policy gains rule no_force_push (`^git push .*--force`), with two traces",
-            short(&pushed.sha)
+            short::commit(&pushed.sha)
         ));
         self.daemon.trigger_fetch();
         let c1 = pushed.sha.clone();
@@ -354,7 +355,7 @@ impl Run<'_> {
             if stable && s.engines.iter().all(|e| e.on_route) {
                 return Check::Done(());
             }
-            Check::Wait(format!("rolling out commit {}", short(&c1)))
+            Check::Wait(format!("rolling out commit {}", short::commit(&c1)))
         })
         .await?;
         Ok(pushed)
@@ -375,7 +376,7 @@ impl Run<'_> {
         let pushed = self.push(c)?;
         self.progress.event(&format!(
             "commit {} pushed: the rule becomes `^git push .*--force|-f`, plus a trace for `git push -f`",
-            short(&pushed.sha)
+            short::commit(&pushed.sha)
         ));
         self.progress.event(
             "(the alternation binds looser than meant: `-f` alone now matches anywhere in a command)",
@@ -407,7 +408,7 @@ impl Run<'_> {
             if let Some(m) = bad(s, "before any rollback") {
                 return Check::Unexpected(m);
             }
-            Check::Wait(format!("rolling out commit {}", short(&c2)))
+            Check::Wait(format!("rolling out commit {}", short::commit(&c2)))
         })
         .await?;
         let revert = self
@@ -446,7 +447,7 @@ impl Run<'_> {
             if acted && on_good {
                 Check::Done(())
             } else {
-                Check::Wait(format!("fetching revert {}", short(&rv)))
+                Check::Wait(format!("fetching revert {}", short::commit(&rv)))
             }
         })
         .await?;

@@ -10,9 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-use crate::api::state::PendingApproval;
+use crate::api::approvals::{Approval, Decided, Verdict};
 use crate::eval::state::StateError;
 
 /// How many decided approvals are remembered (for lookups and to answer a
@@ -30,41 +28,14 @@ pub struct NewApproval {
     pub request: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Approve,
-    Reject,
-}
-
-/// A decided approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalRecord {
-    pub id: String,
-    pub decision: Verdict,
-    /// Who decided: the admin's name, or `sluice` for a migration.
-    pub by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Seconds since the epoch.
-    pub decided: u64,
-    pub policy: String,
-    pub rule: String,
-    pub group: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-    pub created: u64,
-    pub request: serde_json::Value,
-}
-
 /// Why an approval could not be decided.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecideError {
     #[error("no approval `{0}`")]
     NotFound(String),
-    #[error("approval `{}` was already decided: {} by `{}`", .0.id, match .0.decision { Verdict::Approve => "approved", Verdict::Reject => "rejected" }, .0.by)]
-    AlreadyDecided(Box<ApprovalRecord>),
+    #[error("approval `{id}` was already decided: {} by `{}`", .decided.decision.past(), .decided.by)]
+    AlreadyDecided { id: String, decided: Decided },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -75,9 +46,9 @@ pub trait ApprovalStore: Send + Sync {
     fn enqueue(&self, new: NewApproval) -> Result<String, StateError>;
 
     /// Every waiting request, oldest first.
-    fn pending(&self) -> Result<Vec<PendingApproval>, StateError>;
+    fn pending(&self) -> Result<Vec<Approval>, StateError>;
 
-    /// Approves or rejects a waiting request.
+    /// Approves or rejects a waiting request; returns it decided.
     fn decide(
         &self,
         id: &str,
@@ -85,15 +56,15 @@ pub trait ApprovalStore: Send + Sync {
         by: &str,
         reason: Option<&str>,
         now: u64,
-    ) -> Result<ApprovalRecord, DecideError>;
+    ) -> Result<Approval, DecideError>;
 }
 
 #[derive(Debug, Default)]
 struct Queues {
     next: u64,
     /// By number, so oldest first.
-    pending: BTreeMap<u64, PendingApproval>,
-    decided: HashMap<String, ApprovalRecord>,
+    pending: BTreeMap<u64, Approval>,
+    decided: HashMap<String, Approval>,
     decided_order: VecDeque<String>,
 }
 
@@ -121,8 +92,9 @@ impl ApprovalStore for MemoryApprovalStore {
         let id = format!("ap-{n}");
         q.pending.insert(
             n,
-            PendingApproval {
+            Approval {
                 id: id.clone(),
+                decided: None,
                 policy: new.policy,
                 rule: new.rule,
                 group: new.group,
@@ -134,7 +106,7 @@ impl ApprovalStore for MemoryApprovalStore {
         Ok(id)
     }
 
-    fn pending(&self) -> Result<Vec<PendingApproval>, StateError> {
+    fn pending(&self) -> Result<Vec<Approval>, StateError> {
         let q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         Ok(q.pending.values().cloned().collect())
     }
@@ -146,26 +118,25 @@ impl ApprovalStore for MemoryApprovalStore {
         by: &str,
         reason: Option<&str>,
         now: u64,
-    ) -> Result<ApprovalRecord, DecideError> {
+    ) -> Result<Approval, DecideError> {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(done) = q.decided.get(id) {
-            return Err(DecideError::AlreadyDecided(Box::new(done.clone())));
+        if let Some(decided) = q.decided.get(id).and_then(|a| a.decided.clone()) {
+            return Err(DecideError::AlreadyDecided {
+                id: id.to_string(),
+                decided,
+            });
         }
-        let Some(p) = number(id).and_then(|n| q.pending.remove(&n)) else {
+        let Some(waiting) = number(id).and_then(|n| q.pending.remove(&n)) else {
             return Err(DecideError::NotFound(id.to_string()));
         };
-        let record = ApprovalRecord {
-            id: p.id,
-            decision,
-            by: by.to_string(),
-            reason: reason.map(str::to_string),
-            decided: now,
-            policy: p.policy,
-            rule: p.rule,
-            group: p.group,
-            via: p.via,
-            created: p.created,
-            request: p.request,
+        let record = Approval {
+            decided: Some(Decided {
+                decision,
+                by: by.to_string(),
+                reason: reason.map(str::to_string),
+                decided: now,
+            }),
+            ..waiting
         };
         q.decided.insert(record.id.clone(), record.clone());
         q.decided_order.push_back(record.id.clone());

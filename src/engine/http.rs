@@ -43,9 +43,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::route::RouteSpec;
+use crate::api::approvals::DecideRequest;
+use crate::api::control::Failure;
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
-use crate::engine::approvals::{DecideError, Verdict};
+use crate::engine::approvals::DecideError;
 use crate::engine::error::{EvaluateError, RouteChangeError, StoreError, UploadError};
 use crate::engine::server::Engine;
 
@@ -100,7 +102,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, Json(json!({ "error": message }))).into_response();
+        let mut resp = (status, Json(Failure { error: message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -162,7 +164,7 @@ impl From<DecideError> for ApiError {
     fn from(e: DecideError) -> ApiError {
         match e {
             DecideError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            DecideError::AlreadyDecided(_) => ApiError::Conflict(e.to_string()),
+            DecideError::AlreadyDecided { .. } => ApiError::Conflict(e.to_string()),
             DecideError::State(_) => ApiError::internal(e),
         }
     }
@@ -375,11 +377,11 @@ async fn get_route(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
     let route = engine
         .route()
         .ok_or_else(|| ApiError::NotFound("no route has been set: PUT /v1/route".to_string()))?;
-    Ok(Json(json!({
-        "version": route.version,
-        "since": route.since,
-        "route": route.spec,
-    }))
+    Ok(Json(RouteInForce {
+        version: route.version,
+        since: route.since,
+        route: route.spec.clone(),
+    })
     .into_response())
 }
 
@@ -391,23 +393,13 @@ async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
     Ok(Json(engine.live_state()?).into_response())
 }
 
-/// The body of `POST /v1/approvals/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Decision {
-    decision: Verdict,
-    by: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 async fn decide_approval(
     State(engine): State<Arc<Engine>>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let d: Decision = parse_json(&body, "approval decision")?;
+    let d: DecideRequest = parse_json(&body, "approval decision")?;
     if d.by.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "`by` must name who decided".to_string(),

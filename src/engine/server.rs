@@ -31,10 +31,11 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::api::approvals::{Approval, Verdict};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
-use crate::api::state::{LiveState, PendingApproval};
+use crate::api::state::LiveState;
 use crate::compile::artifact::Artifact;
-use crate::engine::approvals::{ApprovalRecord, DecideError, NewApproval, Verdict};
+use crate::engine::approvals::{DecideError, NewApproval};
 use crate::engine::backend::{BackendLimits, StateBackend};
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, BreakerState, Transition};
 use crate::engine::clock::{Clock, SystemClock, epoch_secs};
@@ -520,16 +521,17 @@ impl Engine {
         decision: Verdict,
         by: &str,
         reason: Option<&str>,
-    ) -> Result<ApprovalRecord, DecideError> {
+    ) -> Result<Approval, DecideError> {
         let record = self
             .backend
             .approvals()
             .decide(id, decision, by, reason, self.now_secs())?;
+        let decided = record.decided.as_ref();
         self.log.send(LogLine::Approval(EventLine::now(json!({
             "id": record.id,
-            "decision": record.decision,
-            "by": record.by,
-            "reason": record.reason,
+            "decision": decided.map(|d| d.decision),
+            "by": decided.map(|d| &d.by),
+            "reason": decided.and_then(|d| d.reason.as_ref()),
             "policy": record.policy,
             "rule": record.rule,
         }))));
@@ -546,7 +548,7 @@ impl Engine {
             .into_iter()
             .filter(|c| c.window.end() > now)
             .collect();
-        let approvals: Vec<PendingApproval> = self
+        let approvals: Vec<Approval> = self
             .backend
             .approvals()
             .pending()

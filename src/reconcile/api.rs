@@ -12,8 +12,9 @@
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
 //! Commands are handed to the reconcile loop, which runs them as its next
-//! transition and answers when the new state is persisted. The status
-//! document is a wire type of `api::status`, re-exported here.
+//! transition and answers when the new state is persisted. The documents
+//! are wire types of `api::status` (the status, re-exported here) and
+//! `api::control` (the command body and the answers).
 
 use std::sync::Arc;
 
@@ -24,10 +25,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::api::control::{CommandBody, Failure, Message};
 pub use crate::api::status::Status;
 use crate::engine::http::AdminToken;
 use crate::rollout::machine::Command;
@@ -70,12 +70,32 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/hooks/git", post(hook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    let failure = Failure {
+        error: message.into(),
+    };
+    (status, Json(failure)).into_response()
+}
+
+fn message(text: impl Into<String>) -> Json<Message> {
+    Json(Message {
+        message: text.into(),
+    })
+}
+
+async fn healthz() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
@@ -98,18 +118,12 @@ async fn status(State(s): State<ApiState>) -> Response {
     Json(doc).into_response()
 }
 
-#[derive(Deserialize, Default)]
-struct Reason {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 /// The optional `{"reason": "…"}` body; `Err` says why it cannot be read.
 fn reason(body: &Bytes) -> Result<Option<String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice::<Reason>(body)
+    serde_json::from_slice::<CommandBody>(body)
         .map(|r| r.reason)
         .map_err(|e| format!("the body must be {{\"reason\": \"…\"}}: {e}"))
 }
@@ -120,7 +134,7 @@ async fn run(s: &ApiState, c: Command) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     match rx.await {
-        Ok(Ok(message)) => Json(json!({ "message": message })).into_response(),
+        Ok(Ok(done)) => message(done).into_response(),
         Ok(Err(why)) => error(StatusCode::CONFLICT, why),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
     }
@@ -150,9 +164,5 @@ async fn rollback(State(s): State<ApiState>, body: Bytes) -> Response {
 
 async fn hook(State(s): State<ApiState>) -> Response {
     s.hook.notify_one();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({ "message": "fetching the branch now" })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, message("fetching the branch now")).into_response()
 }

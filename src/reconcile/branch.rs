@@ -12,11 +12,9 @@ use tokio::time::Instant;
 use super::build;
 use super::err::ReconcileError;
 use super::git::Mirror;
-use super::runner::{
-    Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff, short,
-};
+use super::runner::{Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff};
 use super::store::Store;
-use crate::api::audit::Notes;
+use crate::model::short;
 use crate::rollout::machine::{Build, Event, Head, Ready, RevertOutcome};
 
 impl Runner {
@@ -196,7 +194,7 @@ impl Runner {
             Err(e) => {
                 self.revert_attempts += 1;
                 if self.revert_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(commit = %short(&pending.commit), error = %e, "the revert did not land; retrying");
+                    tracing::warn!(commit = %short::hash(&pending.commit), error = %e, "the revert did not land; retrying");
                 }
                 self.revert_error = Some(e.to_string());
                 let wait = self.revert_backoff.next().unwrap_or(MAX_REVERT_BACKOFF);
@@ -233,7 +231,7 @@ fn build_commit(
                 artifact: b.artifact.hash.clone(),
                 plan: b.plan,
                 replay: b.replay.totals(),
-                notes: notes(b.notes),
+                notes: b.notes,
                 summary: files.summary.clone(),
             }));
             Ok((cached, Some((b.artifact.hash, b.bytes))))
@@ -246,14 +244,4 @@ fn build_commit(
             None,
         )),
     }
-}
-
-/// The notes of a build, typed. The build still hands them over as JSON;
-/// notes only inform, so notes that do not read are dropped with a warning
-/// rather than refusing the commit.
-fn notes(v: serde_json::Value) -> Notes {
-    serde_json::from_value(v).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the build's notes do not read; left out");
-        Notes::default()
-    })
 }

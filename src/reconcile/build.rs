@@ -20,10 +20,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::git::CommitFiles;
+use crate::api::audit::{Flip, LogReplay, Notes, StateChecks};
 use crate::api::evaluate::ResponseReason;
 use crate::api::replay::ReplayReport;
 use crate::compile::artifact::Artifact;
@@ -52,28 +52,9 @@ pub struct Built {
     pub bytes: Vec<u8>,
     pub plan: Option<RolloutPlan>,
     pub replay: ReplayReport,
-    /// Figures for the audit log and status: trace files, decision-log flips.
-    pub notes: Value,
-}
-
-/// One kind of decision flip, by rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Flip {
-    pub rule: String,
-    pub from: DecisionKind,
-    pub to: DecisionKind,
-    pub count: u64,
-}
-
-/// A decision log replayed against a candidate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LogReplay {
-    pub evaluated: u64,
-    pub flipped: u64,
-    /// Lines that are not evaluations, or whose request the candidate's
-    /// schema refuses.
-    pub skipped: u64,
-    pub flips: Vec<Flip>,
+    /// Figures for the audit log and status: trace files, state checks,
+    /// decision-log flips.
+    pub notes: Notes,
 }
 
 fn located(f: &Finding, files: &RepoSources) -> String {
@@ -141,8 +122,10 @@ pub fn build(
         let refs: Vec<&Finding> = invalid.iter().collect();
         return Err(format!("invalid traces: {}", summarize(&refs, sources)));
     }
-    let mut notes = serde_json::Map::new();
-    notes.insert("trace_files".into(), json!(sources.traces.len()));
+    let mut notes = Notes {
+        trace_files: Some(sources.traces.len()),
+        ..Notes::default()
+    };
     if live.is_some() {
         let mut warnings = Vec::new();
         for engine in &built.live {
@@ -161,26 +144,18 @@ pub fn build(
                     .map(|f| format!("{}: {}", engine.engine, located(f, sources))),
             );
         }
-        notes.insert(
-            "state_checks".into(),
-            json!({
-                "engines": built.live.len(),
-                "warnings": warnings,
-            }),
-        );
+        notes.state_checks = Some(StateChecks {
+            engines: built.live.len(),
+            warnings,
+        });
     }
-    if let Some(log) = decision_log {
-        notes.insert(
-            "decision_log".into(),
-            json!(replay_log(&built.evaluator, log)),
-        );
-    }
+    notes.decision_log = decision_log.map(|log| replay_log(&built.evaluator, log));
     Ok(Built {
         artifact: built.artifact,
         bytes,
         plan: project.rollout.clone(),
         replay: report,
-        notes: Value::Object(notes),
+        notes,
     })
 }
 

@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::api::Status;
+use crate::api::control::{CommandBody, Failure, Message};
 
 /// An operator command ([`super::api`]'s `POST` routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,26 +34,6 @@ impl Operation {
             Operation::Resume | Operation::Promote => None,
         }
     }
-}
-
-/// The body of a command that says why.
-#[derive(Debug, Serialize)]
-struct ReasonBody<'a> {
-    reason: &'a str,
-}
-
-/// `{"message": "…"}`: a command done.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct MessageDoc {
-    #[serde(default)]
-    message: Option<String>,
-}
-
-/// `{"error": "…"}`: a refusal or a failure.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ErrorDoc {
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// What the daemon answered a call it understood.
@@ -126,16 +105,20 @@ impl ControlClient {
     pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
         let mut req = self.http.post(self.url(&format!("/v1/{}", op.name())));
         if let Some(reason) = op.reason() {
-            req = req.json(&ReasonBody { reason });
+            req = req.json(&CommandBody {
+                reason: Some(reason.to_string()),
+            });
         }
         let resp = match self.send(req).await? {
             Answer::Done(resp) => resp,
             Answer::Refused(why) => return Ok(Answer::Refused(why)),
         };
-        let doc: MessageDoc = resp.json().await.unwrap_or_default();
-        Ok(Answer::Done(
-            doc.message.unwrap_or_else(|| "done".to_string()),
-        ))
+        // An answer without a message is still a command done.
+        let message = resp
+            .json::<Message>()
+            .await
+            .map_or_else(|_| "done".to_string(), |m| m.message);
+        Ok(Answer::Done(message))
     }
 
     fn url(&self, path: &str) -> String {
@@ -160,8 +143,10 @@ impl ControlClient {
         if status.is_success() {
             return Ok(Answer::Done(resp));
         }
-        let doc: ErrorDoc = resp.json().await.unwrap_or_default();
-        let message = doc.error.unwrap_or_else(|| "no message".to_string());
+        let message = resp
+            .json::<Failure>()
+            .await
+            .map_or_else(|_| "no message".to_string(), |f| f.error);
         if status == reqwest::StatusCode::CONFLICT {
             Ok(Answer::Refused(message))
         } else {

@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::client::{EngineClient, EngineError, EngineStats};
 use super::observe;
-use super::runner::{EngineView, Runner, short};
+use super::runner::{EngineView, Runner};
 use crate::api::route::RouteSpec;
+use crate::model::short;
 use crate::rollout::machine::{self, Fleet, Observed};
 
 impl Runner {
@@ -75,7 +76,7 @@ impl Runner {
 
     pub(super) async fn upload_all(&mut self, hash: &str) {
         let Some(bytes) = self.artifact(hash).await else {
-            tracing::warn!(artifact = %short(hash), "artifact not stored: cannot upload it");
+            tracing::warn!(artifact = %short::hash(hash), "artifact not stored: cannot upload it");
             return;
         };
         let mut set = JoinSet::new();

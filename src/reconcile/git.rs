@@ -17,6 +17,7 @@ use std::path::Path;
 use git2::{Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 
 use super::err::ReconcileError;
+use crate::model::short;
 use crate::rollout::machine::{PendingRevert, RevertOutcome};
 use crate::tree::git::GitTree;
 use crate::tree::{self, RepoSources, Traces, TreeError};
@@ -136,7 +137,7 @@ impl Mirror {
     /// Reads the policy repository at a commit.
     pub fn read_commit(&self, sha: &str) -> Result<CommitFiles, ReconcileError> {
         let commit = self.repo.find_commit(Oid::from_str(sha)?)?;
-        let rev = sha.get(..12).unwrap_or(sha);
+        let rev = short::hash(sha);
         let sources =
             GitTree::at(&self.repo, &commit, "", rev).and_then(|t| tree::read(&t, Traces::Read));
         Ok(CommitFiles {

@@ -29,6 +29,7 @@ use crate::api::rollout_state::State;
 use crate::api::route::RouteSpec;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
+use crate::model::short;
 use crate::rollout::machine::{self, Action, Ctx, Event, Observed};
 use crate::rollout::stage::StageDecision;
 
@@ -119,10 +120,6 @@ pub(super) struct Runner {
 /// a panic could break: every call reads or writes git objects whole).
 pub(super) fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(super) fn short(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
 }
 
 impl Runner {
@@ -278,7 +275,7 @@ impl Runner {
             && self.state.head.as_deref() != Some(head.as_str())
         {
             if !self.poll_build(&head).await? {
-                self.waiting = Some(format!("head {}: checking the commit", short(&head)));
+                self.waiting = Some(format!("head {}: checking the commit", short::hash(&head)));
                 return Ok(false);
             }
             let event = self.head_event(&head);
@@ -344,7 +341,7 @@ impl Runner {
             from = %t.from,
             to = %t.to,
             cause = t.cause.as_str(),
-            commit = t.commit.as_deref().map(short).unwrap_or(""),
+            commit = t.commit.as_deref().map(short::hash).unwrap_or(""),
             "{}",
             t.reason
         );

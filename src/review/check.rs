@@ -12,6 +12,7 @@ use super::{ChangeAnalysis, pull_request};
 use crate::analyze;
 use crate::api::state::LiveState;
 use crate::diagnostic::{Finding, Sources};
+use crate::model::short;
 use crate::pipeline::{self, Checked};
 use crate::tree::git::GitRepo;
 use crate::tree::{self, Origin, Traces, TreeError};
@@ -85,9 +86,9 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         Some((commit, base)) => {
             let pr = pull_request(base, &mut checked, &opts);
             notes.extend(analysis_note(&pr.analysis));
-            let short: String = commit.chars().take(12).collect();
             notes.push(format!(
-                "compared with base {short}: {} finding(s) that the base already had are not shown",
+                "compared with base {}: {} finding(s) that the base already had are not shown",
+                short::hash(commit),
                 pr.hidden
             ));
             pr.findings

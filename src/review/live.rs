@@ -28,7 +28,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::state::{LiveState, PendingApproval};
+use crate::api::approvals::Approval;
+use crate::api::state::LiveState;
 use crate::diagnostic::{Code, Finding, Label};
 use crate::eval::Evaluator;
 use crate::eval::state::{CounterEntry, LimitStore as _, MemoryLimitStore};
@@ -66,8 +67,9 @@ pub fn check_live(inp: &LiveInputs<'_>) -> Vec<Finding> {
     for (id, live) in &counters {
         findings.extend(limit_finding(inp, id, live));
     }
-    let mut queues: BTreeMap<(&str, &str), Vec<&PendingApproval>> = BTreeMap::new();
-    for a in &inp.state.approvals {
+    let mut queues: BTreeMap<(&str, &str), Vec<&Approval>> = BTreeMap::new();
+    // A decided approval waits for nothing: only the waiting ones count.
+    for a in inp.state.approvals.iter().filter(|a| a.is_pending()) {
         queues
             .entry((a.policy.as_str(), a.rule.as_str()))
             .or_default()
@@ -282,7 +284,7 @@ fn approval_finding(
     store: &MemoryLimitStore,
     policy: &str,
     rule: &str,
-    waiting: &[&PendingApproval],
+    waiting: &[&Approval],
 ) -> Option<Finding> {
     let head_item = item_content(inp.head, policy, rule);
     if let Some(base) = inp.base {
@@ -299,7 +301,7 @@ fn approval_finding(
         t => t,
     };
     // (approval, the head's decision for its request, and its reasons)
-    let mut resolved: Vec<(&PendingApproval, String, BTreeMap<String, String>)> = Vec::new();
+    let mut resolved: Vec<(&Approval, String, BTreeMap<String, String>)> = Vec::new();
     for a in waiting {
         if head_item.is_none() {
             resolved.push((a, "removed".to_string(), BTreeMap::new()));

@@ -283,7 +283,3 @@ pub fn rfc3339(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
-
-fn short(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
-}

@@ -1,12 +1,19 @@
 //! End to end: commits pushed with the `git` command line to a bare
 //! repository, three engines on loopback under synthetic traffic, the daemon
-//! in-process, compressed stages; the operator commands through the binary.
+//! in-process, compressed stages; the operator commands through the binary;
+//! what the daemon reads of each engine, counted.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice::api::route::RouteSpec;
+use sluice::api::state::LiveState;
+use sluice::reconcile::client::{BoxFuture, EngineClient, EngineError, EngineStats, HttpEngine};
 use sluice::reconcile::{Config, Daemon};
 
 use super::fixture::{
@@ -322,4 +329,108 @@ async fn operators_pause_promote_resume_and_roll_back_from_the_command_line() {
     assert_eq!(promote.cause, sluice::rollout::machine::Cause::Operator);
     assert!(promote.reason.contains("skipped"));
     daemon.stop().await.unwrap();
+}
+
+/// An engine client that counts the documents the daemon reads.
+struct Counting {
+    inner: HttpEngine,
+    routes: AtomicUsize,
+    stats: AtomicUsize,
+    live_states: AtomicUsize,
+}
+
+impl Counting {
+    fn new(url: &str) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner: HttpEngine::new(url, TOKEN, Duration::from_secs(2)).unwrap(),
+            routes: AtomicUsize::new(0),
+            stats: AtomicUsize::new(0),
+            live_states: AtomicUsize::new(0),
+        })
+    }
+
+    /// (route reads, stats reads, live-state reads).
+    fn reads(&self) -> (usize, usize, usize) {
+        (
+            self.routes.load(SeqCst),
+            self.stats.load(SeqCst),
+            self.live_states.load(SeqCst),
+        )
+    }
+}
+
+impl EngineClient for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn upload<'a>(
+        &'a self,
+        hash: &'a str,
+        artifact: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.upload(hash, artifact)
+    }
+
+    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.set_route(route)
+    }
+
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>> {
+        self.routes.fetch_add(1, SeqCst);
+        self.inner.get_route()
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>> {
+        self.stats.fetch_add(1, SeqCst);
+        self.inner.stats()
+    }
+
+    fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
+        self.live_states.fetch_add(1, SeqCst);
+        self.inner.live_state()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_engines_live_state_is_read_once_per_commit_and_its_route_once_per_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let engines = fixture::engines(2).await;
+    let clients: Vec<Arc<Counting>> = engines.iter().map(|e| Counting::new(&e.url())).collect();
+    let state = tmp.path().join("state");
+    let mut cfg = config(&repo, &state, &engines);
+    cfg.listen = None;
+    let daemon = Daemon::start_with(
+        cfg,
+        clients
+            .iter()
+            .map(|c| c.clone() as Arc<dyn EngineClient>)
+            .collect(),
+    )
+    .await
+    .unwrap();
+    wait_for("installed", Duration::from_secs(10), || {
+        daemon.status().stable
+    })
+    .await;
+    repo.commit(
+        "Block the shell tool",
+        &[("policies/shell.policy", Some(GOOD))],
+    );
+    daemon.trigger_fetch();
+    wait_for("shadow", Duration::from_secs(10), || {
+        (daemon.status().phase == "shadow").then_some(())
+    })
+    .await;
+    fixture::iterations(&daemon, 3, Duration::from_secs(5)).await;
+    daemon.stop().await.unwrap();
+    for (c, e) in clients.iter().zip(&engines) {
+        let (routes, stats, live) = c.reads();
+        // Two commits built (the first, installed; the second, started):
+        // one read of the live state each.
+        assert_eq!(live, 2, "engine {}", e.url());
+        // Every pass reads the route and the figures once.
+        assert_eq!(routes, stats, "engine {}", e.url());
+    }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng as _};
 use serde_json::json;
 use sluice::api::route::RouteSpec;
 use sluice::engine::backend::MemoryBackend;
@@ -415,13 +417,15 @@ impl Traffic {
                 let client = client.clone();
                 tokio::spawn(async move {
                     let mut i: u64 = w as u64 * 7919;
+                    let mut sessions = Xoshiro256PlusPlus::seed_from_u64(w as u64);
                     loop {
                         i += 1;
                         let url = &urls[(i as usize) % urls.len()];
                         let tool = tools[(i as usize / urls.len()) % tools.len()];
+                        let session = sessions.random_range(0..100_000u32);
                         let body = json!({
                             "tool": tool, "agent": format!("agent-{}", i % 5),
-                            "session": format!("s-{}", i.wrapping_mul(2654435761) % 100_000),
+                            "session": format!("s-{session}"),
                             "args": {"amount": (i % 1000) as i64},
                         });
                         let _ = client

@@ -259,7 +259,8 @@ fn a_decision_log_is_replayed_and_flips_reported_by_rule() {
     ]
     .join("\n");
     let built = build::build(&files, Some(&log), None).unwrap();
-    let report = &built.notes["decision_log"];
+    let notes = serde_json::to_value(&built.notes).unwrap();
+    let report = &notes["decision_log"];
     assert_eq!(report["evaluated"], 4);
     assert_eq!(report["flipped"], 3);
     assert_eq!(report["skipped"], 1);
@@ -405,7 +406,8 @@ fn a_change_with_state_errors_against_the_live_engines_is_refused() {
         &[("policies/limits.policy", Some(&declared))],
     );
     let built = build::build(&files_of(&repo, &mirror, &c3), None, Some(live)).unwrap();
-    assert_eq!(built.notes["state_checks"]["engines"], 1);
+    let notes = serde_json::to_value(&built.notes).unwrap();
+    assert_eq!(notes["state_checks"]["engines"], 1);
 }
 
 fn artifact(policies: &[(&str, &str)]) -> sluice::compile::artifact::Artifact {

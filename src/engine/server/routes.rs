@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::api::approvals::{Approval, Verdict};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
-use crate::api::state::PendingApproval;
-use crate::engine::approvals::{DecideError, Verdict};
+use crate::engine::approvals::DecideError;
 use crate::engine::backend::Saturated;
 use crate::engine::decision_log::{EventLine, LogLine};
 use crate::engine::error::{RouteChangeError, StoreError};
@@ -151,7 +151,7 @@ impl Engine {
                 continue;
             };
             match store.decide(&p.id, Verdict::Reject, "sluice", Some(reason), now) {
-                Ok(_) | Err(DecideError::NotFound(_) | DecideError::AlreadyDecided(_)) => {}
+                Ok(_) | Err(DecideError::NotFound(_) | DecideError::AlreadyDecided { .. }) => {}
                 Err(e) => return Err(StoreError::ResolveApproval(e)),
             }
             out.push(Migration::ApprovalResolved {
@@ -166,7 +166,7 @@ impl Engine {
 }
 
 /// Why a waiting request is no longer covered by `ev` (`None`: it is).
-fn uncovered(ev: &Evaluator, p: &PendingApproval, now: u64) -> Option<&'static str> {
+fn uncovered(ev: &Evaluator, p: &Approval, now: u64) -> Option<&'static str> {
     let asks = |e: &Effect| matches!(e, Effect::RequireApproval { .. });
     let exists = ev.artifact().policies.iter().any(|pol| {
         pol.name == p.policy

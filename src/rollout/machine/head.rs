@@ -4,8 +4,9 @@
 
 use super::{
     Action, Build, Cause, Change, Ctx, Figures, Fleet, Head, Refused, Release, Rollout, State,
-    Step, commit_step, promote_to_stable, short,
+    Step, commit_step, promote_to_stable,
 };
+use crate::model::short;
 
 pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
     if state.head.as_deref() == Some(h.commit.as_str()) {
@@ -16,15 +17,19 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             state,
             format!(
                 "head {} waits: the revert of {} has not landed yet",
-                short(&h.commit),
-                short(&r.commit)
+                short::hash(&h.commit),
+                short::hash(&r.commit)
             ),
         );
     }
     if let Some(p) = &state.paused {
         return Step::refuse(
             state,
-            format!("head {} waits: paused ({})", short(&h.commit), p.reason),
+            format!(
+                "head {} waits: paused ({})",
+                short::hash(&h.commit),
+                p.reason
+            ),
         );
     }
     let mut new = state.clone();
@@ -37,8 +42,8 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         let reason = format!(
             "quarantined: {} (commit {}, artifact {})",
             q.reason,
-            short(&q.commit),
-            short(&q.artifact)
+            short::hash(&q.commit),
+            short::hash(&q.artifact)
         );
         return refuse(
             state,
@@ -81,7 +86,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
                 new.stable = Some(release(Some(h.commit.clone()), &ready.artifact));
                 let reason = format!(
                     "first clean commit: artifact {} installed as stable directly",
-                    short(&ready.artifact)
+                    short::hash(&ready.artifact)
                 );
                 let c = change("install", Cause::Daemon, reason);
                 let actions = vec![
@@ -94,7 +99,10 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             }
             Fleet::Stable(a) if *a == ready.artifact => {
                 new.stable = Some(release(Some(h.commit.clone()), a));
-                let reason = format!("the engines already run artifact {} as stable", short(a));
+                let reason = format!(
+                    "the engines already run artifact {} as stable",
+                    short::hash(a)
+                );
                 commit_step(
                     state,
                     new,
@@ -111,7 +119,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
                 new.stable = Some(release(None, a));
                 let reason = format!(
                     "the engines run artifact {} as stable: adopted as the rollback target",
-                    short(a)
+                    short::hash(a)
                 );
                 let mut c = change("adopt", Cause::Daemon, reason);
                 c.commit = None;
@@ -134,9 +142,9 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
                 }
                 let reason = format!(
                     "commit {} brings the branch back to the stable artifact: candidate {} (commit {}) cancelled",
-                    short(&h.commit),
-                    short(&r.artifact),
-                    short(&r.commit)
+                    short::hash(&h.commit),
+                    short::hash(&r.artifact),
+                    short::hash(&r.commit)
                 );
                 let c = change("cancel", Cause::Daemon, reason);
                 commit_step(state, new, ctx, c, vec![Action::SetRoutes], None)
@@ -144,7 +152,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             None => {
                 let reason = format!(
                     "artifact {} is already stable: no rollout needed",
-                    short(&ready.artifact)
+                    short::hash(&ready.artifact)
                 );
                 commit_step(
                     state,
@@ -164,8 +172,8 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
     {
         let reason = format!(
             "artifact {} is the candidate's (commit {}): the rollout continues",
-            short(&ready.artifact),
-            short(&r.commit)
+            short::hash(&ready.artifact),
+            short::hash(&r.commit)
         );
         return commit_step(
             state,
@@ -183,7 +191,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         promote_to_stable(&mut new, &h.commit, &ready.artifact, ctx.now_ms);
         let reason = format!(
             "no `[rollout]` plan: artifact {} installed as stable directly",
-            short(&ready.artifact)
+            short::hash(&ready.artifact)
         );
         let c = change("install", Cause::Daemon, reason);
         return commit_step(state, new, ctx, c, vec![upload, Action::SetRoutes], None);
@@ -205,9 +213,9 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             "supersede",
             format!(
                 "commit {} supersedes candidate {} (commit {}) at stage `{}`",
-                short(&h.commit),
-                short(&old.artifact),
-                short(&old.commit),
+                short::hash(&h.commit),
+                short::hash(&old.artifact),
+                short::hash(&old.commit),
                 old.stage_name
             ),
         ),
@@ -215,9 +223,9 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             "start",
             format!(
                 "commit {} ({}): rollout of artifact {} starts",
-                short(&h.commit),
+                short::hash(&h.commit),
                 h.summary,
-                short(&ready.artifact)
+                short::hash(&ready.artifact)
             ),
         ),
     };
@@ -242,7 +250,7 @@ fn refuse(
     let change = Change {
         event: "refuse",
         cause: Cause::Daemon,
-        reason: format!("commit {} refused: {reason}", short(commit)),
+        reason: format!("commit {} refused: {reason}", short::hash(commit)),
         commit: Some(commit.to_string()),
         artifact,
         figures: Figures::default(),

@@ -7,10 +7,11 @@ use std::time::Duration;
 use super::{
     Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Release,
     RevertOutcome, Rollout, State, Step, commit_step, current_decision, figures, figures_text,
-    promote_to_stable, short,
+    promote_to_stable,
 };
 use crate::api::gate::Verdict;
 use crate::model::plan::StageKind;
+use crate::model::short;
 use crate::rollout::stage::{StageDecision, Step as StageStep};
 
 pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
@@ -166,7 +167,7 @@ fn advance(
         }
         None => {
             promote_to_stable(&mut new, &r.commit, &r.artifact, ctx.now_ms);
-            let reason = format!("{reason}; candidate {} is stable", short(&r.artifact));
+            let reason = format!("{reason}; candidate {} is stable", short::hash(&r.artifact));
             let c = change("complete", reason);
             commit_step(state, new, ctx, c, vec![Action::SetRoutes], d)
         }
@@ -330,8 +331,8 @@ pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: Reve
         RevertOutcome::Pushed { revert } => (
             format!(
                 "revert commit {} of {} pushed",
-                short(revert),
-                short(&pending.commit)
+                short::hash(revert),
+                short::hash(&pending.commit)
             ),
             Figures {
                 revert: Some(revert.clone()),
@@ -339,7 +340,10 @@ pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: Reve
             },
         ),
         RevertOutcome::NotNeeded { note } => (
-            format!("no revert of {} needed: {note}", short(&pending.commit)),
+            format!(
+                "no revert of {} needed: {note}",
+                short::hash(&pending.commit)
+            ),
             Figures::default(),
         ),
     };
