@@ -33,10 +33,11 @@ use serde_json::{Value, json};
 
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::api::state::{LiveState, PendingApproval};
+use crate::api::stats::BreakerState;
 use crate::compile::artifact::Artifact;
 use crate::engine::approvals::{ApprovalRecord, DecideError, NewApproval, Verdict};
 use crate::engine::backend::{BackendLimits, StateBackend};
-use crate::engine::breaker::{Admit, Breaker, BreakerConfig, BreakerState, Transition};
+use crate::engine::breaker::{Admit, Breaker, BreakerConfig, Transition};
 use crate::engine::clock::{Clock, SystemClock, epoch_secs};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine};
 use crate::engine::error::{EvaluateError, StoreError, UploadError};

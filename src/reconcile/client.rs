@@ -7,7 +7,7 @@
 //! | [`EngineClient::upload`] | `PUT /v1/artifacts/{hash}` | 200/201 |
 //! | [`EngineClient::set_route`] | `PUT /v1/route` | 200; 409 when an artifact is not held |
 //! | [`EngineClient::get_route`] | `GET /v1/route` | `{"route": {…}}`; 404 before the first |
-//! | [`EngineClient::stats`] | `GET /v1/stats` | `{"route": {…}, "cohorts": [{artifact, cohort, requests, errors, decisions, latency_ms, shadow}]}` |
+//! | [`EngineClient::stats`] | `GET /v1/stats` | [`EngineStats`]: the route and the figures per artifact and cohort |
 //! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
 
 use std::future::Future;
@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 use crate::api::route::RouteSpec;
 use crate::api::state::LiveState;
+
+/// `GET /v1/stats`, what [`EngineClient::stats`] returns.
+pub use crate::api::stats::EngineStats;
 
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,77 +71,6 @@ impl EngineError {
     pub fn is_missing_artifact(&self) -> bool {
         matches!(self, EngineError::Status { status: 409, .. })
     }
-}
-
-/// Decisions by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Decisions {
-    pub allow: u64,
-    pub modify: u64,
-    pub require_approval: u64,
-    pub deny: u64,
-}
-
-/// Latency figures in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Latency {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-/// Shadow comparisons.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Shadow {
-    pub compared: u64,
-    pub diverged: u64,
-}
-
-/// One artifact in one cohort, as `GET /v1/stats` reports it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CohortFigures {
-    pub artifact: String,
-    /// `stable`, `candidate` (split) or `shadow`.
-    pub cohort: String,
-    #[serde(default)]
-    pub stage: Option<String>,
-    #[serde(default)]
-    pub requests: u64,
-    #[serde(default)]
-    pub errors: u64,
-    #[serde(default)]
-    pub decisions: Decisions,
-    #[serde(default)]
-    pub latency_ms: Latency,
-    #[serde(default)]
-    pub shadow: Option<Shadow>,
-    /// Latency histogram buckets `[upper bound in ms, count]`, when the
-    /// engine exposes them: they give exact p99 bounds across engines.
-    #[serde(default)]
-    pub histogram: Option<Vec<(f64, u64)>>,
-}
-
-/// The route the figures belong to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StatsRoute {
-    pub stable: String,
-    #[serde(default)]
-    pub candidate: Option<String>,
-    #[serde(default)]
-    pub stage: Option<String>,
-}
-
-/// `GET /v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct EngineStats {
-    #[serde(default)]
-    pub route: Option<StatsRoute>,
-    #[serde(default)]
-    pub cohorts: Vec<CohortFigures>,
 }
 
 /// What the daemon needs from an engine.
