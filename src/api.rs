@@ -18,6 +18,8 @@
 //! - [`route`]: `PUT` and `GET /v1/route`, cohorts and the stable bucket
 //!   hash.
 //! - [`state`]: `GET /v1/state`, the live state an engine holds.
+//! - [`stats`]: `GET /v1/stats`, an engine's figures per artifact and
+//!   cohort, which the rollout gates read.
 //! - [`status`]: the daemon's `GET /v1/status`.
 
 pub mod approvals;
@@ -29,4 +31,5 @@ pub mod replay;
 pub mod rollout_state;
 pub mod route;
 pub mod state;
+pub mod stats;
 pub mod status;

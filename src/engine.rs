@@ -16,7 +16,9 @@
 //! - [`clock`]: the time limits are counted in, injectable.
 //! - [`migrate`]: state migrations on a route change. Pure planning.
 //! - [`breaker`]: the per-artifact circuit breaker. Pure state machine.
-//! - [`stats`]: per artifact and cohort figures; Prometheus text.
+//! - [`stats`]: per artifact and cohort figures: atomic counters, the
+//!   hdrhistogram the gates read, the Prometheus latency buckets.
+//! - [`metrics`]: `GET /metrics`, Prometheus text by `prometheus-client`.
 //! - [`approvals`]: approval queues behind a trait.
 //! - [`backend`]: the state backend trait (counters and approvals), in
 //!   memory by default.
@@ -34,6 +36,7 @@ pub mod decision_log;
 pub mod error;
 pub mod failsafe;
 pub mod http;
+pub mod metrics;
 pub mod migrate;
 pub mod serve;
 pub mod server;

@@ -16,8 +16,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use sluice::api::route::{RouteSpec, bucket, bucket_of};
+use sluice::api::route::{Cohort, RouteSpec, bucket, bucket_of};
 use sluice::api::state::LiveState;
+use sluice::api::stats::EngineStats;
 use sluice::compile::artifact::Artifact;
 use sluice::engine::approvals::{ApprovalStore, MemoryApprovalStore};
 use sluice::engine::backend::{MemoryBackend, StateBackend};
@@ -152,6 +153,11 @@ fn start_on(config: EngineConfig, backend: Arc<dyn StateBackend>) -> (Arc<Engine
     let log = DecisionLog::to_writer(Box::new(sink.clone())).unwrap();
     let engine = Engine::start(config, backend, log).unwrap();
     (engine, sink)
+}
+
+/// The engine's `GET /v1/stats` document as JSON.
+fn stats_of(engine: &Engine) -> Value {
+    serde_json::to_value(engine.stats()).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -441,7 +447,7 @@ async fn healthz_and_metrics_need_no_token() {
     }
     assert!(text.contains(&format!("sluice_errors_total{{{labels}}} 0")));
     assert!(text.contains(&format!("sluice_failsafe_total{{{labels}}} 0")));
-    assert!(text.contains("sluice_latency_seconds{"));
+    assert!(text.contains("sluice_latency_seconds_bucket{"));
     assert!(text.contains(&format!(
         "sluice_breaker_state{{artifact=\"{}\",state=\"closed\"}} 1",
         a.hash
@@ -954,7 +960,7 @@ async fn shadow_answers_stable_counts_divergence_and_counts_no_limits() {
         assert_eq!(r["stage"], "shadow");
     }
     eventually("shadow comparisons", || {
-        engine.stats()["cohorts"][1]["shadow"]["compared"] == 4
+        stats_of(&engine)["cohorts"][1]["shadow"]["compared"] == 4
     })
     .await;
     let stats = admin(&app, "GET", "/v1/stats", Value::Null).await.json();
@@ -995,6 +1001,103 @@ async fn shadow_answers_stable_counts_divergence_and_counts_no_limits() {
 }
 
 #[tokio::test]
+async fn the_stats_document_reads_back_as_the_api_type() {
+    let a = artifact(&[PAY]);
+    let b = artifact(&[PAY, STRICT]);
+    let (engine, app, _sink) = with_stable(config(), &[&a, &b]).await;
+    set_route(
+        &app,
+        json!({"stable": a.hash, "candidate": b.hash, "mode": "shadow", "stage": "shadow"}),
+    )
+    .await;
+    for amount in [5, 500, 600, 50, 2500] {
+        eval(&app, pay("bot", amount)).await;
+    }
+    eventually("shadow comparisons", || {
+        stats_of(&engine)["cohorts"][1]["shadow"]["compared"] == 5
+    })
+    .await;
+    let r = admin(&app, "GET", "/v1/stats", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc: EngineStats = serde_json::from_slice(&r.body).unwrap();
+    // Every part is there: the route, both cohorts with buckets and the
+    // shadow comparison, the breakers.
+    assert_eq!(doc.route.as_ref().unwrap().stage.as_deref(), Some("shadow"));
+    assert_eq!(doc.cohorts.len(), 2);
+    assert_eq!(doc.cohorts[1].cohort, Cohort::Shadow);
+    assert!(doc.cohorts.iter().all(|c| c.histogram.is_some()));
+    assert_eq!(doc.cohorts[1].shadow.as_ref().unwrap().diverged, 3);
+    assert_eq!(doc.breakers.len(), 2);
+    // Written again, it is the same JSON: names, nesting, numbers and the
+    // order of the fields.
+    let wire: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(serde_json::to_value(&doc).unwrap(), wire);
+    assert_eq!(
+        serde_json::to_string(&doc).unwrap(),
+        serde_json::to_string(&wire).unwrap()
+    );
+    // Before the first route: no route, no cohorts.
+    let (empty, _) = start(config());
+    let wire = serde_json::to_value(empty.stats()).unwrap();
+    assert_eq!(wire["route"], Value::Null);
+    assert_eq!(wire["cohorts"], json!([]));
+    let doc: EngineStats = serde_json::from_value(wire.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&doc).unwrap(), wire);
+}
+
+#[tokio::test]
+async fn the_latency_histogram_counts_every_evaluation_exactly() {
+    let a = artifact(&[PAY]);
+    let (_e, app, sink) = with_stable(config(), &[&a]).await;
+    for amount in 1..=20 {
+        eval(&app, pay("bot", amount)).await;
+    }
+    eventually("evaluation lines", || {
+        sink.of_kind("evaluation").len() == 20
+    })
+    .await;
+    let r = send(&app, "GET", "/metrics", vec![], None).await;
+    let text = r.text();
+    let labels = format!("artifact=\"{}\",cohort=\"stable\",stage=\"\"", a.hash);
+    assert!(
+        text.contains("# TYPE sluice_latency_seconds histogram\n"),
+        "{text}"
+    );
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name}{{{labels}}} ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    assert_eq!(sample("sluice_latency_seconds_count"), 20.0);
+    // The buckets are cumulative and end with every evaluation in `+Inf`.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("sluice_latency_seconds_bucket{{{labels},le=")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.len() > 2, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert!(text.contains(&format!(
+        "sluice_latency_seconds_bucket{{{labels},le=\"+Inf\"}} 20"
+    )));
+    // The sum is the sum of the latencies the decision log reports, which
+    // it truncates to whole microseconds.
+    let logged: u64 = sink
+        .of_kind("evaluation")
+        .iter()
+        .map(|l| l["latency_us"].as_u64().unwrap())
+        .sum();
+    let sum_us = sample("sluice_latency_seconds_sum") * 1e6;
+    assert!(
+        logged as f64 <= sum_us + 1e-3 && sum_us < (logged + 20) as f64 + 1e-3,
+        "sum {sum_us} µs, logged {logged} µs"
+    );
+}
+
+#[tokio::test]
 async fn a_full_shadow_queue_drops_and_counts() {
     let a = artifact(&[PAY]);
     let b = artifact(&[PAY, STRICT]);
@@ -1012,10 +1115,10 @@ async fn a_full_shadow_queue_drops_and_counts() {
     for _ in 0..10 {
         engine.evaluate(&body, None).unwrap();
     }
-    let stats = engine.stats();
+    let stats = stats_of(&engine);
     assert_eq!(stats["shadow_dropped"], 6);
     eventually("queued shadows", || {
-        engine.stats()["cohorts"][1]["requests"] == 4
+        stats_of(&engine)["cohorts"][1]["requests"] == 4
     })
     .await;
     // Every evaluation is logged, with or without its shadow side.
@@ -1089,7 +1192,7 @@ async fn concurrent_requests_count_limits_exactly() {
         t.await.unwrap();
     }
     assert_eq!(allowed.load(Ordering::Relaxed), 100);
-    let stats = engine.stats();
+    let stats = stats_of(&engine);
     assert_eq!(stats["cohorts"][0]["requests"], 400);
     assert_eq!(stats["cohorts"][0]["decisions"]["deny"], 300);
     stop.send(()).unwrap();
@@ -1544,7 +1647,7 @@ fn breaker_config() -> EngineConfig {
 }
 
 fn breaker_state(engine: &Engine) -> String {
-    engine.stats()["breakers"][0]["state"]
+    stats_of(engine)["breakers"][0]["state"]
         .as_str()
         .unwrap()
         .to_string()
@@ -1594,7 +1697,7 @@ async fn breaker_opens_on_errors_fails_safe_probes_and_closes() {
         state(&app).await.counters.is_empty(),
         "failsafe counts nothing"
     );
-    let stats = engine.stats();
+    let stats = stats_of(&engine);
     assert_eq!(stats["cohorts"][0]["errors"], 4);
     assert_eq!(stats["cohorts"][0]["failsafe"], 8);
     let text = send(&app, "GET", "/metrics", vec![], None).await.text();

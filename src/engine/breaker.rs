@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::api::stats::BreakerState;
+
 /// Thresholds and timings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
@@ -49,37 +51,20 @@ impl Default for BreakerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
+/// The state's code in the breaker's atomic.
+fn code(s: BreakerState) -> u8 {
+    match s {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
 }
 
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        }
-    }
-
-    fn from_code(c: u8) -> BreakerState {
-        match c {
-            0 => BreakerState::Closed,
-            1 => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
-        }
+fn from_code(c: u8) -> BreakerState {
+    match c {
+        0 => BreakerState::Closed,
+        1 => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
     }
 }
 
@@ -136,7 +121,7 @@ impl Breaker {
         Breaker {
             config: BreakerConfig { buckets, ..config },
             origin: now,
-            state: AtomicU8::new(BreakerState::Closed.code()),
+            state: AtomicU8::new(code(BreakerState::Closed)),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 ring: vec![Bucket::default(); buckets as usize],
@@ -148,7 +133,7 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        BreakerState::from_code(self.state.load(Ordering::Acquire))
+        from_code(self.state.load(Ordering::Acquire))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -158,7 +143,7 @@ impl Breaker {
     fn set(&self, inner: &mut Inner, to: BreakerState, reason: String) -> Transition {
         let from = inner.state;
         inner.state = to;
-        self.state.store(to.code(), Ordering::Release);
+        self.state.store(code(to), Ordering::Release);
         Transition { from, to, reason }
     }
 

@@ -49,6 +49,7 @@ use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
 use crate::engine::error::{EvaluateError, RouteChangeError, StoreError, UploadError};
+use crate::engine::metrics;
 use crate::engine::server::Engine;
 
 /// An API failure: the status and a message naming what is wrong.
@@ -409,13 +410,17 @@ async fn decide_approval(
     Ok(Json(record).into_response())
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
-    (
+async fn metrics(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
+    let text = engine
+        .scrape()
+        .encode()
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        engine.metrics(),
+        text,
     )
-        .into_response()
+        .into_response())
 }

@@ -1,22 +1,27 @@
 //! Per artifact and cohort figures since the route last changed, for
-//! `GET /v1/stats` (what the rollout gates read) and `GET /metrics`.
+//! `GET /v1/stats` (what the rollout gates read, as
+//! [`crate::api::stats::CohortFigures`]) and `GET /metrics`
+//! ([`crate::engine::metrics`]).
 //!
 //! A route owns its [`RouteStats`]: a route change starts fresh figures, and
 //! a request records into the stats of the route it started on. Counters are
-//! atomics; each latency histogram (hdrhistogram, microseconds, three
-//! significant digits) sits behind its own mutex, held for one record.
-//! In Prometheus terms the counters reset when the route changes, which
-//! `rate()` and `increase()` handle as a counter reset.
+//! atomics. Each evaluation's latency goes to two histograms: an
+//! hdrhistogram (microseconds, three significant digits, behind its own
+//! mutex held for one record) whose quantiles and 5% buckets `/v1/stats`
+//! reports, and [`PrometheusLatency`], fixed Prometheus buckets of atomics
+//! with an exact sum. In Prometheus terms the counters reset when the route
+//! changes, which `rate()` and `increase()` handle as a counter reset.
+//!
+//! Nothing here writes a document; this module only counts and reads.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 use crate::api::route::Cohort;
+use crate::api::stats::{CohortFigures, Decisions, Divergence, Latency, ShadowFigures};
 use crate::model::ir::DecisionKind;
 
 const KINDS: [DecisionKind; 4] = [
@@ -47,6 +52,8 @@ pub struct CohortStats {
     /// `None` only if the histogram could not be built (it always can for
     /// these bounds).
     latency: Mutex<Option<Histogram<u64>>>,
+    /// The same latencies in Prometheus buckets, lock free.
+    prometheus: PrometheusLatency,
     /// Shadow comparisons: `[stable][candidate]` decision counts.
     pairs: [[AtomicU64; 4]; 4],
 }
@@ -73,6 +80,7 @@ impl CohortStats {
             decisions: Default::default(),
             // 1 µs to one hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
+            prometheus: PrometheusLatency::default(),
             pairs: Default::default(),
         }
     }
@@ -89,6 +97,7 @@ impl CohortStats {
         if let Some(c) = self.decisions.get(kind_index(s.decision)) {
             c.fetch_add(1, Relaxed);
         }
+        self.prometheus.observe(s.latency);
         let micros = u64::try_from(s.latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -110,8 +119,13 @@ impl CohortStats {
         }
     }
 
+    /// The latency as Prometheus exposes it.
+    pub fn prometheus_latency(&self) -> LatencyBuckets {
+        self.prometheus.read()
+    }
+
     /// The figures as reported.
-    pub fn report(&self, stage: Option<&str>) -> CohortReport {
+    pub fn report(&self, stage: Option<&str>) -> CohortFigures {
         let requests = self.requests.load(Relaxed);
         let errors = self.errors.load(Relaxed);
         let count = |k: DecisionKind| {
@@ -161,14 +175,14 @@ impl CohortStats {
                     }
                 }
             }
-            ShadowReport {
+            ShadowFigures {
                 compared,
                 diverged,
                 divergence: ratio(diverged, compared),
                 pairs,
             }
         });
-        CohortReport {
+        CohortFigures {
             artifact: self.artifact.clone(),
             cohort: self.cohort,
             stage: stage.map(str::to_string),
@@ -205,70 +219,81 @@ fn latency_buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
         .collect()
 }
 
+/// The upper bounds of the Prometheus latency buckets, in nanoseconds:
+/// 5 µs to 1 s in 1-2.5-5 steps (a `+Inf` bucket follows).
+const PROMETHEUS_BOUNDS_NS: [u64; 17] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram for Prometheus: fixed buckets, each an atomic
+/// counter, and the exact sum of the observed latencies in nanoseconds.
+/// Observing is lock free (two relaxed atomic additions); a reader may see
+/// an observation in a bucket before it is in the sum, never a torn count.
+#[derive(Debug, Default)]
+pub struct PrometheusLatency {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; PROMETHEUS_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl PrometheusLatency {
+    pub fn observe(&self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = PROMETHEUS_BOUNDS_NS.partition_point(|&b| b < ns);
+        if let Some(c) = self.counts.get(bucket) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    pub fn read(&self) -> LatencyBuckets {
+        let bounds = PROMETHEUS_BOUNDS_NS
+            .iter()
+            .map(|&ns| ns as f64 / 1e9)
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.counts)
+            .map(|(le, c)| (le, c.load(Relaxed)))
+            .collect();
+        LatencyBuckets {
+            count: buckets.iter().map(|b| b.1).sum(),
+            sum_seconds: self.sum_ns.load(Relaxed) as f64 / 1e9,
+            buckets,
+        }
+    }
+}
+
+/// A Prometheus latency histogram as read: what `_bucket`, `_sum` and
+/// `_count` show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBuckets {
+    /// `(upper bound in seconds, observations)` per bucket, not
+    /// cumulative, ascending; the last bound is `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// The sum of the observed latencies, in seconds.
+    pub sum_seconds: f64,
+    /// The observations (the buckets' total).
+    pub count: u64,
+}
+
 fn ratio(n: u64, d: u64) -> f64 {
     if d == 0 { 0.0 } else { n as f64 / d as f64 }
-}
-
-/// One cohort's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CohortReport {
-    pub artifact: String,
-    pub cohort: Cohort,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-    pub requests: u64,
-    /// Evaluations that failed (they got the failsafe decision).
-    pub errors: u64,
-    /// Decisions that were the tier failsafe (open circuit or error).
-    pub failsafe: u64,
-    pub error_rate: f64,
-    pub deny_rate: f64,
-    pub decisions: Decisions,
-    pub latency_ms: Latency,
-    /// The latency histogram as `[upper bound in ms, count]` buckets
-    /// (non-empty ones, ascending; the same bounds on every engine), for
-    /// quantiles across a fleet. Absent before the first request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub histogram: Option<Vec<(f64, u64)>>,
-    /// Shadow cohort only: the candidate's decisions against stable's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowReport>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Decisions {
-    pub allow: u64,
-    pub modify: u64,
-    pub require_approval: u64,
-    pub deny: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ShadowReport {
-    /// Requests evaluated by both.
-    pub compared: u64,
-    /// Requests where the decisions differ.
-    pub diverged: u64,
-    /// `diverged / compared`.
-    pub divergence: f64,
-    /// Every (stable → candidate) pair that occurred, with its count.
-    pub pairs: Vec<Divergence>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Divergence {
-    pub stable: DecisionKind,
-    pub candidate: DecisionKind,
-    pub count: u64,
 }
 
 /// The figures of one route.
@@ -297,152 +322,12 @@ impl RouteStats {
         }
     }
 
-    pub fn reports(&self, stage: Option<&str>) -> Vec<CohortReport> {
-        std::iter::once(&self.stable)
-            .chain(self.candidate.as_ref())
-            .map(|c| c.report(stage))
-            .collect()
+    /// Stable, then the candidate if any.
+    pub fn cohorts(&self) -> impl Iterator<Item = &CohortStats> {
+        std::iter::once(&self.stable).chain(self.candidate.as_ref())
     }
-}
 
-/// Escapes a Prometheus label value.
-pub fn label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A counter family: its name, its help line and how to read it.
-type Counter = (&'static str, &'static str, fn(&CohortReport) -> u64);
-
-/// Writes cohort figures as Prometheus text (exposition format 0.0.4).
-pub fn write_prometheus(out: &mut String, reports: &[CohortReport]) {
-    let labels = |r: &CohortReport| {
-        format!(
-            "artifact=\"{}\",cohort=\"{}\",stage=\"{}\"",
-            label(&r.artifact),
-            r.cohort.as_str(),
-            label(r.stage.as_deref().unwrap_or(""))
-        )
-    };
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-    };
-    let counters: [Counter; 3] = [
-        (
-            "sluice_requests_total",
-            "Evaluations since the route last changed.",
-            |r| r.requests,
-        ),
-        (
-            "sluice_errors_total",
-            "Evaluations that failed since the route last changed.",
-            |r| r.errors,
-        ),
-        (
-            "sluice_failsafe_total",
-            "Decisions that were the tier failsafe since the route last changed.",
-            |r| r.failsafe,
-        ),
-    ];
-    for (name, help, value) in counters {
-        family(out, name, "counter", help);
-        for r in reports {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(r), value(r));
-        }
-    }
-    family(
-        out,
-        "sluice_decisions_total",
-        "counter",
-        "Decisions by kind since the route last changed.",
-    );
-    for r in reports {
-        let d = &r.decisions;
-        for (k, n) in [
-            ("allow", d.allow),
-            ("modify", d.modify),
-            ("require_approval", d.require_approval),
-            ("deny", d.deny),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_decisions_total{{{},decision=\"{k}\"}} {n}",
-                labels(r)
-            );
-        }
-    }
-    family(
-        out,
-        "sluice_latency_seconds",
-        "summary",
-        "Evaluation latency since the route last changed.",
-    );
-    for r in reports {
-        let l = &r.latency_ms;
-        for (q, v) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99)] {
-            let _ = writeln!(
-                out,
-                "sluice_latency_seconds{{{},quantile=\"{q}\"}} {}",
-                labels(r),
-                v / 1000.0
-            );
-        }
-        let _ = writeln!(
-            out,
-            "sluice_latency_seconds_sum{{{}}} {}",
-            labels(r),
-            l.mean / 1000.0 * r.requests as f64
-        );
-        let _ = writeln!(
-            out,
-            "sluice_latency_seconds_count{{{}}} {}",
-            labels(r),
-            r.requests
-        );
-    }
-    family(
-        out,
-        "sluice_shadow_divergences_total",
-        "counter",
-        "Shadow evaluations whose decision differs from stable's, by pair.",
-    );
-    for r in reports {
-        if let Some(s) = &r.shadow {
-            for p in &s.pairs {
-                let _ = writeln!(
-                    out,
-                    "sluice_shadow_divergences_total{{{},stable=\"{}\",candidate=\"{}\"}} {}",
-                    labels(r),
-                    p.stable.as_str(),
-                    p.candidate.as_str(),
-                    p.count
-                );
-            }
-        }
-    }
-    family(
-        out,
-        "sluice_shadow_compared_total",
-        "counter",
-        "Shadow evaluations compared with stable.",
-    );
-    for r in reports {
-        if let Some(s) = &r.shadow {
-            let _ = writeln!(
-                out,
-                "sluice_shadow_compared_total{{{}}} {}",
-                labels(r),
-                s.compared
-            );
-        }
+    pub fn reports(&self, stage: Option<&str>) -> Vec<CohortFigures> {
+        self.cohorts().map(|c| c.report(stage)).collect()
     }
 }

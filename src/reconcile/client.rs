@@ -6,18 +6,19 @@
 //! |---|---|---|
 //! | [`EngineClient::upload`] | `PUT /v1/artifacts/{hash}` | 200/201 |
 //! | [`EngineClient::set_route`] | `PUT /v1/route` | 200; 409 when an artifact is not held |
-//! | [`EngineClient::get_route`] | `GET /v1/route` | `{"route": {…}}`; 404 before the first |
-//! | [`EngineClient::stats`] | `GET /v1/stats` | `{"route": {…}, "cohorts": [{artifact, cohort, requests, errors, decisions, latency_ms, shadow}]}` |
+//! | [`EngineClient::get_route`] | `GET /v1/route` | [`RouteInForce`]; 404 before the first |
+//! | [`EngineClient::stats`] | `GET /v1/stats` | [`EngineStats`]: the route and the figures per artifact and cohort |
 //! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::api::route::RouteSpec;
+use crate::api::control::Failure;
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::state::LiveState;
+use crate::api::stats::EngineStats;
+
 
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,77 +69,6 @@ impl EngineError {
     pub fn is_missing_artifact(&self) -> bool {
         matches!(self, EngineError::Status { status: 409, .. })
     }
-}
-
-/// Decisions by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Decisions {
-    pub allow: u64,
-    pub modify: u64,
-    pub require_approval: u64,
-    pub deny: u64,
-}
-
-/// Latency figures in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Latency {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-/// Shadow comparisons.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Shadow {
-    pub compared: u64,
-    pub diverged: u64,
-}
-
-/// One artifact in one cohort, as `GET /v1/stats` reports it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CohortFigures {
-    pub artifact: String,
-    /// `stable`, `candidate` (split) or `shadow`.
-    pub cohort: String,
-    #[serde(default)]
-    pub stage: Option<String>,
-    #[serde(default)]
-    pub requests: u64,
-    #[serde(default)]
-    pub errors: u64,
-    #[serde(default)]
-    pub decisions: Decisions,
-    #[serde(default)]
-    pub latency_ms: Latency,
-    #[serde(default)]
-    pub shadow: Option<Shadow>,
-    /// Latency histogram buckets `[upper bound in ms, count]`, when the
-    /// engine exposes them: they give exact p99 bounds across engines.
-    #[serde(default)]
-    pub histogram: Option<Vec<(f64, u64)>>,
-}
-
-/// The route the figures belong to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StatsRoute {
-    pub stable: String,
-    #[serde(default)]
-    pub candidate: Option<String>,
-    #[serde(default)]
-    pub stage: Option<String>,
-}
-
-/// `GET /v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct EngineStats {
-    #[serde(default)]
-    pub route: Option<StatsRoute>,
-    #[serde(default)]
-    pub cohorts: Vec<CohortFigures>,
 }
 
 /// What the daemon needs from an engine.
@@ -197,9 +127,8 @@ impl HttpEngine {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        let message = serde_json::from_str::<Failure>(&body)
+            .map(|f| f.error)
             .unwrap_or(body);
         Err(EngineError::Status {
             status: status.as_u16(),
@@ -236,11 +165,6 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
     out
 }
 
-#[derive(Deserialize)]
-struct RouteDoc {
-    route: RouteSpec,
-}
-
 impl EngineClient for HttpEngine {
     fn name(&self) -> &str {
         &self.base
@@ -273,7 +197,7 @@ impl EngineClient for HttpEngine {
             match self.send(self.http.get(self.url("/v1/route"))).await {
                 Ok(resp) => {
                     let bytes = resp.bytes().await?;
-                    serde_json::from_slice::<RouteDoc>(&bytes)
+                    serde_json::from_slice::<RouteInForce>(&bytes)
                         .map(|d| Some(d.route))
                         .or_else(|_| serde_json::from_slice::<RouteSpec>(&bytes).map(Some))
                         .map_err(EngineError::from)

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::client::{EngineClient, EngineError, EngineStats};
+use super::client::{EngineClient, EngineError};
+use crate::api::stats::EngineStats;
 use super::observe;
 use super::runner::{EngineView, Runner};
 use crate::api::route::RouteSpec;

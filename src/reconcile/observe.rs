@@ -12,10 +12,9 @@
 //! contributes its maximum instead, its p99 being no better known).
 
 use crate::api::gate::{Cohort, Observation, Quantile};
-use crate::api::route::{Mode, RouteSpec};
+use crate::api::route::{self, Mode, RouteSpec};
+use crate::api::stats::{CohortFigures, EngineStats};
 use crate::rollout::gate::{self, Z95};
-
-use super::client::{CohortFigures, EngineStats};
 
 /// Whether an engine's figures belong to the route `desired`.
 pub fn stats_match(stats: &EngineStats, desired: &RouteSpec) -> bool {
@@ -27,10 +26,10 @@ pub fn stats_match(stats: &EngineStats, desired: &RouteSpec) -> bool {
 /// Sums the figures of the engines (each already on `desired`).
 pub fn sum(desired: &RouteSpec, engines: &[&EngineStats]) -> Observation {
     let candidate_cohort = match desired.mode {
-        Some(Mode::Shadow) => "shadow",
-        _ => "candidate",
+        Some(Mode::Shadow) => route::Cohort::Shadow,
+        _ => route::Cohort::Candidate,
     };
-    let pick = |cohort: &str, artifact: Option<&str>| -> Vec<&CohortFigures> {
+    let pick = |cohort: route::Cohort, artifact: Option<&str>| -> Vec<&CohortFigures> {
         engines
             .iter()
             .flat_map(|s| s.cohorts.iter())
@@ -38,10 +37,10 @@ pub fn sum(desired: &RouteSpec, engines: &[&EngineStats]) -> Observation {
             .collect()
     };
     let cand = pick(candidate_cohort, desired.candidate.as_deref());
-    let stable = pick("stable", Some(desired.stable.as_str()));
+    let stable = pick(route::Cohort::Stable, Some(desired.stable.as_str()));
     let (compared, diverged) = cand
         .iter()
-        .filter_map(|c| c.shadow)
+        .filter_map(|c| c.shadow.as_ref())
         .fold((0, 0), |(a, b), s| (a + s.compared, b + s.diverged));
     Observation {
         candidate: cohort(&cand),

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use super::Config;
 use super::api::CommandRequest;
-use super::client::{EngineClient, EngineStats};
+use super::client::EngineClient;
+use crate::api::stats::EngineStats;
 use super::err::ReconcileError;
 use super::git::Mirror;
 use super::lock::FolderLock;

@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice::api::route::RouteSpec;
 use sluice::api::state::LiveState;
-use sluice::reconcile::client::{BoxFuture, EngineClient, EngineError, EngineStats, HttpEngine};
+use sluice::api::stats::EngineStats;
+use sluice::reconcile::client::{BoxFuture, EngineClient, EngineError, HttpEngine};
 use sluice::reconcile::{Config, Daemon};
 
 use super::fixture::{

@@ -2,9 +2,9 @@
 //! figures, a commit's build, the git mirror.
 
 use serde_json::{Value, json};
-use sluice::api::route::{Mode, RouteSpec};
+use sluice::api::route::{Cohort, Mode, RouteSpec};
+use sluice::api::stats::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::build;
-use sluice::reconcile::client::{CohortFigures, EngineStats, StatsRoute};
 use sluice::reconcile::git::{Mirror, revert_message};
 use sluice::reconcile::lock::FolderLock;
 use sluice::reconcile::observe;
@@ -105,8 +105,10 @@ fn stats(stage: &str, cohorts: Vec<CohortFigures>) -> EngineStats {
             stable: "s".into(),
             candidate: Some("c".into()),
             stage: Some(stage.into()),
+            ..StatsRoute::default()
         }),
         cohorts,
+        ..EngineStats::default()
     }
 }
 
@@ -460,11 +462,13 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
         "the shadow evaluations",
         std::time::Duration::from_secs(5),
         || {
-            let s: EngineStats = serde_json::from_value(engine.stats()).unwrap();
+            // Through JSON, as the daemon reads it.
+            let s: EngineStats =
+                serde_json::from_slice(&serde_json::to_vec(&engine.stats()).unwrap()).unwrap();
             let done = s
                 .cohorts
                 .iter()
-                .any(|c| c.shadow.is_some_and(|sh| sh.compared == 30));
+                .any(|c| c.shadow.as_ref().is_some_and(|sh| sh.compared == 30));
             done.then_some(s)
         },
     )
@@ -487,7 +491,11 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
     let p99 = obs.candidate.p99_ms.unwrap();
     assert_eq!(Some(p99.estimate), one.candidate.p99_ms.map(|q| q.estimate));
     assert!(p99.lo <= p99.estimate && p99.estimate <= p99.hi, "{p99:?}");
-    let cand = stats.cohorts.iter().find(|c| c.cohort == "shadow").unwrap();
+    let cand = stats
+        .cohorts
+        .iter()
+        .find(|c| c.cohort == Cohort::Shadow)
+        .unwrap();
     let top = cand.histogram.as_ref().unwrap().last().unwrap().0;
     assert!(p99.hi <= top, "{p99:?} above the highest bucket {top}");
     // The route the engine reports is the one set, as the daemon compares it.
