@@ -204,7 +204,11 @@ pub(super) fn plan_jobs(
         let targets: Vec<usize> = (0..items.len())
             .filter(|i| {
                 item(*i).is_some_and(|it| {
-                    !it.limit && (it.kind() == DecisionKind::Deny || via_of(it.effect).is_some())
+                    !it.limit
+                        && matches!(
+                            it.kind(),
+                            DecisionKind::Deny | DecisionKind::RequireApproval
+                        )
                 })
             })
             .filter(live)
