@@ -207,7 +207,7 @@ impl<'s> Side<'s> {
                 .collect(),
             None => Vec::new(),
         };
-        let plan = Plan::new(schema, items.iter().map(|i| i.when), &via);
+        let plan = Plan::new(schema, items.iter().map(|i| i.when.as_ref()), &via);
         let mut dead: BTreeSet<usize> = BTreeSet::new();
         let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
         stats.jobs = jobs.len();

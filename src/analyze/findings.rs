@@ -98,7 +98,12 @@ pub(super) fn build_findings(
             .with_help(format!(
                 "the condition contradicts itself (for example `x > 5 and x < 3`, a value outside \
                  every `in` list it is also tested against, or an optional field read where \
-                 `not has(...)` says it is absent); fix it or remove the {}",
+                 `not has(...)` says it is absent{}); fix it or remove the {}",
+                if it.limit {
+                    "; a limit applies only when every field of its `by` is present"
+                } else {
+                    ""
+                },
                 it.what()
             )),
         ));

@@ -158,7 +158,7 @@ impl Worker<'_> {
                     let Some(item) = self.shared.items.get(*i) else {
                         return Err(Answer::Unknown("internal: no such rule".into()));
                     };
-                    let e = self.encoder.encode(item.when, *over);
+                    let e = self.encoder.encode(&item.when, *over);
                     self.cache.insert(key, e.clone());
                     e
                 }
