@@ -196,14 +196,8 @@ pub(super) fn build_findings(
                 ia.id, ib.id
             ),
         )
-        .with_label(item_label(
-            ia,
-            format!("sets `{field}` to {}", describe(va)),
-        ))
-        .with_label(item_label(
-            ib,
-            format!("sets `{field}` to {}", describe(vb)),
-        ))
+        .with_label(item_label(ia, sets(ia, field, va)))
+        .with_label(item_label(ib, sets(ib, field, vb)))
         .with_help(
             "both modifications apply, one after the other in policy-name order, so the result \
              depends on how policies are named; give them the same value, or make their \
@@ -212,6 +206,7 @@ pub(super) fn build_findings(
         let claim = Claim::Modify {
             a: ia.id.clone(),
             b: ib.id.clone(),
+            exceeded: ia.limit || ib.limit,
         };
         with_witness(f, witness, claim, findings);
     }
@@ -437,6 +432,16 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
 }
 
 /// A modification's value, as written.
+/// What a modification does, for its label (a limit's, once over its
+/// count).
+fn sets(it: &Item<'_>, field: &str, v: &ModifyValue) -> String {
+    if it.limit {
+        format!("sets `{field}` to {} once over its limit", describe(v))
+    } else {
+        format!("sets `{field}` to {}", describe(v))
+    }
+}
+
 fn describe(v: &ModifyValue) -> String {
     match v {
         ModifyValue::Literal(Literal::Int(i)) => i.to_string(),

@@ -188,7 +188,8 @@ pub(super) fn plan_jobs(
     // Modifications of one field by different policies.
     let mut by_field: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
-        if let (false, Effect::Modify { field, .. }) = (it.limit, it.effect)
+        // A limit's `exceed modify` too: past its count, it modifies.
+        if let Effect::Modify { field, .. } = it.effect
             && !it.summary.is_empty()
         {
             by_field.entry(field.as_str()).or_default().push(i);
