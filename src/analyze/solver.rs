@@ -71,6 +71,8 @@ const MAX_ROUNDS: usize = 500;
 pub struct Session {
     solver: Solver,
     timeout_ms: u32,
+    /// Z3's own timeout as last set.
+    z3_timeout: u32,
     /// The deadline of the question under way.
     deadline: Option<Deadline>,
     queries: u64,
@@ -88,6 +90,7 @@ impl Session {
         Session {
             solver,
             timeout_ms,
+            z3_timeout: timeout_ms.max(1),
             deadline: None,
             queries: 0,
             rounds: 0,
@@ -98,6 +101,9 @@ impl Session {
     /// deadline, `timeout_ms` from now, which is returned for the string
     /// refinement to stop at too.
     pub fn begin(&mut self) -> Deadline {
+        if self.z3_timeout != self.timeout_ms.max(1) {
+            self.set_z3_timeout(self.timeout_ms.max(1));
+        }
         let d = Deadline::after(self.timeout_ms.max(1));
         self.deadline = Some(d);
         d
@@ -110,6 +116,13 @@ impl Session {
             Some(d) => d,
             None => self.begin(),
         }
+    }
+
+    fn set_z3_timeout(&mut self, ms: u32) {
+        let mut params = Params::new();
+        params.set_u32("timeout", ms);
+        self.solver.set_params(&params);
+        self.z3_timeout = ms;
     }
 
     /// The timeout of every query.
@@ -207,9 +220,13 @@ impl Session {
             if left == 0 {
                 return Round::Unknown(deadline.reason());
             }
-            let mut params = Params::new();
-            params.set_u32("timeout", left.max(1));
-            self.solver.set_params(&params);
+            // Z3's own timeout is lowered only once a question has used a
+            // quarter of its time (setting parameters costs more than most
+            // queries take), so no call outlives the deadline by more than
+            // a quarter of the timeout.
+            if left.saturating_add(self.timeout_ms / 4) < self.z3_timeout {
+                self.set_z3_timeout(left.max(1));
+            }
             self.rounds += 1;
             let result = if assumptions.is_empty() {
                 self.solver.check()
