@@ -277,7 +277,7 @@ pub(super) fn build_findings(
             .with_label(item_label(it, "not analysed"))
             .with_help(
                 "conflicts involving it are not looked for; rewrite the condition within what the \
-                 solver handles (characters up to U+2FFFF, regexes of moderate size)",
+                 analysis handles (regexes of moderate size)",
             ),
         ));
     }
