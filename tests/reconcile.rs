@@ -19,4 +19,5 @@ mod crash;
 mod e2e;
 mod faults;
 mod machine;
+mod operate;
 mod parts;

@@ -86,6 +86,9 @@ pub struct Quarantined {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refused {
     pub commit: String,
+    /// The commit's artifact, when it was built (a quarantined one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
     pub reason: String,
     pub since_ms: u64,
 }

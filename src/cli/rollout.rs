@@ -1,5 +1,5 @@
-//! The operator commands: `sluice status`, `pause`, `resume`, `promote` and
-//! `rollback`, through the daemon's control client
+//! The operator commands: `sluice status`, `pause`, `resume`, `promote`,
+//! `rollback` and `unquarantine`, through the daemon's control client
 //! ([`crate::reconcile::control`]); and the status rendered for humans.
 //! Decides nothing: the daemon answers, this prints.
 

@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use super::Config;
 use super::api::CommandRequest;
 use super::client::EngineClient;
-use crate::api::stats::EngineStats;
 use super::err::ReconcileError;
 use super::git::Mirror;
 use super::lock::FolderLock;
@@ -28,6 +27,7 @@ use crate::api::audit::{Notes, Transition};
 use crate::api::replay::ReplayTotals;
 use crate::api::rollout_state::State;
 use crate::api::route::RouteSpec;
+use crate::api::stats::EngineStats;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
 use crate::model::short;
@@ -293,7 +293,8 @@ impl Runner {
     }
 
     async fn operator(&mut self, c: machine::Command) -> Result<String, String> {
-        let step = self.step(Event::Operator(c));
+        let event = self.operator_event(c)?;
+        let step = self.step(event);
         let reply = step.reply.clone();
         if step.transition.is_some() {
             if let Err(e) = self.commit(step).await {
@@ -301,6 +302,40 @@ impl Runner {
             }
         }
         reply
+    }
+
+    /// The event of an operator command: `promote --through` with nothing
+    /// in flight promotes the branch head waiting to be acted on, once it
+    /// is built.
+    fn operator_event(&mut self, c: machine::Command) -> Result<Event, String> {
+        let machine::Command::Promote {
+            through: Some(through),
+            reason,
+        } = &c
+        else {
+            return Ok(Event::Operator(c));
+        };
+        let waiting = self
+            .head
+            .clone()
+            .filter(|h| self.state.head.as_deref() != Some(h.as_str()));
+        let (None, Some(head)) = (&self.state.rollout, waiting) else {
+            return Ok(Event::Operator(c));
+        };
+        if !self.builds.contains_key(&head) {
+            return Err(format!(
+                "head {} is still being checked: try again in a moment",
+                short::hash(&head)
+            ));
+        }
+        let Event::Head(head) = self.head_event(&head) else {
+            return Ok(Event::Operator(c));
+        };
+        Ok(Event::PromoteHead {
+            head,
+            through: through.clone(),
+            reason: reason.clone().unwrap_or_default(),
+        })
     }
 
     pub(super) fn candidate_plan(&self) -> Option<&RolloutPlan> {

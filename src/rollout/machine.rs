@@ -27,15 +27,21 @@
 //! | `cancel` | stage | stable | the branch went back to stable's artifact |
 //! | `advance` | stage | next stage | every gate passed |
 //! | `complete` | last stage | stable | every gate passed: the candidate is stable |
-//! | `promote` | stage | next stage or stable | operator: the gates are skipped |
-//! | `rollback` | stage or stable | stable | trigger, failed gate, or operator |
+//! | `promote` | stage | next stage or stable | operator: the gates are skipped (`--through`: every stage up to the one named) |
+//! | `promote` | stable | stable | operator: the waiting head installed through its last stage |
+//! | `rollback` | stage or stable | stable | trigger, failed gate, or operator (`--candidate`: only that one) |
 //! | `pause` / `resume` | any | same (paused) | operator, `max_duration`, engines unreachable |
+//! | `resume` | paused | same | the engines whose silence paused it answer again |
+//! | `unquarantine` | any | same | operator: a commit or artifact may be rolled out again |
 //! | `reverted` | any | same | the revert commit landed on the branch |
 //!
 //! - `head`: a new head of the branch (`install`, `adopt`, `refuse`,
 //!   `unchanged`, `start`, `supersede`, `cancel`).
 //! - `step`: the stage in flight (`advance`, `complete`, `rollback`,
 //!   `pause`), operator commands and landed reverts.
+//! - `operator`: what operators override: a promotion through several
+//!   stages (or of the waiting head), a rollback that names its candidate,
+//!   a lifted quarantine.
 //! - `route`: the route every engine must be on.
 //! - `figures`: the figures of a stage decision, for the audit line and
 //!   for a revert commit's message.
@@ -46,6 +52,7 @@
 
 mod figures;
 mod head;
+mod operator;
 mod route;
 mod step;
 
@@ -111,11 +118,46 @@ pub enum Command {
         reason: Option<String>,
     },
     Resume,
-    Promote,
-    Rollback {
+    /// Skip the current stage's gates; with `through`, every stage up to
+    /// and including the one named (the candidate is stable when it is the
+    /// last), which needs a `reason` for the audit log.
+    Promote {
+        #[serde(default)]
+        through: Option<String>,
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Roll back; with `candidate` (a commit or an artifact, or a prefix of
+    /// one), only when that is what would be rolled back.
+    Rollback {
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        candidate: Option<String>,
+    },
+    /// Lift the quarantine of a commit or an artifact (or a prefix of one).
+    Unquarantine {
+        target: String,
+        reason: String,
+    },
+}
+
+impl Command {
+    /// `promote` of the current stage alone.
+    pub fn promote() -> Command {
+        Command::Promote {
+            through: None,
+            reason: None,
+        }
+    }
+
+    /// `rollback` of whatever is in flight.
+    pub fn rollback(reason: Option<String>) -> Command {
+        Command::Rollback {
+            reason,
+            candidate: None,
+        }
+    }
 }
 
 /// How a pending revert was settled.
@@ -135,6 +177,13 @@ pub enum Event {
     /// The branch has a head not yet acted on.
     Head(Head),
     Operator(Command),
+    /// An operator promotes the branch head, not rolled out yet, through
+    /// the stage `through`: installed as stable at once.
+    PromoteHead {
+        head: Head,
+        through: String,
+        reason: String,
+    },
     Reverted {
         commit: String,
         outcome: RevertOutcome,
@@ -217,6 +266,11 @@ pub fn step(state: &State, ctx: &Ctx<'_>, event: Event) -> Step {
         Event::Tick => step::tick(state, ctx),
         Event::Head(h) => head::head(state, ctx, h),
         Event::Operator(c) => step::operator(state, ctx, c),
+        Event::PromoteHead {
+            head,
+            through,
+            reason,
+        } => operator::promote_head(state, ctx, head, &through, &reason),
         Event::Reverted { commit, outcome } => step::reverted(state, ctx, &commit, outcome),
     }
 }

@@ -145,7 +145,7 @@ async fn without_the_git_remote_a_rollback_still_reaches_every_engine_and_the_re
     let away = tmp.path().join("away.git");
     std::fs::rename(&repo.bare, &away).unwrap();
     let reason = Some("remote down test".to_string());
-    daemon.command(Command::Rollback { reason }).await.unwrap();
+    daemon.command(Command::rollback(reason)).await.unwrap();
     // Every engine is on stable as soon as the command returns.
     for e in &engines {
         let r = e.route().unwrap();

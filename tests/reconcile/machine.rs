@@ -356,20 +356,20 @@ fn operator_pause_resume_promote_rollback() {
     assert!(w.stays(&s, Event::Operator(Command::Resume)).reply.is_err());
     // Promote skips the gates and says so.
     w.observed = figures((10, 0, 0), (10, 0, 0), 0);
-    let (s, out) = w.moves(&s, Event::Operator(Command::Promote), "promote");
+    let (s, out) = w.moves(&s, Event::Operator(Command::promote()), "promote");
     let t = out.transition.unwrap();
     assert_eq!(t.cause, Cause::Operator);
     assert!(t.reason.contains("skipped"), "{}", t.reason);
     assert!(t.reason.contains("max_divergence"), "{}", t.reason);
     assert_eq!(s.phase(), "canary");
-    let rb = Event::Operator(Command::Rollback { reason: None });
+    let rb = Event::Operator(Command::rollback(None));
     let (s, out) = w.moves(&s, rb.clone(), "rollback");
     assert_eq!(out.transition.unwrap().cause, Cause::Operator);
     assert_eq!(s.reverts[0].cause, Cause::Operator);
     // Nothing in flight and no previous stable: nothing to roll back.
     assert!(w.stays(&s, rb).reply.is_err());
     assert!(
-        w.stays(&s, Event::Operator(Command::Promote))
+        w.stays(&s, Event::Operator(Command::promote()))
             .reply
             .is_err()
     );
@@ -380,21 +380,19 @@ fn promote_at_the_last_stage_makes_the_candidate_stable() {
     let mut w = World::new();
     let mut s = rolling(&w);
     for _ in 0..3 {
-        s = w.moves(&s, Event::Operator(Command::Promote), "promote").0;
+        s = w
+            .moves(&s, Event::Operator(Command::promote()), "promote")
+            .0;
     }
     assert_eq!(s.phase(), "full");
     w.observed = Observed::default();
-    let (s, out) = w.moves(&s, Event::Operator(Command::Promote), "promote");
+    let (s, out) = w.moves(&s, Event::Operator(Command::promote()), "promote");
     assert_eq!(s.phase(), "stable");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "bbb");
     assert!(out.transition.unwrap().reason.contains("no figures yet"));
     // With nothing in flight, a rollback goes back to the previous stable
     // and reverts the promoted commit.
-    let (s, out) = w.moves(
-        &s,
-        Event::Operator(Command::Rollback { reason: None }),
-        "rollback",
-    );
+    let (s, out) = w.moves(&s, Event::Operator(Command::rollback(None)), "rollback");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "aaa");
     assert!(s.previous.is_none());
     assert_eq!(
@@ -552,7 +550,9 @@ fn desired_routes_are_routes_the_engine_takes() {
         if s.phase() == "stable" {
             break;
         }
-        s = w.moves(&s, Event::Operator(Command::Promote), "promote").0;
+        s = w
+            .moves(&s, Event::Operator(Command::promote()), "promote")
+            .0;
     }
     assert_eq!(
         seen,

@@ -244,6 +244,7 @@ fn refuse(
 ) -> Step {
     new.refused = Some(Refused {
         commit: commit.to_string(),
+        artifact: artifact.clone(),
         reason: reason.clone(),
         since_ms: ctx.now_ms,
     });

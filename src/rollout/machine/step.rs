@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{
     Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Release,
     RevertOutcome, Rollout, State, Step, commit_step, current_decision, figures, figures_text,
-    promote_to_stable,
+    operator, promote_to_stable,
 };
 use crate::api::gate::Verdict;
 use crate::model::plan::StageKind;
@@ -38,11 +38,13 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
                 "replay passed: {} of {} trace cases, {} catastrophic, {} false positive(s)",
                 r.replay.passed, r.replay.cases, r.replay.catastrophic, r.replay.false_positives
             );
-            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Daemon, reason, figs, Some(d), next)
         }
         StageStep::Advance if ctx.observed.complete => {
             let reason = format!("every gate of stage `{}` passed", st.name);
-            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Daemon, reason, figs, Some(d), next)
         }
         StageStep::Pause { reason } if !paused => {
             let max = st.max_duration.unwrap_or_default();
@@ -119,28 +121,37 @@ fn candidate_ids(state: &State) -> (Option<String>, Option<String>) {
     }
 }
 
-fn advance(
+/// Moves the candidate to stage `next` of its plan, or makes it stable when
+/// there is no such stage. A pause of the daemon's own ends; an operator's
+/// pause stays (an operator promoting a paused rollout moves it one step,
+/// and it holds there until `resume`).
+pub(super) fn advance(
     state: &State,
     ctx: &Ctx<'_>,
     cause: Cause,
-    event: &'static str,
     reason: String,
     figures: Figures,
     d: Option<StageDecision>,
+    next: usize,
 ) -> Step {
     let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
         return Step::refuse(state, "no rollout in flight");
     };
     let mut new = state.clone();
-    if cause == Cause::Operator
-        || new
-            .paused
-            .as_ref()
-            .is_some_and(|p| p.cause != Cause::Operator)
+    if new
+        .paused
+        .as_ref()
+        .is_some_and(|p| p.cause != Cause::Operator)
     {
         new.paused = None;
     }
-    let next = r.stage + 1;
+    let reason = match &new.paused {
+        Some(p) => format!(
+            "{reason}; still paused by an operator ({}): `sluice resume` lets it go on",
+            p.reason
+        ),
+        None => reason,
+    };
     let change = |event: &'static str, reason: String| Change {
         event: if cause == Cause::Operator {
             "promote"
@@ -162,7 +173,7 @@ fn advance(
                 resumed_ms: None,
                 ..r.clone()
             });
-            let c = change(event, reason);
+            let c = change("advance", reason);
             commit_step(state, new, ctx, c, vec![Action::SetRoutes], d)
         }
         None => {
@@ -287,7 +298,14 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             };
             commit_step(state, new, ctx, change, vec![Action::SetRoutes], d)
         }
-        Command::Promote => {
+        Command::Promote {
+            through: Some(through),
+            reason,
+        } => operator::promote_through(state, ctx, &through, reason.as_deref(), figs, d),
+        Command::Promote {
+            through: None,
+            reason,
+        } => {
             let Some(r) = &state.rollout else {
                 return Step::refuse(state, "no rollout in flight: nothing to promote");
             };
@@ -305,13 +323,25 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             } else {
                 format!("skipped: {}", waiting.join(", "))
             };
-            let reason = format!(
+            let mut reason_text = format!(
                 "promoted by an operator: gates of stage `{}` skipped ({skipped})",
                 r.stage_name
             );
-            advance(state, ctx, Cause::Operator, "promote", reason, figs, d)
+            if let Some(why) = reason.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+                reason_text = format!("{reason_text}: {why}");
+            }
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Operator, reason_text, figs, d, next)
         }
-        Command::Rollback { reason } => {
+        Command::Unquarantine { target, reason } => {
+            operator::unquarantine(state, ctx, &target, &reason)
+        }
+        Command::Rollback { reason, candidate } => {
+            if let Some(given) = &candidate
+                && let Err(why) = operator::names_what_rolls_back(state, given)
+            {
+                return Step::refuse(state, why);
+            }
             let trigger = format!(
                 "operator: {}",
                 reason.unwrap_or_else(|| "rollback requested".to_string())
