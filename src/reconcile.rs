@@ -23,6 +23,9 @@
 //! - `branch`: the branch's side: fetching, building new heads in the
 //!   background, landing reverts.
 //! - `publish`: the status document, once per iteration.
+//! - `collect`: what the loop keeps and nothing more: the git mirror
+//!   repacked, artifacts in the state folder, in memory and on every engine
+//!   cut to those the state may still need.
 //!
 //! Its parts:
 //! - [`git`]: the bare mirror (fetch, read a commit's tree, revert + push).
@@ -40,6 +43,7 @@ mod branch;
 pub mod build;
 pub mod client;
 pub mod clock;
+mod collect;
 pub mod control;
 mod converge;
 pub mod daemon;

@@ -18,6 +18,7 @@ mod fixture;
 mod crash;
 mod e2e;
 mod faults;
+mod growth;
 mod machine;
 mod operate;
 mod parts;

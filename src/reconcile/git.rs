@@ -10,6 +10,13 @@
 //! A commit's policy repository is read by the one walker of [`crate::tree`]
 //! (the rule `sluice check` and `check --base` read by), at the top level
 //! of the repository, traces included.
+//!
+//! `repack`: past a few packs (one per fetch), the mirror is repacked into
+//! one and reopened, so that its open descriptors stay bounded.
+
+mod repack;
+
+pub use repack::MAX_PACKS;
 
 use std::cell::RefCell;
 use std::path::Path;

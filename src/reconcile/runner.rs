@@ -114,6 +114,9 @@ pub(super) struct Runner {
     pub(super) next_revert: Instant,
     /// The waits between attempts at pushing the pending revert.
     pub(super) revert_backoff: FibonacciBackoff,
+    /// The state folder's artifacts are to be collected (after a
+    /// transition, and at start).
+    pub(super) collect_due: bool,
     pub(super) out: Outputs,
 }
 
@@ -169,6 +172,7 @@ impl Runner {
             revert_error: None,
             next_revert: Instant::now(),
             revert_backoff,
+            collect_due: true,
             out,
         }
     }
@@ -251,10 +255,12 @@ impl Runner {
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
         if due {
             self.fetch().await;
+            self.repack().await;
         }
         self.observe().await;
         self.converge(false).await;
         self.compute_observed();
+        self.collect().await;
 
         // 1. The stage in flight (rollback triggers first of all).
         let step = self.step(Event::Tick);
@@ -369,6 +375,7 @@ impl Runner {
         })
         .await??;
         self.state = step.state;
+        self.collect_due = true;
         // The decision that led here belongs to the old phase.
         self.decision = None;
         tracing::info!(

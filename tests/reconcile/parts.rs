@@ -335,6 +335,73 @@ fn the_mirror_reverts_on_top_of_the_current_head_once() {
 }
 
 #[test]
+fn the_mirror_repacks_and_keeps_every_commit_the_state_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let mut m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
+    m.fetch().unwrap();
+    // A commit the branch then loses to a force-push: the state may still
+    // name it (a quarantined candidate, say).
+    let lost = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    m.fetch().unwrap();
+    git(&repo.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    git(
+        &repo.work,
+        &["commit", "-q", "--allow-empty", "-m", "Rewritten"],
+    );
+    git(
+        &repo.work,
+        &[
+            "push",
+            "-q",
+            "--force",
+            repo.bare.to_str().unwrap(),
+            "HEAD:main",
+        ],
+    );
+    // One pack per fetch.
+    for i in 0..sluice::reconcile::git::MAX_PACKS {
+        repo.commit(
+            &format!("Note {i}"),
+            &[("NOTES.md", Some(&format!("{i}\n")))],
+        );
+        m.fetch().unwrap();
+    }
+    let before = m.pack_count();
+    assert!(before > sluice::reconcile::git::MAX_PACKS, "{before} packs");
+    assert!(m.repack_if_needed(std::slice::from_ref(&lost)).unwrap());
+    assert_eq!(m.pack_count(), 1);
+    assert!(!m.repack_if_needed(&[]).unwrap(), "one pack: nothing to do");
+    // Everything still reads: the head, the commit off the branch, and a
+    // revert is made and pushed on top of the head.
+    let head = m.head().unwrap();
+    assert!(m.read_commit(&head).unwrap().sources.is_ok());
+    let files = m.read_commit(&lost).unwrap();
+    assert!(
+        files
+            .sources
+            .unwrap()
+            .policies
+            .iter()
+            .any(|p| p.name == "policies/search.policy")
+    );
+    let bad = repo.commit(
+        "Block search again",
+        &[("policies/search.policy", Some(BAD))],
+    );
+    assert!(matches!(
+        m.revert(&pending(&bad)).unwrap(),
+        RevertOutcome::Pushed { .. }
+    ));
+    assert_eq!(repo.log()[0].1, "Revert \"Block search again\"");
+}
+
+#[test]
 fn a_revert_without_the_remote_fails_and_lands_once_it_is_back() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
