@@ -54,6 +54,10 @@ pub struct Paused {
     pub reason: String,
     pub cause: Cause,
     pub since_ms: u64,
+    /// The engines whose silence paused the rollout: such a pause ends by
+    /// itself once every engine answers and is on the route again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<String>,
 }
 
 /// A revert commit still to land on the branch.

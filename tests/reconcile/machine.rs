@@ -325,14 +325,34 @@ fn an_incomplete_fleet_never_advances_and_pauses_after_the_grace() {
     assert!(out.transition.unwrap().reason.contains("http://e2"));
     assert!(s.paused.is_some());
     assert_eq!(s.phase(), "shadow");
-    // Paused: passing gates do not advance, even with every engine back.
-    w.observed = good();
+    assert_eq!(s.paused.as_ref().unwrap().engines, ["http://e2"]);
+    // Paused: passing gates do not advance while an engine is away.
+    let mut away = good();
+    away.complete = false;
+    away.unreachable = vec!["http://e2".into()];
+    away.unreachable_ms = 5_000;
+    w.observed = away.clone();
     w.stays(&s, Event::Tick);
-    // Triggers still roll back.
+    // Triggers still roll back; a pause of the daemon's own ends with the
+    // rollout.
     w.observed = figures((1000, 0, 450), (1000, 0, 10), 440);
-    let (s, _) = w.moves(&s, Event::Tick, "rollback");
-    // A pause of the daemon's own ends with the rollout.
+    w.observed.complete = false;
+    w.observed.unreachable = away.unreachable.clone();
+    let (rolled, _) = w.moves(&s, Event::Tick, "rollback");
+    assert!(rolled.paused.is_none());
+    // Every engine back on the route: the pause ends by itself...
+    w.observed = good();
+    let (s, out) = w.moves(&s, Event::Tick, "resume");
+    let t = out.transition.unwrap();
+    assert_eq!(t.cause, Cause::Daemon);
+    assert!(t.reason.contains("http://e2"), "{}", t.reason);
     assert!(s.paused.is_none());
+    // ...and the stage goes on.
+    w.moves(&s, Event::Tick, "advance");
+    // An operator's pause does not end by itself.
+    let pause = Event::Operator(Command::Pause { reason: None });
+    let (s, _) = w.moves(&s, pause, "pause");
+    w.stays(&s, Event::Tick);
 }
 
 #[test]
@@ -571,4 +591,100 @@ fn desired_routes_are_routes_the_engine_takes() {
         &other,
         &desired_route(&rolling(&w), Some(&w.plan)).unwrap()
     ));
+}
+
+#[test]
+fn operator_overrides_name_what_they_mean() {
+    let mut w = World::new();
+    let s = rolling(&w);
+    let (s, _) = w.moves(&s, Event::Tick, "advance");
+    w.observed = good();
+    // A rollback naming another candidate is refused; the candidate's
+    // commit or a prefix of its artifact rolls it back.
+    let rb = |c: &str| {
+        Event::Operator(Command::Rollback {
+            reason: None,
+            candidate: Some(c.into()),
+        })
+    };
+    let why = w.stays(&s, rb("c9")).reply.unwrap_err();
+    assert!(why.contains("not `c9`") && why.contains("bbb"), "{why}");
+    w.moves(&s, rb("c1"), "rollback");
+    let (rolled, _) = w.moves(&s, rb("BB"), "rollback");
+    // With nothing in flight, the name is the stable release's.
+    let (stable, _) = w.moves(&s, Event::Operator(Command::promote()), "promote");
+    let mut stable = stable;
+    for _ in 0..2 {
+        stable = w
+            .moves(&stable, Event::Operator(Command::promote()), "promote")
+            .0;
+    }
+    assert_eq!(stable.phase(), "stable");
+    assert!(w.stays(&stable, rb("aaa")).reply.is_err());
+    w.moves(&stable, rb("bbb"), "rollback");
+
+    // Promote through a stage: a reason is needed, the stage must be ahead.
+    let through = |stage: &str, reason: Option<&str>| {
+        Event::Operator(Command::Promote {
+            through: Some(stage.into()),
+            reason: reason.map(str::to_string),
+        })
+    };
+    assert!(
+        w.stays(&s, through("canary", None))
+            .reply
+            .unwrap_err()
+            .contains("reason")
+    );
+    assert!(w.stays(&s, through("nosuch", Some("r"))).reply.is_err());
+    assert!(
+        w.stays(&s, through("replay", Some("r")))
+            .reply
+            .unwrap_err()
+            .contains("past")
+    );
+    let (full, out) = w.moves(&s, through("canary", Some("INC-1")), "promote");
+    assert_eq!(full.phase(), "full");
+    let reason = out.transition.unwrap().reason;
+    assert!(
+        reason.contains("shadow, canary") && reason.contains("INC-1"),
+        "{reason}"
+    );
+    let (done, _) = w.moves(&s, through("full", Some("INC-1")), "promote");
+    assert_eq!(done.stable.as_ref().unwrap().artifact, "bbb");
+
+    // An operator's pause outlives a promote.
+    let pause = Event::Operator(Command::Pause { reason: None });
+    let (paused, _) = w.moves(&s, pause, "pause");
+    let (moved, out) = w.moves(&paused, Event::Operator(Command::promote()), "promote");
+    assert!(moved.paused.is_some());
+    assert_eq!(moved.label(), "canary (paused)");
+    assert!(out.reply.unwrap().contains("sluice resume"));
+
+    // The same artifact again is refused while quarantined; lifted, the
+    // head that was refused is acted on again.
+    let revert = Event::Reverted {
+        commit: "c1".into(),
+        outcome: RevertOutcome::NotNeeded {
+            note: "gone".into(),
+        },
+    };
+    let (rolled, _) = w.moves(&rolled, revert, "reverted");
+    let (refused, _) = w.moves(&rolled, ready("c2", "bbb"), "refuse");
+    assert_eq!(
+        refused.refused.as_ref().unwrap().artifact.as_deref(),
+        Some("bbb")
+    );
+    let lift = |t: &str, r: &str| {
+        Event::Operator(Command::Unquarantine {
+            target: t.into(),
+            reason: r.into(),
+        })
+    };
+    assert!(w.stays(&refused, lift("bbb", " ")).reply.is_err());
+    assert!(w.stays(&refused, lift("zzz", "r")).reply.is_err());
+    let (lifted, _) = w.moves(&refused, lift("bbb", "network outage"), "unquarantine");
+    assert!(lifted.quarantine.is_empty());
+    assert_eq!(lifted.head, None);
+    w.moves(&lifted, ready("c2", "bbb"), "start");
 }

@@ -18,6 +18,13 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
     let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
         return Step::none(state, None);
     };
+    if let Some(p) = &state.paused
+        && !p.engines.is_empty()
+        && ctx.observed.complete
+        && ctx.observed.unreachable.is_empty()
+    {
+        return engines_back(state, ctx, p);
+    }
     let Some(st) = plan.stages.get(r.stage) else {
         return Step::none(state, None);
     };
@@ -83,9 +90,37 @@ fn unreachable_pause(state: &State, ctx: &Ctx<'_>, d: Option<StageDecision>) -> 
             humantime::format_duration(Duration::from_millis(o.unreachable_ms / 100 * 100))
         );
         let figs = figures(d.as_ref(), o.figures.as_ref());
-        return pause(state, ctx, Cause::Daemon, reason, figs, d);
+        let mut step = pause(state, ctx, Cause::Daemon, reason, figs, d);
+        if let Some(p) = &mut step.state.paused {
+            p.engines.clone_from(&o.unreachable);
+        }
+        return step;
     }
     Step::none(state, d)
+}
+
+/// The engines whose silence paused the rollout all answer again, on the
+/// route: the pause ends by itself, and `max_duration` counts afresh.
+fn engines_back(state: &State, ctx: &Ctx<'_>, p: &Paused) -> Step {
+    let mut new = state.clone();
+    new.paused = None;
+    if let Some(r) = &mut new.rollout {
+        r.resumed_ms = Some(ctx.now_ms);
+    }
+    let (commit, artifact) = candidate_ids(state);
+    let change = Change {
+        event: "resume",
+        cause: Cause::Daemon,
+        reason: format!(
+            "engine(s) {} answer again: the rollout goes on (was paused: {})",
+            p.engines.join(", "),
+            p.reason
+        ),
+        commit,
+        artifact,
+        figures: figures(None, ctx.observed.figures.as_ref()),
+    };
+    commit_step(state, new, ctx, change, vec![Action::SetRoutes], None)
 }
 
 fn pause(
@@ -101,6 +136,7 @@ fn pause(
         reason: reason.clone(),
         cause,
         since_ms: ctx.now_ms,
+        engines: Vec::new(),
     });
     let (commit, artifact) = candidate_ids(state);
     let change = Change {
