@@ -105,6 +105,31 @@ fn quantile_bounds_bracket_the_quantile() {
     assert!(lo < 0.99 && hi == 1.0);
 }
 
+#[test]
+fn the_fewest_samples_to_pass_are_where_the_gate_first_passes() {
+    use sluice::model::plan::fewest_samples_to_pass;
+    // The count `sluice check` names is exactly where a flawless
+    // candidate's gate turns from wait to pass, for the error rate, the
+    // divergence, and the deny-rate delta against a stable cohort known
+    // (nearly) exactly.
+    for limit in [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5] {
+        let n = fewest_samples_to_pass(limit).unwrap();
+        assert_eq!(at_most(limit, wilson(0, n, Z95)), Verdict::Pass, "{limit}");
+        assert_eq!(
+            at_most(limit, wilson(0, n - 1, Z95)),
+            Verdict::Wait,
+            "{limit}"
+        );
+        let delta = newcombe_diff(0, n, 0, 1_000_000_000, Z95);
+        assert_eq!(within(limit, delta), Verdict::Pass, "{limit}");
+        let delta = newcombe_diff(0, n - 1, 0, 1_000_000_000, Z95);
+        assert_eq!(within(limit, delta), Verdict::Wait, "{limit}");
+    }
+    assert_eq!(fewest_samples_to_pass(0.001), Some(3838));
+    assert_eq!(fewest_samples_to_pass(0.0), None);
+    assert_eq!(fewest_samples_to_pass(1.0), Some(0));
+}
+
 mod stage {
     use std::time::Duration;
 
