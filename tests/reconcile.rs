@@ -22,3 +22,4 @@ mod growth;
 mod machine;
 mod operate;
 mod parts;
+mod status;

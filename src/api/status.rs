@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::audit::{Notes, Transition};
-use crate::api::gate::{GateReading, Observation, Step};
+use crate::api::gate::{GateReading, GateWait, Observation, Step};
 use crate::api::replay::ReplayTotals;
 use crate::api::rollout_state::{Paused, Quarantined, Refused, Release};
 use crate::api::route::RouteSpec;
@@ -66,6 +66,9 @@ pub struct CandidateStatus {
     pub triggers: Vec<GateReading>,
     pub samples_left: Option<u64>,
     pub time_left_ms: Option<u64>,
+    /// What each gate that does not pass yet waits for, with an estimate.
+    #[serde(default)]
+    pub waits: Vec<GateWait>,
     /// The fleet's summed figures.
     pub observed: Option<Observation>,
     pub replay: ReplayTotals,

@@ -169,6 +169,12 @@ pub fn render_status(s: &Status) -> String {
                 }
             }
         }
+        if !c.waits.is_empty() {
+            let _ = writeln!(o, "  waiting on:");
+            for w in &c.waits {
+                let _ = writeln!(o, "    {}: {}", w.gate.as_str(), w.reason);
+            }
+        }
         let r = &c.replay;
         let _ = writeln!(
             o,
