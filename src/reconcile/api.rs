@@ -8,6 +8,8 @@
 //! | `POST /v1/resume` | 200; 409 when not paused |
 //! | `POST /v1/promote` | 200; 409 with no rollout in flight |
 //! | `POST /v1/rollback` `{"reason"?}` | 200; 409 when there is nothing to roll back |
+//! | `POST /v1/revert/skip` `{"reason"?}` | 200: the pending revert dropped, the branch left as it is; 409 when none is pending |
+//! | `POST /v1/revert/done` `{"reason"?}` | 200: the pending revert settled as made by hand; 409 when none is pending |
 //! | `POST /v1/hooks/git` | 202: the branch is fetched at once |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
@@ -68,6 +70,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/promote", post(promote))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/revert/skip", post(revert_skip))
+        .route("/v1/revert/done", post(revert_done))
         .route("/v1/hooks/git", post(hook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(healthz))
@@ -158,6 +162,20 @@ async fn promote(State(s): State<ApiState>) -> Response {
 async fn rollback(State(s): State<ApiState>, body: Bytes) -> Response {
     match reason(&body) {
         Ok(reason) => run(&s, Command::Rollback { reason }).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_skip(State(s): State<ApiState>, body: Bytes) -> Response {
+    match reason(&body) {
+        Ok(reason) => run(&s, Command::RevertSkip { reason }).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_done(State(s): State<ApiState>, body: Bytes) -> Response {
+    match reason(&body) {
+        Ok(reason) => run(&s, Command::RevertDone { reason }).await,
         Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }

@@ -1,6 +1,6 @@
 //! The daemon's control API ([`super::api`]) from the caller's side: one
-//! typed client for `sluice status`, `pause`, `resume`, `promote` and
-//! `rollback`. It sends the requests and reads the documents of the API's
+//! typed client for `sluice status`, `pause`, `resume`, `promote`,
+//! `rollback` and `revert skip|done`. It sends the requests and reads the documents of the API's
 //! table; it must not print or decide anything about the answers.
 
 use std::time::Duration;
@@ -15,6 +15,8 @@ pub enum Operation {
     Resume,
     Promote,
     Rollback { reason: Option<String> },
+    RevertSkip { reason: Option<String> },
+    RevertDone { reason: Option<String> },
 }
 
 impl Operation {
@@ -25,12 +27,26 @@ impl Operation {
             Operation::Resume => "resume",
             Operation::Promote => "promote",
             Operation::Rollback { .. } => "rollback",
+            Operation::RevertSkip { .. } => "revert skip",
+            Operation::RevertDone { .. } => "revert done",
+        }
+    }
+
+    /// The route's path under `/v1/`.
+    fn path(&self) -> &'static str {
+        match self {
+            Operation::RevertSkip { .. } => "revert/skip",
+            Operation::RevertDone { .. } => "revert/done",
+            _ => self.name(),
         }
     }
 
     fn reason(&self) -> Option<&str> {
         match self {
-            Operation::Pause { reason } | Operation::Rollback { reason } => reason.as_deref(),
+            Operation::Pause { reason }
+            | Operation::Rollback { reason }
+            | Operation::RevertSkip { reason }
+            | Operation::RevertDone { reason } => reason.as_deref(),
             Operation::Resume | Operation::Promote => None,
         }
     }
@@ -103,7 +119,7 @@ impl ControlClient {
 
     /// `POST /v1/{command}`; the answer's message (`done` when it has none).
     pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
-        let mut req = self.http.post(self.url(&format!("/v1/{}", op.name())));
+        let mut req = self.http.post(self.url(&format!("/v1/{}", op.path())));
         if let Some(reason) = op.reason() {
             req = req.json(&CommandBody {
                 reason: Some(reason.to_string()),

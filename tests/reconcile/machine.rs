@@ -95,6 +95,8 @@ fn ready(commit: &str, artifact: &str) -> Event {
             },
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     })
 }
 
@@ -191,6 +193,8 @@ fn a_commit_that_fails_its_checks_is_refused() {
         build: Build::Refused {
             reason: "1 error(s): type::unknown_field".into(),
         },
+        commits: Vec::new(),
+        forced: false,
     });
     let (s2, out) = w.moves(&s, e, "refuse");
     assert!(out.actions.is_empty());
@@ -248,7 +252,7 @@ fn a_good_change_walks_every_stage_to_stable() {
 }
 
 #[test]
-fn a_failing_replay_rolls_back_before_any_traffic() {
+fn a_failing_replay_refuses_the_commit_and_reverts_nothing() {
     let w = World::new();
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let Event::Head(mut h) = ready("c1", "bbb") else {
@@ -259,11 +263,17 @@ fn a_failing_replay_rolls_back_before_any_traffic() {
         r.replay.passed = 1;
     }
     let (s, _) = w.moves(&s, Event::Head(h), "start");
-    let (s, out) = w.moves(&s, Event::Tick, "rollback");
+    // Nothing was deployed: the commit is refused, no revert is pushed.
+    let (s, out) = w.moves(&s, Event::Tick, "refuse");
     assert_eq!(out.transition.as_ref().unwrap().cause, Cause::Trigger);
-    assert!(out.transition.unwrap().reason.contains("max_catastrophic"));
-    assert_eq!(s.reverts.len(), 1);
-    assert_eq!(s.quarantine[0].commit, "c1");
+    let reason = out.transition.unwrap().reason;
+    assert!(reason.contains("max_catastrophic"), "{reason}");
+    assert!(reason.contains("nothing to revert"), "{reason}");
+    assert!(s.reverts.is_empty());
+    assert!(s.rollout.is_none());
+    assert_eq!(s.refused.as_ref().unwrap().commit, "c1");
+    assert_eq!(out.actions, vec![Action::SetRoutes]);
+    assert_eq!(s.stable.as_ref().unwrap().artifact, "aaa");
 }
 
 #[test]
@@ -501,6 +511,8 @@ fn no_plan_installs_directly() {
             replay: ReplayTotals::default(),
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     });
     let (s, _) = w.moves(&s, e, "install");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "bbb");
