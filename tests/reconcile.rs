@@ -11,6 +11,11 @@
 //! - `faults`: an engine down mid-stage; the git remote gone during a
 //!   rollback.
 //!
+//! - `revert`: what a commit may not change about its own rollout (the
+//!   stable commit's plan and traces gate it), several commits in one
+//!   push, checked reverts, reverts that cannot be made, a revert made by
+//!   hand, a deleted branch, a force-push, a rollback of a revert.
+//!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
@@ -20,3 +25,4 @@ mod e2e;
 mod faults;
 mod machine;
 mod parts;
+mod revert;

@@ -84,6 +84,12 @@ pub struct Paused {
     pub reason: String,
     pub cause: Cause,
     pub since_ms: u64,
+    /// Only an operator clears this pause (`sluice resume`, or settling the
+    /// revert it waits for): a rewritten history, a deleted branch, a
+    /// revert the daemon stopped trying. The rollout's progress (a
+    /// rollback, a cancelled candidate) does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 /// A revert commit still to land on the branch: it brings the branch back
@@ -264,16 +270,6 @@ impl State {
         } else {
             self.phase()
         }
-    }
-
-    /// Whether a pause waits for an operator whatever the rollout does: a
-    /// rewritten history, a deleted branch or a revert the daemon stopped
-    /// trying. Progress (a rollback, a cancelled candidate) does not clear
-    /// such a pause; only an operator does.
-    pub fn held(&self) -> bool {
-        self.rewrite.is_some()
-            || self.branch_gone.is_some()
-            || self.reverts.iter().any(|r| r.stuck.is_some())
     }
 
     /// The quarantine entry of a commit or an artifact.

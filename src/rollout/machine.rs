@@ -324,13 +324,12 @@ fn commit_step(
 }
 
 /// Clears a pause the daemon made, unless it waits for an operator
-/// whatever happens ([`State::held`]).
+/// whatever happens ([`Paused::hold`]).
 fn clear_daemon_pause(new: &mut State) {
-    if !new.held()
-        && new
-            .paused
-            .as_ref()
-            .is_some_and(|p| p.cause != Cause::Operator)
+    if new
+        .paused
+        .as_ref()
+        .is_some_and(|p| p.cause != Cause::Operator && !p.hold)
     {
         new.paused = None;
     }

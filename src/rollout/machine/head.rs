@@ -291,6 +291,7 @@ fn rewrite(state: &State, ctx: &Ctx<'_>, h: &Head) -> Step {
         reason: reason.clone(),
         cause: Cause::Daemon,
         since_ms: ctx.now_ms,
+        hold: true,
     });
     let change = Change {
         event: "force_push",

@@ -17,7 +17,7 @@ pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: Reve
     };
     let mut new = state.clone();
     let pending = new.reverts.remove(pos);
-    clear_daemon_pause(&mut new);
+    settled(&mut new, pending.stuck.is_some());
     let (reason, figs) = match &outcome {
         RevertOutcome::Pushed { revert } => (
             format!(
@@ -76,6 +76,7 @@ pub(super) fn failed(state: &State, ctx: &Ctx<'_>, commit: &str, error: String) 
         reason: reason.clone(),
         cause: Cause::Daemon,
         since_ms: ctx.now_ms,
+        hold: true,
     });
     let change = Change {
         event: "revert_failed",
@@ -101,7 +102,7 @@ pub(super) fn by_operator(
     };
     let mut new = state.clone();
     new.reverts.remove(0);
-    clear_daemon_pause(&mut new);
+    settled(&mut new, pending.stuck.is_some());
     let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
     let range = range_text(&pending.range());
     let (event, reason) = if done {
@@ -146,6 +147,7 @@ pub(super) fn branch_deleted(state: &State, ctx: &Ctx<'_>) -> Step {
         reason: reason.clone(),
         cause: Cause::Daemon,
         since_ms: ctx.now_ms,
+        hold: true,
     });
     let change = Change {
         event: "branch_deleted",
@@ -182,6 +184,20 @@ pub(super) fn branch_restored(state: &State, ctx: &Ctx<'_>, head: &str) -> Step 
         figures: Figures::default(),
     };
     commit_step(state, new, ctx, change, Vec::new(), None)
+}
+
+/// The pause after a revert is settled: one the daemon made clears, and a
+/// held one too when it waited for this revert (it was stuck).
+fn settled(new: &mut State, was_stuck: bool) {
+    if was_stuck
+        && new
+            .paused
+            .as_ref()
+            .is_some_and(|p| p.cause != Cause::Operator)
+    {
+        new.paused = None;
+    }
+    clear_daemon_pause(new);
 }
 
 /// A range of commits in a sentence: `1a2b3c4d5e6f`, or

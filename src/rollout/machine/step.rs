@@ -138,6 +138,7 @@ fn pause(
         reason: reason.clone(),
         cause,
         since_ms: ctx.now_ms,
+        hold: false,
     });
     let (commit, artifact) = candidate_ids(state);
     let change = Change {
