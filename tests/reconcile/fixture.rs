@@ -201,6 +201,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A file written (`Some`) or removed (`None`) by a commit.
+pub type Change<'a> = (&'a str, Option<&'a str>);
+
 /// A bare repository (`origin.git`) and a clone to commit from.
 pub struct Repo {
     pub bare: PathBuf,
@@ -257,7 +260,7 @@ impl Repo {
 
     /// Several commits on top of the branch as it is on the remote, pushed
     /// together (one fetch brings them all); returns them, oldest first.
-    pub fn commit_many(&self, commits: &[(&str, &[(&str, Option<&str>)])]) -> Vec<String> {
+    pub fn commit_many(&self, commits: &[(&str, &[Change<'_>])]) -> Vec<String> {
         let url = self.bare.to_str().unwrap();
         git(&self.work, &["fetch", "-q", url, "main"]);
         git(&self.work, &["reset", "-q", "--hard", "FETCH_HEAD"]);

@@ -14,7 +14,7 @@ use sluice::reconcile::{Config, Daemon};
 use sluice::rollout::machine::{Cause, Command as Op};
 
 use super::fixture::{
-    self, BAD, BASE, Engine, GOOD, Repo, TOKEN, TOML, TRACES, Traffic, audit, git, wait_for,
+    self, BAD, BASE, Change, Engine, GOOD, Repo, TOKEN, TOML, TRACES, Traffic, audit, git, wait_for,
 };
 
 /// Blocks big transfers like the base policy, written otherwise.
@@ -178,7 +178,7 @@ async fn a_commit_is_rolled_out_under_the_plan_and_traces_of_the_stable_commit()
     );
     assert_ne!(loose, BASE);
     let loose_gate = TOML.replace("max_catastrophic = 0", "max_catastrophic = 100");
-    let escapes: [(&str, Vec<(&str, Option<&str>)>); 3] = [
+    let escapes: [(&str, Vec<Change<'_>>); 3] = [
         (
             "Drop the rollout plan and allow big transfers",
             vec![
@@ -736,7 +736,7 @@ async fn a_force_push_pauses_for_an_operator_instead_of_superseding() {
         (cand.commit.as_str(), cand.base.as_deref()),
         (forced.as_str(), Some(s0.as_str()))
     );
-    assert_eq!(cand.commits, [forced.clone()]);
+    assert_eq!(cand.commits, std::slice::from_ref(&forced));
     fixture::assert_consistent(&audit(&state));
     daemon.stop().await.unwrap();
 }
