@@ -16,6 +16,9 @@
 //!   push, checked reverts, reverts that cannot be made, a revert made by
 //!   hand, a deleted branch, a force-push, a rollback of a revert.
 //!
+//! - `settle`: the pure machine's transitions around reverts (stopped,
+//!   skipped, done by hand), a force-push, a deleted branch.
+//!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
@@ -26,3 +29,4 @@ mod faults;
 mod machine;
 mod parts;
 mod revert;
+mod settle;

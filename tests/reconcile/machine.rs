@@ -27,15 +27,15 @@ fn default_plan() -> RolloutPlan {
 }
 
 /// The clock and what the engines show, for one step.
-struct World {
-    now: u64,
-    plan: RolloutPlan,
-    observed: Observed,
-    fleet: Fleet,
+pub(super) struct World {
+    pub(super) now: u64,
+    pub(super) plan: RolloutPlan,
+    pub(super) observed: Observed,
+    pub(super) fleet: Fleet,
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         World {
             now: 1_000_000,
             plan: default_plan(),
@@ -44,7 +44,7 @@ impl World {
         }
     }
 
-    fn run(&self, s: &State, e: Event) -> Step {
+    pub(super) fn run(&self, s: &State, e: Event) -> Step {
         let ctx = Ctx {
             now_ms: self.now,
             plan: Some(&self.plan),
@@ -57,7 +57,7 @@ impl World {
 
     /// Runs an event that must make a transition; returns the new state.
     #[track_caller]
-    fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
+    pub(super) fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
         let out = self.run(s, e);
         let t = out
             .transition
@@ -72,7 +72,7 @@ impl World {
     }
 
     #[track_caller]
-    fn stays(&self, s: &State, e: Event) -> Step {
+    pub(super) fn stays(&self, s: &State, e: Event) -> Step {
         let out = self.run(s, e);
         assert!(out.transition.is_none(), "{:#?}", out.transition);
         assert_eq!(&out.state, s);
@@ -80,7 +80,7 @@ impl World {
     }
 }
 
-fn ready(commit: &str, artifact: &str) -> Event {
+pub(super) fn ready(commit: &str, artifact: &str) -> Event {
     Event::Head(Head {
         commit: commit.into(),
         summary: format!("commit {commit}"),
@@ -126,7 +126,7 @@ fn good() -> Observed {
 
 /// A state with stable `aaa` (commit c0) and candidate `bbb` (commit c1)
 /// at the replay stage.
-fn rolling(w: &World) -> State {
+pub(super) fn rolling(w: &World) -> State {
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let (s, _) = w.moves(&s, ready("c1", "bbb"), "start");
     s
