@@ -33,7 +33,7 @@
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
-//!   `rollback` and git hooks.
+//!   `rollback`, `revert skip|done` and git hooks.
 
 pub mod api;
 mod branch;

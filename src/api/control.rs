@@ -14,7 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The body of `POST /v1/pause` and `POST /v1/rollback`: why, optionally.
+/// The body of `POST /v1/pause`, `/v1/rollback`, `/v1/revert/skip` and
+/// `/v1/revert/done`: why, optionally.
 /// An empty body means the same as `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandBody {

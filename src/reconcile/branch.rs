@@ -69,9 +69,11 @@ impl Runner {
     }
 
     /// The branch event this pass has to give the machine, if any: the
-    /// branch gone from the remote, or back after it was.
+    /// branch gone from the remote (once it had a head acted on: a branch
+    /// never seen is a configuration error in status, not a deletion), or
+    /// back after it was.
     pub(super) fn branch_event(&self) -> Option<Event> {
-        if self.branch_missing && self.state.branch_gone.is_none() {
+        if self.branch_missing && self.state.branch_gone.is_none() && self.state.head.is_some() {
             return Some(Event::BranchDeleted);
         }
         match (&self.head, self.state.branch_gone) {

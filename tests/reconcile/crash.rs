@@ -242,7 +242,10 @@ async fn revert_run() -> RevertRun {
     if !pushed_before_restart {
         let deadline = Instant::now() + Duration::from_secs(30);
         while origin_head(&repo).as_deref() == Some(readme.as_str()) {
-            assert!(Instant::now() < deadline, "timed out waiting for the revert");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the revert"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
         child.kill().unwrap();
@@ -311,5 +314,8 @@ async fn killed_around_a_revert_the_daemon_neither_loses_nor_doubles_it() {
             break;
         }
     }
-    assert!(hit, "no kill fell between a revert's push and its settlement");
+    assert!(
+        hit,
+        "no kill fell between a revert's push and its settlement"
+    );
 }
