@@ -17,6 +17,9 @@ use super::fixture::{
     self, BAD, BASE, Change, Engine, GOOD, Repo, TOKEN, TOML, TRACES, Traffic, audit, git, wait_for,
 };
 
+/// How long any one wait may take (a loaded machine builds slowly).
+const LIMIT: Duration = Duration::from_secs(40);
+
 /// Blocks big transfers like the base policy, written otherwise.
 const GUARD: &str = r#"// Guards payments.
 policy guard version 1.0.0 {
@@ -86,31 +89,23 @@ fn events_since(state: &Path, from: usize) -> Vec<String> {
 /// Waits for the audit log's last line to be about `commit`; returns its
 /// event.
 async fn last_about(state: &Path, commit: &str) -> String {
-    wait_for(
-        &format!("the audit line of {commit}"),
-        Duration::from_secs(20),
-        || {
-            audit(state)
-                .pop()
-                .filter(|t| t.commit.as_deref() == Some(commit))
-                .map(|t| t.event)
-        },
-    )
+    wait_for(&format!("the audit line of {commit}"), LIMIT, || {
+        audit(state)
+            .pop()
+            .filter(|t| t.commit.as_deref() == Some(commit))
+            .map(|t| t.event)
+    })
     .await
 }
 
 /// Waits for an audit line of `event` about `commit`.
 async fn until(state: &Path, event: &str, commit: &str) {
-    wait_for(
-        &format!("`{event}` of {commit}"),
-        Duration::from_secs(20),
-        || {
-            audit(state)
-                .iter()
-                .any(|t| t.event == event && t.commit.as_deref() == Some(commit))
-                .then_some(())
-        },
-    )
+    wait_for(&format!("`{event}` of {commit}"), LIMIT, || {
+        audit(state)
+            .iter()
+            .any(|t| t.event == event && t.commit.as_deref() == Some(commit))
+            .then_some(())
+    })
     .await;
 }
 
@@ -137,16 +132,12 @@ fn assert_on_stable(engines: &[Engine], artifact: &str) {
 }
 
 async fn installed(daemon: &Daemon, commit: &str) -> String {
-    wait_for(
-        "the first commit installed",
-        Duration::from_secs(10),
-        || {
-            let s = daemon.status();
-            let st = s.stable?;
-            (st.commit.as_deref() == Some(commit) && s.engines.iter().all(|e| e.on_route))
-                .then_some(st.artifact)
-        },
-    )
+    wait_for("the first commit installed", LIMIT, || {
+        let s = daemon.status();
+        let st = s.stable?;
+        (st.commit.as_deref() == Some(commit) && s.engines.iter().all(|e| e.on_route))
+            .then_some(st.artifact)
+    })
     .await
 }
 
@@ -198,11 +189,9 @@ async fn a_commit_is_rolled_out_under_the_plan_and_traces_of_the_stable_commit()
         let commit = repo.commit(message, files);
         let seen = audit(&state).len();
         daemon.trigger_fetch();
-        let refused = wait_for(
-            &format!("commit {message} refused"),
-            Duration::from_secs(20),
-            || daemon.status().refused.filter(|r| r.commit == commit),
-        )
+        let refused = wait_for(&format!("commit {message} refused"), LIMIT, || {
+            daemon.status().refused.filter(|r| r.commit == commit)
+        })
         .await;
         assert!(
             refused.reason.contains("max_catastrophic"),
@@ -245,7 +234,7 @@ async fn a_commit_is_rolled_out_under_the_plan_and_traces_of_the_stable_commit()
     );
     let seen = audit(&state).len();
     daemon.trigger_fetch();
-    wait_for("c4 promoted", Duration::from_secs(30), || {
+    wait_for("c4 promoted", LIMIT, || {
         daemon.status().stable?.commit.filter(|c| *c == c4)
     })
     .await;
@@ -296,7 +285,7 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
     ]);
     let (bad, readme) = (pushed[0].clone(), pushed[1].clone());
     daemon.trigger_fetch();
-    let revert = wait_for("the range reverted", Duration::from_secs(30), || {
+    let revert = wait_for("the range reverted", LIMIT, || {
         let s = daemon.status();
         let (sha, subject) = repo.log().into_iter().next()?;
         (s.reverts.is_empty() && subject.starts_with("Revert 2 commits")).then_some(sha)
@@ -347,11 +336,9 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
     );
     let seen = audit(&state).len();
     daemon.trigger_fetch();
-    wait_for(
-        "the innocent commit promoted",
-        Duration::from_secs(30),
-        || daemon.status().stable?.commit.filter(|c| *c == good),
-    )
+    wait_for("the innocent commit promoted", LIMIT, || {
+        daemon.status().stable?.commit.filter(|c| *c == good)
+    })
     .await;
     assert_eq!(
         events_since(&state, seen),
@@ -378,7 +365,7 @@ async fn in_shadow(
     let a0 = installed(&daemon, &s0).await;
     let c = repo.commit(message, files);
     daemon.trigger_fetch();
-    wait_for("shadow", Duration::from_secs(10), || {
+    wait_for("shadow", LIMIT, || {
         let s = daemon.status();
         (s.phase == "shadow" && s.candidate?.commit == c).then_some(())
     })
@@ -410,7 +397,7 @@ async fn roll_back_while_the_branch_moves(
 }
 
 async fn stuck(daemon: &Daemon) -> Status {
-    wait_for("the revert stopped", Duration::from_secs(20), || {
+    wait_for("the revert stopped", LIMIT, || {
         let s = daemon.status();
         s.reverts.first()?.stuck.as_ref()?;
         Some(s)
@@ -463,7 +450,7 @@ async fn a_revert_that_does_not_check_is_not_pushed_and_one_made_by_hand_settles
     assert!(out.contains("sluice revert skip"), "{out}");
     // Not retried meanwhile.
     let attempts = s.reverts[0].attempts;
-    fixture::iterations(&daemon, 5, Duration::from_secs(10)).await;
+    fixture::iterations(&daemon, 5, LIMIT).await;
     assert_eq!(daemon.status().reverts[0].attempts, attempts);
 
     // Someone fixes the branch by hand: recognised, settled, nothing pushed.
@@ -519,7 +506,11 @@ async fn a_revert_that_cannot_be_made_waits_for_revert_skip_or_done_and_never_ra
     let s = stuck(&daemon).await;
     let why = s.reverts[0].stuck.clone().unwrap();
     assert!(why.contains("conflicts"), "{why}");
-    assert!(s.waiting.unwrap_or_default().contains("revert skip|done"));
+    wait_for("the head waiting for it", LIMIT, || {
+        let w = daemon.status().waiting?;
+        w.contains("revert skip|done").then_some(())
+    })
+    .await;
     assert_eq!(repo.log()[0].0, d);
 
     // `sluice revert skip`: the branch is left as it is, the daemon goes on
@@ -539,7 +530,7 @@ async fn a_revert_that_cannot_be_made_waits_for_revert_skip_or_done_and_never_ra
     assert_eq!(skipped.cause, Cause::Operator);
     assert!(skipped.reason.contains("reworded on purpose"));
     assert!(daemon.status().paused.is_none());
-    wait_for("shadow again", Duration::from_secs(10), || {
+    wait_for("shadow again", LIMIT, || {
         (daemon.status().phase == "shadow").then_some(())
     })
     .await;
@@ -588,7 +579,7 @@ async fn a_revert_made_by_hand_before_the_daemon_could_push_is_recognised() {
     let away = repo.bare.with_extension("away");
     std::fs::rename(&repo.bare, &away).unwrap();
     daemon.command(Op::Rollback { reason: None }).await.unwrap();
-    wait_for("a failed attempt", Duration::from_secs(10), || {
+    wait_for("a failed attempt", LIMIT, || {
         (daemon.status().reverts.first()?.attempts >= 1).then_some(())
     })
     .await;
@@ -630,10 +621,7 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     let a0 = daemon.status().stable.unwrap().artifact;
     git(&repo.bare, &["update-ref", "-d", "refs/heads/main"]);
     daemon.trigger_fetch();
-    let paused = wait_for("the pause", Duration::from_secs(10), || {
-        daemon.status().paused
-    })
-    .await;
+    let paused = wait_for("the pause", LIMIT, || daemon.status().paused).await;
     assert!(paused.reason.contains("deleted"), "{}", paused.reason);
     assert!(paused.hold);
     let s = daemon.status();
@@ -646,7 +634,7 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     // branch that is not there.
     daemon.command(Op::Rollback { reason: None }).await.unwrap();
     assert_on_stable(&engines, &a0);
-    wait_for("attempts", Duration::from_secs(10), || {
+    wait_for("attempts", LIMIT, || {
         (daemon.status().reverts.first()?.attempts >= 3).then_some(())
     })
     .await;
@@ -659,17 +647,17 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     // The branch is back: said so, and the revert lands on it.
     git(&repo.bare, &["update-ref", "refs/heads/main", &c1]);
     daemon.trigger_fetch();
-    let revert = wait_for("the revert", Duration::from_secs(15), || {
+    let revert = wait_for("the revert", LIMIT, || {
         let (sha, subject) = repo.log().into_iter().next()?;
         (subject == "Revert \"Block the shell tool\"").then_some(sha)
     })
     .await;
-    wait_for("the revert settled", Duration::from_secs(10), || {
+    wait_for("the revert settled", LIMIT, || {
         daemon.status().reverts.is_empty().then_some(())
     })
     .await;
     // The pause waits for an operator, whatever landed meanwhile.
-    fixture::iterations(&daemon, 3, Duration::from_secs(10)).await;
+    fixture::iterations(&daemon, 3, LIMIT).await;
     let s = daemon.status();
     assert!(s.paused.unwrap().hold);
     assert!(s.waiting.unwrap_or_default().contains("paused"));
@@ -708,10 +696,7 @@ async fn a_force_push_pauses_for_an_operator_instead_of_superseding() {
         &[("policies/search.policy", Some(BAD))],
     );
     daemon.trigger_fetch();
-    let paused = wait_for("the pause", Duration::from_secs(10), || {
-        daemon.status().paused
-    })
-    .await;
+    let paused = wait_for("the pause", LIMIT, || daemon.status().paused).await;
     assert!(paused.reason.contains("rewritten"), "{}", paused.reason);
     let s = daemon.status();
     let rewrite = s.rewrite.unwrap();
@@ -721,7 +706,7 @@ async fn a_force_push_pauses_for_an_operator_instead_of_superseding() {
     );
     // The candidate is still c1, in shadow: not superseded.
     assert_eq!(s.candidate.unwrap().commit, c1);
-    fixture::iterations(&daemon, 3, Duration::from_secs(10)).await;
+    fixture::iterations(&daemon, 3, LIMIT).await;
     assert_eq!(events_since(&state, seen), ["force_push"]);
     let (_, out, _) = sluice(&daemon, &["status"]);
     assert!(out.contains("history REWRITTEN"), "{out}");
@@ -729,7 +714,11 @@ async fn a_force_push_pauses_for_an_operator_instead_of_superseding() {
     // The operator resumes: the new head is acted on.
     daemon.command(Op::Resume).await.unwrap();
     until(&state, "supersede", &forced).await;
-    let s = daemon.status();
+    let s = wait_for("the status of the supersede", LIMIT, || {
+        let s = daemon.status();
+        (s.candidate.as_ref()?.commit == forced).then_some(s)
+    })
+    .await;
     assert!(s.rewrite.is_none() && s.paused.is_none());
     let cand = s.candidate.unwrap();
     assert_eq!(
@@ -762,13 +751,13 @@ async fn a_rollback_of_a_revert_goes_back_to_stable_without_nesting_reverts() {
         &[("policies/shell.policy", Some(GOOD))],
     )
     .await;
-    let revert = wait_for("the revert pushed", Duration::from_secs(15), || {
+    let revert = wait_for("the revert pushed", LIMIT, || {
         let (sha, subject) = repo.log().into_iter().next()?;
         (subject == "Revert \"Block search\"").then_some(sha)
     })
     .await;
     until(&state, "start", &revert).await;
-    wait_for("shadow", Duration::from_secs(10), || {
+    wait_for("shadow", LIMIT, || {
         (daemon.status().phase == "shadow").then_some(())
     })
     .await;
@@ -777,7 +766,7 @@ async fn a_rollback_of_a_revert_goes_back_to_stable_without_nesting_reverts() {
     // `Revert "Revert …"`.
     daemon.command(Op::Rollback { reason: None }).await.unwrap();
     assert_on_stable(&engines, &a0);
-    let second = wait_for("the second revert", Duration::from_secs(15), || {
+    let second = wait_for("the second revert", LIMIT, || {
         let (sha, subject) = repo.log().into_iter().next()?;
         subject.starts_with("Revert 3 commits").then_some(sha)
     })
