@@ -25,7 +25,7 @@ pub use check::{CheckArgs, CheckFormat};
 pub use daemon::ReconcileArgs;
 pub use demo::DemoArgs;
 pub use engine::EngineArgs;
-pub use rollout::{DaemonArgs, render_status};
+pub use rollout::{DaemonArgs, RevertCommand, render_status};
 
 use crate::reconcile::control::Operation;
 
@@ -185,6 +185,12 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Settle a pending revert the daemon could not make: `skip` leaves the
+    /// branch as it is, `done` says it was reverted by hand.
+    Revert {
+        #[command(subcommand)]
+        command: RevertCommand,
+    },
 }
 
 /// Runs one command and returns its exit status. Errors that stop the command
@@ -225,6 +231,7 @@ pub fn run(cli: Cli) -> ExitCode {
             target,
             reason,
         } => rollout::cmd_operator(&daemon, Operation::Unquarantine { target, reason }),
+        Command::Revert { command } => rollout::cmd_revert(command),
     };
     match result {
         Ok(code) => code.into(),

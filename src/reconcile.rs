@@ -36,7 +36,7 @@
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
-//!   `rollback`, `unquarantine` and git hooks.
+//!   `rollback`, `unquarantine`, `revert skip|done` and git hooks.
 
 pub mod api;
 mod branch;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 /// ```json
 /// POST /v1/rollback      {"reason": "customer report", "candidate": "9f2c1e0"}
 /// POST /v1/promote       {"through": "full", "reason": "fix for the bad stable"}
+/// POST /v1/revert/skip   {"reason": "the branch was fixed by hand"}
 /// POST /v1/unquarantine  {"target": "9f2c1e0", "reason": "the outage was the network"}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,8 @@
 //! | `POST /v1/promote` `{"through"?, "reason"?}` | 200; 409 with nothing to promote or an unknown stage; 400 `through` without `reason` |
 //! | `POST /v1/rollback` `{"reason"?, "candidate"?}` | 200; 409 when there is nothing to roll back, or `candidate` is not what is in flight |
 //! | `POST /v1/unquarantine` `{"target", "reason"}` | 200; 409 when nothing quarantined matches; 400 without both |
+//! | `POST /v1/revert/skip` `{"reason"?}` | 200: the pending revert dropped, the branch left as it is; 409 when none is pending |
+//! | `POST /v1/revert/done` `{"reason"?}` | 200: the pending revert settled as made by hand; 409 when none is pending |
 //! | `POST /v1/hooks/git` | 202: the branch is fetched at once |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
@@ -70,6 +72,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/promote", post(promote))
         .route("/v1/rollback", post(rollback))
         .route("/v1/unquarantine", post(unquarantine))
+        .route("/v1/revert/skip", post(revert_skip))
+        .route("/v1/revert/done", post(revert_done))
         .route("/v1/hooks/git", post(hook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(healthz))
@@ -233,6 +237,20 @@ async fn unquarantine(State(s): State<ApiState>, raw: Bytes) -> Response {
     });
     match command {
         Ok(c) => run(&s, c).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_skip(State(s): State<ApiState>, raw: Bytes) -> Response {
+    match body("revert skip", &raw, &["reason"]) {
+        Ok(b) => run(&s, Command::RevertSkip { reason: b.reason }).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_done(State(s): State<ApiState>, raw: Bytes) -> Response {
+    match body("revert done", &raw, &["reason"]) {
+        Ok(b) => run(&s, Command::RevertDone { reason: b.reason }).await,
         Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }

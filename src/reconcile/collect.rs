@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use tokio::task::JoinSet;
 
-use super::runner::{Cached, Runner, lock};
+use super::runner::{Runner, lock};
 use crate::model::short;
 
 impl Runner {
@@ -48,10 +48,11 @@ impl Runner {
         let mut out = self.engines_need();
         out.extend(self.state.quarantine.iter().map(|q| q.artifact.clone()));
         out.extend(self.state.reverts.iter().map(|r| r.artifact.clone()));
-        out.extend(self.builds.values().filter_map(|b| match b {
-            Cached::Ready(r) => Some(r.artifact.clone()),
-            Cached::Refused { .. } => None,
-        }));
+        out.extend(
+            self.builds
+                .values()
+                .filter_map(|b| b.result.as_ref().ok().map(|r| r.artifact.clone())),
+        );
         out
     }
 

@@ -1,6 +1,6 @@
 //! The daemon's control API ([`super::api`]) from the caller's side: one
 //! typed client for `sluice status`, `pause`, `resume`, `promote`,
-//! `rollback` and `unquarantine`. It sends the requests and reads the documents of the API's
+//! `rollback`, `unquarantine` and `revert skip|done`. It sends the requests and reads the documents of the API's
 //! table; it must not print or decide anything about the answers.
 
 use std::time::Duration;
@@ -27,6 +27,12 @@ pub enum Operation {
         target: String,
         reason: String,
     },
+    RevertSkip {
+        reason: Option<String>,
+    },
+    RevertDone {
+        reason: Option<String>,
+    },
 }
 
 impl Operation {
@@ -38,6 +44,8 @@ impl Operation {
             Operation::Promote { .. } => "promote",
             Operation::Rollback { .. } => "rollback",
             Operation::Unquarantine { .. } => "unquarantine",
+            Operation::RevertSkip { .. } => "revert skip",
+            Operation::RevertDone { .. } => "revert done",
         }
     }
 
@@ -45,7 +53,9 @@ impl Operation {
     fn body(&self) -> Option<CommandBody> {
         let b = match self {
             Operation::Resume => return None,
-            Operation::Pause { reason } => CommandBody {
+            Operation::Pause { reason }
+            | Operation::RevertSkip { reason }
+            | Operation::RevertDone { reason } => CommandBody {
                 reason: reason.clone(),
                 ..CommandBody::default()
             },
@@ -66,6 +76,15 @@ impl Operation {
             },
         };
         (b != CommandBody::default()).then_some(b)
+    }
+
+    /// The route's path under `/v1/`.
+    fn path(&self) -> &'static str {
+        match self {
+            Operation::RevertSkip { .. } => "revert/skip",
+            Operation::RevertDone { .. } => "revert/done",
+            _ => self.name(),
+        }
     }
 }
 
@@ -136,7 +155,7 @@ impl ControlClient {
 
     /// `POST /v1/{command}`; the answer's message (`done` when it has none).
     pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
-        let mut req = self.http.post(self.url(&format!("/v1/{}", op.name())));
+        let mut req = self.http.post(self.url(&format!("/v1/{}", op.path())));
         if let Some(body) = op.body() {
             req = req.json(&body);
         }

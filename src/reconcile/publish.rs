@@ -51,6 +51,8 @@ impl Runner {
                 observed: self.observed.figures,
                 replay: r.replay,
                 notes: (!r.notes.is_empty()).then(|| r.notes.clone()),
+                base: r.base.clone(),
+                commits: r.commits.clone(),
             }
         });
         let engines = self
@@ -83,6 +85,8 @@ impl Runner {
                 } else {
                     None
                 },
+                commits: r.commits.clone(),
+                stuck: r.stuck.clone(),
             })
             .collect();
         let status = Status {
@@ -103,6 +107,8 @@ impl Runner {
             waiting: self.waiting.clone(),
             last: s.last.clone(),
             error: self.error.clone(),
+            rewrite: s.rewrite.clone(),
+            branch_gone: s.branch_gone.map(machine::rfc3339),
         };
         self.out.status.send_replace(status);
     }

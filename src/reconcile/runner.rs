@@ -54,18 +54,37 @@ pub(super) struct EngineView {
 
 /// A commit's build, kept while its head is not acted on.
 #[derive(Clone)]
-pub(super) enum Cached {
-    Ready(Box<CachedReady>),
-    Refused { reason: String, summary: String },
+pub(super) struct Cached {
+    pub(super) summary: String,
+    /// What the build was made against; a build against anything else is
+    /// made again.
+    pub(super) against: Against,
+    /// The commits since the stable commit, oldest first.
+    pub(super) commits: Vec<String>,
+    /// The commit does not descend from `against.anchor`.
+    pub(super) forced: bool,
+    /// The build, or why the commit is refused.
+    pub(super) result: Result<Box<CachedReady>, String>,
+}
+
+/// What a commit is built against, read from the state when the build
+/// starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Against {
+    /// The stable commit: its plan and traces gate the build.
+    pub(super) base: Option<String>,
+    /// The commit a new head must descend from (the last head acted on, or
+    /// an accepted rewrite's).
+    pub(super) anchor: Option<String>,
 }
 
 #[derive(Clone)]
 pub(super) struct CachedReady {
     pub(super) artifact: String,
+    /// The plan that gates the commit (its stable commit's).
     pub(super) plan: Option<RolloutPlan>,
     pub(super) replay: ReplayTotals,
     pub(super) notes: Notes,
-    pub(super) summary: String,
 }
 
 /// A build and the artifact bytes to keep in memory.
@@ -89,7 +108,7 @@ pub(super) struct Runner {
     pub(super) state: State,
     pub(super) mirror: Arc<Mutex<Mirror>>,
     pub(super) engines: Vec<EngineView>,
-    /// Rollout plans by commit.
+    /// Rollout plans by the commit whose `sluice.toml` holds them.
     pub(super) plans: HashMap<String, Option<RolloutPlan>>,
     pub(super) builds: HashMap<String, Cached>,
     /// The commit being built in the background.
@@ -103,14 +122,23 @@ pub(super) struct Runner {
     pub(super) head: Option<String>,
     pub(super) fetched_ms: Option<u64>,
     pub(super) git_error: Option<String>,
+    /// The last fetch found no branch on the remote.
+    pub(super) branch_missing: bool,
     pub(super) last_fetch: Option<Instant>,
     pub(super) fetch_now: bool,
     pub(super) observed: Observed,
     pub(super) decision: Option<StageDecision>,
     pub(super) waiting: Option<String>,
     pub(super) error: Option<String>,
+    /// Attempts at the pending revert so far.
     pub(super) revert_attempts: u32,
+    /// Of which the revert could not be made (not counting an unreachable
+    /// remote): [`machine::REVERT_ATTEMPTS`] of them stop the daemon.
+    pub(super) revert_failures: u32,
     pub(super) revert_error: Option<String>,
+    /// The head last looked at for a revert made by hand, while the
+    /// pending revert is stuck.
+    pub(super) stuck_checked: Option<String>,
     pub(super) next_revert: Instant,
     /// The waits between attempts at pushing the pending revert.
     pub(super) revert_backoff: FibonacciBackoff,
@@ -162,6 +190,7 @@ impl Runner {
             head: None,
             fetched_ms: None,
             git_error: None,
+            branch_missing: false,
             last_fetch: None,
             fetch_now: true,
             observed: Observed::default(),
@@ -169,7 +198,9 @@ impl Runner {
             waiting: None,
             error: None,
             revert_attempts: 0,
+            revert_failures: 0,
             revert_error: None,
+            stuck_checked: None,
             next_revert: Instant::now(),
             revert_backoff,
             collect_due: true,
@@ -240,7 +271,13 @@ impl Runner {
     fn next_wake(&self) -> Instant {
         let base = self.last_fetch.unwrap_or_else(Instant::now);
         let mut next = base + self.config.interval;
-        if !self.state.reverts.is_empty() {
+        // A stuck revert is not retried: it waits for an operator.
+        if self
+            .state
+            .reverts
+            .first()
+            .is_some_and(|r| r.stuck.is_none())
+        {
             next = next.min(self.next_revert);
         }
         next
@@ -269,14 +306,22 @@ impl Runner {
             self.commit(step).await?;
             return Ok(true);
         }
-        // 2. A revert still to land.
+        // 2. The branch gone from the remote, or back.
+        if let Some(event) = self.branch_event() {
+            let step = self.step(event);
+            if step.transition.is_some() {
+                self.commit(step).await?;
+                return Ok(true);
+            }
+        }
+        // 3. A revert still to land.
         if !self.state.reverts.is_empty()
             && Instant::now() >= self.next_revert
             && self.revert().await?
         {
             return Ok(true);
         }
-        // 3. A new head.
+        // 4. A new head.
         self.waiting = None;
         if let Some(head) = self.head.clone()
             && self.state.head.as_deref() != Some(head.as_str())
@@ -344,9 +389,23 @@ impl Runner {
         })
     }
 
+    /// The plan the candidate walks: its base commit's, never its own.
     pub(super) fn candidate_plan(&self) -> Option<&RolloutPlan> {
         let r = self.state.rollout.as_ref()?;
-        self.plans.get(&r.commit)?.as_ref()
+        self.plans.get(r.plan_commit())?.as_ref()
+    }
+
+    /// What a new head is built against, in the current state.
+    pub(super) fn against(&self) -> Against {
+        Against {
+            base: self.state.stable.as_ref().and_then(|s| s.commit.clone()),
+            anchor: self
+                .state
+                .rewrite
+                .as_ref()
+                .map(|r| r.to.clone())
+                .or_else(|| self.state.head.clone()),
+        }
     }
 
     pub(super) fn step(&self, event: Event) -> machine::Step {
@@ -389,8 +448,13 @@ impl Runner {
             t.reason
         );
         let _ = self.out.events.send(t);
-        if let Some(r) = &self.state.rollout {
-            self.ensure_plan(&r.commit.clone()).await;
+        if let Some(commit) = self
+            .state
+            .rollout
+            .as_ref()
+            .map(|r| r.plan_commit().to_string())
+        {
+            self.ensure_plan(&commit).await;
         }
         for action in step.actions {
             match action {
@@ -398,7 +462,9 @@ impl Runner {
                 Action::Upload { artifact } => self.upload_all(&artifact).await,
                 Action::Revert { .. } => {
                     self.revert_attempts = 0;
+                    self.revert_failures = 0;
                     self.revert_error = None;
+                    self.stuck_checked = None;
                     self.revert_backoff = revert_backoff(self.config.interval);
                     self.next_revert = Instant::now();
                 }

@@ -27,15 +27,15 @@ fn default_plan() -> RolloutPlan {
 }
 
 /// The clock and what the engines show, for one step.
-struct World {
-    now: u64,
-    plan: RolloutPlan,
-    observed: Observed,
-    fleet: Fleet,
+pub(super) struct World {
+    pub(super) now: u64,
+    pub(super) plan: RolloutPlan,
+    pub(super) observed: Observed,
+    pub(super) fleet: Fleet,
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         World {
             now: 1_000_000,
             plan: default_plan(),
@@ -44,7 +44,7 @@ impl World {
         }
     }
 
-    fn run(&self, s: &State, e: Event) -> Step {
+    pub(super) fn run(&self, s: &State, e: Event) -> Step {
         let ctx = Ctx {
             now_ms: self.now,
             plan: Some(&self.plan),
@@ -57,7 +57,7 @@ impl World {
 
     /// Runs an event that must make a transition; returns the new state.
     #[track_caller]
-    fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
+    pub(super) fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
         let out = self.run(s, e);
         let t = out
             .transition
@@ -72,7 +72,7 @@ impl World {
     }
 
     #[track_caller]
-    fn stays(&self, s: &State, e: Event) -> Step {
+    pub(super) fn stays(&self, s: &State, e: Event) -> Step {
         let out = self.run(s, e);
         assert!(out.transition.is_none(), "{:#?}", out.transition);
         assert_eq!(&out.state, s);
@@ -80,7 +80,7 @@ impl World {
     }
 }
 
-fn ready(commit: &str, artifact: &str) -> Event {
+pub(super) fn ready(commit: &str, artifact: &str) -> Event {
     Event::Head(Head {
         commit: commit.into(),
         summary: format!("commit {commit}"),
@@ -95,6 +95,8 @@ fn ready(commit: &str, artifact: &str) -> Event {
             },
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     })
 }
 
@@ -124,7 +126,7 @@ fn good() -> Observed {
 
 /// A state with stable `aaa` (commit c0) and candidate `bbb` (commit c1)
 /// at the replay stage.
-fn rolling(w: &World) -> State {
+pub(super) fn rolling(w: &World) -> State {
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let (s, _) = w.moves(&s, ready("c1", "bbb"), "start");
     s
@@ -191,6 +193,8 @@ fn a_commit_that_fails_its_checks_is_refused() {
         build: Build::Refused {
             reason: "1 error(s): type::unknown_field".into(),
         },
+        commits: Vec::new(),
+        forced: false,
     });
     let (s2, out) = w.moves(&s, e, "refuse");
     assert!(out.actions.is_empty());
@@ -248,7 +252,7 @@ fn a_good_change_walks_every_stage_to_stable() {
 }
 
 #[test]
-fn a_failing_replay_rolls_back_before_any_traffic() {
+fn a_failing_replay_refuses_the_commit_and_reverts_nothing() {
     let w = World::new();
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let Event::Head(mut h) = ready("c1", "bbb") else {
@@ -259,11 +263,17 @@ fn a_failing_replay_rolls_back_before_any_traffic() {
         r.replay.passed = 1;
     }
     let (s, _) = w.moves(&s, Event::Head(h), "start");
-    let (s, out) = w.moves(&s, Event::Tick, "rollback");
+    // Nothing was deployed: the commit is refused, no revert is pushed.
+    let (s, out) = w.moves(&s, Event::Tick, "refuse");
     assert_eq!(out.transition.as_ref().unwrap().cause, Cause::Trigger);
-    assert!(out.transition.unwrap().reason.contains("max_catastrophic"));
-    assert_eq!(s.reverts.len(), 1);
-    assert_eq!(s.quarantine[0].commit, "c1");
+    let reason = out.transition.unwrap().reason;
+    assert!(reason.contains("max_catastrophic"), "{reason}");
+    assert!(reason.contains("nothing to revert"), "{reason}");
+    assert!(s.reverts.is_empty());
+    assert!(s.rollout.is_none());
+    assert_eq!(s.refused.as_ref().unwrap().commit, "c1");
+    assert_eq!(out.actions, vec![Action::SetRoutes]);
+    assert_eq!(s.stable.as_ref().unwrap().artifact, "aaa");
 }
 
 #[test]
@@ -519,6 +529,8 @@ fn no_plan_installs_directly() {
             replay: ReplayTotals::default(),
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     });
     let (s, _) = w.moves(&s, e, "install");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "bbb");

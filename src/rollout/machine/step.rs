@@ -1,13 +1,14 @@
-//! The stage in flight, operator commands and landed reverts: the
-//! transitions `advance`, `complete`, `promote`, `rollback`, `pause`,
-//! `resume` and `reverted`. Pure, like the whole machine.
+//! The stage in flight and operator commands: the transitions `advance`,
+//! `complete`, `promote`, `rollback`, `pause` and `resume`, and `refuse`
+//! for a candidate whose replay fails (nothing was deployed, so nothing is
+//! reverted). Pure, like the whole machine.
 
 use std::time::Duration;
 
 use super::{
-    Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Release,
-    RevertOutcome, Rollout, State, Step, commit_step, current_decision, figures, figures_text,
-    operator, promote_to_stable,
+    Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Refused,
+    Release, Rollout, State, Step, clear_daemon_pause, commit_step, current_decision, figures,
+    figures_text, operator, promote_to_stable, settle,
 };
 use crate::api::gate::Verdict;
 use crate::model::plan::StageKind;
@@ -35,6 +36,10 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
     };
     let figs = figures(Some(&d), obs);
     match &d.step {
+        StageStep::Rollback { trigger } if st.kind == StageKind::Replay => {
+            let trigger = trigger.clone();
+            refuse_replay(state, ctx, r, trigger, figs, d)
+        }
         StageStep::Rollback { trigger } => {
             let trigger = trigger.clone();
             rollback(state, ctx, Cause::Trigger, trigger, figs, Some(d))
@@ -66,6 +71,41 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
         }
         _ => unreachable_pause(state, ctx, Some(d)),
     }
+}
+
+/// A candidate whose replay fails never reached an engine: it is refused
+/// like a commit that does not check, and nothing is reverted.
+fn refuse_replay(
+    state: &State,
+    ctx: &Ctx<'_>,
+    r: &Rollout,
+    trigger: String,
+    figures: Figures,
+    d: StageDecision,
+) -> Step {
+    let mut new = state.clone();
+    new.rollout = None;
+    clear_daemon_pause(&mut new);
+    let reason = format!("replay failed: {trigger}");
+    new.refused = Some(Refused {
+        commit: r.commit.clone(),
+        artifact: Some(r.artifact.clone()),
+        reason: reason.clone(),
+        since_ms: ctx.now_ms,
+    });
+    let change = Change {
+        event: "refuse",
+        cause: Cause::Trigger,
+        reason: format!(
+            "commit {} refused at stage `{}` (nothing was deployed: nothing to revert): {reason}",
+            short::hash(&r.commit),
+            r.stage_name
+        ),
+        commit: Some(r.commit.clone()),
+        artifact: Some(r.artifact.clone()),
+        figures,
+    };
+    commit_step(state, new, ctx, change, vec![Action::SetRoutes], Some(d))
 }
 
 /// A live stage whose engines do not all answer cannot be judged: after the
@@ -137,6 +177,7 @@ fn pause(
         cause,
         since_ms: ctx.now_ms,
         engines: Vec::new(),
+        hold: false,
     });
     let (commit, artifact) = candidate_ids(state);
     let change = Change {
@@ -231,14 +272,8 @@ fn rollback(
 ) -> Step {
     let obs = ctx.observed.figures.as_ref();
     let mut new = state.clone();
-    if new
-        .paused
-        .as_ref()
-        .is_some_and(|p| p.cause != Cause::Operator)
-    {
-        new.paused = None;
-    }
-    let (commit, summary, artifact, stage) = match (&state.rollout, &state.stable) {
+    clear_daemon_pause(&mut new);
+    let (commit, summary, artifact, stage, base, commits) = match (&state.rollout, &state.stable) {
         (Some(r), _) => {
             new.rollout = None;
             (
@@ -246,6 +281,8 @@ fn rollback(
                 r.summary.clone(),
                 r.artifact.clone(),
                 r.stage_name.clone(),
+                r.base.clone(),
+                r.commits.clone(),
             )
         }
         (
@@ -257,7 +294,17 @@ fn rollback(
             }),
         ) if state.previous.is_some() => {
             new.stable = new.previous.take();
-            (c.clone(), String::new(), artifact.clone(), "stable".into())
+            // Back to the previous stable commit's tree; the commits in
+            // between are found on the branch when the revert is made.
+            let base = new.stable.as_ref().and_then(|p| p.commit.clone());
+            (
+                c.clone(),
+                String::new(),
+                artifact.clone(),
+                "stable".into(),
+                base,
+                Vec::new(),
+            )
         }
         _ => {
             return Step::refuse(
@@ -276,6 +323,9 @@ fn rollback(
         trigger,
         figures: figures_text(d.as_ref(), obs),
         since_ms: ctx.now_ms,
+        base,
+        commits,
+        stuck: None,
     });
     if new.quarantined(&commit, None).is_none() {
         new.quarantine.push(Quarantined {
@@ -323,16 +373,26 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             if let Some(r) = &mut new.rollout {
                 r.resumed_ms = Some(ctx.now_ms);
             }
+            let mut actions = vec![Action::SetRoutes];
+            let mut also = String::new();
+            // A revert the daemon stopped trying is tried afresh.
+            for r in new.reverts.iter_mut().filter(|r| r.stuck.is_some()) {
+                r.stuck = None;
+                also = format!("; the revert of {} is tried again", short::hash(&r.commit));
+                actions.push(Action::Revert {
+                    commit: r.commit.clone(),
+                });
+            }
             let (commit, artifact) = candidate_ids(state);
             let change = Change {
                 event: "resume",
                 cause: Cause::Operator,
-                reason: format!("resumed by an operator (was paused: {})", p.reason),
+                reason: format!("resumed by an operator (was paused: {}){also}", p.reason),
                 commit,
                 artifact,
                 figures: figs,
             };
-            commit_step(state, new, ctx, change, vec![Action::SetRoutes], d)
+            commit_step(state, new, ctx, change, actions, d)
         }
         Command::Promote {
             through: Some(through),
@@ -384,42 +444,7 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             );
             rollback(state, ctx, Cause::Operator, trigger, figs, d)
         }
+        Command::RevertSkip { reason } => settle::by_operator(state, ctx, false, reason),
+        Command::RevertDone { reason } => settle::by_operator(state, ctx, true, reason),
     }
-}
-
-pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: RevertOutcome) -> Step {
-    let Some(pos) = state.reverts.iter().position(|r| r.commit == commit) else {
-        return Step::none(state, None);
-    };
-    let mut new = state.clone();
-    let pending = new.reverts.remove(pos);
-    let (reason, figs) = match &outcome {
-        RevertOutcome::Pushed { revert } => (
-            format!(
-                "revert commit {} of {} pushed",
-                short::hash(revert),
-                short::hash(&pending.commit)
-            ),
-            Figures {
-                revert: Some(revert.clone()),
-                ..Figures::default()
-            },
-        ),
-        RevertOutcome::NotNeeded { note } => (
-            format!(
-                "no revert of {} needed: {note}",
-                short::hash(&pending.commit)
-            ),
-            Figures::default(),
-        ),
-    };
-    let change = Change {
-        event: "reverted",
-        cause: pending.cause,
-        reason,
-        commit: Some(pending.commit.clone()),
-        artifact: Some(pending.artifact.clone()),
-        figures: figs,
-    };
-    commit_step(state, new, ctx, change, Vec::new(), None)
 }
