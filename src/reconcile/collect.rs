@@ -25,10 +25,22 @@ impl Runner {
         let mut out = BTreeSet::new();
         out.extend(s.stable.as_ref().and_then(|r| r.commit.clone()));
         out.extend(s.previous.as_ref().and_then(|r| r.commit.clone()));
-        out.extend(s.rollout.as_ref().map(|r| r.commit.clone()));
+        if let Some(r) = &s.rollout {
+            out.insert(r.commit.clone());
+            out.extend(r.base.clone());
+        }
         out.extend(s.head.clone());
-        out.extend(s.reverts.iter().map(|r| r.commit.clone()));
+        for r in &s.reverts {
+            out.insert(r.commit.clone());
+            out.extend(r.base.clone());
+            out.extend(r.commits.iter().cloned());
+        }
         out.extend(s.quarantine.iter().map(|q| q.commit.clone()));
+        out.extend(s.refused.as_ref().map(|r| r.commit.clone()));
+        if let Some(w) = &s.rewrite {
+            out.insert(w.to.clone());
+            out.extend(w.from.clone());
+        }
         out
     }
 
