@@ -27,6 +27,7 @@ pub mod audit;
 pub mod control;
 pub mod evaluate;
 pub mod gate;
+pub mod hook;
 pub mod replay;
 pub mod rollout_state;
 pub mod route;

@@ -143,6 +143,9 @@ pub enum Command {
     Resume {
         #[command(flatten)]
         daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Advance the candidate to its next stage now, skipping the current
     /// stage's gates (the audit log says so). An operator's pause stays.
@@ -215,7 +218,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pause { daemon, reason } => {
             rollout::cmd_operator(&daemon, Operation::Pause { reason })
         }
-        Command::Resume { daemon } => rollout::cmd_operator(&daemon, Operation::Resume),
+        Command::Resume { daemon, reason } => {
+            rollout::cmd_operator(&daemon, Operation::Resume { reason })
+        }
         Command::Promote {
             daemon,
             through,

@@ -38,6 +38,7 @@
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
 //!   `rollback`, `unquarantine`, `revert skip|done` and git hooks.
 
+pub mod access;
 pub mod api;
 mod branch;
 pub mod build;
@@ -75,8 +76,14 @@ pub struct Config {
     pub branch: String,
     /// The engines' base URLs.
     pub engines: Vec<String>,
-    /// The engines' admin token, also required by the control API.
+    /// The engines' admin token, also admitted by the control API.
     pub admin_token: String,
+    /// The control API's operator token (commands, the hook, status).
+    pub operator_token: Option<String>,
+    /// The control API's read-only token (status).
+    pub read_token: Option<String>,
+    /// The secret of forges' webhook deliveries.
+    pub webhook_secret: Option<String>,
     pub state_dir: PathBuf,
     /// How often the branch is fetched and the engines read.
     pub interval: Duration,
@@ -103,6 +110,9 @@ impl Config {
             branch: "main".to_string(),
             engines,
             admin_token: admin_token.to_string(),
+            operator_token: None,
+            read_token: None,
+            webhook_secret: None,
             state_dir,
             interval: Duration::from_secs(1),
             listen: DEFAULT_LISTEN.parse().ok(),

@@ -27,6 +27,7 @@ mod crash;
 mod e2e;
 mod faults;
 mod growth;
+mod hooks;
 mod machine;
 mod operate;
 mod parts;

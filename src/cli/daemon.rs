@@ -14,7 +14,7 @@ pub struct ReconcileArgs {
     /// An engine's base URL; repeat for every engine of the fleet.
     #[arg(long = "engine", value_name = "URL", required = true)]
     pub engines: Vec<String>,
-    /// The engines' admin token, also required by the control API.
+    /// The engines' admin token, also admitted by the control API.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
     /// Where the rollout state, the audit log, artifacts and the git mirror
@@ -39,6 +39,37 @@ pub struct ReconcileArgs {
     /// How long one engine call may take.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+    /// A file holding the control API's operator token (commands, the git
+    /// hook, status), so that operators need not hold the engines' admin
+    /// token. SLUICE_OPERATOR_TOKEN holds the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub operator_token_file: Option<PathBuf>,
+    /// A file holding a read-only token: `GET /v1/status` and nothing else.
+    /// SLUICE_READ_TOKEN holds the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// A file holding the secret of forges' webhook deliveries: GitHub's
+    /// `X-Hub-Signature-256`, GitLab's `X-Gitlab-Token`. It admits the git
+    /// hook and nothing else. SLUICE_WEBHOOK_SECRET holds the secret itself.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// A credential from `file`, else from the environment variable `var`;
+/// trimmed and at least [`crate::reconcile::access::MIN_SECRET_LEN`] bytes.
+fn credential(what: &str, file: Option<&Path>, var: &str) -> anyhow::Result<Option<String>> {
+    let raw = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read {what} from {}: {e}", f.display()))?,
+        None => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+    };
+    let from = file.map_or_else(|| var.to_string(), |f| f.display().to_string());
+    crate::reconcile::access::secret(&format!("{what} ({from})"), &raw)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
 }
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
@@ -61,6 +92,34 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.decision_log = args.decision_log;
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
+    let creds = (
+        credential(
+            "the operator token",
+            args.operator_token_file.as_deref(),
+            "SLUICE_OPERATOR_TOKEN",
+        ),
+        credential(
+            "the read token",
+            args.read_token_file.as_deref(),
+            "SLUICE_READ_TOKEN",
+        ),
+        credential(
+            "the webhook secret",
+            args.webhook_secret_file.as_deref(),
+            "SLUICE_WEBHOOK_SECRET",
+        ),
+    );
+    match creds {
+        (Ok(operator), Ok(read), Ok(webhook)) => {
+            config.operator_token = operator;
+            config.read_token = read;
+            config.webhook_secret = webhook;
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    }
     let rt = super::runtime(true)?;
     rt.block_on(crate::reconcile::run(
         config,

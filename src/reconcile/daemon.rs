@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::Config;
-use super::api::{self, ApiState, CommandRequest};
+use super::access::Access;
+use super::api::{self, ApiState, CommandRequest, Said};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
@@ -108,8 +109,13 @@ impl Daemon {
                     source,
                 })?;
             store.save_addr(&bound.to_string())?;
+            let access = Access::new(&config.admin_token)
+                .with_operator_token(config.operator_token.as_deref())
+                .with_read_token(config.read_token.as_deref())
+                .with_webhook_secret(config.webhook_secret.as_deref());
             let app = api::router(ApiState::new(
-                &config.admin_token,
+                access,
+                &config.branch,
                 status_rx.clone(),
                 cmd_tx.clone(),
                 hook.clone(),
@@ -176,9 +182,15 @@ impl Daemon {
 
     /// Runs an operator command, as the control API does.
     pub async fn command(&self, c: machine::Command) -> Result<String, String> {
+        self.command_said(c, Said::default()).await
+    }
+
+    /// Runs an operator command with who gave it (the audit log's `by`) and
+    /// the reason of a command that has no reason of its own (`resume`).
+    pub async fn command_said(&self, c: machine::Command, said: Said) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send((c, tx))
+            .send((c, said, tx))
             .await
             .map_err(|_| "the daemon is stopping".to_string())?;
         rx.await.map_err(|_| "the daemon is stopping".to_string())?

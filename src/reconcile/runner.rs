@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Config;
-use super::api::CommandRequest;
+use super::api::{CommandRequest, Said};
 use super::client::EngineClient;
 use super::err::ReconcileError;
 use super::git::Mirror;
@@ -232,8 +232,8 @@ impl Runner {
                 break;
             }
             let moved = match command.take() {
-                Some((c, reply)) => {
-                    let answer = self.operator(c).await;
+                Some((c, said, reply)) => {
+                    let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
                     let _ = reply.send(answer);
                     moved
@@ -343,9 +343,17 @@ impl Runner {
         Ok(false)
     }
 
-    async fn operator(&mut self, c: machine::Command) -> Result<String, String> {
+    async fn operator(&mut self, c: machine::Command, said: Said) -> Result<String, String> {
+        let resume = c == machine::Command::Resume;
         let event = self.operator_event(c)?;
-        let step = self.step(event);
+        let mut step = self.step(event);
+        if let Some(t) = &mut step.transition {
+            t.by = said.by;
+            // `resume` carries no reason of its own in the machine.
+            if resume && let Some(why) = said.reason {
+                t.reason = format!("{}: {why}", t.reason);
+            }
+        }
         let reply = step.reply.clone();
         if step.transition.is_some() {
             if let Err(e) = self.commit(step).await {
