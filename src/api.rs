@@ -28,6 +28,7 @@ pub mod control;
 pub mod evaluate;
 pub mod gate;
 pub mod hook;
+pub mod notify;
 pub mod replay;
 pub mod rollout_state;
 pub mod route;

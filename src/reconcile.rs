@@ -51,6 +51,7 @@ pub mod daemon;
 pub mod err;
 pub mod git;
 pub mod lock;
+pub mod notify;
 pub mod observe;
 mod publish;
 mod runner;
@@ -84,6 +85,8 @@ pub struct Config {
     pub read_token: Option<String>,
     /// The secret of forges' webhook deliveries.
     pub webhook_secret: Option<String>,
+    /// Where audit events are notified; `None` notifies nobody.
+    pub notify: Option<notify::NotifyConfig>,
     pub state_dir: PathBuf,
     /// How often the branch is fetched and the engines read.
     pub interval: Duration,
@@ -113,6 +116,7 @@ impl Config {
             operator_token: None,
             read_token: None,
             webhook_secret: None,
+            notify: None,
             state_dir,
             interval: Duration::from_secs(1),
             listen: DEFAULT_LISTEN.parse().ok(),

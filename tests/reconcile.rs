@@ -29,6 +29,7 @@ mod faults;
 mod growth;
 mod hooks;
 mod machine;
+mod notify;
 mod operate;
 mod parts;
 mod revert;

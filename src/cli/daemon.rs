@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Exit;
+use crate::reconcile::notify::{NotifyConfig, redacted};
 
 /// `sluice reconcile`'s options (the repository is the global `--repo`).
 #[derive(Debug, clap::Args)]
@@ -53,6 +54,80 @@ pub struct ReconcileArgs {
     /// hook and nothing else. SLUICE_WEBHOOK_SECRET holds the secret itself.
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// POST each notified audit event, as JSON with a one-line `text`, to
+    /// this URL (a Slack or Mattermost incoming webhook shows it as is);
+    /// repeat for several receivers.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<String>,
+    /// The audit events notified, comma-separated.
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        value_delimiter = ',',
+        default_value = "refuse,rollback,reverted,pause,complete"
+    )]
+    pub notify_on: Vec<String>,
+    /// A file holding the key that signs notifications
+    /// (`X-Sluice-Signature-256`). SLUICE_NOTIFY_SECRET holds the key itself.
+    #[arg(long, value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+}
+
+/// Every audit event a notification may be asked for.
+const EVENTS: &[&str] = &[
+    "install",
+    "adopt",
+    "refuse",
+    "unchanged",
+    "start",
+    "supersede",
+    "cancel",
+    "advance",
+    "complete",
+    "promote",
+    "rollback",
+    "pause",
+    "resume",
+    "unquarantine",
+    "reverted",
+    "revert_failed",
+    "revert_skipped",
+    "force_push",
+    "branch_deleted",
+    "branch_restored",
+];
+
+/// The notifications the flags ask for; `Err` says which flag is wrong.
+fn notify_config(args: &ReconcileArgs) -> anyhow::Result<Option<NotifyConfig>> {
+    if args.notify.is_empty() {
+        return Ok(None);
+    }
+    for url in &args.notify {
+        let u = reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("--notify `{}` is not a URL: {e}", redacted(url)))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            anyhow::bail!("--notify `{}` is not an http(s) URL", redacted(url));
+        }
+    }
+    let mut n = NotifyConfig::new(args.notify.clone());
+    n.on = args
+        .notify_on
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if let Some(bad) = n.on.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        anyhow::bail!(
+            "--notify-on: `{bad}` is not an audit event (one of: {})",
+            EVENTS.join(", ")
+        );
+    }
+    n.secret = credential(
+        "the notification secret",
+        args.notify_secret_file.as_deref(),
+        "SLUICE_NOTIFY_SECRET",
+    )?;
+    Ok(Some(n))
 }
 
 /// A credential from `file`, else from the environment variable `var`;
@@ -73,6 +148,7 @@ fn credential(what: &str, file: Option<&Path>, var: &str) -> anyhow::Result<Opti
 }
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
+    let notify = notify_config(&args);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -109,13 +185,14 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
             "SLUICE_WEBHOOK_SECRET",
         ),
     );
-    match creds {
-        (Ok(operator), Ok(read), Ok(webhook)) => {
+    match (creds, notify) {
+        ((Ok(operator), Ok(read), Ok(webhook)), Ok(notify)) => {
             config.operator_token = operator;
             config.read_token = read;
             config.webhook_secret = webhook;
+            config.notify = notify;
         }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        ((Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
             return Ok(Exit::Usage);
         }

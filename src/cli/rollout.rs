@@ -343,6 +343,21 @@ pub fn render_status(s: &Status) -> String {
     if let Some(w) = &s.waiting {
         let _ = writeln!(o, "waiting: {w}");
     }
+    if let Some(n) = &s.notifications {
+        let _ = write!(
+            o,
+            "notifications: {} delivered, {} failed",
+            n.delivered, n.failed
+        );
+        match &n.last_error {
+            Some(e) => {
+                let _ = writeln!(o, " (last: {e})");
+            }
+            None => {
+                let _ = writeln!(o);
+            }
+        }
+    }
     if let Some(e) = &s.error {
         let _ = writeln!(o, "error: {e}");
     }

@@ -17,6 +17,7 @@ use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
 use super::lock::FolderLock;
+use super::notify;
 use super::runner::{Outputs, Runner};
 use super::store::Store;
 use crate::api::audit::Transition;
@@ -135,6 +136,17 @@ impl Daemon {
             addr = Some(bound);
         }
 
+        let deliveries = config.notify.clone().map(|n| {
+            let health = Arc::new(notify::Health::default());
+            tokio::spawn(notify::run(
+                n,
+                config.branch.clone(),
+                events.subscribe(),
+                health.clone(),
+                shutdown_rx.clone(),
+            ));
+            health
+        });
         let runner = Runner::new(
             config,
             folder,
@@ -145,6 +157,7 @@ impl Daemon {
             Outputs {
                 status: status_tx,
                 events: events.clone(),
+                deliveries,
             },
         );
         let task = tokio::spawn(runner.run(cmd_rx, hook.clone(), shutdown_rx));

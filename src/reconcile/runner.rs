@@ -96,6 +96,8 @@ pub(super) struct Outputs {
     pub(super) status: watch::Sender<Status>,
     /// Every transition, once persisted.
     pub(super) events: broadcast::Sender<Transition>,
+    /// The notifications' deliveries, when there are any.
+    pub(super) deliveries: Option<Arc<super::notify::Health>>,
 }
 
 /// The loop's state: what it knows of the branch, the engines and the
