@@ -116,7 +116,7 @@ pub enum Command {
     Engine(Box<EngineArgs>),
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
-    Reconcile(ReconcileArgs),
+    Reconcile(Box<ReconcileArgs>),
     /// The whole pipeline on this machine, with no setup: a temporary policy
     /// repository, three engines on loopback, the reconcile daemon and
     /// synthetic agent traffic; a good change rolls out to full, a bad one is
@@ -212,7 +212,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { format } => test::cmd_test(&cli.repo, format),
         Command::Fmt { check, files } => check::cmd_fmt(&cli.repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
-        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, args),
+        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),
         Command::Pause { daemon, reason } => {

@@ -51,6 +51,7 @@ pub mod daemon;
 pub mod err;
 pub mod git;
 pub mod lock;
+pub mod metrics;
 pub mod notify;
 pub mod observe;
 mod publish;

@@ -30,6 +30,7 @@ mod growth;
 mod hooks;
 mod machine;
 mod notify;
+mod operability;
 mod operate;
 mod parts;
 mod revert;

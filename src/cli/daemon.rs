@@ -71,6 +71,17 @@ pub struct ReconcileArgs {
     /// (`X-Sluice-Signature-256`). SLUICE_NOTIFY_SECRET holds the key itself.
     #[arg(long, value_name = "FILE")]
     pub notify_secret_file: Option<PathBuf>,
+    /// How log lines are written to standard error: `text` (colours only on
+    /// a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Every audit event a notification may be asked for.
@@ -149,13 +160,17 @@ fn credential(what: &str, file: Option<&Path>, var: &str) -> anyhow::Result<Opti
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
     let notify = notify_config(&args);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => logs.json().try_init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
     let mut config = crate::reconcile::Config::new(
         &repo.to_string_lossy(),
         args.state_dir,

@@ -15,7 +15,9 @@
 //! | `POST /v1/revert/skip` `{"reason"?}` | 200: the pending revert dropped, the branch left as it is; 409 when none is pending |
 //! | `POST /v1/revert/done` `{"reason"?}` | 200: the pending revert settled as made by hand; 409 when none is pending |
 //! | `POST /v1/hooks/git` | 202: the branch is fetched at once; 202 and ignored for a push to another branch or an event other than a push; 200 to GitHub's `ping`; 401 without a valid signature, GitLab token or operate power |
-//! | `GET /healthz` | `{"status": "ok"}` |
+//! | `GET /healthz` | `{"status": "ok"}`: the process answers |
+//! | `GET /readyz` | 200 `{"ready": true, "problems": []}`, or 503 naming what is wrong: a fetch failing or stale, an engine silent, a revert stopped |
+//! | `GET /metrics` | the daemon's figures, Prometheus text ([`super::metrics`]) |
 //!
 //! Commands are handed to the reconcile loop, which runs them as its next
 //! transition and answers when the new state is persisted. The documents
@@ -23,6 +25,7 @@
 //! `api::control` (the command body and the answers).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -34,6 +37,7 @@ use axum::{Json, Router};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::access::{Access, Power};
+use super::metrics::{Tally, readiness};
 use crate::api::control::{CommandBody, Failure, Message};
 use crate::api::hook::Push;
 pub use crate::api::status::Status;
@@ -64,6 +68,9 @@ pub const MAX_BY: usize = 200;
 pub struct ApiState {
     access: Arc<Access>,
     branch: String,
+    tally: Arc<Tally>,
+    /// A fetch older than this makes the daemon not ready.
+    stale: Duration,
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<CommandRequest>,
     hook: Arc<Notify>,
@@ -82,10 +89,22 @@ impl ApiState {
         ApiState {
             access: Arc::new(access),
             branch: branch.to_string(),
+            tally: Arc::new(Tally::default()),
+            stale: Duration::from_secs(30),
             status,
             commands,
             hook,
         }
+    }
+}
+
+impl ApiState {
+    /// `/metrics` counts what `tally` is fed; `/readyz` says not ready once
+    /// the last fetch is older than `stale`.
+    pub fn with_metrics(mut self, tally: Arc<Tally>, stale: Duration) -> ApiState {
+        self.tally = tally;
+        self.stale = stale;
+        self
     }
 }
 
@@ -112,6 +131,8 @@ pub fn router(state: ApiState) -> Router {
             post(hook).layer(DefaultBodyLimit::max(MAX_HOOK_BODY)),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -126,6 +147,34 @@ fn message(text: impl Into<String>) -> Json<Message> {
     Json(Message {
         message: text.into(),
     })
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let r = readiness(&s.status.borrow(), s.stale);
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r)).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let status = s.status.borrow().clone();
+    match s.tally.encode(&status) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(crate::engine::metrics::CONTENT_TYPE),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded",
+        ),
+    }
 }
 
 async fn healthz() -> Response {

@@ -17,7 +17,12 @@ use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
 use super::lock::FolderLock;
+use super::metrics::Tally;
 use super::notify;
+
+/// The oldest a fetch may be for the daemon to be ready, unless three
+/// intervals are longer.
+const STALE_FETCH: std::time::Duration = std::time::Duration::from_secs(30);
 use super::runner::{Outputs, Runner};
 use super::store::Store;
 use crate::api::audit::Transition;
@@ -90,6 +95,7 @@ impl Daemon {
             tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
         let (status_tx, status_rx) = watch::channel(Status::default());
         let (events, _) = broadcast::channel(1024);
+        let tally = Arc::new(Tally::default());
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let hook = Arc::new(Notify::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -114,13 +120,16 @@ impl Daemon {
                 .with_operator_token(config.operator_token.as_deref())
                 .with_read_token(config.read_token.as_deref())
                 .with_webhook_secret(config.webhook_secret.as_deref());
-            let app = api::router(ApiState::new(
-                access,
-                &config.branch,
-                status_rx.clone(),
-                cmd_tx.clone(),
-                hook.clone(),
-            ));
+            let app = api::router(
+                ApiState::new(
+                    access,
+                    &config.branch,
+                    status_rx.clone(),
+                    cmd_tx.clone(),
+                    hook.clone(),
+                )
+                .with_metrics(tally.clone(), (config.interval * 3).max(STALE_FETCH)),
+            );
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {
@@ -136,6 +145,7 @@ impl Daemon {
             addr = Some(bound);
         }
 
+        tokio::spawn(tally.follow(events.subscribe(), shutdown_rx.clone()));
         let deliveries = config.notify.clone().map(|n| {
             let health = Arc::new(notify::Health::default());
             tokio::spawn(notify::run(
