@@ -26,6 +26,7 @@
 
 mod lengths;
 mod product;
+mod seeds;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -38,6 +39,11 @@ use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, Repetition}
 
 pub use self::lengths::LengthSet;
 use self::product::{Comp, Found};
+use self::seeds::{CORE_IDS, candidates, factor_form, seed};
+
+/// Lengths up to this many characters are searched one at a time
+/// ([`Memo::field`]).
+const SHORT: u64 = 16;
 
 /// Product searches past this many states give up (`Unknown`).
 pub const MAX_STATES: usize = 200_000;
@@ -302,152 +308,6 @@ pub fn can_match(pattern: &str) -> bool {
     )
 }
 
-/// The shortest string the regex `pattern` matches as a whole (anchored
-/// at both ends), searched once per process: a likely witness for
-/// `matches pattern`, whose unanchored automaton can be far larger (a
-/// card-number regex: every digit may start a number). `None` when the
-/// search finds none or gives up.
-fn seed(pattern: &str) -> Option<String> {
-    static SEEDS: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
-    let seeds = SEEDS.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(w) = seeds.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
-        return w.clone();
-    }
-    let found = (|| {
-        let inner = core_of(pattern).ok()?;
-        let valid = valid().ok()?;
-        let (mut c0, mut c1) = (valid.cache(), inner.cache());
-        let mut comps = [
-            Comp::new(&valid, &mut c0, true),
-            Comp::new(&inner, &mut c1, true),
-        ];
-        match product::shortest(&mut comps, Deadline::after(SEED_MS)) {
-            Found::Sat(w) => Some(w),
-            Found::Unsat | Found::Stopped(_) => None,
-        }
-    })();
-    let mut guard = seeds.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.len() >= CACHE_ENTRIES {
-        guard.clear();
-    }
-    guard.insert(pattern.to_string(), found.clone());
-    found
-}
-
-/// Ids of [`Memo`] caches for the core of atom `id`: `CORE_IDS + id`.
-const CORE_IDS: usize = usize::MAX / 2;
-
-/// Tests closed under adding characters on either side (`contains`, a
-/// regex without anchors or word boundaries): when the one test wanted
-/// true is such a test and so is every test wanted false, a string meets
-/// them all iff a string matching the true test's core (its literal, or
-/// its regex as a whole) does — the match inside any string that meets
-/// them is itself such a string, and the false tests, which would hold for
-/// the whole string if they held for a part, hold for no part of it. The
-/// core's automaton is far smaller than the unanchored one (a card-number
-/// regex's is a few dozen states, the unanchored one millions). Returns
-/// the position of the true test in `lits` and its core.
-fn factor_form(
-    table: &Table,
-    lits: &[(usize, bool)],
-) -> Result<Option<(usize, Arc<Lang>)>, LangError> {
-    let mut positive = None;
-    for (k, (id, t)) in lits.iter().enumerate() {
-        let closed = match table.atoms().get(*id) {
-            Some(Atom::Contains(_)) => true,
-            Some(Atom::Matches(_)) => table.lang(*id)?.monotone,
-            _ => false,
-        };
-        if !closed {
-            return Ok(None);
-        }
-        if *t {
-            if positive.is_some() {
-                return Ok(None);
-            }
-            positive = Some((k, *id));
-        }
-    }
-    let Some((k, id)) = positive else {
-        return Ok(None);
-    };
-    let core = match table.atoms().get(id) {
-        Some(Atom::Contains(c)) => compiled(&Atom::Eq(c.clone()))?,
-        Some(Atom::Matches(p)) => core_of(p)?,
-        _ => return Ok(None),
-    };
-    Ok(Some((k, core)))
-}
-
-/// The automaton of the strings regex `pattern` matches as a whole, once
-/// per process.
-fn core_of(pattern: &str) -> Result<Arc<Lang>, LangError> {
-    static CORES: OnceLock<Mutex<HashMap<String, Arc<Lang>>>> = OnceLock::new();
-    let cores = CORES.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(l) = cores.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
-        return Ok(Arc::clone(l));
-    }
-    let hir = regex_syntax::Parser::new()
-        .parse(pattern)
-        .map_err(|e| LangError(format!("regex `{pattern}`: {e}")))?;
-    let lang = Arc::new(Lang::from_hir(&hir)?);
-    let mut guard = cores.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.len() >= CACHE_ENTRIES {
-        guard.clear();
-    }
-    guard.insert(pattern.to_string(), Arc::clone(&lang));
-    Ok(lang)
-}
-
-/// How long the search for one regex's [`seed`] may take.
-const SEED_MS: u32 = 200;
-
-/// Strings likely to meet the tests `lits` wants true: the literal of an
-/// `==`/`in`, or the longest prefix, the substrings and regex seeds, and
-/// the longest suffix put together (a few ways). Each is checked against
-/// every test before it is used; none is needed for a verdict.
-fn candidates(table: &Table, lits: &[(usize, bool)]) -> Vec<String> {
-    let mut exact: Vec<String> = Vec::new();
-    let mut prefix = String::new();
-    let mut suffix = String::new();
-    let mut middle: Vec<String> = Vec::new();
-    for (id, t) in lits {
-        if !*t {
-            continue;
-        }
-        match table.atoms().get(*id) {
-            Some(Atom::Eq(s)) => exact.push(s.clone()),
-            Some(Atom::In(v)) => exact.extend(v.iter().cloned()),
-            Some(Atom::Prefix(p)) if p.len() > prefix.len() => prefix.clone_from(p),
-            Some(Atom::Suffix(p)) if p.len() > suffix.len() => suffix.clone_from(p),
-            Some(Atom::Contains(c)) => middle.push(c.clone()),
-            Some(Atom::Matches(p)) => middle.extend(seed(p)),
-            _ => {}
-        }
-    }
-    if !exact.is_empty() {
-        exact.truncate(64);
-        return exact;
-    }
-    if prefix.is_empty() && suffix.is_empty() && middle.is_empty() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for sep in ["", " ", "\n"] {
-        for rev in [false, true] {
-            let mut m = middle.clone();
-            if rev {
-                m.reverse();
-            }
-            let body = m.join(sep);
-            out.push(format!("{prefix}{body}{suffix}"));
-            out.push(format!("{prefix}{sep}{body}{sep}{suffix}"));
-        }
-    }
-    out.dedup();
-    out
-}
-
 /// The atoms of an analysis with their automata, compiled on first use and
 /// shared by every thread.
 #[derive(Debug, Default)]
@@ -537,6 +397,17 @@ impl Memo {
                 }
                 if let Some(w) = self.padded(table, &lits, &w, n) {
                     return FieldCheck::Sat(w);
+                }
+                // A short length: the strings of exactly that length are
+                // searched alone (every length at once can take far
+                // longer); none rules out that length only.
+                if n <= SHORT {
+                    return match self.short(table, &lits, n, deadline) {
+                        Err(e) => FieldCheck::Unknown(e.to_string()),
+                        Ok(Ok(Some(w))) => FieldCheck::Sat(w),
+                        Ok(Ok(None)) => FieldCheck::Lengths(lits, LengthSet::all_but(n)),
+                        Ok(Err(s)) => unknown(s),
+                    };
                 }
                 return match self.at_length(table, &lits, n, deadline) {
                     Err(e) => FieldCheck::Unknown(e.to_string()),
@@ -647,6 +518,25 @@ impl Memo {
         let refs: Vec<(&Arc<Lang>, usize, bool)> =
             langs.iter().map(|(l, i, t)| (l, *i, *t)).collect();
         self.first_of(&refs, &cands).ok().flatten()
+    }
+
+    /// A string meeting `lits` of exactly `n` characters, `n` at most
+    /// [`SHORT`], searched among the strings of at most `n` characters.
+    fn short(
+        &mut self,
+        table: &Table,
+        lits: &[(usize, bool)],
+        n: u64,
+        deadline: Deadline,
+    ) -> Result<Result<Option<String>, Stop>, LangError> {
+        let langs = langs_of(table, lits)?;
+        let refs: Vec<(&Arc<Lang>, usize, bool)> =
+            langs.iter().map(|(l, i, t)| (l, *i, *t)).collect();
+        let bytes = usize::try_from(n.saturating_mul(4)).unwrap_or(usize::MAX);
+        Ok(self
+            .with_comps(&refs, |comps| product::graph_within(comps, deadline, bytes))
+            .and_then(|g| g)
+            .and_then(|g| lengths::of_length(&g, n, deadline)))
     }
 
     /// A string meeting `lits` of exactly `n` characters (`None`: there is
@@ -848,89 +738,4 @@ pub fn stop_reason(stop: Stop, deadline: Deadline, what: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(atoms: Vec<Atom>) -> Table {
-        Table::new(atoms)
-    }
-
-    #[test]
-    fn search_semantics_and_anchors() {
-        let l = Lang::new(&Atom::Matches("x|^y".into())).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.accepts("axb"), Some(true));
-        assert_eq!(l.accepts("yb"), Some(true));
-        assert_eq!(l.accepts("ay"), Some(false));
-        let l = Lang::new(&Atom::Matches("^a$".into())).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.accepts("a"), Some(true));
-        assert_eq!(l.accepts("ba"), Some(false));
-    }
-
-    #[test]
-    fn products() {
-        let t = table(vec![
-            Atom::Matches("^[a-z][a-z0-9-]*$".into()),
-            Atom::In(vec!["billing-bot".into(), "payroll-bot".into()]),
-            Atom::Matches("sk_live_[A-Za-z0-9]{8,}".into()),
-        ]);
-        let mut m = Memo::default();
-        let d = Deadline::none();
-        assert_eq!(
-            m.field(&t, &[(1, true), (0, false)], None, d, "f"),
-            FieldCheck::Unsat(vec![(0, false), (1, true)])
-        );
-        let FieldCheck::Sat(s) = m.field(&t, &[(2, true)], None, d, "f") else {
-            panic!("satisfiable");
-        };
-        assert!(
-            regex::Regex::new("sk_live_[A-Za-z0-9]{8,}")
-                .unwrap_or_else(|e| panic!("{e}"))
-                .is_match(&s),
-            "{s}"
-        );
-        // Lengths: any length from 16 on, exactly.
-        let FieldCheck::Sat(s) = m.field(&t, &[(2, true)], Some(1025), d, "f") else {
-            panic!("satisfiable at 1025");
-        };
-        assert_eq!(s.chars().count(), 1025);
-        let FieldCheck::Lengths(core, set) = m.field(&t, &[(2, true)], Some(15), d, "f") else {
-            panic!("not at 15");
-        };
-        assert_eq!(core, [(2, true)]);
-        assert!(!set.contains(15) && set.contains(16) && set.contains(1 << 40));
-    }
-
-    #[test]
-    fn characters_above_the_solvers_are_searched() {
-        let t = table(vec![Atom::Matches("[\\x{E0000}-\\x{E007F}]".into())]);
-        let mut m = Memo::default();
-        let FieldCheck::Sat(s) = m.field(&t, &[(0, true)], None, Deadline::none(), "f") else {
-            panic!("satisfiable");
-        };
-        assert!(
-            s.chars().any(|c| ('\u{E0000}'..='\u{E007F}').contains(&c)),
-            "{s:?}"
-        );
-    }
-
-    #[test]
-    fn a_card_number_regex_is_searched_lazily() {
-        let card = "(?:4[0-9]{12}(?:[0-9]{3})?|5[1-5][0-9]{14})";
-        let t = table(vec![
-            Atom::Matches(card.into()),
-            Atom::Matches("[0-9]{13}".into()),
-        ]);
-        let mut m = Memo::default();
-        let d = Deadline::none();
-        let got = m.field(&t, &[(0, true)], None, d, "f");
-        let FieldCheck::Sat(s) = got else {
-            panic!("satisfiable: {got:?}");
-        };
-        assert_eq!(s, "4000000000000");
-        // Every card number holds 13 digits in a row.
-        assert_eq!(
-            m.field(&t, &[(0, true), (1, false)], None, d, "f"),
-            FieldCheck::Unsat(vec![(0, true), (1, false)])
-        );
-    }
-}
+mod tests;

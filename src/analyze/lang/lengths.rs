@@ -33,6 +33,16 @@ pub struct LengthSet {
 }
 
 impl LengthSet {
+    /// Every length but `n`.
+    pub fn all_but(n: u64) -> LengthSet {
+        LengthSet {
+            below: if n == 0 { Vec::new() } else { vec![(0, n - 1)] },
+            start: n + 1,
+            period: 1,
+            residues: vec![0],
+        }
+    }
+
     pub fn contains(&self, n: u64) -> bool {
         if n < self.start {
             return self.below.iter().any(|(lo, hi)| *lo <= n && n <= *hi);

@@ -283,13 +283,29 @@ impl Graph {
 /// Every product state the strings can pass through (where no component
 /// that must accept is dead), as a [`Graph`] of characters.
 pub(super) fn graph(comps: &mut [Comp<'_>], deadline: Deadline) -> Result<Graph, Stop> {
+    graph_within(comps, deadline, usize::MAX)
+}
+
+/// [`graph`] of the states within `max_bytes` bytes of the start (breadth
+/// first): exact for every string of at most `max_bytes / 4` characters.
+pub(super) fn graph_within(
+    comps: &mut [Comp<'_>],
+    deadline: Deadline,
+    max_bytes: usize,
+) -> Result<Graph, Stop> {
     let reps = representatives(comps);
     let mut seen = Explored::new(start_state(comps)?);
     let mut edges: Vec<Vec<(u8, usize)>> = vec![Vec::new()];
+    let mut depth: Vec<usize> = vec![0];
     let mut n = 0;
     while let Some((state, _, _)) = seen.nodes.get(n) {
         if n % CLOCK_EVERY == 0 && deadline.passed() {
             return Err(Stop::Time);
+        }
+        let d = depth.get(n).copied().unwrap_or(0);
+        if d >= max_bytes {
+            n += 1;
+            continue;
         }
         let state = state.clone();
         let mut out = Vec::new();
@@ -307,6 +323,7 @@ pub(super) fn graph(comps: &mut [Comp<'_>], deadline: Deadline) -> Result<Graph,
                     seen.index.insert(next.clone(), id);
                     seen.nodes.push((next, n, b));
                     edges.push(Vec::new());
+                    depth.push(d + 1);
                     id
                 }
             };
