@@ -21,7 +21,7 @@ pub use err::syntax_finding;
 /// How deep a condition may nest (parentheses and `not`): every artifact
 /// that `compile` writes must load in the engine, whose JSON reader stops at
 /// 128 levels, and the parser's stack must hold. One limit, checked while
-/// lowering ([`lower`]) and, before pest runs, by a scan of the text that
+/// lowering (`lower`) and, before pest runs, by a scan of the text that
 /// keeps a pathological file from overflowing the parser's stack.
 pub const MAX_NESTING: usize = 32;
 

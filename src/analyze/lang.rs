@@ -41,6 +41,9 @@ pub use self::lengths::LengthSet;
 use self::product::{Comp, Found};
 use self::seeds::{CORE_IDS, candidates, factor_form, seed};
 
+/// Tests of one string and the truth each is wanted with: (atom id, truth).
+pub type Lits = Vec<(usize, bool)>;
+
 /// Lengths up to this many characters are searched one at a time
 /// ([`Memo::field`]).
 const SHORT: u64 = 16;
@@ -345,7 +348,7 @@ pub struct Memo {
     /// By atom id; `usize::MAX` is the language of every string, other
     /// large ids the strings a search must avoid.
     caches: HashMap<usize, (Arc<Lang>, Cache)>,
-    results: HashMap<(Vec<(usize, bool)>, Option<u64>), Check>,
+    results: HashMap<(Lits, Option<u64>), Check>,
     lengths: HashMap<Vec<(usize, bool)>, Result<LengthSet, Stop>>,
 }
 
@@ -577,7 +580,7 @@ impl Memo {
         lits: Vec<(usize, bool)>,
         n: u64,
         deadline: Deadline,
-    ) -> Result<Result<(Vec<(usize, bool)>, LengthSet), Stop>, LangError> {
+    ) -> Result<Result<(Lits, LengthSet), Stop>, LangError> {
         let mut core = lits;
         let mut set = match self.lengths(table, &core, deadline)? {
             Ok(s) => s,

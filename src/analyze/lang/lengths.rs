@@ -50,7 +50,7 @@ impl LengthSet {
         self.period > 0 && self.residues.contains(&((n - self.start) % self.period))
     }
 
-    /// The lengths below [`LengthSet::start`], as inclusive intervals.
+    /// The lengths below the periodic part, as inclusive intervals.
     pub fn intervals(&self) -> &[(u64, u64)] {
         &self.below
     }

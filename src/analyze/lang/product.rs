@@ -387,7 +387,7 @@ pub(super) fn graph_within(
                 }
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|a| a.0);
         if let Some(slot) = succ.get_mut(b) {
             *slot = out;
         }

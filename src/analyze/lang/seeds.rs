@@ -44,7 +44,7 @@ pub(super) fn seed(pattern: &str) -> Option<String> {
     found
 }
 
-/// Ids of [`Memo`] caches for the core of atom `id`: `CORE_IDS + id`.
+/// Ids of [`Memo`](super::Memo) caches for the core of atom `id`: `CORE_IDS + id`.
 pub(super) const CORE_IDS: usize = usize::MAX / 2;
 
 /// Tests closed under adding characters on either side (`contains`, a

@@ -16,6 +16,9 @@ use super::plan::Repr;
 use super::{Needs, Refinement};
 use crate::analyze::lang::{self, Deadline, LengthSet, Memo, Table};
 
+/// A class's tests and the length the model gives it.
+type Wanted = (lang::Lits, Option<u64>);
+
 impl Encoder<'_> {
     /// Checks the string tests a model sets, with automata (`memo`
     /// remembers verdicts), each string at the length the model gives it
@@ -123,7 +126,7 @@ impl Encoder<'_> {
         };
         let mut block = Vec::new();
         let mut strings: BTreeMap<usize, String> = BTreeMap::new();
-        let mut lits_of: BTreeMap<usize, (Vec<(usize, bool)>, Option<u64>)> = BTreeMap::new();
+        let mut lits_of: BTreeMap<usize, Wanted> = BTreeMap::new();
         let mut length_vars: BTreeMap<usize, (u64, Int)> = BTreeMap::new();
         for (root, fs) in &members {
             let lits: Vec<(usize, bool)> = fs
@@ -267,7 +270,7 @@ const MAX_DISTINCT_SEARCHES: usize = 256;
 fn distinct(
     table: &Table,
     memo: &mut Memo,
-    lits_of: &BTreeMap<usize, (Vec<(usize, bool)>, Option<u64>)>,
+    lits_of: &BTreeMap<usize, Wanted>,
     edges: &BTreeSet<(usize, usize)>,
     deadline: Deadline,
 ) -> Distinct {
