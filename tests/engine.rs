@@ -35,7 +35,7 @@ use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
 use tower::ServiceExt;
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-0123";
 
 const TOML: &str = r#"
 [project]
@@ -1846,6 +1846,72 @@ fn engine_command_needs_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin token is required"));
+}
+
+#[test]
+fn engine_command_refuses_tokens_it_could_never_admit() {
+    for (token, says) in [
+        ("tiny-token", "at least 16"),
+        ("ünïcode-token-0123456", "printable ASCII"),
+        ("a token with blanks inside", "printable ASCII"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["engine", "--listen", "127.0.0.1:0"])
+            .env("SLUICE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{token}: {err}");
+        assert!(err.contains(says), "{token}: {err}");
+        assert!(!err.contains(token), "{err}");
+    }
+}
+
+#[test]
+fn a_token_from_a_secret_file_and_a_lowercase_scheme_are_admitted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // As `$(cat secret-file)` would not strip it: a trailing newline.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SLUICE_ADMIN_TOKEN", format!("{TOKEN}\n"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codes = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/v1/stats");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if client.get(&url).send().await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the engine did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut codes = Vec::new();
+        for auth in [
+            format!("Bearer {TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("Bearer {TOKEN}x"),
+        ] {
+            let r = client
+                .get(&url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            codes.push(r.status().as_u16());
+        }
+        codes
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(codes, [200, 200, 401]);
 }
 
 #[test]

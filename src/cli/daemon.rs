@@ -171,11 +171,18 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+    let admin_token = match crate::engine::http::secret("the admin token", &args.admin_token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    };
     let mut config = crate::reconcile::Config::new(
         &repo.to_string_lossy(),
         args.state_dir,
         args.engines,
-        &args.admin_token,
+        &admin_token,
     );
     config.branch = args.branch;
     config.interval = args.interval;

@@ -244,18 +244,47 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// The fewest bytes a token or a secret may have.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// A token or secret as given on the command line, in the environment or
+/// in a file: surrounding blanks (the newline a secret file ends with) are
+/// trimmed; one shorter than [`MIN_SECRET_LEN`] bytes, or with a character
+/// that is not printable ASCII (it could never be sent in a header), is
+/// refused, naming `what` and never the value.
+pub fn secret(what: &str, raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "{what} is {} byte(s) long: it must have at least {MIN_SECRET_LEN}",
+            s.len()
+        ));
+    }
+    if !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{what} may hold printable ASCII characters only, without blanks"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 impl AdminToken {
     pub fn new(token: &str) -> AdminToken {
         AdminToken(Sha256::digest(token.as_bytes()).into())
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <this token>`
-    /// (surrounding blanks ignored), compared in constant time.
+    /// Whether `headers` carry `Authorization: Bearer <this token>` (the
+    /// scheme in any case, surrounding blanks ignored), compared in
+    /// constant time.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+            })
             .map(str::trim);
         given.is_some_and(|g| {
             let digest: [u8; 32] = Sha256::digest(g.as_bytes()).into();

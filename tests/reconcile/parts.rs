@@ -595,7 +595,12 @@ fn one_daemon_per_state_folder() {
         .arg(dir.path().join("no-such-repository.git"))
         .arg("--state-dir")
         .arg(dir.path())
-        .args(["--engine", "http://127.0.0.1:9", "--admin-token", "t"])
+        .args([
+            "--engine",
+            "http://127.0.0.1:9",
+            "--admin-token",
+            super::fixture::TOKEN,
+        ])
         .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
