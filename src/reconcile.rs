@@ -30,6 +30,8 @@
 //! - [`client`]: [`client::EngineClient`] and its HTTP implementation.
 //! - [`observe`]: the fleet's figures summed into one observation.
 //! - [`store`]: `state.json`, `audit.jsonl`, stored artifacts.
+//! - [`lease`]: the daemon's identity and the leases it holds on its
+//!   engines (fencing).
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
@@ -45,6 +47,7 @@ mod converge;
 pub mod daemon;
 pub mod err;
 pub mod git;
+pub mod lease;
 pub mod lock;
 pub mod observe;
 mod publish;
@@ -84,6 +87,13 @@ pub struct Config {
     pub engine_grace: Duration,
     /// How long one engine call may take.
     pub engine_timeout: Duration,
+    /// How long an engine's lease lasts without renewal (`--lease`): past
+    /// it, the engine drops the candidate and may be taken by another
+    /// daemon. Renewed every third of it.
+    pub lease: Duration,
+    /// Take every engine's lease by force at start (`--take-over`), from a
+    /// daemon that is gone or must give the fleet up.
+    pub take_over: bool,
     /// Where the daemon reads the time: stage durations, grace periods,
     /// the times of audit lines.
     pub clock: Arc<dyn Clock>,
@@ -92,7 +102,8 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults: branch `main`, a 1 s interval,
     /// the control API on [`DEFAULT_LISTEN`], a 10 s grace for unreachable
-    /// engines, a 2 s timeout per engine call and the system's clock.
+    /// engines, a 2 s timeout per engine call, a 30 s lease and the
+    /// system's clock.
     pub fn new(repo: &str, state_dir: PathBuf, engines: Vec<String>, admin_token: &str) -> Config {
         Config {
             repo: repo.to_string(),
@@ -105,6 +116,8 @@ impl Config {
             decision_log: None,
             engine_grace: Duration::from_secs(10),
             engine_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(30),
+            take_over: false,
             clock: Arc::new(SystemClock),
         }
     }

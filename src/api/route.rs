@@ -67,7 +67,8 @@ impl Cohort {
     }
 }
 
-/// The route as `PUT /v1/route` takes it and `GET /v1/route` returns it.
+/// The route as `PUT /v1/route` takes it (inside an
+/// [`crate::api::lease::RouteRequest`]) and `GET /v1/route` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
@@ -102,6 +103,9 @@ pub struct RouteInForce {
     /// Seconds since the epoch.
     pub since: u64,
     pub route: RouteSpec,
+    /// The owner's lease, while one is held (see [`crate::api::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::api::lease::LeaseInForce>,
 }
 
 fn default_hash_key() -> String {

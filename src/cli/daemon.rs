@@ -39,6 +39,16 @@ pub struct ReconcileArgs {
     /// How long one engine call may take.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+    /// How long an engine's lease lasts without renewal (renewed every third
+    /// of it): past it, the engine drops the candidate and serves stable
+    /// alone, and another daemon may take it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
+    /// Take every engine's lease at start, even from another daemon (an
+    /// operator's takeover of a fleet whose daemon is gone or must give it
+    /// up). Use it once: a daemon restarted with it takes the fleet again.
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
@@ -61,6 +71,8 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.decision_log = args.decision_log;
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
+    config.lease = args.lease;
+    config.take_over = args.take_over;
     let rt = super::runtime(true)?;
     rt.block_on(crate::reconcile::run(
         config,

@@ -1,43 +1,64 @@
-//! The engines' side of the loop: every engine's route and figures read in
-//! parallel, engines moved onto the route the state asks for (uploading
-//! the artifacts they lack), and the fleet's observation for the stage
-//! decision. Engine failures do not stop the loop: they show in status and
+//! The engines' side of the loop: every engine's route, lease and figures
+//! read in parallel (leases renewed on the way, `lease`), engines moved onto
+//! the route the state asks for (uploading the artifacts they lack), each
+//! with its own task and its own timeout, and the fleet's observation for
+//! the stage decision. Engine failures do not stop the loop: they show in status and
 //! are retried on the next pass.
 
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::client::{EngineClient, EngineError};
-use crate::api::stats::EngineStats;
+use super::lease::{Holder, note_failure};
 use super::observe;
 use super::runner::{EngineView, Runner};
+use crate::api::lease::{Conflict, RouteRequest};
 use crate::api::route::RouteSpec;
+use crate::api::stats::EngineStats;
 use crate::model::short;
 use crate::rollout::machine::{self, Fleet, Observed};
 
 impl Runner {
-    /// Reads every engine's route and figures, in parallel.
+    /// Reads every engine's route, lease and figures, in parallel, and
+    /// renews the leases this daemon holds that are due.
     pub(super) async fn observe(&mut self) {
         let mut set = JoinSet::new();
+        let every = self.renew_every();
         for (i, e) in self.engines.iter().enumerate() {
             let client = e.client.clone();
+            let due = e.renewed.is_none_or(|t| t.elapsed() >= every);
+            let req = self.lease_request(false);
             set.spawn(async move {
                 let (route, stats) = tokio::join!(client.get_route(), client.stats());
-                (i, route, stats)
+                let mine = matches!(&route, Ok(Some(r))
+                    if r.lease.as_ref().is_some_and(|l| l.owner == req.owner));
+                let renewal = if mine && due {
+                    Some(client.renew_lease(&req).await)
+                } else {
+                    None
+                };
+                (i, route, stats, renewal)
             });
         }
         let now = self.now_ms();
         while let Some(joined) = set.join_next().await {
-            let Ok((i, route, stats)) = joined else {
+            let Ok((i, route, stats, renewal)) = joined else {
                 continue;
+            };
+            let holder = match &route {
+                Ok(Some(r)) => self.holder_of(r.lease.as_ref().map(|l| l.owner.as_str())),
+                _ => Holder::Unknown,
             };
             let Some(view) = self.engines.get_mut(i) else {
                 continue;
             };
             match (route, stats) {
                 (Ok(route), Ok(stats)) => {
-                    view.route = route;
+                    view.version = route.as_ref().map_or(0, |r| r.version);
+                    view.route = route.map(|r| r.route);
+                    view.holder = holder;
                     view.known = true;
                     view.stats = Some(stats);
                     view.error = None;
@@ -52,6 +73,24 @@ impl Runner {
                     view.error = Some(e.to_string());
                     view.down_since.get_or_insert(now);
                 }
+            }
+            match renewal {
+                Some(Ok(granted)) => {
+                    view.renewed = Some(Instant::now());
+                    view.holder = Holder::Mine;
+                    if granted.version != view.version {
+                        // The lease lapsed and the engine dropped the
+                        // candidate in between: read it as routeless so
+                        // that it is set again.
+                        view.version = granted.version;
+                        view.route = None;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(engine = view.client.name(), error = %e, "renewing the lease failed");
+                    note_failure(view, &e);
+                }
+                None => {}
             }
         }
     }
@@ -99,7 +138,8 @@ impl Runner {
 
     /// Moves every engine that is not on the desired route onto it, in
     /// parallel; an engine missing an artifact gets it uploaded first.
-    /// `all` also tries engines that did not answer the last read.
+    /// `all` also tries engines that did not answer the last read. Engines
+    /// another daemon holds are left alone; while fenced, so are free ones.
     pub(super) async fn converge(&mut self, all: bool) {
         let Some(desired) = self.desired() else {
             return;
@@ -112,22 +152,31 @@ impl Runner {
                 needed.push((h.clone(), b));
             }
         }
+        let fenced = self.fenced().is_some();
         let needed = Arc::new(needed);
         let desired = Arc::new(desired);
         let mut set = JoinSet::new();
         for (i, e) in self.engines.iter().enumerate() {
+            let mine = e.holder == Holder::Mine;
             let on = e.known
+                && mine
                 && e.route
                     .as_ref()
                     .is_some_and(|r| machine::same_route(r, &desired));
-            if on || (!all && !e.known) {
+            let other = matches!(e.holder, Holder::Other(_));
+            if on || other || (fenced && !mine) || (!all && !e.known) {
                 continue;
             }
             let client = e.client.clone();
-            let desired = desired.clone();
+            let req = RouteRequest {
+                owner: self.identity.clone(),
+                expect: e.version,
+                lease_ms: self.lease_ms(),
+                route: (*desired).clone(),
+            };
             let needed = needed.clone();
             set.spawn(async move {
-                let r = set_route(client.as_ref(), &desired, &needed).await;
+                let r = set_route(client.as_ref(), req, &needed).await;
                 (i, r)
             });
         }
@@ -136,15 +185,18 @@ impl Runner {
                 continue;
             };
             match r {
-                Ok(()) => {
+                Ok(version) => {
                     view.route = Some((*desired).clone());
+                    view.version = version;
+                    view.holder = Holder::Mine;
+                    view.renewed = Some(Instant::now());
                     view.known = true;
                     // Figures of the old route do not count for the new one.
                     view.stats = None;
                 }
                 Err(e) => {
                     tracing::warn!(engine = view.client.name(), error = %e, "setting the route failed");
-                    view.error = Some(e.to_string());
+                    note_failure(view, &e);
                 }
             }
         }
@@ -196,7 +248,11 @@ impl Runner {
     }
 
     pub(super) fn fleet(&self) -> Fleet {
-        if self.engines.iter().any(|e| !e.known) {
+        if self
+            .engines
+            .iter()
+            .any(|e| !e.known || matches!(e.holder, Holder::Other(_)))
+        {
             return Fleet::Unknown;
         }
         let stables: Vec<&str> = self
@@ -216,25 +272,44 @@ impl Runner {
     }
 }
 
-/// Sets one engine's route; when the engine lacks an artifact (409), uploads
-/// the route's artifacts and tries once more. A call that did not get
-/// through (a pooled connection the engine had closed) is tried again at
-/// once: a rollback must not wait for the next pass.
+/// Sets one engine's route; returns the route's new version. When the
+/// engine lacks an artifact (409), uploads the route's artifacts and tries
+/// once more; when the route changed since it was read and nobody else
+/// holds the engine (a lapse in between), reads the version again and tries
+/// once more. A call that did not get through (a pooled connection the
+/// engine had closed) is tried again at once, but not one that timed out:
+/// a hung engine costs one timeout, and never delays the others (every
+/// engine has its own task).
 async fn set_route(
     client: &dyn EngineClient,
-    route: &RouteSpec,
+    mut req: RouteRequest,
     artifacts: &[(String, Arc<Vec<u8>>)],
-) -> Result<(), EngineError> {
-    let first = match client.set_route(route).await {
-        Err(EngineError::Unreachable { .. }) => client.set_route(route).await,
-        other => other,
-    };
-    match first {
-        Err(e) if e.is_missing_artifact() => {
-            for (hash, bytes) in artifacts {
-                client.upload(hash, bytes).await?;
+) -> Result<u64, EngineError> {
+    let once = |req: RouteRequest| async move {
+        let first = match client.set_route(&req).await {
+            Err(e @ EngineError::Unreachable { .. }) if !e.is_timeout() => {
+                client.set_route(&req).await
             }
-            client.set_route(route).await
+            other => other,
+        };
+        match first {
+            Err(e) if e.is_missing_artifact() => {
+                for (hash, bytes) in artifacts {
+                    client.upload(hash, bytes).await?;
+                }
+                client.set_route(&req).await
+            }
+            other => other,
+        }
+        .map(|()| req.expect + 1)
+    };
+    match once(req.clone()).await {
+        Err(EngineError::Fenced(f))
+            if f.conflict == Conflict::Version
+                && f.owner.as_deref().is_none_or(|o| o == req.owner) =>
+        {
+            req.expect = f.version;
+            once(req).await
         }
         other => other,
     }

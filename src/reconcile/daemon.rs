@@ -15,12 +15,16 @@ use super::api::{self, ApiState, CommandRequest};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
+use super::lease;
 use super::lock::FolderLock;
 use super::runner::{Outputs, Runner};
 use super::store::Store;
 use crate::api::audit::Transition;
 use crate::api::status::Status;
 use crate::rollout::machine;
+
+/// The shortest `--lease` (renewed every third of it).
+const MIN_LEASE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A running daemon.
 pub struct Daemon {
@@ -73,12 +77,18 @@ impl Daemon {
                 "no engine: name at least one with `--engine URL`".to_string(),
             ));
         }
+        if config.lease < MIN_LEASE {
+            return Err(ReconcileError::Config(format!(
+                "--lease must be at least {MIN_LEASE:?}: a shorter lease lapses between two renewals"
+            )));
+        }
         let state_dir = config.state_dir.clone();
         // The folder is taken before anything in it is read or repaired.
-        let (folder, store, state) = tokio::task::spawn_blocking(move || {
+        let (folder, store, state, identity) = tokio::task::spawn_blocking(move || {
             let folder = FolderLock::acquire(&state_dir)?;
             let (store, state) = Store::open(&state_dir)?;
-            Ok::<_, ReconcileError>((folder, store, state))
+            let identity = lease::identity(&state_dir)?;
+            Ok::<_, ReconcileError>((folder, store, state, identity))
         })
         .await??;
         let url = git::remote_url(&config.repo);
@@ -129,8 +139,10 @@ impl Daemon {
             addr = Some(bound);
         }
 
+        tracing::info!(identity = %identity, "daemon identity");
         let runner = Runner::new(
             config,
+            identity,
             folder,
             store,
             state,

@@ -19,15 +19,16 @@ use tokio::time::Instant;
 use super::Config;
 use super::api::CommandRequest;
 use super::client::EngineClient;
-use crate::api::stats::EngineStats;
 use super::err::ReconcileError;
 use super::git::Mirror;
+use super::lease::Holder;
 use super::lock::FolderLock;
 use super::store::Store;
 use crate::api::audit::{Notes, Transition};
 use crate::api::replay::ReplayTotals;
 use crate::api::rollout_state::State;
 use crate::api::route::RouteSpec;
+use crate::api::stats::EngineStats;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
 use crate::model::short;
@@ -45,6 +46,14 @@ const FIRST_REVERT_BACKOFF: Duration = Duration::from_millis(250);
 pub(super) struct EngineView {
     pub(super) client: Arc<dyn EngineClient>,
     pub(super) route: Option<RouteSpec>,
+    /// The route's version as last read or set (0: no route).
+    pub(super) version: u64,
+    /// Who holds the engine's lease.
+    pub(super) holder: Holder,
+    /// When this daemon last renewed (or took) the lease.
+    pub(super) renewed: Option<Instant>,
+    /// `--take-over`: claim this engine by force.
+    pub(super) take_over: bool,
     /// Whether `route` was read (or set) successfully.
     pub(super) known: bool,
     pub(super) stats: Option<EngineStats>,
@@ -83,6 +92,8 @@ pub(super) struct Outputs {
 /// builds, beside the persisted rollout state.
 pub(super) struct Runner {
     pub(super) config: Config,
+    /// This daemon's identity: the owner named in every lease.
+    pub(super) identity: String,
     /// Held for as long as the loop runs.
     _folder: FolderLock,
     pub(super) store: Arc<Store>,
@@ -124,8 +135,13 @@ pub(super) fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
 }
 
 impl Runner {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts the daemon's start made"
+    )]
     pub(super) fn new(
         config: Config,
+        identity: String,
         folder: FolderLock,
         store: Store,
         state: State,
@@ -140,6 +156,10 @@ impl Runner {
                 .map(|client| EngineView {
                     client,
                     route: None,
+                    version: 0,
+                    holder: Holder::Unknown,
+                    renewed: None,
+                    take_over: config.take_over,
                     known: false,
                     stats: None,
                     error: None,
@@ -147,6 +167,7 @@ impl Runner {
                 })
                 .collect(),
             config,
+            identity,
             _folder: folder,
             store: Arc::new(store),
             state,
@@ -236,6 +257,10 @@ impl Runner {
     fn next_wake(&self) -> Instant {
         let base = self.last_fetch.unwrap_or_else(Instant::now);
         let mut next = base + self.config.interval;
+        // Leases are renewed at least every third of their length.
+        if let Some(renewed) = self.engines.iter().filter_map(|e| e.renewed).min() {
+            next = next.min(renewed + self.renew_every());
+        }
         if !self.state.reverts.is_empty() {
             next = next.min(self.next_revert);
         }
@@ -253,8 +278,16 @@ impl Runner {
             self.fetch().await;
         }
         self.observe().await;
+        self.claim().await;
         self.converge(false).await;
         self.compute_observed();
+        if let Some(why) = self.fenced() {
+            // Another daemon holds engines of this fleet: nothing of this
+            // daemon's own is decided until its lease lapses.
+            self.decision = None;
+            self.waiting = Some(why);
+            return Ok(false);
+        }
 
         // 1. The stage in flight (rollback triggers first of all).
         let step = self.step(Event::Tick);
