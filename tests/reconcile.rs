@@ -10,6 +10,8 @@
 //!   moments of two rollouts; every run ends in the same state.
 //! - `faults`: an engine down mid-stage; the git remote gone during a
 //!   rollback.
+//! - `fencing`: two daemons on one fleet: the second is refused and
+//!   changes nothing; a stale daemon restarted cannot roll the fleet back.
 //!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
@@ -18,5 +20,6 @@ mod fixture;
 mod crash;
 mod e2e;
 mod faults;
+mod fencing;
 mod machine;
 mod parts;

@@ -96,7 +96,10 @@ impl Daemon {
         let branch = config.branch.clone();
         let mirror =
             tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Status {
+            identity: identity.clone(),
+            ..Status::default()
+        });
         let (events, _) = broadcast::channel(1024);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let hook = Arc::new(Notify::new());
