@@ -10,6 +10,8 @@
 //!   moments of two rollouts; every run ends in the same state.
 //! - `faults`: an engine down mid-stage; the git remote gone during a
 //!   rollback.
+//! - `latency`: what the daemon never waits for: the next tick after a
+//!   hook, a hung engine, a hung git server.
 //! - `fencing`: two daemons on one fleet: the second is refused and
 //!   changes nothing; a stale daemon restarted cannot roll the fleet back.
 //!
@@ -21,5 +23,6 @@ mod crash;
 mod e2e;
 mod faults;
 mod fencing;
+mod latency;
 mod machine;
 mod parts;

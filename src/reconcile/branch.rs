@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -100,17 +101,29 @@ impl Runner {
     /// Starts building `head` in the background unless it is built or being
     /// built; takes in a finished build. Returns whether `head` is built.
     pub(super) async fn poll_build(&mut self, head: &str) -> Result<bool, ReconcileError> {
-        if self.building.as_ref().is_some_and(|(_, h)| h.is_finished())
-            && let Some((commit, handle)) = self.building.take()
-        {
-            let (cached, bytes) = handle.await??;
-            if let Some((hash, bytes)) = bytes {
-                self.artifacts.insert(hash, Arc::new(bytes));
+        if let Some((commit, rx)) = &mut self.building {
+            let taken = match rx.try_recv() {
+                Ok(built) => Some(built),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    Some(Err(ReconcileError::Git(format!(
+                        "the build of {} stopped before it finished",
+                        short::hash(commit)
+                    ))))
+                }
+            };
+            if let Some(built) = taken
+                && let Some((commit, _)) = self.building.take()
+            {
+                let (cached, bytes) = built?;
+                if let Some((hash, bytes)) = bytes {
+                    self.artifacts.insert(hash, Arc::new(bytes));
+                }
+                let keep = [self.head.clone(), self.state.head.clone()];
+                self.builds
+                    .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
+                self.builds.insert(commit, cached);
             }
-            let keep = [self.head.clone(), self.state.head.clone()];
-            self.builds
-                .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
-            self.builds.insert(commit, cached);
         }
         if self.builds.contains_key(head) {
             return Ok(true);
@@ -123,16 +136,19 @@ impl Runner {
             let log = self.config.decision_log.clone();
             let done = self.build_done.clone();
             let commit = head.to_string();
-            let handle = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
                 let live = build::Live {
                     engines: &live,
                     base: base.as_ref(),
                 };
                 let out = build_commit(&mirror, &store, &commit, log.as_deref(), Some(live));
+                // The result first, then the wake-up: a loop woken by it
+                // always finds the build.
+                let _ = tx.send(out);
                 done.notify_one();
-                out
             });
-            self.building = Some((head.to_string(), handle));
+            self.building = Some((head.to_string(), rx));
         }
         Ok(false)
     }

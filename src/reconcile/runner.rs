@@ -103,10 +103,12 @@ pub(super) struct Runner {
     /// Rollout plans by commit.
     pub(super) plans: HashMap<String, Option<RolloutPlan>>,
     pub(super) builds: HashMap<String, Cached>,
-    /// The commit being built in the background.
+    /// The commit being built in the background, and where its build
+    /// arrives (sent before the loop is woken, so a wake-up always finds
+    /// it).
     pub(super) building: Option<(
         String,
-        tokio::task::JoinHandle<Result<Built, ReconcileError>>,
+        tokio::sync::oneshot::Receiver<Result<Built, ReconcileError>>,
     )>,
     /// Wakes the loop when a build is done.
     pub(super) build_done: Arc<Notify>,
