@@ -23,6 +23,8 @@
 //! - `branch`: the branch's side: fetching, building new heads in the
 //!   background, landing reverts.
 //! - `publish`: the status document, once per iteration.
+//! - `gitcall`: git's network calls (fetch, push) on threads of their own,
+//!   with a timeout, never awaited by the loop.
 //!
 //! Its parts:
 //! - [`git`]: the bare mirror (fetch, read a commit's tree, revert + push).
@@ -47,6 +49,7 @@ mod converge;
 pub mod daemon;
 pub mod err;
 pub mod git;
+mod gitcall;
 pub mod lease;
 pub mod lock;
 pub mod observe;
@@ -91,6 +94,11 @@ pub struct Config {
     /// it, the engine drops the candidate and may be taken by another
     /// daemon. Renewed every third of it.
     pub lease: Duration,
+    /// How long a git network call (fetch, revert push) may go unanswered
+    /// before it is given up and shown as an error (`--git-timeout`). The
+    /// loop never waits for git: this only bounds how long a hung remote
+    /// goes unreported and holds up the next call.
+    pub git_timeout: Duration,
     /// Take every engine's lease by force at start (`--take-over`), from a
     /// daemon that is gone or must give the fleet up.
     pub take_over: bool,
@@ -102,8 +110,8 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults: branch `main`, a 1 s interval,
     /// the control API on [`DEFAULT_LISTEN`], a 10 s grace for unreachable
-    /// engines, a 2 s timeout per engine call, a 30 s lease and the
-    /// system's clock.
+    /// engines, a 2 s timeout per engine call, a 30 s lease, a 30 s git
+    /// timeout and the system's clock.
     pub fn new(repo: &str, state_dir: PathBuf, engines: Vec<String>, admin_token: &str) -> Config {
         Config {
             repo: repo.to_string(),
@@ -117,6 +125,7 @@ impl Config {
             engine_grace: Duration::from_secs(10),
             engine_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(30),
+            git_timeout: Duration::from_secs(30),
             take_over: false,
             clock: Arc::new(SystemClock),
         }

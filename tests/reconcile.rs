@@ -15,9 +15,13 @@
 //! - `fencing`: two daemons on one fleet: the second is refused and
 //!   changes nothing; a stale daemon restarted cannot roll the fleet back.
 //!
+//! - `githttp`: a git smart-HTTP server (`git http-backend`) in a process
+//!   of its own, to stop with SIGSTOP.
+//!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
+mod githttp;
 
 mod crash;
 mod e2e;

@@ -44,6 +44,11 @@ pub struct ReconcileArgs {
     /// alone, and another daemon may take it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: std::time::Duration,
+    /// How long a git fetch or push may go unanswered before it is given up
+    /// and shown in status (the daemon never waits for git: rollbacks go on
+    /// while the remote hangs).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub git_timeout: std::time::Duration,
     /// Take every engine's lease at start, even from another daemon (an
     /// operator's takeover of a fleet whose daemon is gone or must give it
     /// up). Use it once: a daemon restarted with it takes the fleet again.
@@ -73,6 +78,7 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.engine_timeout = args.engine_timeout;
     config.lease = args.lease;
     config.take_over = args.take_over;
+    config.git_timeout = args.git_timeout;
     let rt = super::runtime(true)?;
     rt.block_on(crate::reconcile::run(
         config,

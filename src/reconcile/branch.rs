@@ -2,7 +2,8 @@
 //! new head in the background (compile, check, replay, against the engines'
 //! live state) and keeping its result until the head is acted on, reading a
 //! candidate's rollout plan, and landing pending reverts, retried with a
-//! growing wait. Git runs on tokio's blocking pool, never on the loop.
+//! growing wait. Fetches and pushes run off the loop (`gitcall`), with a
+//! timeout; commits are read on tokio's blocking pool.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,33 +14,51 @@ use tokio::time::Instant;
 use super::build;
 use super::err::ReconcileError;
 use super::git::Mirror;
+use super::gitcall::Polled;
 use super::runner::{Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff};
 use super::store::Store;
 use crate::model::short;
 use crate::rollout::machine::{Build, Event, Head, Ready, RevertOutcome};
 
 impl Runner {
-    pub(super) async fn fetch(&mut self) {
+    /// Starts fetching the branch, off the loop, unless a fetch is in
+    /// flight (a hook meanwhile fetches again once it returns).
+    pub(super) fn fetch(&mut self) {
+        if self.fetching.is_some() {
+            return;
+        }
+        if !self.git.can_start() {
+            self.git_error = Some(self.git.busy());
+            return;
+        }
         self.fetch_now = false;
         self.last_fetch = Some(Instant::now());
-        let mirror = self.mirror.clone();
-        let out = tokio::task::spawn_blocking(move || lock(&mirror).fetch()).await;
-        match out {
-            Ok(Ok(head)) => {
+        self.fetching = Some(self.git.start("fetching the branch", |m| m.fetch()));
+    }
+
+    /// Takes in the fetch's answer when it is there; gives it up past
+    /// `--git-timeout`, saying so in status.
+    pub(super) async fn take_fetch(&mut self) {
+        match self.git.poll(&mut self.fetching) {
+            None | Some(Polled::Running) => {}
+            Some(Polled::Done(Ok(head))) => {
                 self.head = Some(head);
                 self.fetched_ms = Some(self.now_ms());
                 self.git_error = None;
             }
-            Ok(Err(e)) => {
+            Some(Polled::Done(Err(e)) | Polled::TimedOut(e)) => {
                 if self.git_error.as_deref() != Some(&e.to_string()) {
                     tracing::warn!(error = %e, "fetching the branch failed");
                 }
                 self.git_error = Some(e.to_string());
                 if self.head.is_none() {
-                    self.head = lock(&self.mirror).head();
+                    let mirror = self.mirror.clone();
+                    self.head = tokio::task::spawn_blocking(move || lock(&mirror).head())
+                        .await
+                        .ok()
+                        .flatten();
                 }
             }
-            Err(e) => self.git_error = Some(e.to_string()),
         }
         // The plan of a candidate persisted by an earlier run.
         if let Some(r) = &self.state.rollout {
@@ -182,13 +201,39 @@ impl Runner {
         })
     }
 
+    /// Lands the first pending revert: starts pushing it off the loop when
+    /// its time has come, and settles it once git answered. Returns whether
+    /// a transition was made.
     pub(super) async fn revert(&mut self) -> Result<bool, ReconcileError> {
         let Some(pending) = self.state.reverts.first().cloned() else {
             return Ok(false);
         };
-        let mirror = self.mirror.clone();
-        let p = pending.clone();
-        let out = tokio::task::spawn_blocking(move || lock(&mirror).revert(&p)).await?;
+        let Some((commit, _)) = &self.reverting else {
+            if Instant::now() >= self.next_revert {
+                if self.git.can_start() {
+                    let p = pending.clone();
+                    let call = self.git.start("pushing the revert", move |m| m.revert(&p));
+                    self.reverting = Some((pending.commit.clone(), call));
+                } else {
+                    self.revert_error = Some(self.git.busy());
+                }
+            }
+            return Ok(false);
+        };
+        let commit = commit.clone();
+        let mut call = self.reverting.take().map(|(_, c)| c);
+        let out = match self.git.poll(&mut call) {
+            None | Some(Polled::Running) => {
+                self.reverting = call.map(|c| (commit, c));
+                return Ok(false);
+            }
+            Some(Polled::Done(out)) => out,
+            Some(Polled::TimedOut(e)) => Err(e),
+        };
+        if commit != pending.commit {
+            // The revert it was for is no longer the first pending one.
+            return Ok(false);
+        }
         match out {
             Ok(outcome) => {
                 if let RevertOutcome::Pushed { revert } = &outcome {

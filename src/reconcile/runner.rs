@@ -21,6 +21,7 @@ use super::api::CommandRequest;
 use super::client::EngineClient;
 use super::err::ReconcileError;
 use super::git::Mirror;
+use super::gitcall::{GitCall, GitCalls};
 use super::lease::Holder;
 use super::lock::FolderLock;
 use super::store::Store;
@@ -32,7 +33,7 @@ use crate::api::stats::EngineStats;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
 use crate::model::short;
-use crate::rollout::machine::{self, Action, Ctx, Event, Observed};
+use crate::rollout::machine::{self, Action, Ctx, Event, Observed, RevertOutcome};
 use crate::rollout::stage::StageDecision;
 
 /// The longest wait between two attempts at pushing a revert.
@@ -116,6 +117,12 @@ pub(super) struct Runner {
     pub(super) head: Option<String>,
     pub(super) fetched_ms: Option<u64>,
     pub(super) git_error: Option<String>,
+    /// Git's network calls, off the loop.
+    pub(super) git: GitCalls,
+    /// The fetch in flight.
+    pub(super) fetching: Option<GitCall<String>>,
+    /// The revert in flight, and the commit it reverts.
+    pub(super) reverting: Option<(String, GitCall<RevertOutcome>)>,
     pub(super) last_fetch: Option<Instant>,
     pub(super) fetch_now: bool,
     pub(super) observed: Observed,
@@ -152,6 +159,7 @@ impl Runner {
         out: Outputs,
     ) -> Runner {
         let revert_backoff = revert_backoff(config.interval);
+        let git = GitCalls::new(mirror.clone(), config.git_timeout);
         Runner {
             engines: engines
                 .into_iter()
@@ -182,6 +190,9 @@ impl Runner {
             head: None,
             fetched_ms: None,
             git_error: None,
+            git,
+            fetching: None,
+            reverting: None,
             last_fetch: None,
             fetch_now: true,
             observed: Observed::default(),
@@ -244,11 +255,13 @@ impl Runner {
             }
             let next = self.next_wake();
             let built = self.build_done.clone();
+            let git = self.git.done();
             tokio::select! {
                 _ = shutdown.changed() => {}
                 c = commands.recv() => command = c,
                 () = hook.notified() => self.fetch_now = true,
                 () = built.notified() => {}
+                () = git.notified() => {}
                 () = tokio::time::sleep_until(next) => {}
             }
         }
@@ -263,8 +276,16 @@ impl Runner {
         if let Some(renewed) = self.engines.iter().filter_map(|e| e.renewed).min() {
             next = next.min(renewed + self.renew_every());
         }
-        if !self.state.reverts.is_empty() {
+        if !self.state.reverts.is_empty() && self.reverting.is_none() {
             next = next.min(self.next_revert);
+        }
+        // A git call past its timeout is given up on time.
+        let calls = [
+            self.fetching.as_ref().map(|c| c.started),
+            self.reverting.as_ref().map(|(_, c)| c.started),
+        ];
+        for started in calls.into_iter().flatten() {
+            next = next.min(started + self.git.timeout());
         }
         next
     }
@@ -276,8 +297,9 @@ impl Runner {
             || self
                 .last_fetch
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
+        self.take_fetch().await;
         if due {
-            self.fetch().await;
+            self.fetch();
         }
         self.observe().await;
         self.claim().await;
@@ -298,11 +320,8 @@ impl Runner {
             self.commit(step).await?;
             return Ok(true);
         }
-        // 2. A revert still to land.
-        if !self.state.reverts.is_empty()
-            && Instant::now() >= self.next_revert
-            && self.revert().await?
-        {
+        // 2. A revert still to land (pushed off the loop, settled here).
+        if !self.state.reverts.is_empty() && self.revert().await? {
             return Ok(true);
         }
         // 3. A new head.
