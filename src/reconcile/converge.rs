@@ -1,36 +1,95 @@
 //! The engines' side of the loop: every engine's route, lease and figures
 //! read in parallel (leases renewed on the way, `lease`), engines moved onto
-//! the route the state asks for (uploading the artifacts they lack), each
-//! with its own task and its own timeout, and the fleet's observation for
-//! the stage decision. Engine failures do not stop the loop: they show in status and
+//! the route the state asks for (uploading the artifacts they lack), and the
+//! fleet's observation for the stage decision.
+//!
+//! Every engine call is a task of its own with its own timeout
+//! (`--engine-timeout`), kept in the loop's set of calls in flight. The
+//! loop waits for the calls of a pass only while they are worth waiting
+//! for: reads for at most [`READ_WAIT`], route changes for at most
+//! [`ROUTE_WAIT`], and never once an operator command is waiting. A call
+//! that takes longer (a hung engine) goes on by itself; its answer is taken
+//! in whenever it comes, and wakes the loop. An engine with a call in
+//! flight gets no other call of the same kind, and a read that started
+//! before a route change is not taken for the engine's state. So a sick
+//! engine never delays the others: a rollback reaches every healthy engine
+//! at once. Engine failures do not stop the loop: they show in status and
 //! are retried on the next pass.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::Id;
 use tokio::time::Instant;
 
 use super::client::{EngineClient, EngineError};
 use super::lease::{Holder, note_failure};
 use super::observe;
 use super::runner::{EngineView, Runner};
-use crate::api::lease::{Conflict, RouteRequest};
-use crate::api::route::RouteSpec;
+use crate::api::lease::{Conflict, LeaseGranted, RouteRequest};
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::stats::EngineStats;
 use crate::model::short;
 use crate::rollout::machine::{self, Fleet, Observed};
 
+/// How long a pass waits for the engines' reads before it decides with
+/// what it has (an engine that has not answered keeps its last view).
+pub(super) const READ_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a route change waits for the engines' answers before the loop
+/// goes on (the calls themselves go on up to `--engine-timeout`).
+pub(super) const ROUTE_WAIT: Duration = Duration::from_millis(500);
+
+/// An engine call's answer.
+pub(super) enum Reply {
+    /// A read of the route and figures, with the lease's renewal when due;
+    /// `epoch`: the engine's route changes when it started.
+    Read {
+        engine: usize,
+        epoch: u64,
+        route: Result<Option<RouteInForce>, EngineError>,
+        stats: Result<EngineStats, EngineError>,
+        renewal: Option<Result<LeaseGranted, EngineError>>,
+    },
+    /// A route set: its new version.
+    Routed {
+        engine: usize,
+        route: Arc<RouteSpec>,
+        result: Result<u64, EngineError>,
+    },
+    /// An artifact uploaded.
+    Uploaded {
+        engine: usize,
+        result: Result<(), EngineError>,
+    },
+}
+
+/// What woke a wait for engine calls.
+enum Woke {
+    Command(Option<super::api::CommandRequest>),
+    Reply(Option<Result<(Id, Reply), tokio::task::JoinError>>),
+    Late,
+}
+
 impl Runner {
     /// Reads every engine's route, lease and figures, in parallel, and
-    /// renews the leases this daemon holds that are due.
+    /// renews the leases this daemon holds that are due. An engine whose
+    /// last read or route change is still in flight is not read again.
     pub(super) async fn observe(&mut self) {
-        let mut set = JoinSet::new();
         let every = self.renew_every();
-        for (i, e) in self.engines.iter().enumerate() {
+        let req = self.lease_request(false);
+        let mut ids = HashSet::new();
+        for (i, e) in self.engines.iter_mut().enumerate() {
+            if e.reading || e.routing {
+                continue;
+            }
+            e.reading = true;
             let client = e.client.clone();
             let due = e.renewed.is_none_or(|t| t.elapsed() >= every);
-            let req = self.lease_request(false);
-            set.spawn(async move {
+            let epoch = e.epoch;
+            let req = req.clone();
+            let handle = self.calls.spawn(async move {
                 let (route, stats) = tokio::join!(client.get_route(), client.stats());
                 let mine = matches!(&route, Ok(Some(r))
                     if r.lease.as_ref().is_some_and(|l| l.owner == req.owner));
@@ -39,59 +98,193 @@ impl Runner {
                 } else {
                     None
                 };
-                (i, route, stats, renewal)
+                Reply::Read {
+                    engine: i,
+                    epoch,
+                    route,
+                    stats,
+                    renewal,
+                }
             });
+            self.call_of.insert(handle.id(), i);
+            ids.insert(handle.id());
         }
+        self.wait_calls(ids, READ_WAIT).await;
+    }
+
+    /// Waits for the engine calls `ids` for at most `wait`, taking in every
+    /// answer that comes meanwhile (of these calls or earlier ones). Stops
+    /// at once when an operator command comes (it is kept for the loop).
+    pub(super) async fn wait_calls(&mut self, mut ids: HashSet<Id>, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !ids.is_empty() && self.queued.is_none() {
+            let listening = !self.commands_closed;
+            let woke = tokio::select! {
+                biased;
+                c = self.commands.recv(), if listening => Woke::Command(c),
+                r = self.calls.join_next_with_id() => Woke::Reply(r),
+                () = tokio::time::sleep_until(until) => Woke::Late,
+            };
+            match woke {
+                Woke::Command(Some(c)) => self.queued = Some(c),
+                Woke::Command(None) => self.commands_closed = true,
+                Woke::Reply(Some(r)) => {
+                    if let Some(id) = self.take_reply(r) {
+                        ids.remove(&id);
+                    }
+                }
+                Woke::Reply(None) | Woke::Late => return,
+            }
+        }
+    }
+
+    /// Takes in the answers of engine calls that came since the last look,
+    /// without waiting.
+    pub(super) fn take_replies(&mut self) {
+        while let Some(r) = self.calls.try_join_next_with_id() {
+            self.take_reply(r);
+        }
+    }
+
+    /// Takes in one call's answer; returns the call's id.
+    pub(super) fn take_reply(
+        &mut self,
+        r: Result<(Id, Reply), tokio::task::JoinError>,
+    ) -> Option<Id> {
+        match r {
+            Ok((id, reply)) => {
+                self.call_of.remove(&id);
+                self.apply(reply);
+                Some(id)
+            }
+            Err(e) => {
+                // A call that panicked or was cancelled: its engine may be
+                // called again.
+                let id = e.id();
+                if let Some(i) = self.call_of.remove(&id)
+                    && let Some(view) = self.engines.get_mut(i)
+                {
+                    view.reading = false;
+                    view.routing = false;
+                }
+                Some(id)
+            }
+        }
+    }
+
+    fn apply(&mut self, reply: Reply) {
         let now = self.now_ms();
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, route, stats, renewal)) = joined else {
-                continue;
-            };
-            let holder = match &route {
-                Ok(Some(r)) => self.holder_of(r.lease.as_ref().map(|l| l.owner.as_str())),
-                _ => Holder::Unknown,
-            };
-            let Some(view) = self.engines.get_mut(i) else {
-                continue;
-            };
-            match (route, stats) {
-                (Ok(route), Ok(stats)) => {
-                    view.version = route.as_ref().map_or(0, |r| r.version);
-                    view.route = route.map(|r| r.route);
-                    view.holder = holder;
-                    view.known = true;
-                    view.stats = Some(stats);
-                    view.error = None;
-                    view.down_since = None;
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    if view.error.is_none() {
-                        tracing::warn!(engine = view.client.name(), error = %e, "engine unreachable");
+        match reply {
+            Reply::Read {
+                engine,
+                epoch,
+                route,
+                stats,
+                renewal,
+            } => self.apply_read(engine, epoch, route, stats, renewal),
+            Reply::Routed {
+                engine,
+                route,
+                result,
+            } => {
+                let Some(view) = self.engines.get_mut(engine) else {
+                    return;
+                };
+                view.routing = false;
+                match result {
+                    Ok(version) => {
+                        view.route = Some((*route).clone());
+                        view.version = version;
+                        view.holder = Holder::Mine;
+                        view.renewed = Some(Instant::now());
+                        view.known = true;
+                        view.error = None;
+                        view.down_since = None;
+                        // Figures of the old route do not count for the new one.
+                        view.stats = None;
                     }
-                    view.known = false;
-                    view.stats = None;
-                    view.error = Some(e.to_string());
-                    view.down_since.get_or_insert(now);
-                }
-            }
-            match renewal {
-                Some(Ok(granted)) => {
-                    view.renewed = Some(Instant::now());
-                    view.holder = Holder::Mine;
-                    if granted.version != view.version {
-                        // The lease lapsed and the engine dropped the
-                        // candidate in between: read it as routeless so
-                        // that it is set again.
-                        view.version = granted.version;
-                        view.route = None;
+                    Err(e) => {
+                        tracing::warn!(engine = view.client.name(), error = %e, "setting the route failed");
+                        if matches!(e, EngineError::Unreachable { .. }) {
+                            // Read again before it is set again.
+                            view.known = false;
+                            view.stats = None;
+                            view.down_since.get_or_insert(now);
+                        }
+                        note_failure(view, &e);
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(engine = view.client.name(), error = %e, "renewing the lease failed");
-                    note_failure(view, &e);
-                }
-                None => {}
             }
+            Reply::Uploaded { engine, result } => {
+                if let (Err(e), Some(view)) = (result, self.engines.get(engine)) {
+                    tracing::warn!(engine = view.client.name(), error = %e, "upload failed; retried when the route is set");
+                }
+            }
+        }
+    }
+
+    fn apply_read(
+        &mut self,
+        i: usize,
+        epoch: u64,
+        route: Result<Option<RouteInForce>, EngineError>,
+        stats: Result<EngineStats, EngineError>,
+        renewal: Option<Result<LeaseGranted, EngineError>>,
+    ) {
+        let now = self.now_ms();
+        let holder = match &route {
+            Ok(Some(r)) => self.holder_of(r.lease.as_ref().map(|l| l.owner.as_str())),
+            _ => Holder::Unknown,
+        };
+        let Some(view) = self.engines.get_mut(i) else {
+            return;
+        };
+        view.reading = false;
+        if view.epoch != epoch {
+            // The route was changed since this read started: what it saw
+            // is older than what the change answered.
+            if let Some(Ok(_)) = renewal {
+                view.renewed = Some(Instant::now());
+            }
+            return;
+        }
+        match (route, stats) {
+            (Ok(route), Ok(stats)) => {
+                view.version = route.as_ref().map_or(0, |r| r.version);
+                view.route = route.map(|r| r.route);
+                view.holder = holder;
+                view.known = true;
+                view.stats = Some(stats);
+                view.error = None;
+                view.down_since = None;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                if view.error.is_none() {
+                    tracing::warn!(engine = view.client.name(), error = %e, "engine unreachable");
+                }
+                view.known = false;
+                view.stats = None;
+                view.error = Some(e.to_string());
+                view.down_since.get_or_insert(now);
+            }
+        }
+        match renewal {
+            Some(Ok(granted)) => {
+                view.renewed = Some(Instant::now());
+                view.holder = Holder::Mine;
+                if granted.version != view.version {
+                    // The lease lapsed and the engine dropped the
+                    // candidate in between: read it as routeless so
+                    // that it is set again.
+                    view.version = granted.version;
+                    view.route = None;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(engine = view.client.name(), error = %e, "renewing the lease failed");
+                note_failure(view, &e);
+            }
+            None => {}
         }
     }
 
@@ -114,26 +307,25 @@ impl Runner {
         Some(bytes)
     }
 
+    /// Uploads an artifact to every engine, in parallel; waits for the
+    /// answers as a route change does.
     pub(super) async fn upload_all(&mut self, hash: &str) {
         let Some(bytes) = self.artifact(hash).await else {
             tracing::warn!(artifact = %short::hash(hash), "artifact not stored: cannot upload it");
             return;
         };
-        let mut set = JoinSet::new();
-        for e in &self.engines {
+        let mut ids = HashSet::new();
+        for (i, e) in self.engines.iter().enumerate() {
             let client = e.client.clone();
             let bytes = bytes.clone();
             let hash = hash.to_string();
-            set.spawn(async move {
-                let r = client.upload(&hash, &bytes).await;
-                (client.name().to_string(), r)
+            let handle = self.calls.spawn(async move {
+                let result = client.upload(&hash, &bytes).await;
+                Reply::Uploaded { engine: i, result }
             });
+            ids.insert(handle.id());
         }
-        while let Some(Ok((name, r))) = set.join_next().await {
-            if let Err(e) = r {
-                tracing::warn!(engine = %name, error = %e, "upload failed; retried when the route is set");
-            }
-        }
+        self.wait_calls(ids, ROUTE_WAIT).await;
     }
 
     /// Moves every engine that is not on the desired route onto it, in
@@ -155,8 +347,10 @@ impl Runner {
         let fenced = self.fenced().is_some();
         let needed = Arc::new(needed);
         let desired = Arc::new(desired);
-        let mut set = JoinSet::new();
-        for (i, e) in self.engines.iter().enumerate() {
+        let mut ids = HashSet::new();
+        let owner = self.identity.clone();
+        let lease_ms = self.lease_ms();
+        for (i, e) in self.engines.iter_mut().enumerate() {
             let mine = e.holder == Holder::Mine;
             let on = e.known
                 && mine
@@ -164,42 +358,33 @@ impl Runner {
                     .as_ref()
                     .is_some_and(|r| machine::same_route(r, &desired));
             let other = matches!(e.holder, Holder::Other(_));
-            if on || other || (fenced && !mine) || (!all && !e.known) {
+            if e.routing || on || other || (fenced && !mine) || (!all && !e.known) {
                 continue;
             }
+            e.routing = true;
+            // A read in flight saw the route before this change.
+            e.epoch += 1;
             let client = e.client.clone();
             let req = RouteRequest {
-                owner: self.identity.clone(),
+                owner: owner.clone(),
                 expect: e.version,
-                lease_ms: self.lease_ms(),
+                lease_ms,
                 route: (*desired).clone(),
             };
             let needed = needed.clone();
-            set.spawn(async move {
-                let r = set_route(client.as_ref(), req, &needed).await;
-                (i, r)
+            let route = desired.clone();
+            let handle = self.calls.spawn(async move {
+                let result = set_route(client.as_ref(), req, &needed).await;
+                Reply::Routed {
+                    engine: i,
+                    route,
+                    result,
+                }
             });
+            self.call_of.insert(handle.id(), i);
+            ids.insert(handle.id());
         }
-        while let Some(Ok((i, r))) = set.join_next().await {
-            let Some(view) = self.engines.get_mut(i) else {
-                continue;
-            };
-            match r {
-                Ok(version) => {
-                    view.route = Some((*desired).clone());
-                    view.version = version;
-                    view.holder = Holder::Mine;
-                    view.renewed = Some(Instant::now());
-                    view.known = true;
-                    // Figures of the old route do not count for the new one.
-                    view.stats = None;
-                }
-                Err(e) => {
-                    tracing::warn!(engine = view.client.name(), error = %e, "setting the route failed");
-                    note_failure(view, &e);
-                }
-            }
-        }
+        self.wait_calls(ids, ROUTE_WAIT).await;
     }
 
     pub(super) fn compute_observed(&mut self) {

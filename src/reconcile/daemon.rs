@@ -151,12 +151,13 @@ impl Daemon {
             state,
             Arc::new(Mutex::new(mirror)),
             engines,
+            cmd_rx,
             Outputs {
                 status: status_tx,
                 events: events.clone(),
             },
         );
-        let task = tokio::spawn(runner.run(cmd_rx, hook.clone(), shutdown_rx));
+        let task = tokio::spawn(runner.run(hook.clone(), shutdown_rx));
         Ok(Daemon {
             addr,
             status: status_rx,

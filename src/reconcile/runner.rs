@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, FibonacciBackoff, FibonacciBuilder};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Config;
 use super::api::CommandRequest;
 use super::client::EngineClient;
+use super::converge::Reply;
 use super::err::ReconcileError;
 use super::git::Mirror;
 use super::gitcall::{GitCall, GitCalls};
@@ -60,6 +62,13 @@ pub(super) struct EngineView {
     pub(super) stats: Option<EngineStats>,
     pub(super) error: Option<String>,
     pub(super) down_since: Option<u64>,
+    /// A read of this engine is in flight.
+    pub(super) reading: bool,
+    /// A route change of this engine is in flight.
+    pub(super) routing: bool,
+    /// Route changes started on this engine: a read that started before
+    /// the last one is not taken for its state.
+    pub(super) epoch: u64,
 }
 
 /// A commit's build, kept while its head is not acted on.
@@ -101,6 +110,14 @@ pub(super) struct Runner {
     pub(super) state: State,
     pub(super) mirror: Arc<Mutex<Mirror>>,
     pub(super) engines: Vec<EngineView>,
+    /// Engine calls in flight (`converge`), and the engine of each.
+    pub(super) calls: JoinSet<Reply>,
+    pub(super) call_of: HashMap<tokio::task::Id, usize>,
+    /// Operator commands; one taken in while the loop waited for engines
+    /// is kept in `queued` and runs next.
+    pub(super) commands: mpsc::Receiver<CommandRequest>,
+    pub(super) queued: Option<CommandRequest>,
+    pub(super) commands_closed: bool,
     /// Rollout plans by commit.
     pub(super) plans: HashMap<String, Option<RolloutPlan>>,
     pub(super) builds: HashMap<String, Cached>,
@@ -137,6 +154,14 @@ pub(super) struct Runner {
     pub(super) out: Outputs,
 }
 
+/// What woke the loop.
+enum Wake {
+    Command(Option<CommandRequest>),
+    Engine(Option<Result<(tokio::task::Id, Reply), tokio::task::JoinError>>),
+    Hook,
+    Other,
+}
+
 /// The mirror, even if a thread panicked holding it (it holds no invariant
 /// a panic could break: every call reads or writes git objects whole).
 pub(super) fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
@@ -156,6 +181,7 @@ impl Runner {
         state: State,
         mirror: Arc<Mutex<Mirror>>,
         engines: Vec<Arc<dyn EngineClient>>,
+        commands: mpsc::Receiver<CommandRequest>,
         out: Outputs,
     ) -> Runner {
         let revert_backoff = revert_backoff(config.interval);
@@ -174,8 +200,16 @@ impl Runner {
                     stats: None,
                     error: None,
                     down_since: None,
+                    reading: false,
+                    routing: false,
+                    epoch: 0,
                 })
                 .collect(),
+            calls: JoinSet::new(),
+            call_of: HashMap::new(),
+            commands,
+            queued: None,
+            commands_closed: false,
             config,
             identity,
             _folder: folder,
@@ -214,7 +248,6 @@ impl Runner {
 
     pub(super) async fn run(
         mut self,
-        mut commands: mpsc::Receiver<CommandRequest>,
         hook: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ReconcileError> {
@@ -225,12 +258,11 @@ impl Runner {
             phase = %self.state.label(),
             "reconcile daemon started"
         );
-        let mut command: Option<CommandRequest> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let moved = match command.take() {
+            let moved = match self.queued.take() {
                 Some((c, reply)) => {
                     let answer = self.operator(c).await;
                     let moved = answer.is_ok();
@@ -250,19 +282,31 @@ impl Runner {
                 },
             };
             self.publish();
-            if moved {
+            if moved || self.queued.is_some() {
                 continue;
             }
             let next = self.next_wake();
             let built = self.build_done.clone();
             let git = self.git.done();
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                c = commands.recv() => command = c,
-                () = hook.notified() => self.fetch_now = true,
-                () = built.notified() => {}
-                () = git.notified() => {}
-                () = tokio::time::sleep_until(next) => {}
+            let listening = !self.commands_closed;
+            let calls = !self.calls.is_empty();
+            let woke = tokio::select! {
+                _ = shutdown.changed() => Wake::Other,
+                c = self.commands.recv(), if listening => Wake::Command(c),
+                r = self.calls.join_next_with_id(), if calls => Wake::Engine(r),
+                () = hook.notified() => Wake::Hook,
+                () = built.notified() => Wake::Other,
+                () = git.notified() => Wake::Other,
+                () = tokio::time::sleep_until(next) => Wake::Other,
+            };
+            match woke {
+                Wake::Command(Some(c)) => self.queued = Some(c),
+                Wake::Command(None) => self.commands_closed = true,
+                Wake::Engine(Some(r)) => {
+                    self.take_reply(r);
+                }
+                Wake::Hook => self.fetch_now = true,
+                Wake::Engine(None) | Wake::Other => {}
             }
         }
         tracing::info!("reconcile daemon stopped");
@@ -297,6 +341,7 @@ impl Runner {
             || self
                 .last_fetch
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
+        self.take_replies();
         self.take_fetch().await;
         if due {
             self.fetch();
