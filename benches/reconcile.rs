@@ -574,7 +574,10 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
     fleet.children.push(start_daemon("20s", "daemon-20s.log"));
     let start = Instant::now();
     while status(&http, &daemon_url).await.is_null() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the daemon did not start again");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the daemon did not start again"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     settle(&http, &daemon_url, &repo).await;
@@ -656,7 +659,8 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
         n - 1,
         f(&i20["rollback_to_stable_one_hung_ms"]["median"]),
         f(&i20["rollback_to_stable_one_hung_ms"]["max"]),
-        f(&i20["rollback_to_stable_one_hung_ms"]["median"]) / f(&i20["rollback_to_stable_ms"]["median"]),
+        f(&i20["rollback_to_stable_one_hung_ms"]["median"])
+            / f(&i20["rollback_to_stable_ms"]["median"]),
     );
     drop(fleet);
     if std::env::var_os("BENCH_KEEP").is_some() {

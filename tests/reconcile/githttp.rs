@@ -99,7 +99,9 @@ impl Drop for GitHttp {
 
 #[test]
 fn git_over_http_is_served_by_its_own_process() {
-    if let (Some(root), Some(port_file)) = (std::env::var_os(ROOT_ENV), std::env::var_os(PORT_FILE_ENV)) {
+    if let (Some(root), Some(port_file)) =
+        (std::env::var_os(ROOT_ENV), std::env::var_os(PORT_FILE_ENV))
+    {
         serve(&PathBuf::from(root), &PathBuf::from(port_file));
     }
     // The check: clone, push and ls-remote through the server.
@@ -134,7 +136,12 @@ fn git_over_http_is_served_by_its_own_process() {
         .unwrap();
     let mut status = [0u8; 12];
     stream.read_exact(&mut status).unwrap();
-    assert_eq!(&status, b"HTTP/1.1 200", "{:?}", String::from_utf8_lossy(&status));
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 200",
+        "{:?}",
+        String::from_utf8_lossy(&status)
+    );
 }
 
 /// Serves until killed.
@@ -238,7 +245,10 @@ fn answer(stream: TcpStream, root: &Path) -> std::io::Result<()> {
         .map(|i| (i, 4))
         .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
     let (head, payload) = match split {
-        Some((i, n)) => (String::from_utf8_lossy(&out[..i]).into_owned(), &out[i + n..]),
+        Some((i, n)) => (
+            String::from_utf8_lossy(&out[..i]).into_owned(),
+            &out[i + n..],
+        ),
         None => (String::new(), &out[..]),
     };
     let mut status = "200 OK".to_string();

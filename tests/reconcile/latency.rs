@@ -161,7 +161,10 @@ async fn a_hung_engine_does_not_delay_the_rollback_of_the_others() {
         s.engines.iter().all(|e| e.on_route).then_some(s.stable?)
     })
     .await;
-    repo.commit("Block the shell tool", &[("policies/shell.policy", Some(GOOD))]);
+    repo.commit(
+        "Block the shell tool",
+        &[("policies/shell.policy", Some(GOOD))],
+    );
     daemon.trigger_fetch();
     wait_for("shadow on every engine", Duration::from_secs(15), || {
         let s = daemon.status();
@@ -180,34 +183,45 @@ async fn a_hung_engine_does_not_delay_the_rollback_of_the_others() {
         async move { d.command(Command::Rollback { reason }).await }
     };
     let (answer, took) = tokio::join!(command, async {
-        wait_for("the healthy engines on stable", Duration::from_secs(5), || {
-            healthy
-                .iter()
-                .all(|e| {
-                    e.route().is_some_and(|r| {
-                        r.candidate.is_none() && r.stable == stable.artifact
+        wait_for(
+            "the healthy engines on stable",
+            Duration::from_secs(5),
+            || {
+                healthy
+                    .iter()
+                    .all(|e| {
+                        e.route()
+                            .is_some_and(|r| r.candidate.is_none() && r.stable == stable.artifact)
                     })
-                })
-                .then(|| asked.elapsed())
-        })
+                    .then(|| asked.elapsed())
+            },
+        )
         .await
     });
     answer.unwrap();
     eprintln!("rollback → 3 healthy engines on stable in {took:?}");
     // Still stopped, it shows as unreachable once its call timed out.
-    wait_for("the stopped engine unreachable", Duration::from_secs(30), || {
-        let s = daemon.status();
-        let e = s.engines.iter().find(|e| e.url == sick.url)?;
-        (!e.reachable).then_some(())
-    })
+    wait_for(
+        "the stopped engine unreachable",
+        Duration::from_secs(30),
+        || {
+            let s = daemon.status();
+            let e = s.engines.iter().find(|e| e.url == sick.url)?;
+            (!e.reachable).then_some(())
+        },
+    )
     .await;
 
     // Let go on, it is moved to stable too.
     sick.signal("CONT");
-    fixture::wait_async("the sick engine on stable", Duration::from_secs(30), || async {
-        let r = sick.route().await?;
-        (r["candidate"].is_null() && r["stable"] == stable.artifact.as_str()).then_some(())
-    })
+    fixture::wait_async(
+        "the sick engine on stable",
+        Duration::from_secs(30),
+        || async {
+            let r = sick.route().await?;
+            (r["candidate"].is_null() && r["stable"] == stable.artifact.as_str()).then_some(())
+        },
+    )
     .await;
     daemon.stop().await.unwrap();
 }
@@ -244,7 +258,10 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
     };
 
     // 1. An operator's rollback.
-    let c1 = repo.commit("Block the shell tool", &[("policies/shell.policy", Some(GOOD))]);
+    let c1 = repo.commit(
+        "Block the shell tool",
+        &[("policies/shell.policy", Some(GOOD))],
+    );
     daemon.trigger_fetch();
     wait_for("shadow", Duration::from_secs(15), || {
         let s = daemon.status();
@@ -261,7 +278,10 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
         on_stable().then_some(())
     })
     .await;
-    eprintln!("rollback → every engine on stable in {:?} with git stopped", asked.elapsed());
+    eprintln!(
+        "rollback → every engine on stable in {:?} with git stopped",
+        asked.elapsed()
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(4),
         "the rollback waited for git"
@@ -280,7 +300,10 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
         (subject == "Revert \"Block the shell tool\"").then_some(sha)
     })
     .await;
-    assert!(repo.message(&revert).contains(&format!("This reverts commit {c1}.")));
+    assert!(
+        repo.message(&revert)
+            .contains(&format!("This reverts commit {c1}."))
+    );
     wait_for("settled, git answering", Duration::from_secs(30), || {
         let s = daemon.status();
         (s.reverts.is_empty() && s.git_error.is_none() && s.head.as_deref() == Some(&revert))
