@@ -25,6 +25,9 @@
 //! - `publish`: the status document, once per iteration.
 //! - `gitcall`: git's network calls (fetch, push) on threads of their own,
 //!   with a timeout, never awaited by the loop.
+//! - `collect`: what the loop keeps and nothing more: the git mirror
+//!   repacked, artifacts in the state folder, in memory and on every engine
+//!   cut to those the state may still need.
 //!
 //! Its parts:
 //! - [`git`]: the bare mirror (fetch, read a commit's tree, revert + push).
@@ -37,13 +40,14 @@
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
-//!   `rollback` and git hooks.
+//!   `rollback`, `unquarantine`, `revert skip|done` and git hooks.
 
 pub mod api;
 mod branch;
 pub mod build;
 pub mod client;
 pub mod clock;
+mod collect;
 pub mod control;
 mod converge;
 pub mod daemon;

@@ -18,6 +18,14 @@
 //! - `githttp`: a git smart-HTTP server (`git http-backend`) in a process
 //!   of its own, to stop with SIGSTOP.
 //!
+//! - `revert`: what a commit may not change about its own rollout (the
+//!   stable commit's plan and traces gate it), several commits in one
+//!   push, checked reverts, reverts that cannot be made, a revert made by
+//!   hand, a deleted branch, a force-push, a rollback of a revert.
+//!
+//! - `settle`: the pure machine's transitions around reverts (stopped,
+//!   skipped, done by hand), a force-push, a deleted branch.
+//!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
@@ -27,6 +35,11 @@ mod crash;
 mod e2e;
 mod faults;
 mod fencing;
+mod growth;
 mod latency;
 mod machine;
+mod operate;
 mod parts;
+mod revert;
+mod settle;
+mod status;

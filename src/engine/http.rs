@@ -9,6 +9,7 @@
 //! | `PUT /v1/artifacts/{hash}` | admin | 201 new, 200 already held; 400 not an artifact, 422 hash does not verify or differs from the path |
 //! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
 //! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
+//! | `DELETE /v1/artifacts/{hash}` | admin | 204 deleted (its breaker and `/metrics` series with it); 404 not held, 409 the route names it |
 //! | `PUT /v1/route` | admin | `{"owner", "expect", "lease_ms", "route"}` → `{"version", "route", "migrations", "lease"}`; 400 bad field, 409 artifact not held, 409 fenced (`api::lease::Fenced`: held by another owner, version changed, no owner named) |
 //! | `GET /v1/route` | admin | the route in force and the lease (404 before the first) |
 //! | `POST /v1/lease` | admin | `{"owner", "lease_ms", "force"}` → the lease; 409 fenced |
@@ -50,7 +51,9 @@ use crate::api::lease::{Conflict, Fenced, LeaseRequest, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
-use crate::engine::error::{EvaluateError, FenceError, RouteChangeError, StoreError, UploadError};
+use crate::engine::error::{
+    DeleteError, EvaluateError, FenceError, RouteChangeError, StoreError, UploadError,
+};
 use crate::engine::metrics;
 use crate::engine::server::Engine;
 
@@ -199,6 +202,15 @@ impl From<FenceError> for ApiError {
     }
 }
 
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> ApiError {
+        match e {
+            DeleteError::NotHeld(_) => ApiError::NotFound(e.to_string()),
+            DeleteError::Routed { .. } => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         ApiError::internal(e)
@@ -244,7 +256,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/v1/artifacts/{hash}",
             put(put_artifact)
                 .layer(DefaultBodyLimit::max(max_artifact))
-                .get(get_artifact),
+                .get(get_artifact)
+                .delete(delete_artifact),
         )
         .route("/v1/artifacts", get(list_artifacts))
         .route("/v1/route", put(put_route).get(get_route))
@@ -399,6 +412,14 @@ async fn get_artifact(
         ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
     })?;
     Ok(Json(summary).into_response())
+}
+
+async fn delete_artifact(
+    State(engine): State<Arc<Engine>>,
+    Path(hash): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    engine.delete_artifact(&hash)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_artifacts(State(engine): State<Arc<Engine>>) -> Response {

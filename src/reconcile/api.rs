@@ -6,8 +6,11 @@
 //! | `GET /v1/status` | the [`Status`] document |
 //! | `POST /v1/pause` `{"reason"?}` | 200 `{"message"}`; 409 `{"error"}` when already paused |
 //! | `POST /v1/resume` | 200; 409 when not paused |
-//! | `POST /v1/promote` | 200; 409 with no rollout in flight |
-//! | `POST /v1/rollback` `{"reason"?}` | 200; 409 when there is nothing to roll back |
+//! | `POST /v1/promote` `{"through"?, "reason"?}` | 200; 409 with nothing to promote or an unknown stage; 400 `through` without `reason` |
+//! | `POST /v1/rollback` `{"reason"?, "candidate"?}` | 200; 409 when there is nothing to roll back, or `candidate` is not what is in flight |
+//! | `POST /v1/unquarantine` `{"target", "reason"}` | 200; 409 when nothing quarantined matches; 400 without both |
+//! | `POST /v1/revert/skip` `{"reason"?}` | 200: the pending revert dropped, the branch left as it is; 409 when none is pending |
+//! | `POST /v1/revert/done` `{"reason"?}` | 200: the pending revert settled as made by hand; 409 when none is pending |
 //! | `POST /v1/hooks/git` | 202: the branch is fetched at once |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
@@ -68,6 +71,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/promote", post(promote))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/unquarantine", post(unquarantine))
+        .route("/v1/revert/skip", post(revert_skip))
+        .route("/v1/revert/done", post(revert_done))
         .route("/v1/hooks/git", post(hook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(healthz))
@@ -118,14 +124,52 @@ async fn status(State(s): State<ApiState>) -> Response {
     Json(doc).into_response()
 }
 
-/// The optional `{"reason": "…"}` body; `Err` says why it cannot be read.
-fn reason(body: &Bytes) -> Result<Option<String>, String> {
+/// The command's body; `Err` says why it cannot be read, or which field
+/// the command `name` does not take (`takes` lists those it does).
+fn body(name: &str, body: &Bytes, takes: &[&str]) -> Result<CommandBody, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok(CommandBody::default());
     }
-    serde_json::from_slice::<CommandBody>(body)
-        .map(|r| r.reason)
-        .map_err(|e| format!("the body must be {{\"reason\": \"…\"}}: {e}"))
+    let b: CommandBody = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the body of `{name}` must be a JSON object with {}: {e}",
+            takes.join(", ")
+        )
+    })?;
+    let given = [
+        ("reason", b.reason.is_some()),
+        ("candidate", b.candidate.is_some()),
+        ("through", b.through.is_some()),
+        ("target", b.target.is_some()),
+    ];
+    if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes.contains(f)) {
+        return Err(format!(
+            "`{name}` takes no `{field}` (it takes {})",
+            takes.join(", ")
+        ));
+    }
+    Ok(b)
+}
+
+/// A commit or artifact named on the command line: 7 to 64 hexadecimal
+/// characters (a prefix names the one hash that starts with it).
+fn hash_arg(field: &str, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if (7..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{field}` must be a commit or an artifact hash (7 to 64 hexadecimal characters), \
+             not `{v}`"
+        ))
+    }
+}
+
+/// A reason that must be given and not blank.
+fn needed_reason(name: &str, reason: Option<String>) -> Result<String, String> {
+    reason
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| format!("`{name}` needs a `reason` for the audit log"))
 }
 
 async fn run(s: &ApiState, c: Command) -> Response {
@@ -140,9 +184,9 @@ async fn run(s: &ApiState, c: Command) -> Response {
     }
 }
 
-async fn pause(State(s): State<ApiState>, body: Bytes) -> Response {
-    match reason(&body) {
-        Ok(reason) => run(&s, Command::Pause { reason }).await,
+async fn pause(State(s): State<ApiState>, raw: Bytes) -> Response {
+    match body("pause", &raw, &["reason"]) {
+        Ok(b) => run(&s, Command::Pause { reason: b.reason }).await,
         Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }
@@ -151,13 +195,62 @@ async fn resume(State(s): State<ApiState>) -> Response {
     run(&s, Command::Resume).await
 }
 
-async fn promote(State(s): State<ApiState>) -> Response {
-    run(&s, Command::Promote).await
+async fn promote(State(s): State<ApiState>, raw: Bytes) -> Response {
+    let command = body("promote", &raw, &["through", "reason"]).and_then(|b| {
+        let reason = match &b.through {
+            Some(_) => Some(needed_reason("promote --through", b.reason)?),
+            None => b.reason,
+        };
+        Ok(Command::Promote {
+            through: b.through.map(|t| t.trim().to_string()),
+            reason,
+        })
+    });
+    match command {
+        Ok(c) => run(&s, c).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
 }
 
-async fn rollback(State(s): State<ApiState>, body: Bytes) -> Response {
-    match reason(&body) {
-        Ok(reason) => run(&s, Command::Rollback { reason }).await,
+async fn rollback(State(s): State<ApiState>, raw: Bytes) -> Response {
+    let command = body("rollback", &raw, &["reason", "candidate"]).and_then(|b| {
+        Ok(Command::Rollback {
+            reason: b.reason,
+            candidate: b.candidate.map(|c| hash_arg("candidate", &c)).transpose()?,
+        })
+    });
+    match command {
+        Ok(c) => run(&s, c).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn unquarantine(State(s): State<ApiState>, raw: Bytes) -> Response {
+    let command = body("unquarantine", &raw, &["target", "reason"]).and_then(|b| {
+        let target = b
+            .target
+            .ok_or_else(|| "`unquarantine` needs a `target` (a commit or artifact)".to_string())?;
+        Ok(Command::Unquarantine {
+            target: hash_arg("target", &target)?,
+            reason: needed_reason("unquarantine", b.reason)?,
+        })
+    });
+    match command {
+        Ok(c) => run(&s, c).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_skip(State(s): State<ApiState>, raw: Bytes) -> Response {
+    match body("revert skip", &raw, &["reason"]) {
+        Ok(b) => run(&s, Command::RevertSkip { reason: b.reason }).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+async fn revert_done(State(s): State<ApiState>, raw: Bytes) -> Response {
+    match body("revert done", &raw, &["reason"]) {
+        Ok(b) => run(&s, Command::RevertDone { reason: b.reason }).await,
         Err(why) => error(StatusCode::BAD_REQUEST, why),
     }
 }

@@ -58,6 +58,11 @@ pub(super) enum Reply {
         route: Arc<RouteSpec>,
         result: Result<u64, EngineError>,
     },
+    /// Artifacts deleted: each hash and its answer.
+    Deleted {
+        engine: usize,
+        results: Vec<(String, Result<(), EngineError>)>,
+    },
     /// An artifact uploaded.
     Uploaded {
         engine: usize,
@@ -166,6 +171,7 @@ impl Runner {
                 {
                     view.reading = false;
                     view.routing = false;
+                    view.deleting = false;
                 }
                 Some(id)
             }
@@ -212,6 +218,22 @@ impl Runner {
                             view.down_since.get_or_insert(now);
                         }
                         note_failure(view, &e);
+                    }
+                }
+            }
+            Reply::Deleted { engine, results } => {
+                let Some(view) = self.engines.get_mut(engine) else {
+                    return;
+                };
+                view.deleting = false;
+                for (hash, r) in results {
+                    match r {
+                        Ok(()) => {
+                            tracing::debug!(engine = view.client.name(), artifact = %short::hash(&hash), "artifact deleted");
+                        }
+                        Err(e) => {
+                            tracing::debug!(engine = view.client.name(), artifact = %short::hash(&hash), error = %e, "artifact not deleted");
+                        }
                     }
                 }
             }

@@ -81,6 +81,12 @@ impl GitCalls {
         self.running.load(Ordering::SeqCst) < MAX_RUNNING
     }
 
+    /// Whether no call is running (given-up ones included): nothing else
+    /// writes to the mirror's objects and refs.
+    pub(super) fn idle(&self) -> bool {
+        self.running.load(Ordering::SeqCst) == 0
+    }
+
     /// Why no call may start, when none may.
     pub(super) fn busy(&self) -> String {
         format!(

@@ -180,7 +180,13 @@ async fn a_hung_engine_does_not_delay_the_rollback_of_the_others() {
     let command = {
         let reason = Some("hung engine test".to_string());
         let d = &daemon;
-        async move { d.command(Command::Rollback { reason }).await }
+        async move {
+            d.command(Command::Rollback {
+                reason,
+                candidate: None,
+            })
+            .await
+        }
     };
     let (answer, took) = tokio::join!(command, async {
         wait_for(
@@ -273,7 +279,13 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
     fixture::iterations(&daemon, 3, Duration::from_secs(10)).await;
     let asked = Instant::now();
     let reason = Some("hung git test".to_string());
-    daemon.command(Command::Rollback { reason }).await.unwrap();
+    daemon
+        .command(Command::Rollback {
+            reason,
+            candidate: None,
+        })
+        .await
+        .unwrap();
     wait_for("every engine on stable", Duration::from_secs(3), || {
         on_stable().then_some(())
     })
