@@ -29,10 +29,12 @@ use crate::rollout::machine::{
 };
 
 impl Runner {
-    /// Starts fetching the branch, off the loop, unless a fetch is in
-    /// flight (a hook meanwhile fetches again once it returns).
+    /// Starts fetching the branch, off the loop, unless a fetch or a
+    /// revert is in flight (a hook meanwhile fetches once it returns): one
+    /// git call at a time, so that a fetch that started before a revert
+    /// was pushed never takes the branch back to before it.
     pub(super) fn fetch(&mut self) {
-        if self.fetching.is_some() {
+        if self.fetching.is_some() || self.reverting.is_some() {
             return;
         }
         if !self.git.can_start() {
@@ -45,11 +47,14 @@ impl Runner {
     }
 
     /// Takes in the fetch's answer when it is there; gives it up past
-    /// `--git-timeout`, saying so in status.
-    pub(super) async fn take_fetch(&mut self) {
+    /// `--git-timeout`, saying so in status. Returns whether a fetch
+    /// answered.
+    pub(super) async fn take_fetch(&mut self) -> bool {
+        let mut answered = false;
         match self.git.poll(&mut self.fetching) {
             None | Some(Polled::Running) => {}
             Some(Polled::Done(Ok(head))) => {
+                answered = true;
                 self.head = Some(head);
                 self.fetched_ms = Some(self.now_ms());
                 self.git_error = None;
@@ -86,6 +91,7 @@ impl Runner {
         {
             self.ensure_plan(&commit).await;
         }
+        answered
     }
 
     /// The branch event this pass has to give the machine, if any: the
@@ -269,6 +275,10 @@ impl Runner {
             return Ok(false);
         };
         let Some((commit, _)) = &self.reverting else {
+            if self.fetching.is_some() {
+                // One git call at a time: after the fetch in flight.
+                return Ok(false);
+            }
             let p = pending.clone();
             if pending.stuck.is_some() {
                 if self.head.is_none() || self.stuck_checked == self.head {

@@ -388,10 +388,12 @@ impl Runner {
                 .last_fetch
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
         self.take_replies();
-        self.take_fetch().await;
+        if self.take_fetch().await {
+            // Once a fetch has brought its pack in, before the next.
+            self.repack().await;
+        }
         if due {
             self.fetch();
-            self.repack().await;
         }
         self.observe().await;
         self.claim().await;

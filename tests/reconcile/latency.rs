@@ -352,12 +352,17 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
     assert_eq!(rollback.commit.as_deref(), Some(c2.as_str()));
     assert!(daemon.status().reverts.len() == 1);
     server.resume();
-    wait_for("the second revert landed", Duration::from_secs(30), || {
+    let second = wait_for("the second revert landed", Duration::from_secs(30), || {
         let s = daemon.status();
-        let (_, subject) = repo.log().into_iter().next()?;
-        (s.reverts.is_empty() && subject == "Revert \"Block search\"").then_some(())
+        let (sha, subject) = repo.log().into_iter().next()?;
+        (s.reverts.is_empty() && subject.starts_with("Revert")).then_some(sha)
     })
     .await;
+    let message = repo.message(&second);
+    assert!(
+        message.contains(&format!("This reverts commit {c2}.")),
+        "{message}"
+    );
     fixture::assert_consistent(&fixture::audit(&state));
     daemon.stop().await.unwrap();
 }
