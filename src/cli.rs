@@ -116,7 +116,7 @@ pub enum Command {
     Engine(Box<EngineArgs>),
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
-    Reconcile(ReconcileArgs),
+    Reconcile(Box<ReconcileArgs>),
     /// The whole pipeline on this machine, with no setup: a temporary policy
     /// repository, three engines on loopback, the reconcile daemon and
     /// synthetic agent traffic; a good change rolls out to full, a bad one is
@@ -143,6 +143,9 @@ pub enum Command {
     Resume {
         #[command(flatten)]
         daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Advance the candidate to its next stage now, skipping the current
     /// stage's gates (the audit log says so). An operator's pause stays.
@@ -209,13 +212,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { format } => test::cmd_test(&cli.repo, format),
         Command::Fmt { check, files } => check::cmd_fmt(&cli.repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
-        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, args),
+        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),
         Command::Pause { daemon, reason } => {
             rollout::cmd_operator(&daemon, Operation::Pause { reason })
         }
-        Command::Resume { daemon } => rollout::cmd_operator(&daemon, Operation::Resume),
+        Command::Resume { daemon, reason } => {
+            rollout::cmd_operator(&daemon, Operation::Resume { reason })
+        }
         Command::Promote {
             daemon,
             through,

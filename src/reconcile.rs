@@ -42,6 +42,7 @@
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
 //!   `rollback`, `unquarantine`, `revert skip|done` and git hooks.
 
+pub mod access;
 pub mod api;
 mod branch;
 pub mod build;
@@ -56,6 +57,8 @@ pub mod git;
 mod gitcall;
 pub mod lease;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod observe;
 mod publish;
 mod runner;
@@ -81,8 +84,16 @@ pub struct Config {
     pub branch: String,
     /// The engines' base URLs.
     pub engines: Vec<String>,
-    /// The engines' admin token, also required by the control API.
+    /// The engines' admin token, also admitted by the control API.
     pub admin_token: String,
+    /// The control API's operator token (commands, the hook, status).
+    pub operator_token: Option<String>,
+    /// The control API's read-only token (status).
+    pub read_token: Option<String>,
+    /// The secret of forges' webhook deliveries.
+    pub webhook_secret: Option<String>,
+    /// Where audit events are notified; `None` notifies nobody.
+    pub notify: Option<notify::NotifyConfig>,
     pub state_dir: PathBuf,
     /// How often the branch is fetched and the engines read.
     pub interval: Duration,
@@ -122,6 +133,10 @@ impl Config {
             branch: "main".to_string(),
             engines,
             admin_token: admin_token.to_string(),
+            operator_token: None,
+            read_token: None,
+            webhook_secret: None,
+            notify: None,
             state_dir,
             interval: Duration::from_secs(1),
             listen: DEFAULT_LISTEN.parse().ok(),

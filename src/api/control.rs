@@ -42,6 +42,10 @@ pub struct CommandBody {
     /// `unquarantine`: the commit or artifact to lift the quarantine of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Every command: who gives it (`sluice … --as NAME`), for the audit
+    /// log's `by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `{"message": "…"}`: a command done, in a sentence.

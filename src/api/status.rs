@@ -51,6 +51,9 @@ pub struct Status {
     /// Since when (RFC 3339) the watched branch is gone from the remote.
     #[serde(default)]
     pub branch_gone: Option<String>,
+    /// The notifications' deliveries, when `--notify` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::api::notify::Deliveries>,
 }
 
 /// The candidate in flight.

@@ -18,9 +18,17 @@ pub struct DaemonArgs {
     /// The daemon's control API.
     #[arg(long, env = "SLUICE_DAEMON", default_value = "http://127.0.0.1:7474")]
     pub daemon: String,
-    /// The admin token the daemon was started with.
+    /// The daemon's operator token (`--operator-token-file`), or its read
+    /// token for `status` alone.
+    #[arg(long, env = "SLUICE_DAEMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The engines' admin token, which the daemon also admits (used when
+    /// `--token` is not given).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: Option<String>,
+    /// Who gives the command, for the audit log's `by`.
+    #[arg(long = "as", value_name = "NAME", env = "SLUICE_OPERATOR")]
+    pub by: Option<String>,
 }
 
 /// `sluice revert skip|done`.
@@ -58,11 +66,16 @@ pub(super) fn cmd_revert(c: RevertCommand) -> anyhow::Result<Exit> {
 
 /// A client of the daemon the flags name.
 fn client(d: &DaemonArgs) -> anyhow::Result<ControlClient> {
-    Ok(ControlClient::new(
-        &d.daemon,
-        &d.admin_token,
-        Duration::from_secs(30),
-    )?)
+    let Some(token) = d.token.as_deref().or(d.admin_token.as_deref()) else {
+        anyhow::bail!(
+            "the daemon needs a token: `--token` or SLUICE_DAEMON_TOKEN (its operator or read \
+             token), or `--admin-token` or SLUICE_ADMIN_TOKEN"
+        );
+    };
+    Ok(
+        ControlClient::new(&d.daemon, token.trim(), Duration::from_secs(30))?
+            .given_by(d.by.clone()),
+    )
 }
 
 pub(super) fn cmd_operator(d: &DaemonArgs, op: Operation) -> anyhow::Result<Exit> {
@@ -337,6 +350,21 @@ pub fn render_status(s: &Status) -> String {
     }
     if let Some(w) = &s.waiting {
         let _ = writeln!(o, "waiting: {w}");
+    }
+    if let Some(n) = &s.notifications {
+        let _ = write!(
+            o,
+            "notifications: {} delivered, {} failed",
+            n.delivered, n.failed
+        );
+        match &n.last_error {
+            Some(e) => {
+                let _ = writeln!(o, " (last: {e})");
+            }
+            None => {
+                let _ = writeln!(o);
+            }
+        }
     }
     if let Some(e) = &s.error {
         let _ = writeln!(o, "error: {e}");

@@ -14,7 +14,9 @@ pub enum Operation {
     Pause {
         reason: Option<String>,
     },
-    Resume,
+    Resume {
+        reason: Option<String>,
+    },
     Promote {
         through: Option<String>,
         reason: Option<String>,
@@ -40,7 +42,7 @@ impl Operation {
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Pause { .. } => "pause",
-            Operation::Resume => "resume",
+            Operation::Resume { .. } => "resume",
             Operation::Promote { .. } => "promote",
             Operation::Rollback { .. } => "rollback",
             Operation::Unquarantine { .. } => "unquarantine",
@@ -52,8 +54,8 @@ impl Operation {
     /// The body the command sends; `None` sends none.
     fn body(&self) -> Option<CommandBody> {
         let b = match self {
-            Operation::Resume => return None,
             Operation::Pause { reason }
+            | Operation::Resume { reason }
             | Operation::RevertSkip { reason }
             | Operation::RevertDone { reason } => CommandBody {
                 reason: reason.clone(),
@@ -122,6 +124,8 @@ pub enum ControlError {
 pub struct ControlClient {
     base: String,
     token: String,
+    /// Who gives the commands (`by` in every body).
+    by: Option<String>,
     http: reqwest::Client,
 }
 
@@ -136,8 +140,15 @@ impl ControlClient {
         Ok(ControlClient {
             base: base.to_string(),
             token: token.to_string(),
+            by: None,
             http,
         })
+    }
+
+    /// The client names `by` as who gives every command it sends.
+    pub fn given_by(mut self, by: Option<String>) -> ControlClient {
+        self.by = by;
+        self
     }
 
     /// `GET /v1/status`.
@@ -156,7 +167,11 @@ impl ControlClient {
     /// `POST /v1/{command}`; the answer's message (`done` when it has none).
     pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
         let mut req = self.http.post(self.url(&format!("/v1/{}", op.path())));
-        if let Some(body) = op.body() {
+        let mut body = op.body();
+        if let Some(by) = &self.by {
+            body.get_or_insert_with(CommandBody::default).by = Some(by.clone());
+        }
+        if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = match self.send(req).await? {

@@ -118,6 +118,7 @@ impl Runner {
             error: self.error.clone(),
             rewrite: s.rewrite.clone(),
             branch_gone: s.branch_gone.map(machine::rfc3339),
+            notifications: self.out.deliveries.as_ref().map(|d| d.get()),
         };
         self.out.status.send_replace(status);
     }

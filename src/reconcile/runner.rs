@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Config;
-use super::api::CommandRequest;
+use super::api::{CommandRequest, Said};
 use super::client::EngineClient;
 use super::converge::Reply;
 use super::err::ReconcileError;
@@ -117,6 +117,8 @@ pub(super) struct Outputs {
     pub(super) status: watch::Sender<Status>,
     /// Every transition, once persisted.
     pub(super) events: broadcast::Sender<Transition>,
+    /// The notifications' deliveries, when there are any.
+    pub(super) deliveries: Option<Arc<super::notify::Health>>,
 }
 
 /// The loop's state: what it knows of the branch, the engines and the
@@ -302,8 +304,8 @@ impl Runner {
                 break;
             }
             let moved = match self.queued.take() {
-                Some((c, reply)) => {
-                    let answer = self.operator(c).await;
+                Some((c, said, reply)) => {
+                    let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
                     let _ = reply.send(answer);
                     moved
@@ -449,9 +451,17 @@ impl Runner {
         Ok(false)
     }
 
-    async fn operator(&mut self, c: machine::Command) -> Result<String, String> {
+    async fn operator(&mut self, c: machine::Command, said: Said) -> Result<String, String> {
+        let resume = c == machine::Command::Resume;
         let event = self.operator_event(c)?;
-        let step = self.step(event);
+        let mut step = self.step(event);
+        if let Some(t) = &mut step.transition {
+            t.by = said.by;
+            // `resume` carries no reason of its own in the machine.
+            if resume && let Some(why) = said.reason {
+                t.reason = format!("{}: {why}", t.reason);
+            }
+        }
         let reply = step.reply.clone();
         if step.transition.is_some() {
             if let Err(e) = self.commit(step).await {

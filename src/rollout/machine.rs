@@ -366,6 +366,7 @@ fn commit_step(
         cause: c.cause,
         reason: c.reason.clone(),
         figures: c.figures,
+        by: None,
     };
     new.last = Some(t.clone());
     Step {

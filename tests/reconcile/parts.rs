@@ -25,6 +25,7 @@ fn transition(seq: u64, from: &str, to: &str) -> Transition {
         artifact: None,
         cause: Cause::Daemon,
         reason: String::new(),
+        by: None,
         figures: Figures::default(),
     }
 }
