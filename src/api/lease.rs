@@ -26,14 +26,15 @@
 //!   the candidate and serves its stable artifact alone (a dead-man switch:
 //!   a dead daemon leaves no split running without triggers), and any owner
 //!   may then take the engine.
-//! - `GET /v1/route` shows the lease in force ([`LeaseInForce`]).
+//! - `GET /v1/route` shows the lease in force ([`LeaseInForce`], kept
+//!   with the route it is shown with).
 //!
 //! Pure data: the engine writes and checks these, the daemon sends and
 //! reads them.
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::route::RouteSpec;
+use crate::api::route::{LeaseInForce, RouteSpec};
 
 /// The lease duration when a request names none: 30 s.
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
@@ -77,15 +78,6 @@ pub struct LeaseRequest {
     /// takeover).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
-}
-
-/// The lease in force, as `GET /v1/route` and `POST /v1/lease` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseInForce {
-    pub owner: String,
-    pub lease_ms: u64,
-    /// How long until it lapses unless renewed.
-    pub expires_in_ms: u64,
 }
 
 /// What `POST /v1/lease` answers.

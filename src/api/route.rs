@@ -105,7 +105,16 @@ pub struct RouteInForce {
     pub route: RouteSpec,
     /// The owner's lease, while one is held (see [`crate::api::lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<crate::api::lease::LeaseInForce>,
+    pub lease: Option<LeaseInForce>,
+}
+
+/// The lease in force, as `GET /v1/route` and `POST /v1/lease` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInForce {
+    pub owner: String,
+    pub lease_ms: u64,
+    /// How long until it lapses unless renewed.
+    pub expires_in_ms: u64,
 }
 
 fn default_hash_key() -> String {

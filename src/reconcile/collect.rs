@@ -13,8 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use super::converge::Reply;
-use super::runner::{Runner, lock};
+use super::runner::{Reply, Runner, lock};
 
 impl Runner {
     /// The commits the state names: their trees and plans may still be read.

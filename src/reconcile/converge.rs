@@ -24,9 +24,9 @@ use tokio::task::Id;
 use tokio::time::Instant;
 
 use super::client::{EngineClient, EngineError};
-use super::lease::{Holder, note_failure};
+use super::lease::note_failure;
 use super::observe;
-use super::runner::{EngineView, Runner};
+use super::runner::{EngineView, Holder, Reply, Runner};
 use crate::api::lease::{Conflict, LeaseGranted, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::stats::EngineStats;
@@ -40,35 +40,6 @@ pub(super) const READ_WAIT: Duration = Duration::from_millis(100);
 /// How long a route change waits for the engines' answers before the loop
 /// goes on (the calls themselves go on up to `--engine-timeout`).
 pub(super) const ROUTE_WAIT: Duration = Duration::from_millis(500);
-
-/// An engine call's answer.
-pub(super) enum Reply {
-    /// A read of the route and figures, with the lease's renewal when due;
-    /// `epoch`: the engine's route changes when it started.
-    Read {
-        engine: usize,
-        epoch: u64,
-        route: Result<Option<RouteInForce>, EngineError>,
-        stats: Result<EngineStats, EngineError>,
-        renewal: Option<Result<LeaseGranted, EngineError>>,
-    },
-    /// A route set: its new version.
-    Routed {
-        engine: usize,
-        route: Arc<RouteSpec>,
-        result: Result<u64, EngineError>,
-    },
-    /// Artifacts deleted: each hash and its answer.
-    Deleted {
-        engine: usize,
-        results: Vec<(String, Result<(), EngineError>)>,
-    },
-    /// An artifact uploaded.
-    Uploaded {
-        engine: usize,
-        result: Result<(), EngineError>,
-    },
-}
 
 /// What woke a wait for engine calls.
 enum Woke {

@@ -158,7 +158,6 @@ impl Daemon {
             addr = Some(bound);
         }
 
-        tracing::info!(identity = %identity, "daemon identity");
         tokio::spawn(tally.follow(events.subscribe(), shutdown_rx.clone()));
         let deliveries = config.notify.clone().map(|n| {
             let health = Arc::new(notify::Health::default());

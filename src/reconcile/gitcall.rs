@@ -22,7 +22,6 @@ use tokio::time::Instant;
 
 use super::err::ReconcileError;
 use super::git::Mirror;
-use super::runner::lock;
 
 /// Git calls running at once, given-up ones included.
 pub(super) const MAX_RUNNING: usize = 3;
@@ -110,7 +109,10 @@ impl GitCalls {
             .name("sluice-git".to_string())
             .spawn(move || {
                 // The loop's handle only long enough to open another.
-                let handle = lock(&mirror).handle();
+                let handle = mirror
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .handle();
                 let out = handle.and_then(|m| f(&m));
                 let _ = tx.send(out);
                 running.fetch_sub(1, Ordering::SeqCst);

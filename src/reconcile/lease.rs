@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::client::EngineError;
 use super::err::ReconcileError;
-use super::runner::{EngineView, Runner};
+use super::runner::{EngineView, Holder, Runner};
 use crate::api::lease::{LeaseRequest, MAX_OWNER_LEN, valid_owner};
 
 /// The identity file in the state folder.
@@ -87,20 +87,6 @@ fn new_identity(dir: &Path) -> String {
     } else {
         format!("{host}-{tail}")
     }
-}
-
-/// The lease an engine shows, as this daemon sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(super) enum Holder {
-    /// Not read yet, or the engine did not say.
-    #[default]
-    Unknown,
-    /// No live lease.
-    Free,
-    /// This daemon's.
-    Mine,
-    /// Another daemon's.
-    Other(String),
 }
 
 impl Runner {

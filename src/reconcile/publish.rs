@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::lease::Holder;
+use super::runner::Holder;
 use super::runner::Runner;
 use crate::api::status::{CandidateStatus, EngineStatus, RevertStatus, Status};
 use crate::rollout::{estimate, machine};

@@ -19,18 +19,17 @@ use tokio::time::Instant;
 
 use super::Config;
 use super::api::{CommandRequest, Said};
-use super::client::EngineClient;
-use super::converge::Reply;
+use super::client::{EngineClient, EngineError};
 use super::err::ReconcileError;
 use super::git::Mirror;
 use super::gitcall::{GitCall, GitCalls};
-use super::lease::Holder;
 use super::lock::FolderLock;
 use super::store::Store;
 use crate::api::audit::{Notes, Transition};
+use crate::api::lease::LeaseGranted;
 use crate::api::replay::ReplayTotals;
 use crate::api::rollout_state::State;
-use crate::api::route::RouteSpec;
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::stats::EngineStats;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
@@ -190,6 +189,49 @@ pub(super) struct Runner {
     pub(super) out: Outputs,
 }
 
+/// The lease an engine shows, as this daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) enum Holder {
+    /// Not read yet, or the engine did not say.
+    #[default]
+    Unknown,
+    /// No live lease.
+    Free,
+    /// This daemon's.
+    Mine,
+    /// Another daemon's.
+    Other(String),
+}
+
+/// An engine call's answer.
+pub(super) enum Reply {
+    /// A read of the route and figures, with the lease's renewal when due;
+    /// `epoch`: the engine's route changes when it started.
+    Read {
+        engine: usize,
+        epoch: u64,
+        route: Result<Option<RouteInForce>, EngineError>,
+        stats: Result<EngineStats, EngineError>,
+        renewal: Option<Result<LeaseGranted, EngineError>>,
+    },
+    /// A route set: its new version.
+    Routed {
+        engine: usize,
+        route: Arc<RouteSpec>,
+        result: Result<u64, EngineError>,
+    },
+    /// Artifacts deleted: each hash and its answer.
+    Deleted {
+        engine: usize,
+        results: Vec<(String, Result<(), EngineError>)>,
+    },
+    /// An artifact uploaded.
+    Uploaded {
+        engine: usize,
+        result: Result<(), EngineError>,
+    },
+}
+
 /// What woke the loop.
 enum Wake {
     Command(Option<CommandRequest>),
@@ -297,6 +339,7 @@ impl Runner {
             branch = %self.config.branch,
             engines = self.engines.len(),
             phase = %self.state.label(),
+            identity = %self.identity,
             "reconcile daemon started"
         );
         loop {

@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::lease::{
-    LeaseGranted, LeaseInForce, LeaseRequest, MAX_LEASE_MS, MIN_LEASE_MS, RouteRequest, valid_owner,
+    LeaseGranted, LeaseRequest, MAX_LEASE_MS, MIN_LEASE_MS, RouteRequest, valid_owner,
 };
-use crate::api::route::RouteSpec;
+use crate::api::route::{LeaseInForce, RouteSpec};
 use crate::engine::decision_log::{EventLine, LogLine};
 use crate::engine::error::{FenceError, RouteChangeError};
 use crate::engine::server::{Engine, RouteChange};

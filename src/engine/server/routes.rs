@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::approvals::{Approval, Verdict};
-use crate::api::lease::LeaseInForce;
+use crate::api::route::LeaseInForce;
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::engine::approvals::DecideError;
 use crate::engine::backend::Saturated;
