@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::client::{EngineClient, EngineError};
 use super::lease::note_failure;
 use super::observe;
-use super::runner::{EngineView, Holder, Reply, Runner};
+use super::runner::{EngineView, Holder, ReadReply, Reply, Runner};
 use crate::api::lease::{Conflict, LeaseGranted, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::stats::EngineStats;
@@ -74,13 +74,13 @@ impl Runner {
                 } else {
                     None
                 };
-                Reply::Read {
+                Reply::Read(Box::new(ReadReply {
                     engine: i,
                     epoch,
                     route,
                     stats,
                     renewal,
-                }
+                }))
             });
             self.call_of.insert(handle.id(), i);
             ids.insert(handle.id());
@@ -152,13 +152,16 @@ impl Runner {
     fn apply(&mut self, reply: Reply) {
         let now = self.now_ms();
         match reply {
-            Reply::Read {
-                engine,
-                epoch,
-                route,
-                stats,
-                renewal,
-            } => self.apply_read(engine, epoch, route, stats, renewal),
+            Reply::Read(r) => {
+                let ReadReply {
+                    engine,
+                    epoch,
+                    route,
+                    stats,
+                    renewal,
+                } = *r;
+                self.apply_read(engine, epoch, route, stats, renewal);
+            }
             Reply::Routed {
                 engine,
                 route,

@@ -203,17 +203,20 @@ pub(super) enum Holder {
     Other(String),
 }
 
+/// An engine read's answer; `epoch`: the engine's route changes when it
+/// started.
+pub(super) struct ReadReply {
+    pub(super) engine: usize,
+    pub(super) epoch: u64,
+    pub(super) route: Result<Option<RouteInForce>, EngineError>,
+    pub(super) stats: Result<EngineStats, EngineError>,
+    pub(super) renewal: Option<Result<LeaseGranted, EngineError>>,
+}
+
 /// An engine call's answer.
 pub(super) enum Reply {
-    /// A read of the route and figures, with the lease's renewal when due;
-    /// `epoch`: the engine's route changes when it started.
-    Read {
-        engine: usize,
-        epoch: u64,
-        route: Result<Option<RouteInForce>, EngineError>,
-        stats: Result<EngineStats, EngineError>,
-        renewal: Option<Result<LeaseGranted, EngineError>>,
-    },
+    /// A read of the route and figures, with the lease's renewal when due.
+    Read(Box<ReadReply>),
     /// A route set: its new version.
     Routed {
         engine: usize,
