@@ -129,6 +129,9 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
             let excerpt: String = message.chars().take(200).collect();
             anyhow::bail!("the engine at `{endpoint}` answered {status}: {excerpt}")
         }
+        Err(e @ EngineError::Fenced(_)) => {
+            anyhow::bail!("the engine at `{endpoint}` refused the request: {e}")
+        }
         Err(EngineError::Decode { source }) => anyhow::bail!(
             "the engine at `{endpoint}` did not answer with a live-state document: {source}"
         ),
