@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-admin-token-0123";
 
 const TOML: &str = r#"[project]
 name = "bench"

@@ -279,6 +279,12 @@ impl Runner {
                 // One git call at a time: after the fetch in flight.
                 return Ok(false);
             }
+            // A pause only an operator lifts (a deleted or restored
+            // branch, a rewritten history) holds the push too: nothing
+            // goes to the branch before the operator has looked.
+            if pending.stuck.is_none() && self.state.paused.as_ref().is_some_and(|p| p.hold) {
+                return Ok(false);
+            }
             let p = pending.clone();
             if pending.stuck.is_some() {
                 if self.head.is_none() || self.stuck_checked == self.head {
