@@ -86,6 +86,12 @@ codes! {
         "sluice.toml is invalid.",
         "Fix the marked setting; the message says what is allowed there.",
     ));
+    /// A limit counted by an optional field: requests without it are never
+    /// limited.
+    LimitOptionalKey = "limit::optional_key", Warning, Some((
+        "A limit counts by an optional field: requests that do not carry it are never limited.",
+        "Count by a required field, or add `has(field)` to the limit's condition to say that requests without it are meant to go unlimited.",
+    ));
     /// A `requires` that no policy of the set satisfies.
     VersionUnsatisfied = "version::unsatisfied", Error, Some((
         "A `requires` names a policy that is absent or at a version that does not match.",
@@ -229,6 +235,7 @@ mod tests {
             let expected = match c.as_str() {
                 "conflict::overridden_allow"
                 | "conflict::dead_rule"
+                | "limit::optional_key"
                 | "state::window_change"
                 | "analyze::unknown"
                 | "analyze::unencodable" => Severity::Warning,
