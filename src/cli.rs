@@ -99,7 +99,8 @@ pub enum Command {
     /// Format policy files canonically (every `*.policy` of the repository,
     /// or the files named).
     Fmt {
-        /// Change nothing; list the files that are not formatted and exit 1.
+        /// Change nothing; print how each file that is not formatted would
+        /// change (a unified diff) and exit 1.
         #[arg(long)]
         check: bool,
         /// Policy files to format instead of the whole repository.
@@ -192,7 +193,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprint!("{}", output::error_text(&e));
             Exit::Usage.into()
         }
     }

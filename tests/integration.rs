@@ -17,6 +17,7 @@ mod engine;
 mod eval;
 mod examples;
 mod fmt;
+mod messages;
 mod parse;
 mod project;
 mod reconcile;

@@ -292,7 +292,7 @@ pub(super) fn cmd_fmt(repo_dir: &Path, check: bool, files: &[PathBuf]) -> anyhow
             Ok(text) if result.changed => {
                 changed += 1;
                 if check {
-                    println!("{}", file.name);
+                    print!("{}", crate::fmt::diff(&file.name, &file.text, &text));
                 } else {
                     std::fs::write(path, text)
                         .with_context(|| format!("writing `{}`", path.display()))?;
