@@ -10,6 +10,7 @@
 
 mod analyze;
 mod artifact;
+mod authoring;
 mod check;
 mod cli;
 mod demo;

@@ -147,18 +147,30 @@ fn failure_line(r: &CaseResult) -> String {
         .as_deref()
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
-    format!(
-        "{}:{}{name}: {}: expected {}{code}, got {got}",
-        r.file,
-        r.line,
-        verdict_text(r.verdict),
-        r.expect.as_str()
-    )
+    match (&r.error, r.got) {
+        // The decision was right; an `expect_args` assertion was not.
+        (Some(e), Some(got)) if got == r.expect => format!(
+            "{}:{}{name}: {}: got {}{code} as expected, but {e}",
+            r.file,
+            r.line,
+            verdict_text(r.verdict),
+            got.as_str()
+        ),
+        _ => format!(
+            "{}:{}{name}: {}: expected {}{code}, got {got}",
+            r.file,
+            r.line,
+            verdict_text(r.verdict),
+            r.expect.as_str()
+        ),
+    }
 }
 
 fn print_failure(out: &mut impl Write, r: &CaseResult) -> std::io::Result<()> {
     writeln!(out, "{}", failure_line(r))?;
-    if let Some(e) = &r.error {
+    if let Some(e) = &r.error
+        && r.got != Some(r.expect)
+    {
         writeln!(out, "    {e}")?;
     }
     for reason in &r.reasons {

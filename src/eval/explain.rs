@@ -216,10 +216,22 @@ pub fn why_not(e: &Expr, req: &Request, schema: &Schema) -> Option<String> {
         }
         Expr::Not(inner) => match why_not(inner, req, schema) {
             Some(_) => None,
-            None => Some(format!(
-                "`{}` holds, and the condition says `not`",
-                text(inner)
-            )),
+            None => {
+                let mut fields = Vec::new();
+                expr_fields(inner, &mut fields);
+                let seen: Vec<String> = fields
+                    .iter()
+                    .filter_map(|f| {
+                        req.get_path(schema, f)
+                            .map(|v| format!("`{f}` is {}", v.to_json()))
+                    })
+                    .collect();
+                Some(if seen.is_empty() {
+                    format!("`{}` is false", text(e))
+                } else {
+                    format!("`{}` is false: {}", text(e), seen.join(", "))
+                })
+            }
         },
         _ => {
             let fields = atom_fields(e);
@@ -243,6 +255,21 @@ pub fn why_not(e: &Expr, req: &Request, schema: &Schema) -> Option<String> {
                 } else {
                     format!("`{}` is false: {}", text(e), seen.join(", "))
                 })
+            }
+        }
+    }
+}
+
+/// Every field a condition reads, once each, in order.
+fn expr_fields<'e>(e: &'e Expr, out: &mut Vec<&'e str>) {
+    match e {
+        Expr::And(parts) | Expr::Or(parts) => parts.iter().for_each(|p| expr_fields(p, out)),
+        Expr::Not(inner) => expr_fields(inner, out),
+        _ => {
+            for f in atom_fields(e) {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
             }
         }
     }
@@ -370,7 +397,10 @@ pub fn text(e: &Expr) -> String {
                 .collect::<Vec<_>>()
                 .join(" or ")
         ),
-        Expr::Not(inner) => write!(out, "not {}", paren(inner)),
+        Expr::Not(inner) => match inner.as_ref() {
+            Expr::Has(_) | Expr::Truthy(_) => write!(out, "not {}", text(inner)),
+            _ => write!(out, "not ({})", text(inner)),
+        },
         Expr::Has(f) => write!(out, "has({f})"),
         Expr::Truthy(f) => write!(out, "{f}"),
         Expr::Cmp { op, lhs, rhs, .. } => {
