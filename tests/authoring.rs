@@ -408,3 +408,91 @@ fn explain_agrees_with_the_evaluator_on_the_example_repository() {
         "{requests} requests, {matched} matches"
     );
 }
+
+/// Every finding code has its entry in the catalogue `docs/codes.md`, under
+/// the anchor SARIF's `helpUri` points to, and says its severity.
+#[test]
+fn every_code_has_an_entry_in_the_catalogue() {
+    use sluice::diagnostic::{Code, Severity};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/codes.md")).unwrap();
+    for code in Code::ALL {
+        let severity = match code.severity() {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let entry = format!(
+            "<a id=\"{}\"></a>\n### `{}` ({severity})",
+            code.anchor(),
+            code.as_str()
+        );
+        assert!(doc.contains(&entry), "docs/codes.md lacks `{entry}`");
+        assert!(
+            code.doc_url()
+                .ends_with(&format!("/codes.md#{}", code.anchor()))
+        );
+    }
+}
+
+#[test]
+fn sarif_rules_link_to_the_catalogue() {
+    let dir = init_repo();
+    write_repo(
+        dir.path(),
+        &[(
+            "policies/bad.policy",
+            "policy bad version 1.0.0 {\n  rule r { when args.nothing == 1 deny X \"x\" }\n}\n",
+        )],
+    );
+    let o = sluice_in(dir.path(), &["check", "--format", "sarif"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let rules = doc["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    assert!(!rules.is_empty());
+    for r in rules {
+        let id = r["id"].as_str().unwrap();
+        let uri = r["helpUri"].as_str().unwrap();
+        assert!(
+            uri.ends_with(&format!("/codes.md#{}", id.replace("::", "-"))),
+            "{uri}"
+        );
+    }
+}
+
+/// The JSON schema of sluice.toml accepts every sluice.toml the project
+/// ships (the starter of `sluice init`, the example repositories that check
+/// clean) and refuses the slips authors make.
+#[test]
+fn the_json_schema_of_sluice_toml_fits_the_shipped_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/sluice.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let as_json = |text: &str| -> serde_json::Value {
+        let v: toml::Value = toml::from_str(text).unwrap();
+        serde_json::to_value(v).unwrap()
+    };
+    let mut files = vec![
+        root.join("policies/sluice.toml"),
+        root.join("src/cli/starter/sluice.toml"),
+        root.join("src/demo/repo/sluice.toml"),
+    ];
+    files.push(root.join("examples/clean/sluice.toml"));
+    for f in &files {
+        let doc = as_json(&std::fs::read_to_string(f).unwrap());
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+    for bad in [
+        "[project]\nname = \"t\"\ndefault = \"maybe\"\n[schema]\ntool = \"string\"\n",
+        "[project]\nname = \"t\"\n[schema]\n\"args.amount?\" = \"integer\"\n",
+        "[project]\nname = \"t\"\ndefualt = \"deny\"\n[schema]\ntool = \"string\"\n",
+        "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n[rollout]\nhash_key = \"tool\"\n[[rollout.stage]]\nname = \"canary\"\npercent = 150\n",
+    ] {
+        assert!(!validator.is_valid(&as_json(bad)), "accepted:\n{bad}");
+    }
+}

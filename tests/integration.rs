@@ -21,6 +21,7 @@ mod fmt;
 mod messages;
 mod parse;
 mod project;
+mod readme;
 mod reconcile;
 mod report;
 mod rollout;

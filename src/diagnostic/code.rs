@@ -185,6 +185,27 @@ impl Code {
     }
 }
 
+/// Where the documentation of the finding codes lives: `SLUICE_DOCS_URL`
+/// when set at build time (whoever publishes `docs/` sets it), else the
+/// `docs/` folder of the source sluice was built from, as a `file://` URL.
+pub const DOCS_URL: &str = match option_env!("SLUICE_DOCS_URL") {
+    Some(url) => url,
+    None => concat!("file://", env!("CARGO_MANIFEST_DIR"), "/docs"),
+};
+
+impl Code {
+    /// The code's anchor in the catalogue `docs/codes.md`:
+    /// `type::unknown_field` → `type-unknown_field`.
+    pub fn anchor(self) -> String {
+        self.as_str().replace("::", "-")
+    }
+
+    /// The address of the code's entry in the catalogue.
+    pub fn doc_url(self) -> String {
+        format!("{DOCS_URL}/codes.md#{}", self.anchor())
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
