@@ -382,20 +382,12 @@ pub fn text(e: &Expr) -> String {
         Expr::And(parts) => write!(
             out,
             "{}",
-            parts
-                .iter()
-                .map(|p| paren(p))
-                .collect::<Vec<_>>()
-                .join(" and ")
+            parts.iter().map(paren).collect::<Vec<_>>().join(" and ")
         ),
         Expr::Or(parts) => write!(
             out,
             "{}",
-            parts
-                .iter()
-                .map(|p| paren(p))
-                .collect::<Vec<_>>()
-                .join(" or ")
+            parts.iter().map(paren).collect::<Vec<_>>().join(" or ")
         ),
         Expr::Not(inner) => match inner.as_ref() {
             Expr::Has(_) | Expr::Truthy(_) => write!(out, "not {}", text(inner)),
