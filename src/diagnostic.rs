@@ -243,6 +243,8 @@ struct JsonFinding<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     help: Option<&'a str>,
+    /// The code's entry in the catalogue (`docs/codes.md`).
+    help_uri: String,
     locations: Vec<JsonLocation<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     witness: Option<&'a serde_json::Value>,
@@ -259,6 +261,7 @@ pub fn to_json(findings: &[Finding], sources: &Sources, summary: &Summary) -> se
             severity: f.severity,
             message: &f.message,
             help: f.help.as_deref(),
+            help_uri: f.code.doc_url(),
             locations: f
                 .labels
                 .iter()

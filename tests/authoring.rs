@@ -459,6 +459,17 @@ fn sarif_rules_link_to_the_catalogue() {
             "{uri}"
         );
     }
+    let o = sluice_in(dir.path(), &["check", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let f = &doc["findings"][0];
+    assert_eq!(f["code"], "type::unknown_field");
+    assert!(
+        f["help_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/codes.md#type-unknown_field"),
+        "{f}"
+    );
 }
 
 /// The JSON schema of sluice.toml accepts every sluice.toml the project
