@@ -186,6 +186,12 @@ fn explain_shows_modified_values_and_hides_other_tools() {
     let o = sluice_in(dir.path(), &["explain", &r]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     snapshot!("explain_modify", out(&o));
+    let o = sluice_in(dir.path(), &["explain", &r, "--all"]);
+    assert!(
+        out(&o).contains("✗ rule mail.no_http → deny PLAIN\n    not matched: `tool == \"web.fetch\"` is false: `tool` is \"email.send\""),
+        "{}",
+        out(&o)
+    );
     let o = sluice_in(dir.path(), &["eval", &r]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     snapshot!("eval_modify", out(&o));

@@ -69,7 +69,7 @@ fn print_response_human(
             )?,
             None => writeln!(
                 out,
-                "  no rule came close: every condition failed on its first part"
+                "  no rule or limit about this tool has a part of its condition that holds"
             )?,
         }
     } else {
@@ -154,9 +154,7 @@ pub(super) fn cmd_explain(
             // atom: listed only with `--all`.
             let mut hidden = 0;
             for c in &explanation.checks {
-                let other_tool = !c.matched
-                    && c.held == 0
-                    && c.why_not.as_deref().is_some_and(|w| w.starts_with("`tool"));
+                let other_tool = c.other_tool;
                 if other_tool && !all {
                     hidden += 1;
                     continue;

@@ -49,6 +49,9 @@ pub struct CheckExplained {
     /// saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<String>,
+    /// A top-level conjunct that reads only `tool` is false: the check is
+    /// about other tools.
+    pub other_tool: bool,
     /// Of the condition's top-level conjuncts, how many held.
     pub held: usize,
     pub conjuncts: usize,
@@ -69,12 +72,17 @@ pub struct ModifiedValue {
 }
 
 impl Explanation {
-    /// For a default decision, the rule that came closest to matching: the
-    /// one with the largest share of its conjuncts true (first in order on a
-    /// tie); `None` when every condition failed on its first conjunct.
+    /// For a default decision, the rule that came closest to matching: of
+    /// the rules and limits about the request's tool, the one with the
+    /// largest share of its conjuncts true (first in order on a tie);
+    /// `None` when none is about the tool or none has a conjunct true.
     pub fn closest(&self) -> Option<&CheckExplained> {
         let mut best: Option<&CheckExplained> = None;
-        for c in self.checks.iter().filter(|c| !c.matched && c.held > 0) {
+        for c in self
+            .checks
+            .iter()
+            .filter(|c| !c.matched && !c.other_tool && c.held > 0)
+        {
             let better =
                 best.is_none_or(|b| c.held * b.conjuncts.max(1) > b.held * c.conjuncts.max(1));
             if better {
@@ -107,6 +115,11 @@ impl Evaluator {
                 .iter()
                 .filter(|e| why_not(e, req, schema).is_none())
                 .count();
+            let other_tool = parts.iter().any(|e| {
+                let mut fields = Vec::new();
+                expr_fields(e, &mut fields);
+                fields == [crate::eval::TOOL_FIELD] && why_not(e, req, schema).is_some()
+            });
             let why = if matched {
                 None
             } else {
@@ -155,6 +168,7 @@ impl Evaluator {
                 matched,
                 contributes,
                 why_not: why,
+                other_tool,
                 held: if matched { parts.len() } else { held },
                 conjuncts: parts.len(),
                 limit,
