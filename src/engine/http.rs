@@ -353,7 +353,7 @@ async fn require_admin(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route: see SPEC §5 for the engine's API".to_string())
+    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/stats, /v1/state, /v1/approvals, /metrics and /healthz".to_string())
 }
 
 async fn method_not_allowed() -> ApiError {
