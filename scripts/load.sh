@@ -167,7 +167,7 @@ hash_of() { sed -n 's/.*"hash":"\([0-9a-f]\{64\}\)".*/\1/p' "$1"; }
 STABLE=$(hash_of "$WORK/stable.json")
 CANDIDATE=$(hash_of "$WORK/candidate.json")
 
-TOKEN="load-$$-$RANDOM"
+TOKEN="load-token-$$-$RANDOM-$RANDOM"
 BASE="http://127.0.0.1:$PORT"
 workers=()
 [ -n "$WORKERS" ] && workers=(--workers "$WORKERS")

@@ -10,6 +10,7 @@
 
 mod analyze;
 mod artifact;
+mod authoring;
 mod check;
 mod cli;
 mod demo;
@@ -17,8 +18,10 @@ mod engine;
 mod eval;
 mod examples;
 mod fmt;
+mod messages;
 mod parse;
 mod project;
+mod readme;
 mod reconcile;
 mod report;
 mod rollout;

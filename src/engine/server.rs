@@ -14,10 +14,16 @@
 //! fails), the request gets the tier failsafe ([`crate::engine::failsafe`])
 //! instead: never evaluated against state, never queued for approval.
 //!
+//! **Fencing.** Over HTTP a route is changed only by the daemon holding the
+//! engine's lease ([`Engine::claim_route`], [`Engine::renew_lease`]); a
+//! lease not renewed in time lapses and the engine drops the candidate by
+//! itself ([`Engine::lapse_lease`], run by a watch task every 100 ms).
+//!
 //! Inside: `shadow` evaluates the candidate off the request path, `routes`
-//! changes the route and migrates state ([`Engine::set_route`]), `report`
-//! writes the stats and metrics documents.
+//! changes the route and migrates state ([`Engine::set_route`]), `lease`
+//! fences route changes, `report` writes the stats and metrics documents.
 
+mod lease;
 mod report;
 mod routes;
 mod shadow;
@@ -168,7 +174,8 @@ pub struct Engine {
     config: EngineConfig,
     artifacts: RwLock<BTreeMap<String, Arc<Held>>>,
     route: ArcSwapOption<Active>,
-    route_change: Mutex<()>,
+    /// Serializes route changes and holds the owner's lease.
+    route_change: Mutex<lease::Fence>,
     backend: Arc<dyn StateBackend>,
     limits: Arc<Limits>,
     log: Arc<DecisionLog>,
@@ -237,7 +244,7 @@ impl Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
             route: ArcSwapOption::empty(),
-            route_change: Mutex::new(()),
+            route_change: Mutex::new(lease::Fence::default()),
             backend,
             limits,
             log,
@@ -246,6 +253,7 @@ impl Engine {
             boot: epoch_secs(SystemTime::now()),
         });
         rt.spawn(housekeeping(Arc::downgrade(&engine)));
+        rt.spawn(lease::watch(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -257,6 +265,12 @@ impl Engine {
     /// (the configured [`Clock`]).
     pub fn now_secs(&self) -> u64 {
         self.config.clock.now_secs()
+    }
+
+    /// Milliseconds since the epoch (the configured [`Clock`]): leases
+    /// lapse by it.
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     /// The route in force.

@@ -286,7 +286,7 @@ impl Lower<'_> {
                 self.error(
                     span(&rp),
                     format!("invalid version requirement `{text}`: {e}"),
-                    Some("use Cargo's syntax, e.g. `^1.2`, `~1.2.3` or `>=1.0, <2.0`".into()),
+                    Some(requirement_help(&text)),
                 );
                 None
             }
@@ -670,4 +670,31 @@ impl Lower<'_> {
         };
         Some(Spanned::new(kind, sp))
     }
+}
+
+/// How to fix a version requirement that `semver` refused: the slips authors
+/// make most (alternatives, comparators without commas, wildcards in the
+/// wrong place), then the syntax.
+fn requirement_help(text: &str) -> String {
+    const SYNTAX: &str = "requirements use Cargo's syntax: `^1.2` (compatible with 1.2), `~1.2.3`, \
+         `>=1.0, <2.0` (comparators separated by commas) or `1.*`";
+    if text.contains("||") || text.contains("&&") {
+        return format!(
+            "a requirement is one range: `||` and `&&` are not part of it; write the range \
+             that covers what you mean, e.g. `>=1.0, <3.0`; {SYNTAX}"
+        );
+    }
+    // Comparators separated by spaces only: `>=1.0 <2.0`.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let operator = |w: &str| w.starts_with(['>', '<', '=', '~', '^']);
+    if words.len() > 1 && !text.contains(',') && words.iter().skip(1).all(|w| operator(w)) {
+        return format!("separate comparators with a comma: `{}`", words.join(", "));
+    }
+    if text.contains(['x', 'X', '*']) {
+        return format!(
+            "a wildcard stands for a whole version number and nothing follows it: \
+             `1.*` or `1.2.*`, not `{text}`; {SYNTAX}"
+        );
+    }
+    SYNTAX.to_string()
 }

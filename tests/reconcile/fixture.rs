@@ -435,6 +435,11 @@ impl Engine {
     pub fn route_puts(&self) -> u64 {
         self.engine.route().map_or(0, |a| a.version)
     }
+
+    /// The daemon holding this engine's lease, read directly.
+    pub fn owner(&self) -> Option<String> {
+        self.engine.lease().map(|l| l.owner)
+    }
 }
 
 /// Several engines.

@@ -221,6 +221,30 @@ async fn each_token_has_its_power_and_the_audit_log_says_who_acted() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // A reason past 2,000 bytes, an unknown field, a route or a method
+    // the API does not have: JSON errors, nothing done.
+    let r = call(Method::POST, "/v1/pause", OPERATOR)
+        .json(&serde_json::json!({"reason": "x".repeat(2001)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = call(Method::POST, "/v1/resume", OPERATOR)
+        .json(&serde_json::json!({"bogus": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for (method, path, code) in [
+        (Method::GET, "/v1/nothing", 404),
+        (Method::DELETE, "/v1/status", 405),
+    ] {
+        let r = call(method, path, OPERATOR).send().await.unwrap();
+        assert_eq!(r.status(), code, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
+
     // The operator token pauses, from the command line, naming who.
     let sluice = |args: &[&str], envs: &[(&str, &str)]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));

@@ -39,9 +39,10 @@ async fn readiness_and_metrics_follow_the_fleet() {
         }
     };
 
-    let ready = wait_async("ready", Duration::from_secs(20), || async {
+    // Ready once the branch is fetched; installed a build later.
+    let ready = wait_async("ready and installed", Duration::from_secs(20), || async {
         let (code, body) = get("/readyz").await;
-        (code == 200).then_some(body)
+        (code == 200 && daemon.status().stable.is_some()).then_some(body)
     })
     .await;
     let r: Value = serde_json::from_str(&ready).unwrap();

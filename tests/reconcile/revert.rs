@@ -349,6 +349,67 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
     daemon.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_already_accepted_as_unchanged_is_never_reverted_with_a_later_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c0 = repo.log()[0].0.clone();
+    let engines = fixture::engines(2).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        4,
+        Duration::from_millis(2),
+    );
+    let state = tmp.path().join("state");
+    let daemon = Daemon::start(config(&repo, &state, &engines))
+        .await
+        .unwrap();
+    installed(&daemon, &c0).await;
+
+    // Docs and one more trace: the artifact stays stable's.
+    let extra = r#"{"request": {"tool": "shell.exec", "agent": "a", "session": "s", "args": {}}, "expect": "allow"}"#;
+    let docs = repo.commit(
+        "Docs and an extra trace",
+        &[
+            ("README.md", Some("# policies\n")),
+            ("traces/extra.jsonl", Some(extra)),
+        ],
+    );
+    daemon.trigger_fetch();
+    assert_eq!(last_about(&state, &docs).await, "unchanged");
+    // It is the stable commit now.
+    assert_eq!(
+        daemon.status().stable.and_then(|s| s.commit).as_deref(),
+        Some(docs.as_str())
+    );
+
+    // A bad change pushed on its own is rolled back: only it is reverted.
+    let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    daemon.trigger_fetch();
+    let revert = wait_for("the bad commit reverted", LIMIT, || {
+        let s = daemon.status();
+        let (sha, subject) = repo.log().into_iter().next()?;
+        (s.reverts.is_empty() && subject == "Revert \"Block search\"").then_some(sha)
+    })
+    .await;
+    let msg = repo.message(&revert);
+    assert!(
+        msg.contains(&format!("This reverts commit {bad}.")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("Back to the stable commit {docs}.")),
+        "{msg}"
+    );
+    assert_eq!(repo.files(&revert), repo.files(&docs));
+    assert!(
+        repo.files(&revert)
+            .contains(&"traces/extra.jsonl".to_string())
+    );
+    assert_eq!(daemon_reverts(&repo).len(), 1);
+    daemon.stop().await.unwrap();
+}
+
 /// The daemon with slow stages, the candidate `files` in shadow.
 async fn in_shadow(
     tmp: &Path,
@@ -631,38 +692,32 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     let (_, out, _) = sluice(&daemon, &["status"]);
     assert!(out.contains("branch GONE"), "{out}");
 
-    // A rollback still reaches every engine; its revert is not pushed to a
-    // branch that is not there.
+    // A rollback still reaches every engine; its revert waits for the
+    // operator: nothing is pushed, not even tried, while the pause holds.
     daemon.command(Op::rollback(None)).await.unwrap();
     assert_on_stable(&engines, &a0);
-    wait_for("attempts", LIMIT, || {
-        (daemon.status().reverts.first()?.attempts >= 3).then_some(())
-    })
-    .await;
+    fixture::iterations(&daemon, 5, LIMIT).await;
     assert_eq!(git(&repo.bare, &["for-each-ref", "refs/heads"]), "");
-    assert!(
-        daemon.status().reverts[0].stuck.is_none(),
-        "not counted as a failure"
-    );
+    let r = daemon.status().reverts[0].clone();
+    assert_eq!(r.attempts, 0, "{r:?}");
+    assert!(r.stuck.is_none(), "not counted as a failure");
 
-    // The branch is back: said so, and the revert lands on it.
+    // The branch is back: said so, and still nothing is pushed before the
+    // operator resumes.
     git(&repo.bare, &["update-ref", "refs/heads/main", &c1]);
     daemon.trigger_fetch();
+    until(&state, "branch_restored", &c1).await;
+    fixture::iterations(&daemon, 5, LIMIT).await;
+    assert_eq!(repo.log()[0].0, c1);
+    let s = daemon.status();
+    assert!(s.paused.unwrap().hold);
+    assert_eq!(s.reverts.len(), 1);
+    daemon.command(Op::Resume).await.unwrap();
     let revert = wait_for("the revert", LIMIT, || {
         let (sha, subject) = repo.log().into_iter().next()?;
         (subject == "Revert \"Block the shell tool\"").then_some(sha)
     })
     .await;
-    wait_for("the revert settled", LIMIT, || {
-        daemon.status().reverts.is_empty().then_some(())
-    })
-    .await;
-    // The pause waits for an operator, whatever landed meanwhile.
-    fixture::iterations(&daemon, 3, LIMIT).await;
-    let s = daemon.status();
-    assert!(s.paused.unwrap().hold);
-    assert!(s.waiting.unwrap_or_default().contains("paused"));
-    daemon.command(Op::Resume).await.unwrap();
     assert_eq!(last_about(&state, &revert).await, "unchanged");
     assert_eq!(
         events_since(&state, 3),
@@ -670,8 +725,8 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
             "branch_deleted",
             "rollback",
             "branch_restored",
-            "reverted",
             "resume",
+            "reverted",
             "unchanged"
         ]
     );

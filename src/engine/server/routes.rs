@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::approvals::{Approval, Verdict};
+use crate::api::route::LeaseInForce;
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::engine::approvals::DecideError;
 use crate::engine::backend::Saturated;
@@ -32,13 +33,24 @@ pub struct RouteChange {
     pub route: RouteSpec,
     /// The state migrations the change applied.
     pub migrations: Vec<Migration>,
+    /// The caller's lease, renewed by the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInForce>,
 }
 
 impl Engine {
-    /// Sets the route; applies the state migrations the change implies.
+    /// Sets the route without fencing (no owner, no lease): for the
+    /// engine's own start (`sluice engine --artifact`) and embedders.
+    /// Over HTTP every change is fenced ([`Engine::claim_route`]).
     pub fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
+        let _serial = self.fence();
+        self.apply_route(spec)
+    }
+
+    /// Puts a route in force and applies the state migrations the change
+    /// implies. The caller holds the fence (route changes are serial).
+    pub(super) fn apply_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
         let spec = spec.normalize()?;
-        let _serial = self.route_change.lock().unwrap_or_else(|e| e.into_inner());
         let missing = |role: &'static str, hash: &str| RouteChangeError::NotHeld {
             role,
             hash: hash.to_string(),
@@ -136,6 +148,7 @@ impl Engine {
             version,
             route: spec,
             migrations,
+            lease: None,
         })
     }
 
