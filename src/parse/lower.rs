@@ -17,6 +17,8 @@ type P<'i> = Pair<'i, R>;
 struct Lower<'a> {
     file: &'a SourceFile,
     errors: Vec<Finding>,
+    /// The parentheses and `not`s around the condition being lowered.
+    depth: usize,
 }
 
 pub(super) fn lower_file(
@@ -26,6 +28,7 @@ pub(super) fn lower_file(
     let mut l = Lower {
         file,
         errors: Vec::new(),
+        depth: 0,
     };
     let policy = pairs
         .next()
@@ -49,6 +52,7 @@ pub(super) fn lower_expr_only(
     let mut l = Lower {
         file,
         errors: Vec::new(),
+        depth: 0,
     };
     let e = pairs
         .next()
@@ -580,13 +584,24 @@ impl Lower<'_> {
                 ))
             }
             R::not_expr => self.expr(p.into_inner().next()?),
-            R::not_op => {
-                let inner = self.expr(children(p).next()?)?;
-                Some(Spanned::new(ExprKind::Not(Box::new(inner)), sp))
-            }
-            R::paren => {
-                let inner = self.expr(children(p).next()?)?;
-                Some(Spanned::new(ExprKind::Paren(Box::new(inner)), sp))
+            R::not_op | R::paren => {
+                let is_not = p.as_rule() == R::not_op;
+                if self.depth >= super::MAX_NESTING {
+                    self.errors.push(super::too_deep(self.file, sp));
+                    return None;
+                }
+                self.depth += 1;
+                let inner = children(p).next().and_then(|c| self.expr(c));
+                self.depth -= 1;
+                let inner = Box::new(inner?);
+                Some(Spanned::new(
+                    if is_not {
+                        ExprKind::Not(inner)
+                    } else {
+                        ExprKind::Paren(inner)
+                    },
+                    sp,
+                ))
             }
             R::has_call => {
                 let f = children(p).next()?;
