@@ -442,6 +442,22 @@ impl Engine {
     }
 }
 
+/// The daemon's configuration for tests: `repo`'s bare repository, the
+/// `engines`, the admin token, a 100 ms interval and the control API on a
+/// free loopback port.
+pub fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> sluice::reconcile::Config {
+    let urls = engines.iter().map(Engine::url).collect();
+    let mut c = sluice::reconcile::Config::new(
+        &repo.bare.to_string_lossy(),
+        state.to_path_buf(),
+        urls,
+        TOKEN,
+    );
+    c.interval = Duration::from_millis(100);
+    c.listen = "127.0.0.1:0".parse().ok();
+    c
+}
+
 /// Several engines.
 pub async fn engines(n: usize) -> Vec<Engine> {
     let mut out = Vec::new();

@@ -17,17 +17,10 @@ const OPERATOR: &str = "operator-token-0123456789";
 const READER: &str = "read-only-token-0123456789";
 
 fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> Config {
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        state.to_path_buf(),
-        urls,
-        TOKEN,
-    );
+    let mut c = fixture::config(repo, state, engines);
     // Only the hook fetches: a delivery that is refused or ignored leaves
     // the fetched head where it was.
     c.interval = Duration::from_secs(3600);
-    c.listen = "127.0.0.1:0".parse().ok();
     c.operator_token = Some(OPERATOR.to_string());
     c.read_token = Some(READER.to_string());
     c.webhook_secret = Some(SECRET.to_string());

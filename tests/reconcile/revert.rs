@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice::api::status::Status;
-use sluice::reconcile::{Config, Daemon};
+use sluice::reconcile::Daemon;
 use sluice::rollout::machine::{Cause, Command as Op};
 
 use super::fixture::{
@@ -39,19 +39,6 @@ policy base version 2.0.0 {
   }
 }
 "#;
-
-fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> Config {
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        state.to_path_buf(),
-        urls,
-        TOKEN,
-    );
-    c.interval = Duration::from_millis(100);
-    c.listen = "127.0.0.1:0".parse().ok();
-    c
-}
 
 /// `sluice.toml` whose live stages wait an hour: only operators move them.
 fn slow_toml() -> String {
@@ -154,7 +141,7 @@ async fn a_commit_is_rolled_out_under_the_plan_and_traces_of_the_stable_commit()
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &c0).await;
@@ -273,7 +260,7 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &c0).await;
@@ -361,7 +348,7 @@ async fn a_commit_already_accepted_as_unchanged_is_never_reverted_with_a_later_o
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     installed(&daemon, &c0).await;
@@ -420,7 +407,7 @@ async fn in_shadow(
     let s0 = repo.commit("Slow stages", &[("sluice.toml", Some(&slow_toml()))]);
     let engines = fixture::engines(2).await;
     let state = tmp.join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &s0).await;
