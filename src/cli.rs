@@ -156,8 +156,9 @@ pub enum Command {
     /// Run a policy engine: an HTTP server that holds artifacts, routes and
     /// evaluates requests. Stops cleanly on SIGINT or SIGTERM.
     Engine(Box<EngineArgs>),
-    /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
-    /// roll each new artifact out to the engines, stage by stage.
+    /// Watch a branch of the repository (`--repo`: a path, a file://,
+    /// https:// or ssh:// URL, or git@host:org/repo.git) and roll each new
+    /// artifact out to the engines, stage by stage.
     Reconcile(Box<ReconcileArgs>),
     /// The whole pipeline on this machine, with no setup: a temporary policy
     /// repository, three engines on loopback, the reconcile daemon and

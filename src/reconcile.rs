@@ -31,6 +31,8 @@
 //!
 //! Its parts:
 //! - [`git`]: the bare mirror (fetch, read a commit's tree, revert + push).
+//! - [`remote`]: what `--repo` names, the credentials and trust it is
+//!   reached with, and the one redaction of what is shown of it.
 //! - [`build`]: compile, check and replay a commit.
 //! - [`client`]: [`client::EngineClient`] and its HTTP implementation.
 //! - [`observe`]: the fleet's figures summed into one observation.
@@ -61,6 +63,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observe;
 mod publish;
+pub mod remote;
 mod runner;
 pub mod store;
 
@@ -79,8 +82,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7474";
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The repository: a path or a `file://` URL.
+    /// The repository: a path, a `file://`, `http(s)://` or ssh URL
+    /// (`remote`).
     pub repo: String,
+    /// The credentials and trust the repository is reached with.
+    pub git_auth: remote::GitAuth,
     pub branch: String,
     /// The engines' base URLs.
     pub engines: Vec<String>,
@@ -130,6 +136,7 @@ impl Config {
     pub fn new(repo: &str, state_dir: PathBuf, engines: Vec<String>, admin_token: &str) -> Config {
         Config {
             repo: repo.to_string(),
+            git_auth: remote::GitAuth::default(),
             branch: "main".to_string(),
             engines,
             admin_token: admin_token.to_string(),

@@ -16,7 +16,13 @@
 //!   changes nothing; a stale daemon restarted cannot roll the fleet back.
 //!
 //! - `githttp`: a git smart-HTTP server (`git http-backend`) in a process
-//!   of its own, to stop with SIGSTOP.
+//!   of its own, to stop with SIGSTOP; with basic auth and TLS.
+//! - `sshd`: an OpenSSH server on loopback with generated keys.
+//! - `transports`: the daemon over HTTP with basic auth, HTTPS with a test
+//!   CA and ssh with a deploy key; wrong credentials, host keys and
+//!   certificates; a token revoked under a running daemon.
+//! - `secrets`: the daemon binary over HTTPS and ssh; every output read for
+//!   the token and the key's passphrase; starts that fail are exit 2.
 //!
 //! - `revert`: what a commit may not change about its own rollout (the
 //!   stable commit's plan and traces gate it), several commits in one
@@ -30,6 +36,7 @@
 
 mod fixture;
 mod githttp;
+mod sshd;
 
 mod crash;
 mod e2e;
@@ -44,5 +51,7 @@ mod operability;
 mod operate;
 mod parts;
 mod revert;
+mod secrets;
 mod settle;
 mod status;
+mod transports;

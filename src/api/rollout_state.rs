@@ -198,6 +198,11 @@ pub struct State {
     /// paused for an operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_gone: Option<u64>,
+    /// Since when fetching the branch fails (a credential refused, the
+    /// remote unreachable): said once in the audit log, and once when it
+    /// works again. Optional, so version 2 documents without it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_failing: Option<u64>,
 }
 
 impl Default for State {
@@ -216,6 +221,7 @@ impl Default for State {
             last: None,
             rewrite: None,
             branch_gone: None,
+            fetch_failing: None,
         }
     }
 }

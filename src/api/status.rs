@@ -27,8 +27,16 @@ pub struct Status {
     pub head: Option<String>,
     /// When the branch was last fetched (RFC 3339).
     pub fetched: Option<String>,
-    /// The last fetch's error, if it failed.
+    /// The last fetch's error, if it failed (credentials never show: it is
+    /// redacted).
     pub git_error: Option<String>,
+    /// Fetches that failed in a row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fetch_failures: u32,
+    /// After failures, how long the daemon waits before it fetches again
+    /// (it backs off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_retry_ms: Option<u64>,
     /// `empty`, `stable`, or the candidate's stage.
     pub phase: String,
     pub paused: Option<Paused>,
@@ -131,4 +139,8 @@ pub struct RevertStatus {
     /// skip|done` (or `sluice resume` to try again).
     #[serde(default)]
     pub stuck: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Exit;
 use crate::reconcile::notify::{NotifyConfig, redacted};
+use crate::reconcile::remote::GitAuth;
 
 /// `sluice reconcile`'s options (the repository is the global `--repo`).
 #[derive(Debug, clap::Args)]
@@ -86,6 +87,27 @@ pub struct ReconcileArgs {
     /// (`X-Sluice-Signature-256`). SLUICE_NOTIFY_SECRET holds the key itself.
     #[arg(long, value_name = "FILE")]
     pub notify_secret_file: Option<PathBuf>,
+    /// A file holding the token HTTPS fetches and pushes send (basic auth,
+    /// user `--git-user`): a GitHub or GitLab access token. SLUICE_GIT_TOKEN
+    /// holds the token itself. Never shown in logs, status or errors.
+    #[arg(long, value_name = "FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// The user the token is sent with.
+    #[arg(long, value_name = "NAME", default_value = crate::reconcile::remote::DEFAULT_GIT_USER)]
+    pub git_user: String,
+    /// The private key ssh fetches and pushes authenticate with (a deploy
+    /// key); its passphrase, if any, in SLUICE_GIT_SSH_PASSPHRASE.
+    #[arg(long, value_name = "FILE")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// The known_hosts file the ssh server's host key is checked against
+    /// (default: ~/.ssh/known_hosts); an unknown or changed key is refused.
+    #[arg(long, value_name = "FILE")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// PEM certificates an HTTPS server's certificate is checked against
+    /// instead of the system's (a private CA). Without it, the system's
+    /// store, or SSL_CERT_FILE / SSL_CERT_DIR when set.
+    #[arg(long, value_name = "FILE")]
+    pub git_ca_file: Option<PathBuf>,
     /// How log lines are written to standard error: `text` (colours only on
     /// a terminal) or `json` (one object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -121,6 +143,8 @@ const EVENTS: &[&str] = &[
     "force_push",
     "branch_deleted",
     "branch_restored",
+    "fetch_failed",
+    "fetch_restored",
 ];
 
 /// The notifications the flags ask for; `Err` says which flag is wrong.
@@ -171,6 +195,28 @@ fn credential(what: &str, file: Option<&Path>, var: &str) -> anyhow::Result<Opti
     crate::reconcile::access::secret(&format!("{what} ({from})"), &raw)
         .map(Some)
         .map_err(anyhow::Error::msg)
+}
+
+/// The credentials and trust of `--repo`; `Err` says which flag is wrong.
+fn git_auth(args: &ReconcileArgs) -> anyhow::Result<GitAuth> {
+    let token = credential(
+        "the git token",
+        args.git_token_file.as_deref(),
+        "SLUICE_GIT_TOKEN",
+    )?;
+    // A passphrase may be short: it is only read, never checked for length.
+    let ssh_passphrase = std::env::var("SLUICE_GIT_SSH_PASSPHRASE")
+        .ok()
+        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+        .filter(|p| !p.is_empty());
+    Ok(GitAuth {
+        user: Some(args.git_user.clone()),
+        token,
+        ssh_key: args.git_ssh_key.clone(),
+        ssh_passphrase,
+        known_hosts: args.git_known_hosts.clone(),
+        ca_file: args.git_ca_file.clone(),
+    })
 }
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
@@ -233,6 +279,13 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
             config.notify = notify;
         }
         ((Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    }
+    match git_auth(&args) {
+        Ok(auth) => config.git_auth = auth,
+        Err(e) => {
             eprintln!("error: {e}");
             return Ok(Exit::Usage);
         }

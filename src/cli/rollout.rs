@@ -137,6 +137,13 @@ pub fn render_status(s: &Status) -> String {
     }
     if let Some(e) = &s.git_error {
         let _ = writeln!(o, "  git: {e}");
+        if s.fetch_failures > 0 {
+            let retry = s
+                .fetch_retry_ms
+                .map(|ms| format!("; next attempt in {:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  git: {} failed fetches in a row{retry}", s.fetch_failures);
+        }
     }
     if let Some(since) = &s.branch_gone {
         let _ = writeln!(o, "  branch GONE from the remote since {since}");

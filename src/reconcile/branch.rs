@@ -20,7 +20,8 @@ use super::err::ReconcileError;
 use super::git::{Mirror, Prepared};
 use super::gitcall::Polled;
 use super::runner::{
-    Against, Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff,
+    Against, Built, Cached, CachedReady, MAX_FETCH_BACKOFF, MAX_REVERT_BACKOFF, Runner,
+    fetch_backoff, lock, revert_backoff,
 };
 use super::store::Store;
 use crate::model::short;
@@ -59,6 +60,9 @@ impl Runner {
                 self.fetched_ms = Some(self.now_ms());
                 self.git_error = None;
                 self.branch_missing = false;
+                self.fetch_failures = 0;
+                self.fetch_wait = self.config.interval;
+                self.fetch_backoff = fetch_backoff(self.config.interval);
             }
             Some(Polled::Done(Err(e @ ReconcileError::NoBranch { .. }))) => {
                 if !self.branch_missing {
@@ -69,8 +73,19 @@ impl Runner {
                 self.git_error = Some(e.to_string());
             }
             Some(Polled::Done(Err(e)) | Polled::TimedOut(e)) => {
+                self.fetch_failures += 1;
+                self.fetch_wait = self
+                    .fetch_backoff
+                    .next()
+                    .unwrap_or(MAX_FETCH_BACKOFF)
+                    .max(self.config.interval);
                 if self.git_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(error = %e, "fetching the branch failed");
+                    tracing::warn!(
+                        error = %e,
+                        failures = self.fetch_failures,
+                        next_in_ms = u64::try_from(self.fetch_wait.as_millis()).unwrap_or(u64::MAX),
+                        "fetching the branch failed"
+                    );
                 }
                 self.git_error = Some(e.to_string());
                 if self.head.is_none() {
@@ -105,6 +120,20 @@ impl Runner {
         match (&self.head, self.state.branch_gone) {
             (Some(head), Some(_)) if !self.branch_missing && self.git_error.is_none() => {
                 Some(Event::BranchRestored { head: head.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The fetch event this pass has to give the machine, if any: fetching
+    /// failing (said once), or working again.
+    pub(super) fn fetch_event(&self) -> Option<Event> {
+        match (&self.git_error, self.state.fetch_failing) {
+            (Some(error), None) if self.fetch_failures > 0 => Some(Event::FetchFailed {
+                error: error.clone(),
+            }),
+            (None, Some(_)) if self.fetch_failures == 0 && self.fetched_ms.is_some() => {
+                Some(Event::FetchRestored)
             }
             _ => None,
         }

@@ -15,7 +15,8 @@ use super::access::Access;
 use super::api::{self, ApiState, CommandRequest, Said};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
-use super::git::{self, Mirror};
+use super::git::Mirror;
+use super::remote::Remote;
 use super::lease;
 use super::lock::FolderLock;
 use super::metrics::Tally;
@@ -98,11 +99,18 @@ impl Daemon {
             Ok::<_, ReconcileError>((folder, store, state, identity))
         })
         .await??;
-        let url = git::remote_url(&config.repo);
+        let remote = Remote::parse(&config.repo)?;
+        let auth = Arc::new(config.git_auth.clone().for_remote(&remote)?);
         let git_dir = store.git_dir();
         let branch = config.branch.clone();
-        let mirror =
-            tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
+        let mirror = tokio::task::spawn_blocking(move || {
+            Mirror::open_with(&git_dir, &remote, auth, &branch)
+        })
+        .await??;
+        reach(&mirror, config.git_timeout).await?;
+        // What status and log lines show of the repository.
+        let mut config = config;
+        config.repo = mirror.shown_url();
         let (status_tx, status_rx) = watch::channel(Status {
             identity: identity.clone(),
             ..Status::default()
@@ -254,6 +262,49 @@ impl Daemon {
             let _ = s.await;
         }
         out
+    }
+}
+
+/// The remote reached once before the daemon runs, with its credentials
+/// and trust, within `--git-timeout`: a URL that cannot be reached, a
+/// credential refused, a host key or certificate refused stop a daemon
+/// that has never fetched (it would run doing nothing); a daemon that has
+/// (a restart while the forge is down) goes on with what it has, the
+/// error in its status, and can still roll back.
+async fn reach(mirror: &Mirror, timeout: std::time::Duration) -> Result<(), ReconcileError> {
+    let handle = mirror.handle()?;
+    let fetched_before = mirror.head().is_some();
+    let (tx, rx) = oneshot::channel();
+    // A thread of its own: a remote that hangs must not hold the runtime.
+    std::thread::Builder::new()
+        .name("sluice-git-probe".to_string())
+        .spawn(move || {
+            let _ = tx.send(handle.probe());
+        })
+        .map_err(|source| ReconcileError::Io {
+            what: "starting a thread to reach the repository".to_string(),
+            source,
+        })?;
+    let out = match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(_)) => Err(ReconcileError::Git(
+            "reaching the repository stopped before it answered".to_string(),
+        )),
+        Err(_) => Err(ReconcileError::Git(format!(
+            "the repository did not answer within {} s (--git-timeout)",
+            timeout.as_secs_f32()
+        ))),
+    };
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) if fetched_before => {
+            tracing::warn!(error = %e, "the repository cannot be reached; going on with the mirror");
+            Ok(())
+        }
+        Err(e) => Err(ReconcileError::Unreachable {
+            repo: mirror.shown_url(),
+            why: e.to_string(),
+        }),
     }
 }
 

@@ -63,6 +63,11 @@ pub enum ReconcileError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The repository cannot be reached at the daemon's first start (a
+    /// URL that does not answer, a credential, a host key or a certificate
+    /// refused): `why` is already redacted.
+    #[error("the repository `{repo}` cannot be reached: {why}")]
+    Unreachable { repo: String, why: String },
     /// Another daemon holds the state folder.
     #[error(
         "invalid configuration: the state folder `{}` is in use by another daemon{}",

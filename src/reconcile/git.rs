@@ -17,12 +17,13 @@
 //! `check`), and the push never creates the branch: a branch deleted on the
 //! remote is an error ([`ReconcileError::NoBranch`]), not a target.
 //!
-//! git2 is built without network features: the repository is a local path
-//! or a `file://` URL (a bare repository on a shared disk, or a mirror kept
-//! in sync by other means); libgit2's plain `http://` transport is built in
-//! too. Everything here blocks: the daemon reads commits on tokio's
-//! blocking pool, and runs fetches and pushes on threads of their own, each
-//! with its own [`Mirror::handle`] (`gitcall`).
+//! The remote is a local path, a `file://`, `http://` or `https://` URL
+//! (libgit2 over the system's OpenSSL) or an ssh one (libssh2); how it is
+//! reached, with which credentials and what trust, is `remote`'s: every
+//! fetch and push goes through its callbacks, and every error of one
+//! through its redaction. Everything here blocks: the daemon reads commits
+//! on tokio's blocking pool, and runs fetches and pushes on threads of
+//! their own, each with its own [`Mirror::handle`] (`gitcall`).
 //!
 //! A commit's policy repository is read by the one walker of [`crate::tree`]
 //! (the rule `sluice check` and `check --base` read by), at the top level
@@ -37,12 +38,12 @@ pub use repack::MAX_PACKS;
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
 
-use git2::{
-    FetchOptions, FetchPrune, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Sort,
-};
+use git2::{FetchOptions, FetchPrune, Oid, PushOptions, Repository, Signature, Sort};
 
 use super::err::ReconcileError;
+use super::remote::{self, Attempts, GitAuth, Remote};
 use crate::model::short;
 use crate::rollout::machine::{PendingRevert, RevertOutcome};
 use crate::tree::git::GitTree;
@@ -74,7 +75,8 @@ pub enum Prepared {
 pub struct Mirror {
     repo: Repository,
     branch: String,
-    url: String,
+    remote: Remote,
+    auth: Arc<GitAuth>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -97,24 +99,25 @@ pub struct CommitFiles {
     pub sources: Result<RepoSources, TreeError>,
 }
 
-/// The URL git2 is given for `--repo`: URLs as they are, paths made absolute.
-pub fn remote_url(repo: &str) -> String {
-    if repo.contains("://") {
-        return repo.to_string();
-    }
-    let path = Path::new(repo);
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    });
-    abs.to_string_lossy().into_owned()
-}
-
 impl Mirror {
     /// Opens the mirror in `dir`, creating it on first use, with `origin`
-    /// pointing at `url`.
+    /// pointing at `url` (`--repo`: a path or a URL), reached without
+    /// credentials.
     pub fn open(dir: &Path, url: &str, branch: &str) -> Result<Mirror, ReconcileError> {
+        let remote = Remote::parse(url)?;
+        Mirror::open_with(dir, &remote, Arc::new(GitAuth::default()), branch)
+    }
+
+    /// Opens the mirror in `dir`, creating it on first use, with `origin`
+    /// pointing at `remote` (its URL holds no password: the mirror's
+    /// `config` never does), reached with `auth`.
+    pub fn open_with(
+        dir: &Path,
+        remote: &Remote,
+        auth: Arc<GitAuth>,
+        branch: &str,
+    ) -> Result<Mirror, ReconcileError> {
+        let url = remote.url.as_str();
         remove_stale_locks(dir);
         let repo = match Repository::open_bare(dir) {
             Ok(r) => r,
@@ -130,7 +133,8 @@ impl Mirror {
         Ok(Mirror {
             repo,
             branch: branch.to_string(),
-            url: url.to_string(),
+            remote: remote.clone(),
+            auth,
         })
     }
 
@@ -141,7 +145,8 @@ impl Mirror {
         Ok(Mirror {
             repo: Repository::open_bare(self.repo.path())?,
             branch: self.branch.clone(),
-            url: self.url.clone(),
+            remote: self.remote.clone(),
+            auth: self.auth.clone(),
         })
     }
 
@@ -157,28 +162,45 @@ impl Mirror {
             .map(|o| o.to_string())
     }
 
-    /// A local remote that is not there: a clearer error than git2's.
-    fn check_reachable(&self) -> Result<(), ReconcileError> {
-        let path = self.url.strip_prefix("file://").unwrap_or(&self.url);
-        let local = !self.url.contains("://") || self.url.starts_with("file://");
-        if local && !Path::new(path).exists() {
-            return Err(ReconcileError::Git(format!(
-                "the repository `{}` is not reachable",
-                self.url
-            )));
-        }
-        Ok(())
+    /// The remote's URL as it may be shown.
+    pub fn shown_url(&self) -> String {
+        self.auth.redact(&self.remote.url)
+    }
+
+    /// A network error as it may be shown: through the one redaction.
+    fn net_error(&self, e: &git2::Error) -> ReconcileError {
+        ReconcileError::Git(self.auth.redact(e.message()))
+    }
+
+    /// Connects to the remote and lists its branches, with the
+    /// credentials and trust of a fetch: whether it can be reached at all
+    /// (the daemon's start). Returns whether the branch is there.
+    pub fn probe(&self) -> Result<bool, ReconcileError> {
+        self.remote.check_local()?;
+        let attempts = Attempts::default();
+        let mut remote = self.repo.find_remote("origin")?;
+        let callbacks = remote::callbacks(&self.auth, &self.remote, &attempts);
+        let conn = remote
+            .connect_auth(git2::Direction::Fetch, Some(callbacks), None)
+            .map_err(|e| self.net_error(&e))?;
+        let branch = format!("refs/heads/{}", self.branch);
+        let heads = conn.list().map_err(|e| self.net_error(&e))?;
+        Ok(heads.iter().any(|h| h.name() == branch))
     }
 
     /// Fetches the branch; returns its head. A branch the remote no longer
     /// has is pruned from the mirror and is [`ReconcileError::NoBranch`].
     pub fn fetch(&self) -> Result<String, ReconcileError> {
-        self.check_reachable()?;
+        self.remote.check_local()?;
         let mut remote = self.repo.find_remote("origin")?;
         let spec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        let attempts = Attempts::default();
         let mut opts = FetchOptions::new();
         opts.prune(FetchPrune::On);
-        remote.fetch(&[spec.as_str()], Some(&mut opts), None)?;
+        opts.remote_callbacks(remote::callbacks(&self.auth, &self.remote, &attempts));
+        remote
+            .fetch(&[spec.as_str()], Some(&mut opts), None)
+            .map_err(|e| self.net_error(&e))?;
         self.head().ok_or_else(|| ReconcileError::NoBranch {
             branch: self.branch.clone(),
         })
@@ -406,10 +428,11 @@ impl Mirror {
     }
 
     fn push(&self) -> Result<(), ReconcileError> {
-        self.check_reachable()?;
+        self.remote.check_local()?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
+        let attempts = Attempts::default();
         {
-            let mut callbacks = RemoteCallbacks::new();
+            let mut callbacks = remote::callbacks(&self.auth, &self.remote, &attempts);
             callbacks.push_update_reference(|refname, status| {
                 if let Some(s) = status {
                     *rejected.borrow_mut() = Some(format!("{refname}: {s}"));
@@ -420,7 +443,9 @@ impl Mirror {
             opts.remote_callbacks(callbacks);
             let mut remote = self.repo.find_remote("origin")?;
             let spec = format!("{REVERT_REF}:refs/heads/{}", self.branch);
-            remote.push(&[spec.as_str()], Some(&mut opts))?;
+            remote
+                .push(&[spec.as_str()], Some(&mut opts))
+                .map_err(|e| self.net_error(&e))?;
         }
         match rejected.into_inner() {
             Some(why) => Err(ReconcileError::Git(format!("push rejected: {why}"))),

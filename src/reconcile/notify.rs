@@ -57,15 +57,11 @@ impl NotifyConfig {
     }
 }
 
-/// A URL as it may be shown: without user or password.
+/// A URL as it may be shown: without user or password (the one redaction,
+/// [`super::remote::redact`]).
 pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
+        Ok(u) => super::remote::redact(u.as_str()),
         Err(_) => "<not a URL>".to_string(),
     }
 }

@@ -104,6 +104,9 @@ impl Runner {
             head: self.head.clone(),
             fetched: self.fetched_ms.map(machine::rfc3339),
             git_error: self.git_error.clone(),
+            fetch_failures: self.fetch_failures,
+            fetch_retry_ms: (self.fetch_failures > 0)
+                .then(|| u64::try_from(self.fetch_wait.as_millis()).unwrap_or(u64::MAX)),
             phase: s.phase(),
             paused: s.paused.clone(),
             stable: s.stable.clone(),

@@ -167,6 +167,12 @@ pub(super) struct Runner {
     pub(super) branch_missing: bool,
     pub(super) last_fetch: Option<Instant>,
     pub(super) fetch_now: bool,
+    /// Fetches that failed in a row (a missing branch is not a failure).
+    pub(super) fetch_failures: u32,
+    /// The wait before the next fetch: the interval, or longer after
+    /// failures ([`fetch_backoff`]).
+    pub(super) fetch_wait: Duration,
+    pub(super) fetch_backoff: FibonacciBackoff,
     pub(super) observed: Observed,
     pub(super) decision: Option<StageDecision>,
     pub(super) waiting: Option<String>,
@@ -266,6 +272,7 @@ impl Runner {
         out: Outputs,
     ) -> Runner {
         let revert_backoff = revert_backoff(config.interval);
+        let (fetch_wait, first_fetch_backoff) = (config.interval, fetch_backoff(config.interval));
         let git = GitCalls::new(mirror.clone(), config.git_timeout);
         Runner {
             engines: engines
@@ -312,6 +319,9 @@ impl Runner {
             branch_missing: false,
             last_fetch: None,
             fetch_now: true,
+            fetch_failures: 0,
+            fetch_wait,
+            fetch_backoff: first_fetch_backoff,
             observed: Observed::default(),
             decision: None,
             waiting: None,
@@ -402,7 +412,7 @@ impl Runner {
 
     fn next_wake(&self) -> Instant {
         let base = self.last_fetch.unwrap_or_else(Instant::now);
-        let mut next = base + self.config.interval;
+        let mut next = base + self.fetch_wait;
         // Leases are renewed at least every third of their length.
         if let Some(renewed) = self.engines.iter().filter_map(|e| e.renewed).min() {
             next = next.min(renewed + self.renew_every());
@@ -434,7 +444,7 @@ impl Runner {
         let due = self.fetch_now
             || self
                 .last_fetch
-                .is_none_or(|t| t.elapsed() >= self.config.interval);
+                .is_none_or(|t| t.elapsed() >= self.fetch_wait);
         self.take_replies();
         if self.take_fetch().await {
             // Once a fetch has brought its pack in, before the next.
@@ -465,6 +475,14 @@ impl Runner {
         }
         // 2. The branch gone from the remote, or back.
         if let Some(event) = self.branch_event() {
+            let step = self.step(event);
+            if step.transition.is_some() {
+                self.commit(step).await?;
+                return Ok(true);
+            }
+        }
+        // 2b. Fetching failing, or working again.
+        if let Some(event) = self.fetch_event() {
             let step = self.step(event);
             if step.transition.is_some() {
                 self.commit(step).await?;
@@ -634,6 +652,21 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// The longest wait between two fetches after failures (or the interval,
+/// when that is longer).
+pub(super) const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The waits between fetches after failures: from the interval along the
+/// Fibonacci sequence to [`MAX_FETCH_BACKOFF`], so that a refused
+/// credential or a remote that is down is not hammered.
+pub(super) fn fetch_backoff(interval: Duration) -> FibonacciBackoff {
+    FibonacciBuilder::new()
+        .with_min_delay(interval)
+        .with_max_delay(MAX_FETCH_BACKOFF.max(interval))
+        .without_max_times()
+        .build()
 }
 
 /// The waits between attempts at pushing a revert: growing from the loop's

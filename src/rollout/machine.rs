@@ -242,6 +242,13 @@ pub enum Event {
     BranchRestored {
         head: String,
     },
+    /// Fetching the branch failed (`error`, redacted): said once until a
+    /// fetch works again.
+    FetchFailed {
+        error: String,
+    },
+    /// A fetch worked after fetching failed.
+    FetchRestored,
 }
 
 /// What the engines hold as stable, before the daemon installs anything.
@@ -330,6 +337,8 @@ pub fn step(state: &State, ctx: &Ctx<'_>, event: Event) -> Step {
         Event::RevertFailed { commit, error } => settle::failed(state, ctx, &commit, error),
         Event::BranchDeleted => settle::branch_deleted(state, ctx),
         Event::BranchRestored { head } => settle::branch_restored(state, ctx, &head),
+        Event::FetchFailed { error } => settle::fetch_failed(state, ctx, &error),
+        Event::FetchRestored => settle::fetch_restored(state, ctx),
     }
 }
 

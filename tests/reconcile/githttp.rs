@@ -9,6 +9,12 @@
 //! `SLUICE_TEST_GIT_HTTP_PORT_FILE` and serves until it is killed. Without
 //! the variable, the same test checks the server: a clone and a push
 //! through it with the `git` command line, and no answer while stopped.
+//!
+//! [`Serve`] asks for more: basic auth (the expected `user:password` read
+//! from a file at every request, so a test can change it under a running
+//! daemon; every request's outcome appended to a log file, to count the
+//! attempts a client makes) and TLS (a certificate and key in PEM, served
+//! with OpenSSL).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,32 +26,62 @@ use super::fixture::{Repo, git};
 
 const ROOT_ENV: &str = "SLUICE_TEST_GIT_HTTP_ROOT";
 const PORT_FILE_ENV: &str = "SLUICE_TEST_GIT_HTTP_PORT_FILE";
+const AUTH_ENV: &str = "SLUICE_TEST_GIT_HTTP_AUTH_FILE";
+const LOG_ENV: &str = "SLUICE_TEST_GIT_HTTP_LOG";
+const CERT_ENV: &str = "SLUICE_TEST_GIT_HTTP_CERT";
+const KEY_ENV: &str = "SLUICE_TEST_GIT_HTTP_KEY";
+
+/// What the server asks of its clients.
+#[derive(Debug, Default, Clone)]
+pub struct Serve {
+    /// A file holding `user:password`: requests without them are 401.
+    pub auth_file: Option<PathBuf>,
+    /// Where each request's outcome is appended: `ok`, `401 none` (no
+    /// credentials), `401 wrong`.
+    pub log: Option<PathBuf>,
+    /// The server's certificate and key (PEM): HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
 
 /// The server process.
 pub struct GitHttp {
     child: Child,
     port: u16,
+    tls: bool,
 }
 
 impl GitHttp {
     /// Serves the repositories under `root`; `port_file` must be outside
     /// it or at least not a repository.
     pub fn start(root: &Path) -> GitHttp {
+        GitHttp::start_with(root, &Serve::default())
+    }
+
+    /// Serves the repositories under `root` as `serve` asks.
+    pub fn start_with(root: &Path, serve: &Serve) -> GitHttp {
         let port_file = root.join(".githttp-port");
         let _ = std::fs::remove_file(&port_file);
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "reconcile::githttp::git_over_http_is_served_by_its_own_process",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env(ROOT_ENV, root)
-            .env(PORT_FILE_ENV, &port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "reconcile::githttp::git_over_http_is_served_by_its_own_process",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ROOT_ENV, root)
+        .env(PORT_FILE_ENV, &port_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(f) = &serve.auth_file {
+            cmd.env(AUTH_ENV, f);
+        }
+        if let Some(f) = &serve.log {
+            cmd.env(LOG_ENV, f);
+        }
+        if let Some((cert, key)) = &serve.tls {
+            cmd.env(CERT_ENV, cert).env(KEY_ENV, key);
+        }
+        let child = cmd.spawn().unwrap();
         let start = Instant::now();
         let port = loop {
             if let Some(p) = std::fs::read_to_string(&port_file)
@@ -60,12 +96,17 @@ impl GitHttp {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
-        GitHttp { child, port }
+        GitHttp {
+            child,
+            port,
+            tls: serve.tls.is_some(),
+        }
     }
 
     /// The URL of the repository `name` (a folder under the root).
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
     }
 
     /// Stops the process (SIGSTOP): connections are accepted by the
@@ -148,22 +189,79 @@ fn git_over_http_is_served_by_its_own_process() {
 fn serve(root: &Path, port_file: &Path) -> ! {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let tls = match (std::env::var_os(CERT_ENV), std::env::var_os(KEY_ENV)) {
+        (Some(cert), Some(key)) => {
+            use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+            let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+            b.set_certificate_chain_file(cert).unwrap();
+            b.set_private_key_file(key, SslFiletype::PEM).unwrap();
+            Some(std::sync::Arc::new(b.build()))
+        }
+        _ => None,
+    };
+    let auth = Auth {
+        file: std::env::var_os(AUTH_ENV).map(PathBuf::from),
+        log: std::env::var_os(LOG_ENV).map(PathBuf::from),
+    };
     let tmp = port_file.with_extension("tmp");
     std::fs::write(&tmp, port.to_string()).unwrap();
     std::fs::rename(&tmp, port_file).unwrap();
     for stream in listener.incoming().flatten() {
         let root = root.to_path_buf();
+        let tls = tls.clone();
+        let auth = auth.clone();
         std::thread::spawn(move || {
-            let _ = answer(stream, &root);
+            let _ = match tls {
+                Some(acceptor) => match acceptor.accept(stream) {
+                    Ok(s) => answer(s, &root, &auth),
+                    Err(_) => Ok(()),
+                },
+                None => answer(stream, &root, &auth),
+            };
         });
     }
     std::process::exit(0)
 }
 
+/// Basic auth: the expected credentials' file and the attempts' log.
+#[derive(Debug, Clone)]
+struct Auth {
+    file: Option<PathBuf>,
+    log: Option<PathBuf>,
+}
+
+impl Auth {
+    /// `None` when the request may go on; else the log line of its 401.
+    fn refuse(&self, header: Option<String>) -> Option<&'static str> {
+        use base64::Engine as _;
+        let file = self.file.as_ref()?;
+        let expected = std::fs::read_to_string(file).unwrap_or_default();
+        let given = header
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let outcome = match given {
+            None => Some("401 none"),
+            Some(g) if g == expected.trim() => None,
+            Some(_) => Some("401 wrong"),
+        };
+        if let Some(log) = &self.log {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            writeln!(f, "{}", outcome.unwrap_or("ok")).unwrap();
+        }
+        outcome
+    }
+}
+
 /// One request, answered by `git http-backend`; the connection is closed
 /// after it.
-fn answer(stream: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn answer<S: Read + Write>(mut stream: S, root: &Path, auth: &Auth) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -206,6 +304,16 @@ fn answer(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.resize(n, 0);
         reader.read_exact(&mut body)?;
+    }
+    drop(reader);
+    if let Some(why) = auth.refuse(header("authorization")) {
+        let _ = why;
+        write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return stream.flush();
     }
     let mut cgi = Command::new("git");
     cgi.arg("http-backend")
@@ -263,7 +371,6 @@ fn answer(stream: TcpStream, root: &Path) -> std::io::Result<()> {
             None => {}
         }
     }
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",

@@ -596,10 +596,14 @@ fn one_daemon_per_state_folder() {
         std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
         drop(FolderLock::acquire(dir.path()).unwrap());
     }
+    // A repository to watch (a daemon whose repository cannot be reached
+    // does not start at all).
+    let origin = tempfile::tempdir().unwrap();
+    super::fixture::git(origin.path(), &["init", "-q", "--bare", "-b", "main"]);
     let daemon = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["reconcile", "--repo"])
-            .arg(dir.path().join("no-such-repository.git"))
+            .arg(origin.path())
             .arg("--state-dir")
             .arg(dir.path())
             .args([

@@ -2,7 +2,8 @@
 //! the transitions `reverted` (pushed, not needed, or made by hand),
 //! `revert_failed` (the daemon stops trying and pauses), `revert_skipped`
 //! (an operator leaves the branch as it is), `branch_deleted` and
-//! `branch_restored`. Pure, like the whole machine.
+//! `branch_restored`, `fetch_failed` and `fetch_restored`. Pure, like the
+//! whole machine.
 
 use super::{
     Cause, Change, Ctx, Figures, Paused, RevertOutcome, State, Step, clear_daemon_pause,
@@ -215,4 +216,48 @@ fn range_text(commits: &[String]) -> String {
         ),
         [] => "nothing".to_string(),
     }
+}
+
+/// Fetching the branch fails: said once, until a fetch works again.
+/// Nothing else changes: a rollout in flight goes on, rollbacks reach the
+/// engines; the daemon fetches again, backing off.
+pub(super) fn fetch_failed(state: &State, ctx: &Ctx<'_>, error: &str) -> Step {
+    if state.fetch_failing.is_some() {
+        return Step::none(state, None);
+    }
+    let mut new = state.clone();
+    new.fetch_failing = Some(ctx.now_ms);
+    let change = Change {
+        event: "fetch_failed",
+        cause: Cause::Daemon,
+        reason: format!(
+            "fetching the branch failed: {error}; the daemon goes on with what it has and \
+             fetches again, backing off"
+        ),
+        commit: None,
+        artifact: None,
+        figures: Figures::default(),
+    };
+    commit_step(state, new, ctx, change, Vec::new(), None)
+}
+
+/// A fetch worked again after fetching failed: said once.
+pub(super) fn fetch_restored(state: &State, ctx: &Ctx<'_>) -> Step {
+    let Some(since) = state.fetch_failing else {
+        return Step::none(state, None);
+    };
+    let mut new = state.clone();
+    new.fetch_failing = None;
+    let change = Change {
+        event: "fetch_restored",
+        cause: Cause::Daemon,
+        reason: format!(
+            "fetching the branch works again, after {} s of failures",
+            ctx.now_ms.saturating_sub(since) / 1000
+        ),
+        commit: None,
+        artifact: None,
+        figures: Figures::default(),
+    };
+    commit_step(state, new, ctx, change, Vec::new(), None)
 }
