@@ -221,6 +221,7 @@ fn git_auth(args: &ReconcileArgs) -> anyhow::Result<GitAuth> {
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
     let notify = notify_config(&args);
+    let git_auth = git_auth(&args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -283,7 +284,7 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
             return Ok(Exit::Usage);
         }
     }
-    match git_auth(&args) {
+    match git_auth {
         Ok(auth) => config.git_auth = auth,
         Err(e) => {
             eprintln!("error: {e}");

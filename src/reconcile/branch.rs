@@ -35,7 +35,7 @@ impl Runner {
     /// git call at a time, so that a fetch that started before a revert
     /// was pushed never takes the branch back to before it.
     pub(super) fn fetch(&mut self) {
-        if self.fetching.is_some() || self.reverting.is_some() {
+        if self.fetching.is_some() || self.reverting.is_some() || self.revert_waiting() {
             return;
         }
         if !self.git.can_start() {
@@ -45,6 +45,16 @@ impl Runner {
         self.fetch_now = false;
         self.last_fetch = Some(Instant::now());
         self.fetching = Some(self.git.start("fetching the branch", |m| m.fetch()));
+    }
+
+    /// Whether a pending revert is due to start: fetches give way to it
+    /// (it fetches itself), or a remote slower than `--interval` (an ssh
+    /// fetch can take seconds) would keep a fetch always in flight and the
+    /// revert never started.
+    fn revert_waiting(&self) -> bool {
+        self.state.reverts.first().is_some_and(|r| r.stuck.is_none())
+            && !self.state.paused.as_ref().is_some_and(|p| p.hold)
+            && Instant::now() >= self.next_revert
     }
 
     /// Takes in the fetch's answer when it is there; gives it up past

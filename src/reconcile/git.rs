@@ -168,8 +168,10 @@ impl Mirror {
     }
 
     /// A network error as it may be shown: through the one redaction.
-    fn net_error(&self, e: &git2::Error) -> ReconcileError {
-        ReconcileError::Git(self.auth.redact(e.message()))
+    /// The callbacks' own reason first: libgit2 may replace it with its own.
+    fn net_error(&self, e: &git2::Error, attempts: &Attempts) -> ReconcileError {
+        let why = attempts.refused().unwrap_or_else(|| e.message().to_string());
+        ReconcileError::Git(self.auth.redact(&why))
     }
 
     /// Connects to the remote and lists its branches, with the
@@ -182,9 +184,9 @@ impl Mirror {
         let callbacks = remote::callbacks(&self.auth, &self.remote, &attempts);
         let conn = remote
             .connect_auth(git2::Direction::Fetch, Some(callbacks), None)
-            .map_err(|e| self.net_error(&e))?;
+            .map_err(|e| self.net_error(&e, &attempts))?;
         let branch = format!("refs/heads/{}", self.branch);
-        let heads = conn.list().map_err(|e| self.net_error(&e))?;
+        let heads = conn.list().map_err(|e| self.net_error(&e, &attempts))?;
         Ok(heads.iter().any(|h| h.name() == branch))
     }
 
@@ -200,7 +202,7 @@ impl Mirror {
         opts.remote_callbacks(remote::callbacks(&self.auth, &self.remote, &attempts));
         remote
             .fetch(&[spec.as_str()], Some(&mut opts), None)
-            .map_err(|e| self.net_error(&e))?;
+            .map_err(|e| self.net_error(&e, &attempts))?;
         self.head().ok_or_else(|| ReconcileError::NoBranch {
             branch: self.branch.clone(),
         })
@@ -445,7 +447,7 @@ impl Mirror {
             let spec = format!("{REVERT_REF}:refs/heads/{}", self.branch);
             remote
                 .push(&[spec.as_str()], Some(&mut opts))
-                .map_err(|e| self.net_error(&e))?;
+                .map_err(|e| self.net_error(&e, &attempts))?;
         }
         match rejected.into_inner() {
             Some(why) => Err(ReconcileError::Git(format!("push rejected: {why}"))),

@@ -24,7 +24,7 @@
 mod ca;
 mod known_hosts;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -358,9 +358,22 @@ pub struct Attempts {
     userpass: Cell<u32>,
     ssh_key: Cell<u32>,
     username: Cell<u32>,
+    /// Why a callback refused to go on: libgit2 may replace the callback's
+    /// message with its own ("invalid or unknown remote ssh hostkey").
+    refused: RefCell<Option<String>>,
 }
 
 impl Attempts {
+    /// Why a callback refused to go on, when one did.
+    pub fn refused(&self) -> Option<String> {
+        self.refused.borrow().clone()
+    }
+
+    fn refuse(&self, why: String) -> git2::Error {
+        *self.refused.borrow_mut() = Some(why.clone());
+        git2::Error::from_str(&why)
+    }
+
     /// How many credentials the callbacks handed over.
     pub fn total(&self) -> u32 {
         self.userpass.get() + self.ssh_key.get() + self.username.get()
@@ -377,13 +390,10 @@ pub fn callbacks<'a>(
     let mut cb = RemoteCallbacks::new();
     cb.credentials(move |_url, user_from_url, allowed| {
         credential(auth, remote, attempts, user_from_url, allowed)
-            .map_err(|why| git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Net, why))
+            .map_err(|why| attempts.refuse(why))
     });
     cb.certificate_check(move |cert, host| {
-        check_certificate(auth, remote, cert, host)
-            .map_err(|why| {
-                git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Net, why)
-            })
+        check_certificate(auth, remote, cert, host).map_err(|why| attempts.refuse(why))
     });
     cb
 }
@@ -417,7 +427,11 @@ fn credential(
                 key.display()
             ));
         }
-        return Cred::ssh_key(user, None, key, auth.ssh_passphrase.as_deref())
+        // The public half beside the key when it is there: libssh2 cannot
+        // derive it from every private key format.
+        let public = PathBuf::from(format!("{}.pub", key.display()));
+        let public = public.exists().then_some(public);
+        return Cred::ssh_key(user, public.as_deref(), key, auth.ssh_passphrase.as_deref())
             .map_err(|e| auth.redact(&format!("the ssh key {}: {}", key.display(), e.message())));
     }
     if allowed.contains(CredentialType::USERNAME) {
@@ -451,7 +465,7 @@ fn credential(
 fn check_certificate(
     auth: &GitAuth,
     remote: &Remote,
-    cert: &git2::Cert<'_>,
+    cert: &git2::cert::Cert<'_>,
     host: &str,
 ) -> Result<CertificateCheckStatus, String> {
     if let Some(key) = cert.as_hostkey() {

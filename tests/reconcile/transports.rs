@@ -445,3 +445,4 @@ fn repo_urls_are_read_as_git_reads_them() {
     );
     assert!(!format!("{auth:?}").contains(GIT_TOKEN));
 }
+

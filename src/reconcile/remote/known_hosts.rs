@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use git2::CertHostkey;
+use git2::cert::CertHostkey;
 use sha2::{Digest, Sha256};
 
 /// One key line.
