@@ -142,7 +142,11 @@ pub fn render_status(s: &Status) -> String {
                 .fetch_retry_ms
                 .map(|ms| format!("; next attempt in {:.1} s", ms as f64 / 1000.0))
                 .unwrap_or_default();
-            let _ = writeln!(o, "  git: {} failed fetches in a row{retry}", s.fetch_failures);
+            let _ = writeln!(
+                o,
+                "  git: {} failed fetches in a row{retry}",
+                s.fetch_failures
+            );
         }
     }
     if let Some(since) = &s.branch_gone {

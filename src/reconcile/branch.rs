@@ -52,7 +52,10 @@ impl Runner {
     /// fetch can take seconds) would keep a fetch always in flight and the
     /// revert never started.
     fn revert_waiting(&self) -> bool {
-        self.state.reverts.first().is_some_and(|r| r.stuck.is_none())
+        self.state
+            .reverts
+            .first()
+            .is_some_and(|r| r.stuck.is_none())
             && !self.state.paused.as_ref().is_some_and(|p| p.hold)
             && Instant::now() >= self.next_revert
     }

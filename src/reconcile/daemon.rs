@@ -16,11 +16,11 @@ use super::api::{self, ApiState, CommandRequest, Said};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::Mirror;
-use super::remote::Remote;
 use super::lease;
 use super::lock::FolderLock;
 use super::metrics::Tally;
 use super::notify;
+use super::remote::Remote;
 
 /// The oldest a fetch may be for the daemon to be ready, unless three
 /// intervals are longer.

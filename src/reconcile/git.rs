@@ -170,7 +170,9 @@ impl Mirror {
     /// A network error as it may be shown: through the one redaction.
     /// The callbacks' own reason first: libgit2 may replace it with its own.
     fn net_error(&self, e: &git2::Error, attempts: &Attempts) -> ReconcileError {
-        let why = attempts.refused().unwrap_or_else(|| e.message().to_string());
+        let why = attempts
+            .refused()
+            .unwrap_or_else(|| e.message().to_string());
         ReconcileError::Git(self.auth.redact(&why))
     }
 

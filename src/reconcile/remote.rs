@@ -105,9 +105,7 @@ impl Remote {
             let host = url
                 .host_str()
                 .filter(|h| !h.is_empty())
-                .ok_or_else(|| {
-                    ReconcileError::Config(format!("--repo `{shown}` names no host"))
-                })?
+                .ok_or_else(|| ReconcileError::Config(format!("--repo `{shown}` names no host")))?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
@@ -247,9 +245,8 @@ fn decode(s: &str) -> String {
 /// → `https://h/`); an ssh URL's user alone (`ssh://git@h/`) is no secret
 /// and stays. The one function every URL shown goes through.
 pub fn redact(text: &str) -> String {
-    static USERINFO: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
-        regex::Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*)://([^/?#@\s]*)@").ok()
-    });
+    static USERINFO: LazyLock<Option<regex::Regex>> =
+        LazyLock::new(|| regex::Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*)://([^/?#@\s]*)@").ok());
     let Some(re) = USERINFO.as_ref() else {
         return text.to_string();
     };
@@ -292,7 +289,10 @@ impl std::fmt::Debug for GitAuth {
             .field("user", &self.user)
             .field("token", &self.token.as_ref().map(|_| REDACTED))
             .field("ssh_key", &self.ssh_key)
-            .field("ssh_passphrase", &self.ssh_passphrase.as_ref().map(|_| REDACTED))
+            .field(
+                "ssh_passphrase",
+                &self.ssh_passphrase.as_ref().map(|_| REDACTED),
+            )
             .field("known_hosts", &self.known_hosts)
             .field("ca_file", &self.ca_file)
             .finish()
@@ -341,9 +341,9 @@ impl GitAuth {
     }
 
     fn known_hosts_file(&self) -> Option<PathBuf> {
-        self.known_hosts.clone().or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
-        })
+        self.known_hosts
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts")))
     }
 
     fn user(&self) -> &str {
@@ -412,9 +412,7 @@ fn credential(
     };
     let host = remote.host.as_deref().unwrap_or("the remote");
     if allowed.contains(CredentialType::SSH_KEY) {
-        let user = user_from_url
-            .or(remote.user.as_deref())
-            .unwrap_or("git");
+        let user = user_from_url.or(remote.user.as_deref()).unwrap_or("git");
         let Some(key) = &auth.ssh_key else {
             return Err(format!(
                 "{host} asks for an ssh key: give one with --git-ssh-key"

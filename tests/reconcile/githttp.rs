@@ -239,7 +239,11 @@ impl Auth {
         let given = header
             .as_deref()
             .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         let outcome = match given {
             None => Some("401 none"),

@@ -30,7 +30,16 @@ pub struct Sshd {
 /// Generates an ed25519 key pair at `path` (and `path.pub`).
 pub fn keygen(path: &Path, passphrase: &str) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", "sluice-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            passphrase,
+            "-C",
+            "sluice-test",
+            "-f",
+        ])
         .arg(path)
         .output()
         .unwrap();
@@ -109,12 +118,7 @@ impl Sshd {
 
     /// `ssh://root@127.0.0.1:PORT/<path>` of a repository on this machine.
     pub fn url(&self, repo: &Path) -> String {
-        format!(
-            "ssh://{}@127.0.0.1:{}{}",
-            user(),
-            self.port,
-            repo.display()
-        )
+        format!("ssh://{}@127.0.0.1:{}{}", user(), self.port, repo.display())
     }
 
     /// A known_hosts file that knows this server's host key.
@@ -125,7 +129,10 @@ impl Sshd {
         let path = self.dir.join("known_hosts");
         std::fs::write(
             &path,
-            format!("# the test server\n[127.0.0.1]:{} {kind} {blob}\n", self.port),
+            format!(
+                "# the test server\n[127.0.0.1]:{} {kind} {blob}\n",
+                self.port
+            ),
         )
         .unwrap();
         path

@@ -57,7 +57,13 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// Makes a CA and a server certificate (P-256 keys: quick) in `dir`.
 pub fn test_ca(dir: &Path) -> Ca {
     std::fs::create_dir_all(dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut ca_args = vec!["req", "-x509"];
     ca_args.extend(ec);
     ca_args.extend([
@@ -94,8 +100,21 @@ pub fn test_ca(dir: &Path) -> Ca {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
         ],
     );
     Ca {
@@ -131,7 +150,13 @@ pub fn count(log: &Path, what: &str) -> usize {
         .count()
 }
 
-fn config(repo: &Repo, state: &Path, engines: &[fixture::Engine], url: &str, auth: GitAuth) -> Config {
+fn config(
+    repo: &Repo,
+    state: &Path,
+    engines: &[fixture::Engine],
+    url: &str,
+    auth: GitAuth,
+) -> Config {
     let mut c = fixture::config(repo, state, engines);
     c.repo = url.to_string();
     c.git_auth = auth;
@@ -151,7 +176,10 @@ async fn watch_roll_out_roll_back(repo: &Repo, tmp: &Path, url: &str, auth: GitA
         (s.stable?.commit.as_deref() == Some(s0.as_str())).then_some(())
     })
     .await;
-    let c = repo.commit("Block the shell tool", &[("policies/shell.policy", Some(GOOD))]);
+    let c = repo.commit(
+        "Block the shell tool",
+        &[("policies/shell.policy", Some(GOOD))],
+    );
     daemon.trigger_fetch();
     wait_for("the rollout in shadow", LIMIT, || {
         let s = daemon.status();
@@ -191,7 +219,10 @@ async fn first_start_error(repo: &Repo, tmp: &Path, url: &str, auth: GitAuth) ->
         .unwrap_err()
         .to_string();
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
-    assert!(!err.contains(GIT_TOKEN) && !err.contains(PASSPHRASE), "{err}");
+    assert!(
+        !err.contains(GIT_TOKEN) && !err.contains(PASSPHRASE),
+        "{err}"
+    );
     err
 }
 
@@ -221,7 +252,10 @@ async fn https_with_a_token_and_a_test_ca_watches_rolls_out_rolls_back_and_pushe
 
     // Without the CA, the certificate is refused: a first start stops.
     let err = first_start_error(&repo, tmp.path(), &url, token_auth(GIT_TOKEN)).await;
-    assert!(err.contains("cannot be reached") && err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("cannot be reached") && err.contains("certificate"),
+        "{err}"
+    );
     assert_eq!(count(&log, "ok"), 0, "nothing sent to an untrusted server");
 
     // A CA file that did not sign it: refused, saying so.
@@ -229,14 +263,20 @@ async fn https_with_a_token_and_a_test_ca_watches_rolls_out_rolls_back_and_pushe
     let mut auth = token_auth(GIT_TOKEN);
     auth.ca_file = Some(other.ca.clone());
     let err = first_start_error(&repo, tmp.path(), &url, auth).await;
-    assert!(err.contains("the certificate of 127.0.0.1 is refused"), "{err}");
+    assert!(
+        err.contains("the certificate of 127.0.0.1 is refused"),
+        "{err}"
+    );
 
     // A wrong token: one attempt, refused, said clearly.
     let mut auth = token_auth("ghs-wrong-token-00000000000000");
     auth.ca_file = Some(ca.ca.clone());
     let wrong_before = count(&log, "401 wrong");
     let err = first_start_error(&repo, tmp.path(), &url, auth).await;
-    assert!(err.contains("refused the token (user `x-access-token`)"), "{err}");
+    assert!(
+        err.contains("refused the token (user `x-access-token`)"),
+        "{err}"
+    );
     assert!(!err.contains("ghs-wrong-token"), "{err}");
     assert_eq!(count(&log, "401 wrong") - wrong_before, 1, "one attempt");
 
@@ -244,7 +284,10 @@ async fn https_with_a_token_and_a_test_ca_watches_rolls_out_rolls_back_and_pushe
     let mut auth = GitAuth::default();
     auth.ca_file = Some(ca.ca.clone());
     let err = first_start_error(&repo, tmp.path(), &url, auth).await;
-    assert!(err.contains("--git-token-file or SLUICE_GIT_TOKEN"), "{err}");
+    assert!(
+        err.contains("--git-token-file or SLUICE_GIT_TOKEN"),
+        "{err}"
+    );
 
     let mut auth = token_auth(GIT_TOKEN);
     auth.ca_file = Some(ca.ca.clone());
@@ -279,13 +322,19 @@ async fn a_token_revoked_under_a_running_daemon_shows_backs_off_and_never_loops(
     let daemon = Daemon::start(config(&repo, &state, &engines, &url, token_auth(GIT_TOKEN)))
         .await
         .unwrap();
-    wait_for("the first commit installed", LIMIT, || daemon.status().stable).await;
+    wait_for("the first commit installed", LIMIT, || {
+        daemon.status().stable
+    })
+    .await;
 
     // The forge revokes the token.
     std::fs::write(&auth_file, "x-access-token:ghs-rotated-000000000000000").unwrap();
     daemon.trigger_fetch();
     let error = wait_for("the failure in status", LIMIT, || daemon.status().git_error).await;
-    assert!(error.contains("refused the token (user `x-access-token`)"), "{error}");
+    assert!(
+        error.contains("refused the token (user `x-access-token`)"),
+        "{error}"
+    );
     wait_for("the audit line", LIMIT, || {
         audit(&state)
             .iter()
@@ -300,14 +349,26 @@ async fn a_token_revoked_under_a_running_daemon_shows_backs_off_and_never_loops(
     let s = daemon.status();
     let wrong = count(&log, "401 wrong") - before.0;
     let fetches = s.fetch_failures - before.1;
-    eprintln!("in 2 s: {fetches} failed fetches, {wrong} refused attempts; retry in {:?} ms", s.fetch_retry_ms);
-    assert!(wrong <= fetches as usize + 1, "{wrong} attempts for {fetches} fetches");
+    eprintln!(
+        "in 2 s: {fetches} failed fetches, {wrong} refused attempts; retry in {:?} ms",
+        s.fetch_retry_ms
+    );
+    assert!(
+        wrong <= fetches as usize + 1,
+        "{wrong} attempts for {fetches} fetches"
+    );
     assert!(fetches <= 8, "{fetches} fetches in 2 s: no backoff");
     assert!(s.fetch_retry_ms.unwrap() > 100, "{s:?}");
-    let fetch_failed = audit(&state).iter().filter(|t| t.event == "fetch_failed").count();
+    let fetch_failed = audit(&state)
+        .iter()
+        .filter(|t| t.event == "fetch_failed")
+        .count();
     assert_eq!(fetch_failed, 1, "said once");
     let (_, human, _) = status_cli(&daemon);
-    assert!(human.contains("failed fetches in a row; next attempt in"), "{human}");
+    assert!(
+        human.contains("failed fetches in a row; next attempt in"),
+        "{human}"
+    );
 
     // A new token on the forge's side is what the daemon has: it recovers.
     std::fs::write(&auth_file, format!("x-access-token:{GIT_TOKEN}")).unwrap();
@@ -370,7 +431,10 @@ async fn ssh_with_a_deploy_key_watches_rolls_out_rolls_back_and_pushes() {
     let empty = tmp.path().join("empty_known_hosts");
     std::fs::write(&empty, "").unwrap();
     let err = first_start_error(&repo, tmp.path(), &url, ssh_auth(&key, &empty)).await;
-    assert!(err.contains(&format!("the host [127.0.0.1]:{} is unknown", server.port)), "{err}");
+    assert!(
+        err.contains(&format!("the host [127.0.0.1]:{} is unknown", server.port)),
+        "{err}"
+    );
     assert_eq!(server.logins(), 0);
 
     // A changed host key: refused, saying so.
@@ -381,7 +445,12 @@ async fn ssh_with_a_deploy_key_watches_rolls_out_rolls_back_and_pushes() {
     let mut words = other_pub.split_whitespace();
     std::fs::write(
         &changed,
-        format!("[127.0.0.1]:{} {} {}\n", server.port, words.next().unwrap(), words.next().unwrap()),
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            server.port,
+            words.next().unwrap(),
+            words.next().unwrap()
+        ),
     )
     .unwrap();
     let err = first_start_error(&repo, tmp.path(), &url, ssh_auth(&key, &changed)).await;
@@ -418,17 +487,29 @@ fn repo_urls_are_read_as_git_reads_them() {
     assert_eq!(scp.url, "git@github.com:acme/policies.git");
     let ssh = Remote::parse("ssh://git@gitlab.example.org:2222/acme/policies.git").unwrap();
     assert_eq!((ssh.transport, ssh.port), (Transport::Ssh, Some(2222)));
-    let https = Remote::parse(&format!("https://x-access-token:{GIT_TOKEN}@github.com/acme/p.git"))
-        .unwrap();
+    let https = Remote::parse(&format!(
+        "https://x-access-token:{GIT_TOKEN}@github.com/acme/p.git"
+    ))
+    .unwrap();
     assert_eq!(https.transport, Transport::Https);
     assert_eq!(https.url, "https://github.com/acme/p.git");
     let local = Remote::parse("./some/folder").unwrap();
     assert_eq!(local.transport, Transport::Local);
     assert!(Path::new(&local.url).is_absolute());
-    let err = Remote::parse("git://github.com/acme/p.git").unwrap_err().to_string();
-    assert!(err.contains("`git://` is not a transport the daemon speaks"), "{err}");
-    let err = Remote::parse("ssh://git:pw@host/x.git").unwrap_err().to_string();
-    assert!(err.contains("carries no password") && !err.contains("pw@"), "{err}");
+    let err = Remote::parse("git://github.com/acme/p.git")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`git://` is not a transport the daemon speaks"),
+        "{err}"
+    );
+    let err = Remote::parse("ssh://git:pw@host/x.git")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("carries no password") && !err.contains("pw@"),
+        "{err}"
+    );
     // The one redaction: userinfo out of every URL, the secrets replaced.
     let auth = GitAuth {
         token: Some(GIT_TOKEN.into()),
@@ -445,4 +526,3 @@ fn repo_urls_are_read_as_git_reads_them() {
     );
     assert!(!format!("{auth:?}").contains(GIT_TOKEN));
 }
-

@@ -206,7 +206,8 @@ fn glob(pattern: &str, name: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 #[cfg(test)]
@@ -218,7 +219,10 @@ mod tests {
         assert!(hosts_match("github.com", "github.com"));
         assert!(hosts_match("gitlab.com,github.com", "GitHub.com"));
         assert!(hosts_match("*.example.org", "git.example.org"));
-        assert!(!hosts_match("*.example.org,!git.example.org", "git.example.org"));
+        assert!(!hosts_match(
+            "*.example.org,!git.example.org",
+            "git.example.org"
+        ));
         assert!(hosts_match("[127.0.0.1]:2222", "[127.0.0.1]:2222"));
         assert!(!hosts_match("127.0.0.1", "[127.0.0.1]:2222"));
         assert!(hosts_match("git?.example.org", "git1.example.org"));
