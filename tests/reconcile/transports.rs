@@ -281,8 +281,10 @@ async fn https_with_a_token_and_a_test_ca_watches_rolls_out_rolls_back_and_pushe
     assert_eq!(count(&log, "401 wrong") - wrong_before, 1, "one attempt");
 
     // No token at all: the server's 401 says what is missing.
-    let mut auth = GitAuth::default();
-    auth.ca_file = Some(ca.ca.clone());
+    let auth = GitAuth {
+        ca_file: Some(ca.ca.clone()),
+        ..GitAuth::default()
+    };
     let err = first_start_error(&repo, tmp.path(), &url, auth).await;
     assert!(
         err.contains("--git-token-file or SLUICE_GIT_TOKEN"),
