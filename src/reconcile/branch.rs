@@ -83,6 +83,10 @@ impl Runner {
                 }
                 self.branch_missing = true;
                 self.head = None;
+                // The remote answered: not a failure to back off from.
+                self.fetch_failures = 0;
+                self.fetch_wait = self.config.interval;
+                self.fetch_backoff = fetch_backoff(self.config.interval);
                 self.git_error = Some(e.to_string());
             }
             Some(Polled::Done(Err(e)) | Polled::TimedOut(e)) => {

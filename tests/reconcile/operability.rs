@@ -53,7 +53,11 @@ async fn readiness_and_metrics_follow_the_fleet() {
         || async {
             let (code, text) = get("/metrics").await;
             assert_eq!(code, 200);
-            text.contains("sluice_daemon_paused 1").then_some(text)
+            // The counters follow the audit events on a task of their
+            // own: under load they may trail the status by a moment.
+            (text.contains("sluice_daemon_paused 1")
+                && text.contains("sluice_daemon_transitions_total{event=\"pause\"} 1"))
+            .then_some(text)
         },
     )
     .await;
