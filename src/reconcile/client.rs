@@ -19,7 +19,6 @@ use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::state::LiveState;
 use crate::api::stats::EngineStats;
 
-
 /// A boxed future, so that the trait can be used as `dyn EngineClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

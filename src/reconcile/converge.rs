@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::client::{EngineClient, EngineError};
-use crate::api::stats::EngineStats;
 use super::observe;
 use super::runner::{EngineView, Runner};
 use crate::api::route::RouteSpec;
+use crate::api::stats::EngineStats;
 use crate::model::short;
 use crate::rollout::machine::{self, Fleet, Observed};
 
