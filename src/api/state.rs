@@ -71,3 +71,38 @@ pub struct CounterEntry {
     pub window: Window,
     pub count: u64,
 }
+
+/// `GET /readyz`: whether the engine can answer evaluations from its own
+/// state — a route is set and the state backend answers. 200 when ready,
+/// 503 otherwise, with the same document.
+///
+/// ```json
+/// {"ready": true, "route": true,
+///  "backend": {"kind": "redis", "location": "redis://10.0.0.5:6379/0",
+///              "shared": true, "up": true}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A route is in force.
+    pub route: bool,
+    pub backend: BackendStatus,
+}
+
+/// The state backend as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStatus {
+    /// `memory` or `redis`.
+    pub kind: String,
+    /// Where the state lives: `this process`, or the server's address
+    /// (never a password).
+    pub location: String,
+    /// Other engines may share it.
+    pub shared: bool,
+    /// It answered the readiness probe.
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

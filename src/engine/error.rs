@@ -74,6 +74,8 @@ pub enum StoreError {
     DropCounters(#[source] StateError),
     #[error("reading approvals: {0}")]
     ReadApprovals(#[source] StateError),
+    #[error("claiming a state migration: {0}")]
+    ClaimMigration(#[source] StateError),
     /// A waiting request the route change no longer covers could not be
     /// resolved.
     #[error(transparent)]

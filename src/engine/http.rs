@@ -13,9 +13,12 @@
 //! | `GET /v1/route` | admin | the route in force (404 before the first) |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
 //! | `GET /v1/state` | admin | the live state (`api::state::LiveState`) |
-//! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided |
+//! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided or expired |
+//! | `GET /v1/approvals/{id}` | — (the id is the capability) | `api::approvals::ApprovalState`: status and who decided; 404 |
+//! | `GET /v1/approvals` | admin | `api::approvals::ApprovalList` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | `{"status": "ok"}` |
+//! | `GET /readyz` | — | `api::state::Readiness`: 200 ready (a route, the state backend answers), 503 not |
 //!
 //! Admin routes need `Authorization: Bearer <token>`; the token is compared
 //! in constant time (`subtle`) over SHA-256 digests, so neither its content
@@ -155,9 +158,11 @@ impl From<RouteChangeError> for ApiError {
     }
 }
 
+/// The state backend failed: 503, the caller may try again (the engine
+/// reconnects by itself; `/readyz` says when it is back).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::internal(e)
+        ApiError::Unavailable(format!("the state backend: {e}"))
     }
 }
 
@@ -165,8 +170,10 @@ impl From<DecideError> for ApiError {
     fn from(e: DecideError) -> ApiError {
         match e {
             DecideError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            DecideError::AlreadyDecided { .. } => ApiError::Conflict(e.to_string()),
-            DecideError::State(_) => ApiError::internal(e),
+            DecideError::AlreadyDecided { .. } | DecideError::Expired(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            DecideError::State(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -206,15 +213,21 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/route", put(put_route).get(get_route))
         .route("/v1/stats", get(get_stats))
         .route("/v1/state", get(get_state))
-        .route("/v1/approvals/{id}", post(decide_approval))
+        .route("/v1/approvals", get(list_approvals))
         .route_layer(middleware::from_fn_with_state(
             AdminToken::new(&engine.config().admin_token),
             require_admin,
         ));
+    let decide = post(decide_approval).layer(middleware::from_fn_with_state(
+        AdminToken::new(&engine.config().admin_token),
+        require_admin,
+    ));
     Router::new()
         .route("/v1/evaluate", post(evaluate))
+        .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -312,7 +325,7 @@ async fn evaluate(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
-    let bytes = engine.evaluate(&body, id)?;
+    let bytes = engine.evaluate(&body, id).await?;
     let mut resp = (
         [(
             header::CONTENT_TYPE,
@@ -370,7 +383,7 @@ async fn put_route(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let spec: RouteSpec = parse_json(&body, "route")?;
-    let change = engine.set_route(spec)?;
+    let change = engine.set_route(spec).await?;
     Ok(Json(change).into_response())
 }
 
@@ -391,7 +404,7 @@ async fn get_stats(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
-    Ok(Json(engine.live_state()?).into_response())
+    Ok(Json(engine.live_state().await?).into_response())
 }
 
 async fn decide_approval(
@@ -406,8 +419,35 @@ async fn decide_approval(
             "`by` must name who decided".to_string(),
         ));
     }
-    let record = engine.decide(&id, d.decision, d.by.trim(), d.reason.as_deref())?;
+    let record = engine
+        .decide(&id, d.decision, d.by.trim(), d.reason.as_deref())
+        .await?;
     Ok(Json(record).into_response())
+}
+
+async fn approval_status(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let state = engine
+        .approval(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no approval `{id}`")))?;
+    Ok(Json(state).into_response())
+}
+
+async fn list_approvals(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
+    Ok(Json(engine.approvals().await?).into_response())
+}
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let readiness = engine.readiness().await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {

@@ -451,11 +451,14 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
     route.mode = Some(Mode::Shadow);
     route.percent = Some(100.0);
     route.stage = Some("shadow".into());
-    engine.set_route(route.clone()).unwrap();
+    engine.set_route(route.clone()).await.unwrap();
     for i in 0..30 {
         let tool = ["search", "email.send", "payments.transfer"][i % 3];
         let body = json!({"tool": tool, "agent": "a", "session": format!("s-{i}"), "args": {}});
-        engine.evaluate(body.to_string().as_bytes(), None).unwrap();
+        engine
+            .evaluate(body.to_string().as_bytes(), None)
+            .await
+            .unwrap();
     }
     // Shadow evaluations run off the response path: wait for them.
     let stats = fixture::wait_for(

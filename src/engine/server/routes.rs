@@ -4,8 +4,19 @@
 //! covers resolved.
 //!
 //! Planning is [`crate::engine::migrate`]'s (pure); this applies the plan to
-//! the engine's stores and logs every migration. Requests in flight are
-//! never waited for: they finish on the route they loaded.
+//! the engine's state backend and logs every migration. Requests in flight
+//! are never waited for: they finish on the route they loaded.
+//!
+//! **Once per fleet.** Engines that share a backend each get the same route
+//! change from the daemon. The limit migration is claimed in the backend
+//! under the digests of the limits in force before and after
+//! ([`crate::engine::migrate::limits_digest`]): the first engine applies it
+//! (drops counters, sets next_window graces, which live in the backend and
+//! so hold for every engine); the others record that it was applied
+//! (`applied_elsewhere`) and change nothing, so counts made in between on
+//! the new route are never dropped twice. Waiting approvals a change no
+//! longer covers are rejected by whichever engine gets there first: a
+//! decision is recorded once.
 
 use std::sync::Arc;
 
@@ -15,13 +26,12 @@ use serde_json::{Value, json};
 use crate::api::approvals::{Approval, Verdict};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::engine::approvals::DecideError;
-use crate::engine::backend::Saturated;
+use crate::engine::backend::{Decision, Saturated};
 use crate::engine::decision_log::{EventLine, LogLine};
 use crate::engine::error::{RouteChangeError, StoreError};
-use crate::engine::migrate::{Migration, limits_in_force, plan_limits};
+use crate::engine::migrate::{Migration, limits_digest, limits_in_force, plan_limits};
 use crate::engine::server::{Active, Engine};
 use crate::engine::stats::RouteStats;
-use crate::eval::state::LimitStore as _;
 use crate::eval::{Evaluator, LimitMode, Outcome};
 use crate::model::ir::{DecisionKind, Effect};
 
@@ -36,9 +46,9 @@ pub struct RouteChange {
 
 impl Engine {
     /// Sets the route; applies the state migrations the change implies.
-    pub fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
+    pub async fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
         let spec = spec.normalize()?;
-        let _serial = self.route_change.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.route_change.lock().await;
         let missing = |role: &'static str, hash: &str| RouteChangeError::NotHeld {
             role,
             hash: hash.to_string(),
@@ -96,20 +106,40 @@ impl Engine {
             stats,
         });
 
+        self.backend
+            .bind_project(&new.stable.evaluator.artifact().project);
         let mut migrations = Vec::new();
         if let Some(old) = &old {
             let before = limits_in_force(old.stable.evaluator.artifact(), old.split_candidate());
             let after = limits_in_force(new.stable.evaluator.artifact(), new.split_candidate());
             if before != after {
-                let counters = self.limits.entries().map_err(StoreError::ReadCounters)?;
-                let plan = plan_limits(&before, &after, &counters, &self.limits.overrides(), now);
-                for limit in &plan.drop {
-                    self.limits
-                        .remove_limit(limit)
-                        .map_err(StoreError::DropCounters)?;
+                let (from, to) = (limits_digest(&before), limits_digest(&after));
+                let claim = self
+                    .backend
+                    .claim_migration(&from, &to, &self.id, now)
+                    .await
+                    .map_err(StoreError::ClaimMigration)?;
+                match claim {
+                    None => {
+                        let counters = self
+                            .backend
+                            .entries()
+                            .await
+                            .map_err(StoreError::ReadCounters)?;
+                        let graces = self
+                            .backend
+                            .graces()
+                            .await
+                            .map_err(StoreError::ReadCounters)?;
+                        let plan = plan_limits(&before, &after, &counters, &graces, now);
+                        self.backend
+                            .apply_plan(&plan, now)
+                            .await
+                            .map_err(StoreError::DropCounters)?;
+                        migrations = plan.migrations;
+                    }
+                    Some(by) => migrations.push(Migration::AppliedElsewhere { from, to, by }),
                 }
-                self.limits.apply(&plan, now);
-                migrations = plan.migrations;
             }
         }
         self.route.store(Some(Arc::clone(&new)));
@@ -117,7 +147,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|o| o.enforcing() != new.enforcing())
         {
-            migrations.extend(self.migrate_approvals(&new, now)?);
+            migrations.extend(self.migrate_approvals(&new, now).await?);
         }
 
         self.log.send(LogLine::Route(EventLine::now(json!({
@@ -141,17 +171,38 @@ impl Engine {
 
     /// Resolves waiting requests whose rule the new route no longer has, or
     /// no longer covers them.
-    fn migrate_approvals(&self, route: &Active, now: u64) -> Result<Vec<Migration>, StoreError> {
-        let store = self.backend.approvals();
-        let pending = store.pending().map_err(StoreError::ReadApprovals)?;
+    async fn migrate_approvals(
+        &self,
+        route: &Active,
+        now: u64,
+    ) -> Result<Vec<Migration>, StoreError> {
+        let all = self
+            .backend
+            .approvals(now)
+            .await
+            .map_err(StoreError::ReadApprovals)?;
         let mut out = Vec::new();
-        for p in pending {
+        for p in all
+            .into_iter()
+            .filter(|a| a.is_pending() && (a.expires == 0 || a.expires > now))
+        {
             let (cohort, _) = route.route(&p.request);
             let Some(reason) = uncovered(&route.held(cohort).evaluator, &p, now) else {
                 continue;
             };
-            match store.decide(&p.id, Verdict::Reject, "sluice", Some(reason), now) {
-                Ok(_) | Err(DecideError::NotFound(_) | DecideError::AlreadyDecided { .. }) => {}
+            let d = Decision {
+                id: &p.id,
+                verdict: Verdict::Reject,
+                by: "sluice",
+                reason: Some(reason),
+            };
+            match self.backend.decide(d, &self.config.approvals, now).await {
+                Ok(_)
+                | Err(
+                    DecideError::NotFound(_)
+                    | DecideError::AlreadyDecided { .. }
+                    | DecideError::Expired(_),
+                ) => {}
                 Err(e) => return Err(StoreError::ResolveApproval(e)),
             }
             out.push(Migration::ApprovalResolved {
