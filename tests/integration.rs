@@ -16,6 +16,7 @@ mod demo;
 mod engine;
 mod eval;
 mod examples;
+mod fleet_state;
 mod fmt;
 mod parse;
 mod project;
