@@ -900,3 +900,53 @@ async fn restarting_every_engine_loses_nothing() {
         .await;
     assert_eq!(state["approvals"][0]["id"], id.as_str(), "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_check_against_any_engine_reads_the_fleets_counts() {
+    let a = artifact(&limit(10, "1h", None));
+    let fleet = Fleet::start(&a, &[]).await;
+    // Two requests through each engine: six in the shared state, two in
+    // what each engine saw.
+    for i in 0..6 {
+        assert_eq!(fleet.eval(i, &pay("bot", 5)).await.1["decision"], "allow");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let (_, state) = fleet
+            .admin(i, reqwest::Method::GET, "/v1/state", None)
+            .await;
+        names.insert(state["shared"].as_str().unwrap().to_string());
+    }
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names.into_iter().next().unwrap();
+    assert!(
+        name.ends_with("prefix fleet") && name.starts_with("redis://127.0.0.1:"),
+        "{name}"
+    );
+
+    // A change lowering the max to 3: over it fleet-wide (6), under it in
+    // any one engine (2). Asked of the third engine, the check sees six.
+    let repo = fleet.dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("policies")).unwrap();
+    std::fs::write(repo.join("sluice.toml"), TOML).unwrap();
+    for (i, text) in policies(&limit(3, "1h", None)).iter().enumerate() {
+        std::fs::write(repo.join(format!("policies/p{i}.policy")), text).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["check", "--format", "json", "--engine", fleet.url(2)])
+        .args(["--admin-token", TOKEN])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("state::limit_decrease"), "{stdout}");
+    assert!(stdout.contains("by up to 3"), "6 counted, max 3: {stdout}");
+}

@@ -15,6 +15,8 @@
 //! qualified `policy.limit`; keys are the JSON array of the `by` values);
 //! `approvals` are the requests waiting in approval queues, with the request
 //! that is waiting so a check can tell whether a changed rule still covers it.
+//! `shared` names a state several engines share (`"redis://10.0.0.5:6379,
+//! prefix payments"`); absent, the state is the engine's own.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,11 @@ pub struct LiveState {
     /// decided one).
     #[serde(default)]
     pub approvals: Vec<Approval>,
+    /// The state's name when several engines may share it (a state
+    /// backend's location and key prefix): engines that answer the same
+    /// name answer the same state, which is checked once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 /// A fixed counting window.

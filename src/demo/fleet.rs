@@ -85,7 +85,7 @@ pub(super) fn shared_state(
 ) -> Result<(Arc<dyn StateBackend>, String), DemoError> {
     match url {
         None => Ok((
-            Arc::new(MemoryBackend::new()),
+            Arc::new(MemoryBackend::shared()),
             "in this process".to_string(),
         )),
         Some(url) => {

@@ -55,6 +55,13 @@ pub trait StateBackend: Send + Sync + 'static {
     /// What it is and where, for `/readyz` (`up` is filled by the probe).
     fn status(&self) -> BackendStatus;
 
+    /// The state's name when other engines may share it (`None`: this
+    /// engine's own): engines answering the same name read and write the
+    /// same state ([`crate::api::state::LiveState::shared`]).
+    fn shared_name(&self) -> Option<String> {
+        None
+    }
+
     /// A store this process holds, that counts synchronously without
     /// blocking on anything but a short lock: evaluations count in it
     /// directly (next_window graces applied). `None` (the default): every

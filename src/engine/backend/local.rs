@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::ready;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::approvals::Approval;
 use crate::api::state::BackendStatus;
@@ -23,7 +24,13 @@ pub struct LocalBackend<S = MemoryLimitStore> {
     approvals: MemoryApprovals,
     /// `from → to` → (engine, until).
     claims: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// Its name, when several engines in this process share it.
+    shared: Option<String>,
 }
+
+/// Shared local backends made in this process (their names tell them
+/// apart).
+static SHARED: AtomicU64 = AtomicU64::new(0);
 
 /// State in this process's memory: the default backend.
 pub type MemoryBackend = LocalBackend<MemoryLimitStore>;
@@ -38,6 +45,16 @@ impl LocalBackend<MemoryLimitStore> {
     pub fn new() -> Self {
         LocalBackend::default()
     }
+
+    /// A backend for several engines of this process to share (one `Arc`
+    /// of it): their live states name it, so that it is checked once.
+    pub fn shared() -> Self {
+        let n = SHARED.fetch_add(1, Ordering::Relaxed) + 1;
+        LocalBackend {
+            shared: Some(format!("memory of process {} #{n}", std::process::id())),
+            ..LocalBackend::default()
+        }
+    }
 }
 
 impl<S: LimitStore> LocalBackend<S> {
@@ -47,6 +64,7 @@ impl<S: LimitStore> LocalBackend<S> {
             limits: OverrideStore::new(limits),
             approvals: MemoryApprovals::new(),
             claims: Mutex::new(HashMap::new()),
+            shared: None,
         }
     }
 
@@ -65,10 +83,14 @@ impl<S: LimitStore + 'static> StateBackend for LocalBackend<S> {
         BackendStatus {
             kind: "memory".to_string(),
             location: "this process".to_string(),
-            shared: false,
+            shared: self.shared.is_some(),
             up: true,
             error: None,
         }
+    }
+
+    fn shared_name(&self) -> Option<String> {
+        self.shared.clone()
     }
 
     fn local(&self) -> Option<&dyn LimitStore> {

@@ -580,6 +580,13 @@ impl StateBackend for RedisBackend {
         }
     }
 
+    fn shared_name(&self) -> Option<String> {
+        Some(match self.prefix.get() {
+            Some(prefix) => format!("{}, prefix {prefix}", self.location),
+            None => self.location.clone(),
+        })
+    }
+
     fn bind_project(&self, project: &str) {
         if !project.is_empty() {
             let _ = self.prefix.set(project.to_string());

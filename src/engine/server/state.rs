@@ -200,6 +200,7 @@ impl Engine {
             time: now,
             counters,
             approvals,
+            shared: self.backend.shared_name(),
         })
     }
 
