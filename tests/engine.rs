@@ -172,7 +172,8 @@ struct Faults {
 }
 
 impl Faults {
-    /// Makes every counting or reading limit-store call fail (or not).
+    /// Makes every counting, reading or dropping limit-store call fail (or
+    /// not).
     fn fail_store(&self, on: bool) {
         self.fail.store(on, Ordering::Relaxed);
     }
@@ -238,6 +239,7 @@ impl LimitStore for FaultyLimits {
     }
 
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
+        self.faults.check()?;
         self.store.remove_limit(limit)
     }
 
@@ -1642,6 +1644,28 @@ async fn window_change_resets_counters() {
     assert_eq!(decisions(&app, "bot", 4).await, allow_deny(3, 1));
     eventually("migration line", || sink.of_kind("migration").len() == 1).await;
     assert_eq!(sink.of_kind("migration")[0]["counters_reset"], 1);
+}
+
+#[tokio::test]
+async fn a_migration_that_failed_half_way_is_applied_when_the_route_is_set_again() {
+    let a = artifact(&[&limit_policy(3, "1h", None), PAY]);
+    let b = artifact(&[PAY]);
+    let (engine, app, _) = with_stable(config(), &[&a, &b]).await;
+    align_to_hour(&engine);
+    decisions(&app, "bot", 2).await;
+    // The migration is claimed, then the store fails: 503, the route stays.
+    engine.faults().fail_store(true);
+    let r = set_route(&app, json!({"stable": b.hash})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.error().contains("injected fault"), "{}", r.error());
+    engine.faults().fail_store(false);
+    // Set again, the same engine applies it (its own claim does not say
+    // "applied elsewhere").
+    let r = set_route(&app, json!({"stable": b.hash})).await.json();
+    assert_eq!(
+        r["migrations"],
+        json!([{"migration": "limit_removed", "limit": "lim.per_agent", "counters_dropped": 1}])
+    );
 }
 
 #[tokio::test]

@@ -119,6 +119,9 @@ impl Engine {
                     .claim_migration(&from, &to, &self.id, now)
                     .await
                     .map_err(StoreError::ClaimMigration)?;
+                // Claimed by this engine already: an earlier attempt that
+                // failed half-way (the claim outlives it); applied again.
+                let claim = claim.filter(|by| *by != self.id);
                 match claim {
                     None => {
                         let counters = self
