@@ -32,6 +32,9 @@ if id then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- A record lives at most two TTLs (waiting, then kept once decided or
+-- expired): older entries of the list of all name records that are gone.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - 2 * tonumber(ARGV[7])))
 local waiting = redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[6]) then
   return {'full', '', tostring(waiting)}
