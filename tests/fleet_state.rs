@@ -559,6 +559,12 @@ async fn every_migration_applies_once_for_the_fleet() {
     // Back and forth: the route back to `d` migrates again.
     let m = fleet.route(0, &d.hash).await;
     assert!(kinds(&m).is_empty(), "a new limit needs nothing: {m:?}");
+    for i in [1, 2] {
+        fleet.route(i, &d.hash).await;
+    }
+    // Engine 1 saw `w` at its max before the limit went: back, in the same
+    // window, its counter starts from nothing there too.
+    assert_eq!(fleet.eval(1, &pay("w", 5)).await.1["decision"], "allow");
     let m = fleet.route(0, &e.hash).await;
     assert_eq!(kinds(&m), ["limit_removed"], "{m:?}");
 }

@@ -74,6 +74,10 @@ pub trait StateBackend: Send + Sync + 'static {
     /// prefix of a shared backend). Called on every route change.
     fn bind_project(&self, _project: &str) {}
 
+    /// The limits in force changed on this engine (whichever engine
+    /// migrated the state): forget what was cached about counters.
+    fn limits_changed(&self) {}
+
     /// Counts one request against every counter of `calls`, atomically:
     /// each is counted unless its count has reached its max (or the
     /// next_window grace in force); `within[i]` says whether `calls[i]`

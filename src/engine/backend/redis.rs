@@ -587,6 +587,10 @@ impl StateBackend for RedisBackend {
         })
     }
 
+    fn limits_changed(&self) {
+        self.over.clear();
+    }
+
     fn bind_project(&self, project: &str) {
         if !project.is_empty() {
             let _ = self.prefix.set(project.to_string());

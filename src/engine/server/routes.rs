@@ -109,10 +109,12 @@ impl Engine {
         self.backend
             .bind_project(&new.stable.evaluator.artifact().project);
         let mut migrations = Vec::new();
+        let mut limits_moved = false;
         if let Some(old) = &old {
             let before = limits_in_force(old.stable.evaluator.artifact(), old.split_candidate());
             let after = limits_in_force(new.stable.evaluator.artifact(), new.split_candidate());
             if before != after {
+                limits_moved = true;
                 let (from, to) = (limits_digest(&before), limits_digest(&after));
                 let claim = self
                     .backend
@@ -146,6 +148,11 @@ impl Engine {
             }
         }
         self.route.store(Some(Arc::clone(&new)));
+        if limits_moved {
+            // After the swap, so that what requests on the old route
+            // noted goes too.
+            self.backend.limits_changed();
+        }
         if old
             .as_ref()
             .is_some_and(|o| o.enforcing() != new.enforcing())
