@@ -205,7 +205,12 @@ impl Engine {
         let log = dir.join(format!("engine-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--state-backend", redis, "--state-timeout", "100ms"])
+            .args(["--state-backend", redis])
+            .args(if extra.contains(&"--state-timeout") {
+                &[][..]
+            } else {
+                &["--state-timeout", "100ms"][..]
+            })
             .args(["--breaker-open-for", "300ms"])
             .arg("--artifact")
             .arg(artifact)
@@ -955,4 +960,51 @@ async fn sluice_check_against_any_engine_reads_the_fleets_counts() {
     );
     assert!(stdout.contains("state::limit_decrease"), "{stdout}");
     assert!(stdout.contains("by up to 3"), "6 counted, max 3: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_hung_up_is_counted_once_and_in_the_stats() {
+    let a = artifact(&limit(1000, "1h", None));
+    let fleet = Fleet::start(&a, &["--state-timeout", "5s"]).await;
+    // Redis stopped: the scripts wait in the socket while the clients give
+    // up after 50 ms; resumed, Redis counts them, well within their
+    // deadline.
+    signal(fleet.redis.pid(), "-STOP");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let mut gave_up = 0;
+    for i in 0..6 {
+        let r = impatient
+            .post(format!("{}/v1/evaluate", fleet.url(i)))
+            .json(&pay("bot", 5))
+            .send()
+            .await;
+        gave_up += usize::from(r.is_err());
+    }
+    assert_eq!(gave_up, 6);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal(fleet.redis.pid(), "-CONT");
+    // Every engine finished what it had begun: its stats and the shared
+    // count agree.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut evaluated = 0;
+        for i in 0..3 {
+            let (_, stats) = fleet
+                .admin(i, reqwest::Method::GET, "/v1/stats", None)
+                .await;
+            for c in stats["cohorts"].as_array().unwrap() {
+                assert_eq!(c["failsafe"], 0, "{stats}");
+                evaluated += c["requests"].as_u64().unwrap();
+            }
+        }
+        if evaluated == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{evaluated} of 6 in the stats");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fleet.count(0, "bot").await, 6);
 }

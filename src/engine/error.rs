@@ -26,6 +26,9 @@ pub enum EvaluateError {
     Request(#[from] RequestError),
     #[error("rendering the response: {0}")]
     Render(#[source] serde_json::Error),
+    /// The evaluation task did not finish (it panicked).
+    #[error("the evaluation did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 /// An artifact upload the engine refuses.

@@ -128,7 +128,7 @@ impl From<EvaluateError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             EvaluateError::NoRoute => ApiError::Unavailable(e.to_string()),
-            EvaluateError::Render(_) => ApiError::internal(e),
+            EvaluateError::Render(_) | EvaluateError::Interrupted(_) => ApiError::internal(e),
         }
     }
 }
@@ -325,7 +325,7 @@ async fn evaluate(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
-    let bytes = engine.evaluate(&body, id).await?;
+    let bytes = engine.evaluate_to_end(body, id).await?;
     let mut resp = (
         [(
             header::CONTENT_TYPE,

@@ -284,6 +284,28 @@ impl Engine {
     // -----------------------------------------------------------------------
     // Evaluation.
 
+    /// [`Engine::evaluate`], finished even when the caller stops waiting (a
+    /// client that hangs up): a request a shared backend counted is always
+    /// in the stats and the decision log. A local backend's evaluation
+    /// never stops half-way (it does not wait) and runs in place.
+    pub async fn evaluate_to_end<B>(
+        self: &Arc<Self>,
+        body: B,
+        request_id: Option<&str>,
+    ) -> Result<Vec<u8>, EvaluateError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        if self.backend.local().is_some() {
+            return self.evaluate(body.as_ref(), request_id).await;
+        }
+        let engine = Arc::clone(self);
+        let id = request_id.map(str::to_string);
+        tokio::spawn(async move { engine.evaluate(body.as_ref(), id.as_deref()).await })
+            .await
+            .map_err(EvaluateError::Interrupted)?
+    }
+
     /// Evaluates one request body; returns the response document's bytes.
     pub async fn evaluate(
         &self,
