@@ -27,6 +27,8 @@ pub mod audit;
 pub mod control;
 pub mod evaluate;
 pub mod gate;
+pub mod hook;
+pub mod notify;
 pub mod replay;
 pub mod rollout_state;
 pub mod route;

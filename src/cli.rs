@@ -25,7 +25,7 @@ pub use check::{CheckArgs, CheckFormat};
 pub use daemon::ReconcileArgs;
 pub use demo::DemoArgs;
 pub use engine::EngineArgs;
-pub use rollout::{DaemonArgs, render_status};
+pub use rollout::{DaemonArgs, RevertCommand, render_status};
 
 use crate::reconcile::control::Operation;
 
@@ -116,7 +116,7 @@ pub enum Command {
     Engine(Box<EngineArgs>),
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
-    Reconcile(ReconcileArgs),
+    Reconcile(Box<ReconcileArgs>),
     /// The whole pipeline on this machine, with no setup: a temporary policy
     /// repository, three engines on loopback, the reconcile daemon and
     /// synthetic agent traffic; a good change rolls out to full, a bad one is
@@ -143,12 +143,23 @@ pub enum Command {
     Resume {
         #[command(flatten)]
         daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Advance the candidate to its next stage now, skipping the current
-    /// stage's gates (the audit log says so).
+    /// stage's gates (the audit log says so). An operator's pause stays.
     Promote {
         #[command(flatten)]
         daemon: DaemonArgs,
+        /// Skip every stage up to and including this one (the last stage,
+        /// e.g. `full`, makes the candidate stable at once; with nothing in
+        /// flight, it installs the branch head waiting to roll out).
+        #[arg(long, value_name = "STAGE", requires = "reason")]
+        through: Option<String>,
+        /// Why, for the audit log (required with `--through`).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Roll back: every engine to the stable artifact, then a revert commit
     /// of the candidate's commit on the branch.
@@ -158,6 +169,30 @@ pub enum Command {
         /// Why, for the audit log and the revert commit.
         #[arg(long)]
         reason: Option<String>,
+        /// The candidate meant (its commit or artifact, 7 characters or
+        /// more): refused when another is in flight by the time the daemon
+        /// takes the command. Without it, whatever is in flight then is
+        /// rolled back.
+        #[arg(long, value_name = "COMMIT|ARTIFACT")]
+        candidate: Option<String>,
+    },
+    /// Lift the quarantine of a rolled-back commit or artifact, so that a
+    /// commit producing it may be rolled out again.
+    Unquarantine {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// The quarantined commit or artifact (7 characters or more).
+        #[arg(value_name = "COMMIT|ARTIFACT")]
+        target: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Settle a pending revert the daemon could not make: `skip` leaves the
+    /// branch as it is, `done` says it was reverted by hand.
+    Revert {
+        #[command(subcommand)]
+        command: RevertCommand,
     },
 }
 
@@ -177,17 +212,31 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { format } => test::cmd_test(&cli.repo, format),
         Command::Fmt { check, files } => check::cmd_fmt(&cli.repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
-        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, args),
+        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),
         Command::Pause { daemon, reason } => {
             rollout::cmd_operator(&daemon, Operation::Pause { reason })
         }
-        Command::Resume { daemon } => rollout::cmd_operator(&daemon, Operation::Resume),
-        Command::Promote { daemon } => rollout::cmd_operator(&daemon, Operation::Promote),
-        Command::Rollback { daemon, reason } => {
-            rollout::cmd_operator(&daemon, Operation::Rollback { reason })
+        Command::Resume { daemon, reason } => {
+            rollout::cmd_operator(&daemon, Operation::Resume { reason })
         }
+        Command::Promote {
+            daemon,
+            through,
+            reason,
+        } => rollout::cmd_operator(&daemon, Operation::Promote { through, reason }),
+        Command::Rollback {
+            daemon,
+            reason,
+            candidate,
+        } => rollout::cmd_operator(&daemon, Operation::Rollback { reason, candidate }),
+        Command::Unquarantine {
+            daemon,
+            target,
+            reason,
+        } => rollout::cmd_operator(&daemon, Operation::Unquarantine { target, reason }),
+        Command::Revert { command } => rollout::cmd_revert(command),
     };
     match result {
         Ok(code) => code.into(),

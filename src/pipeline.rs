@@ -84,7 +84,9 @@ fn check_reusing(
     let mut sources = Sources::new();
     sources.add(project_file.clone());
     let mut findings = Vec::new();
-    let project = match project::parse(project_file) {
+    let (project, mut warnings) = project::parse_reporting(project_file);
+    findings.append(&mut warnings);
+    let project = match project {
         Ok(p) => Some(p),
         Err(mut e) => {
             findings.append(&mut e);

@@ -6,7 +6,9 @@
 //! each as a `schema::invalid` [`Finding`] labelled at the exact key or value:
 //! unknown keys (with the closest known key), values of the wrong type or out
 //! of range, field paths and types of `[schema]`, and the rules of the rollout
-//! plan. A TOML syntax error stops the read and is the only finding.
+//! plan. A TOML syntax error stops the read and is the only finding. A plan
+//! that reads but whose gate cannot pass on its stage's `min_samples` is a
+//! `plan::underpowered` warning ([`parse_reporting`]).
 //!
 //! The submodules: `read` (typed accessors over the spanned tree), `fields`
 //! (`[schema]`) and `rollout` (`[rollout]`).
@@ -54,10 +56,18 @@ const PROJECT_KEYS: [&str; 3] = ["name", "default", "traces"];
 ///
 /// On error, returns every `schema::invalid` finding of the file, in the
 /// order of their position; a TOML syntax error is reported alone.
+/// Warnings are left out: [`parse_reporting`] gives them.
 pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
+    parse_reporting(file).0
+}
+
+/// [`parse`], and the warnings about a file that reads (`plan::underpowered`:
+/// a stage whose gate cannot pass on its `min_samples`), in the order of
+/// their position.
+pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec<Finding>) {
     let root = match DeTable::parse(&file.text) {
         Ok(root) => root,
-        Err(e) => return Err(vec![syntax_error(file, &e)]),
+        Err(e) => return (Err(vec![syntax_error(file, &e)]), Vec::new()),
     };
     let mut cx = Cx::new(file);
     let mut project = None;
@@ -108,9 +118,11 @@ pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
     };
 
     let mut findings = cx.findings;
+    let mut warnings = cx.warnings;
     // Stable: findings at one place keep the order they were found in.
     findings.sort_by_key(|f| f.labels.first().map_or(0, |l| l.span.start));
-    match settings {
+    warnings.sort_by_key(|f| f.labels.first().map_or(0, |l| l.span.start));
+    let project = match settings {
         Some((name, default, traces)) if findings.is_empty() => Ok(Project {
             name,
             default,
@@ -121,7 +133,8 @@ pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
         // INVARIANT: `settings` is `None` only after a finding was reported,
         // so `findings` is never empty here.
         _ => Err(findings),
-    }
+    };
+    (project, warnings)
 }
 
 /// Reads `[project]`: name, default decision and traces folder.

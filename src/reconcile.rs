@@ -23,6 +23,9 @@
 //! - `branch`: the branch's side: fetching, building new heads in the
 //!   background, landing reverts.
 //! - `publish`: the status document, once per iteration.
+//! - `collect`: what the loop keeps and nothing more: the git mirror
+//!   repacked, artifacts in the state folder, in memory and on every engine
+//!   cut to those the state may still need.
 //!
 //! Its parts:
 //! - [`git`]: the bare mirror (fetch, read a commit's tree, revert + push).
@@ -33,19 +36,23 @@
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
-//!   `rollback` and git hooks.
+//!   `rollback`, `unquarantine`, `revert skip|done` and git hooks.
 
+pub mod access;
 pub mod api;
 mod branch;
 pub mod build;
 pub mod client;
 pub mod clock;
+mod collect;
 pub mod control;
 mod converge;
 pub mod daemon;
 pub mod err;
 pub mod git;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod observe;
 mod publish;
 mod runner;
@@ -71,8 +78,16 @@ pub struct Config {
     pub branch: String,
     /// The engines' base URLs.
     pub engines: Vec<String>,
-    /// The engines' admin token, also required by the control API.
+    /// The engines' admin token, also admitted by the control API.
     pub admin_token: String,
+    /// The control API's operator token (commands, the hook, status).
+    pub operator_token: Option<String>,
+    /// The control API's read-only token (status).
+    pub read_token: Option<String>,
+    /// The secret of forges' webhook deliveries.
+    pub webhook_secret: Option<String>,
+    /// Where audit events are notified; `None` notifies nobody.
+    pub notify: Option<notify::NotifyConfig>,
     pub state_dir: PathBuf,
     /// How often the branch is fetched and the engines read.
     pub interval: Duration,
@@ -99,6 +114,10 @@ impl Config {
             branch: "main".to_string(),
             engines,
             admin_token: admin_token.to_string(),
+            operator_token: None,
+            read_token: None,
+            webhook_secret: None,
+            notify: None,
             state_dir,
             interval: Duration::from_secs(1),
             listen: DEFAULT_LISTEN.parse().ok(),

@@ -444,3 +444,82 @@ fn fmt_check_then_write() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("parse::syntax"), "{}", stderr(&o));
 }
+
+/// A plan whose canary gate cannot pass on its `min_samples` (SPEC §1's
+/// example numbers: `max_error_rate = 0.001` on 500 requests).
+const UNDERPOWERED: &str = r#"
+[rollout]
+hash_key = "session"
+
+[[rollout.stage]]
+name = "shadow"
+min_samples = 1000
+max_divergence = 0.02
+
+[[rollout.stage]]
+name = "canary"
+percent = 5
+min_samples = 500
+max_error_rate = 0.001
+max_deny_rate_delta = 0.02
+
+[[rollout.stage]]
+name = "zero"
+percent = 10
+min_samples = 100000
+max_error_rate = 0
+
+[[rollout.stage]]
+name = "full"
+percent = 100
+"#;
+
+#[test]
+fn check_warns_of_a_plan_whose_gate_cannot_pass_on_its_min_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("{TOML}{UNDERPOWERED}");
+    write_repo(
+        dir.path(),
+        &[("sluice.toml", &toml), ("policies/core.policy", CORE)],
+    );
+    let o = sluice(dir.path(), &["check", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "a warning: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let found: Vec<&serde_json::Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "plan::underpowered")
+        .collect();
+    // The canary's error-rate gate and the zero limit; the shadow's
+    // divergence (189 needed of 1000) and the canary's deny delta (189 of
+    // 500) can pass.
+    assert_eq!(found.len(), 2, "{found:#?}");
+    let canary = found[0];
+    assert_eq!(canary["severity"], "warning");
+    let message = canary["message"].as_str().unwrap();
+    assert!(message.contains("stage `canary`"), "{message}");
+    assert!(message.contains("3838 requests"), "{message}");
+    assert_eq!(canary["locations"][0]["file"], "sluice.toml");
+    let zero = found[1]["message"].as_str().unwrap();
+    assert!(zero.contains("can never pass"), "{zero}");
+    // A warning: `--deny-warnings` fails the check.
+    let o = sluice(dir.path(), &["check", "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("plan::underpowered"), "{all}");
+}
+
+#[test]
+fn the_starter_plan_can_pass_its_own_gates() {
+    let starter = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let o = sluice(&starter, &["check", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let underpowered: Vec<_> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "plan::underpowered")
+        .collect();
+    assert!(underpowered.is_empty(), "{underpowered:#?}");
+}

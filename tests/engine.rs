@@ -552,6 +552,67 @@ async fn artifacts_upload_verify_and_list() {
 }
 
 #[tokio::test]
+async fn an_artifact_off_the_route_is_deleted_with_its_series() {
+    let a = artifact(&[PAY]);
+    let b = artifact(&[PAY, MAIL]);
+    let c = artifact(&[MAIL]);
+    let (engine, app, _sink) = with_stable(config(), &[&a, &b, &c]).await;
+    let r = set_route(
+        &app,
+        json!({"stable": a.hash, "candidate": b.hash, "mode": "shadow", "percent": 100,
+               "hash_key": "session"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let breaker_series = |text: &str, hash: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("sluice_breaker_state{") && l.contains(hash))
+            .count()
+    };
+    let metrics = send(&app, "GET", "/metrics", Vec::new(), None).await.text();
+    assert_eq!(breaker_series(&metrics, &c.hash), 3);
+
+    // Without the token: 401. On the route, as stable or candidate: 409.
+    let path = |h: &str| format!("/v1/artifacts/{h}");
+    let r = send(&app, "DELETE", &path(&c.hash), Vec::new(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    for (h, role) in [(&a.hash, "stable"), (&b.hash, "candidate")] {
+        let r = admin(&app, "DELETE", &path(h), Value::Null).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+        assert!(r.error().contains(role), "{}", r.error());
+    }
+    // Off the route: deleted, with its breaker series; then unknown.
+    let r = admin(&app, "DELETE", &path(&c.hash), Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let r = admin(&app, "DELETE", &path(&c.hash), Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.error().contains(&c.hash), "{}", r.error());
+    let metrics = send(&app, "GET", "/metrics", Vec::new(), None).await.text();
+    assert_eq!(breaker_series(&metrics, &c.hash), 0);
+    assert_eq!(breaker_series(&metrics, &a.hash), 3);
+    let held: Vec<String> = engine.artifacts().into_iter().map(|s| s.hash).collect();
+    assert_eq!(held.len(), 2);
+    assert!(!held.contains(&c.hash));
+    let stats = stats_of(&engine);
+    assert!(
+        !stats["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["artifact"] == c.hash.as_str())
+    );
+    // A route naming it is refused until it is uploaded again.
+    let r = set_route(&app, json!({"stable": c.hash})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(upload(&app, &c).await.status, StatusCode::CREATED);
+    // Once the route moves off the old candidate, it can go too.
+    let r = set_route(&app, json!({"stable": a.hash})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = admin(&app, "DELETE", &path(&b.hash), Value::Null).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+}
+
+#[tokio::test]
 async fn route_errors_and_get() {
     let a = artifact(&[PAY]);
     let b = artifact(&[PAY, MAIL]);

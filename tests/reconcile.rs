@@ -11,6 +11,14 @@
 //! - `faults`: an engine down mid-stage; the git remote gone during a
 //!   rollback.
 //!
+//! - `revert`: what a commit may not change about its own rollout (the
+//!   stable commit's plan and traces gate it), several commits in one
+//!   push, checked reverts, reverts that cannot be made, a revert made by
+//!   hand, a deleted branch, a force-push, a rollback of a revert.
+//!
+//! - `settle`: the pure machine's transitions around reverts (stopped,
+//!   skipped, done by hand), a force-push, a deleted branch.
+//!
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
@@ -18,5 +26,13 @@ mod fixture;
 mod crash;
 mod e2e;
 mod faults;
+mod growth;
+mod hooks;
 mod machine;
+mod notify;
+mod operability;
+mod operate;
 mod parts;
+mod revert;
+mod settle;
+mod status;

@@ -105,6 +105,95 @@ fn quantile_bounds_bracket_the_quantile() {
     assert!(lo < 0.99 && hi == 1.0);
 }
 
+#[test]
+fn the_fewest_samples_to_pass_are_where_the_gate_first_passes() {
+    use sluice::model::plan::fewest_samples_to_pass;
+    // The count `sluice check` names is exactly where a flawless
+    // candidate's gate turns from wait to pass, for the error rate, the
+    // divergence, and the deny-rate delta against a stable cohort known
+    // (nearly) exactly.
+    for limit in [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5] {
+        let n = fewest_samples_to_pass(limit).unwrap();
+        assert_eq!(at_most(limit, wilson(0, n, Z95)), Verdict::Pass, "{limit}");
+        assert_eq!(
+            at_most(limit, wilson(0, n - 1, Z95)),
+            Verdict::Wait,
+            "{limit}"
+        );
+        let delta = newcombe_diff(0, n, 0, 1_000_000_000, Z95);
+        assert_eq!(within(limit, delta), Verdict::Pass, "{limit}");
+        let delta = newcombe_diff(0, n - 1, 0, 1_000_000_000, Z95);
+        assert_eq!(within(limit, delta), Verdict::Wait, "{limit}");
+    }
+    assert_eq!(fewest_samples_to_pass(0.001), Some(3838));
+    assert_eq!(fewest_samples_to_pass(0.0), None);
+    assert_eq!(fewest_samples_to_pass(1.0), Some(0));
+}
+
+#[test]
+fn a_waiting_gate_says_how_many_requests_it_needs() {
+    use sluice::api::gate::{Cohort, Gate, GateReading, Observation};
+    use sluice::rollout::estimate::waits;
+    use std::time::Duration;
+
+    let cohort = |requests, errors, denies| Cohort {
+        requests,
+        errors,
+        denies,
+        p99_ms: None,
+    };
+    let reading = |gate, limit| GateReading {
+        gate,
+        limit,
+        estimate: 0.0,
+        interval: Interval { lo: 0.0, hi: 1.0 },
+        verdict: Verdict::Wait,
+    };
+    // 600 error-free candidate requests in 10 minutes: 3838 needed, the
+    // 3238 missing at one a second.
+    let obs = Observation {
+        candidate: cohort(600, 0, 60),
+        stable: cohort(11_400, 0, 1140),
+        compared: 0,
+        diverged: 0,
+    };
+    let w = waits(
+        &[reading(Gate::MaxErrorRate, 0.001)],
+        &obs,
+        Duration::from_secs(600),
+    );
+    assert_eq!(w[0].needed, Some(3838));
+    assert_eq!(w[0].seen, 600);
+    assert_eq!(w[0].eta_ms, Some(3_238_000));
+    assert!(w[0].reason.contains("needs ~3838"), "{}", w[0].reason);
+    // A deny-rate delta of 0 at 10% on both sides: the count from which
+    // Newcombe's interval is inside ±0.02, the stable cohort growing 19:1.
+    let w = waits(
+        &[reading(Gate::MaxDenyRateDelta, 0.02)],
+        &obs,
+        Duration::from_secs(600),
+    );
+    let n = w[0].needed.unwrap();
+    let at = |m: u64| within(0.02, newcombe_diff(m / 10, m, 19 * m / 10, 19 * m, Z95));
+    assert!(n > 600 && at(n) == Verdict::Pass, "{n}");
+    // At or past its limit, a gate has no count that passes.
+    let errors = Observation {
+        candidate: cohort(600, 6, 0),
+        ..obs
+    };
+    let w = waits(
+        &[reading(Gate::MaxErrorRate, 0.01)],
+        &errors,
+        Duration::from_secs(60),
+    );
+    assert_eq!(w[0].needed, None);
+    assert!(w[0].reason.contains("does not pass"), "{}", w[0].reason);
+    // Passing gates wait for nothing.
+    let mut pass = reading(Gate::MaxErrorRate, 0.5);
+    pass.verdict = Verdict::Pass;
+    assert!(waits(&[pass], &obs, Duration::from_secs(1)).is_empty());
+}
+
 mod stage {
     use std::time::Duration;
 

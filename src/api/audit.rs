@@ -49,6 +49,10 @@ pub struct Transition {
     pub artifact: Option<String>,
     pub cause: Cause,
     pub reason: String,
+    /// Who gave the operator command (`sluice … --as NAME`), when it was
+    /// named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// Left out of the line when there are none.
     #[serde(default, skip_serializing_if = "Figures::is_empty")]
     pub figures: Figures,

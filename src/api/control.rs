@@ -14,12 +14,38 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The body of `POST /v1/pause` and `POST /v1/rollback`: why, optionally.
-/// An empty body means the same as `{}`.
+/// The body of the commands: why, and what the command is about. Every
+/// field is optional on the wire; the daemon refuses (400) a field its
+/// command does not take, or one it needs that is missing. An empty body
+/// means the same as `{}`.
+///
+/// ```json
+/// POST /v1/rollback      {"reason": "customer report", "candidate": "9f2c1e0"}
+/// POST /v1/promote       {"through": "full", "reason": "fix for the bad stable"}
+/// POST /v1/revert/skip   {"reason": "the branch was fixed by hand"}
+/// POST /v1/unquarantine  {"target": "9f2c1e0", "reason": "the outage was the network"}
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommandBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `rollback`: the commit or artifact (a prefix of 7 characters or
+    /// more) the operator means to roll back; 409 when it is not what is
+    /// in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// `promote`: the stage to promote through (the last one makes the
+    /// candidate stable); needs `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    /// `unquarantine`: the commit or artifact to lift the quarantine of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Every command: who gives it (`sluice … --as NAME`), for the audit
+    /// log's `by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `{"message": "…"}`: a command done, in a sentence.

@@ -225,3 +225,23 @@ fn upper<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     or_missing(d, f64::NAN)
 }
+
+/// What a live stage's gate still waits for, with an estimate: shown by
+/// `sluice status` beside the readings, so that "wait" says how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateWait {
+    pub gate: Gate,
+    /// The requests the gate counts so far (candidate requests; shadow
+    /// comparisons for `max_divergence`).
+    pub seen: u64,
+    /// How many it needs in all for its interval to fall inside the limit
+    /// if the rates seen so far hold; `None` when no estimate can be made
+    /// (`reason` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u64>,
+    /// How long until then at the rate requests arrived in this stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
+    /// The estimate in a sentence.
+    pub reason: String,
+}

@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::audit::{Notes, Transition};
-use crate::api::gate::{GateReading, Observation, Step};
+use crate::api::gate::{GateReading, GateWait, Observation, Step};
 use crate::api::replay::ReplayTotals;
-use crate::api::rollout_state::{Paused, Quarantined, Refused, Release};
+use crate::api::rollout_state::{Paused, Quarantined, Refused, Release, Rewrite};
 use crate::api::route::RouteSpec;
 
 /// What `GET /v1/status` answers and `sluice status` shows.
@@ -38,6 +38,15 @@ pub struct Status {
     pub last: Option<Transition>,
     /// The last error of the loop itself (persisting the state, …).
     pub error: Option<String>,
+    /// A rewritten branch history waiting for an operator.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Since when (RFC 3339) the watched branch is gone from the remote.
+    #[serde(default)]
+    pub branch_gone: Option<String>,
+    /// The notifications' deliveries, when `--notify` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::api::notify::Deliveries>,
 }
 
 /// The candidate in flight.
@@ -66,6 +75,9 @@ pub struct CandidateStatus {
     pub triggers: Vec<GateReading>,
     pub samples_left: Option<u64>,
     pub time_left_ms: Option<u64>,
+    /// What each gate that does not pass yet waits for, with an estimate.
+    #[serde(default)]
+    pub waits: Vec<GateWait>,
     /// The fleet's summed figures.
     pub observed: Option<Observation>,
     pub replay: ReplayTotals,
@@ -73,6 +85,13 @@ pub struct CandidateStatus {
     /// build left none.
     #[serde(default)]
     pub notes: Option<Notes>,
+    /// The stable commit whose plan and traces gate the candidate, and
+    /// that a rollback goes back to (`null`: the candidate's own).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The commits the candidate brings since `base`, oldest first.
+    #[serde(default)]
+    pub commits: Vec<String>,
 }
 
 /// One engine as last seen.
@@ -94,4 +113,11 @@ pub struct RevertStatus {
     pub trigger: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Every commit reverted, oldest first (empty: `commit` alone).
+    #[serde(default)]
+    pub commits: Vec<String>,
+    /// Why the daemon stopped trying: it waits for `sluice revert
+    /// skip|done` (or `sluice resume` to try again).
+    #[serde(default)]
+    pub stuck: Option<String>,
 }

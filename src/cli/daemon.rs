@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Exit;
+use crate::reconcile::notify::{NotifyConfig, redacted};
 
 /// `sluice reconcile`'s options (the repository is the global `--repo`).
 #[derive(Debug, clap::Args)]
@@ -14,7 +15,7 @@ pub struct ReconcileArgs {
     /// An engine's base URL; repeat for every engine of the fleet.
     #[arg(long = "engine", value_name = "URL", required = true)]
     pub engines: Vec<String>,
-    /// The engines' admin token, also required by the control API.
+    /// The engines' admin token, also admitted by the control API.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
     /// Where the rollout state, the audit log, artifacts and the git mirror
@@ -39,16 +40,137 @@ pub struct ReconcileArgs {
     /// How long one engine call may take.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+    /// A file holding the control API's operator token (commands, the git
+    /// hook, status), so that operators need not hold the engines' admin
+    /// token. SLUICE_OPERATOR_TOKEN holds the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub operator_token_file: Option<PathBuf>,
+    /// A file holding a read-only token: `GET /v1/status` and nothing else.
+    /// SLUICE_READ_TOKEN holds the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// A file holding the secret of forges' webhook deliveries: GitHub's
+    /// `X-Hub-Signature-256`, GitLab's `X-Gitlab-Token`. It admits the git
+    /// hook and nothing else. SLUICE_WEBHOOK_SECRET holds the secret itself.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// POST each notified audit event, as JSON with a one-line `text`, to
+    /// this URL (a Slack or Mattermost incoming webhook shows it as is);
+    /// repeat for several receivers.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<String>,
+    /// The audit events notified, comma-separated.
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        value_delimiter = ',',
+        default_value = "refuse,rollback,reverted,pause,complete"
+    )]
+    pub notify_on: Vec<String>,
+    /// A file holding the key that signs notifications
+    /// (`X-Sluice-Signature-256`). SLUICE_NOTIFY_SECRET holds the key itself.
+    #[arg(long, value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+    /// How log lines are written to standard error: `text` (colours only on
+    /// a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every audit event a notification may be asked for.
+const EVENTS: &[&str] = &[
+    "install",
+    "adopt",
+    "refuse",
+    "unchanged",
+    "start",
+    "supersede",
+    "cancel",
+    "advance",
+    "complete",
+    "promote",
+    "rollback",
+    "pause",
+    "resume",
+    "unquarantine",
+    "reverted",
+    "revert_failed",
+    "revert_skipped",
+    "force_push",
+    "branch_deleted",
+    "branch_restored",
+];
+
+/// The notifications the flags ask for; `Err` says which flag is wrong.
+fn notify_config(args: &ReconcileArgs) -> anyhow::Result<Option<NotifyConfig>> {
+    if args.notify.is_empty() {
+        return Ok(None);
+    }
+    for url in &args.notify {
+        let u = reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("--notify `{}` is not a URL: {e}", redacted(url)))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            anyhow::bail!("--notify `{}` is not an http(s) URL", redacted(url));
+        }
+    }
+    let mut n = NotifyConfig::new(args.notify.clone());
+    n.on = args
+        .notify_on
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if let Some(bad) = n.on.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        anyhow::bail!(
+            "--notify-on: `{bad}` is not an audit event (one of: {})",
+            EVENTS.join(", ")
+        );
+    }
+    n.secret = credential(
+        "the notification secret",
+        args.notify_secret_file.as_deref(),
+        "SLUICE_NOTIFY_SECRET",
+    )?;
+    Ok(Some(n))
+}
+
+/// A credential from `file`, else from the environment variable `var`;
+/// trimmed and at least [`crate::reconcile::access::MIN_SECRET_LEN`] bytes.
+fn credential(what: &str, file: Option<&Path>, var: &str) -> anyhow::Result<Option<String>> {
+    let raw = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read {what} from {}: {e}", f.display()))?,
+        None => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+    };
+    let from = file.map_or_else(|| var.to_string(), |f| f.display().to_string());
+    crate::reconcile::access::secret(&format!("{what} ({from})"), &raw)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
 }
 
 pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<Exit> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let notify = notify_config(&args);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => logs.json().try_init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
     let mut config = crate::reconcile::Config::new(
         &repo.to_string_lossy(),
         args.state_dir,
@@ -61,6 +183,35 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.decision_log = args.decision_log;
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
+    let creds = (
+        credential(
+            "the operator token",
+            args.operator_token_file.as_deref(),
+            "SLUICE_OPERATOR_TOKEN",
+        ),
+        credential(
+            "the read token",
+            args.read_token_file.as_deref(),
+            "SLUICE_READ_TOKEN",
+        ),
+        credential(
+            "the webhook secret",
+            args.webhook_secret_file.as_deref(),
+            "SLUICE_WEBHOOK_SECRET",
+        ),
+    );
+    match (creds, notify) {
+        ((Ok(operator), Ok(read), Ok(webhook)), Ok(notify)) => {
+            config.operator_token = operator;
+            config.read_token = read;
+            config.webhook_secret = webhook;
+            config.notify = notify;
+        }
+        ((Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    }
     let rt = super::runtime(true)?;
     rt.block_on(crate::reconcile::run(
         config,

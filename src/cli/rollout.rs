@@ -1,5 +1,5 @@
-//! The operator commands: `sluice status`, `pause`, `resume`, `promote` and
-//! `rollback`, through the daemon's control client
+//! The operator commands: `sluice status`, `pause`, `resume`, `promote`,
+//! `rollback`, `unquarantine` and `revert skip|done`, through the daemon's control client
 //! ([`crate::reconcile::control`]); and the status rendered for humans.
 //! Decides nothing: the daemon answers, this prints.
 
@@ -18,18 +18,64 @@ pub struct DaemonArgs {
     /// The daemon's control API.
     #[arg(long, env = "SLUICE_DAEMON", default_value = "http://127.0.0.1:7474")]
     pub daemon: String,
-    /// The admin token the daemon was started with.
+    /// The daemon's operator token (`--operator-token-file`), or its read
+    /// token for `status` alone.
+    #[arg(long, env = "SLUICE_DAEMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The engines' admin token, which the daemon also admits (used when
+    /// `--token` is not given).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: Option<String>,
+    /// Who gives the command, for the audit log's `by`.
+    #[arg(long = "as", value_name = "NAME", env = "SLUICE_OPERATOR")]
+    pub by: Option<String>,
+}
+
+/// `sluice revert skip|done`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RevertCommand {
+    /// Drop the pending revert: the branch is left as it is (the rolled-back
+    /// artifact stays quarantined).
+    Skip {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The pending revert was made by hand: settle it.
+    Done {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+pub(super) fn cmd_revert(c: RevertCommand) -> anyhow::Result<Exit> {
+    match c {
+        RevertCommand::Skip { daemon, reason } => {
+            cmd_operator(&daemon, Operation::RevertSkip { reason })
+        }
+        RevertCommand::Done { daemon, reason } => {
+            cmd_operator(&daemon, Operation::RevertDone { reason })
+        }
+    }
 }
 
 /// A client of the daemon the flags name.
 fn client(d: &DaemonArgs) -> anyhow::Result<ControlClient> {
-    Ok(ControlClient::new(
-        &d.daemon,
-        &d.admin_token,
-        Duration::from_secs(30),
-    )?)
+    let Some(token) = d.token.as_deref().or(d.admin_token.as_deref()) else {
+        anyhow::bail!(
+            "the daemon needs a token: `--token` or SLUICE_DAEMON_TOKEN (its operator or read \
+             token), or `--admin-token` or SLUICE_ADMIN_TOKEN"
+        );
+    };
+    Ok(
+        ControlClient::new(&d.daemon, token.trim(), Duration::from_secs(30))?
+            .given_by(d.by.clone()),
+    )
 }
 
 pub(super) fn cmd_operator(d: &DaemonArgs, op: Operation) -> anyhow::Result<Exit> {
@@ -86,6 +132,17 @@ pub fn render_status(s: &Status) -> String {
     if let Some(e) = &s.git_error {
         let _ = writeln!(o, "  git: {e}");
     }
+    if let Some(since) = &s.branch_gone {
+        let _ = writeln!(o, "  branch GONE from the remote since {since}");
+    }
+    if let Some(r) = &s.rewrite {
+        let _ = writeln!(
+            o,
+            "  history REWRITTEN: head {} does not descend from {}",
+            short::hash(&r.to),
+            r.from.as_deref().map_or("none", short::hash)
+        );
+    }
     let _ = write!(o, "phase: {}", s.phase);
     if let Some(p) = &s.paused {
         let _ = write!(o, " (PAUSED: {})", p.reason);
@@ -107,6 +164,30 @@ pub fn render_status(s: &Status) -> String {
             short::hash(&c.commit),
             c.summary
         );
+        if c.commits.len() > 1 {
+            let _ = writeln!(
+                o,
+                "  commits: {} since stable ({}..{})",
+                c.commits.len(),
+                c.base.as_deref().map_or("?", short::hash),
+                short::hash(&c.commit)
+            );
+        }
+        match &c.base {
+            Some(b) => {
+                let _ = writeln!(
+                    o,
+                    "  gated by the plan and traces of stable commit {}",
+                    short::hash(b)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  gated by its own plan (the stable artifact has no commit)"
+                );
+            }
+        }
         let path: Vec<String> = c
             .stages
             .iter()
@@ -169,6 +250,12 @@ pub fn render_status(s: &Status) -> String {
                 }
             }
         }
+        if !c.waits.is_empty() {
+            let _ = writeln!(o, "  waiting on:");
+            for w in &c.waits {
+                let _ = writeln!(o, "    {}: {}", w.gate.as_str(), w.reason);
+            }
+        }
         let r = &c.replay;
         let _ = writeln!(
             o,
@@ -210,10 +297,17 @@ pub fn render_status(s: &Status) -> String {
         let _ = writeln!(o, "  {} {what}", e.url);
     }
     for r in &s.reverts {
+        let what = match r.commits.len() {
+            0 | 1 => format!("commit {}", short::hash(&r.commit)),
+            n => format!(
+                "{n} commits {}..{}",
+                r.commits.first().map_or("", |c| short::hash(c)),
+                short::hash(&r.commit)
+            ),
+        };
         let _ = writeln!(
             o,
-            "revert pending: commit {} (stage {}: {}), {} attempt(s){}",
-            short::hash(&r.commit),
+            "revert pending: {what} (stage {}: {}), {} attempt(s){}",
             r.stage,
             r.trigger,
             r.attempts,
@@ -222,6 +316,13 @@ pub fn render_status(s: &Status) -> String {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         );
+        if let Some(why) = &r.stuck {
+            let _ = writeln!(
+                o,
+                "  STOPPED: {why}\n  settle it: `sluice revert skip` or `sluice revert done`; \
+                 `sluice resume` tries again"
+            );
+        }
     }
     for q in &s.quarantine {
         let _ = writeln!(
@@ -241,6 +342,21 @@ pub fn render_status(s: &Status) -> String {
     }
     if let Some(w) = &s.waiting {
         let _ = writeln!(o, "waiting: {w}");
+    }
+    if let Some(n) = &s.notifications {
+        let _ = write!(
+            o,
+            "notifications: {} delivered, {} failed",
+            n.delivered, n.failed
+        );
+        match &n.last_error {
+            Some(e) => {
+                let _ = writeln!(o, " (last: {e})");
+            }
+            None => {
+                let _ = writeln!(o);
+            }
+        }
     }
     if let Some(e) = &s.error {
         let _ = writeln!(o, "error: {e}");

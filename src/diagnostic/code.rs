@@ -156,6 +156,11 @@ codes! {
         "A limit disappears while it has live counters.",
         "Keep the limit (under the same name) until its window ends, or accept losing its counts.",
     ));
+    /// A stage whose gate cannot pass on the stage's `min_samples`.
+    PlanUnderpowered = "plan::underpowered", Warning, Some((
+        "A rollout stage's gate cannot pass on the stage's min_samples requests, even for a flawless candidate.",
+        "Raise the stage's `min_samples` to the count the message gives, or loosen the gate.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -231,7 +236,8 @@ mod tests {
                 | "conflict::dead_rule"
                 | "state::window_change"
                 | "analyze::unknown"
-                | "analyze::unencodable" => Severity::Warning,
+                | "analyze::unencodable"
+                | "plan::underpowered" => Severity::Warning,
                 _ => Severity::Error,
             };
             assert_eq!(c.severity(), expected, "{c}");

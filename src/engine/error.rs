@@ -44,6 +44,18 @@ pub enum UploadError {
     Load(#[source] LoadError),
 }
 
+/// An artifact the engine does not delete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    #[error("no artifact `{0}` is held by this engine")]
+    NotHeld(String),
+    #[error(
+        "artifact `{hash}` is the route's {role}: set a route without it (PUT /v1/route) before deleting it"
+    )]
+    Routed { role: &'static str, hash: String },
+}
+
 /// A route the engine cannot put in force.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -9,6 +9,7 @@
 //! | `PUT /v1/artifacts/{hash}` | admin | 201 new, 200 already held; 400 not an artifact, 422 hash does not verify or differs from the path |
 //! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
 //! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
+//! | `DELETE /v1/artifacts/{hash}` | admin | 204 deleted (its breaker and `/metrics` series with it); 404 not held, 409 the route names it |
 //! | `PUT /v1/route` | admin | `{"version", "route", "migrations"}`; 400 bad field, 409 artifact not held |
 //! | `GET /v1/route` | admin | the route in force (404 before the first) |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
@@ -51,7 +52,7 @@ use crate::api::control::Failure;
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
-use crate::engine::error::{EvaluateError, RouteChangeError, StoreError, UploadError};
+use crate::engine::error::{DeleteError, EvaluateError, RouteChangeError, StoreError, UploadError};
 use crate::engine::metrics;
 use crate::engine::server::Engine;
 
@@ -158,6 +159,15 @@ impl From<RouteChangeError> for ApiError {
     }
 }
 
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> ApiError {
+        match e {
+            DeleteError::NotHeld(_) => ApiError::NotFound(e.to_string()),
+            DeleteError::Routed { .. } => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
 /// The state backend failed: 503, the caller may try again (the engine
 /// reconnects by itself; `/readyz` says when it is back).
 impl From<StoreError> for ApiError {
@@ -207,7 +217,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/v1/artifacts/{hash}",
             put(put_artifact)
                 .layer(DefaultBodyLimit::max(max_artifact))
-                .get(get_artifact),
+                .get(get_artifact)
+                .delete(delete_artifact),
         )
         .route("/v1/artifacts", get(list_artifacts))
         .route("/v1/route", put(put_route).get(get_route))
@@ -367,6 +378,14 @@ async fn get_artifact(
         ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
     })?;
     Ok(Json(summary).into_response())
+}
+
+async fn delete_artifact(
+    State(engine): State<Arc<Engine>>,
+    Path(hash): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    engine.delete_artifact(&hash).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_artifacts(State(engine): State<Arc<Engine>>) -> Response {

@@ -48,7 +48,7 @@ use crate::engine::backend::StateBackend;
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, Transition};
 use crate::engine::clock::{Clock, SystemClock, epoch_secs};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine};
-use crate::engine::error::{EvaluateError, UploadError};
+use crate::engine::error::{DeleteError, EvaluateError, UploadError};
 use crate::engine::failsafe::failsafe;
 use crate::engine::stats::{RouteStats, Sample};
 use crate::eval::response::ResponseContext;
@@ -495,6 +495,36 @@ impl Engine {
             routed,
             breaker: held.breaker.state(),
         }
+    }
+
+    /// Deletes an artifact the route does not name: its evaluator, its
+    /// breaker (and so its `/metrics` series) go with it. Serialized with
+    /// route changes, so that no route can be put in force on an artifact
+    /// being deleted.
+    pub async fn delete_artifact(&self, hash: &str) -> Result<(), DeleteError> {
+        let _serial = self.route_change.lock().await;
+        if let Some(route) = self.route.load().as_ref() {
+            let role = if route.spec.stable == hash {
+                Some("stable")
+            } else if route.spec.candidate.as_deref() == Some(hash) {
+                Some("candidate")
+            } else {
+                None
+            };
+            if let Some(role) = role {
+                return Err(DeleteError::Routed {
+                    role,
+                    hash: hash.to_string(),
+                });
+            }
+        }
+        let mut map = self.artifacts.write().unwrap_or_else(|e| e.into_inner());
+        if map.remove(hash).is_none() {
+            return Err(DeleteError::NotHeld(hash.to_string()));
+        }
+        drop(map);
+        tracing::info!(artifact = hash, "artifact deleted");
+        Ok(())
     }
 
     /// The summary of one artifact held.

@@ -125,6 +125,49 @@ pub struct Gates {
     pub max_latency_p99_delta_ms: Option<f64>,
 }
 
+/// The normal quantile of the 95% two-sided confidence every gate is judged
+/// at (SPEC §6): each bound of an interval is a 97.5% one-sided bound.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// The fewest requests on which a gate "this rate stays at most `limit`"
+/// can pass at all: even with no event (no error, no divergence, no
+/// difference in deny rate against a stable cohort known exactly), the
+/// upper 95% Wilson bound of 0 in `n`, `z²/(n+z²)`, is at most `limit` only
+/// from `n = z²(1−limit)/limit` on. `None` when no count is enough (a limit
+/// of 0). The same bound decides the gates (`rollout::gate`).
+pub fn fewest_samples_to_pass(limit: f64) -> Option<u64> {
+    if limit >= 1.0 {
+        return Some(0);
+    }
+    if limit.is_nan() || limit <= 0.0 {
+        return None;
+    }
+    let z2 = Z95 * Z95;
+    let n = (z2 * (1.0 - limit) / limit).ceil();
+    // The bound at `n` is the limit up to rounding: step past it.
+    let mut n = n.max(0.0) as u64;
+    while z2 / (n as f64 + z2) > limit {
+        n += 1;
+    }
+    Some(n)
+}
+
+impl Stage {
+    /// The rate gates of this stage, each with its limit and the fewest
+    /// requests on which it can pass at all ([`fewest_samples_to_pass`]).
+    pub fn rate_gates_power(&self) -> Vec<(&'static str, f64, Option<u64>)> {
+        let g = &self.gates;
+        [
+            ("max_divergence", g.max_divergence),
+            ("max_error_rate", g.max_error_rate),
+            ("max_deny_rate_delta", g.max_deny_rate_delta),
+        ]
+        .into_iter()
+        .filter_map(|(name, limit)| limit.map(|l| (name, l, fewest_samples_to_pass(l))))
+        .collect()
+    }
+}
+
 /// `[rollout.rollback]`: any of these passed in a live stage rolls back at once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RollbackTriggers {

@@ -27,6 +27,9 @@ pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 pub(super) struct Cx<'f> {
     file: &'f SourceFile,
     pub(super) findings: Vec<Finding>,
+    /// Findings that do not stop the read (a plan that cannot pass its own
+    /// gates), reported beside the project.
+    pub(super) warnings: Vec<Finding>,
 }
 
 impl<'f> Cx<'f> {
@@ -34,6 +37,7 @@ impl<'f> Cx<'f> {
         Cx {
             file,
             findings: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

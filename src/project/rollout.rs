@@ -13,9 +13,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::Declared;
 use super::read::{CODE, Cx, Key, Value, a_type, entries, leaves};
-use crate::diagnostic::Finding;
+use crate::diagnostic::{Code, Finding};
 use crate::model::ir::{Literal, Type};
-use crate::model::plan::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind};
+use crate::model::plan::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind, Z95};
 
 const ROLLOUT_KEYS: [&str; 3] = ["hash_key", "stage", "rollback"];
 const ROLLBACK_KEYS: [&str; 3] = ["error_rate", "deny_rate_delta", "latency_p99_ms"];
@@ -323,6 +323,7 @@ fn read_stage(
     };
     let mut ok = named.is_some();
     let mut max_span = None;
+    let mut spans: Vec<(&str, Range<usize>)> = Vec::new();
     for (k, v) in entries(t) {
         let key = k.get_ref().as_ref();
         if !STAGE_KEYS.contains(&key) {
@@ -351,6 +352,7 @@ fn read_stage(
             }
         }
         let what = format!("`{key}` {place}");
+        spans.push((k.get_ref().as_ref(), v.span()));
         let good = match key {
             "name" => true,
             "percent" => read_percent(cx, v, &what)
@@ -403,7 +405,71 @@ fn read_stage(
         (Some(min), None, _) => stage.max_duration = min.checked_mul(DEFAULT_MAX_FACTOR),
         _ => {}
     }
+    if ok {
+        underpowered(cx, &stage, &spans);
+    }
     ok.then_some(stage)
+}
+
+/// Warns of every rate gate of `stage` that cannot pass on the stage's
+/// `min_samples` requests, however good the candidate
+/// ([`crate::model::plan::fewest_samples_to_pass`]): the stage would wait past its
+/// `min_samples` for evidence, and pause at `max_duration` when the
+/// traffic does not bring it. `spans` are the stage's keys and values.
+fn underpowered(cx: &mut Cx<'_>, stage: &Stage, spans: &[(&str, Range<usize>)]) {
+    let Some(min) = stage.min_samples else {
+        return;
+    };
+    let span = |key: &str| {
+        spans
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| s.clone())
+    };
+    for (gate, limit, needed) in stage.rate_gates_power() {
+        if needed.is_some_and(|n| n <= min) {
+            continue;
+        }
+        let (Some(at), Some(min_at)) = (span(gate), span("min_samples")) else {
+            continue;
+        };
+        let events = match gate {
+            "max_divergence" => "no decision differs",
+            "max_error_rate" => "no evaluation fails",
+            _ => "the candidate denies exactly as stable does",
+        };
+        let (message, help) = match needed {
+            Some(n) => (
+                format!(
+                    "stage `{}`: `{gate} = {limit}` cannot pass on `min_samples = {min}`: even when \
+                     {events}, the 95% bound stays above {limit} until {n} requests",
+                    stage.name
+                ),
+                format!(
+                    "raise `min_samples` to {n} or more, or loosen `{gate}` to {:.4} or more, which \
+                     {min} requests can show",
+                    Z95 * Z95 / (min as f64 + Z95 * Z95)
+                ),
+            ),
+            None => (
+                format!(
+                    "stage `{}`: `{gate} = {limit}` can never pass: no count of requests brings the \
+                     95% bound of a rate to 0",
+                    stage.name
+                ),
+                "give the gate a limit above 0".to_owned(),
+            ),
+        };
+        let needs = needed.map_or_else(
+            || "never passes".to_owned(),
+            |n| format!("needs {n} requests"),
+        );
+        let finding = Finding::new(Code::PlanUnderpowered, message)
+            .with_label(cx.label(at, needs))
+            .with_label(cx.label(min_at, format!("{min} requests")))
+            .with_help(help);
+        cx.warnings.push(finding);
+    }
 }
 
 fn read_percent(cx: &mut Cx<'_>, v: &Value<'_>, what: &str) -> Option<u32> {

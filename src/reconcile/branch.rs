@@ -1,8 +1,12 @@
-//! The branch's side of the loop: fetching the watched branch, building a
-//! new head in the background (compile, check, replay, against the engines'
-//! live state) and keeping its result until the head is acted on, reading a
-//! candidate's rollout plan, and landing pending reverts, retried with a
-//! growing wait. Git runs on tokio's blocking pool, never on the loop.
+//! The branch's side of the loop: fetching the watched branch (and noticing
+//! it gone or back), building a new head in the background (compile,
+//! check, replay, against the engines' live state, under the stable
+//! commit's plan and traces; the range of commits since stable; whether it
+//! rewrote history) and keeping its result until the head is acted on,
+//! reading the plan a candidate walks, and landing pending reverts,
+//! checked before they are pushed and retried with a growing wait until
+//! [`REVERT_ATTEMPTS`] failures in a row stop them for an operator. Git
+//! runs on tokio's blocking pool, never on the loop.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,11 +15,15 @@ use tokio::time::Instant;
 
 use super::build;
 use super::err::ReconcileError;
-use super::git::Mirror;
-use super::runner::{Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff};
+use super::git::{Mirror, Prepared};
+use super::runner::{
+    Against, Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff,
+};
 use super::store::Store;
 use crate::model::short;
-use crate::rollout::machine::{Build, Event, Head, Ready, RevertOutcome};
+use crate::rollout::machine::{
+    Build, Event, Head, REVERT_ATTEMPTS, Ready, RevertOutcome, Step as MachineStep,
+};
 
 impl Runner {
     pub(super) async fn fetch(&mut self) {
@@ -28,6 +36,15 @@ impl Runner {
                 self.head = Some(head);
                 self.fetched_ms = Some(self.now_ms());
                 self.git_error = None;
+                self.branch_missing = false;
+            }
+            Ok(Err(e @ ReconcileError::NoBranch { .. })) => {
+                if !self.branch_missing {
+                    tracing::warn!(error = %e, "the watched branch is gone from the remote");
+                }
+                self.branch_missing = true;
+                self.head = None;
+                self.git_error = Some(e.to_string());
             }
             Ok(Err(e)) => {
                 if self.git_error.as_deref() != Some(&e.to_string()) {
@@ -41,18 +58,35 @@ impl Runner {
             Err(e) => self.git_error = Some(e.to_string()),
         }
         // The plan of a candidate persisted by an earlier run.
-        if let Some(r) = &self.state.rollout {
-            self.ensure_plan(&r.commit.clone()).await;
+        if let Some(commit) = self
+            .state
+            .rollout
+            .as_ref()
+            .map(|r| r.plan_commit().to_string())
+        {
+            self.ensure_plan(&commit).await;
+        }
+    }
+
+    /// The branch event this pass has to give the machine, if any: the
+    /// branch gone from the remote (once it had a head acted on: a branch
+    /// never seen is a configuration error in status, not a deletion), or
+    /// back after it was.
+    pub(super) fn branch_event(&self) -> Option<Event> {
+        if self.branch_missing && self.state.branch_gone.is_none() && self.state.head.is_some() {
+            return Some(Event::BranchDeleted);
+        }
+        match (&self.head, self.state.branch_gone) {
+            (Some(head), Some(_)) if !self.branch_missing && self.git_error.is_none() => {
+                Some(Event::BranchRestored { head: head.clone() })
+            }
+            _ => None,
         }
     }
 
     /// Loads a commit's rollout plan from its `sluice.toml`.
     pub(super) async fn ensure_plan(&mut self, commit: &str) {
         if self.plans.contains_key(commit) {
-            return;
-        }
-        if let Some(Cached::Ready(r)) = self.builds.get(commit) {
-            self.plans.insert(commit.to_string(), r.plan.clone());
             return;
         }
         let mirror = self.mirror.clone();
@@ -67,33 +101,42 @@ impl Runner {
     }
 
     pub(super) fn head_event(&mut self, head: &str) -> Event {
-        let cached = self.builds.get(head).cloned();
-        let (summary, build) = match cached {
-            Some(Cached::Ready(r)) => {
-                let r = *r;
-                self.plans.insert(head.to_string(), r.plan.clone());
-                (
-                    r.summary,
-                    Build::Ready(Box::new(Ready {
-                        artifact: r.artifact,
-                        plan: r.plan,
-                        replay: r.replay,
-                        notes: r.notes,
-                    })),
-                )
-            }
-            Some(Cached::Refused { reason, summary }) => (summary, Build::Refused { reason }),
-            None => (
-                String::new(),
-                Build::Refused {
+        let Some(cached) = self.builds.get(head).cloned() else {
+            return Event::Head(Head {
+                commit: head.to_string(),
+                summary: String::new(),
+                build: Build::Refused {
                     reason: "the commit could not be built".to_string(),
                 },
-            ),
+                commits: Vec::new(),
+                forced: false,
+            });
+        };
+        let build = match cached.result {
+            Ok(r) => {
+                let r = *r;
+                // The plan is the base's: kept under the base's commit.
+                let key = cached
+                    .against
+                    .base
+                    .clone()
+                    .unwrap_or_else(|| head.to_string());
+                self.plans.insert(key, r.plan.clone());
+                Build::Ready(Box::new(Ready {
+                    artifact: r.artifact,
+                    plan: r.plan,
+                    replay: r.replay,
+                    notes: r.notes,
+                }))
+            }
+            Err(reason) => Build::Refused { reason },
         };
         Event::Head(Head {
             commit: head.to_string(),
-            summary,
+            summary: cached.summary,
             build,
+            commits: cached.commits,
+            forced: cached.forced,
         })
     }
 
@@ -112,8 +155,14 @@ impl Runner {
                 .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
             self.builds.insert(commit, cached);
         }
-        if self.builds.contains_key(head) {
-            return Ok(true);
+        let against = self.against();
+        match self.builds.get(head) {
+            Some(c) if c.against == against => return Ok(true),
+            // Built against another stable or another last head: again.
+            Some(_) => {
+                self.builds.remove(head);
+            }
+            None => {}
         }
         if self.building.is_none() {
             let live = self.live_states().await;
@@ -128,7 +177,14 @@ impl Runner {
                     engines: &live,
                     base: base.as_ref(),
                 };
-                let out = build_commit(&mirror, &store, &commit, log.as_deref(), Some(live));
+                let out = build_commit(
+                    &mirror,
+                    &store,
+                    &commit,
+                    against,
+                    log.as_deref(),
+                    Some(live),
+                );
                 done.notify_one();
                 out
             });
@@ -167,13 +223,38 @@ impl Runner {
         })
     }
 
+    /// Lands the first pending revert: made, checked and pushed (or found
+    /// not needed). A failure is retried with a growing wait; after
+    /// [`REVERT_ATTEMPTS`] reverts that cannot be made (not an unreachable
+    /// remote) the daemon stops trying and pauses.
+    /// A stuck revert is only looked for on the branch (made by hand), once
+    /// per new head. Returns whether a transition was made.
     pub(super) async fn revert(&mut self) -> Result<bool, ReconcileError> {
         let Some(pending) = self.state.reverts.first().cloned() else {
             return Ok(false);
         };
         let mirror = self.mirror.clone();
         let p = pending.clone();
-        let out = tokio::task::spawn_blocking(move || lock(&mirror).revert(&p)).await?;
+        if pending.stuck.is_some() {
+            if self.head.is_none() || self.stuck_checked == self.head {
+                return Ok(false);
+            }
+            self.stuck_checked = self.head.clone();
+            let out = tokio::task::spawn_blocking(move || lock(&mirror).prepare_revert(&p)).await?;
+            let Ok(Prepared::NotNeeded { note }) = out else {
+                return Ok(false);
+            };
+            let outcome = RevertOutcome::NotNeeded { note };
+            let step = self.step(Event::Reverted {
+                commit: pending.commit.clone(),
+                outcome,
+            });
+            return self.commit_moved(step).await;
+        }
+        let out = tokio::task::spawn_blocking(move || {
+            lock(&mirror).revert(&p, |files| build::build(files, None, None).map(|_| ()))
+        })
+        .await?;
         match out {
             Ok(outcome) => {
                 if let RevertOutcome::Pushed { revert } = &outcome {
@@ -182,67 +263,127 @@ impl Runner {
                     self.git_error = None;
                 }
                 self.revert_attempts = 0;
+                self.revert_failures = 0;
                 self.revert_error = None;
                 self.revert_backoff = revert_backoff(self.config.interval);
                 let step = self.step(Event::Reverted {
                     commit: pending.commit.clone(),
                     outcome,
                 });
-                let moved = step.transition.is_some();
-                self.commit(step).await?;
-                Ok(moved)
+                self.commit_moved(step).await
             }
             Err(e) => {
+                // Only a revert that cannot be made counts: an unreachable
+                // remote or a branch that moved is tried again for as long
+                // as it takes.
                 self.revert_attempts += 1;
-                if self.revert_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(commit = %short::hash(&pending.commit), error = %e, "the revert did not land; retrying");
+                if matches!(e, ReconcileError::Revert(_)) {
+                    self.revert_failures += 1;
                 }
-                self.revert_error = Some(e.to_string());
+                let error = e.to_string();
+                if self.revert_error.as_deref() != Some(&error) {
+                    tracing::warn!(commit = %short::hash(&pending.commit), error = %e, attempts = self.revert_attempts, "the revert did not land");
+                }
+                self.revert_error = Some(error.clone());
                 let wait = self.revert_backoff.next().unwrap_or(MAX_REVERT_BACKOFF);
                 self.next_revert = Instant::now() + wait;
-                Ok(false)
+                if self.revert_failures < REVERT_ATTEMPTS {
+                    return Ok(false);
+                }
+                let step = self.step(Event::RevertFailed {
+                    commit: pending.commit.clone(),
+                    error,
+                });
+                self.commit_moved(step).await
             }
         }
     }
+
+    /// Persists and acts on a step; whether it made a transition.
+    async fn commit_moved(&mut self, step: MachineStep) -> Result<bool, ReconcileError> {
+        let moved = step.transition.is_some();
+        self.commit(step).await?;
+        Ok(moved)
+    }
 }
 
-/// Reads, compiles, checks and replays a commit, and stores its artifact
+/// Reads, compiles, checks and replays a commit under the plan and traces
+/// of the stable commit it is built against, finds the commits it brings
+/// since that one and whether it rewrote history, and stores its artifact
 /// (blocking: run on the blocking pool).
 fn build_commit(
     mirror: &Mutex<Mirror>,
     store: &Store,
     commit: &str,
+    against: Against,
     log_path: Option<&std::path::Path>,
     live: Option<build::Live<'_>>,
 ) -> Result<Built, ReconcileError> {
-    let read = lock(mirror).read_commit(commit);
+    let (read, forced, commits, gate) = {
+        let m = lock(mirror);
+        let forced = against
+            .anchor
+            .as_deref()
+            .is_some_and(|a| !m.descends(commit, a));
+        let commits = m
+            .range(against.base.as_deref(), commit)
+            .unwrap_or_else(|_| vec![commit.to_string()]);
+        let gate = against.base.as_deref().map(|b| m.read_commit(b));
+        (m.read_commit(commit), forced, commits, gate)
+    };
+    let refused = |summary: String, reason: String| Cached {
+        summary,
+        against: against.clone(),
+        commits: commits.clone(),
+        forced,
+        result: Err(reason),
+    };
     let files = match read {
         Ok(f) => f,
         Err(e) => {
             let summary = lock(mirror).summary(commit);
-            let reason = e.to_string();
-            return Ok((Cached::Refused { reason, summary }, None));
+            return Ok((refused(summary, e.to_string()), None));
         }
     };
+    let gate_sources = match (&against.base, &gate) {
+        (Some(b), Some(Ok(g))) => match &g.sources {
+            Ok(s) => Some((b.as_str(), s)),
+            Err(e) => {
+                let reason = format!(
+                    "the plan and traces of stable commit {} cannot be read: {e}",
+                    short::hash(b)
+                );
+                return Ok((refused(files.summary.clone(), reason), None));
+            }
+        },
+        (Some(b), Some(Err(e))) => {
+            let reason = format!(
+                "the plan and traces of stable commit {} cannot be read: {e}",
+                short::hash(b)
+            );
+            return Ok((refused(files.summary.clone(), reason), None));
+        }
+        _ => None,
+    };
+    let gate = gate_sources.map(|(commit, sources)| build::Gate { commit, sources });
     let log = log_path.and_then(|p| std::fs::read_to_string(p).ok());
-    match build::build(&files, log.as_deref(), live) {
+    match build::build_gated(&files, gate, log.as_deref(), live) {
         Ok(b) => {
             store.save_artifact(&b.artifact.hash, &b.bytes)?;
-            let cached = Cached::Ready(Box::new(CachedReady {
-                artifact: b.artifact.hash.clone(),
-                plan: b.plan,
-                replay: b.replay.totals(),
-                notes: b.notes,
+            let cached = Cached {
                 summary: files.summary.clone(),
-            }));
+                against: against.clone(),
+                commits: commits.clone(),
+                forced,
+                result: Ok(Box::new(CachedReady {
+                    artifact: b.artifact.hash.clone(),
+                    plan: b.plan,
+                    replay: b.replay.totals(),
+                    notes: b.notes,
+                })),
+            };
             Ok((cached, Some((b.artifact.hash, b.bytes))))
         }
-        Err(reason) => Ok((
-            Cached::Refused {
-                reason,
-                summary: files.summary.clone(),
-            },
-            None,
-        )),
+        Err(reason) => Ok((refused(files.summary.clone(), reason), None)),
     }
 }

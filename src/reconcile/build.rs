@@ -9,6 +9,15 @@
 //! compared with the stable artifact's set; the reason names the first
 //! findings with their file and line.
 //!
+//! **What gates a commit.** A commit is gated by the plan and the traces of
+//! the stable commit it replaces ([`Gate`], SPEC §6): the plan returned is
+//! the gate's `[rollout]` (`None`: installed directly), and the replay runs
+//! the gate's trace files and the commit's own (a file the same at both is
+//! run once). A commit cannot loosen its own gates, delete the traces that
+//! would catch it, or remove its own rollout. Without a gate (the first
+//! commit, or a stable artifact with no commit) the commit's own plan and
+//! traces are used.
+//!
 //! **Decision-log replay.** Every `evaluation` line of the engine's decision
 //! log (SPEC §5) is evaluated against the candidate in log order (limit
 //! counters shared, at the line's time) and its decision compared with the
@@ -89,9 +98,42 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Compiles and checks a commit; `Err` is the reason it is refused.
+/// The commit whose plan and traces gate a build: the stable commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    pub commit: &'a str,
+    pub sources: &'a RepoSources,
+}
+
+/// Reads a gate's plan; `Err` is why it cannot be read.
+fn gate_plan(gate: &Gate<'_>) -> Result<Option<RolloutPlan>, String> {
+    crate::project::parse(&gate.sources.project)
+        .map(|p| p.rollout)
+        .map_err(|findings| {
+            let refs: Vec<&Finding> = findings.iter().collect();
+            format!(
+                "the `[rollout]` of stable commit {} cannot be read: {}",
+                crate::model::short::hash(gate.commit),
+                summarize(&refs, gate.sources)
+            )
+        })
+}
+
+/// Compiles and checks a commit under its own plan and traces; `Err` is the
+/// reason it is refused.
 pub fn build(
     files: &CommitFiles,
+    decision_log: Option<&str>,
+    live: Option<Live<'_>>,
+) -> Result<Built, String> {
+    build_gated(files, None, decision_log, live)
+}
+
+/// Compiles and checks a commit under the plan and traces of `gate` (its
+/// own without one); `Err` is the reason it is refused.
+pub fn build_gated(
+    files: &CommitFiles,
+    gate: Option<Gate<'_>>,
     decision_log: Option<&str>,
     live: Option<Live<'_>>,
 ) -> Result<Built, String> {
@@ -110,9 +152,23 @@ pub fn build(
         .artifact
         .to_bytes()
         .map_err(|e| format!("serializing the artifact: {e}"))?;
+    let plan = match &gate {
+        Some(g) => gate_plan(g)?,
+        None => project.rollout.clone(),
+    };
+    // The gate's trace files, then the commit's own that differ.
+    let gate_traces = gate
+        .map(|g| g.sources.traces.as_slice())
+        .unwrap_or_default();
+    let own = sources.traces.iter().filter(|t| {
+        !gate_traces
+            .iter()
+            .any(|g| g.name == t.name && g.text == t.text)
+    });
+    let traces: Vec<&crate::source::SourceFile> = gate_traces.iter().chain(own).collect();
     let mut report = ReplayReport::default();
     let mut invalid = Vec::new();
-    for file in &sources.traces {
+    for file in traces.iter().copied() {
         let (cases, mut bad) = replay::parse_traces(file);
         invalid.append(&mut bad);
         let limits = MemoryLimitStore::new();
@@ -123,7 +179,7 @@ pub fn build(
         return Err(format!("invalid traces: {}", summarize(&refs, sources)));
     }
     let mut notes = Notes {
-        trace_files: Some(sources.traces.len()),
+        trace_files: Some(traces.len()),
         ..Notes::default()
     };
     if live.is_some() {
@@ -153,7 +209,7 @@ pub fn build(
     Ok(Built {
         artifact: built.artifact,
         bytes,
-        plan: project.rollout.clone(),
+        plan,
         replay: report,
         notes,
     })

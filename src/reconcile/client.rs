@@ -9,6 +9,7 @@
 //! | [`EngineClient::get_route`] | `GET /v1/route` | [`RouteInForce`]; 404 before the first |
 //! | [`EngineClient::stats`] | `GET /v1/stats` | [`EngineStats`]: the route and the figures per artifact and cohort |
 //! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
+//! | [`EngineClient::delete_artifact`] | `DELETE /v1/artifacts/{hash}` | 204; 404 not held (done too); 409 on the route |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,6 +88,18 @@ pub trait EngineClient: Send + Sync {
     /// new commit; `None` when the engine does not expose them.
     fn live_state(&self) -> BoxFuture<'_, Result<Option<LiveState>, EngineError>> {
         Box::pin(async { Ok(None) })
+    }
+    /// Deletes an artifact the engine no longer needs (one it does not hold
+    /// is deleted already). A client that cannot delete says so with an
+    /// error; the daemon then leaves the artifact where it is.
+    fn delete_artifact<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let _ = hash;
+        Box::pin(async {
+            Err(EngineError::Status {
+                status: 501,
+                message: "this engine client does not delete artifacts".to_string(),
+            })
+        })
     }
 }
 
@@ -215,6 +228,16 @@ impl EngineClient for HttpEngine {
                     Ok(Some(serde_json::from_slice(&bytes)?))
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete_artifact<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let req = self.http.delete(self.url(&format!("/v1/artifacts/{hash}")));
+            match self.send(req).await {
+                Ok(_) | Err(EngineError::Status { status: 404, .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         })

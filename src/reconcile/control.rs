@@ -1,6 +1,6 @@
 //! The daemon's control API ([`super::api`]) from the caller's side: one
-//! typed client for `sluice status`, `pause`, `resume`, `promote` and
-//! `rollback`. It sends the requests and reads the documents of the API's
+//! typed client for `sluice status`, `pause`, `resume`, `promote`,
+//! `rollback`, `unquarantine` and `revert skip|done`. It sends the requests and reads the documents of the API's
 //! table; it must not print or decide anything about the answers.
 
 use std::time::Duration;
@@ -11,10 +11,30 @@ use crate::api::control::{CommandBody, Failure, Message};
 /// An operator command ([`super::api`]'s `POST` routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Pause { reason: Option<String> },
-    Resume,
-    Promote,
-    Rollback { reason: Option<String> },
+    Pause {
+        reason: Option<String>,
+    },
+    Resume {
+        reason: Option<String>,
+    },
+    Promote {
+        through: Option<String>,
+        reason: Option<String>,
+    },
+    Rollback {
+        reason: Option<String>,
+        candidate: Option<String>,
+    },
+    Unquarantine {
+        target: String,
+        reason: String,
+    },
+    RevertSkip {
+        reason: Option<String>,
+    },
+    RevertDone {
+        reason: Option<String>,
+    },
 }
 
 impl Operation {
@@ -22,16 +42,50 @@ impl Operation {
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Pause { .. } => "pause",
-            Operation::Resume => "resume",
-            Operation::Promote => "promote",
+            Operation::Resume { .. } => "resume",
+            Operation::Promote { .. } => "promote",
             Operation::Rollback { .. } => "rollback",
+            Operation::Unquarantine { .. } => "unquarantine",
+            Operation::RevertSkip { .. } => "revert skip",
+            Operation::RevertDone { .. } => "revert done",
         }
     }
 
-    fn reason(&self) -> Option<&str> {
+    /// The body the command sends; `None` sends none.
+    fn body(&self) -> Option<CommandBody> {
+        let b = match self {
+            Operation::Pause { reason }
+            | Operation::Resume { reason }
+            | Operation::RevertSkip { reason }
+            | Operation::RevertDone { reason } => CommandBody {
+                reason: reason.clone(),
+                ..CommandBody::default()
+            },
+            Operation::Promote { through, reason } => CommandBody {
+                reason: reason.clone(),
+                through: through.clone(),
+                ..CommandBody::default()
+            },
+            Operation::Rollback { reason, candidate } => CommandBody {
+                reason: reason.clone(),
+                candidate: candidate.clone(),
+                ..CommandBody::default()
+            },
+            Operation::Unquarantine { target, reason } => CommandBody {
+                reason: Some(reason.clone()),
+                target: Some(target.clone()),
+                ..CommandBody::default()
+            },
+        };
+        (b != CommandBody::default()).then_some(b)
+    }
+
+    /// The route's path under `/v1/`.
+    fn path(&self) -> &'static str {
         match self {
-            Operation::Pause { reason } | Operation::Rollback { reason } => reason.as_deref(),
-            Operation::Resume | Operation::Promote => None,
+            Operation::RevertSkip { .. } => "revert/skip",
+            Operation::RevertDone { .. } => "revert/done",
+            _ => self.name(),
         }
     }
 }
@@ -70,6 +124,8 @@ pub enum ControlError {
 pub struct ControlClient {
     base: String,
     token: String,
+    /// Who gives the commands (`by` in every body).
+    by: Option<String>,
     http: reqwest::Client,
 }
 
@@ -84,8 +140,15 @@ impl ControlClient {
         Ok(ControlClient {
             base: base.to_string(),
             token: token.to_string(),
+            by: None,
             http,
         })
+    }
+
+    /// The client names `by` as who gives every command it sends.
+    pub fn given_by(mut self, by: Option<String>) -> ControlClient {
+        self.by = by;
+        self
     }
 
     /// `GET /v1/status`.
@@ -103,11 +166,13 @@ impl ControlClient {
 
     /// `POST /v1/{command}`; the answer's message (`done` when it has none).
     pub async fn run(&self, op: &Operation) -> Result<Answer<String>, ControlError> {
-        let mut req = self.http.post(self.url(&format!("/v1/{}", op.name())));
-        if let Some(reason) = op.reason() {
-            req = req.json(&CommandBody {
-                reason: Some(reason.to_string()),
-            });
+        let mut req = self.http.post(self.url(&format!("/v1/{}", op.path())));
+        let mut body = op.body();
+        if let Some(by) = &self.by {
+            body.get_or_insert_with(CommandBody::default).by = Some(by.clone());
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
         }
         let resp = match self.send(req).await? {
             Answer::Done(resp) => resp,

@@ -11,11 +11,18 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::Config;
-use super::api::{self, ApiState, CommandRequest};
+use super::access::Access;
+use super::api::{self, ApiState, CommandRequest, Said};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
 use super::lock::FolderLock;
+use super::metrics::Tally;
+use super::notify;
+
+/// The oldest a fetch may be for the daemon to be ready, unless three
+/// intervals are longer.
+const STALE_FETCH: std::time::Duration = std::time::Duration::from_secs(30);
 use super::runner::{Outputs, Runner};
 use super::store::Store;
 use crate::api::audit::Transition;
@@ -88,6 +95,7 @@ impl Daemon {
             tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
         let (status_tx, status_rx) = watch::channel(Status::default());
         let (events, _) = broadcast::channel(1024);
+        let tally = Arc::new(Tally::default());
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let hook = Arc::new(Notify::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -108,12 +116,20 @@ impl Daemon {
                     source,
                 })?;
             store.save_addr(&bound.to_string())?;
-            let app = api::router(ApiState::new(
-                &config.admin_token,
-                status_rx.clone(),
-                cmd_tx.clone(),
-                hook.clone(),
-            ));
+            let access = Access::new(&config.admin_token)
+                .with_operator_token(config.operator_token.as_deref())
+                .with_read_token(config.read_token.as_deref())
+                .with_webhook_secret(config.webhook_secret.as_deref());
+            let app = api::router(
+                ApiState::new(
+                    access,
+                    &config.branch,
+                    status_rx.clone(),
+                    cmd_tx.clone(),
+                    hook.clone(),
+                )
+                .with_metrics(tally.clone(), (config.interval * 3).max(STALE_FETCH)),
+            );
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {
@@ -129,6 +145,18 @@ impl Daemon {
             addr = Some(bound);
         }
 
+        tokio::spawn(tally.follow(events.subscribe(), shutdown_rx.clone()));
+        let deliveries = config.notify.clone().map(|n| {
+            let health = Arc::new(notify::Health::default());
+            tokio::spawn(notify::run(
+                n,
+                config.branch.clone(),
+                events.subscribe(),
+                health.clone(),
+                shutdown_rx.clone(),
+            ));
+            health
+        });
         let runner = Runner::new(
             config,
             folder,
@@ -139,6 +167,7 @@ impl Daemon {
             Outputs {
                 status: status_tx,
                 events: events.clone(),
+                deliveries,
             },
         );
         let task = tokio::spawn(runner.run(cmd_rx, hook.clone(), shutdown_rx));
@@ -176,9 +205,15 @@ impl Daemon {
 
     /// Runs an operator command, as the control API does.
     pub async fn command(&self, c: machine::Command) -> Result<String, String> {
+        self.command_said(c, Said::default()).await
+    }
+
+    /// Runs an operator command with who gave it (the audit log's `by`) and
+    /// the reason of a command that has no reason of its own (`resume`).
+    pub async fn command_said(&self, c: machine::Command, said: Said) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send((c, tx))
+            .send((c, said, tx))
             .await
             .map_err(|_| "the daemon is stopping".to_string())?;
         rx.await.map_err(|_| "the daemon is stopping".to_string())?

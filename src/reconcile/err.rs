@@ -45,6 +45,16 @@ pub enum ReconcileError {
     /// error.
     #[error("git: {0}")]
     Git(String),
+    /// A revert that cannot be made as things are (it conflicts, it would
+    /// revert the first commit or a revert of the daemon's, it does not
+    /// check): counted towards the attempts after which the daemon stops
+    /// and waits for an operator. Failing to reach the remote is not.
+    #[error("the revert cannot be made: {0}")]
+    Revert(String),
+    /// The remote has no such branch (it was deleted): nothing is fetched
+    /// from it and nothing pushed to it.
+    #[error("git: the repository has no branch `{branch}`")]
+    NoBranch { branch: String },
     #[error("engine `{engine}`: {source}")]
     Engine {
         engine: String,

@@ -1,6 +1,21 @@
 //! The watched repository, through git2: a bare mirror in the state folder
 //! that fetches the branch, reads a commit's policy repository from its tree
-//! (no checkout), and makes and pushes revert commits.
+//! (no checkout), tells how a head relates to the commits before it (the
+//! range since stable, a rewritten history), and makes and pushes revert
+//! commits.
+//!
+//! **Reverts.** A rollback reverts every commit from the rollout's base
+//! (the stable commit it started from) to the candidate, in one commit on
+//! top of the branch head as fetched then: a three-way merge of the head's
+//! tree with the base's, from the candidate's (what the range changed is
+//! undone, what came after it is kept). Nothing is pushed when the branch
+//! no longer carries the range: the candidate is gone from it, its policy
+//! files are the base's again, a commit on it says `This reverts commit X.`
+//! for every commit of the range (a revert made by hand, or by an earlier
+//! attempt whose answer was lost), or the merge changes nothing. The revert
+//! is checked by the caller before it is pushed ([`Mirror::revert`]'s
+//! `check`), and the push never creates the branch: a branch deleted on the
+//! remote is an error ([`ReconcileError::NoBranch`]), not a target.
 //!
 //! git2 is built without network features: the repository is a local path
 //! or a `file://` URL (a bare repository on a shared disk, or a mirror kept
@@ -10,11 +25,20 @@
 //! A commit's policy repository is read by the one walker of [`crate::tree`]
 //! (the rule `sluice check` and `check --base` read by), at the top level
 //! of the repository, traces included.
+//!
+//! `repack`: past a few packs (one per fetch), the mirror is repacked into
+//! one and reopened, so that its open descriptors stay bounded.
+
+mod repack;
+
+pub use repack::MAX_PACKS;
 
 use std::cell::RefCell;
 use std::path::Path;
 
-use git2::{Oid, PushOptions, RemoteCallbacks, Repository, Signature};
+use git2::{
+    FetchOptions, FetchPrune, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Sort,
+};
 
 use super::err::ReconcileError;
 use crate::model::short;
@@ -24,6 +48,25 @@ use crate::tree::{self, RepoSources, Traces, TreeError};
 
 /// The local ref a revert commit is pushed from.
 const REVERT_REF: &str = "refs/sluice/revert";
+
+/// The most commits a range holds (the newest are kept): a rewritten
+/// history can put a whole repository between two commits.
+pub const MAX_RANGE: usize = 1000;
+
+/// The line of a commit message that names a commit it reverts.
+const REVERTS_LINE: &str = "This reverts commit ";
+
+/// The line every revert commit the daemon makes carries.
+pub const DAEMON_REVERT_LINE: &str = "Rolled back by sluice reconcile";
+
+/// A revert made and not pushed yet, or why none is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The branch no longer carries the range: nothing to push.
+    NotNeeded { note: String },
+    /// The revert commit, made on top of `head` (not on any branch yet).
+    Commit { revert: String, head: String },
+}
 
 /// The bare mirror of the watched branch.
 pub struct Mirror {
@@ -114,15 +157,55 @@ impl Mirror {
         Ok(())
     }
 
-    /// Fetches the branch; returns its head.
+    /// Fetches the branch; returns its head. A branch the remote no longer
+    /// has is pruned from the mirror and is [`ReconcileError::NoBranch`].
     pub fn fetch(&self) -> Result<String, ReconcileError> {
         self.check_reachable()?;
         let mut remote = self.repo.find_remote("origin")?;
         let spec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
-        remote.fetch(&[spec.as_str()], None, None)?;
-        self.head().ok_or_else(|| {
-            ReconcileError::Git(format!("the repository has no branch `{}`", self.branch))
+        let mut opts = FetchOptions::new();
+        opts.prune(FetchPrune::On);
+        remote.fetch(&[spec.as_str()], Some(&mut opts), None)?;
+        self.head().ok_or_else(|| ReconcileError::NoBranch {
+            branch: self.branch.clone(),
         })
+    }
+
+    fn commit_of(&self, sha: &str) -> Result<git2::Commit<'_>, ReconcileError> {
+        Ok(self.repo.find_commit(Oid::from_str(sha)?)?)
+    }
+
+    /// Whether `head` is `anchor` or descends from it (a commit the mirror
+    /// does not have descends from nothing).
+    pub fn descends(&self, head: &str, anchor: &str) -> bool {
+        if head == anchor {
+            return true;
+        }
+        match (Oid::from_str(head), Oid::from_str(anchor)) {
+            (Ok(h), Ok(a)) => self.repo.graph_descendant_of(h, a).unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// The commits of `head` that `base` does not have, oldest first, `head`
+    /// last (at most [`MAX_RANGE`], the newest); with no base, `head` alone.
+    pub fn range(&self, base: Option<&str>, head: &str) -> Result<Vec<String>, ReconcileError> {
+        let head_id = self.commit_of(head)?.id();
+        let Some(base_id) = base.and_then(|b| self.commit_of(b).ok()).map(|c| c.id()) else {
+            return Ok(vec![head.to_string()]);
+        };
+        let mut walk = self.repo.revwalk()?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
+        walk.push(head_id)?;
+        walk.hide(base_id)?;
+        let mut out = Vec::new();
+        for oid in walk {
+            out.push(oid?.to_string());
+        }
+        if out.len() > MAX_RANGE {
+            out.drain(..out.len() - MAX_RANGE);
+        }
+        Ok(out)
     }
 
     /// A commit's summary line.
@@ -147,61 +230,166 @@ impl Mirror {
         })
     }
 
-    /// Makes the revert commit of `pending.commit` on top of the branch head
-    /// as fetched now, and pushes it. When the branch no longer carries the
-    /// commit's change (it was reverted already, by hand or by an earlier
-    /// attempt whose answer was lost), nothing is pushed.
-    pub fn revert(&self, pending: &PendingRevert) -> Result<RevertOutcome, ReconcileError> {
+    /// Makes the revert of `pending` on top of the branch head as fetched
+    /// now, has `check` compile and check the revert's tree (its reason is
+    /// the error), and pushes it; or says why no revert is needed.
+    pub fn revert(
+        &self,
+        pending: &PendingRevert,
+        check: impl FnOnce(&CommitFiles) -> Result<(), String>,
+    ) -> Result<RevertOutcome, ReconcileError> {
+        let (revert, head) = match self.prepare_revert(pending)? {
+            Prepared::NotNeeded { note } => return Ok(RevertOutcome::NotNeeded { note }),
+            Prepared::Commit { revert, head } => (revert, head),
+        };
+        let files = self.read_commit(&revert)?;
+        check(&files).map_err(|why| {
+            ReconcileError::Revert(format!(
+                "the revert of {} does not check, so it is not pushed: {why}",
+                short::hash(&pending.commit)
+            ))
+        })?;
+        self.push_revert(&revert, &head)?;
+        Ok(RevertOutcome::Pushed { revert })
+    }
+
+    /// Makes the revert commit of `pending` on top of the branch head as
+    /// fetched now, without pushing it; or says why none is needed.
+    pub fn prepare_revert(&self, pending: &PendingRevert) -> Result<Prepared, ReconcileError> {
         let head_sha = self.fetch()?;
-        let head = self.repo.find_commit(Oid::from_str(&head_sha)?)?;
-        let Ok(bad) = Oid::from_str(&pending.commit).and_then(|o| self.repo.find_commit(o)) else {
-            return Ok(RevertOutcome::NotNeeded {
-                note: "the commit is not in the repository".to_string(),
-            });
+        let head = self.commit_of(&head_sha)?;
+        let not_needed = |note: String| Ok(Prepared::NotNeeded { note });
+        let Ok(bad) = self.commit_of(&pending.commit) else {
+            return not_needed("the commit is not in the repository".to_string());
         };
-        if head.id() != bad.id() && !self.repo.graph_descendant_of(head.id(), bad.id())? {
-            return Ok(RevertOutcome::NotNeeded {
-                note: format!("branch `{}` no longer contains it", self.branch),
-            });
+        if !self.descends(&head_sha, &pending.commit) {
+            return not_needed(format!("branch `{}` no longer contains it", self.branch));
         }
-        let mainline = match bad.parent_count() {
-            0 => {
-                return Err(ReconcileError::Git(format!(
-                    "commit {} is the repository's first commit: it cannot be reverted",
-                    pending.commit
-                )));
+        let base = match &pending.base {
+            Some(b) => self.commit_of(b).map_err(|_| {
+                ReconcileError::Revert(format!(
+                    "the stable commit {b} to go back to is not in the repository"
+                ))
+            })?,
+            None => {
+                if is_daemon_revert(&bad) {
+                    return Err(ReconcileError::Revert(format!(
+                        "commit {} is a revert made by sluice reconcile: it is not reverted \
+                         again (that would bring back what it reverted)",
+                        pending.commit
+                    )));
+                }
+                bad.parent(0).map_err(|_| {
+                    ReconcileError::Revert(format!(
+                        "commit {} is the repository's first commit: it cannot be reverted",
+                        pending.commit
+                    ))
+                })?
             }
-            1 => 0,
-            _ => 1,
         };
-        let mut index = self.repo.revert_commit(&bad, &head, mainline, None)?;
+        let range = match pending.commits.is_empty() {
+            true => self.range(pending.base.as_deref(), &pending.commit)?,
+            false => pending.commits.clone(),
+        };
+        if let Some(by) = self.reverted_on_branch(&head, &bad, &range)? {
+            return not_needed(format!("reverted on the branch by {by}"));
+        }
+        if self.same_policies(&head_sha, &base.id().to_string()) {
+            return not_needed(format!(
+                "the policy files at the head of `{}` are those of {} again",
+                self.branch,
+                short::hash(&base.id().to_string())
+            ));
+        }
+        let mut index = self
+            .repo
+            .merge_trees(&bad.tree()?, &head.tree()?, &base.tree()?, None)?;
         if index.has_conflicts() {
-            return Err(ReconcileError::Git(format!(
-                "the revert of {} conflicts with the branch head {head_sha}: revert it by hand",
-                pending.commit
+            return Err(ReconcileError::Revert(format!(
+                "the revert of {} conflicts with the branch head {head_sha}: revert it by hand, \
+                 then `sluice revert done`",
+                short::hash(&pending.commit)
             )));
         }
         let tree_id = index.write_tree_to(&self.repo)?;
         if tree_id == head.tree_id() {
-            return Ok(RevertOutcome::NotNeeded {
-                note: format!("the head of `{}` already reverts it", self.branch),
-            });
+            return not_needed(format!("the head of `{}` already reverts it", self.branch));
         }
         let tree = self.repo.find_tree(tree_id)?;
         let sig = Signature::now("sluice reconcile", "sluice@localhost")?;
-        let summary = bad.summary().ok().flatten().unwrap_or("").to_string();
-        let message = revert_message(&summary, pending);
+        let reverted: Vec<(String, String)> =
+            range.iter().map(|c| (c.clone(), self.summary(c))).collect();
+        let message = revert_message(&reverted, pending);
         let oid = self
             .repo
             .commit(None, &sig, &sig, &message, &tree, &[&head])?;
+        Ok(Prepared::Commit {
+            revert: oid.to_string(),
+            head: head_sha,
+        })
+    }
+
+    /// Pushes a revert made on top of `head`, if the branch is still there
+    /// and still at `head` (else an error: the next attempt starts afresh).
+    /// The push is not forced: a branch that moved meanwhile refuses it.
+    pub fn push_revert(&self, revert: &str, head: &str) -> Result<(), ReconcileError> {
+        let now = self.fetch()?;
+        if now != head {
+            return Err(ReconcileError::Git(format!(
+                "branch `{}` moved to {} while the revert was made: made again on the new head",
+                self.branch,
+                short::hash(&now)
+            )));
+        }
+        let oid = Oid::from_str(revert)?;
         self.repo
             .reference(REVERT_REF, oid, true, "revert commit to push")?;
         self.push()?;
         self.repo
             .reference(&self.tracking_ref(), oid, true, "revert pushed")?;
-        Ok(RevertOutcome::Pushed {
-            revert: oid.to_string(),
-        })
+        Ok(())
+    }
+
+    /// The commits after `bad` on the branch that say they revert every
+    /// commit of the range, when there are.
+    fn reverted_on_branch(
+        &self,
+        head: &git2::Commit<'_>,
+        bad: &git2::Commit<'_>,
+        range: &[String],
+    ) -> Result<Option<String>, ReconcileError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.push(head.id())?;
+        walk.hide(bad.id())?;
+        let mut named: Vec<String> = Vec::new();
+        let mut by: Vec<String> = Vec::new();
+        for oid in walk.take(MAX_RANGE) {
+            let c = self.repo.find_commit(oid?)?;
+            let before = named.len();
+            named.extend(reverted_commits(c.message().unwrap_or("")));
+            if named.len() > before {
+                by.push(short::commit(&c.id().to_string()).to_string());
+            }
+        }
+        let all = range.iter().all(|c| named.iter().any(|n| n == c));
+        Ok((all && !by.is_empty()).then(|| by.join(", ")))
+    }
+
+    /// Whether two commits have the same `sluice.toml` and policy files.
+    fn same_policies(&self, a: &str, b: &str) -> bool {
+        let read = |sha: &str| self.read_commit(sha).ok().and_then(|f| f.sources.ok());
+        match (read(a), read(b)) {
+            (Some(a), Some(b)) => {
+                let files = |s: &RepoSources| -> Vec<(String, String)> {
+                    std::iter::once(&s.project)
+                        .chain(&s.policies)
+                        .map(|f| (f.name.clone(), f.text.to_string()))
+                        .collect()
+                };
+                files(&a) == files(&b)
+            }
+            _ => false,
+        }
     }
 
     fn push(&self) -> Result<(), ReconcileError> {
@@ -244,16 +432,69 @@ fn remove_stale_locks(dir: &Path) {
     }
 }
 
-/// The message of a revert commit: what was reverted, at which stage, why,
-/// and the figures.
-pub fn revert_message(summary: &str, p: &PendingRevert) -> String {
-    let mut m = format!(
-        "Revert \"{summary}\"\n\nThis reverts commit {}.\n\n\
-         Rolled back by sluice reconcile at stage `{}`.\n\
+/// Whether a commit is a revert the daemon made.
+fn is_daemon_revert(c: &git2::Commit<'_>) -> bool {
+    c.message()
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with(DAEMON_REVERT_LINE)))
+}
+
+/// The commits a commit message says it reverts (`This reverts commit X.`
+/// lines, as `git revert` and the daemon write them).
+pub fn reverted_commits(message: &str) -> Vec<String> {
+    message
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(REVERTS_LINE))
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .filter(|sha| sha.len() == 40)
+        .collect()
+}
+
+/// The subject of a revert commit. One commit is `Revert "<summary>"`, as
+/// `git revert` writes it; several, or one that is itself a revert, are
+/// counted instead, so that reverts never nest (`Revert "Revert "…""`).
+fn revert_subject(reverted: &[(String, String)], p: &PendingRevert) -> String {
+    match reverted {
+        [(_, summary)] if !summary.starts_with("Revert") => format!("Revert \"{summary}\""),
+        _ => {
+            let n = reverted.len().max(1);
+            let commits = if n == 1 { "commit" } else { "commits" };
+            match &p.base {
+                Some(b) => format!("Revert {n} {commits}: back to {}", short::commit(b)),
+                None => format!("Revert {n} {commits}: {}", short::commit(&p.commit)),
+            }
+        }
+    }
+}
+
+/// The message of a revert commit: every commit reverted (one `This
+/// reverts commit X.` line each, oldest first), at which stage, why, and
+/// the figures.
+pub fn revert_message(reverted: &[(String, String)], p: &PendingRevert) -> String {
+    use std::fmt::Write as _;
+    let mut m = revert_subject(reverted, p);
+    m.push_str("\n\n");
+    for (sha, _) in reverted {
+        let _ = writeln!(m, "{REVERTS_LINE}{sha}.");
+    }
+    if reverted.len() > 1 {
+        m.push_str("\nReverted, oldest first:\n");
+        for (sha, summary) in reverted {
+            let _ = writeln!(m, "  {} {summary}", short::commit(sha));
+        }
+    }
+    if let Some(b) = &p.base {
+        let _ = writeln!(m, "\nBack to the stable commit {b}.");
+    }
+    let _ = write!(
+        m,
+        "\n{DAEMON_REVERT_LINE} at stage `{}`.\n\
          Trigger: {}\n\
          Cause: {}\n\
          Artifact: {}\n",
-        p.commit,
         p.stage,
         p.trigger,
         p.cause.as_str(),

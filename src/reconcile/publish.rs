@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::runner::Runner;
 use crate::api::status::{CandidateStatus, EngineStatus, RevertStatus, Status};
-use crate::rollout::machine;
+use crate::rollout::{estimate, machine};
 
 impl Runner {
     /// Publishes the status document of this iteration.
@@ -41,9 +41,18 @@ impl Runner {
                 triggers: d.map(|d| d.triggers.clone()).unwrap_or_default(),
                 samples_left: d.map(|d| d.samples_left),
                 time_left_ms: d.map(|d| u64::try_from(d.time_left.as_millis()).unwrap_or(u64::MAX)),
+                waits: match (d, &self.observed.figures) {
+                    (Some(d), Some(obs)) if stage.is_some_and(|s| s.kind.is_live()) => {
+                        let in_stage = self.now_ms().saturating_sub(r.stage_started_ms);
+                        estimate::waits(&d.readings, obs, Duration::from_millis(in_stage))
+                    }
+                    _ => Vec::new(),
+                },
                 observed: self.observed.figures,
                 replay: r.replay,
                 notes: (!r.notes.is_empty()).then(|| r.notes.clone()),
+                base: r.base.clone(),
+                commits: r.commits.clone(),
             }
         });
         let engines = self
@@ -76,6 +85,8 @@ impl Runner {
                 } else {
                     None
                 },
+                commits: r.commits.clone(),
+                stuck: r.stuck.clone(),
             })
             .collect();
         let status = Status {
@@ -96,6 +107,9 @@ impl Runner {
             waiting: self.waiting.clone(),
             last: s.last.clone(),
             error: self.error.clone(),
+            rewrite: s.rewrite.clone(),
+            branch_gone: s.branch_gone.map(machine::rfc3339),
+            notifications: self.out.deliveries.as_ref().map(|d| d.get()),
         };
         self.out.status.send_replace(status);
     }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Config;
-use super::api::CommandRequest;
+use super::api::{CommandRequest, Said};
 use super::client::EngineClient;
 use super::err::ReconcileError;
 use super::git::Mirror;
@@ -54,18 +54,37 @@ pub(super) struct EngineView {
 
 /// A commit's build, kept while its head is not acted on.
 #[derive(Clone)]
-pub(super) enum Cached {
-    Ready(Box<CachedReady>),
-    Refused { reason: String, summary: String },
+pub(super) struct Cached {
+    pub(super) summary: String,
+    /// What the build was made against; a build against anything else is
+    /// made again.
+    pub(super) against: Against,
+    /// The commits since the stable commit, oldest first.
+    pub(super) commits: Vec<String>,
+    /// The commit does not descend from `against.anchor`.
+    pub(super) forced: bool,
+    /// The build, or why the commit is refused.
+    pub(super) result: Result<Box<CachedReady>, String>,
+}
+
+/// What a commit is built against, read from the state when the build
+/// starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Against {
+    /// The stable commit: its plan and traces gate the build.
+    pub(super) base: Option<String>,
+    /// The commit a new head must descend from (the last head acted on, or
+    /// an accepted rewrite's).
+    pub(super) anchor: Option<String>,
 }
 
 #[derive(Clone)]
 pub(super) struct CachedReady {
     pub(super) artifact: String,
+    /// The plan that gates the commit (its stable commit's).
     pub(super) plan: Option<RolloutPlan>,
     pub(super) replay: ReplayTotals,
     pub(super) notes: Notes,
-    pub(super) summary: String,
 }
 
 /// A build and the artifact bytes to keep in memory.
@@ -77,6 +96,8 @@ pub(super) struct Outputs {
     pub(super) status: watch::Sender<Status>,
     /// Every transition, once persisted.
     pub(super) events: broadcast::Sender<Transition>,
+    /// The notifications' deliveries, when there are any.
+    pub(super) deliveries: Option<Arc<super::notify::Health>>,
 }
 
 /// The loop's state: what it knows of the branch, the engines and the
@@ -89,7 +110,7 @@ pub(super) struct Runner {
     pub(super) state: State,
     pub(super) mirror: Arc<Mutex<Mirror>>,
     pub(super) engines: Vec<EngineView>,
-    /// Rollout plans by commit.
+    /// Rollout plans by the commit whose `sluice.toml` holds them.
     pub(super) plans: HashMap<String, Option<RolloutPlan>>,
     pub(super) builds: HashMap<String, Cached>,
     /// The commit being built in the background.
@@ -103,17 +124,29 @@ pub(super) struct Runner {
     pub(super) head: Option<String>,
     pub(super) fetched_ms: Option<u64>,
     pub(super) git_error: Option<String>,
+    /// The last fetch found no branch on the remote.
+    pub(super) branch_missing: bool,
     pub(super) last_fetch: Option<Instant>,
     pub(super) fetch_now: bool,
     pub(super) observed: Observed,
     pub(super) decision: Option<StageDecision>,
     pub(super) waiting: Option<String>,
     pub(super) error: Option<String>,
+    /// Attempts at the pending revert so far.
     pub(super) revert_attempts: u32,
+    /// Of which the revert could not be made (not counting an unreachable
+    /// remote): [`machine::REVERT_ATTEMPTS`] of them stop the daemon.
+    pub(super) revert_failures: u32,
     pub(super) revert_error: Option<String>,
+    /// The head last looked at for a revert made by hand, while the
+    /// pending revert is stuck.
+    pub(super) stuck_checked: Option<String>,
     pub(super) next_revert: Instant,
     /// The waits between attempts at pushing the pending revert.
     pub(super) revert_backoff: FibonacciBackoff,
+    /// The state folder's artifacts are to be collected (after a
+    /// transition, and at start).
+    pub(super) collect_due: bool,
     pub(super) out: Outputs,
 }
 
@@ -159,6 +192,7 @@ impl Runner {
             head: None,
             fetched_ms: None,
             git_error: None,
+            branch_missing: false,
             last_fetch: None,
             fetch_now: true,
             observed: Observed::default(),
@@ -166,9 +200,12 @@ impl Runner {
             waiting: None,
             error: None,
             revert_attempts: 0,
+            revert_failures: 0,
             revert_error: None,
+            stuck_checked: None,
             next_revert: Instant::now(),
             revert_backoff,
+            collect_due: true,
             out,
         }
     }
@@ -197,8 +234,8 @@ impl Runner {
                 break;
             }
             let moved = match command.take() {
-                Some((c, reply)) => {
-                    let answer = self.operator(c).await;
+                Some((c, said, reply)) => {
+                    let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
                     let _ = reply.send(answer);
                     moved
@@ -236,7 +273,13 @@ impl Runner {
     fn next_wake(&self) -> Instant {
         let base = self.last_fetch.unwrap_or_else(Instant::now);
         let mut next = base + self.config.interval;
-        if !self.state.reverts.is_empty() {
+        // A stuck revert is not retried: it waits for an operator.
+        if self
+            .state
+            .reverts
+            .first()
+            .is_some_and(|r| r.stuck.is_none())
+        {
             next = next.min(self.next_revert);
         }
         next
@@ -251,10 +294,12 @@ impl Runner {
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
         if due {
             self.fetch().await;
+            self.repack().await;
         }
         self.observe().await;
         self.converge(false).await;
         self.compute_observed();
+        self.collect().await;
 
         // 1. The stage in flight (rollback triggers first of all).
         let step = self.step(Event::Tick);
@@ -263,14 +308,22 @@ impl Runner {
             self.commit(step).await?;
             return Ok(true);
         }
-        // 2. A revert still to land.
+        // 2. The branch gone from the remote, or back.
+        if let Some(event) = self.branch_event() {
+            let step = self.step(event);
+            if step.transition.is_some() {
+                self.commit(step).await?;
+                return Ok(true);
+            }
+        }
+        // 3. A revert still to land.
         if !self.state.reverts.is_empty()
             && Instant::now() >= self.next_revert
             && self.revert().await?
         {
             return Ok(true);
         }
-        // 3. A new head.
+        // 4. A new head.
         self.waiting = None;
         if let Some(head) = self.head.clone()
             && self.state.head.as_deref() != Some(head.as_str())
@@ -292,8 +345,17 @@ impl Runner {
         Ok(false)
     }
 
-    async fn operator(&mut self, c: machine::Command) -> Result<String, String> {
-        let step = self.step(Event::Operator(c));
+    async fn operator(&mut self, c: machine::Command, said: Said) -> Result<String, String> {
+        let resume = c == machine::Command::Resume;
+        let event = self.operator_event(c)?;
+        let mut step = self.step(event);
+        if let Some(t) = &mut step.transition {
+            t.by = said.by;
+            // `resume` carries no reason of its own in the machine.
+            if resume && let Some(why) = said.reason {
+                t.reason = format!("{}: {why}", t.reason);
+            }
+        }
         let reply = step.reply.clone();
         if step.transition.is_some() {
             if let Err(e) = self.commit(step).await {
@@ -303,9 +365,57 @@ impl Runner {
         reply
     }
 
+    /// The event of an operator command: `promote --through` with nothing
+    /// in flight promotes the branch head waiting to be acted on, once it
+    /// is built.
+    fn operator_event(&mut self, c: machine::Command) -> Result<Event, String> {
+        let machine::Command::Promote {
+            through: Some(through),
+            reason,
+        } = &c
+        else {
+            return Ok(Event::Operator(c));
+        };
+        let waiting = self
+            .head
+            .clone()
+            .filter(|h| self.state.head.as_deref() != Some(h.as_str()));
+        let (None, Some(head)) = (&self.state.rollout, waiting) else {
+            return Ok(Event::Operator(c));
+        };
+        if !self.builds.contains_key(&head) {
+            return Err(format!(
+                "head {} is still being checked: try again in a moment",
+                short::hash(&head)
+            ));
+        }
+        let Event::Head(head) = self.head_event(&head) else {
+            return Ok(Event::Operator(c));
+        };
+        Ok(Event::PromoteHead {
+            head,
+            through: through.clone(),
+            reason: reason.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The plan the candidate walks: its base commit's, never its own.
     pub(super) fn candidate_plan(&self) -> Option<&RolloutPlan> {
         let r = self.state.rollout.as_ref()?;
-        self.plans.get(&r.commit)?.as_ref()
+        self.plans.get(r.plan_commit())?.as_ref()
+    }
+
+    /// What a new head is built against, in the current state.
+    pub(super) fn against(&self) -> Against {
+        Against {
+            base: self.state.stable.as_ref().and_then(|s| s.commit.clone()),
+            anchor: self
+                .state
+                .rewrite
+                .as_ref()
+                .map(|r| r.to.clone())
+                .or_else(|| self.state.head.clone()),
+        }
     }
 
     pub(super) fn step(&self, event: Event) -> machine::Step {
@@ -334,6 +444,7 @@ impl Runner {
         })
         .await??;
         self.state = step.state;
+        self.collect_due = true;
         // The decision that led here belongs to the old phase.
         self.decision = None;
         tracing::info!(
@@ -347,8 +458,13 @@ impl Runner {
             t.reason
         );
         let _ = self.out.events.send(t);
-        if let Some(r) = &self.state.rollout {
-            self.ensure_plan(&r.commit.clone()).await;
+        if let Some(commit) = self
+            .state
+            .rollout
+            .as_ref()
+            .map(|r| r.plan_commit().to_string())
+        {
+            self.ensure_plan(&commit).await;
         }
         for action in step.actions {
             match action {
@@ -356,7 +472,9 @@ impl Runner {
                 Action::Upload { artifact } => self.upload_all(&artifact).await,
                 Action::Revert { .. } => {
                     self.revert_attempts = 0;
+                    self.revert_failures = 0;
                     self.revert_error = None;
+                    self.stuck_checked = None;
                     self.revert_backoff = revert_backoff(self.config.interval);
                     self.next_revert = Instant::now();
                 }

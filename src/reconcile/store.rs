@@ -3,7 +3,9 @@
 //! ```text
 //! state.json          the rollout state (api::rollout_state::State), replaced atomically
 //! audit.jsonl         one JSON line per transition (api::audit::Transition), appended and fsynced
-//! artifacts/<hash>.json   every artifact the state refers to
+//! artifacts/<hash>.json   the artifacts the state refers to (stable, previous,
+//!                     candidate, quarantined) and builds not acted on yet;
+//!                     the others are deleted (`retain_artifacts`)
 //! git/                the bare mirror of the watched repository
 //! control.addr        the control API's address, for tools and tests
 //! daemon.pid          the process using the folder, locked while it runs (`lock`)
@@ -18,6 +20,7 @@
 //! the log has every transition exactly once. A torn last line (a crash in
 //! the middle of an append) is cut off first.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -162,6 +165,33 @@ impl Store {
     pub fn load_artifact(&self, hash: &str) -> Result<Vec<u8>, ReconcileError> {
         let path = self.artifact_path(hash)?;
         fs::read(&path).map_err(io(format!("reading artifact `{hash}`")))
+    }
+
+    /// Deletes every stored artifact whose hash is not in `keep`; returns
+    /// how many were deleted. Only `<hash>.json` files are touched.
+    pub fn retain_artifacts(&self, keep: &BTreeSet<String>) -> Result<usize, ReconcileError> {
+        let dir = self.dir.join("artifacts");
+        let entries = fs::read_dir(&dir).map_err(io("listing the stored artifacts"))?;
+        let mut deleted = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let Some(hash) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if hash.is_empty()
+                || !hash.chars().all(|c| c.is_ascii_hexdigit())
+                || keep.contains(hash)
+            {
+                continue;
+            }
+            fs::remove_file(&path).map_err(io(format!("deleting artifact `{hash}`")))?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     /// Records the control API's address.

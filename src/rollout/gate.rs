@@ -20,9 +20,9 @@
 //! wire types of `api::gate`, re-exported here.
 
 pub use crate::api::gate::{GateReading, Interval, Verdict};
-
-/// The normal quantile for 95% two-sided confidence.
-pub const Z95: f64 = 1.959_963_984_540_054;
+/// The normal quantile for 95% two-sided confidence (the plan's, so that
+/// `sluice check` judges what a plan can pass by the same number).
+pub use crate::model::plan::Z95;
 
 /// The Wilson score interval of `k` successes in `n` trials.
 pub fn wilson(k: u64, n: u64, z: f64) -> Interval {

@@ -27,15 +27,36 @@
 //! | `cancel` | stage | stable | the branch went back to stable's artifact |
 //! | `advance` | stage | next stage | every gate passed |
 //! | `complete` | last stage | stable | every gate passed: the candidate is stable |
-//! | `promote` | stage | next stage or stable | operator: the gates are skipped |
-//! | `rollback` | stage or stable | stable | trigger, failed gate, or operator |
+//! | `promote` | stage | next stage or stable | operator: the gates are skipped (`--through`: every stage up to the one named) |
+//! | `promote` | stable | stable | operator: the waiting head installed through its last stage |
+//! | `rollback` | stage or stable | stable | trigger, failed gate, or operator (`--candidate`: only that one) |
 //! | `pause` / `resume` | any | same (paused) | operator, `max_duration`, engines unreachable |
-//! | `reverted` | any | same | the revert commit landed on the branch |
+//! | `resume` | paused | same | the engines whose silence paused it answer again |
+//! | `unquarantine` | any | same | operator: a commit or artifact may be rolled out again |
+//! | `reverted` | any | same | the revert commit landed on the branch, was not needed, or an operator made it by hand |
+//! | `revert_failed` | any | same (paused) | the revert could not be made after [`REVERT_ATTEMPTS`] attempts |
+//! | `revert_skipped` | any | same | operator: the branch is left as it is |
+//! | `force_push` | any | same (paused) | the new head does not descend from the last one acted on |
+//! | `branch_deleted` / `branch_restored` | any | same (paused) | the watched branch left or came back |
+//!
+//! **What a commit may not change about its own rollout** (SPEC §6): the
+//! plan a candidate walks ([`Ctx::plan`], [`Ready::plan`]) and the traces
+//! its replay ran are the stable commit's, never the candidate's; the
+//! rollout records that commit as its `base`, and a rollback reverts every
+//! commit from `base` to the candidate. Only the first commit (no stable
+//! yet) is installed directly, or any commit when the stable commit has no
+//! `[rollout]` at all. A replay stage that fails refuses the commit
+//! (nothing was deployed: nothing is reverted).
 //!
 //! - `head`: a new head of the branch (`install`, `adopt`, `refuse`,
 //!   `unchanged`, `start`, `supersede`, `cancel`).
 //! - `step`: the stage in flight (`advance`, `complete`, `rollback`,
-//!   `pause`), operator commands and landed reverts.
+//!   `pause`), operator commands.
+//! - `operator`: what operators override: a promotion through several
+//!   stages (or of the waiting head), a rollback that names its candidate,
+//!   a lifted quarantine.
+//! - `settle`: pending reverts settled (landed, failed, skipped, done by
+//!   hand) and the branch leaving or coming back.
 //! - `route`: the route every engine must be on.
 //! - `figures`: the figures of a stage decision, for the audit line and
 //!   for a revert commit's message.
@@ -46,7 +67,9 @@
 
 mod figures;
 mod head;
+mod operator;
 mod route;
+mod settle;
 mod step;
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -59,9 +82,13 @@ use super::stage::{Observation, StageDecision};
 pub use crate::api::audit::{Cause, Figures, Notes, Transition};
 use crate::api::replay::ReplayTotals;
 pub use crate::api::rollout_state::{
-    Paused, PendingRevert, Quarantined, Refused, Release, Rollout, STATE_VERSION, State,
+    Paused, PendingRevert, Quarantined, Refused, Release, Rewrite, Rollout, STATE_VERSION, State,
 };
 use crate::model::plan::RolloutPlan;
+
+/// How many times the daemon tries to make a revert (with a growing wait
+/// between attempts) before it stops, pauses and waits for an operator.
+pub const REVERT_ATTEMPTS: u32 = 3;
 
 /// What the daemon must do after persisting a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +97,8 @@ pub enum Action {
     Upload { artifact: String },
     /// Move every engine to [`desired_route`], in parallel, now.
     SetRoutes,
-    /// Make and push the revert commit of this commit.
+    /// Make and push the revert commit of this commit (its pending revert,
+    /// afresh: attempts counted from zero).
     Revert { commit: String },
 }
 
@@ -86,8 +114,12 @@ pub enum Build {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub artifact: String,
-    /// The commit's `[rollout]`; `None` installs the artifact directly.
+    /// The `[rollout]` that gates the commit: the stable commit's (the
+    /// commit's own only when the stable artifact has no commit); `None`
+    /// installs the artifact directly.
     pub plan: Option<RolloutPlan>,
+    /// The traces that gate the commit (the stable commit's, and the
+    /// commit's own) run against its artifact.
     pub replay: ReplayTotals,
     /// What the build found beside the gates (e.g. decision-log flips), for
     /// the audit line and status.
@@ -100,6 +132,12 @@ pub struct Head {
     pub commit: String,
     pub summary: String,
     pub build: Build,
+    /// The commits the head brings since the stable commit, oldest first,
+    /// the head last (empty when unknown: the head alone).
+    pub commits: Vec<String>,
+    /// The head does not descend from the last head acted on (nor from an
+    /// accepted rewrite): the branch's history was rewritten.
+    pub forced: bool,
 }
 
 /// An operator command.
@@ -111,11 +149,57 @@ pub enum Command {
         reason: Option<String>,
     },
     Resume,
-    Promote,
-    Rollback {
+    /// Skip the current stage's gates; with `through`, every stage up to
+    /// and including the one named (the candidate is stable when it is the
+    /// last), which needs a `reason` for the audit log.
+    Promote {
+        #[serde(default)]
+        through: Option<String>,
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Roll back; with `candidate` (a commit or an artifact, or a prefix of
+    /// one), only when that is what would be rolled back.
+    Rollback {
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        candidate: Option<String>,
+    },
+    /// Lift the quarantine of a commit or an artifact (or a prefix of one).
+    Unquarantine {
+        target: String,
+        reason: String,
+    },
+    /// Settle the pending revert without reverting: the branch is left as
+    /// it is (the rolled-back artifact stays quarantined).
+    RevertSkip {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Settle the pending revert as made by hand.
+    RevertDone {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+impl Command {
+    /// `promote` of the current stage alone.
+    pub fn promote() -> Command {
+        Command::Promote {
+            through: None,
+            reason: None,
+        }
+    }
+
+    /// `rollback` of whatever is in flight.
+    pub fn rollback(reason: Option<String>) -> Command {
+        Command::Rollback {
+            reason,
+            candidate: None,
+        }
+    }
 }
 
 /// How a pending revert was settled.
@@ -135,9 +219,28 @@ pub enum Event {
     /// The branch has a head not yet acted on.
     Head(Head),
     Operator(Command),
+    /// An operator promotes the branch head, not rolled out yet, through
+    /// the stage `through`: installed as stable at once.
+    PromoteHead {
+        head: Head,
+        through: String,
+        reason: String,
+    },
     Reverted {
         commit: String,
         outcome: RevertOutcome,
+    },
+    /// The pending revert of `commit` could not be made, [`REVERT_ATTEMPTS`]
+    /// times in a row.
+    RevertFailed {
+        commit: String,
+        error: String,
+    },
+    /// The watched branch is not on the remote any more.
+    BranchDeleted,
+    /// The watched branch is on the remote again, at `head`.
+    BranchRestored {
+        head: String,
     },
 }
 
@@ -171,7 +274,8 @@ pub struct Observed {
 #[derive(Debug, Clone)]
 pub struct Ctx<'a> {
     pub now_ms: u64,
-    /// The candidate's plan (from its commit's `sluice.toml`).
+    /// The plan the candidate in flight walks: its base commit's
+    /// ([`Rollout::plan_commit`]), never the candidate's own.
     pub plan: Option<&'a RolloutPlan>,
     pub observed: &'a Observed,
     pub fleet: Fleet,
@@ -217,7 +321,15 @@ pub fn step(state: &State, ctx: &Ctx<'_>, event: Event) -> Step {
         Event::Tick => step::tick(state, ctx),
         Event::Head(h) => head::head(state, ctx, h),
         Event::Operator(c) => step::operator(state, ctx, c),
-        Event::Reverted { commit, outcome } => step::reverted(state, ctx, &commit, outcome),
+        Event::PromoteHead {
+            head,
+            through,
+            reason,
+        } => operator::promote_head(state, ctx, head, &through, &reason),
+        Event::Reverted { commit, outcome } => settle::reverted(state, ctx, &commit, outcome),
+        Event::RevertFailed { commit, error } => settle::failed(state, ctx, &commit, error),
+        Event::BranchDeleted => settle::branch_deleted(state, ctx),
+        Event::BranchRestored { head } => settle::branch_restored(state, ctx, &head),
     }
 }
 
@@ -254,6 +366,7 @@ fn commit_step(
         cause: c.cause,
         reason: c.reason.clone(),
         figures: c.figures,
+        by: None,
     };
     new.last = Some(t.clone());
     Step {
@@ -262,6 +375,18 @@ fn commit_step(
         actions,
         decision,
         reply: Ok(c.reason),
+    }
+}
+
+/// Clears a pause the daemon made, unless it waits for an operator
+/// whatever happens ([`Paused::hold`]).
+fn clear_daemon_pause(new: &mut State) {
+    if new
+        .paused
+        .as_ref()
+        .is_some_and(|p| p.cause != Cause::Operator && !p.hold)
+    {
+        new.paused = None;
     }
 }
 

@@ -183,3 +183,139 @@ async fn killed_at_any_moment_the_daemon_resumes_where_it_was() {
     let kills: usize = outcomes.iter().map(|o| o.killed_at.len()).sum();
     assert!(kills >= 20, "{outcomes:#?}");
 }
+
+/// The branch head on the bare repository, read from its ref file as
+/// quickly as the daemon's push writes it.
+fn origin_head(repo: &Repo) -> Option<String> {
+    std::fs::read_to_string(repo.bare.join("refs/heads/main"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// What one run of the revert's kills saw.
+struct RevertRun {
+    /// A kill fell after the revert was pushed and before it was settled.
+    between_push_and_settle: bool,
+}
+
+/// Kills the daemon at the three moments of a revert: just after the
+/// rollback is persisted (before the revert is made), just as the revert
+/// lands on the remote (before the daemon settles it), and just after it is
+/// settled; restarts it each time, then lets it run to the end.
+async fn revert_run() -> RevertRun {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c0 = repo.log()[0].0.clone();
+    let engines = fixture::engines(2).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        4,
+        Duration::from_millis(2),
+    );
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("daemon.log");
+    let has = |event: &str| audit(&state).iter().any(|t| t.event == event);
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let mut child = spawn(&repo, &state, &engines, &log);
+    until("the install", &|| has("install"));
+    // The bad change and a README, in one push.
+    let pushed = repo.commit_many(&[
+        ("Block search", &[("policies/search.policy", Some(BAD))]),
+        ("Add a README", &[("README.md", Some("# policies\n"))]),
+    ]);
+    let readme = pushed[1].clone();
+
+    // 1. Killed as soon as the rollback is decided.
+    until("the rollback", &|| has("rollback"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pushed_before_restart = origin_head(&repo) != Some(readme.clone());
+
+    // 2. Killed as soon as the revert lands on the remote.
+    let mut child = spawn(&repo, &state, &engines, &log);
+    if !pushed_before_restart {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while origin_head(&repo).as_deref() == Some(readme.as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the revert"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let between_push_and_settle = !has("reverted");
+    eprintln!("killed between the push and its settlement: {between_push_and_settle}");
+
+    // 3. Killed as soon as it is settled.
+    if !pushed_before_restart {
+        child = spawn(&repo, &state, &engines, &log);
+    }
+    until("the settlement", &|| has("reverted"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The last life runs to the end: the branch is back on stable.
+    let mut child = spawn(&repo, &state, &engines, &log);
+    until("the revert acted on", &|| has("unchanged"));
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let lines = audit(&state);
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    fixture::assert_consistent(&lines);
+    assert_eq!(
+        events(&lines),
+        [
+            "install:empty>stable",
+            "start:stable>replay",
+            "advance:replay>shadow",
+            "rollback:shadow>stable",
+            "reverted:stable>stable",
+            "unchanged:stable>stable",
+        ],
+        "{daemon_log}"
+    );
+    // Exactly one revert commit, of both commits, back to c0's files.
+    let reverts: Vec<(String, String)> = repo
+        .log()
+        .into_iter()
+        .filter(|(_, subject)| subject.starts_with("Revert"))
+        .collect();
+    assert_eq!(reverts.len(), 1, "{:#?}", repo.log());
+    let msg = repo.message(&reverts[0].0);
+    for c in &pushed {
+        assert!(msg.contains(&format!("This reverts commit {c}.")), "{msg}");
+    }
+    assert_eq!(repo.files("main"), repo.files(&c0));
+    let s = state_json(&state);
+    assert_eq!(s["reverts"], serde_json::json!([]), "{s:#}");
+    RevertRun {
+        between_push_and_settle,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_around_a_revert_the_daemon_neither_loses_nor_doubles_it() {
+    // A kill between the push and its settlement is a race the test wins
+    // most of the time; up to four runs to have one.
+    let mut hit = false;
+    for _ in 0..4 {
+        if revert_run().await.between_push_and_settle {
+            hit = true;
+            break;
+        }
+    }
+    assert!(
+        hit,
+        "no kill fell between a revert's push and its settlement"
+    );
+}

@@ -289,8 +289,11 @@ async fn operators_pause_promote_resume_and_roll_back_from_the_command_line() {
         (s.phase == "canary" && s.engines.iter().all(|e| e.on_route)).then_some(())
     })
     .await;
+    // Promote moved it one stage; the operator's pause holds it there.
+    let (_, out, _) = sluice(&addr, &["status"]);
+    assert!(out.contains("PAUSED: looking at it"), "{out}");
     let (code, _, err) = sluice(&addr, &["resume"]);
-    assert_eq!(code, 1, "promote unpaused: {err}");
+    assert_eq!(code, 0, "the pause outlived the promote: {err}");
 
     let (code, _, err) = sluice(&addr, &["rollback", "--reason", "customer report"]);
     assert_eq!(code, 0, "{err}");
@@ -320,7 +323,8 @@ async fn operators_pause_promote_resume_and_roll_back_from_the_command_line() {
             "start:stable>replay",
             "advance:replay>shadow",
             "pause:shadow>shadow (paused)",
-            "promote:shadow (paused)>canary",
+            "promote:shadow (paused)>canary (paused)",
+            "resume:canary (paused)>canary",
             "rollback:canary>stable",
             "reverted:stable>stable",
             "unchanged:stable>stable",

@@ -201,6 +201,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A file written (`Some`) or removed (`None`) by a commit.
+pub type Change<'a> = (&'a str, Option<&'a str>);
+
 /// A bare repository (`origin.git`) and a clone to commit from.
 pub struct Repo {
     pub bare: PathBuf,
@@ -248,6 +251,49 @@ impl Repo {
             git(&self.work, &["fetch", "-q", url, "main"]);
             git(&self.work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
         }
+        self.write(files);
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["push", "-q", url, "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Several commits on top of the branch as it is on the remote, pushed
+    /// together (one fetch brings them all); returns them, oldest first.
+    pub fn commit_many(&self, commits: &[(&str, &[Change<'_>])]) -> Vec<String> {
+        let url = self.bare.to_str().unwrap();
+        git(&self.work, &["fetch", "-q", url, "main"]);
+        git(&self.work, &["reset", "-q", "--hard", "FETCH_HEAD"]);
+        let mut out = Vec::new();
+        for (message, files) in commits {
+            self.write(files);
+            git(&self.work, &["add", "-A"]);
+            git(&self.work, &["commit", "-q", "-m", message]);
+            out.push(git(&self.work, &["rev-parse", "HEAD"]));
+        }
+        git(&self.work, &["push", "-q", url, "HEAD:main"]);
+        out
+    }
+
+    /// A commit on top of `parent` (not the branch head), force-pushed to
+    /// the branch: its history is rewritten.
+    pub fn force_push(
+        &self,
+        parent: &str,
+        message: &str,
+        files: &[(&str, Option<&str>)],
+    ) -> String {
+        let url = self.bare.to_str().unwrap();
+        git(&self.work, &["fetch", "-q", url, "main"]);
+        git(&self.work, &["reset", "-q", "--hard", parent]);
+        self.write(files);
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["push", "-q", "--force", url, "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn write(&self, files: &[(&str, Option<&str>)]) {
         for (path, text) in files {
             let p = self.work.join(path);
             match text {
@@ -260,10 +306,14 @@ impl Repo {
                 }
             }
         }
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", message]);
-        git(&self.work, &["push", "-q", url, "HEAD:main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// The files of a commit on the remote, sorted.
+    pub fn files(&self, rev: &str) -> Vec<String> {
+        git(&self.bare, &["ls-tree", "-r", "--name-only", rev])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// The branch on the remote, newest first: (sha, subject).

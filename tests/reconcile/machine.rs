@@ -27,15 +27,15 @@ fn default_plan() -> RolloutPlan {
 }
 
 /// The clock and what the engines show, for one step.
-struct World {
-    now: u64,
-    plan: RolloutPlan,
-    observed: Observed,
-    fleet: Fleet,
+pub(super) struct World {
+    pub(super) now: u64,
+    pub(super) plan: RolloutPlan,
+    pub(super) observed: Observed,
+    pub(super) fleet: Fleet,
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         World {
             now: 1_000_000,
             plan: default_plan(),
@@ -44,7 +44,7 @@ impl World {
         }
     }
 
-    fn run(&self, s: &State, e: Event) -> Step {
+    pub(super) fn run(&self, s: &State, e: Event) -> Step {
         let ctx = Ctx {
             now_ms: self.now,
             plan: Some(&self.plan),
@@ -57,7 +57,7 @@ impl World {
 
     /// Runs an event that must make a transition; returns the new state.
     #[track_caller]
-    fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
+    pub(super) fn moves(&self, s: &State, e: Event, event: &str) -> (State, Step) {
         let out = self.run(s, e);
         let t = out
             .transition
@@ -72,7 +72,7 @@ impl World {
     }
 
     #[track_caller]
-    fn stays(&self, s: &State, e: Event) -> Step {
+    pub(super) fn stays(&self, s: &State, e: Event) -> Step {
         let out = self.run(s, e);
         assert!(out.transition.is_none(), "{:#?}", out.transition);
         assert_eq!(&out.state, s);
@@ -80,7 +80,7 @@ impl World {
     }
 }
 
-fn ready(commit: &str, artifact: &str) -> Event {
+pub(super) fn ready(commit: &str, artifact: &str) -> Event {
     Event::Head(Head {
         commit: commit.into(),
         summary: format!("commit {commit}"),
@@ -95,6 +95,8 @@ fn ready(commit: &str, artifact: &str) -> Event {
             },
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     })
 }
 
@@ -124,7 +126,7 @@ fn good() -> Observed {
 
 /// A state with stable `aaa` (commit c0) and candidate `bbb` (commit c1)
 /// at the replay stage.
-fn rolling(w: &World) -> State {
+pub(super) fn rolling(w: &World) -> State {
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let (s, _) = w.moves(&s, ready("c1", "bbb"), "start");
     s
@@ -191,6 +193,8 @@ fn a_commit_that_fails_its_checks_is_refused() {
         build: Build::Refused {
             reason: "1 error(s): type::unknown_field".into(),
         },
+        commits: Vec::new(),
+        forced: false,
     });
     let (s2, out) = w.moves(&s, e, "refuse");
     assert!(out.actions.is_empty());
@@ -248,7 +252,7 @@ fn a_good_change_walks_every_stage_to_stable() {
 }
 
 #[test]
-fn a_failing_replay_rolls_back_before_any_traffic() {
+fn a_failing_replay_refuses_the_commit_and_reverts_nothing() {
     let w = World::new();
     let (s, _) = w.moves(&State::default(), ready("c0", "aaa"), "install");
     let Event::Head(mut h) = ready("c1", "bbb") else {
@@ -259,11 +263,17 @@ fn a_failing_replay_rolls_back_before_any_traffic() {
         r.replay.passed = 1;
     }
     let (s, _) = w.moves(&s, Event::Head(h), "start");
-    let (s, out) = w.moves(&s, Event::Tick, "rollback");
+    // Nothing was deployed: the commit is refused, no revert is pushed.
+    let (s, out) = w.moves(&s, Event::Tick, "refuse");
     assert_eq!(out.transition.as_ref().unwrap().cause, Cause::Trigger);
-    assert!(out.transition.unwrap().reason.contains("max_catastrophic"));
-    assert_eq!(s.reverts.len(), 1);
-    assert_eq!(s.quarantine[0].commit, "c1");
+    let reason = out.transition.unwrap().reason;
+    assert!(reason.contains("max_catastrophic"), "{reason}");
+    assert!(reason.contains("nothing to revert"), "{reason}");
+    assert!(s.reverts.is_empty());
+    assert!(s.rollout.is_none());
+    assert_eq!(s.refused.as_ref().unwrap().commit, "c1");
+    assert_eq!(out.actions, vec![Action::SetRoutes]);
+    assert_eq!(s.stable.as_ref().unwrap().artifact, "aaa");
 }
 
 #[test]
@@ -325,14 +335,34 @@ fn an_incomplete_fleet_never_advances_and_pauses_after_the_grace() {
     assert!(out.transition.unwrap().reason.contains("http://e2"));
     assert!(s.paused.is_some());
     assert_eq!(s.phase(), "shadow");
-    // Paused: passing gates do not advance, even with every engine back.
-    w.observed = good();
+    assert_eq!(s.paused.as_ref().unwrap().engines, ["http://e2"]);
+    // Paused: passing gates do not advance while an engine is away.
+    let mut away = good();
+    away.complete = false;
+    away.unreachable = vec!["http://e2".into()];
+    away.unreachable_ms = 5_000;
+    w.observed = away.clone();
     w.stays(&s, Event::Tick);
-    // Triggers still roll back.
+    // Triggers still roll back; a pause of the daemon's own ends with the
+    // rollout.
     w.observed = figures((1000, 0, 450), (1000, 0, 10), 440);
-    let (s, _) = w.moves(&s, Event::Tick, "rollback");
-    // A pause of the daemon's own ends with the rollout.
+    w.observed.complete = false;
+    w.observed.unreachable = away.unreachable.clone();
+    let (rolled, _) = w.moves(&s, Event::Tick, "rollback");
+    assert!(rolled.paused.is_none());
+    // Every engine back on the route: the pause ends by itself...
+    w.observed = good();
+    let (s, out) = w.moves(&s, Event::Tick, "resume");
+    let t = out.transition.unwrap();
+    assert_eq!(t.cause, Cause::Daemon);
+    assert!(t.reason.contains("http://e2"), "{}", t.reason);
     assert!(s.paused.is_none());
+    // ...and the stage goes on.
+    w.moves(&s, Event::Tick, "advance");
+    // An operator's pause does not end by itself.
+    let pause = Event::Operator(Command::Pause { reason: None });
+    let (s, _) = w.moves(&s, pause, "pause");
+    w.stays(&s, Event::Tick);
 }
 
 #[test]
@@ -356,20 +386,20 @@ fn operator_pause_resume_promote_rollback() {
     assert!(w.stays(&s, Event::Operator(Command::Resume)).reply.is_err());
     // Promote skips the gates and says so.
     w.observed = figures((10, 0, 0), (10, 0, 0), 0);
-    let (s, out) = w.moves(&s, Event::Operator(Command::Promote), "promote");
+    let (s, out) = w.moves(&s, Event::Operator(Command::promote()), "promote");
     let t = out.transition.unwrap();
     assert_eq!(t.cause, Cause::Operator);
     assert!(t.reason.contains("skipped"), "{}", t.reason);
     assert!(t.reason.contains("max_divergence"), "{}", t.reason);
     assert_eq!(s.phase(), "canary");
-    let rb = Event::Operator(Command::Rollback { reason: None });
+    let rb = Event::Operator(Command::rollback(None));
     let (s, out) = w.moves(&s, rb.clone(), "rollback");
     assert_eq!(out.transition.unwrap().cause, Cause::Operator);
     assert_eq!(s.reverts[0].cause, Cause::Operator);
     // Nothing in flight and no previous stable: nothing to roll back.
     assert!(w.stays(&s, rb).reply.is_err());
     assert!(
-        w.stays(&s, Event::Operator(Command::Promote))
+        w.stays(&s, Event::Operator(Command::promote()))
             .reply
             .is_err()
     );
@@ -380,21 +410,19 @@ fn promote_at_the_last_stage_makes_the_candidate_stable() {
     let mut w = World::new();
     let mut s = rolling(&w);
     for _ in 0..3 {
-        s = w.moves(&s, Event::Operator(Command::Promote), "promote").0;
+        s = w
+            .moves(&s, Event::Operator(Command::promote()), "promote")
+            .0;
     }
     assert_eq!(s.phase(), "full");
     w.observed = Observed::default();
-    let (s, out) = w.moves(&s, Event::Operator(Command::Promote), "promote");
+    let (s, out) = w.moves(&s, Event::Operator(Command::promote()), "promote");
     assert_eq!(s.phase(), "stable");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "bbb");
     assert!(out.transition.unwrap().reason.contains("no figures yet"));
     // With nothing in flight, a rollback goes back to the previous stable
     // and reverts the promoted commit.
-    let (s, out) = w.moves(
-        &s,
-        Event::Operator(Command::Rollback { reason: None }),
-        "rollback",
-    );
+    let (s, out) = w.moves(&s, Event::Operator(Command::rollback(None)), "rollback");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "aaa");
     assert!(s.previous.is_none());
     assert_eq!(
@@ -501,6 +529,8 @@ fn no_plan_installs_directly() {
             replay: ReplayTotals::default(),
             notes: Notes::default(),
         })),
+        commits: Vec::new(),
+        forced: false,
     });
     let (s, _) = w.moves(&s, e, "install");
     assert_eq!(s.stable.as_ref().unwrap().artifact, "bbb");
@@ -552,7 +582,9 @@ fn desired_routes_are_routes_the_engine_takes() {
         if s.phase() == "stable" {
             break;
         }
-        s = w.moves(&s, Event::Operator(Command::Promote), "promote").0;
+        s = w
+            .moves(&s, Event::Operator(Command::promote()), "promote")
+            .0;
     }
     assert_eq!(
         seen,
@@ -571,4 +603,100 @@ fn desired_routes_are_routes_the_engine_takes() {
         &other,
         &desired_route(&rolling(&w), Some(&w.plan)).unwrap()
     ));
+}
+
+#[test]
+fn operator_overrides_name_what_they_mean() {
+    let mut w = World::new();
+    let s = rolling(&w);
+    let (s, _) = w.moves(&s, Event::Tick, "advance");
+    w.observed = good();
+    // A rollback naming another candidate is refused; the candidate's
+    // commit or a prefix of its artifact rolls it back.
+    let rb = |c: &str| {
+        Event::Operator(Command::Rollback {
+            reason: None,
+            candidate: Some(c.into()),
+        })
+    };
+    let why = w.stays(&s, rb("c9")).reply.unwrap_err();
+    assert!(why.contains("not `c9`") && why.contains("bbb"), "{why}");
+    w.moves(&s, rb("c1"), "rollback");
+    let (rolled, _) = w.moves(&s, rb("BB"), "rollback");
+    // With nothing in flight, the name is the stable release's.
+    let (stable, _) = w.moves(&s, Event::Operator(Command::promote()), "promote");
+    let mut stable = stable;
+    for _ in 0..2 {
+        stable = w
+            .moves(&stable, Event::Operator(Command::promote()), "promote")
+            .0;
+    }
+    assert_eq!(stable.phase(), "stable");
+    assert!(w.stays(&stable, rb("aaa")).reply.is_err());
+    w.moves(&stable, rb("bbb"), "rollback");
+
+    // Promote through a stage: a reason is needed, the stage must be ahead.
+    let through = |stage: &str, reason: Option<&str>| {
+        Event::Operator(Command::Promote {
+            through: Some(stage.into()),
+            reason: reason.map(str::to_string),
+        })
+    };
+    assert!(
+        w.stays(&s, through("canary", None))
+            .reply
+            .unwrap_err()
+            .contains("reason")
+    );
+    assert!(w.stays(&s, through("nosuch", Some("r"))).reply.is_err());
+    assert!(
+        w.stays(&s, through("replay", Some("r")))
+            .reply
+            .unwrap_err()
+            .contains("past")
+    );
+    let (full, out) = w.moves(&s, through("canary", Some("INC-1")), "promote");
+    assert_eq!(full.phase(), "full");
+    let reason = out.transition.unwrap().reason;
+    assert!(
+        reason.contains("shadow, canary") && reason.contains("INC-1"),
+        "{reason}"
+    );
+    let (done, _) = w.moves(&s, through("full", Some("INC-1")), "promote");
+    assert_eq!(done.stable.as_ref().unwrap().artifact, "bbb");
+
+    // An operator's pause outlives a promote.
+    let pause = Event::Operator(Command::Pause { reason: None });
+    let (paused, _) = w.moves(&s, pause, "pause");
+    let (moved, out) = w.moves(&paused, Event::Operator(Command::promote()), "promote");
+    assert!(moved.paused.is_some());
+    assert_eq!(moved.label(), "canary (paused)");
+    assert!(out.reply.unwrap().contains("sluice resume"));
+
+    // The same artifact again is refused while quarantined; lifted, the
+    // head that was refused is acted on again.
+    let revert = Event::Reverted {
+        commit: "c1".into(),
+        outcome: RevertOutcome::NotNeeded {
+            note: "gone".into(),
+        },
+    };
+    let (rolled, _) = w.moves(&rolled, revert, "reverted");
+    let (refused, _) = w.moves(&rolled, ready("c2", "bbb"), "refuse");
+    assert_eq!(
+        refused.refused.as_ref().unwrap().artifact.as_deref(),
+        Some("bbb")
+    );
+    let lift = |t: &str, r: &str| {
+        Event::Operator(Command::Unquarantine {
+            target: t.into(),
+            reason: r.into(),
+        })
+    };
+    assert!(w.stays(&refused, lift("bbb", " ")).reply.is_err());
+    assert!(w.stays(&refused, lift("zzz", "r")).reply.is_err());
+    let (lifted, _) = w.moves(&refused, lift("bbb", "network outage"), "unquarantine");
+    assert!(lifted.quarantine.is_empty());
+    assert_eq!(lifted.head, None);
+    w.moves(&lifted, ready("c2", "bbb"), "start");
 }

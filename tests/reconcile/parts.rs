@@ -25,6 +25,7 @@ fn transition(seq: u64, from: &str, to: &str) -> Transition {
         artifact: None,
         cause: Cause::Daemon,
         reason: String::new(),
+        by: None,
         figures: Figures::default(),
     }
 }
@@ -285,7 +286,15 @@ fn pending(commit: &str) -> PendingRevert {
         trigger: "trigger deny_rate_delta = 0.4 past 0.3".into(),
         figures: "candidate: 100 requests".into(),
         since_ms: 0,
+        base: None,
+        commits: Vec::new(),
+        stuck: None,
     }
+}
+
+/// The check the daemon makes of a revert before it pushes it.
+fn checked(files: &sluice::reconcile::git::CommitFiles) -> Result<(), String> {
+    build::build(files, None, None).map(|_| ())
 }
 
 #[test]
@@ -301,7 +310,7 @@ fn the_mirror_reverts_on_top_of_the_current_head_once() {
         "main",
     )
     .unwrap();
-    let out = m.revert(&pending(&bad)).unwrap();
+    let out = m.revert(&pending(&bad), checked).unwrap();
     let RevertOutcome::Pushed { revert } = out else {
         panic!("{out:?}")
     };
@@ -324,14 +333,83 @@ fn the_mirror_reverts_on_top_of_the_current_head_once() {
     assert!(tree.contains("policies/shell.policy") && !tree.contains("search.policy"));
     // A second attempt (an answer lost in a crash) pushes nothing.
     assert!(matches!(
-        m.revert(&pending(&bad)).unwrap(),
+        m.revert(&pending(&bad), checked).unwrap(),
         RevertOutcome::NotNeeded { .. }
     ));
     assert_eq!(repo.log().len(), log.len());
     assert_eq!(
-        revert_message("x", &pending(&bad)).lines().next(),
+        revert_message(&[(bad.clone(), "x".into())], &pending(&bad))
+            .lines()
+            .next(),
         Some("Revert \"x\"")
     );
+}
+
+#[test]
+fn the_mirror_repacks_and_keeps_every_commit_the_state_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let mut m = Mirror::open(
+        &tmp.path().join("mirror"),
+        &repo.bare.to_string_lossy(),
+        "main",
+    )
+    .unwrap();
+    m.fetch().unwrap();
+    // A commit the branch then loses to a force-push: the state may still
+    // name it (a quarantined candidate, say).
+    let lost = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    m.fetch().unwrap();
+    git(&repo.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    git(
+        &repo.work,
+        &["commit", "-q", "--allow-empty", "-m", "Rewritten"],
+    );
+    git(
+        &repo.work,
+        &[
+            "push",
+            "-q",
+            "--force",
+            repo.bare.to_str().unwrap(),
+            "HEAD:main",
+        ],
+    );
+    // One pack per fetch.
+    for i in 0..sluice::reconcile::git::MAX_PACKS {
+        repo.commit(
+            &format!("Note {i}"),
+            &[("NOTES.md", Some(&format!("{i}\n")))],
+        );
+        m.fetch().unwrap();
+    }
+    let before = m.pack_count();
+    assert!(before > sluice::reconcile::git::MAX_PACKS, "{before} packs");
+    assert!(m.repack_if_needed(std::slice::from_ref(&lost)).unwrap());
+    assert_eq!(m.pack_count(), 1);
+    assert!(!m.repack_if_needed(&[]).unwrap(), "one pack: nothing to do");
+    // Everything still reads: the head, the commit off the branch, and a
+    // revert is made and pushed on top of the head.
+    let head = m.head().unwrap();
+    assert!(m.read_commit(&head).unwrap().sources.is_ok());
+    let files = m.read_commit(&lost).unwrap();
+    assert!(
+        files
+            .sources
+            .unwrap()
+            .policies
+            .iter()
+            .any(|p| p.name == "policies/search.policy")
+    );
+    let bad = repo.commit(
+        "Block search again",
+        &[("policies/search.policy", Some(BAD))],
+    );
+    assert!(matches!(
+        m.revert(&pending(&bad), checked).unwrap(),
+        RevertOutcome::Pushed { .. }
+    ));
+    assert_eq!(repo.log()[0].1, "Revert \"Block search again\"");
 }
 
 #[test]
@@ -348,10 +426,10 @@ fn a_revert_without_the_remote_fails_and_lands_once_it_is_back() {
     m.fetch().unwrap();
     let away = tmp.path().join("away.git");
     std::fs::rename(&repo.bare, &away).unwrap();
-    assert!(m.revert(&pending(&bad)).is_err());
+    assert!(m.revert(&pending(&bad), checked).is_err());
     std::fs::rename(&away, &repo.bare).unwrap();
     assert!(matches!(
-        m.revert(&pending(&bad)).unwrap(),
+        m.revert(&pending(&bad), checked).unwrap(),
         RevertOutcome::Pushed { .. }
     ));
 }
@@ -664,8 +742,16 @@ fn audit_lines_and_state_of_earlier_daemons_read_and_write_back_the_same() {
         "paused": null, "reverts": [], "quarantine": [], "refused": null,
         "last": lines[1],
     });
+    // A version 1 document (before bases, ranges and stuck reverts) is
+    // migrated: the same document at version 2, its candidate still gated
+    // by its own plan.
     let s = State::from_json(state.to_string().as_bytes()).unwrap();
-    assert_eq!(serde_json::to_value(&s).unwrap(), state);
+    let mut migrated = state.clone();
+    migrated["version"] = json!(2);
+    assert_eq!(serde_json::to_value(&s).unwrap(), migrated);
+    assert_eq!(s.rollout.as_ref().unwrap().plan_commit(), "c1");
+    let again = State::from_json(migrated.to_string().as_bytes()).unwrap();
+    assert_eq!(again, s);
 }
 
 #[test]
@@ -675,12 +761,12 @@ fn a_state_of_another_schema_version_is_refused() {
     store.save_state(&State::default()).unwrap();
     let path = dir.path().join("state.json");
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    doc["version"] = json!(2);
+    doc["version"] = json!(3);
     std::fs::write(&path, doc.to_string()).unwrap();
     let err = Store::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("state.json"), "{err}");
-    assert!(err.contains("schema version 2"), "{err}");
-    assert!(err.contains("reads version 1 only"), "{err}");
+    assert!(err.contains("schema version 3"), "{err}");
+    assert!(err.contains("reads versions 1 to 2 only"), "{err}");
     doc.as_object_mut().unwrap().remove("version");
     std::fs::write(&path, doc.to_string()).unwrap();
     let err = Store::open(dir.path()).unwrap_err().to_string();

@@ -1,10 +1,12 @@
 //! A new head of the branch: installed or adopted as the first stable,
 //! refused, recognized as unchanged, or started (superseding or cancelling
-//! the candidate in flight). Pure, like the whole machine.
+//! the candidate in flight) under the stable commit's plan; a head that
+//! rewrote the branch's history waits for an operator. Pure, like the whole
+//! machine.
 
 use super::{
-    Action, Build, Cause, Change, Ctx, Figures, Fleet, Head, Refused, Release, Rollout, State,
-    Step, commit_step, promote_to_stable,
+    Action, Build, Cause, Change, Ctx, Figures, Fleet, Head, Paused, Refused, Release, Rewrite,
+    Rollout, State, Step, clear_daemon_pause, commit_step, promote_to_stable,
 };
 use crate::model::short;
 
@@ -13,14 +15,21 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         return Step::none(state, None);
     }
     if let Some(r) = state.reverts.first() {
+        let why = match &r.stuck {
+            Some(_) => "could not be made: settle it with `sluice revert skip|done`",
+            None => "has not landed yet",
+        };
         return Step::refuse(
             state,
             format!(
-                "head {} waits: the revert of {} has not landed yet",
+                "head {} waits: the revert of {} {why}",
                 short::hash(&h.commit),
                 short::hash(&r.commit)
             ),
         );
+    }
+    if h.forced {
+        return rewrite(state, ctx, &h);
     }
     if let Some(p) = &state.paused {
         return Step::refuse(
@@ -34,6 +43,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
     }
     let mut new = state.clone();
     new.head = Some(h.commit.clone());
+    new.rewrite = None;
     let ready = match h.build {
         Build::Refused { reason } => return refuse(state, new, ctx, &h.commit, None, reason),
         Build::Ready(ready) => ready,
@@ -133,13 +143,7 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         return match &state.rollout {
             Some(r) => {
                 new.rollout = None;
-                if new
-                    .paused
-                    .as_ref()
-                    .is_some_and(|p| p.cause != Cause::Operator)
-                {
-                    new.paused = None;
-                }
+                clear_daemon_pause(&mut new);
                 let reason = format!(
                     "commit {} brings the branch back to the stable artifact: candidate {} (commit {}) cancelled",
                     short::hash(&h.commit),
@@ -187,10 +191,15 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
     let upload = Action::Upload {
         artifact: ready.artifact.clone(),
     };
+    let base = stable.commit.clone();
     let Some(first) = ready.plan.as_ref().and_then(|p| p.stages.first()) else {
         promote_to_stable(&mut new, &h.commit, &ready.artifact, ctx.now_ms);
+        let whose = match &base {
+            Some(b) => format!("the stable commit {} has", short::hash(b)),
+            None => "the commit has".to_string(),
+        };
         let reason = format!(
-            "no `[rollout]` plan: artifact {} installed as stable directly",
+            "{whose} no `[rollout]` plan: artifact {} installed as stable directly",
             short::hash(&ready.artifact)
         );
         let c = change("install", Cause::Daemon, reason);
@@ -207,13 +216,15 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         resumed_ms: None,
         replay: ready.replay,
         notes: ready.notes.clone(),
+        base: base.clone(),
+        commits: h.commits.clone(),
     });
+    let what = commits_text(&h.commit, &h.summary, &h.commits, base.as_deref());
     let (event, reason) = match &state.rollout {
         Some(old) => (
             "supersede",
             format!(
-                "commit {} supersedes candidate {} (commit {}) at stage `{}`",
-                short::hash(&h.commit),
+                "{what} supersedes candidate {} (commit {}) at stage `{}`",
                 short::hash(&old.artifact),
                 short::hash(&old.commit),
                 old.stage_name
@@ -222,16 +233,76 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         None => (
             "start",
             format!(
-                "commit {} ({}): rollout of artifact {} starts",
-                short::hash(&h.commit),
-                h.summary,
+                "{what}: rollout of artifact {} starts",
                 short::hash(&ready.artifact)
             ),
         ),
     };
+    let reason = match &base {
+        Some(b) => format!(
+            "{reason}, under the plan and traces of stable commit {}",
+            short::hash(b)
+        ),
+        None => format!("{reason}, under its own plan (the stable artifact has no commit)"),
+    };
     let mut c = change(event, Cause::Daemon, reason);
     c.figures.replay = Some(ready.replay);
     commit_step(state, new, ctx, c, vec![upload, Action::SetRoutes], None)
+}
+
+/// How a rollout names what it rolls out: the head and its summary, and the
+/// range since the stable commit when it holds more than the head.
+fn commits_text(commit: &str, summary: &str, commits: &[String], base: Option<&str>) -> String {
+    let head = format!("commit {} ({summary})", short::hash(commit));
+    match (commits.len(), base) {
+        (n, Some(b)) if n > 1 => format!(
+            "{head} with {} earlier commit(s), {}..{}",
+            n - 1,
+            short::hash(b),
+            short::hash(commit)
+        ),
+        _ => head,
+    }
+}
+
+/// A head that does not descend from the last head acted on: recorded,
+/// and the daemon pauses until an operator resumes (then the head is acted
+/// on like any other).
+fn rewrite(state: &State, ctx: &Ctx<'_>, h: &Head) -> Step {
+    let mut new = state.clone();
+    let from = state
+        .rewrite
+        .as_ref()
+        .map(|r| r.to.clone())
+        .or_else(|| state.head.clone());
+    new.rewrite = Some(Rewrite {
+        from: from.clone(),
+        to: h.commit.clone(),
+        since_ms: ctx.now_ms,
+    });
+    let was = from.as_deref().map(short::hash).unwrap_or("none");
+    let reason = format!(
+        "the branch's history was rewritten (force-push): head {} does not descend from {was}, \
+         the last head acted on; `sluice resume` acts on the new head, `sluice rollback` rolls \
+         the candidate back",
+        short::hash(&h.commit)
+    );
+    new.paused = Some(Paused {
+        reason: reason.clone(),
+        cause: Cause::Daemon,
+        since_ms: ctx.now_ms,
+        hold: true,
+        engines: Vec::new(),
+    });
+    let change = Change {
+        event: "force_push",
+        cause: Cause::Daemon,
+        reason: format!("paused: {reason}"),
+        commit: Some(h.commit.clone()),
+        artifact: None,
+        figures: Figures::default(),
+    };
+    commit_step(state, new, ctx, change, Vec::new(), None)
 }
 
 fn refuse(
@@ -244,6 +315,7 @@ fn refuse(
 ) -> Step {
     new.refused = Some(Refused {
         commit: commit.to_string(),
+        artifact: artifact.clone(),
         reason: reason.clone(),
         since_ms: ctx.now_ms,
     });

@@ -1,13 +1,14 @@
-//! The stage in flight, operator commands and landed reverts: the
-//! transitions `advance`, `complete`, `promote`, `rollback`, `pause`,
-//! `resume` and `reverted`. Pure, like the whole machine.
+//! The stage in flight and operator commands: the transitions `advance`,
+//! `complete`, `promote`, `rollback`, `pause` and `resume`, and `refuse`
+//! for a candidate whose replay fails (nothing was deployed, so nothing is
+//! reverted). Pure, like the whole machine.
 
 use std::time::Duration;
 
 use super::{
-    Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Release,
-    RevertOutcome, Rollout, State, Step, commit_step, current_decision, figures, figures_text,
-    promote_to_stable,
+    Action, Cause, Change, Command, Ctx, Figures, Paused, PendingRevert, Quarantined, Refused,
+    Release, Rollout, State, Step, clear_daemon_pause, commit_step, current_decision, figures,
+    figures_text, operator, promote_to_stable, settle,
 };
 use crate::api::gate::Verdict;
 use crate::model::plan::StageKind;
@@ -18,6 +19,13 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
     let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
         return Step::none(state, None);
     };
+    if let Some(p) = &state.paused
+        && !p.engines.is_empty()
+        && ctx.observed.complete
+        && ctx.observed.unreachable.is_empty()
+    {
+        return engines_back(state, ctx, p);
+    }
     let Some(st) = plan.stages.get(r.stage) else {
         return Step::none(state, None);
     };
@@ -28,6 +36,10 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
     };
     let figs = figures(Some(&d), obs);
     match &d.step {
+        StageStep::Rollback { trigger } if st.kind == StageKind::Replay => {
+            let trigger = trigger.clone();
+            refuse_replay(state, ctx, r, trigger, figs, d)
+        }
         StageStep::Rollback { trigger } => {
             let trigger = trigger.clone();
             rollback(state, ctx, Cause::Trigger, trigger, figs, Some(d))
@@ -38,11 +50,13 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
                 "replay passed: {} of {} trace cases, {} catastrophic, {} false positive(s)",
                 r.replay.passed, r.replay.cases, r.replay.catastrophic, r.replay.false_positives
             );
-            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Daemon, reason, figs, Some(d), next)
         }
         StageStep::Advance if ctx.observed.complete => {
             let reason = format!("every gate of stage `{}` passed", st.name);
-            advance(state, ctx, Cause::Daemon, "advance", reason, figs, Some(d))
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Daemon, reason, figs, Some(d), next)
         }
         StageStep::Pause { reason } if !paused => {
             let max = st.max_duration.unwrap_or_default();
@@ -57,6 +71,41 @@ pub(super) fn tick(state: &State, ctx: &Ctx<'_>) -> Step {
         }
         _ => unreachable_pause(state, ctx, Some(d)),
     }
+}
+
+/// A candidate whose replay fails never reached an engine: it is refused
+/// like a commit that does not check, and nothing is reverted.
+fn refuse_replay(
+    state: &State,
+    ctx: &Ctx<'_>,
+    r: &Rollout,
+    trigger: String,
+    figures: Figures,
+    d: StageDecision,
+) -> Step {
+    let mut new = state.clone();
+    new.rollout = None;
+    clear_daemon_pause(&mut new);
+    let reason = format!("replay failed: {trigger}");
+    new.refused = Some(Refused {
+        commit: r.commit.clone(),
+        artifact: Some(r.artifact.clone()),
+        reason: reason.clone(),
+        since_ms: ctx.now_ms,
+    });
+    let change = Change {
+        event: "refuse",
+        cause: Cause::Trigger,
+        reason: format!(
+            "commit {} refused at stage `{}` (nothing was deployed: nothing to revert): {reason}",
+            short::hash(&r.commit),
+            r.stage_name
+        ),
+        commit: Some(r.commit.clone()),
+        artifact: Some(r.artifact.clone()),
+        figures,
+    };
+    commit_step(state, new, ctx, change, vec![Action::SetRoutes], Some(d))
 }
 
 /// A live stage whose engines do not all answer cannot be judged: after the
@@ -81,9 +130,37 @@ fn unreachable_pause(state: &State, ctx: &Ctx<'_>, d: Option<StageDecision>) -> 
             humantime::format_duration(Duration::from_millis(o.unreachable_ms / 100 * 100))
         );
         let figs = figures(d.as_ref(), o.figures.as_ref());
-        return pause(state, ctx, Cause::Daemon, reason, figs, d);
+        let mut step = pause(state, ctx, Cause::Daemon, reason, figs, d);
+        if let Some(p) = &mut step.state.paused {
+            p.engines.clone_from(&o.unreachable);
+        }
+        return step;
     }
     Step::none(state, d)
+}
+
+/// The engines whose silence paused the rollout all answer again, on the
+/// route: the pause ends by itself, and `max_duration` counts afresh.
+fn engines_back(state: &State, ctx: &Ctx<'_>, p: &Paused) -> Step {
+    let mut new = state.clone();
+    new.paused = None;
+    if let Some(r) = &mut new.rollout {
+        r.resumed_ms = Some(ctx.now_ms);
+    }
+    let (commit, artifact) = candidate_ids(state);
+    let change = Change {
+        event: "resume",
+        cause: Cause::Daemon,
+        reason: format!(
+            "engine(s) {} answer again: the rollout goes on (was paused: {})",
+            p.engines.join(", "),
+            p.reason
+        ),
+        commit,
+        artifact,
+        figures: figures(None, ctx.observed.figures.as_ref()),
+    };
+    commit_step(state, new, ctx, change, vec![Action::SetRoutes], None)
 }
 
 fn pause(
@@ -99,6 +176,8 @@ fn pause(
         reason: reason.clone(),
         cause,
         since_ms: ctx.now_ms,
+        engines: Vec::new(),
+        hold: false,
     });
     let (commit, artifact) = candidate_ids(state);
     let change = Change {
@@ -119,28 +198,37 @@ fn candidate_ids(state: &State) -> (Option<String>, Option<String>) {
     }
 }
 
-fn advance(
+/// Moves the candidate to stage `next` of its plan, or makes it stable when
+/// there is no such stage. A pause of the daemon's own ends; an operator's
+/// pause stays (an operator promoting a paused rollout moves it one step,
+/// and it holds there until `resume`).
+pub(super) fn advance(
     state: &State,
     ctx: &Ctx<'_>,
     cause: Cause,
-    event: &'static str,
     reason: String,
     figures: Figures,
     d: Option<StageDecision>,
+    next: usize,
 ) -> Step {
     let (Some(r), Some(plan)) = (&state.rollout, ctx.plan) else {
         return Step::refuse(state, "no rollout in flight");
     };
     let mut new = state.clone();
-    if cause == Cause::Operator
-        || new
-            .paused
-            .as_ref()
-            .is_some_and(|p| p.cause != Cause::Operator)
+    if new
+        .paused
+        .as_ref()
+        .is_some_and(|p| p.cause != Cause::Operator)
     {
         new.paused = None;
     }
-    let next = r.stage + 1;
+    let reason = match &new.paused {
+        Some(p) => format!(
+            "{reason}; still paused by an operator ({}): `sluice resume` lets it go on",
+            p.reason
+        ),
+        None => reason,
+    };
     let change = |event: &'static str, reason: String| Change {
         event: if cause == Cause::Operator {
             "promote"
@@ -162,7 +250,7 @@ fn advance(
                 resumed_ms: None,
                 ..r.clone()
             });
-            let c = change(event, reason);
+            let c = change("advance", reason);
             commit_step(state, new, ctx, c, vec![Action::SetRoutes], d)
         }
         None => {
@@ -184,14 +272,8 @@ fn rollback(
 ) -> Step {
     let obs = ctx.observed.figures.as_ref();
     let mut new = state.clone();
-    if new
-        .paused
-        .as_ref()
-        .is_some_and(|p| p.cause != Cause::Operator)
-    {
-        new.paused = None;
-    }
-    let (commit, summary, artifact, stage) = match (&state.rollout, &state.stable) {
+    clear_daemon_pause(&mut new);
+    let (commit, summary, artifact, stage, base, commits) = match (&state.rollout, &state.stable) {
         (Some(r), _) => {
             new.rollout = None;
             (
@@ -199,6 +281,8 @@ fn rollback(
                 r.summary.clone(),
                 r.artifact.clone(),
                 r.stage_name.clone(),
+                r.base.clone(),
+                r.commits.clone(),
             )
         }
         (
@@ -210,7 +294,17 @@ fn rollback(
             }),
         ) if state.previous.is_some() => {
             new.stable = new.previous.take();
-            (c.clone(), String::new(), artifact.clone(), "stable".into())
+            // Back to the previous stable commit's tree; the commits in
+            // between are found on the branch when the revert is made.
+            let base = new.stable.as_ref().and_then(|p| p.commit.clone());
+            (
+                c.clone(),
+                String::new(),
+                artifact.clone(),
+                "stable".into(),
+                base,
+                Vec::new(),
+            )
         }
         _ => {
             return Step::refuse(
@@ -229,6 +323,9 @@ fn rollback(
         trigger,
         figures: figures_text(d.as_ref(), obs),
         since_ms: ctx.now_ms,
+        base,
+        commits,
+        stuck: None,
     });
     if new.quarantined(&commit, None).is_none() {
         new.quarantine.push(Quarantined {
@@ -276,18 +373,35 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             if let Some(r) = &mut new.rollout {
                 r.resumed_ms = Some(ctx.now_ms);
             }
+            let mut actions = vec![Action::SetRoutes];
+            let mut also = String::new();
+            // A revert the daemon stopped trying is tried afresh.
+            for r in new.reverts.iter_mut().filter(|r| r.stuck.is_some()) {
+                r.stuck = None;
+                also = format!("; the revert of {} is tried again", short::hash(&r.commit));
+                actions.push(Action::Revert {
+                    commit: r.commit.clone(),
+                });
+            }
             let (commit, artifact) = candidate_ids(state);
             let change = Change {
                 event: "resume",
                 cause: Cause::Operator,
-                reason: format!("resumed by an operator (was paused: {})", p.reason),
+                reason: format!("resumed by an operator (was paused: {}){also}", p.reason),
                 commit,
                 artifact,
                 figures: figs,
             };
-            commit_step(state, new, ctx, change, vec![Action::SetRoutes], d)
+            commit_step(state, new, ctx, change, actions, d)
         }
-        Command::Promote => {
+        Command::Promote {
+            through: Some(through),
+            reason,
+        } => operator::promote_through(state, ctx, &through, reason.as_deref(), figs, d),
+        Command::Promote {
+            through: None,
+            reason,
+        } => {
             let Some(r) = &state.rollout else {
                 return Step::refuse(state, "no rollout in flight: nothing to promote");
             };
@@ -305,55 +419,32 @@ pub(super) fn operator(state: &State, ctx: &Ctx<'_>, c: Command) -> Step {
             } else {
                 format!("skipped: {}", waiting.join(", "))
             };
-            let reason = format!(
+            let mut reason_text = format!(
                 "promoted by an operator: gates of stage `{}` skipped ({skipped})",
                 r.stage_name
             );
-            advance(state, ctx, Cause::Operator, "promote", reason, figs, d)
+            if let Some(why) = reason.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+                reason_text = format!("{reason_text}: {why}");
+            }
+            let next = r.stage + 1;
+            advance(state, ctx, Cause::Operator, reason_text, figs, d, next)
         }
-        Command::Rollback { reason } => {
+        Command::Unquarantine { target, reason } => {
+            operator::unquarantine(state, ctx, &target, &reason)
+        }
+        Command::Rollback { reason, candidate } => {
+            if let Some(given) = &candidate
+                && let Err(why) = operator::names_what_rolls_back(state, given)
+            {
+                return Step::refuse(state, why);
+            }
             let trigger = format!(
                 "operator: {}",
                 reason.unwrap_or_else(|| "rollback requested".to_string())
             );
             rollback(state, ctx, Cause::Operator, trigger, figs, d)
         }
+        Command::RevertSkip { reason } => settle::by_operator(state, ctx, false, reason),
+        Command::RevertDone { reason } => settle::by_operator(state, ctx, true, reason),
     }
-}
-
-pub(super) fn reverted(state: &State, ctx: &Ctx<'_>, commit: &str, outcome: RevertOutcome) -> Step {
-    let Some(pos) = state.reverts.iter().position(|r| r.commit == commit) else {
-        return Step::none(state, None);
-    };
-    let mut new = state.clone();
-    let pending = new.reverts.remove(pos);
-    let (reason, figs) = match &outcome {
-        RevertOutcome::Pushed { revert } => (
-            format!(
-                "revert commit {} of {} pushed",
-                short::hash(revert),
-                short::hash(&pending.commit)
-            ),
-            Figures {
-                revert: Some(revert.clone()),
-                ..Figures::default()
-            },
-        ),
-        RevertOutcome::NotNeeded { note } => (
-            format!(
-                "no revert of {} needed: {note}",
-                short::hash(&pending.commit)
-            ),
-            Figures::default(),
-        ),
-    };
-    let change = Change {
-        event: "reverted",
-        cause: pending.cause,
-        reason,
-        commit: Some(pending.commit.clone()),
-        artifact: Some(pending.artifact.clone()),
-        figures: figs,
-    };
-    commit_step(state, new, ctx, change, Vec::new(), None)
 }

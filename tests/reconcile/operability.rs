@@ -1,0 +1,151 @@
+//! What an operator's monitoring reads of the daemon: `/readyz` (ready,
+//! then not once an engine stops answering), `/metrics` (events by kind,
+//! engines by state, the pause), and log lines as JSON or as plain text
+//! without colour codes when standard error is not a terminal.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::reconcile::{Config, Daemon};
+use sluice::rollout::machine::Command as Op;
+
+use super::fixture::{self, Engine, Repo, TOKEN, wait_async};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_metrics_follow_the_fleet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let mut engines = fixture::engines(2).await;
+    let urls = engines.iter().map(Engine::url).collect();
+    let mut c = Config::new(
+        &repo.bare.to_string_lossy(),
+        tmp.path().join("state"),
+        urls,
+        TOKEN,
+    );
+    c.interval = Duration::from_millis(100);
+    c.listen = "127.0.0.1:0".parse().ok();
+    c.engine_timeout = Duration::from_millis(500);
+    let daemon = Daemon::start(c).await.unwrap();
+    let addr = daemon.control_addr().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("http://{addr}{path}"));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    let ready = wait_async("ready", Duration::from_secs(20), || async {
+        let (code, body) = get("/readyz").await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    let r: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(r["ready"], true);
+    assert_eq!(r["problems"], serde_json::json!([]));
+
+    daemon
+        .command(Op::Pause {
+            reason: Some("metrics".into()),
+        })
+        .await
+        .unwrap();
+    let text = wait_async(
+        "the metrics after the pause",
+        Duration::from_secs(10),
+        || async {
+            let (code, text) = get("/metrics").await;
+            assert_eq!(code, 200);
+            text.contains("sluice_daemon_paused 1").then_some(text)
+        },
+    )
+    .await;
+    for line in [
+        "sluice_daemon_transitions_total{event=\"install\"} 1",
+        "sluice_daemon_transitions_total{event=\"pause\"} 1",
+        "sluice_daemon_engines{state=\"on_route\"} 2",
+        "sluice_daemon_engines{state=\"unreachable\"} 0",
+        "sluice_daemon_fetch_failing 0",
+        "sluice_daemon_reverts_pending 0",
+        "# TYPE sluice_daemon_stage_seconds histogram",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.contains("sluice_daemon_fetch_age_seconds "), "{text}");
+
+    // An engine stops answering: not ready, and the metrics say which.
+    engines[1].stop().await;
+    let body = wait_async("not ready", Duration::from_secs(20), || async {
+        let (code, body) = get("/readyz").await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["ready"], false);
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains(&format!("engine {} does not answer", engines[1].url())),
+        "{problems}"
+    );
+    let (_, text) = get("/metrics").await;
+    assert!(
+        text.contains("sluice_daemon_engines{state=\"unreachable\"} 1"),
+        "{text}"
+    );
+    // Neither needs a token; the status still does.
+    let (code, _) = get("/v1/status").await;
+    assert_eq!(code, 401);
+    daemon.stop().await.unwrap();
+}
+
+/// The daemon's first log lines with `--log-format FORMAT`, standard error
+/// a pipe.
+fn first_lines(format: &str) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["--engine", "http://127.0.0.1:9", "--admin-token", TOKEN])
+        .args(["--listen", "127.0.0.1:0", "--log-format", format])
+        .env("RUST_LOG", "sluice=info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    while lines.len() < 2 {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        lines.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[test]
+fn log_lines_are_json_or_plain_text() {
+    let json = first_lines("json");
+    assert!(!json.is_empty());
+    for line in &json {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(json[0].contains("reconcile daemon started"), "{json:?}");
+    let text = first_lines("text");
+    assert!(!text.is_empty());
+    for line in &text {
+        assert!(!line.contains('\u{1b}'), "a colour code in {line:?}");
+    }
+    assert!(text[0].contains("reconcile daemon started"), "{text:?}");
+}
