@@ -47,6 +47,12 @@ async fn readiness_and_metrics_follow_the_fleet() {
     let r: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(r["ready"], true);
     assert_eq!(r["problems"], serde_json::json!([]));
+    // Ready says the branch and the engines answer, not that the first
+    // commit is installed: wait for it, or the pause below may come first.
+    fixture::wait_for("installed", Duration::from_secs(20), || {
+        daemon.status().stable
+    })
+    .await;
 
     daemon
         .command(Op::Pause {
@@ -60,7 +66,11 @@ async fn readiness_and_metrics_follow_the_fleet() {
         || async {
             let (code, text) = get("/metrics").await;
             assert_eq!(code, 200);
-            text.contains("sluice_daemon_paused 1").then_some(text)
+            // The pause is in the status at once; its event reaches the
+            // tally through the events broadcast, a moment later.
+            (text.contains("sluice_daemon_paused 1")
+                && text.contains("sluice_daemon_transitions_total{event=\"pause\"} 1"))
+            .then_some(text)
         },
     )
     .await;
