@@ -110,6 +110,62 @@ fn compare(g: &conflicts::Generated, report: &Report) -> (Vec<String>, usize) {
     (missed, extra)
 }
 
+/// 1,000 rules on one tool: 500 allows and 500 denies, each `ends_with` a
+/// suffix of its own (no overlap, nothing to report). Every pair shares the
+/// tool; the suffix summaries must keep the 250,000 pairs from the solver.
+fn one_tool(quick: bool, opts: &Options) {
+    let each = if quick { 20 } else { 500 };
+    let mut g = conflicts::generate(2);
+    let mut app = String::from("policy onetool_app version 1.0.0 {\n");
+    let mut guard = String::from("policy onetool_guard version 1.0.0 {\n");
+    for i in 0..each {
+        app.push_str(&format!(
+            "  rule a{i} {{\n    when tool == \"files.write\" and args.body ends_with \".a{i}\"\n    allow\n  }}\n"
+        ));
+        guard.push_str(&format!(
+            "  rule d{i} {{\n    when tool == \"files.write\" and args.body ends_with \".d{i}\"\n    deny D \"d\"\n  }}\n"
+        ));
+    }
+    app.push_str("}\n");
+    guard.push_str("}\n");
+    g.files = vec![
+        ("policies/onetool_app.policy".to_string(), app),
+        ("policies/onetool_guard.policy".to_string(), guard),
+    ];
+    let (project, set) = match typed(&g) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("one tool: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runs = if quick { 1 } else { 5 };
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let report = analyze::analyze(&set, &project.schema, project.default, opts);
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(report);
+    }
+    let Some(report) = last else { return };
+    if !report.findings.is_empty() {
+        eprintln!("one tool: {} unexpected finding(s)", report.findings.len());
+        std::process::exit(1);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{} rules on one tool (ends_with): median {:.3} s (min {:.3}, max {:.3}), {} queries, {} pairs, {} pruned",
+        set.rule_count(),
+        times.get(times.len() / 2).copied().unwrap_or(0.0),
+        times.first().copied().unwrap_or(0.0),
+        times.last().copied().unwrap_or(0.0),
+        report.stats.queries,
+        report.stats.pairs,
+        report.stats.pruned
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // of the kind and expects a quick run.
@@ -224,6 +280,8 @@ fn main() {
             );
         }
     }
+
+    one_tool(quick, &opts);
 
     let pr_size = if quick {
         20

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-admin-token-0123";
 
 const TOML: &str = r#"[project]
 name = "bench"
@@ -152,9 +152,12 @@ impl Drop for Fleet {
 }
 
 impl Fleet {
-    async fn routes(&self) -> Vec<Option<Value>> {
+    async fn routes_but(&self, skip: Option<usize>) -> Vec<Option<Value>> {
         let mut set = tokio::task::JoinSet::new();
         for (i, u) in self.urls.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
             let req = self
                 .http
                 .get(format!("{u}/v1/route"))
@@ -177,10 +180,24 @@ impl Fleet {
 
     /// Polls every engine until `f` holds for all; the instant it first did.
     async fn until(&self, limit: Duration, f: impl Fn(&Value) -> bool) -> Instant {
+        self.until_but(None, limit, f).await
+    }
+
+    /// The same, leaving the engine `skip` out (not even polled).
+    async fn until_but(
+        &self,
+        skip: Option<usize>,
+        limit: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Instant {
         let start = Instant::now();
         loop {
-            let routes = self.routes().await;
-            if routes.iter().all(|r| r.as_ref().is_some_and(&f)) {
+            let routes = self.routes_but(skip).await;
+            if routes
+                .iter()
+                .enumerate()
+                .all(|(i, r)| Some(i) == skip || r.as_ref().is_some_and(&f))
+            {
                 return Instant::now();
             }
             assert!(
@@ -255,6 +272,61 @@ async fn settle(http: &reqwest::Client, daemon: &str, repo: &Repo) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `POST /v1/rollback` → every engine but `skip` on stable (ms).
+async fn rollback_but(fleet: &Fleet, daemon: &str, skip: Option<usize>) -> f64 {
+    let http = fleet.http.clone();
+    let url = format!("{daemon}/v1/rollback");
+    let t0 = Instant::now();
+    let call = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"reason": "bench"}))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    let stable = fleet
+        .until_but(skip, Duration::from_secs(10), on_stable)
+        .await;
+    let code = call.await.unwrap().unwrap();
+    assert!(code.is_success(), "rollback answered {code}");
+    ms(stable - t0)
+}
+
+/// A harmless commit pushed and `POST /v1/hooks/git`: → the candidate in
+/// shadow on every engine (ms).
+async fn hooked_commit(fleet: &Fleet, daemon: &str, repo: &Repo, k: usize) -> f64 {
+    repo.commit(
+        &format!("Bench change {k}"),
+        &format!("policies/b{k}.policy"),
+        &harmless(k),
+    );
+    let t0 = Instant::now();
+    fleet
+        .http
+        .post(format!("{daemon}/v1/hooks/git"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let t = fleet.until(Duration::from_secs(10), in_shadow).await;
+    ms(t - t0)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
 }
 
 async fn rollback(fleet: &Fleet, daemon: &str, repo: &Repo) -> (f64, f64) {
@@ -382,24 +454,27 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
     }
     let control = free_port();
     let daemon_url = format!("http://127.0.0.1:{control}");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
-        .args(["--state-dir", tmp.path().join("state").to_str().unwrap()])
-        .args([
-            "--interval",
-            "1s",
-            "--listen",
-            &format!("127.0.0.1:{control}"),
-        ])
-        .args(["--admin-token", TOKEN])
-        .env("RUST_LOG", "sluice=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log("daemon.log"));
-    for u in &urls {
-        cmd.args(["--engine", u]);
-    }
-    fleet.children.push(cmd.spawn().unwrap());
+    let start_daemon = |interval: &str, log_name: &str| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
+            .args(["--state-dir", tmp.path().join("state").to_str().unwrap()])
+            .args([
+                "--interval",
+                interval,
+                "--listen",
+                &format!("127.0.0.1:{control}"),
+            ])
+            .args(["--admin-token", TOKEN])
+            .env("RUST_LOG", "sluice=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log(log_name));
+        for u in &urls {
+            cmd.args(["--engine", u]);
+        }
+        cmd.spawn().unwrap()
+    };
+    fleet.children.push(start_daemon("1s", "daemon.log"));
     fleet.until(Duration::from_secs(30), on_stable).await;
     settle(&http, &daemon_url, &repo).await;
     eprintln!("{n} engines, daemon interval 1s, {rounds} rounds");
@@ -490,6 +565,49 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
         t.abort();
     }
 
+    // The daemon again at a 20 s interval: hook → candidate; rollback →
+    // stable with every engine healthy (the baseline), then with one
+    // engine stopped (SIGSTOP) just before.
+    let mut old = fleet.children.pop().unwrap();
+    let _ = old.kill();
+    let _ = old.wait();
+    fleet.children.push(start_daemon("20s", "daemon-20s.log"));
+    let start = Instant::now();
+    while status(&http, &daemon_url).await.is_null() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the daemon did not start again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    settle(&http, &daemon_url, &repo).await;
+    let (mut hook20, mut healthy, mut hung) = (vec![], vec![], vec![]);
+    for round in 0..rounds.max(5) {
+        k += 1;
+        hook20.push(hooked_commit(&fleet, &daemon_url, &repo, k).await);
+        healthy.push(rollback_but(&fleet, &daemon_url, None).await);
+        settle(&http, &daemon_url, &repo).await;
+
+        k += 1;
+        hooked_commit(&fleet, &daemon_url, &repo, k).await;
+        let sick = round % n;
+        signal(&fleet.children[sick], "STOP");
+        // Calls to it are in flight when the rollback comes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hung.push(rollback_but(&fleet, &daemon_url, Some(sick)).await);
+        signal(&fleet.children[sick], "CONT");
+        fleet.until(Duration::from_secs(30), on_stable).await;
+        settle(&http, &daemon_url, &repo).await;
+        eprintln!(
+            "20 s interval, round {}: hook → shadow {:.0} ms; rollback → stable {:.1} ms (all healthy), {:.1} ms (engine {sick} stopped, the other {} engines)",
+            round + 1,
+            hook20[round],
+            healthy[round],
+            hung[round],
+            n - 1
+        );
+    }
+
     let summary = json!({
         "engines": n,
         "interval_ms": 1000,
@@ -498,6 +616,12 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
         "rollback_to_stable_ms": median(to_stable.clone()),
         "rollback_to_revert_pushed_ms": median(to_revert.clone()),
         "trigger_to_stable_ms": median(automatic.clone()),
+        "interval_20s": {
+            "hook_to_shadow_ms": {"median": median(hook20.clone()), "max": max(&hook20)},
+            "rollback_to_stable_ms": {"median": median(healthy.clone()), "max": max(&healthy)},
+            "rollback_to_stable_one_hung_ms": {"median": median(hung.clone()), "max": max(&hung)},
+            "samples": {"hook": hook20, "rollback": healthy, "rollback_one_hung": hung},
+        },
         "samples": {
             "polled": polled, "hook": hooked, "stable": to_stable,
             "revert": to_revert, "automatic": automatic,
@@ -521,6 +645,22 @@ async fn bench(bin: PathBuf, engine_bin: PathBuf, n: usize, rounds: usize) {
             .as_f64()
             .unwrap_or(f64::NAN),
         summary["trigger_to_stable_ms"].as_f64().unwrap_or(f64::NAN),
+    );
+    let i20 = &summary["interval_20s"];
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "20 s interval: hook → shadow on all {n} engines median {:.0} ms, max {:.0} ms (target < 300); \
+         rollback → all on stable median {:.1} ms, max {:.1} ms; \
+         with one engine stopped (SIGSTOP): the other {} on stable median {:.1} ms, max {:.1} ms (target < 250; {:.2}× the all-healthy median)",
+        f(&i20["hook_to_shadow_ms"]["median"]),
+        f(&i20["hook_to_shadow_ms"]["max"]),
+        f(&i20["rollback_to_stable_ms"]["median"]),
+        f(&i20["rollback_to_stable_ms"]["max"]),
+        n - 1,
+        f(&i20["rollback_to_stable_one_hung_ms"]["median"]),
+        f(&i20["rollback_to_stable_one_hung_ms"]["max"]),
+        f(&i20["rollback_to_stable_one_hung_ms"]["median"])
+            / f(&i20["rollback_to_stable_ms"]["median"]),
     );
     drop(fleet);
     if std::env::var_os("BENCH_KEEP").is_some() {

@@ -2,6 +2,8 @@
 # Conflict-analysis benchmark (`benches/analyze.rs`), every figure in one run:
 #  - full analysis of generated sets of N policies × 10 rules with planted
 #    conflicts, at N = 100, 1,000 and 5,000; median of several runs per size;
+#  - 1,000 rules on one tool (500 allows, 500 denies, each `ends_with` a
+#    suffix of its own), median of five runs;
 #  - the pull-request check on a git repository of 1,000 policies where the
 #    head commit changes one (one new conflict), in-process (both revisions
 #    read from the object database) and, for reference, with both revisions

@@ -216,7 +216,7 @@ policy zz_count version 1.0.0 {
 EOF
 "$BIN" --repo "$LIMITS" compile -o "$WORK/limits.json" 2>>"$WORK/compile.log" || { cat "$WORK/compile.log" >&2; exit 2; }
 
-TOKEN="load-$$-$RANDOM"
+TOKEN="load-token-$$-$RANDOM-$RANDOM"
 BASE="http://127.0.0.1:$PORT"
 MEM_BASE="http://127.0.0.1:$((PORT + 1))"
 RED_BASE="http://127.0.0.1:$((PORT + 2))"
@@ -265,9 +265,16 @@ fi
 curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @"$WORK/candidate.json" \
   "$BASE/v1/artifacts/$CANDIDATE" >/dev/null
 
+# route ROUTE: puts ROUTE in force on the main engine, fenced like the
+# daemon's changes: as owner load-$$, over the version in force, with a
+# lease (the longest) that outlasts the run.
 route() {
+  local version
+  version=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$BASE/v1/route" |
+    grep -o '"version":[0-9]*' | head -n 1 | cut -d: -f2)
   curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "$1" "$BASE/v1/route" >/dev/null
+    -d "{\"owner\":\"load-$$\",\"expect\":${version:-0},\"lease_ms\":3600000,\"route\":$1}" \
+    "$BASE/v1/route" >/dev/null
 }
 
 # Requests: a mix over the tools, 64 sessions and 8 agents; wrk rotates them.

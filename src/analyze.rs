@@ -16,8 +16,8 @@
 //!   requests (one finding per blocked rule; a cycle is spelled out once).
 //! - `analyze::unknown` (warning): a query the solver could not decide in
 //!   time — never read as "no conflict".
-//! - `analyze::unencodable` (warning): a rule left out (a string beyond the
-//!   solver's characters, a regex too large to translate).
+//! - `analyze::unencodable` (warning): a rule left out (a regex whose
+//!   automaton is too large to build).
 //! - `analyze::witness_mismatch` (error): a witness that the evaluator does
 //!   not reproduce — a bug in the analysis, reported rather than dropped.
 //! - `analyze::internal` (error): a worker thread stopped; the analysis is
@@ -26,9 +26,9 @@
 //! How (see ARCHITECTURE.md): `index` summarises each condition and indexes
 //! rules by `tool`, so only rules whose tools can overlap are paired and
 //! most pairs (and most conditions) are settled without the solver; `smt`
-//! encodes conditions; `solver` asks Z3, one solver per thread, a timeout on
-//! every query, and `lang` decides the string tests of each candidate model
-//! with automata; the queries of the whole set run on `Options::threads`
+//! encodes conditions; `solver` asks Z3, one solver per thread, a deadline
+//! on the wall time of every question, and `lang` decides the string tests
+//! of each candidate model with automata; the queries of the whole set run on `Options::threads`
 //! plain threads; every witness is replayed through `eval`
 //! (`witness`); `graph` finds approval cycles.
 //!
@@ -44,8 +44,8 @@
 //!
 //! The submodules form a DAG; each may use only those before it (bottom →
 //! top), plus the root's plain types (`Options`, `Stats`, `Report`):
-//! - `regex`: `regex` syntax → SMT-LIB regex text (for strings kept in Z3);
-//! - `lang`: string tests decided by automata;
+//! - `lang`: string tests decided by automata (every string: Z3 sees only
+//!   booleans and integers);
 //! - `graph`: approval cycles (no other submodule);
 //! - `cond`: what a condition's syntax says (the fields an atom reads, the
 //!   comparison operators flipped and negated), shared by `index` and `smt`;
@@ -72,7 +72,6 @@ pub mod index;
 pub mod lang;
 mod plan;
 mod probe;
-pub mod regex;
 mod run;
 pub mod smt;
 pub mod solver;
@@ -208,7 +207,7 @@ impl<'s> Side<'s> {
                 .collect(),
             None => Vec::new(),
         };
-        let plan = Plan::new(schema, items.iter().map(|i| i.when), &via);
+        let plan = Plan::new(schema, items.iter().map(|i| i.when.as_ref()), &via);
         let mut dead: BTreeSet<usize> = BTreeSet::new();
         let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
         stats.jobs = jobs.len();

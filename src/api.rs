@@ -12,6 +12,8 @@
 //!   the `{"error"}` answer both APIs share.
 //! - [`evaluate`]: `POST /v1/evaluate`'s response.
 //! - [`gate`]: gate readings, stage steps and the fleet's observation.
+//! - [`lease`]: fencing: the owner and version a route change names, the
+//!   lease a daemon renews, the 409 a fenced caller gets.
 //! - [`replay`]: the replay stage's report and its persisted totals.
 //! - [`rollout_state`]: the daemon's persisted rollout state
 //!   (`state.json`), versioned.
@@ -28,6 +30,7 @@ pub mod control;
 pub mod evaluate;
 pub mod gate;
 pub mod hook;
+pub mod lease;
 pub mod notify;
 pub mod replay;
 pub mod rollout_state;

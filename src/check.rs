@@ -72,7 +72,7 @@ pub fn check_policy<'a>(
     schema: &'a Schema,
 ) -> Result<CheckedPolicy<'a>, Vec<Finding>> {
     let errors = types::check_policy(file, policy, schema);
-    if errors.is_empty() {
+    if !errors.iter().any(Finding::is_error) {
         Ok(CheckedPolicy {
             file,
             policy,

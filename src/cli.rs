@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod engine;
 mod eval;
+mod init;
 mod output;
 mod rollout;
 mod test;
@@ -54,11 +55,21 @@ impl From<Exit> for ExitCode {
     about = "AI-agent safety policies from git to production, with proof"
 )]
 pub struct Cli {
-    /// The policy repository (the folder holding sluice.toml).
-    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// The policy repository (the folder holding sluice.toml); by default
+    /// the nearest folder holding one, from the current folder upwards.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Output formats of `sluice test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestFormat {
+    Human,
+    Json,
+    /// JUnit XML, for CI test reports.
+    Junit,
 }
 
 /// Output formats of the commands other than `check`.
@@ -71,6 +82,10 @@ pub enum Format {
 // The commands (each variant's doc comment is its help).
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a policy repository in the current folder (or `--repo DIR`):
+    /// sluice.toml, an example policy, its traces and a pull-request check
+    /// for CI. Refuses to overwrite a file.
+    Init,
     /// Check the whole policy set: language, types, versions; with `--base`,
     /// what a change introduces; with `--state`/`--engine`, what it does to
     /// live state.
@@ -96,10 +111,27 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         now: Option<u64>,
     },
+    /// Explain the decision for one request: every rule and limit, whether it
+    /// matched and, when not, the first part of its condition that was false
+    /// with the value it saw; the modified values; the final decision.
+    Explain {
+        /// A JSON request; `-` reads standard input.
+        #[arg(value_name = "REQUEST.json")]
+        request: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Show every rule and limit, not only those of the request's tool.
+        #[arg(long)]
+        all: bool,
+        /// The evaluation time in seconds since the epoch (default: now).
+        #[arg(long, value_name = "SECONDS")]
+        now: Option<u64>,
+    },
     /// Format policy files canonically (every `*.policy` of the repository,
     /// or the files named).
     Fmt {
-        /// Change nothing; list the files that are not formatted and exit 1.
+        /// Change nothing; print how each file that is not formatted would
+        /// change (a unified diff) and exit 1.
         #[arg(long)]
         check: bool,
         /// Policy files to format instead of the whole repository.
@@ -108,11 +140,21 @@ pub enum Command {
     },
     /// Run the traces against the compiled set.
     Test {
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+        format: TestFormat,
+        /// Also list the rules and limits no trace case exercises (matched
+        /// by none of the cases' requests).
+        #[arg(long)]
+        coverage: bool,
+    },
+    /// Print a shell completion script (e.g. `sluice completions bash >
+    /// ~/.local/share/bash-completion/completions/sluice`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Run a policy engine: an HTTP server that holds artifacts, routes and
-    /// evaluates requests (SPEC §5). Stops cleanly on SIGINT or SIGTERM.
+    /// evaluates requests. Stops cleanly on SIGINT or SIGTERM.
     Engine(Box<EngineArgs>),
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
@@ -199,20 +241,32 @@ pub enum Command {
 /// Runs one command and returns its exit status. Errors that stop the command
 /// (unreadable repository, bad arguments) are printed here.
 pub fn run(cli: Cli) -> ExitCode {
+    let explicit = cli.repo.is_some();
+    let repo = cli.repo.unwrap_or_else(find_repo);
     let result = match cli.command {
-        Command::Check(args) => check::cmd_check(&cli.repo, &args),
-        Command::Compile { output, commit } => {
-            check::cmd_compile(&cli.repo, output.as_deref(), commit)
+        Command::Init => init::cmd_init(&repo, explicit),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(Exit::Ok)
         }
+        Command::Explain {
+            request,
+            format,
+            all,
+            now,
+        } => eval::cmd_explain(&repo, &request, format, all, now),
+        Command::Check(args) => check::cmd_check(&repo, &args),
+        Command::Compile { output, commit } => check::cmd_compile(&repo, output.as_deref(), commit),
         Command::Eval {
             request,
             format,
             now,
-        } => eval::cmd_eval(&cli.repo, &request, format, now),
-        Command::Test { format } => test::cmd_test(&cli.repo, format),
-        Command::Fmt { check, files } => check::cmd_fmt(&cli.repo, check, &files),
+        } => eval::cmd_eval(&repo, &request, format, now),
+        Command::Test { format, coverage } => test::cmd_test(&repo, format, coverage),
+        Command::Fmt { check, files } => check::cmd_fmt(&repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
-        Command::Reconcile(args) => daemon::cmd_reconcile(&cli.repo, *args),
+        Command::Reconcile(args) => daemon::cmd_reconcile(&repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),
         Command::Pause { daemon, reason } => {
@@ -241,10 +295,27 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprint!("{}", output::error_text(&e));
             Exit::Usage.into()
         }
     }
+}
+
+/// The repository when `--repo` is not given: the nearest folder holding
+/// `sluice.toml`, from the current folder upwards (as git finds `.git`);
+/// the current folder when there is none (the command then says it is not
+/// a policy repository).
+fn find_repo() -> PathBuf {
+    let here = PathBuf::from(".");
+    let Ok(cwd) = std::env::current_dir() else {
+        return here;
+    };
+    for (up, dir) in cwd.ancestors().enumerate() {
+        if dir.join(crate::tree::PROJECT_FILE).is_file() {
+            return if up == 0 { here } else { dir.to_path_buf() };
+        }
+    }
+    here
 }
 
 /// The async runtime a command runs on: several threads for the servers,

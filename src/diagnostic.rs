@@ -243,6 +243,8 @@ struct JsonFinding<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     help: Option<&'a str>,
+    /// The code's entry in the catalogue (`docs/codes.md`).
+    help_uri: String,
     locations: Vec<JsonLocation<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     witness: Option<&'a serde_json::Value>,
@@ -259,6 +261,7 @@ pub fn to_json(findings: &[Finding], sources: &Sources, summary: &Summary) -> se
             severity: f.severity,
             message: &f.message,
             help: f.help.as_deref(),
+            help_uri: f.code.doc_url(),
             locations: f
                 .labels
                 .iter()
@@ -292,6 +295,8 @@ struct Rendered {
     source: Option<miette::NamedSource<String>>,
     labels: Vec<miette::LabeledSpan>,
     related: Vec<Rendered>,
+    /// The code's entry in the catalogue: a link on the code, on a terminal.
+    url: Option<String>,
 }
 
 impl std::fmt::Display for Rendered {
@@ -312,6 +317,11 @@ impl miette::Diagnostic for Rendered {
     }
     fn severity(&self) -> Option<miette::Severity> {
         Some(self.severity)
+    }
+    fn url<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.url
+            .as_ref()
+            .map(|u| Box::new(u) as Box<dyn std::fmt::Display>)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         self.help
@@ -382,6 +392,7 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
                 source,
                 labels,
                 related: Vec::new(),
+                url: None,
             }
         })
         .collect();
@@ -393,6 +404,7 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
         source,
         labels,
         related,
+        url: None,
     }
 }
 
@@ -406,10 +418,13 @@ pub fn render_human(findings: &[Finding], sources: &Sources, color: bool, width:
     };
     let handler = miette::GraphicalReportHandler::new_themed(theme)
         .with_width(width)
-        .with_links(false);
+        .with_links(color);
     let mut out = String::new();
     for f in findings {
-        let r = rendered(f, sources);
+        let mut r = rendered(f, sources);
+        if color {
+            r.url = Some(f.code.doc_url());
+        }
         let mut s = String::new();
         if handler.render_report(&mut s, &r).is_err() {
             let _ = writeln!(s, "{}: {}", f.code, f.message);

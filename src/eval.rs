@@ -51,6 +51,7 @@
 mod build;
 mod compiled;
 mod error;
+pub mod explain;
 mod fnv;
 mod index;
 mod limits;
@@ -149,6 +150,7 @@ impl Evaluator {
                     name: rule.name.clone(),
                     kind: CheckKind::Rule,
                     cond: cx.condition(&rule.when, tool)?,
+                    when: rule.when.clone(),
                     modify: cx.modify(&rule.effect)?,
                     effect: rule.effect.clone(),
                     limit: None,
@@ -178,6 +180,7 @@ impl Evaluator {
                     name: limit.name.clone(),
                     kind: CheckKind::Limit,
                     cond: cx.condition(&limit.when, tool)?,
+                    when: limit.when.clone(),
                     modify: cx.modify(&limit.exceed)?,
                     effect: limit.exceed.clone(),
                     limit: Some(LimitSpec {
@@ -496,6 +499,8 @@ struct Check {
     name: String,
     kind: CheckKind,
     cond: Condition,
+    /// The condition as written (for explanations).
+    when: crate::model::ir::Expr,
     effect: Effect,
     modify: Option<Modify>,
     limit: Option<LimitSpec>,

@@ -133,6 +133,17 @@ pub fn format_files(files: &[SourceFile]) -> Vec<FileFormat> {
         .collect()
 }
 
+/// What `sluice fmt --check` shows for a file that is not formatted: a
+/// unified diff from its text to the canonical text (3 lines of context),
+/// headed `--- name` and `+++ name (formatted)`.
+pub fn diff(name: &str, text: &str, formatted: &str) -> String {
+    similar::TextDiff::from_lines(text, formatted)
+        .unified_diff()
+        .context_radius(3)
+        .header(name, &format!("{name} (formatted)"))
+        .to_string()
+}
+
 /// One printed line.
 #[derive(Debug)]
 struct Line {

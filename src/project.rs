@@ -199,7 +199,12 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
     };
     let what = read::lower_first(what);
     let text = file.text.get(span.clone()).unwrap_or_default();
-    let (message, help) = if what == "duplicate key" {
+    let (message, help) = if let Some((key, word)) = unquoted_value(&file.text, span.start) {
+        (
+            format!("invalid TOML: the value `{word}` is not quoted"),
+            format!("TOML strings are double-quoted: write `{key} = \"{word}\"`"),
+        )
+    } else if what == "duplicate key" {
         (
             format!("invalid TOML: duplicate key `{text}`"),
             "a key (or table) may be defined only once".to_owned(),
@@ -213,7 +218,11 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
             },
         )
     };
-    let label = expected.map_or_else(|| what.clone(), |x| format!("expected {x}"));
+    let label = if unquoted_value(&file.text, span.start).is_some() {
+        "not quoted".to_owned()
+    } else {
+        expected.map_or_else(|| what.clone(), |x| format!("expected {x}"))
+    };
     Finding::new(read::CODE, message)
         .with_label(
             crate::diagnostic::Label::new(
@@ -223,4 +232,28 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
             .with_message(label),
         )
         .with_help(help)
+}
+
+/// A bare word where a TOML value should be (`"args.amount?" = int`,
+/// `default = allow`): the key as written and the word, when the error at
+/// `pos` sits on such a value. TOML reads a bare word as a number or a
+/// boolean and says so (`invalid float, expected inf`), which misleads.
+fn unquoted_value(text: &str, pos: usize) -> Option<(&str, &str)> {
+    let line_start = text.get(..pos)?.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
+    let line = text.get(line_start..line_end)?;
+    let (key, value) = line.split_once('=')?;
+    let value = value.split('#').next().unwrap_or_default().trim();
+    let key = key.trim();
+    let bare = !value.is_empty()
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-<>.".contains(c))
+        && !matches!(value, "true" | "false" | "inf" | "nan");
+    let on_value = pos >= line_start + line.find('=')?;
+    (bare && on_value && !key.is_empty() && !key.starts_with('[')).then_some((key, value))
 }

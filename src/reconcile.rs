@@ -23,6 +23,8 @@
 //! - `branch`: the branch's side: fetching, building new heads in the
 //!   background, landing reverts.
 //! - `publish`: the status document, once per iteration.
+//! - `gitcall`: git's network calls (fetch, push) on threads of their own,
+//!   with a timeout, never awaited by the loop.
 //! - `collect`: what the loop keeps and nothing more: the git mirror
 //!   repacked, artifacts in the state folder, in memory and on every engine
 //!   cut to those the state may still need.
@@ -33,6 +35,8 @@
 //! - [`client`]: [`client::EngineClient`] and its HTTP implementation.
 //! - [`observe`]: the fleet's figures summed into one observation.
 //! - [`store`]: `state.json`, `audit.jsonl`, stored artifacts.
+//! - [`lease`]: the daemon's identity and the leases it holds on its
+//!   engines (fencing).
 //! - [`lock`]: one daemon per state folder (an OS file lock).
 //! - [`clock`]: where the daemon reads the time.
 //! - [`api`]: the control API for `status`, `pause`, `resume`, `promote`,
@@ -50,6 +54,8 @@ mod converge;
 pub mod daemon;
 pub mod err;
 pub mod git;
+mod gitcall;
+pub mod lease;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -99,6 +105,18 @@ pub struct Config {
     pub engine_grace: Duration,
     /// How long one engine call may take.
     pub engine_timeout: Duration,
+    /// How long an engine's lease lasts without renewal (`--lease`): past
+    /// it, the engine drops the candidate and may be taken by another
+    /// daemon. Renewed every third of it.
+    pub lease: Duration,
+    /// How long a git network call (fetch, revert push) may go unanswered
+    /// before it is given up and shown as an error (`--git-timeout`). The
+    /// loop never waits for git: this only bounds how long a hung remote
+    /// goes unreported and holds up the next call.
+    pub git_timeout: Duration,
+    /// Take every engine's lease by force at start (`--take-over`), from a
+    /// daemon that is gone or must give the fleet up.
+    pub take_over: bool,
     /// Where the daemon reads the time: stage durations, grace periods,
     /// the times of audit lines.
     pub clock: Arc<dyn Clock>,
@@ -107,7 +125,8 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults: branch `main`, a 1 s interval,
     /// the control API on [`DEFAULT_LISTEN`], a 10 s grace for unreachable
-    /// engines, a 2 s timeout per engine call and the system's clock.
+    /// engines, a 2 s timeout per engine call, a 30 s lease, a 30 s git
+    /// timeout and the system's clock.
     pub fn new(repo: &str, state_dir: PathBuf, engines: Vec<String>, admin_token: &str) -> Config {
         Config {
             repo: repo.to_string(),
@@ -124,6 +143,9 @@ impl Config {
             decision_log: None,
             engine_grace: Duration::from_secs(10),
             engine_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(30),
+            git_timeout: Duration::from_secs(30),
+            take_over: false,
             clock: Arc::new(SystemClock),
         }
     }

@@ -2,11 +2,14 @@
 //! an evaluator, classified the way rollout gates read them. Pure apart from
 //! the limit store the caller passes.
 //!
-//! A trace file is JSON lines: `{"request": {…}, "expect": "deny", "code":
-//! "SANCTIONED", "time": 1767225600}` (`code` and `time` optional). Cases of a
-//! file are evaluated in order with shared limit counters, at `time` when
-//! given (seconds since the epoch), else at a fixed instant, so a replay is
-//! deterministic.
+//! A trace file is JSON lines: `{"name": "sanctioned country", "request":
+//! {…}, "expect": "deny", "code": "SANCTIONED", "time": 1767225600}`
+//! (`name`, `code`, `time` and `expect_args` optional). Cases of a file are
+//! evaluated in order with shared limit counters, at `time` when given
+//! (seconds since the epoch), else at a fixed instant, so a replay is
+//! deterministic. `expect_args` asserts the request's `args` after the
+//! decision's modifications: each key (a path below `args`, `body` or
+//! `payment.memo`) must hold the value given (`null`: absent).
 //!
 //! Classification:
 //! - **catastrophic**: a blocking decision was expected (`deny`,
@@ -23,6 +26,7 @@ use crate::api::evaluate::ResponseReason;
 use crate::api::replay::{CaseResult, ReplayReport, Verdict};
 use crate::diagnostic::{Code, Finding, Label};
 use crate::eval::Evaluator;
+use crate::eval::explain::CheckName;
 use crate::eval::response::ResponseContext;
 use crate::eval::state::LimitStore;
 use crate::model::ir::DecisionKind;
@@ -36,21 +40,29 @@ pub struct TraceCase {
     /// File and 1-based line of the case.
     pub file: String,
     pub line: usize,
+    /// What the case is about, as its author named it.
+    pub name: Option<String>,
     pub request: serde_json::Value,
     pub expect: DecisionKind,
     pub code: Option<String>,
     pub time: Option<u64>,
+    /// Values the request's `args` must hold after the modifications.
+    pub expect_args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCase {
+    #[serde(default)]
+    name: Option<String>,
     request: serde_json::Value,
     expect: String,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
     time: Option<u64>,
+    #[serde(default)]
+    expect_args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Parses a trace file. Every malformed line is a `trace::invalid` finding at
@@ -77,7 +89,7 @@ pub fn parse_traces(file: &SourceFile) -> (Vec<TraceCase>, Vec<Finding>) {
             Err(e) => {
                 findings.push(bad(
                     format!("line {} is not a trace case: {e}", i + 1),
-                    "a case is {\"request\": {…}, \"expect\": \"deny\", \"code\": \"OPTIONAL\"}",
+                    "a case is {\"name\": \"optional\", \"request\": {…}, \"expect\": \"deny\", \"code\": \"OPTIONAL\", \"expect_args\": {\"optional\": …}}",
                 ));
                 continue;
             }
@@ -92,10 +104,12 @@ pub fn parse_traces(file: &SourceFile) -> (Vec<TraceCase>, Vec<Finding>) {
         cases.push(TraceCase {
             file: file.name.clone(),
             line: i + 1,
+            name: raw.name,
             request: raw.request,
             expect,
             code: raw.code,
             time: raw.time,
+            expect_args: raw.expect_args,
         });
     }
     (cases, findings)
@@ -148,6 +162,7 @@ pub fn run(
         let mut result = CaseResult {
             file: case.file.clone(),
             line: case.line,
+            name: case.name.clone(),
             verdict: Verdict::BadRequest,
             expect: case.expect,
             code: case.code.clone(),
@@ -173,6 +188,15 @@ pub fn run(
                     resp.decision,
                     &resp.reasons,
                 );
+                if result.verdict == Verdict::Pass
+                    && let Some(expected) = &case.expect_args
+                {
+                    let args = resp.request.as_ref().unwrap_or(&case.request).get("args");
+                    if let Some(e) = args_mismatch(expected, args) {
+                        result.verdict = Verdict::Mismatch;
+                        result.error = Some(e);
+                    }
+                }
                 result.got = Some(resp.decision);
                 result.reasons = resp.reasons;
             }
@@ -187,4 +211,48 @@ pub fn run(
         }
         report.results.push(result);
     }
+}
+
+/// The first `expect_args` assertion the request's `args` (after the
+/// modifications) does not meet, in words.
+fn args_mismatch(
+    expected: &serde_json::Map<String, serde_json::Value>,
+    args: Option<&serde_json::Value>,
+) -> Option<String> {
+    for (key, want) in expected {
+        let got = args.and_then(|a| key.split('.').try_fold(a, |v, k| v.get(k)));
+        let ok = match got {
+            Some(g) => g == want,
+            None => want.is_null(),
+        };
+        if !ok {
+            let got = got.map_or_else(|| "absent".to_string(), ToString::to_string);
+            return Some(format!("args.{key} is {got}, expected {want}"));
+        }
+    }
+    None
+}
+
+/// Trace coverage: the rules and limits whose condition no case's request
+/// satisfies (a case exercises a check when the check's condition holds for
+/// its request, whatever the decision), with the number of checks.
+pub fn coverage(evaluator: &Evaluator, cases: &[TraceCase]) -> (Vec<CheckName>, usize) {
+    let names = evaluator.check_names();
+    let mut hit = vec![false; names.len()];
+    for case in cases {
+        let Ok(req) = evaluator.decode(&case.request) else {
+            continue;
+        };
+        for (h, held) in hit.iter_mut().zip(evaluator.conditions_held(&req)) {
+            *h |= held;
+        }
+    }
+    let total = names.len();
+    let missed = names
+        .into_iter()
+        .zip(hit)
+        .filter(|(_, h)| !h)
+        .map(|(n, _)| n)
+        .collect();
+    (missed, total)
 }

@@ -24,7 +24,10 @@
 //! 4. **Trace files** are the regular files with the extension `jsonl` below
 //!    the traces folder (`[project] traces`, `traces` by default), walked
 //!    with the rules of (2). The folder must lie inside the repository (no
-//!    `..`, not absolute); missing, there are no traces.
+//!    `..`, not absolute); missing, there are no traces. Other regular files
+//!    there are not traces, but are listed
+//!    ([`RepoSources::not_traces`]) so that a `cases.json` is reported
+//!    rather than silently skipped.
 //! 5. **Symbolic links** are never followed, and other kinds of entries
 //!    (git submodules, sockets, …) are not part of the set.
 //! 6. A file of the set whose path is **not valid UTF-8** is an error that
@@ -199,6 +202,8 @@ pub struct RepoSources {
     /// Every `*.jsonl` file under the traces folder, sorted by name; empty
     /// unless [`Traces::Read`] was asked for.
     pub traces: Vec<SourceFile>,
+    /// The other files under the traces folder (not `*.jsonl`), by name.
+    pub not_traces: Vec<String>,
 }
 
 /// Whether [`read`] reads the trace files too.
@@ -227,15 +232,16 @@ pub fn read<S: TreeSource>(src: &S, traces: Traces) -> Result<RepoSources, TreeE
         }
     };
     let mut policies = Vec::new();
-    walk(src, entries, &mut Vec::new(), "policy", &mut policies)?;
+    walk(src, entries, &mut Vec::new(), "policy", &mut policies, None)?;
     policies.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut not_traces = Vec::new();
     let traces = match traces {
         Traces::Skip => Vec::new(),
         Traces::Read => {
             // A `sluice.toml` with errors names no traces folder it can be
             // trusted with; the set does not check anyway.
             match crate::project::parse(&project) {
-                Ok(p) => read_traces(src, &p.traces)?,
+                Ok(p) => read_traces(src, &p.traces, &mut not_traces)?,
                 Err(_) => Vec::new(),
             }
         }
@@ -244,11 +250,16 @@ pub fn read<S: TreeSource>(src: &S, traces: Traces) -> Result<RepoSources, TreeE
         project,
         policies,
         traces,
+        not_traces,
     })
 }
 
 /// Every trace file below the folder `dir` (relative to the root).
-fn read_traces<S: TreeSource>(src: &S, dir: &str) -> Result<Vec<SourceFile>, TreeError> {
+fn read_traces<S: TreeSource>(
+    src: &S,
+    dir: &str,
+    not_traces: &mut Vec<String>,
+) -> Result<Vec<SourceFile>, TreeError> {
     let outside = || TreeError::TracesOutside {
         dir: dir.to_string(),
     };
@@ -276,19 +287,22 @@ fn read_traces<S: TreeSource>(src: &S, dir: &str) -> Result<Vec<SourceFile>, Tre
     }
     let entries = src.list(&folder, &display(&path))?;
     let mut out = Vec::new();
-    walk(src, entries, &mut path, "jsonl", &mut out)?;
+    walk(src, entries, &mut path, "jsonl", &mut out, Some(not_traces))?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    not_traces.sort();
     Ok(out)
 }
 
 /// Every file with extension `ext` in a folder (`entries`, at `path`) and
-/// the folders below it that rule (2) admits.
+/// the folders below it that rule (2) admits; the names of the other
+/// regular files into `others`, when given.
 fn walk<S: TreeSource>(
     src: &S,
     mut entries: Vec<Entry<S::Handle>>,
     path: &mut Vec<Vec<u8>>,
     ext: &str,
     out: &mut Vec<SourceFile>,
+    mut others: Option<&mut Vec<String>>,
 ) -> Result<(), TreeError> {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     for entry in entries {
@@ -302,12 +316,19 @@ fn walk<S: TreeSource>(
                         && matches!(e.kind, Kind::File | Kind::Symlink)
                 });
                 if !nested {
-                    walk(src, sub, path, ext, out)?;
+                    walk(src, sub, path, ext, out, others.as_deref_mut())?;
                 }
                 path.pop();
             }
             Kind::File if has_extension(&entry.name, ext) => {
                 out.push(read_text(src, &entry, path)?);
+            }
+            Kind::File => {
+                if let Some(others) = others.as_deref_mut() {
+                    path.push(entry.name);
+                    others.push(display(path));
+                    path.pop();
+                }
             }
             _ => {}
         }

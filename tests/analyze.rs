@@ -42,17 +42,31 @@ fn render(findings: &[Finding], sources: &Sources) -> String {
 #[test]
 fn err_fixtures_snapshot() {
     let dirs = fixture_dirs("err");
-    assert!(dirs.len() >= 7);
+    assert!(dirs.len() >= 6);
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let checked = check_repo(&dir);
         assert!(!checked.findings.is_empty(), "{name}: no finding");
-        let expected = name.trim_end_matches("_cycle").trim_end_matches("_denied");
+        // The code the fixture is named after (`approval_deadlock_cycle`:
+        // `conflict::approval_deadlock`).
+        let expected = [
+            "approval_deadlock",
+            "dead_rule",
+            "modify",
+            "overridden_allow",
+            "shadowed",
+        ]
+        .into_iter()
+        .find(|c| name.starts_with(c))
+        .unwrap_or_else(|| panic!("{name}: named after no code"));
+        // Every analysis finding is of that code (a check warning on the
+        // same rule, e.g. `limit::optional_key`, may come with it).
+        let analysis: Vec<&str> = codes(&checked.findings)
+            .into_iter()
+            .filter(|c| c.starts_with("conflict::") || c.starts_with("analyze::"))
+            .collect();
         assert!(
-            checked
-                .findings
-                .iter()
-                .all(|f| f.code.as_str().ends_with(expected)),
+            !analysis.is_empty() && analysis.iter().all(|c| c.ends_with(expected)),
             "{name}: {:?}\n{}",
             codes(&checked.findings),
             render(&checked.findings, &checked.sources)
@@ -86,6 +100,146 @@ fn ok_fixtures_stay_clean() {
         );
         assert!(checked.set.is_some());
     }
+}
+
+/// A witness value for a snapshot: strings longer than 60 characters as
+/// their length, head and tail (a witness of 100,001 characters is read by
+/// its length).
+fn compact(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().count() > 60 => {
+            let head: String = s.chars().take(24).collect();
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(24)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Value::String(format!("{head}…{tail} ({} characters)", s.chars().count()))
+        }
+        Value::Array(a) if a.len() > 8 => {
+            let mut out: Vec<Value> = a.iter().take(4).map(compact).collect();
+            out.push(Value::String(format!("… ({} elements)", a.len())));
+            Value::Array(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(compact).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), compact(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The held-out cases (`tests/data/analyze/held/`): each once gave a wrong
+/// or missing finding, an `unknown`, or took seconds. Every case must be
+/// decided (no `analyze::unknown`, `witness_mismatch` or `internal`), every
+/// witness is replayed here through the evaluator of the fixture, and the
+/// findings are snapshotted (long witness strings abbreviated).
+#[test]
+fn held_out_cases_are_decided() {
+    let dirs = fixture_dirs("held");
+    assert!(dirs.len() >= 4);
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let checked = check_repo(&dir);
+        let (project, set) = load_set(&dir);
+        let artifact = sluice::compile::artifact::Artifact::new(
+            "t",
+            project.default,
+            project.schema.clone(),
+            set,
+            None,
+        )
+        .unwrap();
+        let ev = sluice::eval::Evaluator::new(&artifact).unwrap();
+        let mut text = String::new();
+        for f in &checked.findings {
+            assert!(
+                !matches!(
+                    f.code.as_str(),
+                    "analyze::unknown" | "analyze::witness_mismatch" | "analyze::internal"
+                ),
+                "{name}: {}",
+                render(&checked.findings, &checked.sources)
+            );
+            let rules: Vec<String> = f
+                .labels
+                .iter()
+                .filter_map(|l| Some(format!("{}.{}", l.policy.as_ref()?, l.rule.as_ref()?)))
+                .collect();
+            text.push_str(&format!(
+                "{} {}\n  {}\n",
+                f.code.as_str(),
+                rules.join(" "),
+                f.message
+            ));
+            if let Some(w) = &f.witness {
+                let req = ev.decode(w).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                let out = ev
+                    .evaluate_dry_run(&req, 0, &sluice::eval::state::MemoryLimitStore::new())
+                    .unwrap();
+                let decisions = f.witness_decisions.as_ref().unwrap();
+                assert_eq!(
+                    decisions.get("final").map(String::as_str),
+                    Some(out.decision().as_str()),
+                    "{name}: {w}"
+                );
+                text.push_str(&format!(
+                    "  witness {}\n  decisions {decisions:?}\n",
+                    compact(w)
+                ));
+            }
+        }
+        insta::with_settings!({snapshot_path => "../snapshots/analyze", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(format!("held_{name}"), text);
+        });
+    }
+}
+
+/// `n` allows and `n` denies on one tool, each `ends_with` a suffix of its
+/// own (none a suffix of another): the set of the "1,000 rules on one
+/// tool" benchmark.
+pub(crate) fn suffix_set(n: usize) -> (sluice::project::Project, sluice::model::ir::PolicySet) {
+    let toml = std::fs::read_to_string(data("held/2.1_long_length/sluice.toml")).unwrap();
+    let mut app = String::from("policy app version 1.0.0 {\n");
+    let mut guard = String::from("policy guard version 1.0.0 {\n");
+    for i in 0..n {
+        app.push_str(&format!(
+            "  rule a{i} {{\n    when tool == \"files.write\" and args.body ends_with \".a{i}\"\n    allow\n  }}\n"
+        ));
+        guard.push_str(&format!(
+            "  rule d{i} {{\n    when tool == \"files.write\" and args.body ends_with \".d{i}\"\n    deny D \"d\"\n  }}\n"
+        ));
+    }
+    app.push_str("}\n");
+    guard.push_str("}\n");
+    let toml = sluice::source::SourceFile::new("sluice.toml", toml.as_str());
+    let project = sluice::project::parse(&toml).unwrap();
+    let parsed: Vec<_> = [("app.policy", app), ("guard.policy", guard)]
+        .into_iter()
+        .map(|(name, text)| {
+            let f = sluice::source::SourceFile::new(name, text.as_str());
+            let p = sluice::parse::parse_policy(&f).unwrap();
+            (f, p)
+        })
+        .collect();
+    let out = sluice::check::check(&parsed, &project.schema);
+    let set = sluice::compile::lower(&out.checked.unwrap());
+    (project, set)
+}
+
+/// Held-out case 2.5: `ends_with` tests on one tool are summarised by
+/// their suffixes, so pairs of disjoint suffixes never reach the solver
+/// (they once all did: 40,000 queries for 200 × 200 rules).
+#[test]
+fn disjoint_suffixes_are_pruned_without_the_solver() {
+    let (project, set) = suffix_set(200);
+    let report = analyze::analyze(&set, &project.schema, project.default, &Options::default());
+    assert!(report.findings.is_empty(), "{:?}", codes(&report.findings));
+    assert!(report.stats.pruned >= 200 * 200, "{:?}", report.stats);
+    // Each rule's own question at most (is it dead?), no pair.
+    assert!(report.stats.queries <= 400, "{:?}", report.stats);
 }
 
 /// The typed set and project of a fixture repository that type-checks.
@@ -178,6 +332,19 @@ fn an_undecided_query_is_reported_not_dropped() {
     );
     assert!(f.message.contains("200 ms"), "{}", f.message);
     assert_eq!(report.stats.unknown, 1);
+    // Held-out case 2.10: the message is part of the finding's identity,
+    // so it names the timeout only, never the solver's reason (`timeout`,
+    // `canceled`), which varies from run to run.
+    assert!(
+        f.message.ends_with("no answer within 200 ms"),
+        "{}",
+        f.message
+    );
+    for _ in 0..3 {
+        let again = analyze::analyze(&set, &project.schema, project.default, &opts);
+        let messages: Vec<&str> = again.findings.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(messages, [f.message.as_str()]);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1072,41 +1239,41 @@ mod change {
         assert_eq!(incremental(&a).0, ["p00010.x_close_reads"]);
     }
 
-    /// A rule the solver cannot encode is reported once a question involves
-    /// it. A change that brings an unchanged such rule into a new question
-    /// does not make it new when the base asked about it already, and does
-    /// when the base never did.
+    /// Rules once left out of the analysis (a character above U+2FFFF in
+    /// a field whose lengths are compared) are analysed at both revisions:
+    /// nothing is unencodable, and the change is analysed like any other.
     #[test]
-    fn an_unencodable_rule_is_new_only_where_no_question_involved_it_before() {
+    fn rules_beyond_the_solvers_characters_are_analysed_at_both_revisions() {
         let toml = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/analyze/err/unencodable/sluice.toml"),
+                .join("tests/data/analyze/ok/beyond_u2ffff/sluice.toml"),
         )
         .unwrap();
-        // `echo` has a question of its own (can it match anything?);
-        // `loose` is plainly satisfiable, so none until something pairs
-        // with it. Both hold U+30000 in a field kept in Z3's strings.
+        // Both hold U+30000; `echo` compares lengths.
         let ext = "policy ext version 1.0.0 {\n  \
             rule echo {\n    when tool == \"email.send\" and len(args.body) > len(args.subject) and args.body contains \"\u{30000}\"\n    deny ECHO \"e\"\n  }\n  \
             rule loose {\n    when tool == \"email.send\" and args.body contains \"\u{30000}\"\n    deny LOOSE \"l\"\n  }\n}\n";
         let base: Files = vec![("policies/ext.policy".to_string(), ext.to_string())];
         let full_base = full(&toml, &base);
-        assert_eq!(
-            rules(&full_base.findings),
-            ["analyze::unencodable ext.echo"]
-        );
+        assert_eq!(rules(&full_base.findings), Vec::<String>::new());
         let mut head = base.clone();
         head.push((
             "policies/mail.policy".to_string(),
             "policy mail version 1.0.0 {\n  rule send {\n    when tool == \"email.send\" and agent == \"x\"\n    allow\n  }\n}\n".to_string(),
         ));
         let (got, a) = compare(
-            "an allow next to unencodable denies",
+            "an allow next to denies on characters above U+2FFFF",
             (&toml, &base),
             &full_base,
             (&toml, &head),
         );
-        assert_eq!(rules(&got), ["analyze::unencodable ext.loose"]);
+        let got = rules(&got);
+        assert!(
+            got.iter()
+                .any(|r| r.starts_with("conflict::overridden_allow") && r.contains("mail.send")),
+            "{got:?}"
+        );
+        assert!(got.iter().all(|r| !r.starts_with("analyze::")), "{got:?}");
         assert_eq!(incremental(&a).0, ["mail.send"]);
     }
 }

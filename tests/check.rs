@@ -76,6 +76,22 @@ fn err_fixtures_snapshot() {
     });
 }
 
+/// Warnings of the checker: the set still type-checks.
+#[test]
+fn warn_fixtures_snapshot() {
+    insta::with_settings!({snapshot_path => "../snapshots/check", prepend_module_to_snapshot => false}, {
+        insta::glob!("data/check/warn/*.policy", |path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let (findings, sources, has_set) = check_set(&[(&name, &text)]);
+            assert!(!findings.is_empty());
+            assert!(findings.iter().all(|f| !f.is_error()));
+            assert!(has_set, "warnings leave the set checked");
+            insta::assert_snapshot!(render_human(&findings, &sources, false, 100));
+        });
+    });
+}
+
 #[test]
 fn every_type_error_of_a_file_is_reported() {
     let text =

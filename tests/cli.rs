@@ -421,7 +421,11 @@ fn fmt_check_then_write() {
     write_repo(dir.path(), &[("policies/core.policy", messy)]);
     let o = sluice(dir.path(), &["fmt", "--check"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stdout(&o), "policies/core.policy\n");
+    assert!(
+        stdout(&o).starts_with("--- policies/core.policy\n+++ policies/core.policy (formatted)\n"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("policies/core.policy")).unwrap(),
         messy

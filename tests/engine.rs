@@ -34,7 +34,7 @@ use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
 use tower::ServiceExt;
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-0123";
 
 const TOML: &str = r#"
 [project]
@@ -359,8 +359,20 @@ async fn upload(app: &Router, a: &Artifact) -> Resp {
     .await
 }
 
+/// The owner the tests' route changes name.
+const OWNER: &str = "test-daemon";
+
+/// Sets a route as [`OWNER`], over the version in force (fencing: the
+/// request names its owner and the version it read).
 async fn set_route(app: &Router, route: Value) -> Resp {
-    admin(app, "PUT", "/v1/route", route).await
+    let got = admin(app, "GET", "/v1/route", Value::Null).await;
+    let expect = if got.status == StatusCode::OK {
+        got.json()["version"].as_u64().unwrap()
+    } else {
+        0
+    };
+    let body = json!({"owner": OWNER, "expect": expect, "route": route});
+    admin(app, "PUT", "/v1/route", body).await
 }
 
 /// An engine (on a faulty backend, every fault off) with `artifacts`
@@ -448,6 +460,7 @@ async fn admin_routes_need_the_token() {
         ("GET", format!("/v1/artifacts/{}", a.hash)),
         ("PUT", "/v1/route".to_string()),
         ("GET", "/v1/route".to_string()),
+        ("POST", "/v1/lease".to_string()),
         ("GET", "/v1/stats".to_string()),
         ("GET", "/v1/state".to_string()),
         ("GET", "/v1/approvals".to_string()),
@@ -689,6 +702,136 @@ async fn route_errors_and_get() {
     let got = admin(&app, "GET", "/v1/route", Value::Null).await.json();
     assert_eq!(got["route"], route);
     assert_eq!(got["version"], 1);
+}
+
+/// Fencing (SPEC §6): only the lease holder changes the route, over the
+/// version it read; a lease not renewed lapses on the engine's clock, the
+/// candidate is dropped, and only then may another owner take the engine;
+/// a forced takeover moves the lease.
+#[tokio::test]
+async fn only_the_lease_holder_changes_the_route_and_a_lapsed_lease_drops_the_candidate() {
+    let a = artifact(&[PAY]);
+    let b = artifact(&[PAY, MAIL]);
+    let (h, _sink) = start_faulty(config());
+    let app = router(Arc::clone(&h.engine));
+    upload(&app, &a).await;
+    upload(&app, &b).await;
+    let put = |owner: &str, expect: u64, route: Value| {
+        let body = json!({"owner": owner, "expect": expect, "lease_ms": 30_000, "route": route});
+        let app = app.clone();
+        async move { admin(&app, "PUT", "/v1/route", body).await }
+    };
+    let lease = |owner: &str, force: bool| {
+        let body = json!({"owner": owner, "lease_ms": 30_000, "force": force});
+        let app = app.clone();
+        async move { admin(&app, "POST", "/v1/lease", body).await }
+    };
+    let route_now = || {
+        let app = app.clone();
+        async move { admin(&app, "GET", "/v1/route", Value::Null).await.json() }
+    };
+    let advance = |secs: i64| {
+        h.faults().clock_offset.fetch_add(secs, Ordering::SeqCst);
+    };
+    let canary = json!({"stable": a.hash, "candidate": b.hash, "mode": "split",
+                        "percent": 50.0, "stage": "canary"});
+
+    // A bare route names no owner: refused, nothing set.
+    let r = admin(&app, "PUT", "/v1/route", json!({"stable": a.hash})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["conflict"], "no_owner");
+    assert!(r.error().contains("owner"), "{}", r.error());
+    assert_eq!(
+        admin(&app, "GET", "/v1/route", Value::Null).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // An owner that is not a name: 400.
+    let r = put("", 0, json!({"stable": a.hash})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+
+    // The first owner takes the engine with its first route.
+    let r = put("daemon-a", 0, json!({"stable": a.hash})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["version"], 1);
+    assert_eq!(r.json()["lease"]["owner"], "daemon-a");
+    assert_eq!(route_now().await["lease"]["owner"], "daemon-a");
+
+    // Another owner is refused by name, by route and by lease; nothing moves.
+    let r = put("daemon-b", 1, json!({"stable": b.hash})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let body = r.json();
+    assert_eq!(body["conflict"], "held");
+    assert_eq!(body["owner"], "daemon-a");
+    assert_eq!(body["version"], 1);
+    assert!(
+        r.error().contains("held by daemon `daemon-a`"),
+        "{}",
+        r.error()
+    );
+    let r = lease("daemon-b", false).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["owner"], "daemon-a");
+    assert_eq!(route_now().await["route"]["stable"], a.hash.as_str());
+    assert_eq!(route_now().await["version"], 1);
+
+    // The holder over a version it did not read: refused.
+    let r = put("daemon-a", 0, canary.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["conflict"], "version");
+    assert_eq!(r.json()["version"], 1);
+    // Over the version in force: a canary.
+    let r = put("daemon-a", 1, canary.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["version"], 2);
+
+    // Renewed within the lease, it holds past the first lease's end.
+    advance(20);
+    let r = lease("daemon-a", false).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["expires_in_ms"], 30_000);
+    advance(20);
+    assert!(!h.lapse_lease().await.unwrap());
+    assert_eq!(route_now().await["route"]["candidate"], b.hash.as_str());
+    assert_eq!(route_now().await["lease"]["expires_in_ms"], 10_000);
+
+    // Not renewed: the engine's own watch drops the candidate (stable
+    // alone, a new version) and frees the engine.
+    advance(11);
+    let start = Instant::now();
+    let lapsed = loop {
+        let got = route_now().await;
+        if got["route"]["candidate"].is_null() {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never lapsed: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        lapsed["route"],
+        json!({"stable": a.hash, "hash_key": "session"})
+    );
+    assert_eq!(lapsed["version"], 3);
+    assert!(lapsed["lease"].is_null(), "{lapsed}");
+    let r = eval(&app, pay("bot", 5)).await;
+    assert_eq!(r.json()["cohort"], "stable");
+
+    // Now another owner may take it, over the version it reads.
+    let r = put("daemon-b", 3, json!({"stable": b.hash})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = put("daemon-a", 4, json!({"stable": a.hash})).await;
+    assert_eq!(r.json()["owner"], "daemon-b");
+
+    // An operator's takeover moves the lease at once.
+    let r = lease("operator", true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["owner"], "operator");
+    let r = put("daemon-b", 4, json!({"stable": a.hash})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["owner"], "operator");
 }
 
 #[tokio::test]
@@ -1482,7 +1625,7 @@ async fn hot_swap_under_load_fails_no_request() {
                 let r = client
                     .put(format!("{base}/v1/route"))
                     .bearer_auth(TOKEN)
-                    .json(&route_body(k))
+                    .json(&json!({"owner": OWNER, "expect": k, "route": route_body(k)}))
                     .send()
                     .await
                     .unwrap();
@@ -2034,6 +2177,72 @@ fn engine_command_needs_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin token is required"));
+}
+
+#[test]
+fn engine_command_refuses_tokens_it_could_never_admit() {
+    for (token, says) in [
+        ("tiny-token", "at least 16"),
+        ("ünïcode-token-0123456", "printable ASCII"),
+        ("a token with blanks inside", "printable ASCII"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["engine", "--listen", "127.0.0.1:0"])
+            .env("SLUICE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{token}: {err}");
+        assert!(err.contains(says), "{token}: {err}");
+        assert!(!err.contains(token), "{err}");
+    }
+}
+
+#[test]
+fn a_token_from_a_secret_file_and_a_lowercase_scheme_are_admitted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // As `$(cat secret-file)` would not strip it: a trailing newline.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SLUICE_ADMIN_TOKEN", format!("{TOKEN}\n"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codes = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/v1/stats");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if client.get(&url).send().await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the engine did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut codes = Vec::new();
+        for auth in [
+            format!("Bearer {TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("Bearer {TOKEN}x"),
+        ] {
+            let r = client
+                .get(&url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            codes.push(r.status().as_u16());
+        }
+        codes
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(codes, [200, 200, 401]);
 }
 
 #[test]

@@ -350,14 +350,22 @@ impl Fleet {
         }
     }
 
-    /// Routes engine `i` to stable `hash`; returns the migrations.
+    /// Routes engine `i` to stable `hash`, as the daemon does (fenced: an
+    /// owner and the version in force); returns the migrations.
     async fn route(&self, i: usize, hash: &str) -> Vec<Value> {
+        let (status, now) = self.admin(i, reqwest::Method::GET, "/v1/route", None).await;
+        let expect = if status == 200 {
+            now["version"].as_u64().unwrap()
+        } else {
+            0
+        };
         let (status, body) = self
             .admin(
                 i,
                 reqwest::Method::PUT,
                 "/v1/route",
-                Some(json!({"stable": hash})),
+                Some(json!({"owner": "fleet-state-test", "expect": expect,
+                            "route": {"stable": hash}})),
             )
             .await;
         assert_eq!(status, 200, "{body}");

@@ -10,6 +10,7 @@
 
 mod analyze;
 mod artifact;
+mod authoring;
 mod check;
 mod cli;
 mod demo;
@@ -18,8 +19,10 @@ mod eval;
 mod examples;
 mod fleet_state;
 mod fmt;
+mod messages;
 mod parse;
 mod project;
+mod readme;
 mod reconcile;
 mod report;
 mod rollout;

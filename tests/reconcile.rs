@@ -10,6 +10,13 @@
 //!   moments of two rollouts; every run ends in the same state.
 //! - `faults`: an engine down mid-stage; the git remote gone during a
 //!   rollback.
+//! - `latency`: what the daemon never waits for: the next tick after a
+//!   hook, a hung engine, a hung git server.
+//! - `fencing`: two daemons on one fleet: the second is refused and
+//!   changes nothing; a stale daemon restarted cannot roll the fleet back.
+//!
+//! - `githttp`: a git smart-HTTP server (`git http-backend`) in a process
+//!   of its own, to stop with SIGSTOP.
 //!
 //! - `revert`: what a commit may not change about its own rollout (the
 //!   stable commit's plan and traces gate it), several commits in one
@@ -22,12 +29,15 @@
 //! Every loop is bounded: tests wait for a condition with a deadline.
 
 mod fixture;
+mod githttp;
 
 mod crash;
 mod e2e;
 mod faults;
+mod fencing;
 mod growth;
 mod hooks;
+mod latency;
 mod machine;
 mod notify;
 mod operability;

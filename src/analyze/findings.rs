@@ -98,7 +98,12 @@ pub(super) fn build_findings(
             .with_help(format!(
                 "the condition contradicts itself (for example `x > 5 and x < 3`, a value outside \
                  every `in` list it is also tested against, or an optional field read where \
-                 `not has(...)` says it is absent); fix it or remove the {}",
+                 `not has(...)` says it is absent{}); fix it or remove the {}",
+                if it.limit {
+                    "; a limit applies only when every field of its `by` is present"
+                } else {
+                    ""
+                },
                 it.what()
             )),
         ));
@@ -191,14 +196,8 @@ pub(super) fn build_findings(
                 ia.id, ib.id
             ),
         )
-        .with_label(item_label(
-            ia,
-            format!("sets `{field}` to {}", describe(va)),
-        ))
-        .with_label(item_label(
-            ib,
-            format!("sets `{field}` to {}", describe(vb)),
-        ))
+        .with_label(item_label(ia, sets(ia, field, va)))
+        .with_label(item_label(ib, sets(ib, field, vb)))
         .with_help(
             "both modifications apply, one after the other in policy-name order, so the result \
              depends on how policies are named; give them the same value, or make their \
@@ -207,6 +206,7 @@ pub(super) fn build_findings(
         let claim = Claim::Modify {
             a: ia.id.clone(),
             b: ib.id.clone(),
+            exceeded: ia.limit || ib.limit,
         };
         with_witness(f, witness, claim, findings);
     }
@@ -277,7 +277,7 @@ pub(super) fn build_findings(
             .with_label(item_label(it, "not analysed"))
             .with_help(
                 "conflicts involving it are not looked for; rewrite the condition within what the \
-                 solver handles (characters up to U+2FFFF, regexes of moderate size)",
+                 analysis handles (regexes of moderate size)",
             ),
         ));
     }
@@ -432,6 +432,16 @@ fn deadlock_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pend
 }
 
 /// A modification's value, as written.
+/// What a modification does, for its label (a limit's, once over its
+/// count).
+fn sets(it: &Item<'_>, field: &str, v: &ModifyValue) -> String {
+    if it.limit {
+        format!("sets `{field}` to {} once over its limit", describe(v))
+    } else {
+        format!("sets `{field}` to {}", describe(v))
+    }
+}
+
 fn describe(v: &ModifyValue) -> String {
     match v {
         ModifyValue::Literal(Literal::Int(i)) => i.to_string(),

@@ -50,7 +50,10 @@ impl ToolIndex {
             match dom {
                 None => {}
                 Some(Strs::Any { .. }) => ix.any.push(i),
-                Some(Strs::Some { exact, prefixes }) => {
+                Some(Strs::Some { suffixes, .. }) if !suffixes.is_empty() => ix.any.push(i),
+                Some(Strs::Some {
+                    exact, prefixes, ..
+                }) => {
                     for t in exact {
                         ix.exact.entry(t.clone()).or_default().push(i);
                     }
@@ -71,7 +74,13 @@ impl ToolIndex {
                 out.extend(self.exact.values().flatten().copied());
                 out.extend(self.prefixes.values().flatten().copied());
             }
-            Strs::Some { exact, prefixes } => {
+            Strs::Some { suffixes, .. } if !suffixes.is_empty() => {
+                out.extend(self.exact.values().flatten().copied());
+                out.extend(self.prefixes.values().flatten().copied());
+            }
+            Strs::Some {
+                exact, prefixes, ..
+            } => {
                 for t in exact {
                     out.extend(self.admitting_only(t));
                 }

@@ -4,6 +4,7 @@
 //! paired through the tool index and pruned by the summaries. Nothing here
 //! encodes or solves.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Stats;
@@ -23,7 +24,10 @@ pub(super) struct Item<'s> {
     /// `policy.rule`.
     pub(super) id: String,
     pub(super) limit: bool,
-    pub(super) when: &'s Expr,
+    /// The condition under which it applies: a limit's `when`, and every
+    /// optional field of its `by` present (a limit whose key is missing
+    /// does not apply).
+    pub(super) when: Cow<'s, Expr>,
     pub(super) effect: &'s Effect,
     pub(super) origin: &'s Origin,
     pub(super) summary: Summary,
@@ -45,12 +49,24 @@ pub(super) fn items<'s>(set: &'s PolicySet, schema: &Schema) -> Vec<Item<'s>> {
         let rules = p
             .rules
             .iter()
-            .map(|r| (&r.name, &r.when, &r.effect, &r.origin, false));
-        let limits = p
-            .limits
-            .iter()
-            .map(|l| (&l.name, &l.when, &l.exceed, &l.origin, true));
+            .map(|r| (&r.name, Cow::Borrowed(&r.when), &r.effect, &r.origin, false));
+        let limits = p.limits.iter().map(|l| {
+            let keyed: Vec<Expr> =
+                l.by.iter()
+                    .filter(|f| schema.get(f).is_some_and(|d| d.optional))
+                    .map(|f| Expr::Has(f.clone()))
+                    .collect();
+            let when = if keyed.is_empty() {
+                Cow::Borrowed(&l.when)
+            } else {
+                Cow::Owned(Expr::And(
+                    std::iter::once(l.when.clone()).chain(keyed).collect(),
+                ))
+            };
+            (&l.name, when, &l.exceed, &l.origin, true)
+        });
         for (name, when, effect, origin, limit) in rules.chain(limits) {
+            let summary = summarize(&when, true, schema);
             out.push(Item {
                 policy: pi,
                 policy_name: &p.name,
@@ -60,7 +76,7 @@ pub(super) fn items<'s>(set: &'s PolicySet, schema: &Schema) -> Vec<Item<'s>> {
                 when,
                 effect,
                 origin,
-                summary: summarize(when, true, schema),
+                summary,
             });
         }
     }
@@ -123,7 +139,7 @@ pub(super) fn plan_jobs(
         if it.summary.is_empty() {
             dead.insert(i);
             stats.decided_syntactically += 1;
-        } else if trivially_sat_with(it.when, schema, &mut facts) {
+        } else if trivially_sat_with(&it.when, schema, &mut facts) {
             stats.decided_syntactically += 1;
         } else {
             jobs.push(Job::Dead(i));
@@ -172,7 +188,8 @@ pub(super) fn plan_jobs(
     // Modifications of one field by different policies.
     let mut by_field: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
-        if let (false, Effect::Modify { field, .. }) = (it.limit, it.effect)
+        // A limit's `exceed modify` too: past its count, it modifies.
+        if let Effect::Modify { field, .. } = it.effect
             && !it.summary.is_empty()
         {
             by_field.entry(field.as_str()).or_default().push(i);
@@ -204,7 +221,11 @@ pub(super) fn plan_jobs(
         let targets: Vec<usize> = (0..items.len())
             .filter(|i| {
                 item(*i).is_some_and(|it| {
-                    !it.limit && (it.kind() == DecisionKind::Deny || via_of(it.effect).is_some())
+                    !it.limit
+                        && matches!(
+                            it.kind(),
+                            DecisionKind::Deny | DecisionKind::RequireApproval
+                        )
                 })
             })
             .filter(live)

@@ -41,8 +41,7 @@ impl<'p> Probe<'p> {
     /// A probe on an existing solver (a solver's first query is its
     /// costliest: reuse one across plans on a thread).
     pub fn with_session(plan: &'p Plan, session: Session) -> Probe<'p> {
-        let mut encoder = Encoder::new(plan);
-        encoder.load_patterns(plan.patterns().iter().map(String::as_str));
+        let encoder = Encoder::new(plan);
         Probe {
             encoder,
             session,
@@ -71,8 +70,10 @@ impl<'p> Probe<'p> {
             memo,
             ..
         } = self;
+        let deadline = session.begin();
         let mut strings = BTreeMap::new();
-        let mut refine = |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
+        let mut refine =
+            |m: &z3::Model| step(encoder.refine(m, &needs, memo, deadline), &mut strings);
         Ok(match session.solve(&refs, &mut refine) {
             Verdict::Sat(m) => match encoder.witness(&m, None, &strings) {
                 Ok(r) => Sat::Yes(r),
@@ -106,8 +107,10 @@ impl<'p> Probe<'p> {
             memo,
             ..
         } = self;
+        let deadline = session.begin();
         let mut strings = BTreeMap::new();
-        let mut refine = |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
+        let mut refine =
+            |m: &z3::Model| step(encoder.refine(m, &needs, memo, deadline), &mut strings);
         Ok(match session.covered(&base, &cov, &mut refine) {
             Cover::Covered(used) => Ok(Some(used)),
             Cover::NotCovered(_) => Ok(None),

@@ -104,13 +104,13 @@ fn worker(
         session: Session::new(shared.timeout_ms),
         memo: lang::Memo::default(),
         cache: HashMap::new(),
+        deadline: lang::Deadline::none(),
     };
-    w.encoder
-        .load_patterns(shared.plan.patterns().iter().map(String::as_str));
     let mut local = Vec::new();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(job) = jobs.get(i) else { break };
+        w.deadline = w.session.begin();
         let answer = w.run(job).unwrap_or_else(|a| a);
         local.push((i, answer));
     }
@@ -125,6 +125,8 @@ struct Worker<'a> {
     session: Session,
     memo: lang::Memo,
     cache: HashMap<(usize, Option<Override>), Result<Encoded, EncodeError>>,
+    /// The deadline of the job under way.
+    deadline: lang::Deadline,
 }
 
 /// A solved query: the model with the values of automata-decided strings.
@@ -156,7 +158,7 @@ impl Worker<'_> {
                     let Some(item) = self.shared.items.get(*i) else {
                         return Err(Answer::Unknown("internal: no such rule".into()));
                     };
-                    let e = self.encoder.encode(item.when, *over);
+                    let e = self.encoder.encode(&item.when, *over);
                     self.cache.insert(key, e.clone());
                     e
                 }
@@ -204,10 +206,13 @@ impl Worker<'_> {
             encoder,
             session,
             memo,
+            deadline,
             ..
         } = self;
+        let deadline = *deadline;
         let mut strings = BTreeMap::new();
-        let mut refine = |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
+        let mut refine =
+            |m: &z3::Model| step(encoder.refine(m, &needs, memo, deadline), &mut strings);
         match session.solve(&formulas, &mut refine) {
             Verdict::Sat(m) => Solved::Sat(m, strings),
             Verdict::Unsat => Solved::Unsat,
@@ -271,11 +276,14 @@ impl Worker<'_> {
                         encoder,
                         session,
                         memo,
+                        deadline,
                         ..
                     } = &mut *self;
+                    let deadline = *deadline;
                     let mut strings = BTreeMap::new();
-                    let mut refine =
-                        |m: &z3::Model| step(encoder.refine(m, &needs, memo), &mut strings);
+                    let mut refine = |m: &z3::Model| {
+                        step(encoder.refine(m, &needs, memo, deadline), &mut strings)
+                    };
                     match session.covered(&base, &cov, &mut refine) {
                         Cover::NotCovered(_) => None,
                         Cover::Unknown(r) => return Ok(Answer::Unknown(r)),

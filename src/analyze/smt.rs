@@ -13,21 +13,20 @@
 //!   `tool`, `agent`, `org`) → an integer *code*: code `i` is the `i`-th
 //!   literal of that field in the whole set, any other code is a string no
 //!   rule mentions. Exact, and cheap for Z3.
-//! - `string` read only by tests against literals (`starts_with`,
-//!   `ends_with`, `contains`, `matches`, `len(s) op N` too) → one boolean per
-//!   distinct test ([`lang::Atom`](crate::analyze::lang::Atom)). Whether the tests a model sets true and
-//!   false can hold together for one string is decided by automata
-//!   ([`Encoder::refine`]); when they cannot, Z3 gets a clause that rules
-//!   that combination out, and is asked again (lazy SMT).
-//!   A string compared with another string field (`a == b`, `a != b`) is
-//!   decided the same way: the comparison is one more boolean, fields that
-//!   the model makes equal share one value, and fields it makes different
-//!   get different values.
-//! - any other `string` (its `len` compared with a field or another `len`,
-//!   or a length beyond [`lang::MAX_LEN`](crate::analyze::lang::MAX_LEN), and every string compared with
-//!   it) → a Z3 string; `matches` becomes a regex membership (translated by
-//!   `regex`, parsed by Z3: on 4.8.12 that is the only way to reach
-//!   `re.allchar` and non-ASCII ranges).
+//! - any other `string` (read by `starts_with`, `ends_with`, `contains`,
+//!   `matches`, compared with another string field, or its `len` read) →
+//!   one boolean per distinct test against a literal
+//!   ([`lang::Atom`](crate::analyze::lang::Atom)), and an integer
+//!   `len!field` when its length is read. Whether the tests a model sets
+//!   true and false can hold together for one string of the model's
+//!   length is decided by automata ([`Encoder::refine`]); when they cannot,
+//!   Z3 gets a clause that rules that combination out (or that confines
+//!   the length to the lengths those tests allow), and is asked again (lazy
+//!   SMT). A string compared with another string field (`a == b`, `a != b`)
+//!   is decided the same way: the comparison is one more boolean, fields
+//!   that the model makes equal share one value (and one length), and
+//!   fields it makes different get different values. No string is ever a
+//!   Z3 string: every character, U+E0000 included, is decided exactly.
 //! - `set<string>` → one boolean per literal the set's rules test with
 //!   `contains` ("the set holds this literal") and an integer length; a
 //!   query that reads the set asserts `len ≥ Σ members`. The other elements
@@ -61,7 +60,6 @@ use z3::ast::Bool;
 
 pub use self::encoder::Encoder;
 pub use self::plan::{FieldPlan, Plan, Repr};
-pub use self::value::z3_literal;
 
 /// Why a condition could not be encoded. The rule is then left out of the
 /// analysis and reported (`analyze::unencodable`).
@@ -69,8 +67,6 @@ pub use self::value::z3_literal;
 pub enum EncodeError {
     #[error("field `{0}` is not in the schema")]
     UnknownField(String),
-    #[error("`{0}` holds a character above U+2FFFF, beyond the solver's strings")]
-    Unrepresentable(String),
     #[error("regex `{pattern}`: {reason}")]
     Regex { pattern: String, reason: String },
     #[error("{0}")]
@@ -97,6 +93,8 @@ pub struct Needs {
     langs: BTreeMap<usize, BTreeSet<usize>>,
     /// Comparisons between automata-decided fields (`Plan::pairs`).
     eqs: BTreeSet<(usize, usize)>,
+    /// Automata-decided fields whose length is read.
+    lens: BTreeSet<usize>,
 }
 
 impl Needs {
@@ -115,6 +113,7 @@ impl Needs {
                 .extend(tests.iter().copied());
         }
         self.eqs.extend(other.eqs.iter().copied());
+        self.lens.extend(other.lens.iter().copied());
     }
 }
 

@@ -1,5 +1,14 @@
-//! Solving: one Z3 solver per thread, reused with push/pop, a timeout on
-//! every query. Formulas come from `smt`; nothing here knows about policies.
+//! Solving: one Z3 solver per thread, reused with push/pop, a deadline on
+//! every question. Formulas come from `smt`; nothing here knows about
+//! policies.
+//!
+//! The timeout bounds the wall time of a whole question
+//! ([`Session::begin`]): every solver call is given what is left of it as
+//! Z3's own `timeout`, the string refinement between calls stops at the
+//! same deadline, and a question out of time is `unknown` with a message
+//! that names the timeout only — never the reason Z3 gave (`timeout`,
+//! `canceled`), which varies from run to run and would make the same open
+//! question read differently at two revisions.
 //!
 //! Z3 terms are bound to the thread that created them (the `z3` crate uses a
 //! thread-local context), so a [`Session`] never leaves its thread, and a
@@ -17,6 +26,8 @@
 
 use z3::ast::Bool;
 use z3::{Model, Params, SatResult, Solver};
+
+use super::lang::Deadline;
 
 /// The answer to one satisfiability query.
 #[derive(Debug)]
@@ -60,12 +71,17 @@ const MAX_ROUNDS: usize = 500;
 pub struct Session {
     solver: Solver,
     timeout_ms: u32,
+    /// Z3's own timeout as last set.
+    z3_timeout: u32,
+    /// The deadline of the question under way.
+    deadline: Option<Deadline>,
     queries: u64,
     rounds: u64,
 }
 
 impl Session {
-    /// A solver whose every query stops after `timeout_ms` milliseconds.
+    /// A solver whose every question stops after `timeout_ms` milliseconds
+    /// of wall time.
     pub fn new(timeout_ms: u32) -> Session {
         let solver = Solver::new();
         let mut params = Params::new();
@@ -74,9 +90,39 @@ impl Session {
         Session {
             solver,
             timeout_ms,
+            z3_timeout: timeout_ms.max(1),
+            deadline: None,
             queries: 0,
             rounds: 0,
         }
+    }
+
+    /// Starts a question: every query until the next `begin` shares one
+    /// deadline, `timeout_ms` from now, which is returned for the string
+    /// refinement to stop at too.
+    pub fn begin(&mut self) -> Deadline {
+        if self.z3_timeout != self.timeout_ms.max(1) {
+            self.set_z3_timeout(self.timeout_ms.max(1));
+        }
+        let d = Deadline::after(self.timeout_ms.max(1));
+        self.deadline = Some(d);
+        d
+    }
+
+    /// The deadline of the question under way (a new question when none
+    /// was begun).
+    fn deadline(&mut self) -> Deadline {
+        match self.deadline {
+            Some(d) => d,
+            None => self.begin(),
+        }
+    }
+
+    fn set_z3_timeout(&mut self, ms: u32) {
+        let mut params = Params::new();
+        params.set_u32("timeout", ms);
+        self.solver.set_params(&params);
+        self.z3_timeout = ms;
     }
 
     /// The timeout of every query.
@@ -165,9 +211,22 @@ impl Session {
         kept
     }
 
-    /// Checks (under `assumptions`) until `refine` accepts a model.
+    /// Checks (under `assumptions`) until `refine` accepts a model, or the
+    /// question's deadline passes.
     fn rounds_of(&mut self, assumptions: &[Bool], refine: &mut Refine<'_>) -> Round {
+        let deadline = self.deadline();
         for _ in 0..MAX_ROUNDS {
+            let left = deadline.remaining_ms().unwrap_or(self.timeout_ms);
+            if left == 0 {
+                return Round::Unknown(deadline.reason());
+            }
+            // Z3's own timeout is lowered only once a question has used a
+            // quarter of its time (setting parameters costs more than most
+            // queries take), so no call outlives the deadline by more than
+            // a quarter of the timeout.
+            if left.saturating_add(self.timeout_ms / 4) < self.z3_timeout {
+                self.set_z3_timeout(left.max(1));
+            }
             self.rounds += 1;
             let result = if assumptions.is_empty() {
                 self.solver.check()
@@ -176,7 +235,7 @@ impl Session {
             };
             match result {
                 SatResult::Unsat => return Round::Unsat,
-                SatResult::Unknown => return Round::Unknown(self.reason()),
+                SatResult::Unknown => return Round::Unknown(self.reason(deadline)),
                 SatResult::Sat => {
                     let Some(model) = self.solver.get_model() else {
                         return Round::Unknown("the solver answered sat without a model".into());
@@ -207,13 +266,25 @@ impl Session {
         s.to_string()
     }
 
-    fn reason(&self) -> String {
+    /// Why the solver answered `unknown`: out of time (whatever Z3 calls
+    /// it), or the reason it gave.
+    fn reason(&self, deadline: Deadline) -> String {
+        let out_of_time = |r: &str| {
+            [
+                "timeout",
+                "canceled",
+                "cancelled",
+                "interrupted",
+                "resource",
+            ]
+            .iter()
+            .any(|w| r.contains(w))
+        };
         match self.solver.get_reason_unknown() {
-            Some(r) if r.contains("timeout") || r.contains("canceled") => {
-                format!("no answer within {} ms ({r})", self.timeout_ms)
-            }
-            Some(r) => r,
-            None => "unknown".to_string(),
+            Some(r) if out_of_time(&r) || deadline.passed() => deadline.reason(),
+            None if deadline.passed() => deadline.reason(),
+            Some(r) => format!("the solver gave up ({r})"),
+            None => "the solver gave up".to_string(),
         }
     }
 }

@@ -16,7 +16,9 @@ use super::run::Witnessed;
 use crate::compile::artifact::{Artifact, FORMAT_VERSION};
 use crate::diagnostic::{Finding, Label};
 use crate::eval::Evaluator;
-use crate::eval::state::MemoryLimitStore;
+use crate::eval::state::{
+    CounterEntry, LimitKey, LimitStore, MemoryLimitStore, StateError, Window,
+};
 use crate::model::ir::{DecisionKind, Origin, PolicySet};
 use crate::model::schema::Schema;
 
@@ -80,14 +82,23 @@ impl Replay {
     /// Decodes and evaluates a witness (limits read, not counted, from empty
     /// counters).
     pub fn run(&self, request: &serde_json::Value) -> Result<Run, String> {
+        self.run_on(request, &MemoryLimitStore::new())
+    }
+
+    /// Evaluates a witness with every counter full: each limit it matches
+    /// is exceeded (a claim about a limit's `exceed` effect).
+    pub fn run_exceeded(&self, request: &serde_json::Value) -> Result<Run, String> {
+        self.run_on(request, &Full)
+    }
+
+    fn run_on(&self, request: &serde_json::Value, store: &dyn LimitStore) -> Result<Run, String> {
         let req = self
             .evaluator
             .decode(request)
             .map_err(|e| format!("the witness is not a valid request: {e}"))?;
-        let store = MemoryLimitStore::new();
         let out = self
             .evaluator
-            .evaluate_dry_run(&req, 0, &store)
+            .evaluate_dry_run(&req, 0, store)
             .map_err(|e| e.to_string())?;
         let matched = self
             .evaluator
@@ -139,8 +150,13 @@ pub(crate) fn mismatch(original: &Finding, why: &str) -> Finding {
 pub(super) enum Claim {
     /// `allow` matches, `other` matches, the decision is not allow.
     Overridden { allow: String, others: Vec<String> },
-    /// Both modify.
-    Modify { a: String, b: String },
+    /// Both modify (with every counter full when one is a limit: its
+    /// `exceed` modifies).
+    Modify {
+        a: String,
+        b: String,
+        exceeded: bool,
+    },
     /// `from` matches `original` without a deny; `to` matches the approval
     /// request, which is denied or needs approval.
     Deadlock {
@@ -148,6 +164,31 @@ pub(super) enum Claim {
         to: String,
         original: Json,
     },
+}
+
+/// Counters that are all full: every limit a request matches is exceeded.
+struct Full;
+
+impl LimitStore for Full {
+    fn try_acquire(&self, _: LimitKey<'_>, _: Window, _: u64) -> Result<bool, StateError> {
+        Ok(false)
+    }
+
+    fn count(&self, _: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
+        Ok(u64::MAX)
+    }
+
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn put(&self, _: &CounterEntry) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn remove_limit(&self, _: &str) -> Result<usize, StateError> {
+        Ok(0)
+    }
 }
 
 /// A finding on its way out, with what its witness must show.
@@ -196,7 +237,11 @@ pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
             out.push(finding);
             continue;
         };
-        let run = match replay.run(&w) {
+        let run = match &claim {
+            Claim::Modify { exceeded: true, .. } => replay.run_exceeded(&w),
+            _ => replay.run(&w),
+        };
+        let run = match run {
             Ok(r) => r,
             Err(e) => {
                 out.push(mismatch(&finding, &e));
@@ -207,7 +252,7 @@ pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
             Claim::Overridden { allow, others } => std::iter::once(allow.as_str())
                 .chain(others.iter().map(String::as_str))
                 .collect(),
-            Claim::Modify { a, b } => vec![a, b],
+            Claim::Modify { a, b, .. } => vec![a, b],
             Claim::Deadlock { to, .. } => vec![to],
         };
         finding.witness_decisions = Some(run.decisions(ids));
@@ -234,7 +279,7 @@ fn check_claim(claim: &Claim, run: &Run, replay: &Replay) -> Option<String> {
             }
             None
         }
-        Claim::Modify { a, b } => [a, b]
+        Claim::Modify { a, b, .. } => [a, b]
             .into_iter()
             .find(|x| !run.matches(x))
             .map(|x| format!("`{x}` does not match it")),

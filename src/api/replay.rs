@@ -23,6 +23,9 @@ pub enum Verdict {
 pub struct CaseResult {
     pub file: String,
     pub line: usize,
+    /// The case's name, when its author gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub verdict: Verdict,
     pub expect: DecisionKind,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -67,7 +67,8 @@ impl Cohort {
     }
 }
 
-/// The route as `PUT /v1/route` takes it and `GET /v1/route` returns it.
+/// The route as `PUT /v1/route` takes it (inside an
+/// [`crate::api::lease::RouteRequest`]) and `GET /v1/route` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
@@ -102,6 +103,18 @@ pub struct RouteInForce {
     /// Seconds since the epoch.
     pub since: u64,
     pub route: RouteSpec,
+    /// The owner's lease, while one is held (see [`crate::api::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInForce>,
+}
+
+/// The lease in force, as `GET /v1/route` and `POST /v1/lease` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInForce {
+    pub owner: String,
+    pub lease_ms: u64,
+    /// How long until it lapses unless renewed.
+    pub expires_in_ms: u64,
 }
 
 fn default_hash_key() -> String {

@@ -14,6 +14,13 @@ use crate::api::route::RouteSpec;
 /// What `GET /v1/status` answers and `sluice status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// This daemon's identity: the owner its engine leases name.
+    #[serde(default)]
+    pub identity: String,
+    /// Set while another daemon holds engines of this fleet: who holds
+    /// which, and that this daemon changes nothing meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
     pub repo: String,
     pub branch: String,
     /// The branch head as last fetched.
@@ -99,9 +106,13 @@ pub struct CandidateStatus {
 pub struct EngineStatus {
     pub url: String,
     pub reachable: bool,
-    /// On the route the state asks for.
+    /// On the route the state asks for, and held by this daemon.
     pub on_route: bool,
     pub route: Option<RouteSpec>,
+    /// The daemon holding the engine's lease, as last read (`null`: free or
+    /// unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub error: Option<String>,
 }
 

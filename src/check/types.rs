@@ -75,6 +75,23 @@ pub(super) fn check_policy(
                 }
                 for b in &l.by {
                     match c.field(&b.node, b.span) {
+                        Some(decl)
+                            if decl.optional && !requires_field(l.when.as_ref(), &b.node) =>
+                        {
+                            let path = decl.path.clone();
+                            let f = Finding::new(
+                                Code::LimitOptionalKey,
+                                format!(
+                                    "limit `{}` counts by `{path}`, an optional field: requests without it are never limited",
+                                    l.name.node
+                                ),
+                            )
+                            .with_label(c.label(b.span).with_message("optional field"))
+                            .with_help(format!(
+                                "count by a required field (such as `agent`), or add `has({path})` to the condition to say that requests without it go unlimited"
+                            ));
+                            c.errors.push(f);
+                        }
                         Some(decl) if decl.ty == Type::StrSet => c.mismatch(
                             b.span,
                             format!(
@@ -91,6 +108,29 @@ pub(super) fn check_policy(
         }
     }
     c.errors
+}
+
+/// Whether a condition can hold only when `field` is present: one of its
+/// top-level conjuncts is `has(field)` or an atom that reads it (an atom
+/// that reads an absent field is false).
+fn requires_field(when: Option<&ast::Expr>, field: &ast::Path) -> bool {
+    let Some(e) = when else {
+        return false;
+    };
+    let reads = |t: &ast::Term| match &t.node {
+        TermKind::Field(p) => p == field,
+        TermKind::Len(p) => p.node == *field,
+        TermKind::Lit(_) => false,
+    };
+    match &e.node {
+        ExprKind::And(parts) => parts.iter().any(|p| requires_field(Some(p), field)),
+        ExprKind::Paren(inner) => requires_field(Some(inner), field),
+        ExprKind::Has(p) => p.node == *field,
+        ExprKind::Cmp { lhs, rhs, .. } | ExprKind::Str { lhs, rhs, .. } => reads(lhs) || reads(rhs),
+        ExprKind::In { lhs, .. } => reads(lhs),
+        ExprKind::Term(t) => reads(t),
+        ExprKind::Or(_) | ExprKind::Not(_) => false,
+    }
 }
 
 /// The type of a term, and whether it is a literal.
@@ -115,15 +155,34 @@ impl Checker<'_> {
 
     /// Looks a field up, reporting `type::unknown_field` when it is not declared.
     fn field(&mut self, path: &ast::Path, span: Span) -> Option<&ir::FieldDecl> {
+        self.field_or_value(path, span, false)
+    }
+
+    /// [`Self::field`] for an operand compared with a string field, where an
+    /// unknown name is most likely a value its author forgot to quote
+    /// (`args.branch == main`): the help says so first.
+    fn field_or_value(
+        &mut self,
+        path: &ast::Path,
+        span: Span,
+        string_context: bool,
+    ) -> Option<&ir::FieldDecl> {
         let schema = self.schema;
         match schema.get(path.as_str()) {
             Some(d) => Some(d),
             None => {
-                let help = match schema.closest(path.as_str()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!(
-                        "declare it under [schema] in sluice.toml, e.g. `\"{}\" = \"string\"`",
-                        path.as_str()
+                let name = path.as_str();
+                let help = match (string_context, schema.closest(name)) {
+                    (true, Some(c)) => format!(
+                        "strings are double-quoted: did you mean the value `\"{name}\"`? (or the field `{c}`)"
+                    ),
+                    (true, None) => format!(
+                        "strings are double-quoted: did you mean the value `\"{name}\"`? \
+                         Unquoted, `{name}` is read as a field name"
+                    ),
+                    (false, Some(c)) => format!("did you mean `{c}`?"),
+                    (false, None) => format!(
+                        "declare it under [schema] in sluice.toml, e.g. `\"{name}\" = \"string\"`"
                     ),
                 };
                 let f = Finding::new(
@@ -139,9 +198,17 @@ impl Checker<'_> {
     }
 
     fn term(&mut self, t: &ast::Term) -> Option<Typed> {
+        self.term_beside(t, None)
+    }
+
+    /// The type of a term written beside `other` (the other operand of a
+    /// comparison): an unknown name beside a string field or literal is
+    /// most likely an unquoted value.
+    fn term_beside(&mut self, t: &ast::Term, other: Option<&ast::Term>) -> Option<Typed> {
         match &t.node {
             TermKind::Field(p) => {
-                let ty = self.field(p, t.span).map(|d| d.ty);
+                let string_context = other.is_some_and(|o| self.is_string(o));
+                let ty = self.field_or_value(p, t.span, string_context).map(|d| d.ty);
                 ty.map(|ty| Typed { ty, literal: false })
             }
             TermKind::Len(p) => {
@@ -208,8 +275,8 @@ impl Checker<'_> {
                 }
             }
             ExprKind::Cmp { op, lhs, rhs } => {
-                let lt = self.term(lhs);
-                let rt = self.term(rhs);
+                let lt = self.term_beside(lhs, Some(rhs));
+                let rt = self.term_beside(rhs, Some(lhs));
                 if let (Some(lt), Some(rt)) = (lt, rt) {
                     if lt.ty == Type::StrSet || rt.ty == Type::StrSet {
                         self.mismatch(
@@ -250,6 +317,19 @@ impl Checker<'_> {
             }
             ExprKind::In { lhs, list } => self.in_list(lhs, list),
             ExprKind::Str { op, lhs, rhs } => self.str_op(e.span, *op, lhs, rhs),
+        }
+    }
+
+    /// Whether a term is a string: a string literal or a declared string
+    /// field (reports nothing).
+    fn is_string(&self, t: &ast::Term) -> bool {
+        match &t.node {
+            TermKind::Lit(l) => l.ty() == Type::Str,
+            TermKind::Field(p) => self
+                .schema
+                .get(p.as_str())
+                .is_some_and(|d| d.ty == Type::Str),
+            TermKind::Len(_) => false,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::tree::{self, Traces};
 pub enum CheckFormat {
     /// Diagnostics with source snippets (miette).
     Human,
-    /// One JSON document (SPEC §3).
+    /// One JSON document: the findings and a summary.
     Json,
     /// A SARIF 2.1.0 log, for code scanning.
     Sarif,
@@ -128,6 +128,9 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
             }
             let excerpt: String = message.chars().take(200).collect();
             anyhow::bail!("the engine at `{endpoint}` answered {status}: {excerpt}")
+        }
+        Err(e @ EngineError::Fenced(_)) => {
+            anyhow::bail!("the engine at `{endpoint}` refused the request: {e}")
         }
         Err(EngineError::Decode { source }) => anyhow::bail!(
             "the engine at `{endpoint}` did not answer with a live-state document: {source}"
@@ -237,6 +240,35 @@ pub(super) fn load_artifact(
     }
 }
 
+/// The artifact that `eval`, `explain` and `test` evaluate with: built from
+/// a set that type-checks, also when the conflict analysis reports errors
+/// (a warning says so: such a set cannot be compiled for an engine, but its
+/// author needs to see what it decides to fix it). Findings go to standard
+/// error; `None` when the set has other errors.
+pub(super) fn evaluable_artifact(files: &tree::RepoSources) -> anyhow::Result<Option<Artifact>> {
+    let mut checked = pipeline::check_unanalysed(&files.project, &files.policies);
+    let before_analysis = checked.artifact(None);
+    checked.analyze(&crate::analyze::Options::default());
+    print_findings(&checked.findings, &checked.sources);
+    match before_analysis {
+        Some(artifact) => {
+            let artifact = artifact.context("building the artifact")?;
+            let (errors, _) = Summary::count(&checked.findings);
+            if errors > 0 {
+                eprintln!(
+                    "warning: the policy set has {errors} conflict error(s) (above): evaluating it anyway; `sluice compile` and a rollout refuse it until they are fixed"
+                );
+            }
+            Ok(Some(artifact))
+        }
+        None => {
+            let (errors, _) = Summary::count(&checked.findings);
+            eprintln!("the policy set has {errors} error(s): run `sluice check` for details");
+            Ok(None)
+        }
+    }
+}
+
 pub(super) fn cmd_compile(
     repo_dir: &Path,
     output: Option<&Path>,
@@ -292,7 +324,7 @@ pub(super) fn cmd_fmt(repo_dir: &Path, check: bool, files: &[PathBuf]) -> anyhow
             Ok(text) if result.changed => {
                 changed += 1;
                 if check {
-                    println!("{}", file.name);
+                    print!("{}", crate::fmt::diff(&file.name, &file.text, &text));
                 } else {
                     std::fs::write(path, text)
                         .with_context(|| format!("writing `{}`", path.display()))?;

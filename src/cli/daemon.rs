@@ -40,6 +40,21 @@ pub struct ReconcileArgs {
     /// How long one engine call may take.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+    /// How long an engine's lease lasts without renewal (renewed every third
+    /// of it): past it, the engine drops the candidate and serves stable
+    /// alone, and another daemon may take it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
+    /// How long a git fetch or push may go unanswered before it is given up
+    /// and shown in status (the daemon never waits for git: rollbacks go on
+    /// while the remote hangs).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub git_timeout: std::time::Duration,
+    /// Take every engine's lease at start, even from another daemon (an
+    /// operator's takeover of a fleet whose daemon is gone or must give it
+    /// up). Use it once: a daemon restarted with it takes the fleet again.
+    #[arg(long)]
+    pub take_over: bool,
     /// A file holding the control API's operator token (commands, the git
     /// hook, status), so that operators need not hold the engines' admin
     /// token. SLUICE_OPERATOR_TOKEN holds the token itself.
@@ -171,11 +186,18 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+    let admin_token = match crate::engine::http::secret("the admin token", &args.admin_token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    };
     let mut config = crate::reconcile::Config::new(
         &repo.to_string_lossy(),
         args.state_dir,
         args.engines,
-        &args.admin_token,
+        &admin_token,
     );
     config.branch = args.branch;
     config.interval = args.interval;
@@ -183,6 +205,9 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.decision_log = args.decision_log;
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;
+    config.lease = args.lease;
+    config.take_over = args.take_over;
+    config.git_timeout = args.git_timeout;
     let creds = (
         credential(
             "the operator token",

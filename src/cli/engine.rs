@@ -129,6 +129,8 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         .admin_token
         .filter(|t| !t.is_empty())
         .context("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")?;
+    let token =
+        crate::engine::http::secret("the admin token", &token).map_err(anyhow::Error::msg)?;
     for (name, rate) in [
         ("--breaker-error-rate", args.breaker_error_rate),
         ("--breaker-slow-rate", args.breaker_slow_rate),

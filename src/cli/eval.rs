@@ -11,9 +11,11 @@ use anyhow::Context as _;
 use super::{Exit, Format};
 use crate::api::evaluate::EvalResponse;
 use crate::eval::Evaluator;
+use crate::eval::explain::Explanation;
 use crate::eval::response::ResponseContext;
 use crate::eval::state::MemoryLimitStore;
 use crate::model::ir::DecisionKind;
+use crate::tree::{self, Traces};
 
 /// The requests of an eval input: one JSON document, or JSON lines. Each item
 /// is (line number, parsed JSON or the parse error).
@@ -39,13 +41,40 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn print_response_human(out: &mut impl Write, resp: &EvalResponse) -> std::io::Result<()> {
-    let default = if resp.reasons.is_empty() {
-        "  (no rule matched: project default)"
+/// A decision as `sluice eval` prints it: the decision, every reason, the
+/// values the modifications set, and for a default decision the rule that
+/// came closest to matching (from `explanation`).
+fn print_response_human(
+    out: &mut impl Write,
+    resp: &EvalResponse,
+    explanation: &Explanation,
+) -> std::io::Result<()> {
+    if resp.reasons.is_empty() {
+        writeln!(
+            out,
+            "{}  (no rule matched: the project default)",
+            resp.decision.as_str()
+        )?;
+        match explanation.closest() {
+            Some(c) => writeln!(
+                out,
+                "  closest: {}.{} ({} {}), {} of {} conditions held; {}",
+                c.policy,
+                c.rule,
+                c.kind,
+                c.effect.as_str(),
+                c.held,
+                c.conjuncts,
+                c.why_not.as_deref().unwrap_or("")
+            )?,
+            None => writeln!(
+                out,
+                "  no rule or limit about this tool has a part of its condition that holds"
+            )?,
+        }
     } else {
-        ""
-    };
-    writeln!(out, "{}{default}", resp.decision.as_str())?;
+        writeln!(out, "{}", resp.decision.as_str())?;
+    }
     for r in &resp.reasons {
         let code = r.code.as_deref().unwrap_or("");
         let text = r
@@ -57,9 +86,14 @@ fn print_response_human(out: &mut impl Write, resp: &EvalResponse) -> std::io::R
         writeln!(out, "  {:<40} {:<17} {code}{text}", rule, r.effect.as_str())?;
     }
     for m in &resp.modifications {
+        let value = resp
+            .request
+            .as_ref()
+            .and_then(|r| m.field.split('.').try_fold(r, |v, k| v.get(k)))
+            .map_or_else(|| "(absent)".to_string(), ToString::to_string);
         writeln!(
             out,
-            "  modified {} ({}.{} {})",
+            "  modified {} = {value}  ({}.{} {})",
             m.field, m.policy, m.rule, m.code
         )?;
     }
@@ -69,21 +103,132 @@ fn print_response_human(out: &mut impl Write, resp: &EvalResponse) -> std::io::R
     Ok(())
 }
 
+/// The text of a request argument: a file, or standard input for `-`.
+fn read_input(input: &Path) -> anyhow::Result<String> {
+    if input == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading standard input")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(input).with_context(|| format!("reading `{}`", input.display()))
+    }
+}
+
+/// `sluice explain`: one request, every rule and limit with why it matched
+/// or not, the modified values and the decision.
+pub(super) fn cmd_explain(
+    repo_dir: &Path,
+    input: &Path,
+    format: Format,
+    all: bool,
+    now: Option<u64>,
+) -> anyhow::Result<Exit> {
+    let text = read_input(input)?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not one JSON request", input.display()))?;
+    let files = tree::fs::load(repo_dir, Traces::Skip)?;
+    let Some(artifact) = super::check::evaluable_artifact(&files)? else {
+        return Ok(Exit::Findings);
+    };
+    let evaluator = Evaluator::new(&artifact).context("loading the artifact")?;
+    let req = evaluator
+        .decode(&json)
+        .with_context(|| format!("`{}` is not a valid request", input.display()))?;
+    let limits = MemoryLimitStore::new();
+    let explanation = evaluator.explain(&req, now.unwrap_or_else(now_secs), &limits)?;
+    let tool = req
+        .get_path(evaluator.schema(), crate::eval::TOOL_FIELD)
+        .and_then(|v| match v {
+            crate::eval::request::FieldValue::Str(s) => Some(s.clone()),
+            _ => None,
+        });
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&explanation).context("rendering")?;
+            writeln!(out, "{s}")?;
+        }
+        Format::Human => {
+            // Checks that cannot be about this tool fail on their `tool`
+            // atom: listed only with `--all`.
+            let mut hidden = 0;
+            for c in &explanation.checks {
+                let other_tool = c.other_tool;
+                if other_tool && !all {
+                    hidden += 1;
+                    continue;
+                }
+                let mark = if c.contributes {
+                    "✓"
+                } else if c.matched {
+                    "·"
+                } else {
+                    "✗"
+                };
+                let code = c
+                    .code
+                    .as_deref()
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{mark} {} {}.{} → {}{code}",
+                    c.kind,
+                    c.policy,
+                    c.rule,
+                    c.effect.as_str()
+                )?;
+                if let Some(w) = &c.why_not {
+                    writeln!(out, "    not matched: {w}")?;
+                } else if let Some(l) = &c.limit {
+                    writeln!(out, "    matched; limit {l}")?;
+                } else {
+                    writeln!(out, "    matched")?;
+                }
+            }
+            if hidden > 0 {
+                writeln!(
+                    out,
+                    "({hidden} rule(s) and limit(s) for other tools than {} not shown: `--all` shows them)",
+                    tool.as_deref()
+                        .map_or("this one".to_string(), |t| format!("`{t}`"))
+                )?;
+            }
+            for m in &explanation.modified {
+                writeln!(
+                    out,
+                    "modified {} = {}  ({} {})",
+                    m.field, m.value, m.by, m.code
+                )?;
+            }
+            if explanation.default {
+                write!(
+                    out,
+                    "decision: {} (no rule matched: the project default",
+                    explanation.decision.as_str()
+                )?;
+                match explanation.closest() {
+                    Some(c) => writeln!(out, "; closest: {}.{})", c.policy, c.rule)?,
+                    None => writeln!(out, ")")?,
+                }
+            } else {
+                writeln!(out, "decision: {}", explanation.decision.as_str())?;
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 pub(super) fn cmd_eval(
     repo_dir: &Path,
     input: &Path,
     format: Format,
     now: Option<u64>,
 ) -> anyhow::Result<Exit> {
-    let text = if input == Path::new("-") {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .context("reading standard input")?;
-        s
-    } else {
-        std::fs::read_to_string(input).with_context(|| format!("reading `{}`", input.display()))?
-    };
-    let Some((_, artifact)) = super::check::load_artifact(repo_dir, None)? else {
+    let text = read_input(input)?;
+    let files = tree::fs::load(repo_dir, Traces::Skip)?;
+    let Some(artifact) = super::check::evaluable_artifact(&files)? else {
         return Ok(Exit::Findings);
     };
     let evaluator = Evaluator::new(&artifact).context("loading the artifact")?;
@@ -126,7 +271,9 @@ pub(super) fn cmd_eval(
                 writeln!(out, "{s}").context("writing the response")?;
             }
             Format::Human => {
-                print_response_human(&mut out, &resp).context("writing the response")?
+                let explanation = evaluator.explain(&req, now, &MemoryLimitStore::new())?;
+                print_response_human(&mut out, &resp, &explanation)
+                    .context("writing the response")?
             }
         }
     }

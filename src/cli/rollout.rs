@@ -129,6 +129,12 @@ pub fn render_status(s: &Status) -> String {
     let mut o = String::new();
     let head = s.head.as_deref().map_or("unknown", short::hash);
     let _ = writeln!(o, "branch {} of {} at {head}", s.branch, s.repo);
+    if !s.identity.is_empty() {
+        let _ = writeln!(o, "daemon: {}", s.identity);
+    }
+    if let Some(f) = &s.fenced {
+        let _ = writeln!(o, "FENCED: {f}");
+    }
     if let Some(e) = &s.git_error {
         let _ = writeln!(o, "  git: {e}");
     }
@@ -289,6 +295,8 @@ pub fn render_status(s: &Status) -> String {
     for e in &s.engines {
         let what = if !e.reachable {
             format!("unreachable: {}", e.error.as_deref().unwrap_or("no answer"))
+        } else if let Some(owner) = e.owner.as_ref().filter(|o| **o != s.identity) {
+            format!("held by daemon {owner}")
         } else if e.on_route {
             "on route".to_string()
         } else {

@@ -86,6 +86,12 @@ codes! {
         "sluice.toml is invalid.",
         "Fix the marked setting; the message says what is allowed there.",
     ));
+    /// A limit counted by an optional field: requests without it are never
+    /// limited.
+    LimitOptionalKey = "limit::optional_key", Warning, Some((
+        "A limit counts by an optional field: requests that do not carry it are never limited.",
+        "Count by a required field, or add `has(field)` to the limit's condition to say that requests without it are meant to go unlimited.",
+    ));
     /// A `requires` that no policy of the set satisfies.
     VersionUnsatisfied = "version::unsatisfied", Error, Some((
         "A `requires` names a policy that is absent or at a version that does not match.",
@@ -184,6 +190,27 @@ impl Code {
     }
 }
 
+/// Where the documentation of the finding codes lives: `SLUICE_DOCS_URL`
+/// when set at build time (whoever publishes `docs/` sets it), else the
+/// `docs/` folder of the source sluice was built from, as a `file://` URL.
+pub const DOCS_URL: &str = match option_env!("SLUICE_DOCS_URL") {
+    Some(url) => url,
+    None => concat!("file://", env!("CARGO_MANIFEST_DIR"), "/docs"),
+};
+
+impl Code {
+    /// The code's anchor in the catalogue `docs/codes.md`:
+    /// `type::unknown_field` → `type-unknown_field`.
+    pub fn anchor(self) -> String {
+        self.as_str().replace("::", "-")
+    }
+
+    /// The address of the code's entry in the catalogue.
+    pub fn doc_url(self) -> String {
+        format!("{DOCS_URL}/codes.md#{}", self.anchor())
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -234,6 +261,7 @@ mod tests {
             let expected = match c.as_str() {
                 "conflict::overridden_allow"
                 | "conflict::dead_rule"
+                | "limit::optional_key"
                 | "state::window_change"
                 | "analyze::unknown"
                 | "analyze::unencodable"

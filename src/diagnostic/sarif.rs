@@ -73,6 +73,7 @@ fn rule(code: Code, severity: Severity) -> Value {
         "id": code,
         "shortDescription": {"text": description},
         "fullDescription": {"text": description},
+        "helpUri": code.doc_url(),
         "defaultConfiguration": {"level": level(severity)},
         "properties": {"tags": ["sluice", code.family()]},
     });

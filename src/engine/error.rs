@@ -77,6 +77,42 @@ pub enum RouteChangeError {
     /// The state migrations could not be applied.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller does not hold the engine (SPEC §6 fencing).
+    #[error(transparent)]
+    Fenced(#[from] FenceError),
+}
+
+/// A route change or lease refused by fencing ([`crate::api::lease`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FenceError {
+    #[error(
+        "this engine is held by daemon `{owner}` for {} more: only it changes the route until its lease lapses (or an operator takes the fleet over with `sluice reconcile --take-over`)",
+        seconds(*expires_in_ms)
+    )]
+    Held {
+        owner: String,
+        expires_in_ms: u64,
+        version: u64,
+    },
+    #[error(
+        "the route changed since it was read: version {current} is in force, not {expected}; read it again (GET /v1/route)"
+    )]
+    Version {
+        expected: u64,
+        current: u64,
+        owner: Option<String>,
+    },
+    #[error(
+        "PUT /v1/route takes {{\"owner\", \"expect\", \"lease_ms\", \"route\"}}: a route that names no owner and no expected version is not applied (SPEC §6, fencing)"
+    )]
+    NoOwner { version: u64 },
+    #[error("`owner` must be 1 to 128 visible ASCII characters")]
+    BadOwner,
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
 }
 
 /// The state backend failed while the engine read or migrated state.

@@ -10,8 +10,9 @@
 //! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
 //! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
 //! | `DELETE /v1/artifacts/{hash}` | admin | 204 deleted (its breaker and `/metrics` series with it); 404 not held, 409 the route names it |
-//! | `PUT /v1/route` | admin | `{"version", "route", "migrations"}`; 400 bad field, 409 artifact not held |
-//! | `GET /v1/route` | admin | the route in force (404 before the first) |
+//! | `PUT /v1/route` | admin | `{"owner", "expect", "lease_ms", "route"}` → `{"version", "route", "migrations", "lease"}`; 400 bad field, 409 artifact not held, 409 fenced (`api::lease::Fenced`: held by another owner, version changed, no owner named) |
+//! | `GET /v1/route` | admin | the route in force and the lease (404 before the first) |
+//! | `POST /v1/lease` | admin | `{"owner", "lease_ms", "force"}` → the lease; 409 fenced |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
 //! | `GET /v1/state` | admin | the live state (`api::state::LiveState`) |
 //! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided or expired |
@@ -49,10 +50,13 @@ use subtle::ConstantTimeEq;
 
 use crate::api::approvals::DecideRequest;
 use crate::api::control::Failure;
+use crate::api::lease::{Conflict, Fenced, LeaseRequest, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
-use crate::engine::error::{DeleteError, EvaluateError, RouteChangeError, StoreError, UploadError};
+use crate::engine::error::{
+    DeleteError, EvaluateError, FenceError, RouteChangeError, StoreError, UploadError,
+};
 use crate::engine::metrics;
 use crate::engine::server::Engine;
 
@@ -70,6 +74,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// Fencing refused the change: 409 with the holder and the version.
+    #[error("{}", .0.error)]
+    Fenced(Fenced),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -88,7 +95,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Fenced(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,6 +107,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let ApiError::Fenced(body) = self {
+            return (status, Json(body)).into_response();
+        }
         let message = match &self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
@@ -155,7 +165,43 @@ impl From<RouteChangeError> for ApiError {
             }
             RouteChangeError::NotHeld { .. } => ApiError::Conflict(e.to_string()),
             RouteChangeError::Store(e) => e.into(),
+            RouteChangeError::Fenced(e) => e.into(),
         }
+    }
+}
+
+impl From<FenceError> for ApiError {
+    fn from(e: FenceError) -> ApiError {
+        let error = e.to_string();
+        let body = match e {
+            FenceError::BadOwner => return ApiError::BadRequest(error),
+            FenceError::Held {
+                owner,
+                expires_in_ms,
+                version,
+            } => Fenced {
+                error,
+                conflict: Conflict::Held,
+                owner: Some(owner),
+                version,
+                expires_in_ms: Some(expires_in_ms),
+            },
+            FenceError::Version { current, owner, .. } => Fenced {
+                error,
+                conflict: Conflict::Version,
+                owner,
+                version: current,
+                expires_in_ms: None,
+            },
+            FenceError::NoOwner { version } => Fenced {
+                error,
+                conflict: Conflict::NoOwner,
+                owner: None,
+                version,
+                expires_in_ms: None,
+            },
+        };
+        ApiError::Fenced(body)
     }
 }
 
@@ -222,6 +268,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/v1/artifacts", get(list_artifacts))
         .route("/v1/route", put(put_route).get(get_route))
+        .route("/v1/lease", post(post_lease))
         .route("/v1/stats", get(get_stats))
         .route("/v1/state", get(get_state))
         .route("/v1/approvals", get(list_approvals))
@@ -257,18 +304,47 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// The fewest bytes a token or a secret may have.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// A token or secret as given on the command line, in the environment or
+/// in a file: surrounding blanks (the newline a secret file ends with) are
+/// trimmed; one shorter than [`MIN_SECRET_LEN`] bytes, or with a character
+/// that is not printable ASCII (it could never be sent in a header), is
+/// refused, naming `what` and never the value.
+pub fn secret(what: &str, raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "{what} is {} byte(s) long: it must have at least {MIN_SECRET_LEN}",
+            s.len()
+        ));
+    }
+    if !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{what} may hold printable ASCII characters only, without blanks"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 impl AdminToken {
     pub fn new(token: &str) -> AdminToken {
         AdminToken(Sha256::digest(token.as_bytes()).into())
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <this token>`
-    /// (surrounding blanks ignored), compared in constant time.
+    /// Whether `headers` carry `Authorization: Bearer <this token>` (the
+    /// scheme in any case, surrounding blanks ignored), compared in
+    /// constant time.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+            })
             .map(str::trim);
         given.is_some_and(|g| {
             let digest: [u8; 32] = Sha256::digest(g.as_bytes()).into();
@@ -290,7 +366,7 @@ async fn require_admin(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route: see SPEC §5 for the engine's API".to_string())
+    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz and /readyz".to_string())
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -401,9 +477,31 @@ async fn put_route(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let spec: RouteSpec = parse_json(&body, "route")?;
-    let change = engine.set_route(spec).await?;
+    let req: RouteRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        // A bare route names no owner: fenced, not merely malformed.
+        Err(_) if serde_json::from_slice::<RouteSpec>(&body).is_ok() => {
+            let version = engine.route().map_or(0, |r| r.version);
+            return Err(FenceError::NoOwner { version }.into());
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid route request: {e} (PUT /v1/route takes {{\"owner\", \"expect\", \"lease_ms\", \"route\"}})"
+            )));
+        }
+    };
+    let change = engine.claim_route(req).await?;
     Ok(Json(change).into_response())
+}
+
+async fn post_lease(
+    State(engine): State<Arc<Engine>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req: LeaseRequest = parse_json(&body, "lease request")?;
+    let granted = engine.renew_lease(req).await?;
+    Ok(Json(granted).into_response())
 }
 
 async fn get_route(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
@@ -414,6 +512,7 @@ async fn get_route(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
         version: route.version,
         since: route.since,
         route: route.spec.clone(),
+        lease: engine.lease(),
     })
     .into_response())
 }

@@ -21,11 +21,19 @@
 //! counted is answered by the tier failsafe and counts as an error for the
 //! breaker.
 //!
+//! **Fencing.** Over HTTP a route is changed only by the daemon holding the
+//! engine's lease ([`Engine::claim_route`], [`Engine::renew_lease`]); a
+//! lease not renewed in time lapses and the engine drops the candidate by
+//! itself ([`Engine::lapse_lease`], run by a watch task every 100 ms). The
+//! lease lives under the route-change lock, an async mutex held across the
+//! whole change (state migrations on a shared backend are awaited).
+//!
 //! Inside: `shadow` evaluates the candidate off the request path, `routes`
-//! changes the route and migrates state ([`Engine::set_route`]), `state`
-//! counts, asks and decides approvals and reads the live state, `report`
-//! writes the stats and metrics documents.
+//! changes the route and migrates state ([`Engine::set_route`]), `lease`
+//! fences route changes, `state` counts, asks and decides approvals and
+//! reads the live state, `report` writes the stats and metrics documents.
 
+mod lease;
 mod report;
 mod routes;
 mod shadow;
@@ -172,7 +180,11 @@ pub struct Engine {
     config: EngineConfig,
     artifacts: RwLock<BTreeMap<String, Arc<Held>>>,
     route: ArcSwapOption<Active>,
-    route_change: tokio::sync::Mutex<()>,
+    /// Serializes route changes (held across the awaited migrations) and
+    /// holds the owner's lease.
+    route_change: tokio::sync::Mutex<lease::Fence>,
+    /// The lease in the fence, for readers that must not wait on it.
+    lease_shown: lease::Shown,
     /// This engine, as migration claims name it.
     id: String,
     backend: Arc<dyn StateBackend>,
@@ -245,7 +257,8 @@ impl Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
             route: ArcSwapOption::empty(),
-            route_change: tokio::sync::Mutex::new(()),
+            route_change: tokio::sync::Mutex::new(lease::Fence::default()),
+            lease_shown: lease::Shown::empty(),
             id: format!(
                 "engine-{}-{boot:x}-{}",
                 std::process::id(),
@@ -258,6 +271,7 @@ impl Engine {
             boot,
         });
         rt.spawn(housekeeping(Arc::downgrade(&engine)));
+        rt.spawn(lease::watch(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -269,6 +283,12 @@ impl Engine {
     /// (the configured [`Clock`]).
     pub fn now_secs(&self) -> u64 {
         self.config.clock.now_secs()
+    }
+
+    /// Milliseconds since the epoch (the configured [`Clock`]): leases
+    /// lapse by it.
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     /// The route in force.
@@ -502,7 +522,7 @@ impl Engine {
     /// route changes, so that no route can be put in force on an artifact
     /// being deleted.
     pub async fn delete_artifact(&self, hash: &str) -> Result<(), DeleteError> {
-        let _serial = self.route_change.lock().await;
+        let _serial = self.fence().await;
         if let Some(route) = self.route.load().as_ref() {
             let role = if route.spec.stable == hash {
                 Some("stable")

@@ -24,7 +24,9 @@ pub(super) fn from_pest(file: &SourceFile, e: &pest::error::Error<Rule>) -> Find
         format!("`{found}`")
     };
     let message = format!("expected {expected}, found {found_text}");
-    syntax_finding(file, span, message, help_for(found, &expected))
+    let help = help_in_context(&file.text, pos, found, &expected)
+        .or_else(|| help_for(found, &expected).map(str::to_string));
+    syntax_finding(file, span, message, help)
 }
 
 /// A `parse::syntax` finding at `span` of `file`.
@@ -68,7 +70,102 @@ fn token_at(text: &str, pos: usize) -> &str {
     &rest[..c.len_utf8()]
 }
 
-fn help_for(found: &str, expected: &str) -> Option<String> {
+/// Is `c` a character of a name or a field path?
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Help that needs the text around the error: slips whose fix depends on
+/// what comes before the place the parser stopped at.
+fn help_in_context(text: &str, pos: usize, found: &str, expected: &str) -> Option<String> {
+    let before = text.get(..pos)?;
+    let after = text.get(pos..)?;
+    let prev = before.chars().next_back();
+    // `curl-pipe-sh`, `next-window`: a name with hyphens.
+    if found == "-"
+        && prev.is_some_and(name_char)
+        && after
+            .chars()
+            .nth(1)
+            .is_some_and(|c| c.is_ascii_alphabetic())
+    {
+        let start = before
+            .rfind(|c: char| !(name_char(c) || c == '-'))
+            .map_or(0, |i| i + 1);
+        let end = after
+            .find(|c: char| !(name_char(c) || c == '-'))
+            .map_or(text.len(), |i| pos + i);
+        let word = text.get(start..end)?;
+        return Some(format!(
+            "names are letters, digits and underscores, without `-`: write `{}`",
+            word.replace('-', "_")
+        ));
+    }
+    // `"x" in args.to`: `in` takes a list; a set is tested with `contains`.
+    let word_before = before.trim_end();
+    if expected == "`[`" && word_before.ends_with("in") {
+        let lhs_text = word_before
+            .strip_suffix("in")
+            .map(str::trim_end)
+            .unwrap_or_default();
+        let lhs = last_operand(lhs_text);
+        let is_path = found
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if is_path && !lhs.is_empty() {
+            return Some(format!(
+                "`in` compares one value with a list in brackets (`x in [\"a\", \"b\"]`); \
+                 to test whether the set `{found}` holds {lhs}, write `{found} contains {lhs}`"
+            ));
+        }
+        return Some(
+            "`in` takes a list of values in brackets, e.g. `args.country in [\"KP\", \"IR\"]`"
+                .to_string(),
+        );
+    }
+    // `tool starts_with agent/`: an unquoted value read as a field name
+    // up to the first character a name cannot hold.
+    let glued = found.chars().next().is_some_and(|c| {
+        matches!(
+            c,
+            '/' | ':' | '@' | '#' | '$' | '%' | '*' | '\\' | '~' | '?' | '+' | '-' | '.'
+        )
+    });
+    if glued && prev.is_some_and(name_char) {
+        let start = before
+            .rfind(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | ','))
+            .map_or(0, |i| i + 1);
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | ']' | ','))
+            .map_or(text.len(), |i| pos + i);
+        let word = text.get(start..end)?;
+        let field = before.get(start..)?;
+        return Some(format!(
+            "`{word}` is not a value: unquoted, `{field}` reads as a field name; \
+             strings are double-quoted: `\"{word}\"`"
+        ));
+    }
+    None
+}
+
+/// The last operand written at the end of `text`: a string literal or a
+/// word (a field, a number).
+fn last_operand(text: &str) -> &str {
+    if text.ends_with('"') {
+        let inner = text.get(..text.len() - 1).unwrap_or_default();
+        return match inner.rfind('"') {
+            Some(i) => text.get(i..).unwrap_or_default(),
+            None => text,
+        };
+    }
+    let start = text
+        .rfind(|c: char| !(name_char(c) || c == '.' || c == '-'))
+        .map_or(0, |i| i + 1);
+    text.get(start..).unwrap_or_default()
+}
+
+fn help_for(found: &str, expected: &str) -> Option<&'static str> {
     let h = match found {
         "=" if expected.contains("comparison") || expected.contains("`and`") => {
             "did you mean `==`? a single `=` is only used by `modify`"
@@ -87,7 +184,7 @@ fn help_for(found: &str, expected: &str) -> Option<String> {
         }
         _ => return None,
     };
-    Some(h.to_string())
+    Some(h)
 }
 
 fn describe(r: Rule) -> Option<&'static str> {

@@ -17,6 +17,8 @@ type P<'i> = Pair<'i, R>;
 struct Lower<'a> {
     file: &'a SourceFile,
     errors: Vec<Finding>,
+    /// The parentheses and `not`s around the condition being lowered.
+    depth: usize,
 }
 
 pub(super) fn lower_file(
@@ -26,6 +28,7 @@ pub(super) fn lower_file(
     let mut l = Lower {
         file,
         errors: Vec::new(),
+        depth: 0,
     };
     let policy = pairs
         .next()
@@ -49,6 +52,7 @@ pub(super) fn lower_expr_only(
     let mut l = Lower {
         file,
         errors: Vec::new(),
+        depth: 0,
     };
     let e = pairs
         .next()
@@ -282,7 +286,7 @@ impl Lower<'_> {
                 self.error(
                     span(&rp),
                     format!("invalid version requirement `{text}`: {e}"),
-                    Some("use Cargo's syntax, e.g. `^1.2`, `~1.2.3` or `>=1.0, <2.0`".into()),
+                    Some(requirement_help(&text)),
                 );
                 None
             }
@@ -580,13 +584,24 @@ impl Lower<'_> {
                 ))
             }
             R::not_expr => self.expr(p.into_inner().next()?),
-            R::not_op => {
-                let inner = self.expr(children(p).next()?)?;
-                Some(Spanned::new(ExprKind::Not(Box::new(inner)), sp))
-            }
-            R::paren => {
-                let inner = self.expr(children(p).next()?)?;
-                Some(Spanned::new(ExprKind::Paren(Box::new(inner)), sp))
+            R::not_op | R::paren => {
+                let is_not = p.as_rule() == R::not_op;
+                if self.depth >= super::MAX_NESTING {
+                    self.errors.push(super::too_deep(self.file, sp));
+                    return None;
+                }
+                self.depth += 1;
+                let inner = children(p).next().and_then(|c| self.expr(c));
+                self.depth -= 1;
+                let inner = Box::new(inner?);
+                Some(Spanned::new(
+                    if is_not {
+                        ExprKind::Not(inner)
+                    } else {
+                        ExprKind::Paren(inner)
+                    },
+                    sp,
+                ))
             }
             R::has_call => {
                 let f = children(p).next()?;
@@ -655,4 +670,31 @@ impl Lower<'_> {
         };
         Some(Spanned::new(kind, sp))
     }
+}
+
+/// How to fix a version requirement that `semver` refused: the slips authors
+/// make most (alternatives, comparators without commas, wildcards in the
+/// wrong place), then the syntax.
+fn requirement_help(text: &str) -> String {
+    const SYNTAX: &str = "requirements use Cargo's syntax: `^1.2` (compatible with 1.2), `~1.2.3`, \
+         `>=1.0, <2.0` (comparators separated by commas) or `1.*`";
+    if text.contains("||") || text.contains("&&") {
+        return format!(
+            "a requirement is one range: `||` and `&&` are not part of it; write the range \
+             that covers what you mean, e.g. `>=1.0, <3.0`; {SYNTAX}"
+        );
+    }
+    // Comparators separated by spaces only: `>=1.0 <2.0`.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let operator = |w: &str| w.starts_with(['>', '<', '=', '~', '^']);
+    if words.len() > 1 && !text.contains(',') && words.iter().skip(1).all(|w| operator(w)) {
+        return format!("separate comparators with a comma: `{}`", words.join(", "));
+    }
+    if text.contains(['x', 'X', '*']) {
+        return format!(
+            "a wildcard stands for a whole version number and nothing follows it: \
+             `1.*` or `1.2.*`, not `{text}`; {SYNTAX}"
+        );
+    }
+    SYNTAX.to_string()
 }

@@ -20,22 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::engine::http::AdminToken;
 
-/// The fewest bytes a token or a secret may have.
-pub const MIN_SECRET_LEN: usize = 16;
-
-/// A credential read from a file or the environment: surrounding blanks
-/// (the newline an editor or `echo` leaves) are trimmed; one shorter than
-/// [`MIN_SECRET_LEN`] bytes is refused, naming `what` (never the value).
-pub fn secret(what: &str, raw: &str) -> Result<String, String> {
-    let s = raw.trim();
-    if s.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "{what} is {} byte(s) long: it must have at least {MIN_SECRET_LEN}",
-            s.len()
-        ));
-    }
-    Ok(s.to_string())
-}
+pub use crate::engine::http::{MIN_SECRET_LEN, secret};
 
 /// The webhook secret: the HMAC key of GitHub's signatures, and GitLab's
 /// token.

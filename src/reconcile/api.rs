@@ -63,6 +63,9 @@ pub const MAX_HOOK_BODY: usize = 5 << 20;
 /// The longest `by` kept in the audit log.
 pub const MAX_BY: usize = 200;
 
+/// The longest `reason` kept in the audit log (and in `state.json`).
+pub const MAX_REASON: usize = 2000;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -133,6 +136,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
         .with_state(state)
 }
 
@@ -147,6 +152,17 @@ fn message(text: impl Into<String>) -> Json<Message> {
     Json(Message {
         message: text.into(),
     })
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route on the control API")
+}
+
+async fn not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method",
+    )
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -232,6 +248,11 @@ fn body(name: &str, body: &Bytes, takes: &[&str]) -> Result<CommandBody, String>
             takes.join(", ")
         )
     })?;
+    if b.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return Err(format!(
+            "`reason` is longer than {MAX_REASON} bytes: say it in fewer words"
+        ));
+    }
     if let Some(by) = &b.by
         && (by.trim().is_empty() || by.len() > MAX_BY || by.chars().any(char::is_control))
     {

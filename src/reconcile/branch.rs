@@ -5,17 +5,20 @@
 //! rewrote history) and keeping its result until the head is acted on,
 //! reading the plan a candidate walks, and landing pending reverts,
 //! checked before they are pushed and retried with a growing wait until
-//! [`REVERT_ATTEMPTS`] failures in a row stop them for an operator. Git
-//! runs on tokio's blocking pool, never on the loop.
+//! [`REVERT_ATTEMPTS`] failures in a row stop them for an operator.
+//! Fetches, pushes and the look for a revert made by hand run off the loop
+//! (`gitcall`), with a timeout; commits are read on tokio's blocking pool.
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::build;
 use super::err::ReconcileError;
 use super::git::{Mirror, Prepared};
+use super::gitcall::Polled;
 use super::runner::{
     Against, Built, Cached, CachedReady, MAX_REVERT_BACKOFF, Runner, lock, revert_backoff,
 };
@@ -26,19 +29,38 @@ use crate::rollout::machine::{
 };
 
 impl Runner {
-    pub(super) async fn fetch(&mut self) {
+    /// Starts fetching the branch, off the loop, unless a fetch or a
+    /// revert is in flight (a hook meanwhile fetches once it returns): one
+    /// git call at a time, so that a fetch that started before a revert
+    /// was pushed never takes the branch back to before it.
+    pub(super) fn fetch(&mut self) {
+        if self.fetching.is_some() || self.reverting.is_some() {
+            return;
+        }
+        if !self.git.can_start() {
+            self.git_error = Some(self.git.busy());
+            return;
+        }
         self.fetch_now = false;
         self.last_fetch = Some(Instant::now());
-        let mirror = self.mirror.clone();
-        let out = tokio::task::spawn_blocking(move || lock(&mirror).fetch()).await;
-        match out {
-            Ok(Ok(head)) => {
+        self.fetching = Some(self.git.start("fetching the branch", |m| m.fetch()));
+    }
+
+    /// Takes in the fetch's answer when it is there; gives it up past
+    /// `--git-timeout`, saying so in status. Returns whether a fetch
+    /// answered.
+    pub(super) async fn take_fetch(&mut self) -> bool {
+        let mut answered = false;
+        match self.git.poll(&mut self.fetching) {
+            None | Some(Polled::Running) => {}
+            Some(Polled::Done(Ok(head))) => {
+                answered = true;
                 self.head = Some(head);
                 self.fetched_ms = Some(self.now_ms());
                 self.git_error = None;
                 self.branch_missing = false;
             }
-            Ok(Err(e @ ReconcileError::NoBranch { .. })) => {
+            Some(Polled::Done(Err(e @ ReconcileError::NoBranch { .. }))) => {
                 if !self.branch_missing {
                     tracing::warn!(error = %e, "the watched branch is gone from the remote");
                 }
@@ -46,16 +68,19 @@ impl Runner {
                 self.head = None;
                 self.git_error = Some(e.to_string());
             }
-            Ok(Err(e)) => {
+            Some(Polled::Done(Err(e)) | Polled::TimedOut(e)) => {
                 if self.git_error.as_deref() != Some(&e.to_string()) {
                     tracing::warn!(error = %e, "fetching the branch failed");
                 }
                 self.git_error = Some(e.to_string());
                 if self.head.is_none() {
-                    self.head = lock(&self.mirror).head();
+                    let mirror = self.mirror.clone();
+                    self.head = tokio::task::spawn_blocking(move || lock(&mirror).head())
+                        .await
+                        .ok()
+                        .flatten();
                 }
             }
-            Err(e) => self.git_error = Some(e.to_string()),
         }
         // The plan of a candidate persisted by an earlier run.
         if let Some(commit) = self
@@ -66,6 +91,7 @@ impl Runner {
         {
             self.ensure_plan(&commit).await;
         }
+        answered
     }
 
     /// The branch event this pass has to give the machine, if any: the
@@ -143,17 +169,29 @@ impl Runner {
     /// Starts building `head` in the background unless it is built or being
     /// built; takes in a finished build. Returns whether `head` is built.
     pub(super) async fn poll_build(&mut self, head: &str) -> Result<bool, ReconcileError> {
-        if self.building.as_ref().is_some_and(|(_, h)| h.is_finished())
-            && let Some((commit, handle)) = self.building.take()
-        {
-            let (cached, bytes) = handle.await??;
-            if let Some((hash, bytes)) = bytes {
-                self.artifacts.insert(hash, Arc::new(bytes));
+        if let Some((commit, rx)) = &mut self.building {
+            let taken = match rx.try_recv() {
+                Ok(built) => Some(built),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    Some(Err(ReconcileError::Git(format!(
+                        "the build of {} stopped before it finished",
+                        short::hash(commit)
+                    ))))
+                }
+            };
+            if let Some(built) = taken
+                && let Some((commit, _)) = self.building.take()
+            {
+                let (cached, bytes) = built?;
+                if let Some((hash, bytes)) = bytes {
+                    self.artifacts.insert(hash, Arc::new(bytes));
+                }
+                let keep = [self.head.clone(), self.state.head.clone()];
+                self.builds
+                    .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
+                self.builds.insert(commit, cached);
             }
-            let keep = [self.head.clone(), self.state.head.clone()];
-            self.builds
-                .retain(|k, _| keep.iter().any(|h| h.as_deref() == Some(k.as_str())));
-            self.builds.insert(commit, cached);
         }
         let against = self.against();
         match self.builds.get(head) {
@@ -172,7 +210,8 @@ impl Runner {
             let log = self.config.decision_log.clone();
             let done = self.build_done.clone();
             let commit = head.to_string();
-            let handle = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
                 let live = build::Live {
                     engines: &live,
                     base: base.as_ref(),
@@ -185,10 +224,12 @@ impl Runner {
                     log.as_deref(),
                     Some(live),
                 );
+                // The result first, then the wake-up: a loop woken by it
+                // always finds the build.
+                let _ = tx.send(out);
                 done.notify_one();
-                out
             });
-            self.building = Some((head.to_string(), handle));
+            self.building = Some((head.to_string(), rx));
         }
         Ok(false)
     }
@@ -224,37 +265,89 @@ impl Runner {
     }
 
     /// Lands the first pending revert: made, checked and pushed (or found
-    /// not needed). A failure is retried with a growing wait; after
-    /// [`REVERT_ATTEMPTS`] reverts that cannot be made (not an unreachable
-    /// remote) the daemon stops trying and pauses.
+    /// not needed) off the loop (`gitcall`), started when its time has come
+    /// and settled once git answered. A failure is retried with a growing
+    /// wait; after [`REVERT_ATTEMPTS`] reverts that cannot be made (not an
+    /// unreachable or hung remote) the daemon stops trying and pauses.
     /// A stuck revert is only looked for on the branch (made by hand), once
     /// per new head. Returns whether a transition was made.
     pub(super) async fn revert(&mut self) -> Result<bool, ReconcileError> {
         let Some(pending) = self.state.reverts.first().cloned() else {
             return Ok(false);
         };
-        let mirror = self.mirror.clone();
-        let p = pending.clone();
-        if pending.stuck.is_some() {
-            if self.head.is_none() || self.stuck_checked == self.head {
+        let Some((commit, _)) = &self.reverting else {
+            if self.fetching.is_some() {
+                // One git call at a time: after the fetch in flight.
                 return Ok(false);
             }
-            self.stuck_checked = self.head.clone();
-            let out = tokio::task::spawn_blocking(move || lock(&mirror).prepare_revert(&p)).await?;
-            let Ok(Prepared::NotNeeded { note }) = out else {
+            // A pause only an operator lifts (a deleted or restored
+            // branch, a rewritten history) holds the push too: nothing
+            // goes to the branch before the operator has looked.
+            if pending.stuck.is_none() && self.state.paused.as_ref().is_some_and(|p| p.hold) {
+                return Ok(false);
+            }
+            let p = pending.clone();
+            if pending.stuck.is_some() {
+                if self.head.is_none() || self.stuck_checked == self.head {
+                    return Ok(false);
+                }
+                if self.git.can_start() {
+                    self.stuck_checked = self.head.clone();
+                    let call = self
+                        .git
+                        .start("looking for a revert made by hand", move |m| {
+                            Ok(match m.prepare_revert(&p)? {
+                                Prepared::NotNeeded { note } => {
+                                    Some(RevertOutcome::NotNeeded { note })
+                                }
+                                Prepared::Commit { .. } => None,
+                            })
+                        });
+                    self.reverting = Some((pending.commit.clone(), call));
+                }
+                return Ok(false);
+            }
+            if Instant::now() >= self.next_revert {
+                if self.git.can_start() {
+                    let call = self.git.start("pushing the revert", move |m| {
+                        m.revert(&p, |files| build::build(files, None, None).map(|_| ()))
+                            .map(Some)
+                    });
+                    self.reverting = Some((pending.commit.clone(), call));
+                } else {
+                    self.revert_error = Some(self.git.busy());
+                }
+            }
+            return Ok(false);
+        };
+        let commit = commit.clone();
+        let mut call = self.reverting.take().map(|(_, c)| c);
+        let out = match self.git.poll(&mut call) {
+            None | Some(Polled::Running) => {
+                self.reverting = call.map(|c| (commit, c));
+                return Ok(false);
+            }
+            Some(Polled::Done(out)) => out,
+            Some(Polled::TimedOut(e)) => Err(e),
+        };
+        if commit != pending.commit {
+            // The revert it was for is no longer the first pending one.
+            return Ok(false);
+        }
+        if pending.stuck.is_some() {
+            // Only a revert found made by hand settles a stuck one.
+            let Ok(Some(outcome)) = out else {
                 return Ok(false);
             };
-            let outcome = RevertOutcome::NotNeeded { note };
             let step = self.step(Event::Reverted {
                 commit: pending.commit.clone(),
                 outcome,
             });
             return self.commit_moved(step).await;
         }
-        let out = tokio::task::spawn_blocking(move || {
-            lock(&mirror).revert(&p, |files| build::build(files, None, None).map(|_| ()))
-        })
-        .await?;
+        let out = out.and_then(|o| {
+            o.ok_or_else(|| ReconcileError::Git("the revert call answered nothing".to_string()))
+        });
         match out {
             Ok(outcome) => {
                 if let RevertOutcome::Pushed { revert } = &outcome {

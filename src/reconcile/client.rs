@@ -5,8 +5,9 @@
 //! | call | request | answer read |
 //! |---|---|---|
 //! | [`EngineClient::upload`] | `PUT /v1/artifacts/{hash}` | 200/201 |
-//! | [`EngineClient::set_route`] | `PUT /v1/route` | 200; 409 when an artifact is not held |
-//! | [`EngineClient::get_route`] | `GET /v1/route` | [`RouteInForce`]; 404 before the first |
+//! | [`EngineClient::set_route`] | `PUT /v1/route` ([`RouteRequest`]: owner, expected version, lease) | 200; 409 when an artifact is not held; 409 [`Fenced`] |
+//! | [`EngineClient::get_route`] | `GET /v1/route` | [`RouteInForce`] (version, lease); 404 before the first |
+//! | [`EngineClient::renew_lease`] | `POST /v1/lease` | [`LeaseGranted`]; 409 [`Fenced`] |
 //! | [`EngineClient::stats`] | `GET /v1/stats` | [`EngineStats`]: the route and the figures per artifact and cohort |
 //! | [`EngineClient::live_state`] | `GET /v1/state` | limit counters and pending approvals; 404: none |
 //! | [`EngineClient::delete_artifact`] | `DELETE /v1/artifacts/{hash}` | 204; 404 not held (done too); 409 on the route |
@@ -16,7 +17,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::api::control::Failure;
-use crate::api::route::{RouteInForce, RouteSpec};
+use crate::api::lease::{Conflict, Fenced, LeaseGranted, LeaseRequest, RouteRequest};
+use crate::api::route::RouteInForce;
 use crate::api::state::LiveState;
 use crate::api::stats::EngineStats;
 
@@ -38,6 +40,10 @@ pub enum EngineError {
     /// An answer other than success.
     #[error("HTTP {status}: {message}")]
     Status { status: u16, message: String },
+    /// Fencing refused the call (409): another daemon holds the engine, or
+    /// the route changed since it was read.
+    #[error("HTTP 409: {}", .0.error)]
+    Fenced(Fenced),
     /// An answer that could not be read.
     #[error("unreadable answer: {source}")]
     Decode {
@@ -69,6 +75,19 @@ impl EngineError {
     pub fn is_missing_artifact(&self) -> bool {
         matches!(self, EngineError::Status { status: 409, .. })
     }
+
+    /// The call never reached the engine or got no answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, EngineError::Unreachable { source } if source.is_timeout())
+    }
+
+    /// The owner of another live lease, when fencing refused the call for it.
+    pub fn held_by(&self) -> Option<&str> {
+        match self {
+            EngineError::Fenced(f) if f.conflict == Conflict::Held => f.owner.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// What the daemon needs from an engine.
@@ -80,9 +99,16 @@ pub trait EngineClient: Send + Sync {
         hash: &'a str,
         artifact: &'a [u8],
     ) -> BoxFuture<'a, Result<(), EngineError>>;
-    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>>;
-    /// The route in force; `None` before the first.
-    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>>;
+    /// Sets the route as `req.owner`, over the version `req.expect`; on
+    /// success the route's version is `req.expect + 1`.
+    fn set_route<'a>(&'a self, req: &'a RouteRequest) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The route in force, its version and lease; `None` before the first.
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteInForce>, EngineError>>;
+    /// Renews (or takes) the engine's lease.
+    fn renew_lease<'a>(
+        &'a self,
+        req: &'a LeaseRequest,
+    ) -> BoxFuture<'a, Result<LeaseGranted, EngineError>>;
     fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>>;
     /// Limit counters and pending approvals, for the `state::` checks of a
     /// new commit; `None` when the engine does not expose them.
@@ -139,6 +165,11 @@ impl HttpEngine {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
+        if status.as_u16() == 409
+            && let Ok(fenced) = serde_json::from_str::<Fenced>(&body)
+        {
+            return Err(EngineError::Fenced(fenced));
+        }
         let message = serde_json::from_str::<Failure>(&body)
             .map(|f| f.error)
             .unwrap_or(body);
@@ -197,26 +228,36 @@ impl EngineClient for HttpEngine {
         })
     }
 
-    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn set_route<'a>(&'a self, req: &'a RouteRequest) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            let req = self.http.put(self.url("/v1/route")).json(route);
+            let req = self.http.put(self.url("/v1/route")).json(req);
             self.send(req).await.map(drop)
         })
     }
 
-    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>> {
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteInForce>, EngineError>> {
         Box::pin(async move {
             match self.send(self.http.get(self.url("/v1/route"))).await {
                 Ok(resp) => {
                     let bytes = resp.bytes().await?;
-                    serde_json::from_slice::<RouteInForce>(&bytes)
-                        .map(|d| Some(d.route))
-                        .or_else(|_| serde_json::from_slice::<RouteSpec>(&bytes).map(Some))
-                        .map_err(EngineError::from)
+                    Ok(Some(serde_json::from_slice::<RouteInForce>(&bytes)?))
                 }
                 Err(EngineError::Status { status: 404, .. }) => Ok(None),
                 Err(e) => Err(e),
             }
+        })
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        req: &'a LeaseRequest,
+    ) -> BoxFuture<'a, Result<LeaseGranted, EngineError>> {
+        Box::pin(async move {
+            let resp = self
+                .send(self.http.post(self.url("/v1/lease")).json(req))
+                .await?;
+            let bytes = resp.bytes().await?;
+            Ok(serde_json::from_slice(&bytes)?)
         })
     }
 

@@ -13,10 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use tokio::task::JoinSet;
-
-use super::runner::{Runner, lock};
-use crate::model::short;
+use super::runner::{Reply, Runner, lock};
 
 impl Runner {
     /// The commits the state names: their trees and plans may still be read.
@@ -71,6 +68,11 @@ impl Runner {
     /// Repacks the mirror once it holds more than
     /// [`super::git::MAX_PACKS`] packs.
     pub(super) async fn repack(&mut self) {
+        // Never under a fetch or a push in flight: a pack it writes and
+        // the refs it moves would be cut apart.
+        if !self.git.idle() {
+            return;
+        }
         let keep: Vec<String> = self.state_commits().into_iter().collect();
         let mirror = self.mirror.clone();
         let out = tokio::task::spawn_blocking(move || lock(&mirror).repack_if_needed(&keep)).await;
@@ -111,32 +113,34 @@ impl Runner {
         if !self.observed.complete {
             return;
         }
+        // Deleted by calls of their own (`converge`): the loop does not
+        // wait for them, and an engine gets no more while some are in flight.
         let needed = self.engines_need();
-        let mut set = JoinSet::new();
-        for e in self.engines.iter().filter(|e| e.known) {
+        for (i, e) in self.engines.iter_mut().enumerate() {
+            if !e.known || e.deleting {
+                continue;
+            }
             let Some(stats) = &e.stats else { continue };
-            for b in stats
+            let hashes: Vec<String> = stats
                 .breakers
                 .iter()
                 .filter(|b| !needed.contains(&b.artifact))
-            {
-                let client = e.client.clone();
-                let hash = b.artifact.clone();
-                set.spawn(async move {
+                .map(|b| b.artifact.clone())
+                .collect();
+            if hashes.is_empty() {
+                continue;
+            }
+            e.deleting = true;
+            let client = e.client.clone();
+            let handle = self.calls.spawn(async move {
+                let mut results = Vec::new();
+                for hash in hashes {
                     let r = client.delete_artifact(&hash).await;
-                    (client.name().to_string(), hash, r)
-                });
-            }
-        }
-        while let Some(Ok((engine, hash, r))) = set.join_next().await {
-            match r {
-                Ok(()) => {
-                    tracing::debug!(%engine, artifact = %short::hash(&hash), "artifact deleted")
+                    results.push((hash, r));
                 }
-                Err(e) => {
-                    tracing::debug!(%engine, artifact = %short::hash(&hash), error = %e, "artifact not deleted");
-                }
-            }
+                Reply::Deleted { engine: i, results }
+            });
+            self.call_of.insert(handle.id(), i);
         }
     }
 }

@@ -16,6 +16,7 @@ use super::api::{self, ApiState, CommandRequest, Said};
 use super::client::{self, EngineClient, HttpEngine};
 use super::err::ReconcileError;
 use super::git::{self, Mirror};
+use super::lease;
 use super::lock::FolderLock;
 use super::metrics::Tally;
 use super::notify;
@@ -28,6 +29,9 @@ use super::store::Store;
 use crate::api::audit::Transition;
 use crate::api::status::Status;
 use crate::rollout::machine;
+
+/// The shortest `--lease` (renewed every third of it).
+const MIN_LEASE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A running daemon.
 pub struct Daemon {
@@ -80,12 +84,18 @@ impl Daemon {
                 "no engine: name at least one with `--engine URL`".to_string(),
             ));
         }
+        if config.lease < MIN_LEASE {
+            return Err(ReconcileError::Config(format!(
+                "--lease must be at least {MIN_LEASE:?}: a shorter lease lapses between two renewals"
+            )));
+        }
         let state_dir = config.state_dir.clone();
         // The folder is taken before anything in it is read or repaired.
-        let (folder, store, state) = tokio::task::spawn_blocking(move || {
+        let (folder, store, state, identity) = tokio::task::spawn_blocking(move || {
             let folder = FolderLock::acquire(&state_dir)?;
             let (store, state) = Store::open(&state_dir)?;
-            Ok::<_, ReconcileError>((folder, store, state))
+            let identity = lease::identity(&state_dir)?;
+            Ok::<_, ReconcileError>((folder, store, state, identity))
         })
         .await??;
         let url = git::remote_url(&config.repo);
@@ -93,7 +103,10 @@ impl Daemon {
         let branch = config.branch.clone();
         let mirror =
             tokio::task::spawn_blocking(move || Mirror::open(&git_dir, &url, &branch)).await??;
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Status {
+            identity: identity.clone(),
+            ..Status::default()
+        });
         let (events, _) = broadcast::channel(1024);
         let tally = Arc::new(Tally::default());
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -159,18 +172,20 @@ impl Daemon {
         });
         let runner = Runner::new(
             config,
+            identity,
             folder,
             store,
             state,
             Arc::new(Mutex::new(mirror)),
             engines,
+            cmd_rx,
             Outputs {
                 status: status_tx,
                 events: events.clone(),
                 deliveries,
             },
         );
-        let task = tokio::spawn(runner.run(cmd_rx, hook.clone(), shutdown_rx));
+        let task = tokio::spawn(runner.run(hook.clone(), shutdown_rx));
         Ok(Daemon {
             addr,
             status: status_rx,

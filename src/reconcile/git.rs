@@ -19,8 +19,10 @@
 //!
 //! git2 is built without network features: the repository is a local path
 //! or a `file://` URL (a bare repository on a shared disk, or a mirror kept
-//! in sync by other means). Everything here blocks: the daemon calls it on
-//! tokio's blocking pool.
+//! in sync by other means); libgit2's plain `http://` transport is built in
+//! too. Everything here blocks: the daemon reads commits on tokio's
+//! blocking pool, and runs fetches and pushes on threads of their own, each
+//! with its own [`Mirror::handle`] (`gitcall`).
 //!
 //! A commit's policy repository is read by the one walker of [`crate::tree`]
 //! (the rule `sluice check` and `check --base` read by), at the top level
@@ -129,6 +131,17 @@ impl Mirror {
             repo,
             branch: branch.to_string(),
             url: url.to_string(),
+        })
+    }
+
+    /// Another handle on this mirror, for one network call on a thread of
+    /// its own (`gitcall`): a remote that hangs then holds that handle
+    /// only, never the loop's.
+    pub fn handle(&self) -> Result<Mirror, ReconcileError> {
+        Ok(Mirror {
+            repo: Repository::open_bare(self.repo.path())?,
+            branch: self.branch.clone(),
+            url: self.url.clone(),
         })
     }
 

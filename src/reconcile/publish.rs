@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::runner::Holder;
 use super::runner::Runner;
 use crate::api::status::{CandidateStatus, EngineStatus, RevertStatus, Status};
 use crate::rollout::{estimate, machine};
@@ -61,7 +62,13 @@ impl Runner {
             .map(|e| EngineStatus {
                 url: e.client.name().to_string(),
                 reachable: e.known,
+                owner: match &e.holder {
+                    Holder::Mine => Some(self.identity.clone()),
+                    Holder::Other(o) => Some(o.clone()),
+                    Holder::Free | Holder::Unknown => None,
+                },
                 on_route: e.known
+                    && e.holder == Holder::Mine
                     && match (&e.route, &desired) {
                         (Some(r), Some(d)) => machine::same_route(r, d),
                         (None, None) => true,
@@ -90,6 +97,8 @@ impl Runner {
             })
             .collect();
         let status = Status {
+            identity: self.identity.clone(),
+            fenced: self.fenced(),
             repo: self.config.repo.clone(),
             branch: self.config.branch.clone(),
             head: self.head.clone(),

@@ -14,24 +14,27 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, FibonacciBackoff, FibonacciBuilder};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Config;
 use super::api::{CommandRequest, Said};
-use super::client::EngineClient;
+use super::client::{EngineClient, EngineError};
 use super::err::ReconcileError;
 use super::git::Mirror;
+use super::gitcall::{GitCall, GitCalls};
 use super::lock::FolderLock;
 use super::store::Store;
 use crate::api::audit::{Notes, Transition};
+use crate::api::lease::LeaseGranted;
 use crate::api::replay::ReplayTotals;
 use crate::api::rollout_state::State;
-use crate::api::route::RouteSpec;
+use crate::api::route::{RouteInForce, RouteSpec};
 use crate::api::stats::EngineStats;
 use crate::api::status::Status;
 use crate::model::plan::RolloutPlan;
 use crate::model::short;
-use crate::rollout::machine::{self, Action, Ctx, Event, Observed};
+use crate::rollout::machine::{self, Action, Ctx, Event, Observed, RevertOutcome};
 use crate::rollout::stage::StageDecision;
 
 /// The longest wait between two attempts at pushing a revert.
@@ -45,11 +48,28 @@ const FIRST_REVERT_BACKOFF: Duration = Duration::from_millis(250);
 pub(super) struct EngineView {
     pub(super) client: Arc<dyn EngineClient>,
     pub(super) route: Option<RouteSpec>,
+    /// The route's version as last read or set (0: no route).
+    pub(super) version: u64,
+    /// Who holds the engine's lease.
+    pub(super) holder: Holder,
+    /// When this daemon last renewed (or took) the lease.
+    pub(super) renewed: Option<Instant>,
+    /// `--take-over`: claim this engine by force.
+    pub(super) take_over: bool,
     /// Whether `route` was read (or set) successfully.
     pub(super) known: bool,
     pub(super) stats: Option<EngineStats>,
     pub(super) error: Option<String>,
     pub(super) down_since: Option<u64>,
+    /// A read of this engine is in flight.
+    pub(super) reading: bool,
+    /// A route change of this engine is in flight.
+    pub(super) routing: bool,
+    /// Route changes started on this engine: a read that started before
+    /// the last one is not taken for its state.
+    pub(super) epoch: u64,
+    /// Deletions of artifacts it no longer needs are in flight.
+    pub(super) deleting: bool,
 }
 
 /// A commit's build, kept while its head is not acted on.
@@ -104,19 +124,31 @@ pub(super) struct Outputs {
 /// builds, beside the persisted rollout state.
 pub(super) struct Runner {
     pub(super) config: Config,
+    /// This daemon's identity: the owner named in every lease.
+    pub(super) identity: String,
     /// Held for as long as the loop runs.
     _folder: FolderLock,
     pub(super) store: Arc<Store>,
     pub(super) state: State,
     pub(super) mirror: Arc<Mutex<Mirror>>,
     pub(super) engines: Vec<EngineView>,
+    /// Engine calls in flight (`converge`), and the engine of each.
+    pub(super) calls: JoinSet<Reply>,
+    pub(super) call_of: HashMap<tokio::task::Id, usize>,
+    /// Operator commands; one taken in while the loop waited for engines
+    /// is kept in `queued` and runs next.
+    pub(super) commands: mpsc::Receiver<CommandRequest>,
+    pub(super) queued: Option<CommandRequest>,
+    pub(super) commands_closed: bool,
     /// Rollout plans by the commit whose `sluice.toml` holds them.
     pub(super) plans: HashMap<String, Option<RolloutPlan>>,
     pub(super) builds: HashMap<String, Cached>,
-    /// The commit being built in the background.
+    /// The commit being built in the background, and where its build
+    /// arrives (sent before the loop is woken, so a wake-up always finds
+    /// it).
     pub(super) building: Option<(
         String,
-        tokio::task::JoinHandle<Result<Built, ReconcileError>>,
+        tokio::sync::oneshot::Receiver<Result<Built, ReconcileError>>,
     )>,
     /// Wakes the loop when a build is done.
     pub(super) build_done: Arc<Notify>,
@@ -124,6 +156,13 @@ pub(super) struct Runner {
     pub(super) head: Option<String>,
     pub(super) fetched_ms: Option<u64>,
     pub(super) git_error: Option<String>,
+    /// Git's network calls, off the loop.
+    pub(super) git: GitCalls,
+    /// The fetch in flight.
+    pub(super) fetching: Option<GitCall<String>>,
+    /// The revert in flight, and the commit it reverts.
+    /// `None` from a look for a revert made by hand: still needed.
+    pub(super) reverting: Option<(String, GitCall<Option<RevertOutcome>>)>,
     /// The last fetch found no branch on the remote.
     pub(super) branch_missing: bool,
     pub(super) last_fetch: Option<Instant>,
@@ -150,6 +189,60 @@ pub(super) struct Runner {
     pub(super) out: Outputs,
 }
 
+/// The lease an engine shows, as this daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) enum Holder {
+    /// Not read yet, or the engine did not say.
+    #[default]
+    Unknown,
+    /// No live lease.
+    Free,
+    /// This daemon's.
+    Mine,
+    /// Another daemon's.
+    Other(String),
+}
+
+/// An engine read's answer; `epoch`: the engine's route changes when it
+/// started.
+pub(super) struct ReadReply {
+    pub(super) engine: usize,
+    pub(super) epoch: u64,
+    pub(super) route: Result<Option<RouteInForce>, EngineError>,
+    pub(super) stats: Result<EngineStats, EngineError>,
+    pub(super) renewal: Option<Result<LeaseGranted, EngineError>>,
+}
+
+/// An engine call's answer.
+pub(super) enum Reply {
+    /// A read of the route and figures, with the lease's renewal when due.
+    Read(Box<ReadReply>),
+    /// A route set: its new version.
+    Routed {
+        engine: usize,
+        route: Arc<RouteSpec>,
+        result: Result<u64, EngineError>,
+    },
+    /// Artifacts deleted: each hash and its answer.
+    Deleted {
+        engine: usize,
+        results: Vec<(String, Result<(), EngineError>)>,
+    },
+    /// An artifact uploaded.
+    Uploaded {
+        engine: usize,
+        result: Result<(), EngineError>,
+    },
+}
+
+/// What woke the loop.
+enum Wake {
+    Command(Option<CommandRequest>),
+    Engine(Option<Result<(tokio::task::Id, Reply), tokio::task::JoinError>>),
+    Hook,
+    Other,
+}
+
 /// The mirror, even if a thread panicked holding it (it holds no invariant
 /// a panic could break: every call reads or writes git objects whole).
 pub(super) fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
@@ -157,29 +250,50 @@ pub(super) fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
 }
 
 impl Runner {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts the daemon's start made"
+    )]
     pub(super) fn new(
         config: Config,
+        identity: String,
         folder: FolderLock,
         store: Store,
         state: State,
         mirror: Arc<Mutex<Mirror>>,
         engines: Vec<Arc<dyn EngineClient>>,
+        commands: mpsc::Receiver<CommandRequest>,
         out: Outputs,
     ) -> Runner {
         let revert_backoff = revert_backoff(config.interval);
+        let git = GitCalls::new(mirror.clone(), config.git_timeout);
         Runner {
             engines: engines
                 .into_iter()
                 .map(|client| EngineView {
                     client,
                     route: None,
+                    version: 0,
+                    holder: Holder::Unknown,
+                    renewed: None,
+                    take_over: config.take_over,
                     known: false,
                     stats: None,
                     error: None,
                     down_since: None,
+                    reading: false,
+                    routing: false,
+                    epoch: 0,
+                    deleting: false,
                 })
                 .collect(),
+            calls: JoinSet::new(),
+            call_of: HashMap::new(),
+            commands,
+            queued: None,
+            commands_closed: false,
             config,
+            identity,
             _folder: folder,
             store: Arc::new(store),
             state,
@@ -192,6 +306,9 @@ impl Runner {
             head: None,
             fetched_ms: None,
             git_error: None,
+            git,
+            fetching: None,
+            reverting: None,
             branch_missing: false,
             last_fetch: None,
             fetch_now: true,
@@ -217,7 +334,6 @@ impl Runner {
 
     pub(super) async fn run(
         mut self,
-        mut commands: mpsc::Receiver<CommandRequest>,
         hook: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ReconcileError> {
@@ -226,14 +342,14 @@ impl Runner {
             branch = %self.config.branch,
             engines = self.engines.len(),
             phase = %self.state.label(),
+            identity = %self.identity,
             "reconcile daemon started"
         );
-        let mut command: Option<CommandRequest> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let moved = match command.take() {
+            let moved = match self.queued.take() {
                 Some((c, said, reply)) => {
                     let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
@@ -253,17 +369,31 @@ impl Runner {
                 },
             };
             self.publish();
-            if moved {
+            if moved || self.queued.is_some() {
                 continue;
             }
             let next = self.next_wake();
             let built = self.build_done.clone();
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                c = commands.recv() => command = c,
-                () = hook.notified() => self.fetch_now = true,
-                () = built.notified() => {}
-                () = tokio::time::sleep_until(next) => {}
+            let git = self.git.done();
+            let listening = !self.commands_closed;
+            let calls = !self.calls.is_empty();
+            let woke = tokio::select! {
+                _ = shutdown.changed() => Wake::Other,
+                c = self.commands.recv(), if listening => Wake::Command(c),
+                r = self.calls.join_next_with_id(), if calls => Wake::Engine(r),
+                () = hook.notified() => Wake::Hook,
+                () = built.notified() => Wake::Other,
+                () = git.notified() => Wake::Other,
+                () = tokio::time::sleep_until(next) => Wake::Other,
+            };
+            match woke {
+                Wake::Command(Some(c)) => self.queued = Some(c),
+                Wake::Command(None) => self.commands_closed = true,
+                Wake::Engine(Some(r)) => {
+                    self.take_reply(r);
+                }
+                Wake::Hook => self.fetch_now = true,
+                Wake::Engine(None) | Wake::Other => {}
             }
         }
         tracing::info!("reconcile daemon stopped");
@@ -273,14 +403,27 @@ impl Runner {
     fn next_wake(&self) -> Instant {
         let base = self.last_fetch.unwrap_or_else(Instant::now);
         let mut next = base + self.config.interval;
+        // Leases are renewed at least every third of their length.
+        if let Some(renewed) = self.engines.iter().filter_map(|e| e.renewed).min() {
+            next = next.min(renewed + self.renew_every());
+        }
         // A stuck revert is not retried: it waits for an operator.
-        if self
-            .state
-            .reverts
-            .first()
-            .is_some_and(|r| r.stuck.is_none())
+        if self.reverting.is_none()
+            && self
+                .state
+                .reverts
+                .first()
+                .is_some_and(|r| r.stuck.is_none())
         {
             next = next.min(self.next_revert);
+        }
+        // A git call past its timeout is given up on time.
+        let calls = [
+            self.fetching.as_ref().map(|c| c.started),
+            self.reverting.as_ref().map(|(_, c)| c.started),
+        ];
+        for started in calls.into_iter().flatten() {
+            next = next.min(started + self.git.timeout());
         }
         next
     }
@@ -292,13 +435,25 @@ impl Runner {
             || self
                 .last_fetch
                 .is_none_or(|t| t.elapsed() >= self.config.interval);
-        if due {
-            self.fetch().await;
+        self.take_replies();
+        if self.take_fetch().await {
+            // Once a fetch has brought its pack in, before the next.
             self.repack().await;
         }
+        if due {
+            self.fetch();
+        }
         self.observe().await;
+        self.claim().await;
         self.converge(false).await;
         self.compute_observed();
+        if let Some(why) = self.fenced() {
+            // Another daemon holds engines of this fleet: nothing of this
+            // daemon's own is decided until its lease lapses.
+            self.decision = None;
+            self.waiting = Some(why);
+            return Ok(false);
+        }
         self.collect().await;
 
         // 1. The stage in flight (rollback triggers first of all).
@@ -316,11 +471,8 @@ impl Runner {
                 return Ok(true);
             }
         }
-        // 3. A revert still to land.
-        if !self.state.reverts.is_empty()
-            && Instant::now() >= self.next_revert
-            && self.revert().await?
-        {
+        // 3. A revert still to land (pushed off the loop, settled here).
+        if !self.state.reverts.is_empty() && self.revert().await? {
             return Ok(true);
         }
         // 4. A new head.

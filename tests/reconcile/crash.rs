@@ -3,6 +3,10 @@
 //! bad one to its rollback and revert), and is restarted each time. Every
 //! run must end in the same state, with a consistent audit log: no stage
 //! advanced twice, no rollback lost, one revert commit.
+//!
+//! Lease handover: the owner killed mid-canary leaves no split running:
+//! its engines fall back to stable once its lease lapses, and a second
+//! daemon started at once takes the fleet only after that.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,11 +18,16 @@ use serde_json::Value;
 use super::fixture::{self, BAD, Engine, GOOD, Repo, TOKEN, Traffic, audit, events};
 
 fn spawn(repo: &Repo, state: &Path, engines: &[Engine], log: &Path) -> Child {
+    spawn_with(repo, state, engines, log, &[])
+}
+
+fn spawn_with(repo: &Repo, state: &Path, engines: &[Engine], log: &Path, extra: &[&str]) -> Child {
     let log = File::options().create(true).append(true).open(log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
         .args(["--state-dir", state.to_str().unwrap()])
         .args(["--interval", "50ms", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .args(["--admin-token", TOKEN])
         .env("RUST_LOG", "sluice=info")
         .env("NO_COLOR", "1")
@@ -182,6 +191,148 @@ async fn killed_at_any_moment_the_daemon_resumes_where_it_was() {
     // The kills fell at different moments of the rollouts.
     let kills: usize = outcomes.iter().map(|o| o.killed_at.len()).sum();
     assert!(kills >= 20, "{outcomes:#?}");
+}
+
+/// One engine as the handover test polls it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    at: Instant,
+    candidate: bool,
+    owner: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_mid_canary_leaves_stable_and_the_fleet_to_another_daemon_after_its_lease()
+{
+    const LEASE: Duration = Duration::from_secs(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    // A canary that stays: an hour long.
+    let toml = fixture::TOML.replacen(
+        "percent = 50\nmin_duration = \"200ms\"\nmax_duration = \"60s\"",
+        "percent = 50\nmin_duration = \"1h\"\nmax_duration = \"2h\"",
+        1,
+    );
+    assert_ne!(toml, fixture::TOML);
+    repo.commit("An hour of canary", &[("sluice.toml", Some(&toml))]);
+    let engines = fixture::engines(3).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        6,
+        Duration::from_millis(2),
+    );
+    let (state_a, state_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let log = tmp.path().join("daemons.log");
+    let lease = ["--lease", "1s"];
+    let mut a = spawn_with(&repo, &state_a, &engines, &log, &lease);
+    let start = Instant::now();
+    while !audit(&state_a).iter().any(|t| t.event == "install") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "A never installed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id_a = std::fs::read_to_string(state_a.join("identity"))
+        .unwrap()
+        .trim()
+        .to_string();
+    repo.commit(
+        "Block the shell tool",
+        &[("policies/shell.policy", Some(GOOD))],
+    );
+    let in_canary = |e: &Engine| {
+        e.route()
+            .is_some_and(|r| r.candidate.is_some() && r.stage.as_deref() == Some("canary"))
+            && e.owner().as_deref() == Some(id_a.as_str())
+    };
+    while !engines.iter().all(in_canary) {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never in canary: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A dies mid-canary; B starts at once on its own state folder.
+    a.kill().unwrap();
+    let killed = Instant::now();
+    a.wait().unwrap();
+    let mut b = spawn_with(&repo, &state_b, &engines, &log, &lease);
+    let mut seen: Vec<Vec<Seen>> = vec![Vec::new(); engines.len()];
+    let id_b = loop {
+        for (e, s) in engines.iter().zip(seen.iter_mut()) {
+            let now = Seen {
+                at: Instant::now(),
+                candidate: e.route().unwrap().candidate.is_some(),
+                owner: e.owner(),
+            };
+            if s.last()
+                .is_none_or(|l| (l.candidate, &l.owner) != (now.candidate, &now.owner))
+            {
+                s.push(now);
+            }
+        }
+        let id_b = std::fs::read_to_string(state_b.join("identity")).unwrap_or_default();
+        let id_b = id_b.trim();
+        if !id_b.is_empty()
+            && !audit(&state_b).is_empty()
+            && seen
+                .iter()
+                .all(|s| s.last().unwrap().owner.as_deref() == Some(id_b))
+        {
+            break id_b.to_string();
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "B never took over: {seen:#?}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    };
+    b.kill().unwrap();
+    b.wait().unwrap();
+
+    for (i, s) in seen.iter().enumerate() {
+        // A's canary held while A's lease did, then the engine served
+        // stable alone, held by nobody, before B held it.
+        let dropped = s
+            .iter()
+            .position(|x| !x.candidate)
+            .unwrap_or_else(|| panic!("engine {i} never dropped the candidate: {s:#?}"));
+        let first_b = s
+            .iter()
+            .position(|x| x.owner.as_deref() == Some(id_b.as_str()))
+            .unwrap();
+        assert!(dropped <= first_b, "engine {i}: {s:#?}");
+        // (A lease past its expiry shows no owner until the engine's watch
+        // applies the lapse, within 100 ms.)
+        assert!(
+            s[..dropped]
+                .iter()
+                .all(|x| x.candidate && x.owner.as_deref().is_none_or(|o| o == id_a)),
+            "engine {i}: {s:#?}"
+        );
+        // Dropped by the engine's watch (nobody holds it), or by B's claim,
+        // which applies the lapse before it takes the lease.
+        assert!(
+            s[dropped].owner.as_deref().is_none_or(|o| o == id_b),
+            "engine {i}: {s:#?}"
+        );
+        let lapse = s[dropped].at - killed;
+        // The last renewal came at most a third of the lease before the kill.
+        assert!(
+            lapse >= LEASE / 2 && lapse <= LEASE + Duration::from_millis(800),
+            "engine {i} lapsed {lapse:?} after the kill: {s:#?}"
+        );
+    }
+    // B's first transition adopts what the engines serve after the lapse:
+    // the stable artifact, no candidate.
+    let lines = audit(&state_b);
+    assert_eq!(lines[0].event, "adopt", "{lines:#?}");
+    let stable_a = state_json(&state_a)["stable"]["artifact"].clone();
+    assert_eq!(state_json(&state_b)["stable"]["artifact"], stable_a);
 }
 
 /// The branch head on the bare repository, read from its ref file as

@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::api::route::RouteSpec;
+use sluice::api::lease::{LeaseGranted, LeaseRequest, RouteRequest};
+use sluice::api::route::RouteInForce;
 use sluice::api::state::LiveState;
 use sluice::api::stats::EngineStats;
 use sluice::reconcile::client::{BoxFuture, EngineClient, EngineError, HttpEngine};
@@ -377,13 +378,20 @@ impl EngineClient for Counting {
         self.inner.upload(hash, artifact)
     }
 
-    fn set_route<'a>(&'a self, route: &'a RouteSpec) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.set_route(route)
+    fn set_route<'a>(&'a self, req: &'a RouteRequest) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.set_route(req)
     }
 
-    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteSpec>, EngineError>> {
+    fn get_route(&self) -> BoxFuture<'_, Result<Option<RouteInForce>, EngineError>> {
         self.routes.fetch_add(1, SeqCst);
         self.inner.get_route()
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        req: &'a LeaseRequest,
+    ) -> BoxFuture<'a, Result<LeaseGranted, EngineError>> {
+        self.inner.renew_lease(req)
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<EngineStats, EngineError>> {

@@ -435,6 +435,27 @@ impl Engine {
     pub fn route_puts(&self) -> u64 {
         self.engine.route().map_or(0, |a| a.version)
     }
+
+    /// The daemon holding this engine's lease, read directly.
+    pub fn owner(&self) -> Option<String> {
+        self.engine.lease().map(|l| l.owner)
+    }
+}
+
+/// The daemon's configuration for tests: `repo`'s bare repository, the
+/// `engines`, the admin token, a 100 ms interval and the control API on a
+/// free loopback port.
+pub fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> sluice::reconcile::Config {
+    let urls = engines.iter().map(Engine::url).collect();
+    let mut c = sluice::reconcile::Config::new(
+        &repo.bare.to_string_lossy(),
+        state.to_path_buf(),
+        urls,
+        TOKEN,
+    );
+    c.interval = Duration::from_millis(100);
+    c.listen = "127.0.0.1:0".parse().ok();
+    c
 }
 
 /// Several engines.

@@ -17,17 +17,10 @@ const OPERATOR: &str = "operator-token-0123456789";
 const READER: &str = "read-only-token-0123456789";
 
 fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> Config {
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        state.to_path_buf(),
-        urls,
-        TOKEN,
-    );
+    let mut c = fixture::config(repo, state, engines);
     // Only the hook fetches: a delivery that is refused or ignored leaves
     // the fetched head where it was.
     c.interval = Duration::from_secs(3600);
-    c.listen = "127.0.0.1:0".parse().ok();
     c.operator_token = Some(OPERATOR.to_string());
     c.read_token = Some(READER.to_string());
     c.webhook_secret = Some(SECRET.to_string());
@@ -220,6 +213,30 @@ async fn each_token_has_its_power_and_the_audit_log_says_who_acted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+
+    // A reason past 2,000 bytes, an unknown field, a route or a method
+    // the API does not have: JSON errors, nothing done.
+    let r = call(Method::POST, "/v1/pause", OPERATOR)
+        .json(&serde_json::json!({"reason": "x".repeat(2001)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = call(Method::POST, "/v1/resume", OPERATOR)
+        .json(&serde_json::json!({"bogus": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for (method, path, code) in [
+        (Method::GET, "/v1/nothing", 404),
+        (Method::DELETE, "/v1/status", 405),
+    ] {
+        let r = call(method, path, OPERATOR).send().await.unwrap();
+        assert_eq!(r.status(), code, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
 
     // The operator token pauses, from the command line, naming who.
     let sluice = |args: &[&str], envs: &[(&str, &str)]| {

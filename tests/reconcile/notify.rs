@@ -86,14 +86,7 @@ async fn receiver() -> (String, Received) {
 }
 
 fn config(repo: &Repo, state: &Path, engines: &[Engine], notify: NotifyConfig) -> Config {
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        state.to_path_buf(),
-        urls,
-        TOKEN,
-    );
-    c.interval = Duration::from_millis(100);
+    let mut c = fixture::config(repo, state, engines);
     c.listen = None;
     c.notify = Some(notify);
     c

@@ -8,25 +8,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::reconcile::{Config, Daemon};
+use sluice::reconcile::Daemon;
 use sluice::rollout::machine::Command as Op;
 
-use super::fixture::{self, Engine, Repo, TOKEN, wait_async};
+use super::fixture::{self, Repo, TOKEN, wait_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_metrics_follow_the_fleet() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
     let mut engines = fixture::engines(2).await;
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        tmp.path().join("state"),
-        urls,
-        TOKEN,
-    );
-    c.interval = Duration::from_millis(100);
-    c.listen = "127.0.0.1:0".parse().ok();
+    let mut c = fixture::config(&repo, &tmp.path().join("state"), &engines);
     c.engine_timeout = Duration::from_millis(500);
     let daemon = Daemon::start(c).await.unwrap();
     let addr = daemon.control_addr().unwrap().to_string();
@@ -39,9 +31,10 @@ async fn readiness_and_metrics_follow_the_fleet() {
         }
     };
 
-    let ready = wait_async("ready", Duration::from_secs(20), || async {
+    // Ready once the branch is fetched; installed a build later.
+    let ready = wait_async("ready and installed", Duration::from_secs(20), || async {
         let (code, body) = get("/readyz").await;
-        (code == 200).then_some(body)
+        (code == 200 && daemon.status().stable.is_some()).then_some(body)
     })
     .await;
     let r: Value = serde_json::from_str(&ready).unwrap();

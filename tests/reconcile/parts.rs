@@ -651,15 +651,33 @@ fn one_daemon_per_state_folder() {
     // Claimed again by the same process (a restart in-process): fine.
     drop(held);
     FolderLock::acquire(dir.path()).unwrap();
-    // A running daemon of another process holds it.
-    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["reconcile", "--repo"])
-        .arg(dir.path().join("no-such-repository.git"))
-        .arg("--state-dir")
-        .arg(dir.path())
-        .args(["--engine", "http://127.0.0.1:9", "--admin-token", "t"])
-        .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
-        .stdout(std::process::Stdio::null())
+    // A pid file left behind naming live processes that are no daemon
+    // (init; this test): the lock is free, so the folder is too.
+    let pidfile = dir.path().join("daemon.pid");
+    for pid in [1, std::process::id()] {
+        std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
+        drop(FolderLock::acquire(dir.path()).unwrap());
+    }
+    let daemon = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["reconcile", "--repo"])
+            .arg(dir.path().join("no-such-repository.git"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args([
+                "--engine",
+                "http://127.0.0.1:9",
+                "--admin-token",
+                super::fixture::TOKEN,
+            ])
+            .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+            .stdout(std::process::Stdio::null());
+        cmd
+    };
+    // The daemon binary starts on that folder, the pid file naming this
+    // live test process; then it holds the folder.
+    std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    let mut other = daemon()
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -676,6 +694,12 @@ fn one_daemon_per_state_folder() {
     let err = FolderLock::acquire(dir.path()).unwrap_err().to_string();
     assert!(err.contains("in use by another daemon"), "{err}");
     assert!(err.contains(&format!("(process {pid})")), "{err}");
+    // A second daemon binary on the folder stops at once and says why.
+    let second = daemon().output().unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another daemon"), "{stderr}");
+    assert!(stderr.contains(&format!("(process {pid})")), "{stderr}");
     other.kill().unwrap();
     other.wait().unwrap();
     // Once it is gone (killed, never cleaned up), the folder is free.

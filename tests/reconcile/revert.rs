@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice::api::status::Status;
-use sluice::reconcile::{Config, Daemon};
+use sluice::reconcile::Daemon;
 use sluice::rollout::machine::{Cause, Command as Op};
 
 use super::fixture::{
@@ -39,19 +39,6 @@ policy base version 2.0.0 {
   }
 }
 "#;
-
-fn config(repo: &Repo, state: &Path, engines: &[Engine]) -> Config {
-    let urls = engines.iter().map(Engine::url).collect();
-    let mut c = Config::new(
-        &repo.bare.to_string_lossy(),
-        state.to_path_buf(),
-        urls,
-        TOKEN,
-    );
-    c.interval = Duration::from_millis(100);
-    c.listen = "127.0.0.1:0".parse().ok();
-    c
-}
 
 /// `sluice.toml` whose live stages wait an hour: only operators move them.
 fn slow_toml() -> String {
@@ -154,7 +141,7 @@ async fn a_commit_is_rolled_out_under_the_plan_and_traces_of_the_stable_commit()
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &c0).await;
@@ -273,7 +260,7 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
         Duration::from_millis(2),
     );
     let state = tmp.path().join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &c0).await;
@@ -349,6 +336,67 @@ async fn one_push_of_several_commits_is_one_candidate_and_one_revert_of_them_all
     daemon.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_already_accepted_as_unchanged_is_never_reverted_with_a_later_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c0 = repo.log()[0].0.clone();
+    let engines = fixture::engines(2).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        4,
+        Duration::from_millis(2),
+    );
+    let state = tmp.path().join("state");
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
+        .await
+        .unwrap();
+    installed(&daemon, &c0).await;
+
+    // Docs and one more trace: the artifact stays stable's.
+    let extra = r#"{"request": {"tool": "shell.exec", "agent": "a", "session": "s", "args": {}}, "expect": "allow"}"#;
+    let docs = repo.commit(
+        "Docs and an extra trace",
+        &[
+            ("README.md", Some("# policies\n")),
+            ("traces/extra.jsonl", Some(extra)),
+        ],
+    );
+    daemon.trigger_fetch();
+    assert_eq!(last_about(&state, &docs).await, "unchanged");
+    // It is the stable commit now.
+    assert_eq!(
+        daemon.status().stable.and_then(|s| s.commit).as_deref(),
+        Some(docs.as_str())
+    );
+
+    // A bad change pushed on its own is rolled back: only it is reverted.
+    let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
+    daemon.trigger_fetch();
+    let revert = wait_for("the bad commit reverted", LIMIT, || {
+        let s = daemon.status();
+        let (sha, subject) = repo.log().into_iter().next()?;
+        (s.reverts.is_empty() && subject == "Revert \"Block search\"").then_some(sha)
+    })
+    .await;
+    let msg = repo.message(&revert);
+    assert!(
+        msg.contains(&format!("This reverts commit {bad}.")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("Back to the stable commit {docs}.")),
+        "{msg}"
+    );
+    assert_eq!(repo.files(&revert), repo.files(&docs));
+    assert!(
+        repo.files(&revert)
+            .contains(&"traces/extra.jsonl".to_string())
+    );
+    assert_eq!(daemon_reverts(&repo).len(), 1);
+    daemon.stop().await.unwrap();
+}
+
 /// The daemon with slow stages, the candidate `files` in shadow.
 async fn in_shadow(
     tmp: &Path,
@@ -359,7 +407,7 @@ async fn in_shadow(
     let s0 = repo.commit("Slow stages", &[("sluice.toml", Some(&slow_toml()))]);
     let engines = fixture::engines(2).await;
     let state = tmp.join("state");
-    let daemon = Daemon::start(config(&repo, &state, &engines))
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
         .await
         .unwrap();
     let a0 = installed(&daemon, &s0).await;
@@ -631,38 +679,32 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     let (_, out, _) = sluice(&daemon, &["status"]);
     assert!(out.contains("branch GONE"), "{out}");
 
-    // A rollback still reaches every engine; its revert is not pushed to a
-    // branch that is not there.
+    // A rollback still reaches every engine; its revert waits for the
+    // operator: nothing is pushed, not even tried, while the pause holds.
     daemon.command(Op::rollback(None)).await.unwrap();
     assert_on_stable(&engines, &a0);
-    wait_for("attempts", LIMIT, || {
-        (daemon.status().reverts.first()?.attempts >= 3).then_some(())
-    })
-    .await;
+    fixture::iterations(&daemon, 5, LIMIT).await;
     assert_eq!(git(&repo.bare, &["for-each-ref", "refs/heads"]), "");
-    assert!(
-        daemon.status().reverts[0].stuck.is_none(),
-        "not counted as a failure"
-    );
+    let r = daemon.status().reverts[0].clone();
+    assert_eq!(r.attempts, 0, "{r:?}");
+    assert!(r.stuck.is_none(), "not counted as a failure");
 
-    // The branch is back: said so, and the revert lands on it.
+    // The branch is back: said so, and still nothing is pushed before the
+    // operator resumes.
     git(&repo.bare, &["update-ref", "refs/heads/main", &c1]);
     daemon.trigger_fetch();
+    until(&state, "branch_restored", &c1).await;
+    fixture::iterations(&daemon, 5, LIMIT).await;
+    assert_eq!(repo.log()[0].0, c1);
+    let s = daemon.status();
+    assert!(s.paused.unwrap().hold);
+    assert_eq!(s.reverts.len(), 1);
+    daemon.command(Op::Resume).await.unwrap();
     let revert = wait_for("the revert", LIMIT, || {
         let (sha, subject) = repo.log().into_iter().next()?;
         (subject == "Revert \"Block the shell tool\"").then_some(sha)
     })
     .await;
-    wait_for("the revert settled", LIMIT, || {
-        daemon.status().reverts.is_empty().then_some(())
-    })
-    .await;
-    // The pause waits for an operator, whatever landed meanwhile.
-    fixture::iterations(&daemon, 3, LIMIT).await;
-    let s = daemon.status();
-    assert!(s.paused.unwrap().hold);
-    assert!(s.waiting.unwrap_or_default().contains("paused"));
-    daemon.command(Op::Resume).await.unwrap();
     assert_eq!(last_about(&state, &revert).await, "unchanged");
     assert_eq!(
         events_since(&state, 3),
@@ -670,8 +712,8 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
             "branch_deleted",
             "rollback",
             "branch_restored",
-            "reverted",
             "resume",
+            "reverted",
             "unchanged"
         ]
     );

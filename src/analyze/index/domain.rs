@@ -16,10 +16,12 @@ pub enum Strs {
         not_exact: BTreeSet<String>,
         not_prefixes: BTreeSet<String>,
     },
-    /// One of `exact`, or anything starting with one of `prefixes`.
+    /// One of `exact`, or anything starting with one of `prefixes`, or
+    /// anything ending with one of `suffixes`.
     Some {
         exact: BTreeSet<String>,
         prefixes: BTreeSet<String>,
+        suffixes: BTreeSet<String>,
     },
 }
 
@@ -59,6 +61,7 @@ pub(super) fn exact(values: impl IntoIterator<Item = String>) -> Strs {
     Strs::Some {
         exact: values.into_iter().collect(),
         prefixes: BTreeSet::new(),
+        suffixes: BTreeSet::new(),
     }
 }
 
@@ -83,7 +86,11 @@ pub(super) fn values_empty(v: &Values) -> bool {
     match v {
         Values::Any => false,
         Values::Strs(Strs::Any { .. }) => false,
-        Values::Strs(Strs::Some { exact, prefixes }) => exact.is_empty() && prefixes.is_empty(),
+        Values::Strs(Strs::Some {
+            exact,
+            prefixes,
+            suffixes,
+        }) => exact.is_empty() && prefixes.is_empty() && suffixes.is_empty(),
         Values::Range(lo, hi) => lo > hi,
         Values::Ints(s) => s.is_empty(),
         Values::Members { must, must_not } => must.iter().any(|m| must_not.contains(m)),
@@ -173,10 +180,18 @@ fn intersect_strs(a: &Strs, b: &Strs) -> Strs {
                 not_exact,
                 not_prefixes,
             },
-            Strs::Some { exact, prefixes },
+            Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            },
         )
         | (
-            Strs::Some { exact, prefixes },
+            Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            },
             Strs::Any {
                 not_exact,
                 not_prefixes,
@@ -197,29 +212,29 @@ fn intersect_strs(a: &Strs, b: &Strs) -> Strs {
                     .filter(|p| !excluded_by_prefix(p))
                     .cloned()
                     .collect(),
+                // Some string ending with a suffix escapes any exclusion.
+                suffixes: suffixes.clone(),
             }
         }
         (
             Strs::Some {
                 exact: ae,
                 prefixes: ap,
+                suffixes: asu,
             },
             Strs::Some {
                 exact: be,
                 prefixes: bp,
+                suffixes: bsu,
             },
         ) => {
             let mut exact: BTreeSet<String> = ae.intersection(be).cloned().collect();
-            exact.extend(
-                ae.iter()
-                    .filter(|s| bp.iter().any(|p| s.starts_with(p.as_str())))
-                    .cloned(),
-            );
-            exact.extend(
-                be.iter()
-                    .filter(|s| ap.iter().any(|p| s.starts_with(p.as_str())))
-                    .cloned(),
-            );
+            let admitted = |s: &str, ps: &BTreeSet<String>, ss: &BTreeSet<String>| {
+                ps.iter().any(|p| s.starts_with(p.as_str()))
+                    || ss.iter().any(|x| s.ends_with(x.as_str()))
+            };
+            exact.extend(ae.iter().filter(|s| admitted(s, bp, bsu)).cloned());
+            exact.extend(be.iter().filter(|s| admitted(s, ap, asu)).cloned());
             let mut prefixes = BTreeSet::new();
             for x in ap {
                 for y in bp {
@@ -230,7 +245,29 @@ fn intersect_strs(a: &Strs, b: &Strs) -> Strs {
                     }
                 }
             }
-            Strs::Some { exact, prefixes }
+            let mut suffixes = BTreeSet::new();
+            for x in asu {
+                for y in bsu {
+                    if x.ends_with(y.as_str()) {
+                        suffixes.insert(x.clone());
+                    } else if y.ends_with(x.as_str()) {
+                        suffixes.insert(y.clone());
+                    }
+                }
+            }
+            // A prefix meets any suffix (`p` then `s`): the prefix stands
+            // for both (an over-approximation).
+            if !asu.is_empty() {
+                prefixes.extend(bp.iter().cloned());
+            }
+            if !bsu.is_empty() {
+                prefixes.extend(ap.iter().cloned());
+            }
+            Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            }
         }
     }
 }
@@ -241,14 +278,17 @@ fn union_strs(a: &Strs, b: &Strs) -> Strs {
             Strs::Some {
                 exact: ae,
                 prefixes: ap,
+                suffixes: asu,
             },
             Strs::Some {
                 exact: be,
                 prefixes: bp,
+                suffixes: bsu,
             },
         ) => Strs::Some {
             exact: ae.union(be).cloned().collect(),
             prefixes: ap.union(bp).cloned().collect(),
+            suffixes: asu.union(bsu).cloned().collect(),
         },
         // Excluded by both (keeping less is sound).
         (
@@ -270,23 +310,35 @@ fn union_strs(a: &Strs, b: &Strs) -> Strs {
                 not_exact,
                 not_prefixes,
             },
-            Strs::Some { exact, prefixes },
+            some @ Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            },
         )
         | (
-            Strs::Some { exact, prefixes },
+            some @ Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            },
             Strs::Any {
                 not_exact,
                 not_prefixes,
             },
         ) => {
-            let admits =
-                |s: &str| exact.contains(s) || prefixes.iter().any(|p| s.starts_with(p.as_str()));
             Strs::excluding(
-                not_exact.iter().filter(|v| !admits(v)).cloned().collect(),
+                not_exact
+                    .iter()
+                    .filter(|v| !some.admits(v))
+                    .cloned()
+                    .collect(),
                 not_prefixes
                     .iter()
                     .filter(|q| {
-                        !exact.iter().any(|s| s.starts_with(q.as_str()))
+                        // Some string under `q` ends with any suffix.
+                        suffixes.is_empty()
+                            && !exact.iter().any(|s| s.starts_with(q.as_str()))
                             && !prefixes
                                 .iter()
                                 .any(|p| p.starts_with(q.as_str()) || q.starts_with(p.as_str()))
@@ -309,8 +361,14 @@ impl Strs {
                 !not_exact.contains(value)
                     && !not_prefixes.iter().any(|p| value.starts_with(p.as_str()))
             }
-            Strs::Some { exact, prefixes } => {
-                exact.contains(value) || prefixes.iter().any(|p| value.starts_with(p.as_str()))
+            Strs::Some {
+                exact,
+                prefixes,
+                suffixes,
+            } => {
+                exact.contains(value)
+                    || prefixes.iter().any(|p| value.starts_with(p.as_str()))
+                    || suffixes.iter().any(|x| value.ends_with(x.as_str()))
             }
         }
     }

@@ -268,11 +268,21 @@ fn atom_summary(e: &Expr, positive: bool, schema: &Schema) -> Summary {
                 }),
             )
         }
+        Expr::EndsWith { field, value } => (
+            Some(field.as_str()),
+            Some(Values::Strs(Strs::Some {
+                exact: BTreeSet::new(),
+                prefixes: BTreeSet::new(),
+                suffixes: BTreeSet::from([value.clone()]),
+            })),
+            None,
+        ),
         Expr::StartsWith { field, value } => (
             Some(field.as_str()),
             Some(Values::Strs(Strs::Some {
                 exact: BTreeSet::new(),
                 prefixes: BTreeSet::from([value.clone()]),
+                suffixes: BTreeSet::new(),
             })),
             Some(Values::Strs(Strs::excluding(
                 BTreeSet::new(),

@@ -37,8 +37,7 @@ impl RegexFacts {
         if let Some(f) = self.facts.get(pattern) {
             return *f;
         }
-        let can_match =
-            crate::analyze::regex::search_language(pattern).is_ok_and(|t| t != "re.none");
+        let can_match = crate::analyze::lang::can_match(pattern);
         // A pattern that does not compile "matches everything" here, so
         // that nothing is concluded from it.
         let matches_empty = regex::Regex::new(pattern).map_or(true, |r| r.is_match(""));

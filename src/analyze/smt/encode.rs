@@ -3,7 +3,7 @@
 //! (SPEC §2), string tests of automata-decided fields become their
 //! booleans, the rest goes through `value`. No solving here.
 
-use z3::ast::{Ast, Bool};
+use z3::ast::Bool;
 
 use super::encoder::{Encoder, FieldVars, Vars};
 use super::plan::Repr;
@@ -159,36 +159,12 @@ impl Encoder<'_> {
                     _ => Err(EncodeError::Type(format!("`{field}` is not a set"))),
                 }
             }
-            Expr::Contains { field, value }
-            | Expr::StartsWith { field, value }
-            | Expr::EndsWith { field, value } => {
-                let s = self.string_term(field, over, needs)?;
-                let lit = self.string(value)?;
-                let holds = match e {
-                    Expr::Contains { .. } => s.contains(&lit),
-                    Expr::StartsWith { .. } => lit.prefix(&s),
-                    _ => lit.suffix(&s),
-                };
-                Ok(pol(holds))
-            }
-            Expr::Matches { field, pattern } => {
-                let s = self.string_term(field, over, needs)?;
-                if !self.regexes.contains_key(pattern) {
-                    self.load_patterns([pattern.as_str()]);
-                }
-                let m = match self.regexes.get(pattern) {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => {
-                        return Err(EncodeError::Regex {
-                            pattern: pattern.clone(),
-                            reason: "not loaded".into(),
-                        });
-                    }
-                };
-                let f = if positive { &m.pos } else { &m.neg };
-                Ok(f.substitute(&[(&self.placeholder, &s)]))
-            }
+            Expr::Contains { field, .. }
+            | Expr::StartsWith { field, .. }
+            | Expr::EndsWith { field, .. }
+            | Expr::Matches { field, .. } => Err(EncodeError::Type(format!(
+                "`{field}` is not automata-decided"
+            ))),
             Expr::Const(_) | Expr::And(_) | Expr::Or(_) | Expr::Not(_) | Expr::Has(_) => {
                 Err(EncodeError::Type("internal: not an atom".to_string()))
             }
@@ -241,6 +217,19 @@ impl Encoder<'_> {
         let k = id.and_then(|id| ids.iter().position(|x| *x == id));
         match k.and_then(|k| vars.get(k).map(|v| (k, v.clone()))) {
             Some((k, var)) => {
+                // The automaton is built now (once per analysis): a test
+                // that has none leaves its rule out of the analysis.
+                if let Some(id) = id
+                    && let Err(e) = self.plan.table.lang(id)
+                {
+                    return Err(match atom {
+                        Atom::Matches(p) => EncodeError::Regex {
+                            pattern: p.clone(),
+                            reason: e.to_string(),
+                        },
+                        _ => EncodeError::Type(e.to_string()),
+                    });
+                }
                 needs.langs.entry(i).or_default().insert(k);
                 Ok(var)
             }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use z3::Model;
-use z3::ast::{Int, String as ZStr};
 
 use super::Override;
 use super::encoder::{Encoder, Vars};
@@ -48,7 +47,6 @@ impl Encoder<'_> {
                         .and_then(|x| x.as_bool())
                         .unwrap_or(false),
                 ),
-                (Vars::Str(v), _) => FieldValue::Str(model_string(model, v)?),
                 (Vars::Lang(_), _) => FieldValue::Str(strings.get(&i).cloned().unwrap_or_default()),
                 (Vars::Code(v), Repr::Code(lits)) => {
                     let code = model.eval(v, true).and_then(|x| x.as_i64()).unwrap_or(-1);
@@ -68,8 +66,10 @@ impl Encoder<'_> {
                         .collect();
                     let n = model.eval(len, true).and_then(|x| x.as_i64()).unwrap_or(0);
                     let n = usize::try_from(n).unwrap_or(0);
-                    if n > 100_000 {
-                        return Err(format!("`{path}`: the model's set has {n} elements"));
+                    if n > MAX_SET {
+                        return Err(format!(
+                            "`{path}`: the model's set has {n} elements, more than a witness holds ({MAX_SET})"
+                        ));
                     }
                     let mut k = 0;
                     while items.len() < n {
@@ -87,6 +87,10 @@ impl Encoder<'_> {
     }
 }
 
+/// The most elements a witness set is given (a set whose length must
+/// exceed it has no witness).
+const MAX_SET: usize = 2_000_000;
+
 /// `{base}` or `{base}-{k}`, the first that is not among `taken` (sorted).
 fn fresh(taken: &[String], base: &str, start: usize) -> String {
     let mut k = start;
@@ -100,43 +104,5 @@ fn fresh(taken: &[String], base: &str, start: usize) -> String {
             return s;
         }
         k += 1;
-    }
-}
-
-/// A string from the model. Z3 4.8.12 prints characters outside printable
-/// ASCII as `\u{…}` but leaves `\` itself alone, so a value holding a
-/// backslash is read one character at a time.
-fn model_string(model: &Model, v: &ZStr) -> Result<String, String> {
-    let whole = model
-        .eval(v, true)
-        .and_then(|s| s.as_string())
-        .ok_or("the model has no value for a string")?;
-    if !whole.contains('\\') {
-        return Ok(whole);
-    }
-    let len = model
-        .eval(&v.length(), true)
-        .and_then(|n| n.as_i64())
-        .ok_or("the model has no length for a string")?;
-    let mut out = String::new();
-    for i in 0..len {
-        let c = model
-            .eval(&v.at(Int::from_i64(i)), true)
-            .and_then(|s| s.as_string())
-            .ok_or("the model has no character")?;
-        out.push(decode_char(&c).ok_or_else(|| format!("cannot read character `{c}`"))?);
-    }
-    Ok(out)
-}
-
-/// One character as Z3 prints it: itself, or `\u{hex}`.
-fn decode_char(s: &str) -> Option<char> {
-    let mut chars = s.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c), None) => Some(c),
-        _ => {
-            let hex = s.strip_prefix("\\u{")?.strip_suffix('}')?;
-            char::from_u32(u32::from_str_radix(hex, 16).ok()?)
-        }
     }
 }

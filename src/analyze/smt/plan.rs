@@ -1,15 +1,15 @@
 //! The plan of an analysis: how each schema field is represented in Z3
-//! (an int, a bool, a coded string, tests decided by automata, a Z3 string,
-//! set members), decided once for the whole set from how its conditions
-//! read each field, with the automata table of every string test. No Z3
-//! terms here (they belong to the encoder's thread).
+//! (an int, a bool, a coded string, tests decided by automata with a
+//! length when it is read, set members), decided once for the whole set
+//! from how its conditions read each field, with the automata table of
+//! every string test. No Z3 terms here (they belong to the encoder's
+//! thread).
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::strings::{StrTest, field_pair, str_test};
-use crate::analyze::cond::read_fields;
-use crate::analyze::lang::{self, Atom, Table};
-use crate::model::ir::{Expr, FieldDecl, Type};
+use crate::analyze::lang::{Atom, Table};
+use crate::model::ir::{Expr, FieldDecl, Term, Type};
 use crate::model::schema::Schema;
 
 /// How one schema field is represented.
@@ -17,8 +17,6 @@ use crate::model::schema::Schema;
 pub enum Repr {
     Int,
     Bool,
-    /// A Z3 string.
-    Str,
     /// A string read only by equality: an integer code into `literals`
     /// (sorted); codes outside `0..literals.len()` are other strings.
     Code(Vec<String>),
@@ -47,8 +45,9 @@ pub struct Plan {
     /// Every string test of an automata-decided field, by id.
     pub(super) table: Table,
     pub(super) atom_ids: HashMap<Atom, usize>,
-    /// The regexes that fields encoded as Z3 strings test.
-    patterns: Vec<String>,
+    /// Automata-decided fields whose length is read (an integer of its
+    /// own, checked against the automata with the tests).
+    pub(super) lens: BTreeSet<usize>,
     /// Pairs of automata-decided fields compared with each other (sorted
     /// positions).
     pub(super) pairs: BTreeSet<(usize, usize)>,
@@ -56,8 +55,8 @@ pub struct Plan {
 
 #[derive(Default)]
 struct Usage {
-    /// `len` compared with something else than a literal.
-    general: bool,
+    /// Its length is read.
+    len: bool,
     /// Read by something else than `==`/`!=`/`in` literals.
     not_code: bool,
     literals: BTreeSet<String>,
@@ -92,35 +91,6 @@ impl Plan {
                     .insert(Atom::Eq(lit.clone()));
             }
         }
-        // Lengths too long for an automaton need Z3's strings; fields
-        // compared with each other share a representation.
-        for u in usage.values_mut() {
-            if u.atoms.iter().any(too_long) {
-                u.general = true;
-            }
-        }
-        let mut general: BTreeSet<String> = usage
-            .iter()
-            .filter(|(_, u)| u.general)
-            .map(|(f, _)| f.clone())
-            .collect();
-        let mut todo: Vec<String> = general.iter().cloned().collect();
-        while let Some(f) = todo.pop() {
-            let partners: Vec<String> = usage
-                .get(&f)
-                .map(|u| u.partners.iter().cloned().collect())
-                .unwrap_or_default();
-            for p in partners {
-                if general.insert(p.clone()) {
-                    todo.push(p);
-                }
-            }
-        }
-        for f in &general {
-            if let Some(u) = usage.get_mut(f) {
-                u.general = true;
-            }
-        }
         let partner_names: Vec<(String, String)> = usage
             .iter()
             .flat_map(|(f, u)| u.partners.iter().map(move |p| (f.clone(), p.clone())))
@@ -128,22 +98,16 @@ impl Plan {
         let mut atoms: Vec<Atom> = Vec::new();
         let mut atom_ids: HashMap<Atom, usize> = HashMap::new();
         let mut fields = Vec::new();
-        let mut patterns = BTreeSet::new();
+        let mut lens = BTreeSet::new();
         for decl in &schema.fields {
             let u = usage.remove(&decl.path).unwrap_or_default();
-            let matches: Vec<String> = u
-                .atoms
-                .iter()
-                .filter_map(|a| match a {
-                    Atom::Matches(p) => Some(p.clone()),
-                    _ => None,
-                })
-                .collect();
+            if u.len && decl.ty == Type::Str {
+                lens.insert(fields.len());
+            }
             let repr = match decl.ty {
                 Type::Int => Repr::Int,
                 Type::Bool => Repr::Bool,
                 Type::StrSet => Repr::Set(u.literals.into_iter().collect()),
-                Type::Str if u.general => Repr::Str,
                 Type::Str if !u.not_code => Repr::Code(u.literals.into_iter().collect()),
                 Type::Str => {
                     let mut ids = Vec::new();
@@ -158,9 +122,6 @@ impl Plan {
                     Repr::Lang(ids)
                 }
             };
-            if repr == Repr::Str {
-                patterns.extend(matches);
-            }
             fields.push(FieldPlan {
                 decl: decl.clone(),
                 repr,
@@ -177,7 +138,7 @@ impl Plan {
             by_path,
             table: Table::new(atoms),
             atom_ids,
-            patterns: patterns.into_iter().collect(),
+            lens,
             pairs: BTreeSet::new(),
         }
         .with_pairs(&partner_names)
@@ -196,12 +157,6 @@ impl Plan {
             }
         }
         self
-    }
-
-    /// The regexes that fields encoded as Z3 strings test (to parse once per
-    /// thread, [`Encoder::load_patterns`](crate::analyze::smt::Encoder::load_patterns)).
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
     }
 
     pub fn fields(&self) -> &[FieldPlan] {
@@ -238,18 +193,11 @@ impl Plan {
                     && std::mem::discriminant(&a.repr) == std::mem::discriminant(&b.repr)
             })
             && self.pairs == other.pairs
+            && self.lens == other.lens
     }
 
     pub(super) fn repr(&self, i: usize) -> Option<&Repr> {
         self.fields.get(i).map(|f| &f.repr)
-    }
-}
-
-fn too_long(a: &Atom) -> bool {
-    match a {
-        Atom::Len { lo, hi } => *lo > lang::MAX_LEN || hi.is_some_and(|h| h > lang::MAX_LEN),
-        Atom::LenIn(v) => v.iter().any(|n| *n > lang::MAX_LEN),
-        _ => false,
     }
 }
 
@@ -297,15 +245,29 @@ fn collect_usage(e: &Expr, schema: &Schema, usage: &mut HashMap<String, Usage>) 
                 }
                 return;
             }
-            // Anything else on a string field (`len` against a non-literal)
-            // needs Z3's strings.
-            for f in read_fields(e) {
+            // Anything else on a string field reads its length.
+            for f in read_lens(e) {
                 if schema.type_of(f) == Some(Type::Str) {
                     let u = usage.entry(f.to_string()).or_default();
-                    u.general = true;
+                    u.len = true;
                     u.not_code = true;
                 }
             }
         }
+    }
+}
+
+/// The fields whose length an atom reads.
+fn read_lens(e: &Expr) -> Vec<&str> {
+    fn len(t: &Term) -> Option<&str> {
+        match t {
+            Term::Len(f) => Some(f),
+            _ => None,
+        }
+    }
+    match e {
+        Expr::Cmp { lhs, rhs, .. } => [lhs, rhs].into_iter().filter_map(len).collect(),
+        Expr::In { lhs, .. } => len(lhs).into_iter().collect(),
+        _ => Vec::new(),
     }
 }

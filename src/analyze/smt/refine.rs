@@ -1,27 +1,39 @@
 //! The lazy string theory: the string tests a Z3 model sets are checked
-//! with automata (`lang`); fields the model makes equal share one string,
-//! fields it makes different get different strings, and an impossible
-//! combination comes back as clauses that rule it out. Nothing here builds
-//! a condition's formula.
+//! with automata (`lang`), at the length the model gives a string whose
+//! length is read; fields the model makes equal share one string, fields
+//! it makes different get different strings, and an impossible combination
+//! comes back as clauses that rule it out (or that confine the length to
+//! what the tests allow). Nothing here builds a condition's formula.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use petgraph::unionfind::UnionFind;
 use z3::Model;
-use z3::ast::Bool;
+use z3::ast::{Bool, Int};
 
 use super::encoder::{Encoder, Vars};
 use super::plan::Repr;
 use super::{Needs, Refinement};
-use crate::analyze::lang::{self, Table};
+use crate::analyze::lang::{self, Deadline, LengthSet, Memo, Table};
+
+/// A class's tests and the length the model gives it.
+type Wanted = (lang::Lits, Option<u64>);
 
 impl Encoder<'_> {
     /// Checks the string tests a model sets, with automata (`memo`
-    /// remembers verdicts): fields the model makes equal form one class and
-    /// must hold one string meeting all their tests; classes the model makes
-    /// different must hold different strings. A field replaced by an
-    /// `Override` has constant tests and no entry in `needs`.
-    pub fn refine(&self, model: &Model, needs: &Needs, memo: &mut lang::Memo) -> Refinement {
+    /// remembers verdicts), each string at the length the model gives it
+    /// when its length is read: fields the model makes equal form one class
+    /// and must hold one string meeting all their tests; classes the model
+    /// makes different must hold different strings. A field replaced by an
+    /// `Override` has constant tests and no entry in `needs`. The automata
+    /// stop at `deadline`.
+    pub fn refine(
+        &self,
+        model: &Model,
+        needs: &Needs,
+        memo: &mut Memo,
+        deadline: Deadline,
+    ) -> Refinement {
         let value = |b: &Bool| model.eval(b, true).and_then(|x| x.as_bool()) == Some(true);
         // The tests of each present field: (atom id, truth, its boolean).
         let mut tests: BTreeMap<usize, Vec<(usize, bool, Bool)>> = BTreeMap::new();
@@ -39,6 +51,12 @@ impl Encoder<'_> {
                 if let (Some(id), Some(var)) = (ids.get(*k), vars.get(*k)) {
                     entry.push((*id, value(var), var.clone()));
                 }
+            }
+        }
+        // A string read only through its length still needs a value.
+        for f in &needs.lens {
+            if self.is_present(model, *f) {
+                tests.entry(*f).or_default();
             }
         }
         // Equalities between present fields; the fields the model makes
@@ -94,46 +112,67 @@ impl Encoder<'_> {
             }
             out
         };
+        // The length the model gives each class (its members' lengths are
+        // equal when they are read: `Encoder::domain`).
+        let length_of = |fs: &[usize]| -> Option<(u64, Int)> {
+            fs.iter().find_map(|f| {
+                if !needs.lens.contains(f) {
+                    return None;
+                }
+                let var = self.len_var(*f)?;
+                let n = model.eval(var, true).and_then(|x| x.as_i64())?;
+                Some((u64::try_from(n).unwrap_or(0), var.clone()))
+            })
+        };
         let mut block = Vec::new();
         let mut strings: BTreeMap<usize, String> = BTreeMap::new();
-        let mut lits_of: BTreeMap<usize, Vec<(usize, bool)>> = BTreeMap::new();
+        let mut lits_of: BTreeMap<usize, Wanted> = BTreeMap::new();
+        let mut length_vars: BTreeMap<usize, (u64, Int)> = BTreeMap::new();
         for (root, fs) in &members {
             let lits: Vec<(usize, bool)> = fs
                 .iter()
                 .flat_map(|f| tests.get(f).into_iter().flatten())
                 .map(|(id, t, _)| (*id, *t))
                 .collect();
-            match memo.field(&self.plan.table, &lits) {
+            let length = length_of(fs);
+            let n = length.as_ref().map(|(n, _)| *n);
+            // The core's tests (one boolean each) and the class's
+            // equalities: "not all of this as the model has it".
+            let against = |core: &[(usize, bool)]| {
+                let mut clause = Vec::new();
+                for (id, t) in core {
+                    let var = fs
+                        .iter()
+                        .find_map(|f| tests.get(f)?.iter().find(|(i, v, _)| i == id && v == t));
+                    if let Some((_, t, var)) = var {
+                        clause.push(if *t { var.not() } else { var.clone() });
+                    }
+                }
+                for (a, _, var) in &same {
+                    if find(*a) == *root {
+                        clause.push(var.not());
+                    }
+                }
+                clause
+            };
+            match memo.field(&self.plan.table, &lits, n, deadline, self.path(*root)) {
                 lang::FieldCheck::Sat(w) => {
                     strings.insert(*root, w);
                 }
-                lang::FieldCheck::Unknown(why) => {
-                    return Refinement::Unknown(format!(
-                        "the string tests on `{}` could not be decided: {why}",
-                        self.path(*root)
-                    ));
-                }
-                lang::FieldCheck::Unsat(core) => {
-                    // The core's tests (one boolean each) and the class's
-                    // equalities.
-                    let mut clause = Vec::new();
-                    for (id, t) in &core {
-                        let var = fs
-                            .iter()
-                            .find_map(|f| tests.get(f)?.iter().find(|(i, v, _)| i == id && v == t));
-                        if let Some((_, t, var)) = var {
-                            clause.push(if *t { var.not() } else { var.clone() });
-                        }
-                    }
-                    for (a, _, var) in &same {
-                        if find(*a) == *root {
-                            clause.push(var.not());
-                        }
+                lang::FieldCheck::Unknown(why) => return Refinement::Unknown(why),
+                lang::FieldCheck::Unsat(core) => block.push(Bool::or(&against(&core))),
+                lang::FieldCheck::Lengths(core, set) => {
+                    let mut clause = against(&core);
+                    if let Some((_, var)) = &length {
+                        clause.push(length_in(&set, var));
                     }
                     block.push(Bool::or(&clause));
                 }
             }
-            lits_of.insert(*root, lits);
+            lits_of.insert(*root, (lits, n));
+            if let Some(l) = length {
+                length_vars.insert(*root, l);
+            }
         }
         // Fields the model says differ but makes equal.
         for (a, b, var) in &differ {
@@ -159,15 +198,17 @@ impl Encoder<'_> {
             .iter()
             .any(|(a, b)| strings.contains_key(a) && strings.get(a) == strings.get(b))
         {
-            match distinct(&self.plan.table, &lits_of, &edges) {
+            match distinct(&self.plan.table, memo, &lits_of, &edges, deadline) {
                 Distinct::Found(chosen) => strings.extend(chosen),
-                Distinct::Unknown => {
-                    return Refinement::Unknown(
-                        "too many string fields must differ from each other".into(),
-                    );
-                }
+                Distinct::Unknown(why) => return Refinement::Unknown(why),
                 Distinct::Impossible(roots) => {
                     let mut clause = blame(&roots);
+                    // Other lengths may leave room for different strings.
+                    for r in &roots {
+                        if let Some((n, var)) = length_vars.get(r) {
+                            clause.push(var.eq(Int::from_u64(*n)).not());
+                        }
+                    }
                     for (a, b, var) in &differ {
                         if roots.contains(&find(*a)) && roots.contains(&find(*b)) {
                             clause.push(var.clone());
@@ -214,7 +255,7 @@ enum Distinct {
     Found(BTreeMap<usize, String>),
     /// These classes cannot all differ as required.
     Impossible(Vec<usize>),
-    Unknown,
+    Unknown(String),
 }
 
 /// Past this many automata searches, choosing distinct strings gives up.
@@ -228,8 +269,10 @@ const MAX_DISTINCT_SEARCHES: usize = 256;
 /// backtracks over classes with few strings.
 fn distinct(
     table: &Table,
-    lits_of: &BTreeMap<usize, Vec<(usize, bool)>>,
+    memo: &mut Memo,
+    lits_of: &BTreeMap<usize, Wanted>,
     edges: &BTreeSet<(usize, usize)>,
+    deadline: Deadline,
 ) -> Distinct {
     let nodes: Vec<usize> = edges
         .iter()
@@ -264,10 +307,10 @@ fn distinct(
         avoid.extend(tried.get(i).into_iter().flatten().cloned());
         searches += 1;
         if searches > MAX_DISTINCT_SEARCHES {
-            return Distinct::Unknown;
+            return Distinct::Unknown("too many string fields must differ from each other".into());
         }
-        let lits = lits_of.get(&node).cloned().unwrap_or_default();
-        match lang::check_avoiding(table, &lits, &avoid) {
+        let (lits, len) = lits_of.get(&node).cloned().unwrap_or_default();
+        match memo.check_avoiding(table, &lits, &avoid, len, deadline) {
             Ok(lang::Check::Sat(w)) => {
                 if let Some(t) = tried.get_mut(i) {
                     t.push(w.clone());
@@ -300,8 +343,35 @@ fn distinct(
                 }
                 i = back;
             }
-            Ok(lang::Check::Unknown) | Err(_) => return Distinct::Unknown,
+            Ok(lang::Check::Unknown(stop)) => {
+                return Distinct::Unknown(lang::stop_reason(stop, deadline, "fields that differ"));
+            }
+            Err(e) => return Distinct::Unknown(e.to_string()),
         }
     }
     Distinct::Found(assigned)
+}
+
+/// "The length is one of `set`", for Z3.
+fn length_in(set: &LengthSet, len: &Int) -> Bool {
+    let mut parts = Vec::new();
+    for &(lo, hi) in set.intervals() {
+        parts.push(if lo == hi {
+            len.eq(Int::from_u64(lo))
+        } else {
+            Bool::and(&[len.ge(Int::from_u64(lo)), len.le(Int::from_u64(hi))])
+        });
+    }
+    if let Some((start, period, residues)) = set.periodic() {
+        let from = len.ge(Int::from_u64(start));
+        if period <= 1 {
+            parts.push(from);
+        } else {
+            let offset = Int::sub(&[len.clone(), Int::from_u64(start)]);
+            let rem = offset.modulo(Int::from_u64(period));
+            let any: Vec<Bool> = residues.iter().map(|r| rem.eq(Int::from_u64(*r))).collect();
+            parts.push(Bool::and(&[from, Bool::or(&any)]));
+        }
+    }
+    Bool::or(&parts)
 }

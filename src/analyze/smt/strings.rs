@@ -1,6 +1,8 @@
 //! The string tests of a condition, normalised: a test of one string field
 //! against literals ([`StrTest`], an [`Atom`] of `lang` with a polarity),
-//! and the comparison of two string fields. Syntax only: no Z3 here.
+//! and the comparison of two string fields. A string's length is not a
+//! test: it is an integer of its own (`len(s) op k` is compared as ints).
+//! Syntax only: no Z3 here.
 
 use crate::analyze::lang::Atom;
 use crate::model::ir::{CmpOp, Expr, Literal, Term, Type};
@@ -38,9 +40,6 @@ pub(crate) fn str_test<'e>(e: &'e Expr, schema: &Schema) -> Option<StrTest<'e>> 
                 {
                     Some(atom(f, Atom::Eq(s.clone()), op == CmpOp::Ne))
                 }
-                (Term::Len(f), Term::Lit(Literal::Int(k)), op) if is_str(f) => {
-                    Some(len_test(f, op, *k))
-                }
                 _ => None,
             }
         }
@@ -63,25 +62,6 @@ pub(crate) fn str_test<'e>(e: &'e Expr, schema: &Schema) -> Option<StrTest<'e>> 
                 _ => atom(f, Atom::In(v), false),
             })
         }
-        Expr::In {
-            lhs: Term::Len(f),
-            values,
-        } if is_str(f) => {
-            let mut v: Vec<u64> = values
-                .iter()
-                .filter_map(|l| match l {
-                    Literal::Int(i) => u64::try_from(*i).ok(),
-                    _ => None,
-                })
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            Some(if v.is_empty() {
-                StrTest::Const(false)
-            } else {
-                atom(f, Atom::LenIn(v), false)
-            })
-        }
         Expr::StartsWith { field, value } if is_str(field) => {
             Some(atom(field, Atom::Prefix(value.clone()), false))
         }
@@ -95,47 +75,6 @@ pub(crate) fn str_test<'e>(e: &'e Expr, schema: &Schema) -> Option<StrTest<'e>> 
             Some(atom(field, Atom::Matches(pattern.clone()), false))
         }
         _ => None,
-    }
-}
-
-/// `len(f) op k` as a length range (or a constant).
-fn len_test(f: &str, op: CmpOp, k: i64) -> StrTest<'_> {
-    let range = |lo: i64, hi: Option<i64>| -> StrTest<'_> {
-        let lo = u64::try_from(lo.max(0)).unwrap_or(0);
-        match hi {
-            Some(h) if h < 0 || u64::try_from(h).is_ok_and(|h| h < lo) => StrTest::Const(false),
-            None if lo == 0 => StrTest::Const(true),
-            _ => StrTest::Atom {
-                field: f,
-                atom: Atom::Len {
-                    lo,
-                    hi: hi.and_then(|h| u64::try_from(h).ok()),
-                },
-                negated: false,
-            },
-        }
-    };
-    fn negate(t: StrTest<'_>) -> StrTest<'_> {
-        match t {
-            StrTest::Const(b) => StrTest::Const(!b),
-            StrTest::Atom {
-                field,
-                atom,
-                negated,
-            } => StrTest::Atom {
-                field,
-                atom,
-                negated: !negated,
-            },
-        }
-    }
-    match op {
-        CmpOp::Eq => range(k, Some(k)),
-        CmpOp::Ne => negate(range(k, Some(k))),
-        CmpOp::Lt => range(0, Some(k.saturating_sub(1))),
-        CmpOp::Le => range(0, Some(k)),
-        CmpOp::Gt => range(k.saturating_add(1), None),
-        CmpOp::Ge => range(k, None),
     }
 }
 

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::approvals::{Approval, Verdict};
+use crate::api::route::LeaseInForce;
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::engine::approvals::DecideError;
 use crate::engine::backend::{Decision, Saturated};
@@ -42,13 +43,28 @@ pub struct RouteChange {
     pub route: RouteSpec,
     /// The state migrations the change applied.
     pub migrations: Vec<Migration>,
+    /// The caller's lease, renewed by the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInForce>,
 }
 
 impl Engine {
-    /// Sets the route; applies the state migrations the change implies.
+    /// Sets the route without fencing (no owner, no lease): for the
+    /// engine's own start (`sluice engine --artifact`) and embedders.
+    /// Over HTTP every change is fenced ([`Engine::claim_route`]).
     pub async fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
+        let _serial = self.fence().await;
+        self.apply_route(spec).await
+    }
+
+    /// Puts a route in force and applies the state migrations the change
+    /// implies. The caller holds the fence (route changes are serial, and
+    /// the fence stays held across the awaited migrations).
+    pub(super) async fn apply_route(
+        &self,
+        spec: RouteSpec,
+    ) -> Result<RouteChange, RouteChangeError> {
         let spec = spec.normalize()?;
-        let _serial = self.route_change.lock().await;
         let missing = |role: &'static str, hash: &str| RouteChangeError::NotHeld {
             role,
             hash: hash.to_string(),
@@ -176,6 +192,7 @@ impl Engine {
             version,
             route: spec,
             migrations,
+            lease: None,
         })
     }
 

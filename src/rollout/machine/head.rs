@@ -140,6 +140,12 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
         };
     };
     if ready.artifact == stable.artifact {
+        // The head's policies are stable's: it becomes the stable commit,
+        // so that a later rollback never reverts the commits up to it (a
+        // README, a trace, a hand-made revert).
+        if let Some(s) = &mut new.stable {
+            s.commit = Some(h.commit.clone());
+        }
         return match &state.rollout {
             Some(r) => {
                 new.rollout = None;
@@ -155,8 +161,9 @@ pub(super) fn head(state: &State, ctx: &Ctx<'_>, h: Head) -> Step {
             }
             None => {
                 let reason = format!(
-                    "artifact {} is already stable: no rollout needed",
-                    short::hash(&ready.artifact)
+                    "artifact {} is already stable: no rollout needed; commit {} is the stable commit",
+                    short::hash(&ready.artifact),
+                    short::hash(&h.commit)
                 );
                 commit_step(
                     state,
