@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Load benchmark of `sluice engine` on loopback.
 #
-# Measures requests/s, p99 latency and engine CPU per request for three
+# Measures requests/s, p99 latency and engine CPU per request for these
 # scenarios, several interleaved runs each, and reports medians:
 #   healthz  GET /healthz            the HTTP floor (no evaluation)
 #   stable   POST /v1/evaluate       stable artifact only
 #   shadow   POST /v1/evaluate       stable enforced + candidate in shadow
+# and with --redis, on an artifact whose every request is counted by a
+# limit that never fills (per session), besides the payments limit per
+# agent that does:
+#   memlim   POST /v1/evaluate       limits in the engine's memory
+#   redislim POST /v1/evaluate       limits in Redis (a redis-server this
+#                                    script starts on loopback), the same
+#                                    engine flags; redis-server's CPU too
+# After the runs the Redis counters are checked exact: the per-session
+# counts add up to the requests the Redis engine evaluated, none got the
+# failsafe, and every per-agent count is at its max, never over.
 # CPU per request comes from /proc/PID/stat (utime + stime of the engine
 # process) over each run, divided by the requests wrk completed; wrk's own
 # CPU is measured too, so the report can say what two idle cores would
 # sustain when the machine is shared with other work.
 #
-# Usage: scripts/load.sh [--runs N] [--duration SECS] [--connections N]
-#                        [--threads N] [--workers N] [--repo DIR]
-# Environment: CARGO_TARGET_DIR is honoured; PORT (default 7499).
+# Usage: scripts/load.sh [--runs N] [--duration SECS] [--connections N[,N…]]
+#                        [--threads N] [--workers N] [--repo DIR] [--redis]
+#                        [--scenarios "healthz stable …"]
+# Environment: CARGO_TARGET_DIR is honoured; PORT (default 7499; the
+# scenarios use PORT..PORT+3).
 #
-# Installs wrk (apt) when missing. Everything runs on 127.0.0.1 and stops by
+# Installs wrk (and redis-server with --redis) from apt when missing. Everything runs on 127.0.0.1 and stops by
 # itself; the engine is stopped with SIGTERM at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +38,8 @@ CONNECTIONS=64
 THREADS=1
 WORKERS=""
 REPO=""
+REDIS=0
+SCENARIOS=""
 PORT=${PORT:-7499}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,7 +49,9 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --repo) REPO=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --redis) REDIS=1; shift ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +63,15 @@ if ! command -v wrk >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q wrk >/dev/null
 fi
 command -v curl >/dev/null 2>&1 || { echo "curl is required" >&2; exit 2; }
+if [ "$REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server" >&2
+  as_root apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q redis-server >/dev/null
+fi
+if [ -z "$SCENARIOS" ]; then
+  SCENARIOS="healthz stable shadow"
+  [ "$REDIS" = 1 ] && SCENARIOS="healthz memlim redislim"
+fi
 
 echo "== building release" >&2
 cargo build --release --quiet
@@ -54,11 +79,16 @@ BIN="${CARGO_TARGET_DIR:-target}/release/sluice"
 
 WORK=$(mktemp -d)
 ENGINE_PID=""
+MEM_PID=""
+RED_PID=""
+REDIS_PID=""
 cleanup() {
-  if [ -n "$ENGINE_PID" ] && kill -0 "$ENGINE_PID" 2>/dev/null; then
-    kill -TERM "$ENGINE_PID" 2>/dev/null || true
-    wait "$ENGINE_PID" 2>/dev/null || true
-  fi
+  for pid in "$ENGINE_PID" "$MEM_PID" "$RED_PID" "$REDIS_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -68,9 +98,10 @@ trap cleanup EXIT
 if [ -z "$REPO" ]; then
   if [ -f policies/sluice.toml ]; then REPO=policies; else REPO="$WORK/repo"; fi
 fi
-if [ ! -f "$REPO/sluice.toml" ]; then
-  mkdir -p "$REPO/policies"
-  cat >"$REPO/sluice.toml" <<'EOF'
+# write_repo DIR: a small policy repository with the starter schema.
+write_repo() {
+  mkdir -p "$1/policies"
+  cat >"$1/sluice.toml" <<'EOF'
 [project]
 name = "load"
 default = "deny"
@@ -88,7 +119,7 @@ session = "string"
 "args.url?" = "string"
 "args.host?" = "string"
 EOF
-  cat >"$REPO/policies/payments.policy" <<'EOF'
+  cat >"$1/policies/payments.policy" <<'EOF'
 policy payments version 1.0.0 {
   tier security
   rule sanctioned {
@@ -111,7 +142,7 @@ policy payments version 1.0.0 {
   }
 }
 EOF
-  cat >"$REPO/policies/email.policy" <<'EOF'
+  cat >"$1/policies/email.policy" <<'EOF'
 policy email version 1.0.0 {
   tier operational
   rule ssn {
@@ -126,7 +157,7 @@ policy email version 1.0.0 {
   }
 }
 EOF
-  cat >"$REPO/policies/shell.policy" <<'EOF'
+  cat >"$1/policies/shell.policy" <<'EOF'
 policy shell version 1.0.0 {
   tier security
   rule destructive {
@@ -136,13 +167,16 @@ policy shell version 1.0.0 {
   rule read_only { when tool == "shell.exec" and args.command starts_with "ls" allow }
 }
 EOF
-  cat >"$REPO/policies/web.policy" <<'EOF'
+  cat >"$1/policies/web.policy" <<'EOF'
 policy web version 1.0.0 {
   tier operational
   rule internal { when tool == "web.fetch" and args.host ends_with ".internal" deny INTERNAL "Internal host" }
   rule fetch { when tool == "web.fetch" and args.url starts_with "https://" allow }
 }
 EOF
+}
+if [ ! -f "$REPO/sluice.toml" ]; then
+  write_repo "$REPO"
 fi
 
 # The candidate: the same repository plus one extra policy.
@@ -167,24 +201,80 @@ hash_of() { sed -n 's/.*"hash":"\([0-9a-f]\{64\}\)".*/\1/p' "$1"; }
 STABLE=$(hash_of "$WORK/stable.json")
 CANDIDATE=$(hash_of "$WORK/candidate.json")
 
+# The limits artifact: the small repository plus a limit on every request.
+LIMITS="$WORK/limits"
+write_repo "$LIMITS"
+cat >"$LIMITS/policies/zz_count.policy" <<'EOF'
+policy zz_count version 1.0.0 {
+  tier operational
+  limit per_session {
+    when tool != ""
+    max 1000000000 per 1h by session
+    exceed deny LOAD_CAP "Load cap"
+  }
+}
+EOF
+"$BIN" --repo "$LIMITS" compile -o "$WORK/limits.json" 2>>"$WORK/compile.log" || { cat "$WORK/compile.log" >&2; exit 2; }
+
 TOKEN="load-token-$$-$RANDOM-$RANDOM"
 BASE="http://127.0.0.1:$PORT"
+MEM_BASE="http://127.0.0.1:$((PORT + 1))"
+RED_BASE="http://127.0.0.1:$((PORT + 2))"
+REDIS_PORT=$((PORT + 3))
+PREFIX="load-$$"
+# Every port this run listens on must be free (another program answering
+# there would be measured instead).
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use: choose another range with PORT=N (N..N+3)" >&2
+    exit 2
+  fi
+done
 workers=()
 [ -n "$WORKERS" ] && workers=(--workers "$WORKERS")
-RUST_LOG=warn SLUICE_ADMIN_TOKEN="$TOKEN" "$BIN" engine --listen "127.0.0.1:$PORT" \
-  --artifact "$WORK/stable.json" --shadow-queue 65536 "${workers[@]}" 2>"$WORK/engine.log" &
-ENGINE_PID=$!
-for _ in $(seq 1 100); do
-  curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "$BASE/healthz" >/dev/null || { cat "$WORK/engine.log" >&2; exit 1; }
+# start_engine PORT ARTIFACT LOG [FLAGS…]: starts an engine in the
+# background (its PID in $STARTED) and waits until it is ready.
+start_engine() {
+  local port=$1 artifact=$2 log=$3
+  shift 3
+  RUST_LOG=warn SLUICE_ADMIN_TOKEN="$TOKEN" "$BIN" engine --listen "127.0.0.1:$port" \
+    --artifact "$artifact" --shadow-queue 65536 "${workers[@]}" "$@" 2>"$log" &
+  STARTED=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$log" >&2; exit 1; }
+}
+start_engine "$PORT" "$WORK/stable.json" "$WORK/engine.log"
+ENGINE_PID=$STARTED
+if [ "$REDIS" = 1 ]; then
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 1 50); do
+    [ "$(redis-cli -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  start_engine "$((PORT + 1))" "$WORK/limits.json" "$WORK/engine-mem.log"
+  MEM_PID=$STARTED
+  start_engine "$((PORT + 2))" "$WORK/limits.json" "$WORK/engine-redis.log" \
+    --state-backend "redis://127.0.0.1:$REDIS_PORT" --state-prefix "$PREFIX"
+  RED_PID=$STARTED
+fi
 curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @"$WORK/candidate.json" \
   "$BASE/v1/artifacts/$CANDIDATE" >/dev/null
 
+# route ROUTE: puts ROUTE in force on the main engine, fenced like the
+# daemon's changes: as owner load-$$, over the version in force, with a
+# lease (the longest) that outlasts the run.
 route() {
+  local version
+  version=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$BASE/v1/route" |
+    grep -o '"version":[0-9]*' | head -n 1 | cut -d: -f2)
   curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "$1" "$BASE/v1/route" >/dev/null
+    -d "{\"owner\":\"load-$$\",\"expect\":${version:-0},\"lease_ms\":3600000,\"route\":$1}" \
+    "$BASE/v1/route" >/dev/null
 }
 
 # Requests: a mix over the tools, 64 sessions and 8 agents; wrk rotates them.
@@ -226,65 +316,107 @@ curl -fsS -X POST -H 'Content-Type: application/json' \
   "$BASE/v1/evaluate" >/dev/null || { echo "the sample request failed" >&2; exit 1; }
 
 TICKS=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$ENGINE_PID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run NAME: one wrk run; appends "rps p99_ms cpu_us_per_req" to $WORK/NAME.
+# run NAME CONNS: one wrk run; appends "rps p99_ms engine_us_per_req
+# wrk_us_per_req redis_us_per_req" to $WORK/NAME-CONNS.
 run() {
-  local name=$1 script
+  local name=$1 conns=$2 script pid=$ENGINE_PID
   case "$name" in
     healthz) script=(-s "$WORK/report.lua" "$BASE/healthz") ;;
     stable) route "{\"stable\":\"$STABLE\"}"; script=(-s "$WORK/eval.lua" "$BASE/v1/evaluate") ;;
     shadow) route "{\"stable\":\"$STABLE\",\"candidate\":\"$CANDIDATE\",\"mode\":\"shadow\",\"stage\":\"shadow\"}"
             script=(-s "$WORK/eval.lua" "$BASE/v1/evaluate") ;;
+    memlim) pid=$MEM_PID; script=(-s "$WORK/eval.lua" "$MEM_BASE/v1/evaluate") ;;
+    redislim) pid=$RED_PID; script=(-s "$WORK/eval.lua" "$RED_BASE/v1/evaluate") ;;
   esac
-  local before after out
-  before=$(cpu_ticks)
+  local before after out rbefore=0 rafter=0
+  before=$(cpu_ticks "$pid")
+  [ "$name" = redislim ] && rbefore=$(cpu_ticks "$REDIS_PID")
   # wrk's own CPU (user, system seconds) through bash's `time`.
-  out=$( { TIMEFORMAT='WRKCPU %U %S'; time wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "${script[@]}"; } 2>&1 )
+  out=$( { TIMEFORMAT='WRKCPU %U %S'; time wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" "${script[@]}"; } 2>&1 )
   # Let the shadow worker finish the queue so its CPU is counted.
   sleep 0.5
-  after=$(cpu_ticks)
+  after=$(cpu_ticks "$pid")
+  [ "$name" = redislim ] && rafter=$(cpu_ticks "$REDIS_PID")
   local line
   line=$(grep '^RESULT' <<<"$out")
   read -r _ requests duration_us p99_us errors <<<"$line"
   read -r _ wrk_user wrk_sys <<<"$(grep '^WRKCPU' <<<"$out")"
   if [ "$errors" != "0" ]; then echo "$name: $errors socket/status errors" >&2; fi
   awk -v r="$requests" -v d="$duration_us" -v p="$p99_us" -v t=$((after - before)) -v hz="$TICKS" \
-    -v wu="$wrk_user" -v ws="$wrk_sys" \
-    'BEGIN { printf "%.0f %.3f %.2f %.2f\n", r / (d / 1e6), p / 1000, (t / hz) / r * 1e6, (wu + ws) / r * 1e6 }' >>"$WORK/$name"
-  printf '  %-8s run: %s\n' "$name" "$(tail -1 "$WORK/$name")" >&2
+    -v wu="$wrk_user" -v ws="$wrk_sys" -v rt=$((rafter - rbefore)) \
+    'BEGIN { printf "%.0f %.3f %.2f %.2f %.2f\n", r / (d / 1e6), p / 1000, (t / hz) / r * 1e6, (wu + ws) / r * 1e6, (rt / hz) / r * 1e6 }' >>"$WORK/$name-$conns"
+  printf '  %-8s -c%-3s run: %s  (load %s)\n' "$name" "$conns" "$(tail -1 "$WORK/$name-$conns")" "$(cut -d' ' -f1 /proc/loadavg)" >&2
 }
 
 median() { sort -n | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
 
-echo "== $RUNS interleaved runs of ${DURATION}s, wrk -t$THREADS -c$CONNECTIONS, $(nproc) cores" >&2
+CONNS_LIST=${CONNECTIONS//,/ }
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== $RUNS interleaved runs of ${DURATION}s, wrk -t$THREADS, connections $CONNS_LIST, $(nproc) cores, load average $LOAD_BEFORE" >&2
 # Warm-up.
 wrk -t1 -c8 -d2s -s "$WORK/eval.lua" "$BASE/v1/evaluate" >/dev/null
 for i in $(seq 1 "$RUNS"); do
   echo " round $i" >&2
-  for s in healthz stable shadow; do run "$s"; done
+  for c in $CONNS_LIST; do
+    for s in $SCENARIOS; do run "$s" "$c"; done
+  done
 done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 shadow_stats=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$BASE/v1/stats")
 dropped=$(sed -n 's/.*"shadow_dropped_total":\([0-9]*\).*/\1/p' <<<"$shadow_stats")
 
-H_RPS=$(col healthz 1); S_RPS=$(col stable 1); W_RPS=$(col shadow 1)
-H_P99=$(col healthz 2); S_P99=$(col stable 2); W_P99=$(col shadow 2)
-H_CPU=$(col healthz 3); S_CPU=$(col stable 3); W_CPU=$(col shadow 3)
-H_GEN=$(col healthz 4); S_GEN=$(col stable 4); W_GEN=$(col shadow 4)
+median() { sort -n | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 echo
 echo "sluice engine load benchmark ($(nproc) cores, load generator on the same machine)"
 echo "artifact: $REPO ($STABLE)"
-printf '%-9s %9s %8s %12s %12s %9s %14s\n' scenario "req/s" "p99 ms" "engine us/req" "wrk us/req" "÷ healthz" "2-core ceiling"
-for s in healthz stable shadow; do
-  case $s in healthz) r=$H_RPS p=$H_P99 c=$H_CPU g=$H_GEN ;; stable) r=$S_RPS p=$S_P99 c=$S_CPU g=$S_GEN ;; shadow) r=$W_RPS p=$W_P99 c=$W_CPU g=$W_GEN ;; esac
-  printf '%-9s %9s %8s %12s %12s %9s %14s\n' "$s" "$r" "$p" "$c" "$g" \
-    "$(awk -v a="$r" -v b="$H_RPS" 'BEGIN { printf "%.2f", a / b }')" \
-    "$(awk -v c="$c" -v g="$g" 'BEGIN { printf "%.0f", 2e6 / (c + g) }')"
+echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER (other work on the machine weighs on every scenario alike: they are interleaved)"
+printf '%-9s %5s %9s %8s %13s %11s %13s %14s\n' scenario conns "req/s" "p99 ms" "engine us/req" "wrk us/req" "redis us/req" "2-core ceiling"
+for c in $CONNS_LIST; do
+  for s in $SCENARIOS; do
+    f="$s-$c"
+    r=$(col "$f" 1); p=$(col "$f" 2); e=$(col "$f" 3); g=$(col "$f" 4); rd=$(col "$f" 5)
+    printf '%-9s %5s %9s %8s %13s %11s %13s %14s\n' "$s" "$c" "$r" "$p" "$e" "$g" "$rd" \
+      "$(awk -v c="$e" -v g="$g" -v x="$rd" 'BEGIN { printf "%.0f", 2e6 / (c + g + x) }')"
+  done
+  if has memlim && has redislim; then
+    echo "  -c$c redislim ÷ memlim: req/s $(ratio "$(col "redislim-$c" 1)" "$(col "memlim-$c" 1)"), engine CPU/req $(ratio "$(col "redislim-$c" 3)" "$(col "memlim-$c" 3)")"
+  fi
+  if has stable && has shadow; then
+    echo "  -c$c shadow ÷ stable: req/s $(ratio "$(col "shadow-$c" 1)" "$(col "stable-$c" 1)"), CPU/req $(ratio "$(col "shadow-$c" 3)" "$(col "stable-$c" 3)")"
+  fi
 done
-echo "(2-core ceiling: req/s if engine and wrk had both cores to themselves: 2 s ÷ their CPU per request)"
-echo "shadow ÷ stable CPU per request: $(awk -v a="$W_CPU" -v b="$S_CPU" 'BEGIN { printf "%.2f", a / b }')"
-echo "shadow ÷ stable req/s: $(awk -v a="$W_RPS" -v b="$S_RPS" 'BEGIN { printf "%.2f", a / b }')"
-echo "shadow evaluations dropped (whole run): ${dropped:-?}"
+echo "(2-core ceiling: req/s if the engine, wrk and redis-server had both cores to themselves: 2 s ÷ their CPU per request)"
+has shadow && echo "shadow evaluations dropped (whole run): ${dropped:-?}"
 echo "medians of $RUNS runs of ${DURATION}s each"
+
+# Exact counts: every request the Redis engine evaluated is counted once by
+# the per-session limit, and no per-agent count is over its max.
+if has redislim; then
+  stats=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$RED_BASE/v1/stats")
+  figure() { grep -o "\"$1\":[0-9]*" <<<"$stats" | awk -F: '{s += $2} END {print s + 0}'; }
+  evaluated=$(figure requests)
+  failsafe=$(( $(figure failsafe) + $(figure errors) ))
+  counted=0
+  while read -r key; do
+    [ -n "$key" ] || continue
+    counted=$((counted + $(redis-cli -p "$REDIS_PORT" HGET "$key" n)))
+  done < <(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:c:zz_count.per_session:*")
+  agent_counts=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:c:payments.per_agent:*" |
+    while read -r k; do redis-cli -p "$REDIS_PORT" HGET "$k" n; done | sort -n)
+  agents=$(wc -l <<<"$agent_counts")
+  lowest=$(head -1 <<<"$agent_counts")
+  highest=$(tail -1 <<<"$agent_counts")
+  echo "redis exactness: $evaluated requests evaluated (failsafe or errors: $failsafe), $counted counted by the per-session limit; $agents per-agent counters from $lowest to $highest (max 200)"
+  if [ "$evaluated" != "$counted" ] || [ "$failsafe" != 0 ] || [ "${highest:-0}" -gt 200 ]; then
+    echo "redis counts are NOT exact" >&2
+    exit 1
+  fi
+fi

@@ -57,6 +57,7 @@ pub use origin::{DemoCommit, commits};
 pub use report::{ChangeFacts, Report, RevertFacts, StageTime};
 pub use traffic::TrafficFigures;
 
+use crate::engine::backend::redis::RedisSetupError;
 use crate::engine::server::StartError;
 use crate::reconcile::ReconcileError;
 use fleet::{admin_token, start_daemon, start_engines, stop_engines};
@@ -92,6 +93,9 @@ pub struct Options {
     pub workers: usize,
     /// Each agent's pause between two requests.
     pub pause: Duration,
+    /// The engines' shared state: `None` for one state in this process;
+    /// else a Redis URL (`redis://…`, `rediss://…`).
+    pub state_backend: Option<String>,
 }
 
 impl Default for Options {
@@ -103,6 +107,7 @@ impl Default for Options {
             engines: 3,
             workers: 8,
             pause: Duration::from_millis(5),
+            state_backend: None,
         }
     }
 }
@@ -123,6 +128,8 @@ pub enum DemoError {
     Daemon(#[from] ReconcileError),
     #[error("starting an engine: {0}")]
     Engine(#[source] StartError),
+    #[error("the engines' state backend: {0}")]
+    State(#[source] RedisSetupError),
     #[error("--keep `{dir}`: the folder is not empty: name a new or empty folder")]
     KeepNotEmpty { dir: String },
     #[error("--keep `{dir}`: {source}")]
@@ -220,9 +227,13 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
         "policy repository {} (bare git repository, branch {BRANCH})",
         origin.path.display()
     ));
-    let engines = start_engines(opts.engines, &token).await?;
+    let (backend, shared) = fleet::shared_state(opts.state_backend.as_deref(), &token)?;
+    let engines = start_engines(opts.engines, &token, &backend).await?;
     let urls: Vec<String> = engines.iter().map(|e| e.url.clone()).collect();
     progress.event(&format!("engines on {}", urls.join(", ")));
+    progress.event(&format!(
+        "the engines share one state ({shared}): limits count and approvals wait fleet-wide"
+    ));
     let daemon = match start_daemon(&origin_path, &state, &urls, &token).await {
         Ok(d) => d,
         Err(e) => {

@@ -36,6 +36,10 @@
 //!   cost, never the result.
 //! - Each distinct regex is compiled once; a (pattern, field) search runs at
 //!   most once per evaluation.
+//! - Limits are counted as they are met ([`Evaluator::evaluate_into`], a
+//!   store in this process) or left pending and counted together in one
+//!   call ([`Evaluator::evaluate_deferred`], [`Evaluator::settle`]: a store
+//!   across the network, which the caller awaits).
 //! - Reasons are indices until rendered; [`Evaluator::evaluate_into`] reuses
 //!   an [`Outcome`]'s buffers, so a steady-state evaluation allocates only
 //!   when a limit store does.
@@ -66,8 +70,9 @@ use crate::eval::compiled::Condition;
 use crate::eval::index::{Candidates, ToolIndex, tools_of};
 use crate::eval::limits::LimitSpec;
 use crate::eval::modify::Modify;
+use crate::eval::outcome::Pending;
 use crate::eval::request::{Request, field_index, schema_fingerprint};
-use crate::eval::state::{LimitKey, LimitStore, Window};
+use crate::eval::state::{LimitCall, LimitKey, LimitStore, StateError, Window};
 use crate::model::ir::{DecisionKind, Effect, Tier, Type};
 use crate::model::schema::Schema;
 
@@ -265,7 +270,76 @@ impl Evaluator {
         mode: LimitMode,
         out: &mut Outcome,
     ) -> Result<(), EvalError> {
-        self.run(req, now, limits, mode, self.index.candidates(req), out)
+        let counting = Counting::Store(limits, mode);
+        self.run(req, now, counting, self.index.candidates(req), out)
+    }
+
+    /// Evaluates the conditions of `req` into `out` and leaves its limits
+    /// pending: [`Evaluator::pending`] lists the counters to ask a store
+    /// (an asynchronous one, say, several limits in one call), and
+    /// [`Evaluator::settle`] completes the outcome with the answers. The
+    /// result is the one [`Evaluator::evaluate_into`] gives when the store
+    /// answers the same.
+    pub fn evaluate_deferred(
+        &self,
+        req: &Request,
+        now: u64,
+        out: &mut Outcome,
+    ) -> Result<(), EvalError> {
+        self.run(req, now, Counting::Defer, self.index.candidates(req), out)
+    }
+
+    /// The limit counters a deferred evaluation left pending, in check
+    /// order: counter, window and the limit's own max.
+    pub fn pending<'a>(&'a self, out: &'a Outcome) -> impl Iterator<Item = LimitCall<'a>> + 'a {
+        out.pending.iter().filter_map(|p| {
+            let limit = self.checks.get(p.check as usize)?.limit.as_ref()?;
+            Some(LimitCall {
+                key: LimitKey {
+                    limit: &limit.id,
+                    key: out.keys.get(p.key.clone())?,
+                },
+                window: p.window,
+                max: limit.max,
+            })
+        })
+    }
+
+    /// Completes a deferred evaluation: `within[i]` says whether the `i`-th
+    /// pending counter let the request through (counting: it was counted;
+    /// a dry run: its count is under the max). A limit not within
+    /// contributes its `exceed` effect.
+    pub fn settle(&self, out: &mut Outcome, within: &[bool]) -> Result<(), EvalError> {
+        if within.len() != out.pending.len() {
+            return Err(EvalError::State(StateError::Unavailable(format!(
+                "the store answered {} limit(s) of {}",
+                within.len(),
+                out.pending.len()
+            ))));
+        }
+        let mut exceeded = false;
+        for (p, ok) in out.pending.iter().zip(within) {
+            if !ok {
+                out.hits.push(p.check);
+                exceeded = true;
+            }
+        }
+        out.pending.clear();
+        out.keys.clear();
+        if exceeded {
+            out.hits.sort_unstable();
+            out.decision = self.decide(&out.hits);
+        }
+        Ok(())
+    }
+
+    /// The most severe effect of `hits`, or the default.
+    fn decide(&self, hits: &[u32]) -> DecisionKind {
+        hits.iter()
+            .filter_map(|i| self.checks.get(*i as usize))
+            .map(|c| c.effect.kind())
+            .max()
+            .unwrap_or(self.artifact.default)
     }
 
     /// Evaluates every rule without the tool index (a reference for tests
@@ -279,7 +353,7 @@ impl Evaluator {
     ) -> Result<Outcome, EvalError> {
         let mut out = Outcome::default();
         let all = Candidates::All(0..self.index.len);
-        self.run(req, now, limits, mode, all, &mut out)?;
+        self.run(req, now, Counting::Store(limits, mode), all, &mut out)?;
         Ok(out)
     }
 
@@ -287,8 +361,7 @@ impl Evaluator {
         &self,
         req: &Request,
         now: u64,
-        store: &dyn LimitStore,
-        mode: LimitMode,
+        counting: Counting<'_>,
         candidates: Candidates<'_>,
         out: &mut Outcome,
     ) -> Result<(), EvalError> {
@@ -298,6 +371,8 @@ impl Evaluator {
             return Err(EvalError::SchemaMismatch);
         }
         out.hits.clear();
+        out.pending.clear();
+        out.keys.clear();
         out.examined = 0;
         out.memo.begin(self.memo_len);
         let mut worst: Option<DecisionKind> = None;
@@ -313,14 +388,28 @@ impl Evaluator {
                 if !limit.key_into(req, &mut out.scratch) {
                     continue;
                 }
+                let window = Window::containing(now, limit.window_secs);
                 let key = LimitKey {
                     limit: &limit.id,
                     key: &out.scratch,
                 };
-                let window = Window::containing(now, limit.window_secs);
-                let within = match mode {
-                    LimitMode::Count => store.try_acquire(key, window, limit.max)?,
-                    LimitMode::DryRun => store.count(key, window)? < limit.max,
+                let within = match counting {
+                    Counting::Store(store, LimitMode::Count) => {
+                        store.try_acquire(key, window, limit.max)?
+                    }
+                    Counting::Store(store, LimitMode::DryRun) => {
+                        store.count(key, window)? < limit.max
+                    }
+                    Counting::Defer => {
+                        let start = out.keys.len();
+                        out.keys.push_str(&out.scratch);
+                        out.pending.push(Pending {
+                            check: i,
+                            key: start..out.keys.len(),
+                            window,
+                        });
+                        true
+                    }
                 };
                 if within {
                     continue;
@@ -383,6 +472,15 @@ impl Evaluator {
     pub fn candidate_count(&self, tool: Option<&str>) -> usize {
         self.index.candidates_for(tool).count()
     }
+}
+
+/// How a run treats the limits whose condition holds.
+#[derive(Clone, Copy)]
+enum Counting<'a> {
+    /// Ask this store at once.
+    Store(&'a dyn LimitStore, LimitMode),
+    /// Leave them pending for [`Evaluator::settle`].
+    Defer,
 }
 
 /// What every check of one policy shares.

@@ -243,6 +243,11 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
         assert!(out.contains(phase), "{phase} missing:\n{out}");
     }
     assert!(out.contains("ROLLBACK at stage shadow"), "{out}");
+    // The three engines count limits and keep approvals in one state.
+    assert!(
+        out.contains("the engines share one state (in this process)"),
+        "{out}"
+    );
 
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
@@ -409,6 +414,10 @@ fn bad_durations_are_refused_before_anything_starts() {
             "--stage-duration must be above zero",
         ),
         (&["--timeout", "0s"][..], "--timeout must be above zero"),
+        (
+            &["--state-backend", "mysql://db"][..],
+            "--state-backend must be `memory`, `redis://",
+        ),
     ] {
         let (code, out, err) = run_demo(args, Duration::from_secs(60));
         assert_eq!(code, 2, "{args:?}: {err}");

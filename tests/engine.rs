@@ -20,8 +20,7 @@ use sluice::api::route::{Cohort, RouteSpec, bucket, bucket_of};
 use sluice::api::state::LiveState;
 use sluice::api::stats::EngineStats;
 use sluice::compile::artifact::Artifact;
-use sluice::engine::approvals::{ApprovalStore, MemoryApprovalStore};
-use sluice::engine::backend::{MemoryBackend, StateBackend};
+use sluice::engine::backend::{LocalBackend, MemoryBackend, StateBackend};
 use sluice::engine::breaker::BreakerConfig;
 use sluice::engine::clock::{Clock, SystemClock};
 use sluice::engine::decision_log::DecisionLog;
@@ -173,7 +172,8 @@ struct Faults {
 }
 
 impl Faults {
-    /// Makes every counting or reading limit-store call fail (or not).
+    /// Makes every counting, reading or dropping limit-store call fail (or
+    /// not).
     fn fail_store(&self, on: bool) {
         self.fail.store(on, Ordering::Relaxed);
     }
@@ -239,30 +239,17 @@ impl LimitStore for FaultyLimits {
     }
 
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
+        self.faults.check()?;
         self.store.remove_limit(limit)
+    }
+
+    fn expire(&self, now: u64) {
+        self.store.expire(now);
     }
 }
 
 /// An in-memory backend whose limit store fails or stalls on demand.
-#[derive(Debug)]
-struct FaultyBackend {
-    limits: FaultyLimits,
-    approvals: MemoryApprovalStore,
-}
-
-impl StateBackend for FaultyBackend {
-    fn limits(&self) -> &dyn LimitStore {
-        &self.limits
-    }
-
-    fn approvals(&self) -> &dyn ApprovalStore {
-        &self.approvals
-    }
-
-    fn expire(&self, now: u64) {
-        self.limits.store.expire(now);
-    }
-}
+type FaultyBackend = LocalBackend<FaultyLimits>;
 
 /// An engine on a [`FaultyBackend`] and a [`TestClock`], with their
 /// switches.
@@ -288,13 +275,10 @@ impl Deref for Harness {
 fn start_faulty(mut config: EngineConfig) -> (Harness, Sink) {
     let faults = Arc::new(Faults::default());
     config.clock = Arc::new(TestClock(Arc::clone(&faults)));
-    let backend = FaultyBackend {
-        limits: FaultyLimits {
-            store: MemoryLimitStore::new(),
-            faults: Arc::clone(&faults),
-        },
-        approvals: MemoryApprovalStore::new(),
-    };
+    let backend: FaultyBackend = LocalBackend::with_limits(FaultyLimits {
+        store: MemoryLimitStore::new(),
+        faults: Arc::clone(&faults),
+    });
     let (engine, sink) = start_on(config, Arc::new(backend));
     (Harness { engine, faults }, sink)
 }
@@ -479,6 +463,7 @@ async fn admin_routes_need_the_token() {
         ("POST", "/v1/lease".to_string()),
         ("GET", "/v1/stats".to_string()),
         ("GET", "/v1/state".to_string()),
+        ("GET", "/v1/approvals".to_string()),
         ("POST", "/v1/approvals/ap-1".to_string()),
     ];
     for (method, path) in &routes {
@@ -806,7 +791,7 @@ async fn only_the_lease_holder_changes_the_route_and_a_lapsed_lease_drops_the_ca
     assert_eq!(r.json()["version"], 2);
     assert_eq!(r.json()["expires_in_ms"], 30_000);
     advance(20);
-    assert!(!h.lapse_lease().unwrap());
+    assert!(!h.lapse_lease().await.unwrap());
     assert_eq!(route_now().await["route"]["candidate"], b.hash.as_str());
     assert_eq!(route_now().await["lease"]["expires_in_ms"], 10_000);
 
@@ -928,10 +913,12 @@ async fn approvals_queue_decide_and_conflict() {
     let (_e, app, sink) = with_stable(config(), &[&a]).await;
     let r = eval(&app, pay("bot", 2500)).await.json();
     assert_eq!(r["decision"], "require_approval");
-    assert_eq!(r["approval_id"], "ap-1");
+    let first = r["approval_id"].as_str().unwrap().to_string();
+    assert!(first.starts_with("ap-") && first.len() == 29, "{first}");
     assert_eq!(r["reasons"][0]["group"], "finance");
     let r = eval(&app, pay("bot", 3000)).await.json();
-    assert_eq!(r["approval_id"], "ap-2");
+    let second = r["approval_id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
 
     let live = state(&app).await;
     assert_eq!(live.artifact.as_deref(), Some(a.hash.as_str()));
@@ -939,7 +926,7 @@ async fn approvals_queue_decide_and_conflict() {
     let p = &live.approvals[0];
     assert_eq!(
         (p.id.as_str(), p.policy.as_str(), p.rule.as_str()),
-        ("ap-1", "pay", "big")
+        (first.as_str(), "pay", "big")
     );
     assert_eq!(p.group, "finance");
     assert_eq!(p.via.as_deref(), Some("approvals.request"));
@@ -952,7 +939,7 @@ async fn approvals_queue_decide_and_conflict() {
     let r = admin(
         &app,
         "POST",
-        "/v1/approvals/ap-1",
+        &format!("/v1/approvals/{first}"),
         json!({"decision": "approve", "by": "alice"}),
     )
     .await;
@@ -965,7 +952,7 @@ async fn approvals_queue_decide_and_conflict() {
     let r = admin(
         &app,
         "POST",
-        "/v1/approvals/ap-1",
+        &format!("/v1/approvals/{first}"),
         json!({"decision": "reject", "by": "bob"}),
     )
     .await;
@@ -985,13 +972,19 @@ async fn approvals_queue_decide_and_conflict() {
         json!({"decision": "reject"}),
         json!({"decision": "reject", "by": " "}),
     ] {
-        let r = admin(&app, "POST", "/v1/approvals/ap-2", body.clone()).await;
+        let r = admin(
+            &app,
+            "POST",
+            &format!("/v1/approvals/{second}"),
+            body.clone(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
     }
     let r = admin(
         &app,
         "POST",
-        "/v1/approvals/ap-2",
+        &format!("/v1/approvals/{second}"),
         json!({"decision": "reject", "by": "bob", "reason": "no"}),
     )
     .await;
@@ -1001,6 +994,167 @@ async fn approvals_queue_decide_and_conflict() {
     let lines = sink.of_kind("approval");
     assert_eq!(lines[0]["by"], "alice");
     assert_eq!(lines[1]["reason"], "no");
+}
+
+/// `GET /v1/approvals/{id}` without a token: the id is the capability.
+async fn approval_status(app: &Router, id: &str) -> Value {
+    let r = send(app, "GET", &format!("/v1/approvals/{id}"), vec![], None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn an_approval_is_a_lifecycle_asked_decided_and_used_once() {
+    let a = artifact(&[PAY]);
+    let (_e, app, sink) = with_stable(config(), &[&a]).await;
+    // The same request asked again while it waits keeps its id.
+    let r = eval(&app, pay("bot", 2500)).await.json();
+    let id = r["approval_id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let again = eval(&app, pay("bot", 2500)).await.json();
+        assert_eq!(again["decision"], "require_approval");
+        assert_eq!(again["approval_id"], id.as_str());
+    }
+    // Key order and unrelated fields do not make another request.
+    let reordered = json!({"args": {"country": "DE", "amount": 2500}, "session": "s-1",
+                           "org": "acme", "agent": "bot", "tool": "pay"});
+    assert_eq!(
+        eval(&app, reordered).await.json()["approval_id"],
+        id.as_str()
+    );
+    assert_eq!(state(&app).await.approvals.len(), 1);
+
+    let st = approval_status(&app, &id).await;
+    assert_eq!(st["status"], "pending");
+    assert!(st.get("request").is_none(), "{st}");
+    assert!(st["expires"].as_u64().unwrap() >= st["created"].as_u64().unwrap() + 24 * 3600);
+    let r = send(
+        &app,
+        "GET",
+        "/v1/approvals/ap-00000000000000000000000000",
+        vec![],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    let r = admin(
+        &app,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        json!({"decision": "approve", "by": "alice", "reason": "ok"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let st = approval_status(&app, &id).await;
+    assert_eq!(st["status"], "approved");
+    assert_eq!(st["by"], "alice");
+    assert!(st.get("consumed").is_none());
+
+    // Approved: let through once, with reason APPROVED.
+    let r = eval(&app, pay("bot", 2500)).await.json();
+    assert_eq!(r["decision"], "allow", "{r}");
+    assert_eq!(r["approval_id"], id.as_str());
+    assert_eq!(r["reasons"][0]["code"], "APPROVED");
+    assert_eq!(r["reasons"][0]["rule"], "big");
+    assert!(approval_status(&app, &id).await["consumed"].is_u64());
+    // Once: the next one waits for a new approval.
+    let r = eval(&app, pay("bot", 2500)).await.json();
+    assert_eq!(r["decision"], "require_approval");
+    let next = r["approval_id"].as_str().unwrap().to_string();
+    assert_ne!(next, id);
+
+    // Rejected: denied APPROVAL_REJECTED, as long as the rejection is kept.
+    let r = admin(
+        &app,
+        "POST",
+        &format!("/v1/approvals/{next}"),
+        json!({"decision": "reject", "by": "bob", "reason": "too much"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for _ in 0..2 {
+        let r = eval(&app, pay("bot", 2500)).await.json();
+        assert_eq!(r["decision"], "deny", "{r}");
+        assert_eq!(r["reasons"][0]["code"], "APPROVAL_REJECTED");
+        assert!(
+            r["reasons"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("too much")
+        );
+    }
+    let st = approval_status(&app, &next).await;
+    assert_eq!(
+        (st["status"].as_str(), st["by"].as_str()),
+        (Some("rejected"), Some("bob"))
+    );
+
+    // The admin list has them all, requests included.
+    let r = admin(&app, "GET", "/v1/approvals", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let list = r.json();
+    let statuses: Vec<&str> = list["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["approved", "rejected"]);
+    assert_eq!(list["approvals"][0]["request"], pay("bot", 2500));
+    let r = send(&app, "GET", "/v1/approvals", vec![], None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    eventually("the consumption is logged", || {
+        sink.of_kind("approval")
+            .iter()
+            .any(|l| l["event"] == "consumed" && l["approved_by"] == "alice")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn approvals_expire_and_queues_are_capped_per_group() {
+    let a = artifact(&[PAY]);
+    let mut cfg = config();
+    cfg.approvals.ttl = Duration::from_secs(600);
+    cfg.approvals.max_pending = 2;
+    let (engine, app, _) = with_stable(cfg, &[&a]).await;
+    let r1 = eval(&app, pay("a1", 2500)).await.json();
+    let r2 = eval(&app, pay("a2", 2500)).await.json();
+    assert_eq!(r2["decision"], "require_approval");
+    // The group is full: denied, nothing queued.
+    let r = eval(&app, pay("a3", 2500)).await.json();
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["reasons"][0]["code"], "APPROVAL_QUEUE_FULL");
+    assert!(r.get("approval_id").is_none());
+    assert_eq!(state(&app).await.approvals.len(), 2);
+    // A waiting request asked again still gets its id.
+    assert_eq!(
+        eval(&app, pay("a1", 2500)).await.json()["approval_id"],
+        r1["approval_id"]
+    );
+
+    // Past the TTL: expired, cannot be decided, and the request waits anew.
+    engine.faults().advance_clock(601);
+    let id = r1["approval_id"].as_str().unwrap();
+    assert_eq!(approval_status(&app, id).await["status"], "expired");
+    let r = admin(
+        &app,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        json!({"decision": "approve", "by": "alice"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().contains("expired"), "{}", r.error());
+    assert!(state(&app).await.approvals.is_empty());
+    let r = eval(&app, pay("a1", 2500)).await.json();
+    assert_eq!(r["decision"], "require_approval");
+    assert_ne!(r["approval_id"], r1["approval_id"]);
+    // A decided approval is kept one more TTL, then forgotten.
+    engine.faults().advance_clock(1201);
+    let r = send(&app, "GET", &format!("/v1/approvals/{id}"), vec![], None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -1051,17 +1205,17 @@ fn bucket_hash_is_pinned() {
 }
 
 async fn cohorts_of(engine: &Engine, sessions: &[String]) -> Vec<String> {
-    sessions
-        .iter()
-        .map(|s| {
-            let req = json!({"tool": "email", "agent": "a", "org": "acme", "session": s});
-            let bytes = engine
-                .evaluate(&serde_json::to_vec(&req).unwrap(), None)
-                .unwrap();
-            let v: Value = serde_json::from_slice(&bytes).unwrap();
-            v["cohort"].as_str().unwrap().to_string()
-        })
-        .collect()
+    let mut out = Vec::new();
+    for s in sessions {
+        let req = json!({"tool": "email", "agent": "a", "org": "acme", "session": s});
+        let bytes = engine
+            .evaluate(&serde_json::to_vec(&req).unwrap(), None)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        out.push(v["cohort"].as_str().unwrap().to_string());
+    }
+    out
 }
 
 #[tokio::test]
@@ -1084,7 +1238,7 @@ async fn two_engines_agree_on_cohorts_and_percent_only_grows_the_candidate() {
             spec.candidate = Some(b.hash.clone());
             spec.mode = Some(sluice::api::route::Mode::Split);
             spec.percent = Some(percent);
-            engine.set_route(spec).unwrap();
+            engine.set_route(spec).await.unwrap();
             per_percent.push(cohorts_of(&engine, &sessions).await);
         }
         results.push(per_percent);
@@ -1317,7 +1471,7 @@ async fn a_full_shadow_queue_drops_and_counts() {
     // The queue fills: on this single-threaded runtime the worker cannot
     // run until the test awaits.
     for _ in 0..10 {
-        engine.evaluate(&body, None).unwrap();
+        engine.evaluate(&body, None).await.unwrap();
     }
     let stats = stats_of(&engine);
     assert_eq!(stats["shadow_dropped"], 6);
@@ -1369,7 +1523,10 @@ async fn concurrent_requests_count_limits_exactly() {
     engine
         .put_artifact(&a.hash, &a.to_bytes().unwrap())
         .unwrap();
-    engine.set_route(RouteSpec::stable(a.hash.clone())).unwrap();
+    engine
+        .set_route(RouteSpec::stable(a.hash.clone()))
+        .await
+        .unwrap();
     let (base, stop, task) = listen(Arc::clone(&engine)).await;
     let client = reqwest::Client::new();
     let allowed = Arc::new(AtomicU64::new(0));
@@ -1445,6 +1602,7 @@ async fn hot_swap_under_load_fails_no_request() {
     }
     engine
         .set_route(serde_json::from_value(route_body(0)).unwrap())
+        .await
         .unwrap();
     let (base, stop, task) = listen(Arc::clone(&engine)).await;
     let client = reqwest::Client::new();
@@ -1533,7 +1691,10 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     engine
         .put_artifact(&a.hash, &a.to_bytes().unwrap())
         .unwrap();
-    engine.set_route(RouteSpec::stable(a.hash.clone())).unwrap();
+    engine
+        .set_route(RouteSpec::stable(a.hash.clone()))
+        .await
+        .unwrap();
     let (base, stop, task) = listen(Arc::clone(&engine)).await;
     let addr = base.trim_start_matches("http://").to_string();
     let body = serde_json::to_vec(&pay("bot", 5)).unwrap();
@@ -1690,6 +1851,28 @@ async fn window_change_resets_counters() {
 }
 
 #[tokio::test]
+async fn a_migration_that_failed_half_way_is_applied_when_the_route_is_set_again() {
+    let a = artifact(&[&limit_policy(3, "1h", None), PAY]);
+    let b = artifact(&[PAY]);
+    let (engine, app, _) = with_stable(config(), &[&a, &b]).await;
+    align_to_hour(&engine);
+    decisions(&app, "bot", 2).await;
+    // The migration is claimed, then the store fails: 503, the route stays.
+    engine.faults().fail_store(true);
+    let r = set_route(&app, json!({"stable": b.hash})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.error().contains("injected fault"), "{}", r.error());
+    engine.faults().fail_store(false);
+    // Set again, the same engine applies it (its own claim does not say
+    // "applied elsewhere").
+    let r = set_route(&app, json!({"stable": b.hash})).await.json();
+    assert_eq!(
+        r["migrations"],
+        json!([{"migration": "limit_removed", "limit": "lim.per_agent", "counters_dropped": 1}])
+    );
+}
+
+#[tokio::test]
 async fn removed_limit_drops_counters() {
     let a = artifact(&[&limit_policy(3, "1h", None), PAY]);
     let b = artifact(&[PAY]);
@@ -1732,8 +1915,10 @@ async fn removed_and_narrowed_approval_rules_resolve_waiting_requests() {
     let narrowed = artifact(&[NARROW]);
     let removed = artifact(&[MAIL]);
     let (_e, app, sink) = with_stable(config(), &[&a, &narrowed, &removed]).await;
+    let mut ids = Vec::new();
     for amount in [2000, 6000, 7000] {
-        eval(&app, pay("bot", amount)).await;
+        let r = eval(&app, pay("bot", amount)).await.json();
+        ids.push(r["approval_id"].as_str().unwrap().to_string());
     }
     assert_eq!(state(&app).await.approvals.len(), 3);
     let r = set_route(&app, json!({"stable": narrowed.hash}))
@@ -1748,17 +1933,17 @@ async fn removed_and_narrowed_approval_rules_resolve_waiting_requests() {
     assert_eq!(
         resolved,
         vec![
-            &json!({"migration": "approval_resolved", "id": "ap-1", "policy": "pay",
+            &json!({"migration": "approval_resolved", "id": ids[0], "policy": "pay",
                      "rule": "big", "reason": "rule narrowed"})
         ]
     );
-    let ids: Vec<String> = state(&app)
+    let waiting: Vec<String> = state(&app)
         .await
         .approvals
         .into_iter()
         .map(|p| p.id)
         .collect();
-    assert_eq!(ids, vec!["ap-2", "ap-3"]);
+    assert_eq!(waiting, ids[1..]);
 
     let r = set_route(&app, json!({"stable": removed.hash}))
         .await
@@ -1772,7 +1957,10 @@ async fn removed_and_narrowed_approval_rules_resolve_waiting_requests() {
         .collect();
     assert_eq!(
         reasons,
-        vec![("ap-2", "rule removed"), ("ap-3", "rule removed")]
+        vec![
+            (ids[1].as_str(), "rule removed"),
+            (ids[2].as_str(), "rule removed")
+        ]
     );
     assert!(state(&app).await.approvals.is_empty());
     // A resolved request was rejected by the engine: deciding it again is
@@ -1780,7 +1968,7 @@ async fn removed_and_narrowed_approval_rules_resolve_waiting_requests() {
     let r = admin(
         &app,
         "POST",
-        "/v1/approvals/ap-2",
+        &format!("/v1/approvals/{}", ids[1]),
         json!({"decision": "approve", "by": "alice"}),
     )
     .await;

@@ -17,6 +17,7 @@ mod demo;
 mod engine;
 mod eval;
 mod examples;
+mod fleet_state;
 mod fmt;
 mod messages;
 mod parse;

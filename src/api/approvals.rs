@@ -11,6 +11,13 @@
 //!  "policy": "payments", "…": "…"}
 //! ```
 //!
+//! An approval lives through `pending` → `approved` | `rejected`, or
+//! `expired` when nobody decided within the engine's `--approval-ttl`
+//! ([`ApprovalStatus`]). `GET /v1/approvals/{id}` answers an
+//! [`ApprovalState`] (the id is the capability: no token, and no request
+//! in the answer); `GET /v1/approvals` (admin) lists them all, requests
+//! included ([`ApprovalList`]).
+//!
 //! Pure data: the engine's approval store keeps them, `sluice check` reads
 //! the waiting ones; nothing here decides or evaluates.
 
@@ -33,15 +40,116 @@ pub struct Approval {
     pub via: Option<String>,
     /// Seconds since the epoch.
     pub created: u64,
+    /// When an undecided approval expires (seconds since the epoch; 0:
+    /// never, as written by engines before approvals expired).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires: u64,
+    /// When an approved request was let through (it is, once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<u64>,
     /// The request as received.
     pub request: serde_json::Value,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Approval {
-    /// Whether the request still waits for a decision.
+    /// Whether the request still waits for a decision (expired or not).
     pub fn is_pending(&self) -> bool {
         self.decided.is_none()
     }
+
+    /// Where the approval stands at `now`.
+    pub fn status(&self, now: u64) -> ApprovalStatus {
+        match &self.decided {
+            Some(d) => match d.decision {
+                Verdict::Approve => ApprovalStatus::Approved,
+                Verdict::Reject => ApprovalStatus::Rejected,
+            },
+            None if self.expires != 0 && self.expires <= now => ApprovalStatus::Expired,
+            None => ApprovalStatus::Pending,
+        }
+    }
+
+    /// The approval as `GET /v1/approvals/{id}` answers it at `now`: with
+    /// the request when `with_request`.
+    pub fn state(&self, now: u64, with_request: bool) -> ApprovalState {
+        ApprovalState {
+            id: self.id.clone(),
+            status: self.status(now),
+            decided: self.decided.clone(),
+            policy: self.policy.clone(),
+            rule: self.rule.clone(),
+            group: self.group.clone(),
+            via: self.via.clone(),
+            created: self.created,
+            expires: self.expires,
+            consumed: self.consumed,
+            request: with_request.then(|| self.request.clone()),
+        }
+    }
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+}
+
+/// `GET /v1/approvals/{id}`: where one approval stands and who decided.
+///
+/// ```json
+/// {"id": "ap-01JF…", "status": "approved", "decision": "approve", "by": "alice",
+///  "decided": 1767229100, "policy": "payments", "rule": "large_transfer",
+///  "group": "finance", "created": 1767229000, "expires": 1767315400}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    pub id: String,
+    pub status: ApprovalStatus,
+    #[serde(flatten)]
+    pub decided: Option<Decided>,
+    pub policy: String,
+    pub rule: String,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires: u64,
+    /// When the approved request was let through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<u64>,
+    /// The request (admin listings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<serde_json::Value>,
+}
+
+/// `GET /v1/approvals` (admin): every approval the state backend still
+/// keeps, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalList {
+    /// When the list was read (seconds since the epoch).
+    pub time: u64,
+    pub approvals: Vec<ApprovalState>,
 }
 
 /// How an approval was decided.

@@ -15,6 +15,8 @@
 //! qualified `policy.limit`; keys are the JSON array of the `by` values);
 //! `approvals` are the requests waiting in approval queues, with the request
 //! that is waiting so a check can tell whether a changed rule still covers it.
+//! `shared` names a state several engines share (`"redis://10.0.0.5:6379,
+//! prefix payments"`); absent, the state is the engine's own.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,11 @@ pub struct LiveState {
     /// decided one).
     #[serde(default)]
     pub approvals: Vec<Approval>,
+    /// The state's name when several engines may share it (a state
+    /// backend's location and key prefix): engines that answer the same
+    /// name answer the same state, which is checked once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 /// A fixed counting window.
@@ -70,4 +77,39 @@ pub struct CounterEntry {
     pub key: String,
     pub window: Window,
     pub count: u64,
+}
+
+/// `GET /readyz`: whether the engine can answer evaluations from its own
+/// state — a route is set and the state backend answers. 200 when ready,
+/// 503 otherwise, with the same document.
+///
+/// ```json
+/// {"ready": true, "route": true,
+///  "backend": {"kind": "redis", "location": "redis://10.0.0.5:6379/0",
+///              "shared": true, "up": true}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A route is in force.
+    pub route: bool,
+    pub backend: BackendStatus,
+}
+
+/// The state backend as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStatus {
+    /// `memory` or `redis`.
+    pub kind: String,
+    /// Where the state lives: `this process`, or the server's address
+    /// (never a password).
+    pub location: String,
+    /// Other engines may share it.
+    pub shared: bool,
+    /// It answered the readiness probe.
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

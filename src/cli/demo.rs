@@ -25,6 +25,11 @@ pub struct DemoArgs {
     /// How long each phase may take before the demo gives up.
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// The engines' shared state: `memory` (one state in this process) or
+    /// `redis://HOST:PORT[/DB]` (`rediss://` for TLS), under a prefix of
+    /// the run's own.
+    #[arg(long, default_value = "memory", value_name = "BACKEND")]
+    pub state_backend: String,
 }
 
 pub(super) fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
@@ -41,10 +46,18 @@ pub(super) fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
         "--stage-duration must be above zero"
     );
     anyhow::ensure!(!args.timeout.is_zero(), "--timeout must be above zero");
+    let state_backend = match args.state_backend.as_str() {
+        "memory" => None,
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_string()),
+        other => anyhow::bail!(
+            "--state-backend must be `memory`, `redis://HOST:PORT[/DB]` or `rediss://…`, not `{other}`"
+        ),
+    };
     let opts = Options {
         keep: args.keep.clone(),
         stage_duration: args.stage_duration,
         timeout: args.timeout,
+        state_backend,
         ..Options::default()
     };
     let mode = if args.quiet {

@@ -60,11 +60,59 @@ pub struct EngineArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Where limit counters and approvals live: `memory` (this process),
+    /// or `redis://HOST:PORT[/DB]` (`rediss://` for TLS), shared by every
+    /// engine on the same server and prefix.
+    #[arg(long, default_value = "memory", value_name = "BACKEND")]
+    pub state_backend: String,
+    /// The key prefix in a shared backend (default: the project's name).
+    #[arg(long, value_name = "PREFIX")]
+    pub state_prefix: Option<String>,
+    /// How long one call to a shared backend may take before the request
+    /// gets the failsafe.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub state_timeout: std::time::Duration,
+    /// How long an approval waits for a decision before it expires.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub approval_ttl: std::time::Duration,
+    /// Approvals that may wait at once per group; past it requests are
+    /// denied `APPROVAL_QUEUE_FULL`.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_pending_approvals: usize,
+}
+
+/// The state backend `--state-backend` names.
+pub(super) fn state_backend(
+    spec: &str,
+    prefix: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<std::sync::Arc<dyn crate::engine::backend::StateBackend>> {
+    use crate::engine::backend::MemoryBackend;
+    use crate::engine::backend::redis::{RedisBackend, RedisConfig};
+
+    if spec == "memory" {
+        anyhow::ensure!(
+            prefix.is_none(),
+            "--state-prefix names keys in a shared backend: it needs --state-backend redis://…"
+        );
+        return Ok(std::sync::Arc::new(MemoryBackend::new()));
+    }
+    anyhow::ensure!(
+        spec.starts_with("redis://") || spec.starts_with("rediss://"),
+        "--state-backend must be `memory`, `redis://HOST:PORT[/DB]` or `rediss://…`"
+    );
+    anyhow::ensure!(!timeout.is_zero(), "--state-timeout must be above zero");
+    let config = RedisConfig {
+        url: spec.to_string(),
+        prefix: prefix.map(str::to_string),
+        timeout,
+    };
+    Ok(std::sync::Arc::new(RedisBackend::new(&config)?))
 }
 
 pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     use crate::api::route::RouteSpec;
-    use crate::engine::backend::MemoryBackend;
+    use crate::engine::approvals::ApprovalConfig;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
     use crate::engine::serve::{serve, shutdown_signal};
@@ -106,8 +154,16 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             probes: args.breaker_probes,
             ..BreakerConfig::default()
         },
+        approvals: ApprovalConfig {
+            ttl: args.approval_ttl,
+            max_pending: args.max_pending_approvals,
+        },
         ..EngineConfig::new(token)
     };
+    anyhow::ensure!(
+        args.approval_ttl.as_secs() >= 1,
+        "--approval-ttl must be at least one second"
+    );
     let artifact = match &args.artifact {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?)
@@ -125,7 +181,25 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     }
     let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        let engine = Engine::start(config, std::sync::Arc::new(MemoryBackend::new()), log)?;
+        // Inside the runtime: a Redis connection belongs to it.
+        let backend = state_backend(
+            &args.state_backend,
+            args.state_prefix.as_deref(),
+            args.state_timeout,
+        )?;
+        let status = backend.status();
+        let engine = Engine::start(config, backend, log)?;
+        let ready = engine.readiness().await;
+        if ready.backend.up {
+            tracing::info!(backend = %status.kind, location = %status.location, "state backend");
+        } else {
+            tracing::warn!(
+                backend = %status.kind,
+                location = %status.location,
+                error = ready.backend.error.as_deref().unwrap_or(""),
+                "the state backend does not answer yet: evaluations get the failsafe until it does"
+            );
+        }
         if let Some(bytes) = artifact {
             let hash = crate::compile::artifact::Artifact::from_bytes(&bytes)
                 .context("reading --artifact")?
@@ -135,6 +209,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
                 .map_err(|e| anyhow::anyhow!("loading --artifact: {e}"))?;
             engine
                 .set_route(RouteSpec::stable(hash.clone()))
+                .await
                 .map_err(|e| anyhow::anyhow!("routing --artifact: {e}"))?;
             tracing::info!(artifact = %hash, "routed as stable");
         }

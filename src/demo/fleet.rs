@@ -1,6 +1,8 @@
 //! The demo's fleet: three engines ([`crate::engine::server`]) served on
-//! loopback and the reconcile daemon ([`crate::reconcile::Daemon`]) that
-//! rolls policies out to them, sharing one admin token.
+//! loopback, sharing one state backend as a fleet does (limits count and
+//! approvals wait fleet-wide), and the reconcile daemon
+//! ([`crate::reconcile::Daemon`]) that rolls policies out to them, sharing
+//! one admin token.
 //!
 //! It starts and stops them and reads each engine's route at the end; it
 //! sends no traffic and does not decide whether the run went well.
@@ -13,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::facts::EngineRoute;
 use super::{DemoError, io};
-use crate::engine::backend::MemoryBackend;
+use crate::engine::backend::redis::{RedisBackend, RedisConfig};
+use crate::engine::backend::{MemoryBackend, StateBackend};
 use crate::engine::decision_log::DecisionLog;
 use crate::engine::server::{self, EngineConfig};
 use crate::reconcile::{Config, Daemon, ReconcileError};
@@ -73,13 +76,43 @@ pub(super) async fn start_daemon(
     Daemon::start(config).await
 }
 
-/// Starts `n` engines, each on a free loopback port.
-pub(super) async fn start_engines(n: usize, token: &str) -> Result<Vec<EngineProc>, DemoError> {
+/// The state the demo's engines share, and how to say where it is: one
+/// in-process state by default (as a fleet on one Redis shares it), or
+/// Redis at `url` under a prefix of this run's own.
+pub(super) fn shared_state(
+    url: Option<&str>,
+    token: &str,
+) -> Result<(Arc<dyn StateBackend>, String), DemoError> {
+    match url {
+        None => Ok((
+            Arc::new(MemoryBackend::shared()),
+            "in this process".to_string(),
+        )),
+        Some(url) => {
+            let mut config = RedisConfig::new(url);
+            config.prefix = Some(format!("sluice-demo-{}", token.trim_start_matches("demo-")));
+            let backend = RedisBackend::new(&config).map_err(DemoError::State)?;
+            let shared = format!(
+                "Redis {}, prefix {}",
+                backend.status().location,
+                config.prefix.as_deref().unwrap_or_default()
+            );
+            Ok((Arc::new(backend), shared))
+        }
+    }
+}
+
+/// Starts `n` engines, each on a free loopback port, all on `backend`.
+pub(super) async fn start_engines(
+    n: usize,
+    token: &str,
+    backend: &Arc<dyn StateBackend>,
+) -> Result<Vec<EngineProc>, DemoError> {
     let mut out = Vec::new();
     for _ in 0..n {
         let engine = server::Engine::start(
             EngineConfig::new(token),
-            Arc::new(MemoryBackend::new()),
+            Arc::clone(backend),
             DecisionLog::disabled(),
         )
         .map_err(DemoError::Engine)?;

@@ -26,6 +26,9 @@ pub enum EvaluateError {
     Request(#[from] RequestError),
     #[error("rendering the response: {0}")]
     Render(#[source] serde_json::Error),
+    /// The evaluation task did not finish (it panicked).
+    #[error("the evaluation did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 /// An artifact upload the engine refuses.
@@ -122,6 +125,8 @@ pub enum StoreError {
     DropCounters(#[source] StateError),
     #[error("reading approvals: {0}")]
     ReadApprovals(#[source] StateError),
+    #[error("claiming a state migration: {0}")]
+    ClaimMigration(#[source] StateError),
     /// A waiting request the route change no longer covers could not be
     /// resolved.
     #[error(transparent)]

@@ -15,9 +15,12 @@
 //! | `POST /v1/lease` | admin | `{"owner", "lease_ms", "force"}` → the lease; 409 fenced |
 //! | `GET /v1/stats` | admin | figures per artifact and cohort since the route changed |
 //! | `GET /v1/state` | admin | the live state (`api::state::LiveState`) |
-//! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided |
+//! | `POST /v1/approvals/{id}` | admin | `{"decision": "approve"\|"reject", "by": "alice"}` → the record; 404, 409 already decided or expired |
+//! | `GET /v1/approvals/{id}` | — (the id is the capability) | `api::approvals::ApprovalState`: status and who decided; 404 |
+//! | `GET /v1/approvals` | admin | `api::approvals::ApprovalList` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | `{"status": "ok"}` |
+//! | `GET /readyz` | — | `api::state::Readiness`: 200 ready (a route, the state backend answers), 503 not |
 //!
 //! Admin routes need `Authorization: Bearer <token>`; the token is compared
 //! in constant time (`subtle`) over SHA-256 digests, so neither its content
@@ -136,7 +139,7 @@ impl From<EvaluateError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             EvaluateError::NoRoute => ApiError::Unavailable(e.to_string()),
-            EvaluateError::Render(_) => ApiError::internal(e),
+            EvaluateError::Render(_) | EvaluateError::Interrupted(_) => ApiError::internal(e),
         }
     }
 }
@@ -211,9 +214,11 @@ impl From<DeleteError> for ApiError {
     }
 }
 
+/// The state backend failed: 503, the caller may try again (the engine
+/// reconnects by itself; `/readyz` says when it is back).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::internal(e)
+        ApiError::Unavailable(format!("the state backend: {e}"))
     }
 }
 
@@ -221,8 +226,10 @@ impl From<DecideError> for ApiError {
     fn from(e: DecideError) -> ApiError {
         match e {
             DecideError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            DecideError::AlreadyDecided { .. } => ApiError::Conflict(e.to_string()),
-            DecideError::State(_) => ApiError::internal(e),
+            DecideError::AlreadyDecided { .. } | DecideError::Expired(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            DecideError::State(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -264,15 +271,21 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/lease", post(post_lease))
         .route("/v1/stats", get(get_stats))
         .route("/v1/state", get(get_state))
-        .route("/v1/approvals/{id}", post(decide_approval))
+        .route("/v1/approvals", get(list_approvals))
         .route_layer(middleware::from_fn_with_state(
             AdminToken::new(&engine.config().admin_token),
             require_admin,
         ));
+    let decide = post(decide_approval).layer(middleware::from_fn_with_state(
+        AdminToken::new(&engine.config().admin_token),
+        require_admin,
+    ));
     Router::new()
         .route("/v1/evaluate", post(evaluate))
+        .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -353,7 +366,7 @@ async fn require_admin(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/stats, /v1/state, /v1/approvals, /metrics and /healthz".to_string())
+    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz and /readyz".to_string())
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -399,7 +412,7 @@ async fn evaluate(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
-    let bytes = engine.evaluate(&body, id)?;
+    let bytes = engine.evaluate_to_end(body, id).await?;
     let mut resp = (
         [(
             header::CONTENT_TYPE,
@@ -447,7 +460,7 @@ async fn delete_artifact(
     State(engine): State<Arc<Engine>>,
     Path(hash): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    engine.delete_artifact(&hash)?;
+    engine.delete_artifact(&hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -477,7 +490,7 @@ async fn put_route(
             )));
         }
     };
-    let change = engine.claim_route(req)?;
+    let change = engine.claim_route(req).await?;
     Ok(Json(change).into_response())
 }
 
@@ -487,7 +500,7 @@ async fn post_lease(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let req: LeaseRequest = parse_json(&body, "lease request")?;
-    let granted = engine.renew_lease(req)?;
+    let granted = engine.renew_lease(req).await?;
     Ok(Json(granted).into_response())
 }
 
@@ -509,7 +522,7 @@ async fn get_stats(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
-    Ok(Json(engine.live_state()?).into_response())
+    Ok(Json(engine.live_state().await?).into_response())
 }
 
 async fn decide_approval(
@@ -524,8 +537,35 @@ async fn decide_approval(
             "`by` must name who decided".to_string(),
         ));
     }
-    let record = engine.decide(&id, d.decision, d.by.trim(), d.reason.as_deref())?;
+    let record = engine
+        .decide(&id, d.decision, d.by.trim(), d.reason.as_deref())
+        .await?;
     Ok(Json(record).into_response())
+}
+
+async fn approval_status(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let state = engine
+        .approval(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no approval `{id}`")))?;
+    Ok(Json(state).into_response())
+}
+
+async fn list_approvals(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {
+    Ok(Json(engine.approvals().await?).into_response())
+}
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let readiness = engine.readiness().await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Result<Response, ApiError> {

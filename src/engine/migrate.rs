@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::compile::artifact::Artifact;
 use crate::eval::state::{CounterEntry, LimitKey, LimitStore, StateError, Window};
@@ -76,6 +77,22 @@ pub fn limits_in_force(
     out
 }
 
+/// A short digest of the limits in force under a route: two route changes
+/// with the same digests before and after are the same migration (the
+/// fleet applies it once).
+pub fn limits_digest(limits: &BTreeMap<String, LimitDef>) -> String {
+    let mut h = Sha256::new();
+    for (name, d) in limits {
+        let on_decrease = match d.on_decrease {
+            Some(OnDecrease::NextWindow) => "next_window",
+            Some(OnDecrease::Freeze) => "freeze",
+            None => "-",
+        };
+        h.update(format!("{name} {} {} {on_decrease}\n", d.max, d.window_secs).as_bytes());
+    }
+    hex::encode(h.finalize().get(..12).unwrap_or_default())
+}
+
 /// A `next_window` grace: until `until`, counting windows of `secs` seconds
 /// use `max` (the old, higher max) for this limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +100,18 @@ pub struct Override {
     pub max: u64,
     pub secs: u64,
     pub until: u64,
+}
+
+impl Override {
+    /// The max a request counted in `window` against a limit of `max` gets
+    /// under this grace.
+    pub fn max_for(&self, window: Window, max: u64) -> u64 {
+        if window.start < self.until && window.secs == self.secs {
+            max.max(self.max)
+        } else {
+            max
+        }
+    }
 }
 
 /// One applied migration, as recorded in the decision log.
@@ -116,6 +145,13 @@ pub enum Migration {
         policy: String,
         rule: String,
         reason: String,
+    },
+    /// Another engine sharing the state backend applied this limit
+    /// migration (the limits in force `from` → `to`, digests) already.
+    AppliedElsewhere {
+        from: String,
+        to: String,
+        by: String,
     },
 }
 
@@ -249,6 +285,11 @@ impl<S: LimitStore> OverrideStore<S> {
         }
     }
 
+    /// The store underneath.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
     /// The overrides in force.
     pub fn overrides(&self) -> HashMap<String, Override> {
         HashMap::clone(&self.overrides.load())
@@ -274,10 +315,8 @@ impl<S: LimitStore> LimitStore for OverrideStore<S> {
         let mut max = max;
         if self.any.load(Ordering::Acquire)
             && let Some(o) = self.overrides.load().get(key.limit)
-            && window.start < o.until
-            && window.secs == o.secs
         {
-            max = max.max(o.max);
+            max = o.max_for(window, max);
         }
         self.inner.try_acquire(key, window, max)
     }
@@ -296,5 +335,9 @@ impl<S: LimitStore> LimitStore for OverrideStore<S> {
 
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
         self.inner.remove_limit(limit)
+    }
+
+    fn expire(&self, now: u64) {
+        self.inner.expire(now);
     }
 }

@@ -14,53 +14,56 @@
 //! fails), the request gets the tier failsafe ([`crate::engine::failsafe`])
 //! instead: never evaluated against state, never queued for approval.
 //!
+//! **State.** Limits and approvals live in the [`StateBackend`] the engine
+//! is started with: in this process (evaluation counts synchronously, as
+//! it always did) or shared by a fleet (one awaited call per request for
+//! every limit it hits). An evaluation whose state cannot be read or
+//! counted is answered by the tier failsafe and counts as an error for the
+//! breaker.
+//!
 //! **Fencing.** Over HTTP a route is changed only by the daemon holding the
 //! engine's lease ([`Engine::claim_route`], [`Engine::renew_lease`]); a
 //! lease not renewed in time lapses and the engine drops the candidate by
-//! itself ([`Engine::lapse_lease`], run by a watch task every 100 ms).
+//! itself ([`Engine::lapse_lease`], run by a watch task every 100 ms). The
+//! lease lives under the route-change lock, an async mutex held across the
+//! whole change (state migrations on a shared backend are awaited).
 //!
 //! Inside: `shadow` evaluates the candidate off the request path, `routes`
 //! changes the route and migrates state ([`Engine::set_route`]), `lease`
-//! fences route changes, `report` writes the stats and metrics documents.
+//! fences route changes, `state` counts, asks and decides approvals and
+//! reads the live state, `report` writes the stats and metrics documents.
 
 mod lease;
 mod report;
 mod routes;
 mod shadow;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::approvals::{Approval, Verdict};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
-use crate::api::state::LiveState;
 use crate::api::stats::BreakerState;
 use crate::compile::artifact::Artifact;
-use crate::engine::approvals::{DecideError, NewApproval};
-use crate::engine::backend::{BackendLimits, StateBackend};
+use crate::engine::approvals::{ApprovalConfig, settle_response};
+use crate::engine::backend::StateBackend;
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, Transition};
 use crate::engine::clock::{Clock, SystemClock, epoch_secs};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine};
-use crate::engine::error::{DeleteError, EvaluateError, StoreError, UploadError};
+use crate::engine::error::{DeleteError, EvaluateError, UploadError};
 use crate::engine::failsafe::failsafe;
-use crate::engine::migrate::OverrideStore;
 use crate::engine::stats::{RouteStats, Sample};
 use crate::eval::response::ResponseContext;
-use crate::eval::state::{LimitStore as _, StateError};
-use crate::eval::{EvalError, Evaluator, Outcome};
-use crate::model::ir::{DecisionKind, Effect};
+use crate::eval::state::StateError;
+use crate::eval::{EvalError, Evaluator};
 
 pub use crate::engine::server::routes::RouteChange;
-
-/// The limit store evaluations use: the backend's, behind the
-/// `next_window` graces.
-type Limits = OverrideStore<BackendLimits>;
 
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
@@ -76,6 +79,8 @@ pub struct EngineConfig {
     pub shadow_queue: usize,
     /// The time limits are counted in (the system clock by default).
     pub clock: Arc<dyn Clock>,
+    /// Approval lifetimes and queue caps.
+    pub approvals: ApprovalConfig,
 }
 
 impl EngineConfig {
@@ -87,6 +92,7 @@ impl EngineConfig {
             breaker: BreakerConfig::default(),
             shadow_queue: 4096,
             clock: Arc::new(SystemClock),
+            approvals: ApprovalConfig::default(),
         }
     }
 }
@@ -174,10 +180,14 @@ pub struct Engine {
     config: EngineConfig,
     artifacts: RwLock<BTreeMap<String, Arc<Held>>>,
     route: ArcSwapOption<Active>,
-    /// Serializes route changes and holds the owner's lease.
-    route_change: Mutex<lease::Fence>,
+    /// Serializes route changes (held across the awaited migrations) and
+    /// holds the owner's lease.
+    route_change: tokio::sync::Mutex<lease::Fence>,
+    /// The lease in the fence, for readers that must not wait on it.
+    lease_shown: lease::Shown,
+    /// This engine, as migration claims name it.
+    id: String,
     backend: Arc<dyn StateBackend>,
-    limits: Arc<Limits>,
     log: Arc<DecisionLog>,
     shadow: shadow::Shadow,
     seq: AtomicU64,
@@ -192,6 +202,9 @@ impl std::fmt::Debug for Engine {
             .finish_non_exhaustive()
     }
 }
+
+/// Engines started in this process (their ids tell them apart).
+static STARTED: AtomicU64 = AtomicU64::new(0);
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -210,7 +223,7 @@ pub enum StartError {
 /// Why a request was not evaluated against state (the failsafe answers
 /// instead); written to the decision log.
 #[derive(Debug, thiserror::Error)]
-enum Unevaluated {
+pub(super) enum Unevaluated {
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error("no require_approval reason")]
@@ -232,25 +245,30 @@ impl Engine {
         if config.admin_token.is_empty() {
             return Err(StartError::NoToken);
         }
-        let limits = Arc::new(OverrideStore::new(BackendLimits::new(Arc::clone(&backend))));
+        let boot = epoch_secs(SystemTime::now());
         let log = Arc::new(log);
         let shadow = shadow::Shadow::start(
             &rt,
             config.shadow_queue,
-            Arc::clone(&limits),
+            Arc::clone(&backend),
             Arc::clone(&log),
         );
         let engine = Arc::new(Engine {
             config,
             artifacts: RwLock::new(BTreeMap::new()),
             route: ArcSwapOption::empty(),
-            route_change: Mutex::new(lease::Fence::default()),
+            route_change: tokio::sync::Mutex::new(lease::Fence::default()),
+            lease_shown: lease::Shown::empty(),
+            id: format!(
+                "engine-{}-{boot:x}-{}",
+                std::process::id(),
+                STARTED.fetch_add(1, Relaxed)
+            ),
             backend,
-            limits,
             log,
             shadow,
             seq: AtomicU64::new(0),
-            boot: epoch_secs(SystemTime::now()),
+            boot,
         });
         rt.spawn(housekeeping(Arc::downgrade(&engine)));
         rt.spawn(lease::watch(Arc::downgrade(&engine)));
@@ -286,16 +304,37 @@ impl Engine {
     // -----------------------------------------------------------------------
     // Evaluation.
 
+    /// [`Engine::evaluate`], finished even when the caller stops waiting (a
+    /// client that hangs up): a request a shared backend counted is always
+    /// in the stats and the decision log. A local backend's evaluation
+    /// never stops half-way (it does not wait) and runs in place.
+    pub async fn evaluate_to_end<B>(
+        self: &Arc<Self>,
+        body: B,
+        request_id: Option<&str>,
+    ) -> Result<Vec<u8>, EvaluateError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        if self.backend.local().is_some() {
+            return self.evaluate(body.as_ref(), request_id).await;
+        }
+        let engine = Arc::clone(self);
+        let id = request_id.map(str::to_string);
+        tokio::spawn(async move { engine.evaluate(body.as_ref(), id.as_deref()).await })
+            .await
+            .map_err(EvaluateError::Interrupted)?
+    }
+
     /// Evaluates one request body; returns the response document's bytes.
-    pub fn evaluate(
+    pub async fn evaluate(
         &self,
         body: &[u8],
         request_id: Option<&str>,
     ) -> Result<Vec<u8>, EvaluateError> {
         let started = Instant::now();
         let json: Value = serde_json::from_slice(body).map_err(EvaluateError::Json)?;
-        let guard = self.route.load();
-        let Some(route) = guard.as_ref() else {
+        let Some(route) = self.route.load_full() else {
             return Err(EvaluateError::NoRoute);
         };
         let (cohort, in_cohort) = route.route(&json);
@@ -308,19 +347,10 @@ impl Engine {
         let (admit, transition) = held.breaker.admit(Instant::now());
         self.log_transition(held.hash(), transition);
         let mut error = None;
-        let mut approval_id = None;
         let mut outcome = None;
         if admit != Admit::Failsafe {
             let t0 = Instant::now();
-            let result = ev
-                .evaluate(&req, now, &*self.limits)
-                .map_err(Unevaluated::from)
-                .and_then(|o| {
-                    if o.decision() == DecisionKind::RequireApproval {
-                        approval_id = Some(self.enqueue(ev, &o, &json, now)?);
-                    }
-                    Ok(o)
-                });
+            let result = self.evaluate_state(ev, &req, &json, now).await;
             let t = held
                 .breaker
                 .record(Instant::now(), admit, result.is_ok(), t0.elapsed());
@@ -331,13 +361,19 @@ impl Engine {
             }
         }
         let cx = ResponseContext {
-            approval_id: approval_id.as_deref(),
+            approval_id: None,
             cohort: Some(cohort.as_str()),
             stage,
             audit: false,
         };
         let response = match &outcome {
-            Some(o) => ev.respond(&req, o, &cx),
+            Some((o, asked)) => {
+                let mut r = ev.respond(&req, o, &cx);
+                if let Some(asked) = asked {
+                    settle_response(&mut r, asked);
+                }
+                r
+            }
             None => failsafe(ev, &req, now, &cx),
         };
         let bytes = serde_json::to_vec(&response).map_err(EvaluateError::Render)?;
@@ -380,7 +416,7 @@ impl Engine {
         });
         if shadowed {
             let job = shadow::ShadowJob {
-                route: Arc::clone(route),
+                route: Arc::clone(&route),
                 request: json,
                 decoded: req,
                 stable: response.decision,
@@ -405,37 +441,6 @@ impl Engine {
     /// A request id for the log: the engine's start time and a sequence.
     pub fn next_request_id(&self) -> String {
         format!("{:x}-{}", self.boot, self.seq.fetch_add(1, Relaxed) + 1)
-    }
-
-    /// Queues the request under the first `require_approval` reason.
-    fn enqueue(
-        &self,
-        ev: &Evaluator,
-        outcome: &Outcome,
-        request: &Value,
-        now: u64,
-    ) -> Result<String, Unevaluated> {
-        let Some(reason) = ev
-            .reasons(outcome)
-            .find(|r| r.decision() == DecisionKind::RequireApproval)
-        else {
-            return Err(Unevaluated::NoApprovalReason);
-        };
-        let (group, via) = match reason.effect {
-            Effect::RequireApproval { group, via, .. } => (group.clone(), via.clone()),
-            _ => (String::new(), None),
-        };
-        self.backend
-            .approvals()
-            .enqueue(NewApproval {
-                policy: reason.policy.to_string(),
-                rule: reason.rule.to_string(),
-                group,
-                via,
-                created: now,
-                request: request.clone(),
-            })
-            .map_err(Unevaluated::Enqueue)
     }
 
     fn log_transition(&self, artifact: &str, t: Option<Transition>) {
@@ -516,8 +521,8 @@ impl Engine {
     /// breaker (and so its `/metrics` series) go with it. Serialized with
     /// route changes, so that no route can be put in force on an artifact
     /// being deleted.
-    pub fn delete_artifact(&self, hash: &str) -> Result<(), DeleteError> {
-        let _serial = self.route_change.lock().unwrap_or_else(|e| e.into_inner());
+    pub async fn delete_artifact(&self, hash: &str) -> Result<(), DeleteError> {
+        let _serial = self.fence().await;
         if let Some(route) = self.route.load().as_ref() {
             let role = if route.spec.stable == hash {
                 Some("stable")
@@ -556,56 +561,6 @@ impl Engine {
         held.iter().map(|h| self.summary(h)).collect()
     }
 
-    // -----------------------------------------------------------------------
-    // Approvals and state.
-
-    /// Approves or rejects a waiting request.
-    pub fn decide(
-        &self,
-        id: &str,
-        decision: Verdict,
-        by: &str,
-        reason: Option<&str>,
-    ) -> Result<Approval, DecideError> {
-        let record = self
-            .backend
-            .approvals()
-            .decide(id, decision, by, reason, self.now_secs())?;
-        let decided = record.decided.as_ref();
-        self.log.send(LogLine::Approval(EventLine::now(json!({
-            "id": record.id,
-            "decision": decided.map(|d| d.decision),
-            "by": decided.map(|d| &d.by),
-            "reason": decided.and_then(|d| d.reason.as_ref()),
-            "policy": record.policy,
-            "rule": record.rule,
-        }))));
-        Ok(record)
-    }
-
-    /// The live state: current-window counters and waiting requests.
-    pub fn live_state(&self) -> Result<LiveState, StoreError> {
-        let now = self.now_secs();
-        let counters = self
-            .limits
-            .entries()
-            .map_err(StoreError::ReadCounters)?
-            .into_iter()
-            .filter(|c| c.window.end() > now)
-            .collect();
-        let approvals: Vec<Approval> = self
-            .backend
-            .approvals()
-            .pending()
-            .map_err(StoreError::ReadApprovals)?;
-        Ok(LiveState {
-            artifact: self.route.load().as_ref().map(|r| r.spec.stable.clone()),
-            time: now,
-            counters,
-            approvals,
-        })
-    }
-
     /// Waits for queued shadow evaluations, then writes out and closes the
     /// decision log. Called once the server has stopped taking requests.
     pub async fn shutdown(&self) {
@@ -616,7 +571,8 @@ impl Engine {
     }
 }
 
-/// Every 10 seconds: forgets counters of ended windows and expired graces.
+/// Every 10 seconds: the backend forgets counters of ended windows,
+/// expired graces and approvals past their time.
 async fn housekeeping(engine: std::sync::Weak<Engine>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -626,7 +582,8 @@ async fn housekeeping(engine: std::sync::Weak<Engine>) {
             return;
         };
         let now = engine.now_secs();
-        engine.backend.expire(now);
-        engine.limits.apply(&Default::default(), now);
+        if let Err(e) = engine.backend.expire(now).await {
+            tracing::warn!(error = %e, "state housekeeping");
+        }
     }
 }

@@ -26,6 +26,19 @@ pub struct Outcome {
     /// The counter key being built (reused).
     pub(super) scratch: String,
     pub(super) memo: Memo,
+    /// The limits a deferred evaluation left to count, in check order …
+    pub(super) pending: Vec<Pending>,
+    /// … and their keys, one after another.
+    pub(super) keys: String,
+}
+
+/// A limit left pending by a deferred evaluation.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) check: u32,
+    /// Its key's range in [`Outcome::keys`].
+    pub(super) key: std::ops::Range<usize>,
+    pub(super) window: crate::eval::state::Window,
 }
 
 impl Default for Outcome {
@@ -36,6 +49,8 @@ impl Default for Outcome {
             examined: 0,
             scratch: String::new(),
             memo: Memo::default(),
+            pending: Vec::new(),
+            keys: String::new(),
         }
     }
 }
@@ -49,6 +64,12 @@ impl Outcome {
     /// No rule or limit contributed: the decision is the artifact's default.
     pub fn is_default(&self) -> bool {
         self.hits.is_empty()
+    }
+
+    /// How many limits a deferred evaluation left pending
+    /// ([`crate::eval::Evaluator::pending`]).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     /// How many conditions were evaluated (what the tool index let through).

@@ -27,6 +27,15 @@ pub struct LimitKey<'a> {
     pub key: &'a str,
 }
 
+/// One counter to count (or read) for a request: the counter, the window
+/// the request falls in, and the limit's max.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitCall<'a> {
+    pub key: LimitKey<'a>,
+    pub window: Window,
+    pub max: u64,
+}
+
 /// A limit store that could not be reached or answered wrongly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[non_exhaustive]
@@ -61,6 +70,10 @@ pub trait LimitStore: Send + Sync {
     /// Drops every counter of `limit` (state migration: a removed limit or
     /// a changed window). Returns how many counters there were.
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError>;
+
+    /// Housekeeping: forgets counters of windows that ended by `now`. A
+    /// store whose counters expire by themselves does nothing.
+    fn expire(&self, _now: u64) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,17 +118,6 @@ impl MemoryLimitStore {
         self.shards
             .get(i)
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Drops every counter of windows that ended at or before `now`.
-    pub fn expire(&self, now: u64) {
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, keys| {
-                keys.retain(|_, slot| slot.window.end() > now);
-                !keys.is_empty()
-            });
-        }
     }
 }
 
@@ -207,6 +209,17 @@ impl LimitStore for MemoryLimitStore {
                 },
             );
         Ok(())
+    }
+
+    /// Drops every counter of windows that ended at or before `now`.
+    fn expire(&self, now: u64) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|_, keys| {
+                keys.retain(|_, slot| slot.window.end() > now);
+                !keys.is_empty()
+            });
+        }
     }
 
     fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {

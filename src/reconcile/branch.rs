@@ -280,7 +280,8 @@ impl Runner {
         Ok(false)
     }
 
-    /// The live state of every engine that exposes it.
+    /// The live state of every engine that exposes it, a state several
+    /// engines share once.
     pub(super) async fn live_states(&self) -> Vec<(String, crate::api::state::LiveState)> {
         let mut set = JoinSet::new();
         for e in self.engines.iter().filter(|e| e.known) {
@@ -296,7 +297,7 @@ impl Runner {
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        crate::review::build::distinct_states(out)
     }
 
     /// The stable artifact's policy set, from the stored artifact.

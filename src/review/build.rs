@@ -88,3 +88,36 @@ pub fn build(
         live,
     }))
 }
+
+/// The live states of a fleet with every shared state once: engines whose
+/// states name the same shared state ([`LiveState::shared`]) answered the
+/// same state, so it is checked once, under the first engine's name (in
+/// the order given) followed by the others'. Engines with a state of their
+/// own keep theirs.
+pub fn distinct_states(engines: Vec<(String, LiveState)>) -> Vec<(String, LiveState)> {
+    let mut out: Vec<(String, LiveState)> = Vec::new();
+    let mut sharing: Vec<Vec<String>> = Vec::new();
+    for (name, state) in engines {
+        let same = state
+            .shared
+            .as_ref()
+            .and_then(|s| out.iter().position(|(_, o)| o.shared.as_ref() == Some(s)));
+        match same.and_then(|i| sharing.get_mut(i)) {
+            Some(names) => names.push(name),
+            None => {
+                out.push((name, state));
+                sharing.push(Vec::new());
+            }
+        }
+    }
+    for ((name, state), others) in out.iter_mut().zip(sharing) {
+        if !others.is_empty() {
+            let shared = state.shared.as_deref().unwrap_or_default();
+            *name = format!(
+                "{name} (state `{shared}`, shared with {})",
+                others.join(", ")
+            );
+        }
+    }
+    out
+}

@@ -40,6 +40,12 @@ async fn readiness_and_metrics_follow_the_fleet() {
     let r: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(r["ready"], true);
     assert_eq!(r["problems"], serde_json::json!([]));
+    // Ready says the branch and the engines answer, not that the first
+    // commit is installed: wait for it, or the pause below may come first.
+    fixture::wait_for("installed", Duration::from_secs(20), || {
+        daemon.status().stable
+    })
+    .await;
 
     daemon
         .command(Op::Pause {

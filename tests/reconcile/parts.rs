@@ -490,6 +490,65 @@ fn a_change_with_state_errors_against_the_live_engines_is_refused() {
     assert_eq!(notes["state_checks"]["engines"], 1);
 }
 
+#[test]
+fn a_state_engines_share_is_checked_once_under_all_their_names() {
+    use sluice::review::build::distinct_states;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.commit(
+        "Limit searches",
+        &[("policies/limits.policy", Some(LIMITS))],
+    );
+    let lowered = LIMITS.replace("max 100", "max 10");
+    let c2 = repo.commit(
+        "Lower the limit",
+        &[("policies/limits.policy", Some(&lowered))],
+    );
+    let mirror = tmp.path().join("mirror");
+    let base = build::build(&files_of(&repo, &mirror, &c1), None, None).unwrap();
+    let base_set = sluice::model::ir::PolicySet {
+        policies: base.artifact.policies.clone(),
+    };
+    let now = 1_767_225_600 + 100;
+    let state = |count: u64, shared: Option<&str>| -> sluice::api::state::LiveState {
+        serde_json::from_value(json!({
+            "time": now,
+            "counters": [{"limit": "limits.per_agent", "key": "[\"a\"]",
+                          "window": {"start": now - now % 3600, "secs": 3600}, "count": count}],
+            "shared": shared,
+        }))
+        .unwrap()
+    };
+    let shared = "redis://10.0.0.5:6379, prefix fleet";
+    let engines = distinct_states(vec![
+        ("http://e1".to_string(), state(50, Some(shared))),
+        ("http://e2".to_string(), state(50, Some(shared))),
+        ("http://e3".to_string(), state(5, None)),
+        ("http://e4".to_string(), state(50, Some(shared))),
+    ]);
+    let names: Vec<&str> = engines.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "http://e1 (state `redis://10.0.0.5:6379, prefix fleet`, shared with http://e2, http://e4)",
+            "http://e3"
+        ]
+    );
+    let live = build::Live {
+        engines: &engines,
+        base: Some(&base_set),
+    };
+    let why = build::build(&files_of(&repo, &mirror, &c2), None, Some(live)).unwrap_err();
+    assert!(why.contains("http://e1 (state `redis://"), "{why}");
+    assert!(why.contains("shared with http://e2, http://e4"), "{why}");
+    // Engines of their own are each theirs.
+    let own = distinct_states(vec![
+        ("http://e1".to_string(), state(1, None)),
+        ("http://e2".to_string(), state(1, None)),
+    ]);
+    assert_eq!(own.len(), 2);
+}
+
 fn artifact(policies: &[(&str, &str)]) -> sluice::compile::artifact::Artifact {
     use sluice::source::SourceFile;
     let files: Vec<SourceFile> = policies
@@ -529,11 +588,14 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
     route.mode = Some(Mode::Shadow);
     route.percent = Some(100.0);
     route.stage = Some("shadow".into());
-    engine.set_route(route.clone()).unwrap();
+    engine.set_route(route.clone()).await.unwrap();
     for i in 0..30 {
         let tool = ["search", "email.send", "payments.transfer"][i % 3];
         let body = json!({"tool": tool, "agent": "a", "session": format!("s-{i}"), "args": {}});
-        engine.evaluate(body.to_string().as_bytes(), None).unwrap();
+        engine
+            .evaluate(body.to_string().as_bytes(), None)
+            .await
+            .unwrap();
     }
     // Shadow evaluations run off the response path: wait for them.
     let stats = fixture::wait_for(

@@ -8,11 +8,18 @@
 //! and only after that may another owner take it. The lapse is applied by
 //! [`watch`] every 100 ms and before any claim or renewal is judged, so a
 //! claim never sees an expired lease still in force.
+//!
+//! The mutex is async and held across a whole route change (migrations on
+//! a shared state backend are awaited), so readers of the lease
+//! ([`Engine::lease`], `GET /v1/route`) never take it: every change of the
+//! lease, made under the mutex, is published to a copy they read without
+//! waiting behind a route change.
 
-use std::sync::{MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::MutexGuard;
 
 use crate::api::lease::{
     LeaseGranted, LeaseRequest, MAX_LEASE_MS, MIN_LEASE_MS, RouteRequest, valid_owner,
@@ -40,6 +47,10 @@ pub(crate) struct Fence {
     lease: Option<Lease>,
 }
 
+/// The lease as readers see it: a copy of the fence's, set only under the
+/// fence.
+pub(crate) type Shown = arc_swap::ArcSwapOption<Lease>;
+
 impl Lease {
     fn in_force(&self, now_ms: u64) -> LeaseInForce {
         LeaseInForce {
@@ -51,12 +62,12 @@ impl Lease {
 }
 
 impl Engine {
-    /// The route-change mutex (a panic while holding it leaves nothing
-    /// half-done: the route is swapped in one store).
-    pub(super) fn fence(&self) -> MutexGuard<'_, Fence> {
-        self.route_change
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The route-change mutex, held across a whole route change with its
+    /// awaited state migrations (a panic or a cancelled change while
+    /// holding it leaves nothing half-done: the route is swapped in one
+    /// store).
+    pub(super) async fn fence(&self) -> MutexGuard<'_, Fence> {
+        self.route_change.lock().await
     }
 
     fn version(&self) -> u64 {
@@ -64,25 +75,31 @@ impl Engine {
     }
 
     /// The lease in force, if one is held and live.
+    /// Read without the fence: it does not wait behind a route change.
     pub fn lease(&self) -> Option<LeaseInForce> {
         let now = self.now_ms();
-        let fence = self.fence();
-        fence
-            .lease
-            .as_ref()
+        self.lease_shown
+            .load()
+            .as_deref()
             .filter(|l| now < l.expires_ms)
             .map(|l| l.in_force(now))
+    }
+
+    /// Sets the fence's lease and publishes it to readers.
+    fn hold(&self, fence: &mut Fence, lease: Option<Lease>) {
+        self.lease_shown.store(lease.clone().map(Arc::new));
+        fence.lease = lease;
     }
 
     /// `PUT /v1/route`: puts `req.route` in force when no other owner holds a
     /// live lease and `req.expect` is the version in force; the caller then
     /// holds the lease for `req.lease_ms`.
-    pub fn claim_route(&self, req: RouteRequest) -> Result<RouteChange, RouteChangeError> {
+    pub async fn claim_route(&self, req: RouteRequest) -> Result<RouteChange, RouteChangeError> {
         if !valid_owner(&req.owner) {
             return Err(FenceError::BadOwner.into());
         }
-        let mut fence = self.fence();
-        self.lapse_locked(&mut fence)?;
+        let mut fence = self.fence().await;
+        self.lapse_locked(&mut fence).await?;
         let version = self.version();
         let now = self.now_ms();
         if let Some(l) = &fence.lease
@@ -103,7 +120,7 @@ impl Engine {
             }
             .into());
         }
-        let mut change = self.apply_route(req.route)?;
+        let mut change = self.apply_route(req.route).await?;
         let lease = self.grant(&mut fence, req.owner, req.lease_ms);
         change.lease = Some(lease);
         Ok(change)
@@ -111,12 +128,12 @@ impl Engine {
 
     /// `POST /v1/lease`: renews the caller's lease or takes a free one (any
     /// with `force`), leaving the route as it is.
-    pub fn renew_lease(&self, req: LeaseRequest) -> Result<LeaseGranted, RouteChangeError> {
+    pub async fn renew_lease(&self, req: LeaseRequest) -> Result<LeaseGranted, RouteChangeError> {
         if !valid_owner(&req.owner) {
             return Err(FenceError::BadOwner.into());
         }
-        let mut fence = self.fence();
-        self.lapse_locked(&mut fence)?;
+        let mut fence = self.fence().await;
+        self.lapse_locked(&mut fence).await?;
         let now = self.now_ms();
         if let Some(l) = &fence.lease
             && l.owner != req.owner
@@ -151,21 +168,21 @@ impl Engine {
             expires_ms: now.saturating_add(lease_ms),
         };
         let shown = lease.in_force(now);
-        fence.lease = Some(lease);
+        self.hold(fence, Some(lease));
         shown
     }
 
     /// Applies a lapsed lease: drops the candidate (stable alone) and frees
     /// the engine. Returns whether a lease lapsed.
-    pub fn lapse_lease(&self) -> Result<bool, RouteChangeError> {
-        let mut fence = self.fence();
-        self.lapse_locked(&mut fence)
+    pub async fn lapse_lease(&self) -> Result<bool, RouteChangeError> {
+        let mut fence = self.fence().await;
+        self.lapse_locked(&mut fence).await
     }
 
     /// The lapse, under the fence. When dropping the candidate fails, the
     /// expired lease stays (nobody may take the engine) and the next call
     /// tries again.
-    fn lapse_locked(&self, fence: &mut Fence) -> Result<bool, RouteChangeError> {
+    async fn lapse_locked(&self, fence: &mut Fence) -> Result<bool, RouteChangeError> {
         let Some(lease) = &fence.lease else {
             return Ok(false);
         };
@@ -177,7 +194,7 @@ impl Engine {
             && active.spec.candidate.is_some()
         {
             let stable = RouteSpec::stable(active.spec.stable.clone());
-            let change = self.apply_route(stable)?;
+            let change = self.apply_route(stable).await?;
             tracing::warn!(
                 owner = %owner,
                 version = change.version,
@@ -187,7 +204,7 @@ impl Engine {
             tracing::warn!(owner = %owner, "lease lapsed");
         }
         self.log_lease("lapsed", &owner, None);
-        fence.lease = None;
+        self.hold(fence, None);
         Ok(true)
     }
 
@@ -209,7 +226,7 @@ pub(super) async fn watch(engine: Weak<Engine>) {
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        if let Err(e) = engine.lapse_lease() {
+        if let Err(e) = engine.lapse_lease().await {
             tracing::error!(error = %e, "the lapsed lease's candidate could not be dropped; retrying");
         }
     }

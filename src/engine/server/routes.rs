@@ -4,8 +4,19 @@
 //! covers resolved.
 //!
 //! Planning is [`crate::engine::migrate`]'s (pure); this applies the plan to
-//! the engine's stores and logs every migration. Requests in flight are
-//! never waited for: they finish on the route they loaded.
+//! the engine's state backend and logs every migration. Requests in flight
+//! are never waited for: they finish on the route they loaded.
+//!
+//! **Once per fleet.** Engines that share a backend each get the same route
+//! change from the daemon. The limit migration is claimed in the backend
+//! under the digests of the limits in force before and after
+//! ([`crate::engine::migrate::limits_digest`]): the first engine applies it
+//! (drops counters, sets next_window graces, which live in the backend and
+//! so hold for every engine); the others record that it was applied
+//! (`applied_elsewhere`) and change nothing, so counts made in between on
+//! the new route are never dropped twice. Waiting approvals a change no
+//! longer covers are rejected by whichever engine gets there first: a
+//! decision is recorded once.
 
 use std::sync::Arc;
 
@@ -16,13 +27,12 @@ use crate::api::approvals::{Approval, Verdict};
 use crate::api::route::LeaseInForce;
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::engine::approvals::DecideError;
-use crate::engine::backend::Saturated;
+use crate::engine::backend::{Decision, Saturated};
 use crate::engine::decision_log::{EventLine, LogLine};
 use crate::engine::error::{RouteChangeError, StoreError};
-use crate::engine::migrate::{Migration, limits_in_force, plan_limits};
+use crate::engine::migrate::{Migration, limits_digest, limits_in_force, plan_limits};
 use crate::engine::server::{Active, Engine};
 use crate::engine::stats::RouteStats;
-use crate::eval::state::LimitStore as _;
 use crate::eval::{Evaluator, LimitMode, Outcome};
 use crate::model::ir::{DecisionKind, Effect};
 
@@ -42,14 +52,18 @@ impl Engine {
     /// Sets the route without fencing (no owner, no lease): for the
     /// engine's own start (`sluice engine --artifact`) and embedders.
     /// Over HTTP every change is fenced ([`Engine::claim_route`]).
-    pub fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
-        let _serial = self.fence();
-        self.apply_route(spec)
+    pub async fn set_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
+        let _serial = self.fence().await;
+        self.apply_route(spec).await
     }
 
     /// Puts a route in force and applies the state migrations the change
-    /// implies. The caller holds the fence (route changes are serial).
-    pub(super) fn apply_route(&self, spec: RouteSpec) -> Result<RouteChange, RouteChangeError> {
+    /// implies. The caller holds the fence (route changes are serial, and
+    /// the fence stays held across the awaited migrations).
+    pub(super) async fn apply_route(
+        &self,
+        spec: RouteSpec,
+    ) -> Result<RouteChange, RouteChangeError> {
         let spec = spec.normalize()?;
         let missing = |role: &'static str, hash: &str| RouteChangeError::NotHeld {
             role,
@@ -108,28 +122,58 @@ impl Engine {
             stats,
         });
 
+        self.backend
+            .bind_project(&new.stable.evaluator.artifact().project);
         let mut migrations = Vec::new();
+        let mut limits_moved = false;
         if let Some(old) = &old {
             let before = limits_in_force(old.stable.evaluator.artifact(), old.split_candidate());
             let after = limits_in_force(new.stable.evaluator.artifact(), new.split_candidate());
             if before != after {
-                let counters = self.limits.entries().map_err(StoreError::ReadCounters)?;
-                let plan = plan_limits(&before, &after, &counters, &self.limits.overrides(), now);
-                for limit in &plan.drop {
-                    self.limits
-                        .remove_limit(limit)
-                        .map_err(StoreError::DropCounters)?;
+                limits_moved = true;
+                let (from, to) = (limits_digest(&before), limits_digest(&after));
+                let claim = self
+                    .backend
+                    .claim_migration(&from, &to, &self.id, now)
+                    .await
+                    .map_err(StoreError::ClaimMigration)?;
+                // Claimed by this engine already: an earlier attempt that
+                // failed half-way (the claim outlives it); applied again.
+                let claim = claim.filter(|by| *by != self.id);
+                match claim {
+                    None => {
+                        let counters = self
+                            .backend
+                            .entries()
+                            .await
+                            .map_err(StoreError::ReadCounters)?;
+                        let graces = self
+                            .backend
+                            .graces()
+                            .await
+                            .map_err(StoreError::ReadCounters)?;
+                        let plan = plan_limits(&before, &after, &counters, &graces, now);
+                        self.backend
+                            .apply_plan(&plan, now)
+                            .await
+                            .map_err(StoreError::DropCounters)?;
+                        migrations = plan.migrations;
+                    }
+                    Some(by) => migrations.push(Migration::AppliedElsewhere { from, to, by }),
                 }
-                self.limits.apply(&plan, now);
-                migrations = plan.migrations;
             }
         }
         self.route.store(Some(Arc::clone(&new)));
+        if limits_moved {
+            // After the swap, so that what requests on the old route
+            // noted goes too.
+            self.backend.limits_changed();
+        }
         if old
             .as_ref()
             .is_some_and(|o| o.enforcing() != new.enforcing())
         {
-            migrations.extend(self.migrate_approvals(&new, now)?);
+            migrations.extend(self.migrate_approvals(&new, now).await?);
         }
 
         self.log.send(LogLine::Route(EventLine::now(json!({
@@ -154,17 +198,38 @@ impl Engine {
 
     /// Resolves waiting requests whose rule the new route no longer has, or
     /// no longer covers them.
-    fn migrate_approvals(&self, route: &Active, now: u64) -> Result<Vec<Migration>, StoreError> {
-        let store = self.backend.approvals();
-        let pending = store.pending().map_err(StoreError::ReadApprovals)?;
+    async fn migrate_approvals(
+        &self,
+        route: &Active,
+        now: u64,
+    ) -> Result<Vec<Migration>, StoreError> {
+        let all = self
+            .backend
+            .approvals(now)
+            .await
+            .map_err(StoreError::ReadApprovals)?;
         let mut out = Vec::new();
-        for p in pending {
+        for p in all
+            .into_iter()
+            .filter(|a| a.is_pending() && (a.expires == 0 || a.expires > now))
+        {
             let (cohort, _) = route.route(&p.request);
             let Some(reason) = uncovered(&route.held(cohort).evaluator, &p, now) else {
                 continue;
             };
-            match store.decide(&p.id, Verdict::Reject, "sluice", Some(reason), now) {
-                Ok(_) | Err(DecideError::NotFound(_) | DecideError::AlreadyDecided { .. }) => {}
+            let d = Decision {
+                id: &p.id,
+                verdict: Verdict::Reject,
+                by: "sluice",
+                reason: Some(reason),
+            };
+            match self.backend.decide(d, &self.config.approvals, now).await {
+                Ok(_)
+                | Err(
+                    DecideError::NotFound(_)
+                    | DecideError::AlreadyDecided { .. }
+                    | DecideError::Expired(_),
+                ) => {}
                 Err(e) => return Err(StoreError::ResolveApproval(e)),
             }
             out.push(Migration::ApprovalResolved {

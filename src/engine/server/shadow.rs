@@ -21,8 +21,10 @@ use tokio::task::JoinHandle;
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
+use crate::engine::backend::StateBackend;
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, LogLine, ShadowLine};
-use crate::engine::server::{Active, Limits, micros};
+use crate::engine::server::state::evaluate_with;
+use crate::engine::server::{Active, micros};
 use crate::engine::stats::Sample;
 use crate::eval::request::{Request, RequestError};
 use crate::eval::{EvalError, LimitMode, Outcome};
@@ -58,12 +60,12 @@ impl Shadow {
     pub(super) fn start(
         rt: &tokio::runtime::Handle,
         capacity: usize,
-        limits: Arc<Limits>,
+        backend: Arc<dyn StateBackend>,
         log: Arc<DecisionLog>,
     ) -> Shadow {
         let (jobs, rx) = mpsc::channel(capacity.max(1));
         let stop = Arc::new(Notify::new());
-        let worker = rt.spawn(worker(rx, Arc::clone(&stop), limits, log));
+        let worker = rt.spawn(worker(rx, Arc::clone(&stop), backend, log));
         Shadow {
             jobs,
             dropped: AtomicU64::new(0),
@@ -107,16 +109,11 @@ impl Shadow {
 async fn worker(
     mut rx: mpsc::Receiver<ShadowJob>,
     stop: Arc<Notify>,
-    limits: Arc<Limits>,
+    backend: Arc<dyn StateBackend>,
     log: Arc<DecisionLog>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut outcome = Outcome::default();
-    let mut run = |batch: &mut Vec<ShadowJob>| {
-        for job in batch.drain(..) {
-            shadow_one(job, &limits, &log, &mut outcome);
-        }
-    };
     loop {
         tokio::select! {
             biased;
@@ -124,12 +121,16 @@ async fn worker(
                 if n == 0 {
                     return;
                 }
-                run(&mut batch);
+                for job in batch.drain(..) {
+                    shadow_one(job, &*backend, &log, &mut outcome).await;
+                }
             }
             () = stop.notified() => {
                 rx.close();
                 while rx.recv_many(&mut batch, BATCH).await > 0 {
-                    run(&mut batch);
+                    for job in batch.drain(..) {
+                        shadow_one(job, &*backend, &log, &mut outcome).await;
+                    }
                 }
                 return;
             }
@@ -146,7 +147,12 @@ enum ShadowError {
     Eval(#[from] EvalError),
 }
 
-fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut Outcome) {
+async fn shadow_one(
+    job: ShadowJob,
+    backend: &dyn StateBackend,
+    log: &DecisionLog,
+    outcome: &mut Outcome,
+) {
     let Some(candidate) = &job.route.candidate else {
         return;
     };
@@ -155,15 +161,15 @@ fn shadow_one(job: ShadowJob, limits: &Limits, log: &DecisionLog, outcome: &mut 
     };
     let ev = &candidate.evaluator;
     let t0 = Instant::now();
-    let result = match ev.evaluate_into(&job.decoded, job.now, limits, LimitMode::DryRun, outcome) {
+    let dry = LimitMode::DryRun;
+    let result = match evaluate_with(backend, ev, &job.decoded, job.now, dry, outcome).await {
         // Another schema: decode the request for the candidate.
-        Err(EvalError::SchemaMismatch) => ev
-            .decode(&job.request)
-            .map_err(ShadowError::Decode)
-            .and_then(|req| {
-                ev.evaluate_into(&req, job.now, limits, LimitMode::DryRun, outcome)
-                    .map_err(ShadowError::from)
-            }),
+        Err(EvalError::SchemaMismatch) => match ev.decode(&job.request) {
+            Ok(req) => evaluate_with(backend, ev, &req, job.now, dry, outcome)
+                .await
+                .map_err(ShadowError::from),
+            Err(e) => Err(ShadowError::Decode(e)),
+        },
         other => other.map_err(ShadowError::from),
     };
     let latency = t0.elapsed();
