@@ -35,7 +35,7 @@ use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
 use tower::ServiceExt;
 
-const TOKEN: &str = "s3cret-token-0123";
+pub const TOKEN: &str = "s3cret-token-0123";
 
 const TOML: &str = r#"
 [project]
@@ -52,7 +52,7 @@ session = "string"
 "#;
 
 /// Security policy: sanctions deny, approval above 1000, a per-agent limit.
-const PAY: &str = r#"policy pay version 1.0.0 {
+pub const PAY: &str = r#"policy pay version 1.0.0 {
   tier security
   rule sanctioned {
     when tool == "pay" and args.country in ["KP", "IR"]
@@ -85,7 +85,7 @@ const MAIL: &str = r#"policy mail version 1.0.0 {
 // ---------------------------------------------------------------------------
 // Helpers.
 
-fn artifact(policies: &[&str]) -> Artifact {
+pub fn artifact(policies: &[&str]) -> Artifact {
     artifact_with(TOML, policies)
 }
 
@@ -404,7 +404,7 @@ async fn with_stable(config: EngineConfig, artifacts: &[&Artifact]) -> (Harness,
     (engine, app, sink)
 }
 
-fn pay(agent: &str, amount: i64) -> Value {
+pub fn pay(agent: &str, amount: i64) -> Value {
     json!({"tool": "pay", "agent": agent, "org": "acme", "session": "s-1",
            "args": {"amount": amount, "country": "DE"}})
 }
@@ -1349,7 +1349,7 @@ async fn listen(
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        serve(listener, engine, async {
+        serve(listener, engine, Default::default(), async {
             let _ = rx.await;
         })
         .await

@@ -24,6 +24,13 @@ pub struct EngineArgs {
     /// Append one JSON line per evaluation (and per state change) here.
     #[arg(long, value_name = "FILE")]
     pub decision_log: Option<PathBuf>,
+    /// Decision log: the most its queue holds, in bytes (estimated); lines
+    /// past it are dropped and counted.
+    #[arg(long, default_value_t = crate::engine::decision_log::DEFAULT_QUEUE_BYTES, value_name = "BYTES")]
+    pub decision_log_queue_bytes: usize,
+    /// Decision log: how long a stop waits for queued lines to be written.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub decision_log_close_timeout: std::time::Duration,
     /// Load this artifact at start and route all traffic to it as stable.
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
@@ -60,6 +67,48 @@ pub struct EngineArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    #[command(flatten)]
+    pub http: HttpFlags,
+}
+
+/// What a connection may cost: the flags of both servers (`sluice engine`,
+/// `sluice reconcile`), documented in docs/engine.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpFlags {
+    /// Time to receive a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub header_timeout: std::time::Duration,
+    /// Time to receive a request's whole body (408 past it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub body_timeout: std::time::Duration,
+    /// Connections open at once (lowered to what the open-file limit
+    /// holds); more wait to be accepted.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
+}
+
+impl HttpFlags {
+    /// The limits, refused when a value could never serve a request.
+    pub fn limits(&self) -> anyhow::Result<crate::engine::guard::HttpLimits> {
+        use std::time::Duration;
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            anyhow::ensure!(
+                d >= Duration::from_millis(10),
+                "{name} must be at least 10ms, got {}",
+                humantime::format_duration(d)
+            );
+        }
+        anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
+        Ok(crate::engine::guard::HttpLimits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: self.max_connections,
+        })
+    }
 }
 
 pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
@@ -67,7 +116,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     use crate::engine::backend::MemoryBackend;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
-    use crate::engine::serve::{serve, shutdown_signal};
+    use crate::engine::serve::{reopen_on_hangup, serve, shutdown_signal};
     use crate::engine::server::{Engine, EngineConfig};
 
     let _ = tracing_subscriber::fmt()
@@ -83,6 +132,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         .context("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")?;
     let token =
         crate::engine::http::secret("the admin token", &token).map_err(anyhow::Error::msg)?;
+    let limits = args.http.limits()?;
     for (name, rate) in [
         ("--breaker-error-rate", args.breaker_error_rate),
         ("--breaker-slow-rate", args.breaker_slow_rate),
@@ -116,7 +166,9 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     };
     let log = match &args.decision_log {
         Some(path) => DecisionLog::open(path)
-            .with_context(|| format!("opening the decision log `{}`", path.display()))?,
+            .with_context(|| format!("opening the decision log `{}`", path.display()))?
+            .with_queue_bytes(args.decision_log_queue_bytes)
+            .with_close_timeout(args.decision_log_close_timeout),
         None => DecisionLog::disabled(),
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -124,7 +176,9 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build().context("starting the runtime")?;
+    let reopen = log.reopener();
     rt.block_on(async move {
+        reopen_on_hangup(reopen);
         let engine = Engine::start(config, std::sync::Arc::new(MemoryBackend::new()), log)?;
         if let Some(bytes) = artifact {
             let hash = crate::compile::artifact::Artifact::from_bytes(&bytes)
@@ -143,7 +197,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice engine listening");
-        serve(listener, engine, shutdown_signal())
+        serve(listener, engine, limits, shutdown_signal())
             .await
             .context("serving")?;
         tracing::info!("sluice engine stopped");

@@ -92,7 +92,7 @@ pub(super) async fn start_engines(n: usize, token: &str) -> Result<Vec<EnginePro
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let e = engine.clone();
         let task = tokio::spawn(async move {
-            if let Err(err) = crate::engine::serve::serve(listener, e, async move {
+            if let Err(err) = crate::engine::serve::serve(listener, e, Default::default(), async move {
                 let _ = rx.await;
             })
             .await

@@ -35,7 +35,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -51,11 +51,13 @@ use crate::api::lease::{Conflict, Fenced, LeaseRequest, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
+use crate::engine::guard::{BodyGuard, HttpLimits, guard_body};
 use crate::engine::error::{
     DeleteError, EvaluateError, FenceError, RouteChangeError, StoreError, UploadError,
 };
 use crate::engine::metrics;
 use crate::engine::server::Engine;
+use crate::eval::unique::duplicate_key;
 
 /// An API failure: the status and a message naming what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -247,10 +249,21 @@ fn body_error(r: BytesRejection) -> ApiError {
     }
 }
 
-/// The whole service.
+/// The whole service, with the default [`HttpLimits`].
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with(engine, &HttpLimits::default())
+}
+
+/// The whole service; bodies are read under `limits` (their size limits
+/// are the engine's `max_body` and `max_artifact_body`).
+pub fn router_with(engine: Arc<Engine>, limits: &HttpLimits) -> Router {
     let max_body = engine.config().max_body;
     let max_artifact = engine.config().max_artifact_body;
+    let guard = BodyGuard {
+        limit: max_body,
+        larger: Some((Method::PUT, "/v1/artifacts/", max_artifact)),
+        timeout: limits.body_timeout,
+    };
     let admin = Router::new()
         .route(
             "/v1/artifacts/{hash}",
@@ -265,6 +278,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/stats", get(get_stats))
         .route("/v1/state", get(get_state))
         .route("/v1/approvals/{id}", post(decide_approval))
+        // Inside the token check: no body is read for a caller without it.
+        .route_layer(middleware::from_fn_with_state(guard.clone(), guard_body))
         .route_layer(middleware::from_fn_with_state(
             AdminToken::new(&engine.config().admin_token),
             require_admin,
@@ -273,6 +288,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/evaluate", post(evaluate))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route_layer(middleware::from_fn_with_state(guard, guard_body))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -398,6 +414,11 @@ async fn evaluate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
+    if let Some(path) = duplicate_key(&body) {
+        return Err(ApiError::BadRequest(format!(
+            "duplicate key `{path}` in the request: a field may appear only once"
+        )));
+    }
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
     let bytes = engine.evaluate(&body, id)?;
     let mut resp = (

@@ -184,18 +184,16 @@ impl Ctx<'_> {
                     values: self.in_set(ty, values)?,
                 }
             }
-            Expr::Contains { field, value } | Expr::SetContains { field, value } => {
-                match self.field_of(field, &[Type::Str, Type::StrSet], "contains")? {
-                    (i, Type::StrSet) => Cond::SetContains {
-                        field: i,
-                        value: value.as_str().into(),
-                    },
-                    (i, _) => Cond::Contains {
-                        field: i,
-                        needle: value.as_str().into(),
-                    },
-                }
-            }
+            // `compile` writes `contains` on a string and `set_contains` on
+            // a set<string>, never the other way round.
+            Expr::Contains { field, value } => Cond::Contains {
+                field: self.field_of(field, &[Type::Str], "contains")?.0,
+                needle: value.as_str().into(),
+            },
+            Expr::SetContains { field, value } => Cond::SetContains {
+                field: self.field_of(field, &[Type::StrSet], "set_contains")?.0,
+                value: value.as_str().into(),
+            },
             Expr::StartsWith { field, value } => Cond::StartsWith {
                 field: self.field_of(field, &[Type::Str], "starts_with")?.0,
                 prefix: value.as_str().into(),

@@ -26,8 +26,11 @@ use super::notify;
 const STALE_FETCH: std::time::Duration = std::time::Duration::from_secs(30);
 use super::runner::{Outputs, Runner};
 use super::store::Store;
+use axum::http::Method;
+
 use crate::api::audit::Transition;
 use crate::api::status::Status;
+use crate::engine::guard::{BodyGuard, guard_body, serve_router};
 use crate::rollout::machine;
 
 /// The shortest `--lease` (renewed every third of it).
@@ -143,15 +146,21 @@ impl Daemon {
                 )
                 .with_metrics(tally.clone(), (config.interval * 3).max(STALE_FETCH)),
             );
+            let limits = config.http;
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                BodyGuard {
+                    limit: api::MAX_BODY,
+                    larger: Some((Method::POST, "/v1/hooks/", api::MAX_HOOK_BODY)),
+                    timeout: limits.body_timeout,
+                },
+                guard_body,
+            ));
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
+                if let Err(e) = serve_router(listener, app, limits, graceful).await {
                     tracing::error!(error = %e, "control API stopped");
                 }
             }));
