@@ -361,13 +361,14 @@ fn a_full_disk_counts_every_line_as_dropped() {
     for i in 0..20 {
         evaluate(engine.addr, &pay(&format!("a{i}"), 5));
     }
-    wait_until("20 dropped lines", || {
-        stats(engine.addr)["decision_log"]["dropped"] == 20
+    // The 20 evaluations and the route line written at start.
+    wait_until("21 dropped lines", || {
+        stats(engine.addr)["decision_log"]["dropped"] == 21
     });
     assert_eq!(stats(engine.addr)["decision_log"]["written"], 0);
     let metrics = request(engine.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert!(
-        metrics.body.contains("sluice_decision_log_dropped_total 20"),
+        metrics.body.contains("sluice_decision_log_dropped_total 21"),
         "{}",
         metrics.body
     );

@@ -192,7 +192,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
                 .map_err(|e| anyhow::anyhow!("routing --artifact: {e}"))?;
             tracing::info!(artifact = %hash, "routed as stable");
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = crate::engine::guard::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;

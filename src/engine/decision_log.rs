@@ -44,13 +44,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
@@ -228,7 +227,9 @@ pub struct DecisionLog {
     lines: Option<mpsc::Sender<Message>>,
     /// Set by [`DecisionLog::close`]: later lines are dropped.
     closed: AtomicBool,
-    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Completes when the writer thread has finished (never awaited by a
+    /// join a runtime would have to wait for on its way down).
+    finished: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     shared: Arc<Shared>,
     max_bytes: usize,
     close_timeout: Duration,
@@ -270,7 +271,7 @@ impl DecisionLog {
         DecisionLog {
             lines: None,
             closed: AtomicBool::new(false),
-            writer: std::sync::Mutex::new(None),
+            finished: std::sync::Mutex::new(None),
             shared: Arc::default(),
             max_bytes: DEFAULT_QUEUE_BYTES,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -296,13 +297,17 @@ impl DecisionLog {
         let (lines, rx) = mpsc::channel(CAPACITY);
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
+        let (done, finished) = oneshot::channel();
+        std::thread::Builder::new()
             .name("sluice-decision-log".to_string())
-            .spawn(move || write_lines(rx, sink, &theirs))?;
+            .spawn(move || {
+                write_lines(rx, sink, &theirs);
+                let _ = done.send(());
+            })?;
         Ok(DecisionLog {
             lines: Some(lines),
             closed: AtomicBool::new(false),
-            writer: std::sync::Mutex::new(Some(writer)),
+            finished: std::sync::Mutex::new(Some(finished)),
             shared,
             max_bytes: DEFAULT_QUEUE_BYTES,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -378,14 +383,13 @@ impl DecisionLog {
                 .await
                 .is_ok();
         }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if done && let Some(handle) = handle {
-            done = tokio::time::timeout_at(
-                deadline,
-                tokio::task::spawn_blocking(move || handle.join()),
-            )
-            .await
-            .is_ok();
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if done && let Some(finished) = finished {
+            done = tokio::time::timeout_at(deadline, finished).await.is_ok();
         }
         if !done && let Some(lines) = &self.lines {
             let queued = lines.max_capacity() - lines.capacity();
@@ -431,6 +435,9 @@ fn weigh_value(v: &Value) -> usize {
 /// Appends `line` and a newline to `buf`, its large fields cut.
 fn encode(mut line: LogLine, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     if let LogLine::Evaluation(e) = &mut line {
+        if let Some(session) = &mut e.session {
+            cut(session);
+        }
         cut_strings(&mut e.request);
         if weigh_value(&e.request) > MAX_REQUEST {
             let bytes = serde_json::to_vec(&e.request)?;
@@ -451,19 +458,26 @@ fn encode(mut line: LogLine, buf: &mut Vec<u8>) -> serde_json::Result<()> {
 /// bytes, its length and its digest.
 fn cut_strings(v: &mut Value) {
     match v {
-        Value::String(s) if s.len() > MAX_FIELD => {
-            let mut end = KEPT;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            let digest = hex::encode(Sha256::digest(s.as_bytes()));
-            let kept = s.get(..end).unwrap_or_default();
-            *s = format!("{kept}…[{} bytes, sha256:{digest}]", s.len());
-        }
+        Value::String(s) => cut(s),
         Value::Array(a) => a.iter_mut().for_each(cut_strings),
         Value::Object(o) => o.values_mut().for_each(cut_strings),
         _ => {}
     }
+}
+
+/// Cuts `s` to its first [`KEPT`] bytes, its length and its digest when
+/// it is over [`MAX_FIELD`] bytes.
+fn cut(s: &mut String) {
+    if s.len() <= MAX_FIELD {
+        return;
+    }
+    let mut end = KEPT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = hex::encode(Sha256::digest(s.as_bytes()));
+    let kept = s.get(..end).unwrap_or_default();
+    *s = format!("{kept}…[{} bytes, sha256:{digest}]", s.len());
 }
 
 /// The writer thread: batches off the channel, one write per batch, until

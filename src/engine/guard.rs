@@ -81,6 +81,23 @@ fn open_file_limit() -> u64 {
     u64::MAX
 }
 
+/// Connections the kernel holds for a server at its connection cap.
+pub const BACKLOG: u32 = 1024;
+
+/// Binds a listener with a backlog of [`BACKLOG`] connections (the
+/// default is 128), so connections past `max_connections` wait to be
+/// accepted rather than being refused.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` under `limits` until `shutdown` completes,
 /// then stops accepting and waits for the open connections to finish
 /// their requests.

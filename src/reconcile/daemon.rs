@@ -119,7 +119,7 @@ impl Daemon {
         let mut addr = None;
         let mut server = None;
         if let Some(listen) = config.listen {
-            let listener = tokio::net::TcpListener::bind(listen)
+            let listener = crate::engine::guard::bind(listen)
                 .await
                 .map_err(|source| ReconcileError::Listen {
                     addr: listen.to_string(),

@@ -396,7 +396,7 @@ impl Engine {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let engine = self.engine.clone();
         self.task = Some(tokio::spawn(async move {
-            let _ = sluice::engine::serve::serve(listener, engine, async move {
+            let _ = sluice::engine::serve::serve(listener, engine, Default::default(), async move {
                 let _ = rx.await;
             })
             .await;
