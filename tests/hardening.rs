@@ -560,3 +560,63 @@ fn pathological_nesting_does_not_abort_check_or_fmt() {
         }
     }
 }
+
+/// The small ones: JSON for a path that is not UTF-8, `nosniff` on every
+/// answer, an admin route's wrong method answered only after the token,
+/// `Connection: close` when a body is left unread, `-0` taken as 0.
+#[test]
+fn small_answers_are_json_consistent_and_nosniff() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = logging_engine(dir.path(), &dir.path().join("d.jsonl"), &[]);
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+
+    let a = request(
+        engine.addr,
+        &format!("GET /v1/artifacts/%FF%FE HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.json()["error"].is_string());
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+
+    // An admin route's wrong method: 401 without the token, 405 with it;
+    // a public route's: 405.
+    let a = request(engine.addr, "DELETE /v1/route HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(a.status, 401, "{a:?}");
+    let a = request(
+        engine.addr,
+        &format!("DELETE /v1/route HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 405, "{a:?}");
+    assert!(a.json()["error"].is_string());
+    let a = request(engine.addr, "GET /v1/evaluate HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(a.status, 405, "{a:?}");
+
+    // Without a body, a 404 keeps the connection; with one left unread,
+    // the answer says it closes, and it does.
+    let mut s = connect(engine.addr);
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let a = read_answer(&mut s).unwrap();
+    assert_eq!((a.status, a.header("connection")), (404, None));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+    s.write_all(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let a = read_answer(&mut s).unwrap();
+    assert_eq!((a.status, a.header("connection")), (404, Some("close")));
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    let mut s = connect(engine.addr);
+    s.write_all(b"PUT /v1/route HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let a = read_answer(&mut s).unwrap();
+    assert_eq!((a.status, a.header("connection")), (401, Some("close")));
+
+    let a = evaluate(
+        engine.addr,
+        &serde_json::from_str(
+            r#"{"tool": "pay", "agent": "a", "org": "o", "session": "s", "args": {"amount": -0}}"#,
+        )
+        .unwrap(),
+    );
+    assert_eq!(a.json()["decision"], "allow", "{a:?}");
+}

@@ -293,7 +293,72 @@ pub fn router_with(engine: Arc<Engine>, limits: &HttpLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(say_close))
+        .layer(middleware::map_response(nosniff))
         .with_state(engine)
+}
+
+/// The one path segment of a route (`{hash}`, `{id}`); one that is not
+/// UTF-8 is a JSON 400 like every other error.
+struct PathParam(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| PathParam(p))
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+    }
+}
+
+/// Routes that need the admin token, whatever the method.
+const ADMIN_PATHS: [&str; 6] = [
+    "/v1/artifacts",
+    "/v1/route",
+    "/v1/lease",
+    "/v1/stats",
+    "/v1/state",
+    "/v1/approvals",
+];
+
+fn is_admin_path(path: &str) -> bool {
+    ADMIN_PATHS.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Every answer says `X-Content-Type-Options: nosniff`.
+pub async fn nosniff(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// A request whose body is never read (401, 404, 405 answer before it)
+/// cannot leave its connection usable: the answer says
+/// `Connection: close` instead of the connection just ending.
+pub async fn say_close(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    if has_body
+        && matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        )
+    {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// An admin bearer token, kept as its SHA-256 digest so that comparing
@@ -372,7 +437,17 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/stats, /v1/state, /v1/approvals, /metrics and /healthz".to_string())
 }
 
-async fn method_not_allowed() -> ApiError {
+/// 405, but for an admin route only once the token is right (401 before:
+/// a caller without it learns nothing about the admin routes).
+async fn method_not_allowed(
+    State(engine): State<Arc<Engine>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> ApiError {
+    if is_admin_path(uri.path()) && !AdminToken::new(&engine.config().admin_token).admits(&headers)
+    {
+        return ApiError::Unauthorized;
+    }
     ApiError::MethodNotAllowed("this route does not take that method".to_string())
 }
 
@@ -437,7 +512,7 @@ async fn evaluate(
 
 async fn put_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
@@ -456,7 +531,7 @@ async fn put_artifact(
 
 async fn get_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<Response, ApiError> {
     let summary = engine.artifact(&hash).ok_or_else(|| {
         ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
@@ -466,7 +541,7 @@ async fn get_artifact(
 
 async fn delete_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<StatusCode, ApiError> {
     engine.delete_artifact(&hash)?;
     Ok(StatusCode::NO_CONTENT)
@@ -535,7 +610,7 @@ async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
 
 async fn decide_approval(
     State(engine): State<Arc<Engine>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;

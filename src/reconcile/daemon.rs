@@ -154,7 +154,8 @@ impl Daemon {
                     timeout: limits.body_timeout,
                 },
                 guard_body,
-            ));
+            ))
+            .layer(axum::middleware::map_response(crate::engine::http::nosniff));
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {
