@@ -641,6 +641,30 @@ async fn an_artifact_off_the_route_is_deleted_with_its_series() {
 }
 
 #[tokio::test]
+async fn the_identical_route_sent_again_changes_nothing() {
+    let a = artifact(&[PAY]);
+    let b = artifact(&[PAY, MAIL]);
+    let (engine, app, _) = with_stable(config(), &[&a, &b]).await;
+    let route = json!({"stable": a.hash, "candidate": b.hash, "mode": "split", "percent": 50});
+    let r = set_route(&app, route.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let version = r.json()["version"].as_u64().unwrap();
+    for i in 0..10 {
+        eval(&app, pay(&format!("bot{i}"), 5)).await;
+    }
+    let requests = |s: &Value| -> u64 {
+        s["cohorts"].as_array().unwrap().iter().map(|c| c["requests"].as_u64().unwrap()).sum()
+    };
+    assert_eq!(requests(&stats_of(&engine)), 10);
+    let r = set_route(&app, route).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["version"].as_u64(), Some(version), "no new version");
+    assert_eq!(requests(&stats_of(&engine)), 10, "stats kept");
+    let got = admin(&app, "GET", "/v1/route", Value::Null).await;
+    assert_eq!(got.json()["version"].as_u64(), Some(version));
+}
+
+#[tokio::test]
 async fn route_errors_and_get() {
     let a = artifact(&[PAY]);
     let b = artifact(&[PAY, MAIL]);
