@@ -653,12 +653,21 @@ async fn the_identical_route_sent_again_changes_nothing() {
         eval(&app, pay(&format!("bot{i}"), 5)).await;
     }
     let requests = |s: &Value| -> u64 {
-        s["cohorts"].as_array().unwrap().iter().map(|c| c["requests"].as_u64().unwrap()).sum()
+        s["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["requests"].as_u64().unwrap())
+            .sum()
     };
     assert_eq!(requests(&stats_of(&engine)), 10);
     let r = set_route(&app, route).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.json()["version"].as_u64(), Some(version), "no new version");
+    assert_eq!(
+        r.json()["version"].as_u64(),
+        Some(version),
+        "no new version"
+    );
     assert_eq!(requests(&stats_of(&engine)), 10, "stats kept");
     let got = admin(&app, "GET", "/v1/route", Value::Null).await;
     assert_eq!(got.json()["version"].as_u64(), Some(version));

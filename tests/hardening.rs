@@ -368,7 +368,9 @@ fn a_full_disk_counts_every_line_as_dropped() {
     assert_eq!(stats(engine.addr)["decision_log"]["written"], 0);
     let metrics = request(engine.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert!(
-        metrics.body.contains("sluice_decision_log_dropped_total 21"),
+        metrics
+            .body
+            .contains("sluice_decision_log_dropped_total 21"),
         "{}",
         metrics.body
     );
@@ -409,7 +411,13 @@ fn rss_kib(pid: u32) -> u64 {
 fn a_stalled_disk_bounds_the_queue_in_bytes_and_sigterm_still_stops() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("stalled");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     // A reader that never reads: once the pipe's buffer is full, every
     // write blocks, as on a disk that stopped answering.
     let reader = {
@@ -596,7 +604,8 @@ fn small_answers_are_json_consistent_and_nosniff() {
     // Without a body, a 404 keeps the connection; with one left unread,
     // the answer says it closes, and it does.
     let mut s = connect(engine.addr);
-    s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let a = read_answer(&mut s).unwrap();
     assert_eq!((a.status, a.header("connection")), (404, None));
     assert_eq!(a.header("x-content-type-options"), Some("nosniff"));

@@ -102,7 +102,10 @@ impl HttpFlags {
                 humantime::format_duration(d)
             );
         }
-        anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
         Ok(crate::engine::guard::HttpLimits {
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,

@@ -157,7 +157,10 @@ impl Artifact {
                 let why = if a.name == b.name {
                     format!("policy `{}` appears twice", a.name)
                 } else {
-                    format!("policies must be sorted by name: `{}` before `{}`", a.name, b.name)
+                    format!(
+                        "policies must be sorted by name: `{}` before `{}`",
+                        a.name, b.name
+                    )
                 };
                 return invalid(why);
             }

@@ -231,7 +231,8 @@ pub async fn guard_body(State(guard): State<BodyGuard>, req: Request, next: Next
             );
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// An error answer that closes the connection (what is left of the body

@@ -51,10 +51,10 @@ use crate::api::lease::{Conflict, Fenced, LeaseRequest, RouteRequest};
 use crate::api::route::{RouteInForce, RouteSpec};
 use crate::compile::artifact::ArtifactError;
 use crate::engine::approvals::DecideError;
-use crate::engine::guard::{BodyGuard, HttpLimits, guard_body};
 use crate::engine::error::{
     DeleteError, EvaluateError, FenceError, RouteChangeError, StoreError, UploadError,
 };
+use crate::engine::guard::{BodyGuard, HttpLimits, guard_body};
 use crate::engine::metrics;
 use crate::engine::server::Engine;
 use crate::eval::unique::duplicate_key;

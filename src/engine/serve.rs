@@ -46,7 +46,9 @@ pub fn reopen_on_hangup(reopen: Reopen) {
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "no SIGHUP handler: the decision log cannot be reopened"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the decision log cannot be reopened")
+            }
         }
     }
     #[cfg(not(unix))]

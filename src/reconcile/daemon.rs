@@ -119,12 +119,12 @@ impl Daemon {
         let mut addr = None;
         let mut server = None;
         if let Some(listen) = config.listen {
-            let listener = crate::engine::guard::bind(listen)
-                .await
-                .map_err(|source| ReconcileError::Listen {
+            let listener = crate::engine::guard::bind(listen).await.map_err(|source| {
+                ReconcileError::Listen {
                     addr: listen.to_string(),
                     source,
-                })?;
+                }
+            })?;
             let bound = listener
                 .local_addr()
                 .map_err(|source| ReconcileError::Listen {
@@ -147,15 +147,16 @@ impl Daemon {
                 .with_metrics(tally.clone(), (config.interval * 3).max(STALE_FETCH)),
             );
             let limits = config.http;
-            let app = app.layer(axum::middleware::from_fn_with_state(
-                BodyGuard {
-                    limit: api::MAX_BODY,
-                    larger: Some((Method::POST, "/v1/hooks/", api::MAX_HOOK_BODY)),
-                    timeout: limits.body_timeout,
-                },
-                guard_body,
-            ))
-            .layer(axum::middleware::map_response(crate::engine::http::nosniff));
+            let app = app
+                .layer(axum::middleware::from_fn_with_state(
+                    BodyGuard {
+                        limit: api::MAX_BODY,
+                        larger: Some((Method::POST, "/v1/hooks/", api::MAX_HOOK_BODY)),
+                        timeout: limits.body_timeout,
+                    },
+                    guard_body,
+                ))
+                .layer(axum::middleware::map_response(crate::engine::http::nosniff));
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {

@@ -176,7 +176,10 @@ fn the_control_api_survives_slow_connections() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while request(daemon.addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
-        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut slow: Vec<_> = (0..1100)
@@ -189,7 +192,10 @@ fn the_control_api_survives_slow_connections() {
         .collect();
     let probe = request(daemon.addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(probe.status, 200, "{probe:?}");
-    assert!(closed_within(slow.last_mut().unwrap(), Duration::from_secs(10)));
+    assert!(closed_within(
+        slow.last_mut().unwrap(),
+        Duration::from_secs(10)
+    ));
     drop(slow);
 
     let mut s = connect(daemon.addr);
