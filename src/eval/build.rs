@@ -184,12 +184,20 @@ impl Ctx<'_> {
                     values: self.in_set(ty, values)?,
                 }
             }
-            // `compile` writes `contains` on a string and `set_contains` on
-            // a set<string>, never the other way round.
-            Expr::Contains { field, value } => Cond::Contains {
-                field: self.field_of(field, &[Type::Str], "contains")?.0,
-                needle: value.as_str().into(),
-            },
+            // `contains` reads a string as a substring test and a
+            // set<string> as membership; `set_contains` is membership only.
+            Expr::Contains { field, value } => {
+                match self.field_of(field, &[Type::Str, Type::StrSet], "contains")? {
+                    (i, Type::StrSet) => Cond::SetContains {
+                        field: i,
+                        value: value.as_str().into(),
+                    },
+                    (i, _) => Cond::Contains {
+                        field: i,
+                        needle: value.as_str().into(),
+                    },
+                }
+            }
             Expr::SetContains { field, value } => Cond::SetContains {
                 field: self.field_of(field, &[Type::StrSet], "set_contains")?.0,
                 value: value.as_str().into(),
