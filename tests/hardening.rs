@@ -487,7 +487,8 @@ fn an_artifact_whose_hash_verifies_but_whose_content_is_invalid_is_a_422() {
 
     let engine = engine(&[]);
     let good = serde_json::to_value(artifact(&[PAY])).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "`default` must be `allow` or `deny`",
             Box::new(|v| v["default"] = json!("require_approval")),
