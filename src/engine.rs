@@ -11,6 +11,8 @@
 //!   mapping of the domain errors to statuses; the admin token check.
 //! - [`serve`](mod@serve): serving on a listener with graceful shutdown,
 //!   and the process's shutdown signal.
+//! - [`guard`]: what a connection may cost (both servers): the connection
+//!   cap, header and body timeouts, the early 413.
 //! - [`error`]: the domain errors of the engine's operations. No HTTP.
 //! - [`failsafe`]: the tier failsafe answer. Pure.
 //! - [`clock`]: the time limits are counted in, injectable.
@@ -35,6 +37,7 @@ pub mod clock;
 pub mod decision_log;
 pub mod error;
 pub mod failsafe;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod migrate;

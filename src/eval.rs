@@ -60,6 +60,7 @@ mod outcome;
 pub mod request;
 pub mod response;
 pub mod state;
+pub mod unique;
 
 use std::cell::RefCell;
 use std::sync::Arc;

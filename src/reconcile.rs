@@ -105,6 +105,9 @@ pub struct Config {
     pub interval: Duration,
     /// The control API's address; `None` serves none.
     pub listen: Option<SocketAddr>,
+    /// What a connection to the control API may cost: timeouts and the
+    /// connection cap.
+    pub http: crate::engine::guard::HttpLimits,
     /// An engine decision log to replay against each candidate.
     pub decision_log: Option<PathBuf>,
     /// How long engines may be unreachable in a live stage before it pauses.
@@ -147,6 +150,7 @@ impl Config {
             state_dir,
             interval: Duration::from_secs(1),
             listen: DEFAULT_LISTEN.parse().ok(),
+            http: crate::engine::guard::HttpLimits::default(),
             decision_log: None,
             engine_grace: Duration::from_secs(10),
             engine_timeout: Duration::from_secs(2),

@@ -34,7 +34,7 @@ use sluice::pipeline::check_sources;
 use sluice::source::SourceFile;
 use tower::ServiceExt;
 
-const TOKEN: &str = "s3cret-token-0123";
+pub const TOKEN: &str = "s3cret-token-0123";
 
 const TOML: &str = r#"
 [project]
@@ -51,7 +51,7 @@ session = "string"
 "#;
 
 /// Security policy: sanctions deny, approval above 1000, a per-agent limit.
-const PAY: &str = r#"policy pay version 1.0.0 {
+pub const PAY: &str = r#"policy pay version 1.0.0 {
   tier security
   rule sanctioned {
     when tool == "pay" and args.country in ["KP", "IR"]
@@ -84,7 +84,7 @@ const MAIL: &str = r#"policy mail version 1.0.0 {
 // ---------------------------------------------------------------------------
 // Helpers.
 
-fn artifact(policies: &[&str]) -> Artifact {
+pub fn artifact(policies: &[&str]) -> Artifact {
     artifact_with(TOML, policies)
 }
 
@@ -388,7 +388,7 @@ async fn with_stable(config: EngineConfig, artifacts: &[&Artifact]) -> (Harness,
     (engine, app, sink)
 }
 
-fn pay(agent: &str, amount: i64) -> Value {
+pub fn pay(agent: &str, amount: i64) -> Value {
     json!({"tool": "pay", "agent": agent, "org": "acme", "session": "s-1",
            "args": {"amount": amount, "country": "DE"}})
 }
@@ -623,6 +623,39 @@ async fn an_artifact_off_the_route_is_deleted_with_its_series() {
     assert_eq!(r.status, StatusCode::OK);
     let r = admin(&app, "DELETE", &path(&b.hash), Value::Null).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+}
+
+#[tokio::test]
+async fn the_identical_route_sent_again_changes_nothing() {
+    let a = artifact(&[PAY]);
+    let b = artifact(&[PAY, MAIL]);
+    let (engine, app, _) = with_stable(config(), &[&a, &b]).await;
+    let route = json!({"stable": a.hash, "candidate": b.hash, "mode": "split", "percent": 50});
+    let r = set_route(&app, route.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let version = r.json()["version"].as_u64().unwrap();
+    for i in 0..10 {
+        eval(&app, pay(&format!("bot{i}"), 5)).await;
+    }
+    let requests = |s: &Value| -> u64 {
+        s["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["requests"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(requests(&stats_of(&engine)), 10);
+    let r = set_route(&app, route).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["version"].as_u64(),
+        Some(version),
+        "no new version"
+    );
+    assert_eq!(requests(&stats_of(&engine)), 10, "stats kept");
+    let got = admin(&app, "GET", "/v1/route", Value::Null).await;
+    assert_eq!(got.json()["version"].as_u64(), Some(version));
 }
 
 #[tokio::test]
@@ -1503,7 +1536,7 @@ async fn listen(
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        serve(listener, engine, async {
+        serve(listener, engine, Default::default(), async {
             let _ = rx.await;
         })
         .await

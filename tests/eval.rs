@@ -1031,6 +1031,12 @@ fn bad_requests_name_the_field() {
     check_bad(req("t", json!({"args": {"amount": 5.0}})), "field `args.amount` must be an integer, found a number with a fraction or exponent");
     check_bad(req("t", json!({"args": {"amount": 1.5}})), "field `args.amount` must be an integer, found a number with a fraction or exponent");
     check_bad(req("t", json!({"args": {"amount": u64::MAX}})), "field `args.amount` must be an integer, found an integer out of range");
+    let raw = |text: &str| req("t", json!({"args": {"amount": serde_json::from_str::<Value>(text).unwrap()}}));
+    check_bad(raw("99999999999999999999"), "field `args.amount` must be an integer, found an integer out of range");
+    check_bad(raw("-99999999999999999999"), "field `args.amount` must be an integer, found an integer out of range");
+    check_bad(raw("1e3"), "field `args.amount` must be an integer, found a number with a fraction or exponent");
+    let zero = Request::from_json(&raw("-0"), &schema()).unwrap();
+    assert_eq!(zero.get_path(&schema(), "args.amount"), Some(&sluice::eval::request::FieldValue::Int(0)));
     check_bad(req("t", json!({"args": {"urgent": "yes"}})), "field `args.urgent` must be a boolean, found a string");
     check_bad(req("t", json!({"args": {"recipients": "a@x.io"}})), "field `args.recipients` must be an array of strings, found a string");
     check_bad(req("t", json!({"args": {"recipients": ["a", 1]}})), "field `args.recipients` must be an array of strings, found an array containing a number");

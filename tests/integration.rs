@@ -19,6 +19,7 @@ mod eval;
 mod examples;
 mod fleet_state;
 mod fmt;
+mod hardening;
 mod messages;
 mod parse;
 mod project;

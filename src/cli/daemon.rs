@@ -30,6 +30,8 @@ pub struct ReconcileArgs {
     /// POST /v1/hooks/git).
     #[arg(long, default_value = crate::reconcile::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub http: super::engine::HttpFlags,
     /// An engine decision log (JSON lines) to replay against each candidate,
     /// reporting decision flips by rule.
     #[arg(long, value_name = "FILE")]
@@ -249,6 +251,13 @@ pub(super) fn cmd_reconcile(repo: &Path, args: ReconcileArgs) -> anyhow::Result<
     config.branch = args.branch;
     config.interval = args.interval;
     config.listen = Some(args.listen);
+    config.http = match args.http.limits() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Usage);
+        }
+    };
     config.decision_log = args.decision_log;
     config.engine_grace = args.engine_grace;
     config.engine_timeout = args.engine_timeout;

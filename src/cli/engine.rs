@@ -24,6 +24,13 @@ pub struct EngineArgs {
     /// Append one JSON line per evaluation (and per state change) here.
     #[arg(long, value_name = "FILE")]
     pub decision_log: Option<PathBuf>,
+    /// Decision log: the most its queue holds, in bytes (estimated); lines
+    /// past it are dropped and counted.
+    #[arg(long, default_value_t = crate::engine::decision_log::DEFAULT_QUEUE_BYTES, value_name = "BYTES")]
+    pub decision_log_queue_bytes: usize,
+    /// Decision log: how long a stop waits for queued lines to be written.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub decision_log_close_timeout: std::time::Duration,
     /// Load this artifact at start and route all traffic to it as stable.
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
@@ -79,6 +86,8 @@ pub struct EngineArgs {
     /// denied `APPROVAL_QUEUE_FULL`.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_pending_approvals: usize,
+    #[command(flatten)]
+    pub http: HttpFlags,
 }
 
 /// The state backend `--state-backend` names.
@@ -110,12 +119,55 @@ pub(super) fn state_backend(
     Ok(std::sync::Arc::new(RedisBackend::new(&config)?))
 }
 
+/// What a connection may cost: the flags of both servers (`sluice engine`,
+/// `sluice reconcile`), documented in docs/engine.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpFlags {
+    /// Time to receive a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub header_timeout: std::time::Duration,
+    /// Time to receive a request's whole body (408 past it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub body_timeout: std::time::Duration,
+    /// Connections open at once (lowered to what the open-file limit
+    /// holds); more wait to be accepted.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
+}
+
+impl HttpFlags {
+    /// The limits, refused when a value could never serve a request.
+    pub fn limits(&self) -> anyhow::Result<crate::engine::guard::HttpLimits> {
+        use std::time::Duration;
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            anyhow::ensure!(
+                d >= Duration::from_millis(10),
+                "{name} must be at least 10ms, got {}",
+                humantime::format_duration(d)
+            );
+        }
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        Ok(crate::engine::guard::HttpLimits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
 pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     use crate::api::route::RouteSpec;
     use crate::engine::approvals::ApprovalConfig;
     use crate::engine::breaker::BreakerConfig;
     use crate::engine::decision_log::DecisionLog;
-    use crate::engine::serve::{serve, shutdown_signal};
+    use crate::engine::serve::{reopen_on_hangup, serve, shutdown_signal};
     use crate::engine::server::{Engine, EngineConfig};
 
     let _ = tracing_subscriber::fmt()
@@ -131,6 +183,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         .context("an admin token is required: pass --admin-token or set SLUICE_ADMIN_TOKEN")?;
     let token =
         crate::engine::http::secret("the admin token", &token).map_err(anyhow::Error::msg)?;
+    let limits = args.http.limits()?;
     for (name, rate) in [
         ("--breaker-error-rate", args.breaker_error_rate),
         ("--breaker-slow-rate", args.breaker_slow_rate),
@@ -172,7 +225,9 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
     };
     let log = match &args.decision_log {
         Some(path) => DecisionLog::open(path)
-            .with_context(|| format!("opening the decision log `{}`", path.display()))?,
+            .with_context(|| format!("opening the decision log `{}`", path.display()))?
+            .with_queue_bytes(args.decision_log_queue_bytes)
+            .with_close_timeout(args.decision_log_close_timeout),
         None => DecisionLog::disabled(),
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -180,7 +235,9 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build().context("starting the runtime")?;
+    let reopen = log.reopener();
     rt.block_on(async move {
+        reopen_on_hangup(reopen);
         // Inside the runtime: a Redis connection belongs to it.
         let backend = state_backend(
             &args.state_backend,
@@ -213,12 +270,12 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
                 .map_err(|e| anyhow::anyhow!("routing --artifact: {e}"))?;
             tracing::info!(artifact = %hash, "routed as stable");
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = crate::engine::guard::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice engine listening");
-        serve(listener, engine, shutdown_signal())
+        serve(listener, engine, limits, shutdown_signal())
             .await
             .context("serving")?;
         tracing::info!("sluice engine stopped");

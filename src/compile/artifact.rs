@@ -122,7 +122,76 @@ impl Artifact {
             });
         }
         artifact.verify()?;
+        artifact.validate()?;
         Ok(artifact)
+    }
+
+    /// Checks what `sluice compile` guarantees of every artifact it writes
+    /// and a hash cannot: a default of `allow` or `deny`; schema fields
+    /// sorted without duplicates; policies sorted by name without
+    /// duplicates, semantic versions and version requirements; rule and
+    /// limit names unique within a policy. (Types, fields and regexes are
+    /// checked when an evaluator is built.)
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        let invalid = |reason: String| Err(ArtifactError::Invalid { reason });
+        if !matches!(self.default, DecisionKind::Allow | DecisionKind::Deny) {
+            return invalid(format!(
+                "`default` must be `allow` or `deny`, found `{}`",
+                self.default.as_str()
+            ));
+        }
+        for pair in self.schema.fields.windows(2) {
+            if let [a, b] = pair
+                && a.path >= b.path
+            {
+                return invalid(format!(
+                    "schema fields must be sorted and unique: `{}` before `{}`",
+                    a.path, b.path
+                ));
+            }
+        }
+        for pair in self.policies.windows(2) {
+            if let [a, b] = pair
+                && a.name >= b.name
+            {
+                let why = if a.name == b.name {
+                    format!("policy `{}` appears twice", a.name)
+                } else {
+                    format!(
+                        "policies must be sorted by name: `{}` before `{}`",
+                        a.name, b.name
+                    )
+                };
+                return invalid(why);
+            }
+        }
+        for p in &self.policies {
+            if let Err(e) = semver::Version::parse(&p.version) {
+                return invalid(format!(
+                    "policy `{}`: version `{}` is not a semantic version: {e}",
+                    p.name, p.version
+                ));
+            }
+            for r in &p.requires {
+                if let Err(e) = semver::VersionReq::parse(&r.req) {
+                    return invalid(format!(
+                        "policy `{}`: requirement `{} {}` is not a version requirement: {e}",
+                        p.name, r.policy, r.req
+                    ));
+                }
+            }
+            let mut names = std::collections::HashSet::new();
+            let items = p.rules.iter().map(|r| r.name.as_str());
+            for name in items.chain(p.limits.iter().map(|l| l.name.as_str())) {
+                if !names.insert(name) {
+                    return invalid(format!(
+                        "policy `{}`: `{name}` is defined twice (rule and limit names are unique)",
+                        p.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,4 +219,11 @@ pub enum ArtifactError {
         )
     )]
     HashMismatch { expected: String, actual: String },
+
+    #[error("artifact content is not valid: {reason}")]
+    #[diagnostic(
+        code(artifact::invalid),
+        help("`sluice compile` never writes this: the artifact was made by other means")
+    )]
+    Invalid { reason: String },
 }

@@ -125,10 +125,11 @@ pub(super) async fn start_engines(
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let e = engine.clone();
         let task = tokio::spawn(async move {
-            if let Err(err) = crate::engine::serve::serve(listener, e, async move {
-                let _ = rx.await;
-            })
-            .await
+            if let Err(err) =
+                crate::engine::serve::serve(listener, e, Default::default(), async move {
+                    let _ = rx.await;
+                })
+                .await
             {
                 tracing::error!(error = %err, "demo engine stopped");
             }

@@ -4,10 +4,30 @@
 //!
 //! Lines go through a bounded tokio channel (`try_send`) to a writer thread
 //! that takes them in batches (`blocking_recv_many`); a request never waits
-//! for the disk nor for the channel. When the channel is full the line is
+//! for the disk nor for the channel. The queue is bounded twice: in lines
+//! ([`CAPACITY`]) and in bytes (an estimate of each line's size, at most
+//! [`DEFAULT_QUEUE_BYTES`] unless configured), so a stalled disk holds a
+//! bounded amount of memory. A line that does not fit, or that could not
+//! be written (a full disk, an I/O error: the whole batch is counted), is
 //! dropped and counted (`decision_log.dropped` in `/v1/stats`,
 //! `sluice_decision_log_dropped_total` in `/metrics`). Lines are serialized
-//! on the writer thread and flushed after every batch.
+//! on the writer thread, one `write` per batch.
+//!
+//! **Large fields.** A string of the request longer than [`MAX_FIELD`]
+//! bytes is written as its first 256 bytes, `…`, its length and its
+//! SHA-256 (`"abc…[1048576 bytes, sha256:9f2c…]"`); a request still over
+//! [`MAX_REQUEST`] bytes once its strings are cut is written as
+//! `{"omitted": {"bytes": n, "sha256": "…"}}`. A 1 MiB body never makes a
+//! 1 MiB line.
+//!
+//! **Rotation.** [`Reopen::request`] (the engine calls it on `SIGHUP`, what
+//! logrotate sends) makes the writer reopen the file by its path before
+//! the next batch: a renamed file gets no more lines, the new one gets
+//! the rest, and none is lost.
+//!
+//! **Shutdown.** [`DecisionLog::close`] writes out what is queued but waits
+//! at most the close timeout (a disk that does not answer cannot hold the
+//! process up); lines still queued then are counted as dropped.
 //!
 //! Every line has `kind` (`evaluation`, `migration`, `breaker`, `route`,
 //! `approval`) and `time` (RFC 3339, milliseconds). An evaluation line:
@@ -21,14 +41,15 @@
 //! ```
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
@@ -37,7 +58,23 @@ use crate::model::ir::DecisionKind;
 /// The channel's capacity, in lines.
 pub const CAPACITY: usize = 16_384;
 
-/// Lines the writer takes off the channel at most at once (one flush each).
+/// The default bound on queued lines, in (estimated) bytes.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// The default time [`DecisionLog::close`] waits for the writer.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request string longer than this is cut and hashed in the log.
+pub const MAX_FIELD: usize = 1024;
+
+/// A request longer than this once its strings are cut is replaced by its
+/// length and digest.
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// What is kept of a string cut in the log.
+const KEPT: usize = 256;
+
+/// Lines the writer takes off the channel at most at once (one write each).
 const BATCH: usize = 1024;
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -129,9 +166,59 @@ fn is_false(b: &bool) -> bool {
 
 /// What the writer thread receives.
 enum Message {
-    Line(LogLine),
+    /// A line and the bytes it counts for in the queue.
+    Line(LogLine, usize),
+    /// Reopen the file (the flag is set; this only wakes the writer).
+    Reopen,
     /// Write out what is queued and stop.
     Close,
+}
+
+/// What the sending side and the writer share.
+#[derive(Debug, Default)]
+struct Shared {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    /// Bytes of the lines queued, by their estimate.
+    queued: AtomicUsize,
+    /// Set by [`Reopen::request`], cleared by the writer when it reopens.
+    reopen: AtomicBool,
+}
+
+/// Where lines go: a file reopened by its path on request, or any writer.
+enum Sink {
+    File { path: PathBuf, file: std::fs::File },
+    Writer(Box<dyn Write + Send>),
+}
+
+impl Sink {
+    fn write_batch(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File { file, .. } => file.write_all(bytes).and_then(|()| file.flush()),
+            Sink::Writer(w) => w.write_all(bytes).and_then(|()| w.flush()),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Sink::File { path, file } = self {
+            match append(path) {
+                Ok(f) => {
+                    *file = f;
+                    tracing::info!(path = %path.display(), "decision log reopened");
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "decision log: reopening failed; still writing the file open before");
+                }
+            }
+        }
+    }
+}
+
+fn append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// The log's sending side. Disabled (every call a no-op) without a file.
@@ -140,16 +227,40 @@ pub struct DecisionLog {
     lines: Option<mpsc::Sender<Message>>,
     /// Set by [`DecisionLog::close`]: later lines are dropped.
     closed: AtomicBool,
-    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
-    dropped: AtomicU64,
-    written: Arc<AtomicU64>,
+    /// Completes when the writer thread has finished (never awaited by a
+    /// join a runtime would have to wait for on its way down).
+    finished: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    shared: Arc<Shared>,
+    max_bytes: usize,
+    close_timeout: Duration,
 }
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Message::Line(_) => f.write_str("Line"),
+            Message::Line(..) => f.write_str("Line"),
+            Message::Reopen => f.write_str("Reopen"),
             Message::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// Asks the writer to reopen the log's file by its path (for logrotate).
+/// Cheap to clone; a no-op for a disabled log or one writing elsewhere.
+#[derive(Debug, Clone)]
+pub struct Reopen {
+    shared: Arc<Shared>,
+    lines: Option<mpsc::Sender<Message>>,
+}
+
+impl Reopen {
+    /// Reopens before the next batch is written.
+    pub fn request(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
+        if let Some(lines) = &self.lines {
+            // When the channel is full the writer is busy: it sees the
+            // flag before its next batch anyway.
+            let _ = lines.try_send(Message::Reopen);
         }
     }
 }
@@ -160,36 +271,69 @@ impl DecisionLog {
         DecisionLog {
             lines: None,
             closed: AtomicBool::new(false),
-            writer: std::sync::Mutex::new(None),
-            dropped: AtomicU64::new(0),
-            written: Arc::new(AtomicU64::new(0)),
+            finished: std::sync::Mutex::new(None),
+            shared: Arc::default(),
+            max_bytes: DEFAULT_QUEUE_BYTES,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 
-    /// Appends to `path` (created if missing) from a writer thread.
+    /// Appends to `path` (created if missing) from a writer thread; the
+    /// file is reopened by its path on [`Reopen::request`].
     pub fn open(path: &Path) -> std::io::Result<DecisionLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        DecisionLog::to_writer(Box::new(file))
+        let file = append(path)?;
+        DecisionLog::start(Sink::File {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Writes lines to any writer from a writer thread.
     pub fn to_writer(out: Box<dyn Write + Send>) -> std::io::Result<DecisionLog> {
+        DecisionLog::start(Sink::Writer(out))
+    }
+
+    fn start(sink: Sink) -> std::io::Result<DecisionLog> {
         let (lines, rx) = mpsc::channel(CAPACITY);
-        let written = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&written);
-        let writer = std::thread::Builder::new()
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
+        let (done, finished) = oneshot::channel();
+        std::thread::Builder::new()
             .name("sluice-decision-log".to_string())
-            .spawn(move || write_lines(rx, out, &count))?;
+            .spawn(move || {
+                write_lines(rx, sink, &theirs);
+                let _ = done.send(());
+            })?;
         Ok(DecisionLog {
             lines: Some(lines),
             closed: AtomicBool::new(false),
-            writer: std::sync::Mutex::new(Some(writer)),
-            dropped: AtomicU64::new(0),
-            written,
+            finished: std::sync::Mutex::new(Some(finished)),
+            shared,
+            max_bytes: DEFAULT_QUEUE_BYTES,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         })
+    }
+
+    /// Bounds the queue to `bytes` (estimated; at least one line fits).
+    #[must_use]
+    pub fn with_queue_bytes(mut self, bytes: usize) -> DecisionLog {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// How long [`DecisionLog::close`] waits for queued lines.
+    #[must_use]
+    pub fn with_close_timeout(mut self, timeout: Duration) -> DecisionLog {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// The handle that reopens the file.
+    pub fn reopener(&self) -> Reopen {
+        Reopen {
+            shared: Arc::clone(&self.shared),
+            lines: self.lines.clone(),
+        }
     }
 
     /// Whether lines are written at all (callers skip building them if not).
@@ -197,67 +341,196 @@ impl DecisionLog {
         self.lines.is_some()
     }
 
-    /// Queues a line without waiting; drops and counts it when the channel
-    /// is full or the log closed.
+    /// Queues a line without waiting; drops and counts it when the queue
+    /// is full (in lines or in bytes) or the log closed.
     pub fn send(&self, line: LogLine) {
-        if let Some(lines) = &self.lines
-            && (self.closed.load(Ordering::Acquire) || lines.try_send(Message::Line(line)).is_err())
+        let Some(lines) = &self.lines else {
+            return;
+        };
+        let weight = weigh(&line);
+        let queued = self.shared.queued.fetch_add(weight, Ordering::AcqRel);
+        let fits = queued == 0 || queued.saturating_add(weight) <= self.max_bytes;
+        if !fits
+            || self.closed.load(Ordering::Acquire)
+            || lines.try_send(Message::Line(line, weight)).is_err()
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.queued.fetch_sub(weight, Ordering::AcqRel);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Lines dropped because the channel was full (or the log closed).
+    /// Lines dropped: the queue was full, the log closed, or writing failed.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Lines written so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.shared.written.load(Ordering::Relaxed)
     }
 
-    /// Writes out every queued line and stops the writer. Later lines are
-    /// dropped.
+    /// Writes out every queued line and stops the writer, waiting at most
+    /// the close timeout; lines still queued then are counted as dropped.
+    /// Later lines are dropped.
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + self.close_timeout;
+        let mut done = true;
         if let Some(lines) = &self.lines {
             // Waits for room behind the queued lines; fails only when the
             // writer is gone already.
-            let _ = lines.send(Message::Close).await;
+            done = tokio::time::timeout_at(deadline, lines.send(Message::Close))
+                .await
+                .is_ok();
         }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if done && let Some(finished) = finished {
+            done = tokio::time::timeout_at(deadline, finished).await.is_ok();
+        }
+        if !done && let Some(lines) = &self.lines {
+            let queued = lines.max_capacity() - lines.capacity();
+            self.shared
+                .dropped
+                .fetch_add(u64::try_from(queued).unwrap_or(u64::MAX), Ordering::Relaxed);
+            tracing::error!(
+                queued,
+                timeout = %humantime::format_duration(self.close_timeout),
+                "decision log: the writer did not finish in time; queued lines are lost"
+            );
         }
     }
 }
 
-/// The writer thread: batches off the channel, one flush per batch, until
-/// [`Message::Close`] (then what is still queued) or until the log is
-/// dropped.
-fn write_lines(mut rx: mpsc::Receiver<Message>, out: Box<dyn Write + Send>, written: &AtomicU64) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut failed = false;
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.blocking_recv_many(&mut batch, BATCH) > 0 {
-        for message in batch.drain(..) {
-            let Message::Line(line) = message else {
-                // Lines sent before the log closed are still written.
-                rx.close();
-                continue;
-            };
-            let ok = serde_json::to_writer(&mut out, &line).is_ok() && out.write_all(b"\n").is_ok();
-            if ok {
-                written.fetch_add(1, Ordering::Relaxed);
-            } else if !failed {
-                failed = true;
-                tracing::error!("decision log: a line could not be written");
+/// A line's size in the queue, estimated without serializing it.
+fn weigh(line: &LogLine) -> usize {
+    match line {
+        LogLine::Evaluation(e) => {
+            let reasons = e.reasons.len() + e.shadow.as_ref().map_or(0, |s| s.reasons.len());
+            512 + 256 * reasons + weigh_value(&e.request)
+        }
+        LogLine::Migration(e) | LogLine::Breaker(e) | LogLine::Route(e) | LogLine::Approval(e) => {
+            128 + weigh_value(&e.event)
+        }
+    }
+}
+
+fn weigh_value(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
+        Value::String(s) => 16 + s.len(),
+        Value::Array(a) => 16 + a.iter().map(weigh_value).sum::<usize>(),
+        Value::Object(o) => {
+            16 + o
+                .iter()
+                .map(|(k, v)| 16 + k.len() + weigh_value(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+/// Appends `line` and a newline to `buf`, its large fields cut.
+fn encode(mut line: LogLine, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    if let LogLine::Evaluation(e) = &mut line {
+        if let Some(session) = &mut e.session {
+            cut(session);
+        }
+        cut_strings(&mut e.request);
+        if weigh_value(&e.request) > MAX_REQUEST {
+            let bytes = serde_json::to_vec(&e.request)?;
+            if bytes.len() > MAX_REQUEST {
+                e.request = serde_json::json!({"omitted": {
+                    "bytes": bytes.len(),
+                    "sha256": hex::encode(Sha256::digest(&bytes)),
+                }});
             }
         }
-        let _ = out.flush();
     }
-    let _ = out.flush();
+    serde_json::to_writer(&mut *buf, &line)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Cuts every string over [`MAX_FIELD`] bytes to its first [`KEPT`]
+/// bytes, its length and its digest.
+fn cut_strings(v: &mut Value) {
+    match v {
+        Value::String(s) => cut(s),
+        Value::Array(a) => a.iter_mut().for_each(cut_strings),
+        Value::Object(o) => o.values_mut().for_each(cut_strings),
+        _ => {}
+    }
+}
+
+/// Cuts `s` to its first [`KEPT`] bytes, its length and its digest when
+/// it is over [`MAX_FIELD`] bytes.
+fn cut(s: &mut String) {
+    if s.len() <= MAX_FIELD {
+        return;
+    }
+    let mut end = KEPT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = hex::encode(Sha256::digest(s.as_bytes()));
+    let kept = s.get(..end).unwrap_or_default();
+    *s = format!("{kept}…[{} bytes, sha256:{digest}]", s.len());
+}
+
+/// The writer thread: batches off the channel, one write per batch, until
+/// [`Message::Close`] (then what is still queued) or until the log is
+/// dropped. A batch that cannot be written counts as dropped; the next one
+/// starts on a new line, so a torn line never swallows the next.
+fn write_lines(mut rx: mpsc::Receiver<Message>, mut sink: Sink, shared: &Shared) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut torn = false;
+    while rx.blocking_recv_many(&mut batch, BATCH) > 0 {
+        if shared.reopen.swap(false, Ordering::AcqRel) {
+            sink.reopen();
+            torn = false;
+        }
+        if torn {
+            buf.push(b'\n');
+        }
+        let (mut lines, mut weight, mut bad) = (0u64, 0usize, 0u64);
+        for message in batch.drain(..) {
+            match message {
+                Message::Line(line, w) => {
+                    weight += w;
+                    if encode(line, &mut buf).is_ok() {
+                        lines += 1;
+                    } else {
+                        bad += 1;
+                    }
+                }
+                Message::Reopen => {}
+                // Lines sent before the log closed are still written.
+                Message::Close => rx.close(),
+            }
+        }
+        if !buf.is_empty() {
+            match sink.write_batch(&buf) {
+                Ok(()) => {
+                    shared.written.fetch_add(lines, Ordering::Relaxed);
+                    torn = false;
+                }
+                Err(e) => {
+                    if !torn {
+                        tracing::error!(error = %e, "decision log: lines could not be written");
+                    }
+                    bad += lines;
+                    torn = true;
+                }
+            }
+        }
+        shared.dropped.fetch_add(bad, Ordering::Relaxed);
+        shared.queued.fetch_sub(weight, Ordering::AcqRel);
+        buf.clear();
+    }
 }
 
 #[cfg(test)]

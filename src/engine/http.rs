@@ -38,7 +38,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -57,8 +57,10 @@ use crate::engine::approvals::DecideError;
 use crate::engine::error::{
     DeleteError, EvaluateError, FenceError, RouteChangeError, StoreError, UploadError,
 };
+use crate::engine::guard::{BodyGuard, HttpLimits, guard_body};
 use crate::engine::metrics;
 use crate::engine::server::Engine;
+use crate::eval::unique::duplicate_key;
 
 /// An API failure: the status and a message naming what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -254,10 +256,21 @@ fn body_error(r: BytesRejection) -> ApiError {
     }
 }
 
-/// The whole service.
+/// The whole service, with the default [`HttpLimits`].
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with(engine, &HttpLimits::default())
+}
+
+/// The whole service; bodies are read under `limits` (their size limits
+/// are the engine's `max_body` and `max_artifact_body`).
+pub fn router_with(engine: Arc<Engine>, limits: &HttpLimits) -> Router {
     let max_body = engine.config().max_body;
     let max_artifact = engine.config().max_artifact_body;
+    let guard = BodyGuard {
+        limit: max_body,
+        larger: Some((Method::PUT, "/v1/artifacts/", max_artifact)),
+        timeout: limits.body_timeout,
+    };
     let admin = Router::new()
         .route(
             "/v1/artifacts/{hash}",
@@ -272,25 +285,97 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/stats", get(get_stats))
         .route("/v1/state", get(get_state))
         .route("/v1/approvals", get(list_approvals))
+        // Inside the token check: no body is read for a caller without it.
+        .route_layer(middleware::from_fn_with_state(guard.clone(), guard_body))
         .route_layer(middleware::from_fn_with_state(
             AdminToken::new(&engine.config().admin_token),
             require_admin,
         ));
-    let decide = post(decide_approval).layer(middleware::from_fn_with_state(
-        AdminToken::new(&engine.config().admin_token),
-        require_admin,
-    ));
+    // Deciding needs the token, and its body is read only once the token
+    // is right; the status is public (the id is the capability).
+    let decide = post(decide_approval)
+        .layer(middleware::from_fn_with_state(guard.clone(), guard_body))
+        .layer(middleware::from_fn_with_state(
+            AdminToken::new(&engine.config().admin_token),
+            require_admin,
+        ));
     Router::new()
         .route("/v1/evaluate", post(evaluate))
-        .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn_with_state(guard, guard_body))
+        .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(say_close))
+        .layer(middleware::map_response(nosniff))
         .with_state(engine)
+}
+
+/// The one path segment of a route (`{hash}`, `{id}`); one that is not
+/// UTF-8 is a JSON 400 like every other error.
+struct PathParam(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| PathParam(p))
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+    }
+}
+
+/// Routes that need the admin token, whatever the method.
+const ADMIN_PATHS: [&str; 6] = [
+    "/v1/artifacts",
+    "/v1/route",
+    "/v1/lease",
+    "/v1/stats",
+    "/v1/state",
+    "/v1/approvals",
+];
+
+fn is_admin_path(path: &str) -> bool {
+    ADMIN_PATHS.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Every answer says `X-Content-Type-Options: nosniff`.
+pub async fn nosniff(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// A request whose body is never read (401, 404, 405 answer before it)
+/// cannot leave its connection usable: the answer says
+/// `Connection: close` instead of the connection just ending.
+pub async fn say_close(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    if has_body
+        && matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        )
+    {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// An admin bearer token, kept as its SHA-256 digest so that comparing
@@ -369,7 +454,17 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz and /readyz".to_string())
 }
 
-async fn method_not_allowed() -> ApiError {
+/// 405, but for an admin route only once the token is right (401 before:
+/// a caller without it learns nothing about the admin routes).
+async fn method_not_allowed(
+    State(engine): State<Arc<Engine>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> ApiError {
+    if is_admin_path(uri.path()) && !AdminToken::new(&engine.config().admin_token).admits(&headers)
+    {
+        return ApiError::Unauthorized;
+    }
     ApiError::MethodNotAllowed("this route does not take that method".to_string())
 }
 
@@ -411,6 +506,11 @@ async fn evaluate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
+    if let Some(path) = duplicate_key(&body) {
+        return Err(ApiError::BadRequest(format!(
+            "duplicate key `{path}` in the request: a field may appear only once"
+        )));
+    }
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
     let bytes = engine.evaluate_to_end(body, id).await?;
     let mut resp = (
@@ -429,7 +529,7 @@ async fn evaluate(
 
 async fn put_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
@@ -448,7 +548,7 @@ async fn put_artifact(
 
 async fn get_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<Response, ApiError> {
     let summary = engine.artifact(&hash).ok_or_else(|| {
         ApiError::NotFound(format!("no artifact `{hash}` is held by this engine"))
@@ -458,7 +558,7 @@ async fn get_artifact(
 
 async fn delete_artifact(
     State(engine): State<Arc<Engine>>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<StatusCode, ApiError> {
     engine.delete_artifact(&hash).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -527,7 +627,7 @@ async fn get_state(State(engine): State<Arc<Engine>>) -> Result<Response, ApiErr
 
 async fn decide_approval(
     State(engine): State<Arc<Engine>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;

@@ -1,6 +1,8 @@
-//! Serving: the engine's router on a TCP listener until a shutdown signal,
-//! then a graceful stop — requests in flight finish, queued shadow
-//! evaluations run, the decision log is written out and closed.
+//! Serving: the engine's router on a TCP listener (under
+//! [`crate::engine::guard`]'s limits) until a shutdown signal, then a
+//! graceful stop — requests in flight finish, queued shadow evaluations
+//! run, the decision log is written out and closed (within its close
+//! timeout). SIGHUP reopens the decision log ([`reopen_on_hangup`]).
 //!
 //! [`shutdown_signal`] is the one signal handler of every long-running
 //! command (`sluice engine`, `sluice reconcile`, `sluice demo`). Nothing
@@ -8,31 +10,49 @@
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
-
-use crate::engine::http::router;
+use crate::engine::decision_log::Reopen;
+use crate::engine::guard::{HttpLimits, serve_router};
+use crate::engine::http::router_with;
 use crate::engine::server::Engine;
 
-/// Serves `engine` on `listener` until `shutdown` completes, then lets
-/// requests in flight finish, waits for queued shadow evaluations and
-/// closes the decision log.
+/// Serves `engine` on `listener` under `limits` until `shutdown`
+/// completes, then lets requests in flight finish, waits for queued
+/// shadow evaluations and closes the decision log.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
+    limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(Arc::clone(&engine));
-    // Decisions are small and latency-bound: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = router_with(Arc::clone(&engine), &limits);
+    serve_router(listener, app, limits, shutdown).await?;
     engine.shutdown().await;
     Ok(())
+}
+
+/// Reopens the decision log on every SIGHUP (what logrotate sends), for
+/// as long as the runtime runs. Installed with or without a log: a SIGHUP
+/// never stops the engine.
+pub fn reopen_on_hangup(reopen: Reopen) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reopening the decision log");
+                        reopen.request();
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the decision log cannot be reopened")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reopen);
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. A signal whose handler cannot

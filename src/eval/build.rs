@@ -184,7 +184,9 @@ impl Ctx<'_> {
                     values: self.in_set(ty, values)?,
                 }
             }
-            Expr::Contains { field, value } | Expr::SetContains { field, value } => {
+            // `contains` reads a string as a substring test and a
+            // set<string> as membership; `set_contains` is membership only.
+            Expr::Contains { field, value } => {
                 match self.field_of(field, &[Type::Str, Type::StrSet], "contains")? {
                     (i, Type::StrSet) => Cond::SetContains {
                         field: i,
@@ -196,6 +198,10 @@ impl Ctx<'_> {
                     },
                 }
             }
+            Expr::SetContains { field, value } => Cond::SetContains {
+                field: self.field_of(field, &[Type::StrSet], "set_contains")?.0,
+                value: value.as_str().into(),
+            },
             Expr::StartsWith { field, value } => Cond::StartsWith {
                 field: self.field_of(field, &[Type::Str], "starts_with")?.0,
                 prefix: value.as_str().into(),

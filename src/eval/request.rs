@@ -328,6 +328,9 @@ fn is_prefix(schema: &Schema, path: &str) -> bool {
     })
 }
 
+/// 2^63: the first whole float an `i64` cannot hold.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
 fn decode_value(json: &Json, decl: &FieldDecl) -> Result<FieldValue, RequestError> {
     let wrong = |found: &'static str| RequestError::WrongType {
         field: decl.path.clone(),
@@ -338,7 +341,15 @@ fn decode_value(json: &Json, decl: &FieldDecl) -> Result<FieldValue, RequestErro
         (Type::Int, Json::Number(n)) => match n.as_i64() {
             Some(i) => Ok(FieldValue::Int(i)),
             None if n.is_u64() => Err(wrong("an integer out of range")),
-            None => Err(wrong("a number with a fraction or exponent")),
+            // serde_json reads `-0` as the float -0.0: it is the integer 0.
+            None => match n.as_f64() {
+                Some(f) if f == 0.0 && f.is_sign_negative() => Ok(FieldValue::Int(0)),
+                // Past i64 (and u64) serde_json keeps only a float.
+                Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() >= I64_BOUND => {
+                    Err(wrong("an integer out of range"))
+                }
+                _ => Err(wrong("a number with a fraction or exponent")),
+            },
         },
         (Type::Str, Json::String(s)) => Ok(FieldValue::Str(s.clone())),
         (Type::Bool, Json::Bool(b)) => Ok(FieldValue::Bool(*b)),

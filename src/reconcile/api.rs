@@ -60,6 +60,9 @@ pub type CommandRequest = (Command, Said, oneshot::Sender<Result<String, String>
 /// smaller; GitHub lists at most 20 commits in one).
 pub const MAX_HOOK_BODY: usize = 5 << 20;
 
+/// The largest body any other route takes.
+pub const MAX_BODY: usize = 2 << 20;
+
 /// The longest `by` kept in the audit log.
 pub const MAX_BY: usize = 200;
 

@@ -27,8 +27,11 @@ use super::remote::Remote;
 const STALE_FETCH: std::time::Duration = std::time::Duration::from_secs(30);
 use super::runner::{Outputs, Runner};
 use super::store::Store;
+use axum::http::Method;
+
 use crate::api::audit::Transition;
 use crate::api::status::Status;
+use crate::engine::guard::{BodyGuard, guard_body, serve_router};
 use crate::rollout::machine;
 
 /// The shortest `--lease` (renewed every third of it).
@@ -124,12 +127,12 @@ impl Daemon {
         let mut addr = None;
         let mut server = None;
         if let Some(listen) = config.listen {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|source| ReconcileError::Listen {
+            let listener = crate::engine::guard::bind(listen).await.map_err(|source| {
+                ReconcileError::Listen {
                     addr: listen.to_string(),
                     source,
-                })?;
+                }
+            })?;
             let bound = listener
                 .local_addr()
                 .map_err(|source| ReconcileError::Listen {
@@ -151,15 +154,23 @@ impl Daemon {
                 )
                 .with_metrics(tally.clone(), (config.interval * 3).max(STALE_FETCH)),
             );
+            let limits = config.http;
+            let app = app
+                .layer(axum::middleware::from_fn_with_state(
+                    BodyGuard {
+                        limit: api::MAX_BODY,
+                        larger: Some((Method::POST, "/v1/hooks/", api::MAX_HOOK_BODY)),
+                        timeout: limits.body_timeout,
+                    },
+                    guard_body,
+                ))
+                .layer(axum::middleware::map_response(crate::engine::http::nosniff));
             let mut stop = shutdown_rx.clone();
             server = Some(tokio::spawn(async move {
                 let graceful = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
+                if let Err(e) = serve_router(listener, app, limits, graceful).await {
                     tracing::error!(error = %e, "control API stopped");
                 }
             }));

@@ -396,10 +396,11 @@ impl Engine {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let engine = self.engine.clone();
         self.task = Some(tokio::spawn(async move {
-            let _ = sluice::engine::serve::serve(listener, engine, async move {
-                let _ = rx.await;
-            })
-            .await;
+            let _ =
+                sluice::engine::serve::serve(listener, engine, Default::default(), async move {
+                    let _ = rx.await;
+                })
+                .await;
         }));
         self.stop = Some(tx);
     }

@@ -152,3 +152,79 @@ fn log_lines_are_json_or_plain_text() {
     }
     assert!(text[0].contains("reconcile daemon started"), "{text:?}");
 }
+
+/// The control API under the same bounds as the engine: half-sent heads
+/// do not starve `/healthz`, a stalled body times out, a declared body
+/// over the limit is refused before it is read.
+#[test]
+fn the_control_api_survives_slow_connections() {
+    use std::io::Write;
+
+    use crate::hardening::{Proc, closed_within, connect, read_answer, request};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["--engine", "http://127.0.0.1:9", "--admin-token", TOKEN])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--header-timeout", "2s", "--body-timeout", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Proc {
+        child,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while request(daemon.addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut slow: Vec<_> = (0..1100)
+        .map(|_| {
+            let mut s = connect(daemon.addr);
+            s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let probe = request(daemon.addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(probe.status, 200, "{probe:?}");
+    assert!(closed_within(
+        slow.last_mut().unwrap(),
+        Duration::from_secs(10)
+    ));
+    drop(slow);
+
+    let mut s = connect(daemon.addr);
+    let head = format!(
+        "POST /v1/pause HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 50\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let a = read_answer(&mut s).unwrap();
+    assert_eq!(a.status, 408, "{a:?}");
+    assert!(a.json()["error"].is_string());
+
+    for path in ["/v1/pause", "/v1/hooks/git"] {
+        let mut s = connect(daemon.addr);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 99999999999\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let a = read_answer(&mut s).unwrap();
+        assert_eq!(a.status, 413, "{path}: {a:?}");
+        assert!(a.json()["error"].is_string());
+    }
+}

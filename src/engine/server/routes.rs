@@ -65,6 +65,18 @@ impl Engine {
         spec: RouteSpec,
     ) -> Result<RouteChange, RouteChangeError> {
         let spec = spec.normalize()?;
+        // The route in force sent again: nothing changes (no new version,
+        // no stats reset, no migration).
+        if let Some(old) = self.route.load_full().as_ref()
+            && old.spec == spec
+        {
+            return Ok(RouteChange {
+                version: old.version,
+                route: spec,
+                migrations: Vec::new(),
+                lease: None,
+            });
+        }
         let missing = |role: &'static str, hash: &str| RouteChangeError::NotHeld {
             role,
             hash: hash.to_string(),
