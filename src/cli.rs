@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod engine;
 mod eval;
+mod gateway;
 mod init;
 mod output;
 mod rollout;
@@ -26,6 +27,7 @@ pub use check::{CheckArgs, CheckFormat};
 pub use daemon::ReconcileArgs;
 pub use demo::DemoArgs;
 pub use engine::EngineArgs;
+pub use gateway::HookCommand;
 pub use rollout::{DaemonArgs, RevertCommand, render_status};
 
 use crate::reconcile::control::Operation;
@@ -156,6 +158,12 @@ pub enum Command {
     /// Run a policy engine: an HTTP server that holds artifacts, routes and
     /// evaluates requests. Stops cleanly on SIGINT or SIGTERM.
     Engine(Box<EngineArgs>),
+    /// An agent integration's hook command (`sluice hook claude-code`):
+    /// one tool call in, the decision out.
+    Hook {
+        #[command(subcommand)]
+        command: HookCommand,
+    },
     /// Watch a branch of the repository (`--repo`: a path or file:// URL) and
     /// roll each new artifact out to the engines, stage by stage.
     Reconcile(Box<ReconcileArgs>),
@@ -266,6 +274,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { format, coverage } => test::cmd_test(&repo, format, coverage),
         Command::Fmt { check, files } => check::cmd_fmt(&repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
+        Command::Hook { command } => gateway::cmd_hook(&repo, command),
         Command::Reconcile(args) => daemon::cmd_reconcile(&repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),

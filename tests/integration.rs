@@ -18,6 +18,7 @@ mod engine;
 mod eval;
 mod examples;
 mod fmt;
+mod gateway;
 mod messages;
 mod parse;
 mod project;

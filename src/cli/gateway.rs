@@ -1,0 +1,130 @@
+//! `sluice hook claude-code` and `sluice gateway`: their flags, the files
+//! they read (the artifact, `sluice.toml` for the schema), and the
+//! [`crate::gateway`] parts started with them. Holds no decision logic.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::Exit;
+use crate::engine::decision_log::DecisionLog;
+use crate::gateway::decide::Decider;
+use crate::model::schema::Schema;
+
+/// Where decisions come from: `--engine URL` or `--artifact FILE`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct DecideArgs {
+    /// Decide through this engine (`POST URL/v1/evaluate`); the request
+    /// schema is read from the policy repository's sluice.toml (`--repo`).
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+    /// Decide in this process with this compiled artifact (`sluice compile`).
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+}
+
+/// The flags shared by the hook and the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CallerArgs {
+    /// The request's `agent`.
+    #[arg(long, env = "SLUICE_AGENT", value_name = "AGENT")]
+    pub agent: Option<String>,
+    /// The request's `org`.
+    #[arg(long, env = "SLUICE_ORG", value_name = "ORG")]
+    pub org: Option<String>,
+    /// The agent's key, when the engine checks agent identity
+    /// (`--agent-keys`): sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "SLUICE_AGENT_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub agent_key: Option<String>,
+    /// How long a decision from `--engine` may take.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub engine_timeout: Duration,
+}
+
+/// The agent integrations `sluice hook` serves.
+#[derive(Debug, clap::Subcommand)]
+pub enum HookCommand {
+    /// A Claude Code `PreToolUse` hook: reads the event on standard input
+    /// and prints the decision (allow, deny, ask; `updatedInput` for a
+    /// modify). Any error exits 2, which blocks the tool call.
+    ClaudeCode {
+        #[command(flatten)]
+        decide: DecideArgs,
+        #[command(flatten)]
+        caller: CallerArgs,
+    },
+}
+
+/// The decider and the schema requests are built with.
+fn decider(
+    repo: &Path,
+    decide: &DecideArgs,
+    caller: &CallerArgs,
+    log: DecisionLog,
+) -> anyhow::Result<(Decider, Schema)> {
+    if let Some(path) = &decide.artifact {
+        let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
+        let artifact = crate::compile::artifact::Artifact::from_bytes(&bytes)
+            .with_context(|| format!("reading the artifact `{}`", path.display()))?;
+        let decider = Decider::local(&bytes, log)
+            .with_context(|| format!("loading the artifact `{}`", path.display()))?;
+        return Ok((decider, artifact.schema));
+    }
+    let url = decide
+        .engine
+        .as_deref()
+        .context("pass --engine URL or --artifact FILE")?;
+    let file = repo.join(crate::tree::PROJECT_FILE);
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "reading `{}`: with --engine, the request schema comes from the policy repository's sluice.toml (pass --repo DIR)",
+            file.display()
+        )
+    })?;
+    let source = crate::source::SourceFile::new(crate::tree::PROJECT_FILE, text);
+    let project = crate::project::parse(&source).map_err(|findings| {
+        let first = findings
+            .first()
+            .map_or_else(String::new, |f| f.message.clone());
+        anyhow::anyhow!("`{}` does not read: {first}", file.display())
+    })?;
+    let decider = Decider::remote(url, caller.agent_key.clone(), caller.engine_timeout)?;
+    Ok((decider, project.schema))
+}
+
+pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit> {
+    use crate::gateway::hook;
+
+    let HookCommand::ClaudeCode { decide, caller } = command;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .context("reading the hook event from standard input")?;
+    let event = hook::read_event(&text)?;
+    let rt = super::runtime(false)?;
+    let output = rt.block_on(async {
+        let (decider, schema) = decider(repo, &decide, &caller, DecisionLog::disabled())?;
+        let request = hook::request(
+            &event,
+            caller.agent.as_deref(),
+            caller.org.as_deref(),
+            &schema,
+        );
+        let response = decider
+            .decide(&request)
+            .await
+            .with_context(|| format!("deciding the `{}` call", event.tool_name))?;
+        anyhow::Ok(hook::answer(&event, &response))
+    })?;
+    println!("{}", serde_json::to_string(&output)?);
+    Ok(Exit::Ok)
+}
