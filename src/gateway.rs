@@ -7,6 +7,11 @@
 //!   engine's own code in this process with one artifact.
 //! - [`hook`]: `sluice hook claude-code`: a `PreToolUse` event in, the
 //!   hook's answer out. Pure.
+//! - [`upstream`]: the upstream MCP servers (streamable HTTP or a child
+//!   process over stdio), rmcp clients, every call under a timeout.
+//! - [`server`]: the gateway, an rmcp server handler: `tools/list` the
+//!   union, `tools/call` decided then forwarded or answered.
+//! - [`serve`](mod@serve): the gateway on streamable HTTP (`/mcp`) or stdio.
 //!
 //! Reads no files: the command line hands in the artifact's bytes and the
 //! schema.
@@ -14,3 +19,6 @@
 pub mod decide;
 pub mod hook;
 pub mod request;
+pub mod serve;
+pub mod server;
+pub mod upstream;

@@ -128,3 +128,111 @@ pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit
     println!("{}", serde_json::to_string(&output)?);
     Ok(Exit::Ok)
 }
+
+/// The flags of `sluice gateway`.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Serve streamable HTTP at `http://ADDR/mcp`.
+    #[arg(long, default_value = "127.0.0.1:7410", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Serve one client over standard input and output instead.
+    #[arg(long)]
+    pub stdio: bool,
+    /// An upstream MCP server: NAME=URL (streamable HTTP) or NAME=COMMAND
+    /// (a program spoken to over stdio; arguments split on blanks). Its
+    /// tools are offered as NAME.tool. Repeat for several.
+    #[arg(long = "upstream", required = true, value_name = "NAME=URL|COMMAND")]
+    pub upstreams: Vec<crate::gateway::upstream::Spec>,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub caller: CallerArgs,
+    /// How long an upstream may take to start, to list its tools or to
+    /// answer one call before the client gets an error.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub upstream_timeout: Duration,
+    /// With --artifact: append one JSON line per decision here (the
+    /// engine's decision log).
+    #[arg(long, value_name = "FILE", requires = "artifact")]
+    pub decision_log: Option<PathBuf>,
+    /// A `Host` header value accepted besides the loopback names (DNS
+    /// rebinding protection), e.g. the gateway's public name. Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+}
+
+pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit> {
+    use crate::gateway::serve::{serve_http, serve_stdio};
+    use crate::gateway::server::{Config, Gateway};
+    use crate::gateway::upstream::Upstream;
+
+    // Standard output may be the MCP channel (--stdio): logs go to stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let mut names = std::collections::BTreeSet::new();
+    for u in &args.upstreams {
+        anyhow::ensure!(
+            names.insert(u.name.clone()),
+            "the upstream name `{}` is given twice",
+            u.name
+        );
+    }
+    let log = match &args.decision_log {
+        Some(path) => DecisionLog::open(path)
+            .with_context(|| format!("opening the decision log `{}`", path.display()))?,
+        None => DecisionLog::disabled(),
+    };
+    let rt = super::runtime(true)?;
+    rt.block_on(async move {
+        let (decider, schema) = decider(repo, &args.decide, &args.caller, log)?;
+        let mut connecting = tokio::task::JoinSet::new();
+        for spec in args.upstreams.clone() {
+            let timeout = args.upstream_timeout;
+            connecting.spawn(async move { Upstream::connect(&spec, timeout).await });
+        }
+        let mut upstreams = Vec::new();
+        while let Some(done) = connecting.join_next().await {
+            upstreams.push(done.context("connecting an upstream")??);
+        }
+        let session = format!(
+            "gw-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        let gateway = Gateway::new(
+            Config {
+                decider,
+                schema,
+                agent: args.caller.agent.clone(),
+                org: args.caller.org.clone(),
+                session,
+            },
+            upstreams,
+        );
+        if args.stdio {
+            serve_stdio(gateway).await.map_err(anyhow::Error::msg)?;
+            return anyhow::Ok(Exit::Ok);
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, "sluice gateway listening at /mcp");
+        serve_http(
+            listener,
+            gateway,
+            args.allowed_hosts,
+            crate::engine::serve::shutdown_signal(),
+        )
+        .await
+        .context("serving")?;
+        anyhow::Ok(Exit::Ok)
+    })
+}
