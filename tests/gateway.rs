@@ -95,7 +95,7 @@ impl Drop for Child {
 
 /// Waits until something accepts TCP connections on `port`.
 pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start listening");
         std::thread::sleep(Duration::from_millis(50));

@@ -147,10 +147,13 @@ pub struct GatewayArgs {
     pub decide: DecideArgs,
     #[command(flatten)]
     pub caller: CallerArgs,
-    /// How long an upstream may take to start, to list its tools or to
-    /// answer one call before the client gets an error.
+    /// How long an upstream may take to list its tools or to answer one
+    /// call before the client gets an error.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub upstream_timeout: Duration,
+    /// How long an upstream may take to start and shake hands.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub upstream_start_timeout: Duration,
     /// With --artifact: append one JSON line per decision here (the
     /// engine's decision log).
     #[arg(long, value_name = "FILE", requires = "artifact")]
@@ -192,8 +195,8 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
         let (decider, schema) = decider(repo, &args.decide, &args.caller, log)?;
         let mut connecting = tokio::task::JoinSet::new();
         for spec in args.upstreams.clone() {
-            let timeout = args.upstream_timeout;
-            connecting.spawn(async move { Upstream::connect(&spec, timeout).await });
+            let (start, timeout) = (args.upstream_start_timeout, args.upstream_timeout);
+            connecting.spawn(async move { Upstream::connect(&spec, start, timeout).await });
         }
         let mut upstreams = Vec::new();
         while let Some(done) = connecting.join_next().await {

@@ -83,9 +83,13 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Connects to `spec`; the handshake and every later call are bounded by
-    /// `timeout`.
-    pub async fn connect(spec: &Spec, timeout: Duration) -> Result<Upstream, UpstreamError> {
+    /// Connects to `spec`: the start and handshake are bounded by `start`,
+    /// every later call by `timeout`.
+    pub async fn connect(
+        spec: &Spec,
+        start: Duration,
+        timeout: Duration,
+    ) -> Result<Upstream, UpstreamError> {
         let failed = |detail: String| UpstreamError::Failed {
             name: spec.name.clone(),
             detail,
@@ -111,11 +115,11 @@ impl Upstream {
                 }
             }
         };
-        let service = tokio::time::timeout(timeout, connecting)
+        let service = tokio::time::timeout(start, connecting)
             .await
             .map_err(|_| UpstreamError::Timeout {
                 name: spec.name.clone(),
-                after: timeout,
+                after: start,
             })??;
         Ok(Upstream {
             name: spec.name.clone(),
