@@ -74,6 +74,13 @@ struct Setup {
 /// A Python upstream `http` on streamable HTTP, one `stdio` spoken to over
 /// stdio, and the gateway in front of both, deciding by `decide`.
 fn setup(decide: impl FnOnce(&Policies) -> (Vec<String>, Option<(Child, String)>)) -> Setup {
+    setup_with(decide, &["--agent", "bot", "--org", "acme"])
+}
+
+fn setup_with(
+    decide: impl FnOnce(&Policies) -> (Vec<String>, Option<(Child, String)>),
+    caller: &[&str],
+) -> Setup {
     let p = policies();
     let dir = tempfile::tempdir().unwrap();
     let up_port = free_port();
@@ -102,14 +109,8 @@ fn setup(decide: impl FnOnce(&Policies) -> (Vec<String>, Option<(Child, String)>
             script("upstream.py").display(),
             dir.path().join("stdio.jsonl").display()
         ))
-        .args([
-            "--agent",
-            "bot",
-            "--org",
-            "acme",
-            "--upstream-timeout",
-            "2s",
-        ])
+        .args(caller)
+        .args(["--upstream-timeout", "2s"])
         .args(&decide_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -325,4 +326,106 @@ fn a_hung_and_a_crashed_upstream_answer_errors_in_time_and_spare_the_other() {
     // Two bounded failures, not a hung client: the hang costs the 2 s
     // timeout, the crash is seen when the pipe closes.
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+async fn approve(engine: &str, id: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{engine}/v1/approvals/{id}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"decision": "approve", "by": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// rmcp's own client, naming the agent and org in headers (the gateway has
+/// no --agent/--org): the engine's approval records the request the
+/// gateway built, with the MCP session as `session`.
+#[test]
+fn rmcp_client_with_caller_headers() {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let s = setup_with(
+        |p| {
+            let (child, url) = engine(&p.artifact);
+            let repo = p.dir.path().to_string_lossy().into_owned();
+            (
+                vec!["--engine".into(), url.clone(), "--repo".into(), repo],
+                Some((child, url)),
+            )
+        },
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut headers = std::collections::HashMap::new();
+        headers.insert(
+            reqwest::header::HeaderName::from_static("x-sluice-agent"),
+            reqwest::header::HeaderValue::from_static("header-bot"),
+        );
+        headers.insert(
+            reqwest::header::HeaderName::from_static("x-sluice-org"),
+            reqwest::header::HeaderValue::from_static("header-org"),
+        );
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(s.url.as_str()).custom_headers(headers);
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            ().serve(StreamableHttpClientTransport::from_config(config)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let tools = client.peer().list_all_tools().await.unwrap();
+        assert!(tools.iter().any(|t| t.name == "stdio.pay"), "{tools:?}");
+
+        let call = |amount: i64| {
+            let mut p = CallToolRequestParams::new("http.pay");
+            p.arguments = json!({"amount": amount, "to": "dan"}).as_object().cloned();
+            p
+        };
+        let text_of = |r: &rmcp::model::CallToolResult| -> String {
+            r.content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect()
+        };
+        let allowed =
+            tokio::time::timeout(Duration::from_secs(30), client.peer().call_tool(call(7)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(allowed.is_error, Some(false));
+        assert_eq!(text_of(&allowed), "paid 7 to dan");
+
+        let held =
+            tokio::time::timeout(Duration::from_secs(30), client.peer().call_tool(call(9000)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(held.is_error, Some(true));
+        let t = text_of(&held);
+        let id = t
+            .split_whitespace()
+            .find(|w| w.starts_with("ap-"))
+            .unwrap_or_else(|| panic!("no approval id in {t}"));
+        let decided = approve(s.engine.as_deref().unwrap(), id).await;
+        assert_eq!(decided["request"]["agent"], "header-bot");
+        assert_eq!(decided["request"]["org"], "header-org");
+        let session = decided["request"]["session"].as_str().unwrap();
+        assert!(
+            !session.is_empty() && !session.starts_with("gw-"),
+            "{session}"
+        );
+        let _ = client.cancel().await;
+    });
+    assert_eq!(
+        recorded(&s.dir.path().join("http.jsonl")),
+        vec![json!({"tool": "pay", "args": {"amount": 7, "to": "dan"}})]
+    );
 }
