@@ -64,10 +64,10 @@ fn declared(
         }
         if schema.get(path).is_some() {
             out.insert(key.clone(), value.clone());
-        } else if let Value::Object(inner) = value {
-            if let Some(inner) = declared(inner, path, schema) {
-                out.insert(key.clone(), Value::Object(inner));
-            }
+        } else if let Value::Object(inner) = value
+            && let Some(inner) = declared(inner, path, schema)
+        {
+            out.insert(key.clone(), Value::Object(inner));
         }
     }
     path.truncate(len);
