@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod engine;
 mod eval;
+mod gateway;
 mod init;
 mod output;
 mod rollout;
@@ -26,6 +27,7 @@ pub use check::{CheckArgs, CheckFormat};
 pub use daemon::ReconcileArgs;
 pub use demo::DemoArgs;
 pub use engine::EngineArgs;
+pub use gateway::{GatewayArgs, HookCommand};
 pub use rollout::{DaemonArgs, RevertCommand, render_status};
 
 use crate::reconcile::control::Operation;
@@ -156,6 +158,15 @@ pub enum Command {
     /// Run a policy engine: an HTTP server that holds artifacts, routes and
     /// evaluates requests. Stops cleanly on SIGINT or SIGTERM.
     Engine(Box<EngineArgs>),
+    /// An MCP server in front of upstream MCP servers: their tools, named
+    /// NAME.tool, each call decided by the policies before it is forwarded.
+    Gateway(Box<GatewayArgs>),
+    /// An agent integration's hook command (`sluice hook claude-code`):
+    /// one tool call in, the decision out.
+    Hook {
+        #[command(subcommand)]
+        command: HookCommand,
+    },
     /// Watch a branch of the repository (`--repo`: a path, a file://,
     /// https:// or ssh:// URL, or git@host:org/repo.git) and roll each new
     /// artifact out to the engines, stage by stage.
@@ -267,6 +278,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { format, coverage } => test::cmd_test(&repo, format, coverage),
         Command::Fmt { check, files } => check::cmd_fmt(&repo, check, &files),
         Command::Engine(args) => engine::cmd_engine(*args),
+        Command::Gateway(args) => gateway::cmd_gateway(&repo, *args),
+        Command::Hook { command } => gateway::cmd_hook(&repo, command),
         Command::Reconcile(args) => daemon::cmd_reconcile(&repo, *args),
         Command::Demo(args) => demo::cmd_demo(&args),
         Command::Status { daemon, format } => rollout::cmd_status(&daemon, format),

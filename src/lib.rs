@@ -16,6 +16,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod eval;
 pub mod fmt;
+pub mod gateway;
 pub mod model;
 pub mod parse;
 pub mod pipeline;

@@ -19,6 +19,7 @@ mod eval;
 mod examples;
 mod fleet_state;
 mod fmt;
+mod gateway;
 mod hardening;
 mod messages;
 mod parse;

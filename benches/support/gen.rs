@@ -384,7 +384,7 @@ fn gen_policy(rng: &mut Rng, p: usize, rules: usize, services: usize) -> Policy 
             let name = format!("r{r:02}");
             // One policy in a hundred starts with a rule for every tool: a
             // blocklist of agents.
-            let global = p % 100 == 0 && r == 0;
+            let global = p.is_multiple_of(100) && r == 0;
             if global {
                 let agents = rng
                     .distinct(AGENTS, 3)

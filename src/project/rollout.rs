@@ -339,17 +339,17 @@ fn read_stage(
             ok = false;
             continue;
         }
-        if let Some(kind) = kind {
-            if !applies(key, kind) {
-                cx.error(
-                    k.span(),
-                    "does not apply here",
-                    format!("`{key}` does not apply to {on}"),
-                    where_applies(key),
-                );
-                ok = false;
-                continue;
-            }
+        if let Some(kind) = kind
+            && !applies(key, kind)
+        {
+            cx.error(
+                k.span(),
+                "does not apply here",
+                format!("`{key}` does not apply to {on}"),
+                where_applies(key),
+            );
+            ok = false;
+            continue;
         }
         let what = format!("`{key}` {place}");
         spans.push((k.get_ref().as_ref(), v.span()));

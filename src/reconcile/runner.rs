@@ -527,10 +527,10 @@ impl Runner {
             }
         }
         let reply = step.reply.clone();
-        if step.transition.is_some() {
-            if let Err(e) = self.commit(step).await {
-                return Err(format!("the transition could not be persisted: {e}"));
-            }
+        if step.transition.is_some()
+            && let Err(e) = self.commit(step).await
+        {
+            return Err(format!("the transition could not be persisted: {e}"));
         }
         reply
     }

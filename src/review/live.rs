@@ -150,7 +150,7 @@ fn gone_label(inp: &LiveInputs<'_>, policy: &str, message: String) -> Label {
 /// A window length as written in a policy: `90s`, `5m`, `2h`, `1d`.
 fn window_text(secs: u64) -> String {
     for (unit, n) in [('d', 86_400), ('h', 3_600), ('m', 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }

@@ -112,7 +112,7 @@ fn layers(g: &Graph, deadline: Deadline) -> Result<Layers, Stop> {
         if (sets.len() + 1) * words > MAX_WORDS {
             return Err(Stop::States);
         }
-        if sets.len() % 256 == 0 && deadline.passed() {
+        if sets.len().is_multiple_of(256) && deadline.passed() {
             return Err(Stop::Time);
         }
         let mut next = vec![0u64; words];

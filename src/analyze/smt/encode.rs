@@ -91,10 +91,10 @@ impl Encoder<'_> {
         needs: &mut Needs,
     ) -> Result<Bool, EncodeError> {
         let pol = |b: Bool| if positive { b } else { b.not() };
-        if let (Some((f, g)), Expr::Cmp { op, .. }) = (field_pair(e, &self.plan.schema), e) {
-            if let Some(b) = self.field_pair(f, g, *op == CmpOp::Eq, over, needs)? {
-                return Ok(pol(b));
-            }
+        if let (Some((f, g)), Expr::Cmp { op, .. }) = (field_pair(e, &self.plan.schema), e)
+            && let Some(b) = self.field_pair(f, g, *op == CmpOp::Eq, over, needs)?
+        {
+            return Ok(pol(b));
         }
         match str_test(e, &self.plan.schema) {
             Some(StrTest::Const(b)) => return Ok(Bool::from_bool(b == positive)),

@@ -1,0 +1,181 @@
+//! The upstream MCP servers the gateway fronts: `NAME=URL` (streamable
+//! HTTP) or `NAME=COMMAND` (a child process spoken to over stdio), each an
+//! rmcp client session of its own. Every call is bounded by a timeout, so a
+//! hung upstream answers an error and never holds a client; upstreams are
+//! independent, so a slow one delays only its own calls.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResponse, Tool};
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt as _};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A streamable HTTP endpoint (`http://…/mcp`).
+    Http(String),
+    /// A program and its arguments, split on whitespace.
+    Command(Vec<String>),
+}
+
+/// One `--upstream NAME=URL|COMMAND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub name: String,
+    pub target: Target,
+}
+
+/// An `--upstream` that does not read, or an upstream that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    #[error("`{0}`: write NAME=URL or NAME=COMMAND (NAME of letters, digits, `_` and `-`)")]
+    Spec(String),
+    #[error("upstream `{name}`: {detail}")]
+    Failed { name: String, detail: String },
+    #[error("upstream `{name}` did not answer within {}", humantime::format_duration(*after))]
+    Timeout { name: String, after: Duration },
+}
+
+impl std::str::FromStr for Spec {
+    type Err = UpstreamError;
+
+    fn from_str(s: &str) -> Result<Spec, UpstreamError> {
+        let bad = || UpstreamError::Spec(s.to_string());
+        let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let rest = rest.trim();
+        if !name_ok || rest.is_empty() {
+            return Err(bad());
+        }
+        let target = if rest.starts_with("http://") || rest.starts_with("https://") {
+            Target::Http(rest.to_string())
+        } else {
+            Target::Command(rest.split_whitespace().map(str::to_string).collect())
+        };
+        Ok(Spec {
+            name: name.to_string(),
+            target,
+        })
+    }
+}
+
+/// A connected upstream.
+pub struct Upstream {
+    pub name: String,
+    peer: Peer<RoleClient>,
+    /// Keeps the session (and the child process) alive.
+    _service: Mutex<RunningService<RoleClient, ()>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Connects to `spec`: the start and handshake are bounded by `start`,
+    /// every later call by `timeout`.
+    pub async fn connect(
+        spec: &Spec,
+        start: Duration,
+        timeout: Duration,
+    ) -> Result<Upstream, UpstreamError> {
+        let failed = |detail: String| UpstreamError::Failed {
+            name: spec.name.clone(),
+            detail,
+        };
+        let connecting = async {
+            match &spec.target {
+                Target::Http(url) => {
+                    ().serve(StreamableHttpClientTransport::from_uri(url.as_str()))
+                        .await
+                        .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                }
+                Target::Command(argv) => {
+                    let (program, args) = argv
+                        .split_first()
+                        .ok_or_else(|| failed("no command".into()))?;
+                    let mut cmd = tokio::process::Command::new(program);
+                    cmd.args(args).kill_on_drop(true);
+                    let child = TokioChildProcess::new(cmd)
+                        .map_err(|e| failed(format!("starting `{program}`: {e}")))?;
+                    ().serve(child)
+                        .await
+                        .map_err(|e| failed(format!("starting `{program}`: {e}")))
+                }
+            }
+        };
+        let service = tokio::time::timeout(start, connecting)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                name: spec.name.clone(),
+                after: start,
+            })??;
+        Ok(Upstream {
+            name: spec.name.clone(),
+            peer: service.peer().clone(),
+            _service: Mutex::new(service),
+            timeout,
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: impl std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    ) -> Result<T, UpstreamError> {
+        match tokio::time::timeout(self.timeout, what).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(UpstreamError::Failed {
+                name: self.name.clone(),
+                detail: e.to_string(),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                name: self.name.clone(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// The upstream's tools, every page.
+    pub async fn tools(&self) -> Result<Vec<Tool>, UpstreamError> {
+        self.bounded(self.peer.list_all_tools()).await
+    }
+
+    /// Calls one of the upstream's tools.
+    pub async fn call(
+        &self,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResponse, UpstreamError> {
+        self.bounded(self.peer.call_tool_once(params)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_read_urls_and_commands() {
+        let s: Spec = "files=http://127.0.0.1:9/mcp".parse().unwrap();
+        assert_eq!(s.target, Target::Http("http://127.0.0.1:9/mcp".into()));
+        let s: Spec = "py=python3 server.py --stdio".parse().unwrap();
+        assert_eq!(s.name, "py");
+        assert_eq!(
+            s.target,
+            Target::Command(vec!["python3".into(), "server.py".into(), "--stdio".into()])
+        );
+        for bad in ["noequals", "=cmd", "a.b=cmd", "a="] {
+            assert!(bad.parse::<Spec>().is_err(), "{bad}");
+        }
+    }
+}
