@@ -34,7 +34,10 @@
 //!
 //! [`analyze_change`] (`change`) analyses two revisions of a set for the
 //! pull-request check: only the jobs whose answers can differ between them,
-//! those that involve a rule whose meaning changed.
+//! those that involve a rule whose meaning changed; and (`diff`) for each
+//! changed rule the requests whose final decision differs between them
+//! (`change::decision`, a note; `change::widened`, a warning, when what was
+//! denied or sent for approval goes through).
 //!
 //! Findings depend on rule names, never on where a rule sits in its file:
 //! rules are ordered by policy and name, the covers a `shadowed` finding
@@ -62,10 +65,13 @@
 //! - `findings`: answers into findings;
 //! - the root: a planned side (`Side`: plan, solve, report) and
 //!   [`analyze`];
+//! - `diff`: what a change does to decisions (`change::decision`,
+//!   `change::widened`), on two revisions' items;
 //! - `change`: the analysis of a change, on two planned sides.
 
 mod change;
 mod cond;
+mod diff;
 mod findings;
 pub mod graph;
 pub mod index;
@@ -86,7 +92,8 @@ use crate::diagnostic::Finding;
 use crate::model::ir::{DecisionKind, PolicySet, Type};
 use crate::model::schema::Schema;
 
-pub use self::change::{ChangeReport, Revision, analyze_change};
+pub use self::change::{ChangeReport, DecisionDiff, Revision, analyze_change};
+pub use self::diff::widens;
 use self::findings::{Outcomes, build_findings};
 use self::plan::{Item, Job, TOOL, items, plan_jobs, via_of};
 pub use self::probe::{Probe, Sat};

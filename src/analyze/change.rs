@@ -34,8 +34,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::unionfind::UnionFind;
 
+use super::diff::{DiffSide, decision_diff};
 use super::plan::{Item, Job};
 use super::{Answered, Keep, Options, Report, Side};
+use crate::diagnostic::Finding;
 use crate::model::ir::{DecisionKind, PolicySet};
 use crate::model::schema::Schema;
 
@@ -64,6 +66,20 @@ pub struct ChangeReport {
     /// False when both revisions were analysed in full (the schema, the
     /// default decision or the encoding of a field differs).
     pub incremental: bool,
+    /// What the change does to decisions; `None` when the two revisions
+    /// have different schemas (no request is valid at both by
+    /// construction, so none is compared).
+    pub decisions: Option<DecisionDiff>,
+}
+
+/// What a change does to decisions (`diff`): `change::decision` and
+/// `change::widened` findings, each witness replayed at both revisions.
+#[derive(Debug, Clone)]
+pub struct DecisionDiff {
+    pub findings: Vec<Finding>,
+    /// Solver questions asked.
+    pub questions: u64,
+    pub seconds: f64,
 }
 
 /// Analyses what can differ between `base` and `head`: comparing
@@ -85,7 +101,30 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     if incremental {
         settle_unencodable((&b, &mut bs), (&h, &mut hs), &changed);
     }
+    let decisions = (base.schema == head.schema).then(|| {
+        let (findings, stats) = decision_diff(
+            &DiffSide {
+                set: base.set,
+                items: &b.items,
+                default: base.default,
+            },
+            &DiffSide {
+                set: head.set,
+                items: &h.items,
+                default: head.default,
+            },
+            head.schema,
+            &changed,
+            opts.timeout_ms,
+        );
+        DecisionDiff {
+            findings,
+            questions: stats.questions,
+            seconds: stats.seconds,
+        }
+    });
     ChangeReport {
+        decisions,
         base: b.report(bs, base.default),
         head: h.report(hs, head.default),
         head_full,

@@ -91,6 +91,16 @@ impl Replay {
         self.run_on(request, &Full)
     }
 
+    /// Evaluates a witness with the counters of the limits in `full` full
+    /// (each of them it matches is exceeded) and every other counter empty.
+    pub fn run_full(
+        &self,
+        request: &serde_json::Value,
+        full: &std::collections::BTreeSet<String>,
+    ) -> Result<Run, String> {
+        self.run_on(request, &FullFor(full))
+    }
+
     fn run_on(&self, request: &serde_json::Value, store: &dyn LimitStore) -> Result<Run, String> {
         let req = self
             .evaluator
@@ -176,6 +186,32 @@ impl LimitStore for Full {
 
     fn count(&self, _: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
         Ok(u64::MAX)
+    }
+
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn put(&self, _: &CounterEntry) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn remove_limit(&self, _: &str) -> Result<usize, StateError> {
+        Ok(0)
+    }
+}
+
+/// Counters full for the named limits (`policy.limit`), empty for the
+/// others.
+struct FullFor<'a>(&'a std::collections::BTreeSet<String>);
+
+impl LimitStore for FullFor<'_> {
+    fn try_acquire(&self, key: LimitKey<'_>, _: Window, _: u64) -> Result<bool, StateError> {
+        Ok(!self.0.contains(key.limit))
+    }
+
+    fn count(&self, key: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
+        Ok(if self.0.contains(key.limit) { u64::MAX } else { 0 })
     }
 
     fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
