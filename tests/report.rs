@@ -382,6 +382,7 @@ fn github_summary_lists_findings_with_witnesses_in_details() {
         policies: 2,
         rules: 4,
         seconds: 0.5,
+        ..Summary::default()
     };
     let md = summary_markdown(
         &findings,

@@ -70,7 +70,7 @@ pub fn human_section(
     if let Some(r) = replay {
         let _ = writeln!(
             out,
-            "  replayed {} request(s) at both revisions: {} change decision{}",
+            "  replayed {} request(s) at both revisions: {} changed decision{}",
             r.requests,
             r.changed,
             if r.skipped > 0 {
@@ -140,7 +140,7 @@ pub fn markdown_section(
     if let Some(r) = replay {
         let _ = writeln!(
             out,
-            "Replayed {} request(s) at both revisions: {} change decision ({} skipped).\n",
+            "Replayed {} request(s) at both revisions: {} changed decision ({} skipped).\n",
             r.requests, r.changed, r.skipped
         );
         if !r.by_transition.is_empty() {
