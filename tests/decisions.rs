@@ -231,3 +231,201 @@ fn what_a_change_does_in_every_format() {
         insta::assert_snapshot!("refund_every_format", shown);
     });
 }
+
+// ---------------------------------------------------------------------------
+// The decision diff against brute force
+
+mod brute {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+    use sluice::analyze::{Options, Revision, analyze_change};
+    use sluice::compile::artifact::{Artifact, FORMAT_VERSION};
+    use sluice::eval::Evaluator;
+    use sluice::eval::state::MemoryLimitStore;
+    use sluice::pipeline::{Checked, check_unanalysed};
+    use sluice::source::SourceFile;
+
+    const TOML: &str = r#"
+[project]
+name = "d"
+default = "DEFAULT"
+
+[schema]
+tool = "string"
+"args.amount" = "int"
+"args.urgent?" = "bool"
+"#;
+
+    /// A small deterministic generator (no seed file to keep).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// A condition over a small domain: `tool` among a, b; amounts compared
+    /// with -2..=2; `urgent` tested or its presence.
+    fn cond(g: &mut Lcg) -> String {
+        let atom = |g: &mut Lcg| -> String {
+            match g.below(4) {
+                0 => format!("tool == \"{}\"", ["a", "b"][g.below(2) as usize]),
+                1 => format!(
+                    "args.amount {} {}",
+                    ["<", "<=", ">", ">=", "==", "!="][g.below(6) as usize],
+                    g.below(5) as i64 - 2
+                ),
+                2 => "args.urgent == true".to_string(),
+                _ => "has(args.urgent)".to_string(),
+            }
+        };
+        let mut parts = vec![atom(g)];
+        for _ in 0..g.below(3) {
+            let a = atom(g);
+            parts.push(if g.below(3) == 0 { format!("not {a}") } else { a });
+        }
+        let op = if g.below(3) == 0 { " or " } else { " and " };
+        parts.join(op)
+    }
+
+    fn effect(g: &mut Lcg, i: usize) -> String {
+        match g.below(4) {
+            0 => "allow".to_string(),
+            1 => format!("deny D{i} \"no\""),
+            2 => format!("require_approval \"ops\" A{i} \"wait\""),
+            _ => format!("modify args.amount = 0 M{i} \"zero\""),
+        }
+    }
+
+    fn checked(default: &str, rules: &[(String, String)]) -> Checked {
+        let project = SourceFile::new("sluice.toml", TOML.replace("DEFAULT", default));
+        let mut text = String::from("policy p version 1.0.0 {\n");
+        for (i, (when, effect)) in rules.iter().enumerate() {
+            text.push_str(&format!("  rule r{i} {{\n    when {when}\n    {effect}\n  }}\n"));
+        }
+        text.push_str("}\n");
+        let c = check_unanalysed(&project, &[SourceFile::new("policies/p.policy", text)]);
+        assert!(c.set.is_some(), "{:?}", c.findings);
+        c
+    }
+
+    fn evaluator(c: &Checked) -> Evaluator {
+        let p = c.project.as_ref().unwrap();
+        Evaluator::new(&Artifact {
+            format_version: FORMAT_VERSION,
+            project: "d".into(),
+            default: p.default,
+            schema: p.schema.clone(),
+            policies: c.set.as_ref().unwrap().policies.clone(),
+            source_commit: None,
+            hash: String::new(),
+        })
+        .unwrap()
+    }
+
+    /// Every request of the domain: each class of the generated conditions
+    /// has one.
+    fn requests() -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for tool in ["a", "b", "c"] {
+            for amount in -3..=3 {
+                for urgent in [None, Some(true), Some(false)] {
+                    let mut args = json!({"amount": amount});
+                    if let Some(u) = urgent {
+                        args["urgent"] = json!(u);
+                    }
+                    out.push(json!({"tool": tool, "args": args}));
+                }
+            }
+        }
+        out
+    }
+
+    /// (rule, base decision, head decision) for every changed rule and every
+    /// request it matches at either revision whose decision differs.
+    fn expected(
+        base: &Evaluator,
+        head: &Evaluator,
+        changed: &[String],
+    ) -> BTreeSet<(String, String, String)> {
+        let store = MemoryLimitStore::new();
+        let mut out = BTreeSet::new();
+        for r in requests() {
+            let run = |e: &Evaluator| {
+                let req = e.decode(&r).unwrap();
+                let o = e.evaluate_dry_run(&req, 0, &store).unwrap();
+                let matched: BTreeSet<String> = e
+                    .reasons(&o)
+                    .map(|x| format!("{}.{}", x.policy, x.rule))
+                    .collect();
+                (o.decision(), matched)
+            };
+            let ((db, mb), (dh, mh)) = (run(base), run(head));
+            if db == dh {
+                continue;
+            }
+            for c in changed {
+                if mb.contains(c) || mh.contains(c) {
+                    out.insert((c.clone(), db.as_str().into(), dh.as_str().into()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_decision_diff_finds_every_class_and_only_real_ones() {
+        let mut g = Lcg(0x5eed);
+        let mut reported_total = 0;
+        for case in 0..60 {
+            let n = 2 + g.below(4) as usize;
+            let base: Vec<(String, String)> =
+                (0..n).map(|i| (cond(&mut g), effect(&mut g, i))).collect();
+            let mut head = base.clone();
+            let target = g.below(n as u64) as usize;
+            match g.below(3) {
+                0 => head[target].0 = cond(&mut g),
+                1 => head[target].1 = effect(&mut g, target + 100),
+                _ => {
+                    head[target] = (cond(&mut g), effect(&mut g, target + 200));
+                }
+            }
+            let defaults = if g.below(4) == 0 {
+                ("allow", "allow")
+            } else {
+                ("deny", "deny")
+            };
+            let (b, h) = (checked(defaults.0, &base), checked(defaults.1, &head));
+            fn rev(c: &Checked) -> Revision<'_> {
+                Revision {
+                    set: c.set.as_ref().unwrap(),
+                    schema: &c.project.as_ref().unwrap().schema,
+                    default: c.project.as_ref().unwrap().default,
+                }
+            }
+            let report = analyze_change(rev(&b), rev(&h), &Options::default());
+            let diff = report.decisions.expect("same schema");
+            let mut got = BTreeSet::new();
+            for f in &diff.findings {
+                assert!(
+                    matches!(f.code.as_str(), "change::decision" | "change::widened"),
+                    "case {case}: {f:#?}\nbase {base:#?}\nhead {head:#?}"
+                );
+                let rule = f.labels[0].rule.clone().unwrap();
+                let d = f.witness_decisions.as_ref().unwrap();
+                got.insert((format!("p.{rule}"), d["base"].clone(), d["head"].clone()));
+            }
+            let want = expected(&evaluator(&b), &evaluator(&h), &report.changed);
+            assert_eq!(got, want, "case {case}\nbase {base:#?}\nhead {head:#?}");
+            reported_total += got.len();
+        }
+        // The generator does make changes that change decisions.
+        assert!(reported_total > 20, "{reported_total}");
+    }
+}
