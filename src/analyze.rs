@@ -161,7 +161,7 @@ pub struct Report {
 /// each SMT-found one with a witness request replayed through the evaluator
 /// (`default` is the project's default decision, for that replay).
 pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &Options) -> Report {
-    let side = Side::plan(set, schema);
+    let side = Side::plan(set, schema, default);
     let solved = side.solve(None, opts);
     side.report(solved, default)
 }
@@ -196,7 +196,7 @@ struct Answered {
 }
 
 impl<'s> Side<'s> {
-    fn plan(set: &'s PolicySet, schema: &'s Schema) -> Side<'s> {
+    fn plan(set: &'s PolicySet, schema: &'s Schema, default: DecisionKind) -> Side<'s> {
         let started = Instant::now();
         let items = items(set, schema);
         let mut stats = Stats {
@@ -216,7 +216,14 @@ impl<'s> Side<'s> {
         };
         let plan = Plan::new(schema, items.iter().map(|i| i.when.as_ref()), &via);
         let mut dead: BTreeSet<usize> = BTreeSet::new();
-        let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
+        let jobs = plan_jobs(
+            &items,
+            schema,
+            tool.is_some(),
+            default == DecisionKind::Deny,
+            &mut dead,
+            &mut stats,
+        );
         stats.jobs = jobs.len();
         stats.plan_seconds = started.elapsed().as_secs_f64();
         Side {

@@ -86,8 +86,8 @@ pub struct DecisionDiff {
 /// `report.head` with `report.base` finding by finding gives what comparing
 /// two full analyses gives.
 pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) -> ChangeReport {
-    let b = Side::plan(base.set, base.schema);
-    let h = Side::plan(head.set, head.schema);
+    let b = Side::plan(base.set, base.schema, base.default);
+    let h = Side::plan(head.set, head.schema, head.default);
     let changed = changed(&b.items, &h.items);
     let incremental =
         base.schema == head.schema && base.default == head.default && b.plan.same_encoding(&h.plan);
@@ -242,6 +242,9 @@ fn keep(b: &Side<'_>, h: &Side<'_>, changed: &BTreeSet<String>) -> (Keep, Keep) 
                 Job::Edge { from, .. } => {
                     node(side, *from).is_some_and(|f| redone.contains(&components.find(f)))
                 }
+                Job::Unruled { from, rules, guard } => {
+                    hit(side, from) || rules.iter().chain(guard).any(|r| hit(side, r))
+                }
             })
             .collect(),
         dead: side.dead.iter().filter(|i| hit(side, i)).copied().collect(),
@@ -311,6 +314,10 @@ impl Side<'_> {
                 Job::Edge { from, to, guard } => {
                     out.extend([*from, *to]);
                     out.extend(guard.iter().copied());
+                }
+                Job::Unruled { from, rules, guard } => {
+                    out.insert(*from);
+                    out.extend(rules.iter().chain(guard).copied());
                 }
             }
         }

@@ -174,6 +174,9 @@ pub(super) enum Claim {
         to: String,
         original: Json,
     },
+    /// `from` matches `original` without a deny; no rule matches the
+    /// approval request, which the default denies.
+    Unruled { from: String, original: Json },
 }
 
 /// Counters that are all full: every limit a request matches is exceeded.
@@ -290,6 +293,7 @@ pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
                 .collect(),
             Claim::Modify { a, b, .. } => vec![a, b],
             Claim::Deadlock { to, .. } => vec![to],
+            Claim::Unruled { .. } => Vec::new(),
         };
         finding.witness_decisions = Some(run.decisions(ids));
         match check_claim(&claim, &run, replay) {
@@ -319,16 +323,31 @@ fn check_claim(claim: &Claim, run: &Run, replay: &Replay) -> Option<String> {
             .into_iter()
             .find(|x| !run.matches(x))
             .map(|x| format!("`{x}` does not match it")),
-        Claim::Deadlock { from, to, original } => {
-            if !run.matches(to) {
-                return Some(format!("`{to}` does not match the approval request"));
-            }
-            if !matches!(
-                run.decision,
-                DecisionKind::Deny | DecisionKind::RequireApproval
-            ) {
-                return Some("the approval request goes through".into());
-            }
+        Claim::Deadlock { .. } | Claim::Unruled { .. } => {
+            let (from, original) = match claim {
+                Claim::Deadlock { from, to, original } => {
+                    if !run.matches(to) {
+                        return Some(format!("`{to}` does not match the approval request"));
+                    }
+                    if !matches!(
+                        run.decision,
+                        DecisionKind::Deny | DecisionKind::RequireApproval
+                    ) {
+                        return Some("the approval request goes through".into());
+                    }
+                    (from, original)
+                }
+                Claim::Unruled { from, original } => {
+                    if !run.matched.is_empty() || run.decision != DecisionKind::Deny {
+                        return Some(
+                            "the approval request is decided by a rule, not denied by the default"
+                                .into(),
+                        );
+                    }
+                    (from, original)
+                }
+                _ => return None,
+            };
             match replay.run(original) {
                 Ok(o) if !o.matches(from) => {
                     Some(format!("`{from}` does not match the original request"))
