@@ -108,6 +108,9 @@ pub struct Options {
     pub timeout_ms: u32,
     /// Worker threads (each with its own Z3 context and solver).
     pub threads: usize,
+    /// For a change ([`analyze_change`]): whether to find what it does to
+    /// decisions (`change::decision`, `change::widened`).
+    pub decisions: bool,
 }
 
 impl Default for Options {
@@ -115,6 +118,7 @@ impl Default for Options {
         Options {
             timeout_ms: 2_000,
             threads: 2,
+            decisions: true,
         }
     }
 }

@@ -316,6 +316,7 @@ fn an_undecided_query_is_reported_not_dropped() {
     let opts = Options {
         timeout_ms: 200,
         threads: 1,
+        ..Options::default()
     };
     let report = analyze::analyze(&set, &project.schema, project.default, &opts);
     assert_eq!(

@@ -101,7 +101,7 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     if incremental {
         settle_unencodable((&b, &mut bs), (&h, &mut hs), &changed);
     }
-    let decisions = (base.schema == head.schema).then(|| {
+    let decisions = (opts.decisions && base.schema == head.schema).then(|| {
         let (findings, stats) = decision_diff(
             &DiffSide {
                 set: base.set,
