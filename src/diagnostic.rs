@@ -16,7 +16,7 @@ mod code;
 pub mod github;
 pub mod sarif;
 
-pub use self::code::Code;
+pub use self::code::{Code, DOCS_URL};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -467,6 +467,22 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
 /// Renders findings for a terminal. `color` false gives plain Unicode output of
 /// a fixed width (what snapshots use).
 pub fn render_human(findings: &[Finding], sources: &Sources, color: bool, width: usize) -> String {
+    render(findings, sources, color, width, false)
+}
+
+/// [`render_human`] as the commands print it: each finding's help ends with
+/// the address of its code's entry in the catalogue (`see …`), in plain
+/// text, for terminals that do not show links and for logs.
+pub fn render_human_linked(
+    findings: &[Finding],
+    sources: &Sources,
+    color: bool,
+    width: usize,
+) -> String {
+    render(findings, sources, color, width, true)
+}
+
+fn render(findings: &[Finding], sources: &Sources, color: bool, width: usize, see: bool) -> String {
     let theme = if color {
         miette::GraphicalTheme::unicode()
     } else {
@@ -480,6 +496,13 @@ pub fn render_human(findings: &[Finding], sources: &Sources, color: bool, width:
         let mut r = rendered(f, sources);
         if color {
             r.url = Some(f.code.doc_url());
+        }
+        if see {
+            let url = f.code.doc_url();
+            r.help = Some(match r.help.take() {
+                Some(h) => format!("{h}\nsee {url}"),
+                None => format!("see {url}"),
+            });
         }
         let mut s = String::new();
         if handler.render_report(&mut s, &r).is_err() {

@@ -147,6 +147,20 @@ fn check_reports_every_file_and_exits_one() {
     assert_eq!(findings[1]["locations"][0]["rule"], "r");
     assert_eq!(doc["summary"]["errors"], 2);
     assert_eq!(doc["summary"]["policies"], 4);
+    // For humans, every finding's help ends with its catalogue entry, in
+    // plain text (no terminal here, so no hyperlinks).
+    let o = sluice(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    for (code, anchor) in [
+        ("parse::syntax", "parse-syntax"),
+        ("type::unknown_field", "type-unknown_field"),
+    ] {
+        let url = format!("{}/codes.md#{anchor}", sluice::diagnostic::DOCS_URL);
+        assert!(err.contains(code), "{err}");
+        assert!(err.contains(&format!("see {url}")), "no {url} in:\n{err}");
+    }
+    assert!(err.contains("did you mean `args.amount`?"), "{err}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub(super) fn print_findings(findings: &[Finding], sources: &Sources) {
     if findings.is_empty() {
         return;
     }
-    let text = diagnostic::render_human(findings, sources, stderr_color(), width());
+    let text = diagnostic::render_human_linked(findings, sources, stderr_color(), width());
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 

@@ -4,12 +4,14 @@
 //! ([`crate::engine::metrics`]).
 //!
 //! A route owns its [`RouteStats`]: a route change starts fresh figures, and
-//! a request records into the stats of the route it started on. Counters are
-//! atomics. Each evaluation's latency goes to two histograms: an
-//! hdrhistogram (microseconds, three significant digits, behind its own
-//! mutex held for one record) whose quantiles and 5% buckets `/v1/stats`
-//! reports, and [`PrometheusLatency`], fixed Prometheus buckets of atomics
-//! with an exact sum. In Prometheus terms the counters reset when the route
+//! a request records into the stats of the route it started on. A cohort's
+//! counters, shadow pairs and hdrhistogram (microseconds, three significant
+//! digits; its quantiles and 5% buckets are what `/v1/stats` reports) sit
+//! behind one mutex held for one record, so a report is one consistent
+//! snapshot: the histogram's counts add up to the requests, and a shadow
+//! comparison is never counted before its evaluation. Each latency also goes
+//! to [`PrometheusLatency`], fixed Prometheus buckets of atomics with an
+//! exact sum. In Prometheus terms the counters reset when the route
 //! changes, which `rate()` and `increase()` handle as a counter reset.
 //!
 //! Nothing here writes a document; this module only counts and reads.
@@ -45,17 +47,23 @@ fn kind_index(k: DecisionKind) -> usize {
 pub struct CohortStats {
     pub artifact: String,
     pub cohort: Cohort,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    failsafe: AtomicU64,
-    decisions: [AtomicU64; 4],
-    /// `None` only if the histogram could not be built (it always can for
-    /// these bounds).
-    latency: Mutex<Option<Histogram<u64>>>,
+    counts: Mutex<Counts>,
     /// The same latencies in Prometheus buckets, lock free.
     prometheus: PrometheusLatency,
+}
+
+/// What one cohort has counted, read and written as one.
+#[derive(Debug)]
+struct Counts {
+    requests: u64,
+    errors: u64,
+    failsafe: u64,
+    decisions: [u64; 4],
+    /// `None` only if the histogram could not be built (it always can for
+    /// these bounds).
+    latency: Option<Histogram<u64>>,
     /// Shadow comparisons: `[stable][candidate]` decision counts.
-    pairs: [[AtomicU64; 4]; 4],
+    pairs: [[u64; 4]; 4],
 }
 
 /// What one evaluation contributes.
@@ -74,48 +82,51 @@ impl CohortStats {
         CohortStats {
             artifact: artifact.to_string(),
             cohort,
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            failsafe: AtomicU64::new(0),
-            decisions: Default::default(),
-            // 1 µs to one hour, three significant digits.
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
+            counts: Mutex::new(Counts {
+                requests: 0,
+                errors: 0,
+                failsafe: 0,
+                decisions: [0; 4],
+                // 1 µs to one hour, three significant digits.
+                latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+                pairs: [[0; 4]; 4],
+            }),
             prometheus: PrometheusLatency::default(),
-            pairs: Default::default(),
         }
     }
 
     /// Records one evaluation.
     pub fn record(&self, s: Sample) {
-        self.requests.fetch_add(1, Relaxed);
-        if s.error {
-            self.errors.fetch_add(1, Relaxed);
-        }
-        if s.failsafe {
-            self.failsafe.fetch_add(1, Relaxed);
-        }
-        if let Some(c) = self.decisions.get(kind_index(s.decision)) {
-            c.fetch_add(1, Relaxed);
-        }
         self.prometheus.observe(s.latency);
         let micros = u64::try_from(s.latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = h.as_mut() {
+        let mut c = self.lock();
+        c.requests += 1;
+        c.errors += u64::from(s.error);
+        c.failsafe += u64::from(s.failsafe);
+        if let Some(n) = c.decisions.get_mut(kind_index(s.decision)) {
+            *n += 1;
+        }
+        if let Some(h) = c.latency.as_mut() {
             h.saturating_record(micros);
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a shadow comparison of the stable decision with this
     /// (candidate) artifact's.
     pub fn record_pair(&self, stable: DecisionKind, candidate: DecisionKind) {
-        if let Some(c) = self
+        if let Some(n) = self
+            .lock()
             .pairs
-            .get(kind_index(stable))
-            .and_then(|row| row.get(kind_index(candidate)))
+            .get_mut(kind_index(stable))
+            .and_then(|row| row.get_mut(kind_index(candidate)))
         {
-            c.fetch_add(1, Relaxed);
+            *n += 1;
         }
     }
 
@@ -126,21 +137,16 @@ impl CohortStats {
 
     /// The figures as reported.
     pub fn report(&self, stage: Option<&str>) -> CohortFigures {
-        let requests = self.requests.load(Relaxed);
-        let errors = self.errors.load(Relaxed);
-        let count = |k: DecisionKind| {
-            self.decisions
-                .get(kind_index(k))
-                .map_or(0, |c| c.load(Relaxed))
-        };
+        let c = self.lock();
+        let (requests, errors) = (c.requests, c.errors);
+        let count = |k: DecisionKind| c.decisions.get(kind_index(k)).copied().unwrap_or(0);
         let decisions = Decisions {
             allow: count(DecisionKind::Allow),
             modify: count(DecisionKind::Modify),
             require_approval: count(DecisionKind::RequireApproval),
             deny: count(DecisionKind::Deny),
         };
-        let guard = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let latency_ms = match guard.as_ref().filter(|h| !h.is_empty()) {
+        let latency_ms = match c.latency.as_ref().filter(|h| !h.is_empty()) {
             Some(h) => Latency {
                 p50: h.value_at_quantile(0.5) as f64 / 1000.0,
                 p95: h.value_at_quantile(0.95) as f64 / 1000.0,
@@ -150,18 +156,17 @@ impl CohortStats {
             },
             None => Latency::default(),
         };
-        let histogram = guard
+        let histogram = c
+            .latency
             .as_ref()
             .filter(|h| !h.is_empty())
             .map(latency_buckets);
-        drop(guard);
         let shadow = (self.cohort == Cohort::Shadow).then(|| {
             let mut compared = 0;
             let mut diverged = 0;
             let mut pairs = Vec::new();
-            for (si, row) in self.pairs.iter().enumerate() {
-                for (ci, c) in row.iter().enumerate() {
-                    let n = c.load(Relaxed);
+            for (si, row) in c.pairs.iter().enumerate() {
+                for (ci, &n) in row.iter().enumerate() {
                     compared += n;
                     if si != ci && n > 0 {
                         diverged += n;
@@ -188,7 +193,7 @@ impl CohortStats {
             stage: stage.map(str::to_string),
             requests,
             errors,
-            failsafe: self.failsafe.load(Relaxed),
+            failsafe: c.failsafe,
             error_rate: ratio(errors, requests),
             deny_rate: ratio(decisions.deny, requests),
             decisions,

@@ -440,6 +440,11 @@ impl Engine {
     pub fn owner(&self) -> Option<String> {
         self.engine.lease().map(|l| l.owner)
     }
+
+    /// The lease in force on this engine, read directly.
+    pub fn lease(&self) -> Option<sluice::api::route::LeaseInForce> {
+        self.engine.lease()
+    }
 }
 
 /// The daemon's configuration for tests: `repo`'s bare repository, the
