@@ -88,10 +88,7 @@ fn refund_repo() -> tempfile::TempDir {
     git(dir.path(), &["init", "-q", "-b", "main"]);
     write_repo(
         dir.path(),
-        &[
-            ("sluice.toml", TOML),
-            ("policies/refunds.policy", BASE),
-        ],
+        &[("sluice.toml", TOML), ("policies/refunds.policy", BASE)],
     );
     git(dir.path(), &["add", "-A"]);
     git(dir.path(), &["commit", "-qm", "base"]);
@@ -152,7 +149,14 @@ fn the_refund_change_is_widened_with_a_witness_at_both_revisions() {
     let dir = refund_repo();
     let out = sluice(
         dir.path(),
-        &["check", "--base", "main", "--format", "json", "--decision-log"],
+        &[
+            "check",
+            "--base",
+            "main",
+            "--format",
+            "json",
+            "--decision-log",
+        ],
         None,
     );
     // `--decision-log` needs its file.
@@ -288,7 +292,11 @@ tool = "string"
         let mut parts = vec![atom(g)];
         for _ in 0..g.below(3) {
             let a = atom(g);
-            parts.push(if g.below(3) == 0 { format!("not {a}") } else { a });
+            parts.push(if g.below(3) == 0 {
+                format!("not {a}")
+            } else {
+                a
+            });
         }
         let op = if g.below(3) == 0 { " or " } else { " and " };
         parts.join(op)
@@ -307,7 +315,9 @@ tool = "string"
         let project = SourceFile::new("sluice.toml", TOML.replace("DEFAULT", default));
         let mut text = String::from("policy p version 1.0.0 {\n");
         for (i, (when, effect)) in rules.iter().enumerate() {
-            text.push_str(&format!("  rule r{i} {{\n    when {when}\n    {effect}\n  }}\n"));
+            text.push_str(&format!(
+                "  rule r{i} {{\n    when {when}\n    {effect}\n  }}\n"
+            ));
         }
         text.push_str("}\n");
         let c = check_unanalysed(&project, &[SourceFile::new("policies/p.policy", text)]);

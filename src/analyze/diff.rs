@@ -169,19 +169,16 @@ pub(super) fn decision_diff(
                 (Some(it), _) => f.with_label(label(it.origin, it.policy_name, it.name, message)),
                 // Removed: anchored on its policy at head, when the policy
                 // is still there.
-                (None, Some(it)) => match head
-                    .set
-                    .policies
-                    .iter()
-                    .find(|p| p.name == it.policy_name)
-                {
-                    Some(p) => f.with_label(
-                        crate::diagnostic::Label::new(&p.origin.file, p.origin.span)
-                            .in_rule(&p.name, Some(it.name.to_string()))
-                            .with_message(message),
-                    ),
-                    None => f,
-                },
+                (None, Some(it)) => {
+                    match head.set.policies.iter().find(|p| p.name == it.policy_name) {
+                        Some(p) => f.with_label(
+                            crate::diagnostic::Label::new(&p.origin.file, p.origin.span)
+                                .in_rule(&p.name, Some(it.name.to_string()))
+                                .with_message(message),
+                        ),
+                        None => f,
+                    }
+                }
                 (None, None) => f,
             }
         };
@@ -375,12 +372,8 @@ impl Question<'_, '_, '_> {
             formulas.extend(blocks.iter());
             let deadline = session.begin();
             let mut strings = BTreeMap::new();
-            let mut refine = |m: &z3::Model| {
-                step(
-                    encoder.refine(m, &needs, &mut memo, deadline),
-                    &mut strings,
-                )
-            };
+            let mut refine =
+                |m: &z3::Model| step(encoder.refine(m, &needs, &mut memo, deadline), &mut strings);
             let model = match session.solve(&formulas, &mut refine) {
                 Verdict::Sat(m) => m,
                 Verdict::Unsat => return Answer::Classes(classes),
@@ -470,7 +463,10 @@ impl<'x> Applies<'_, '_, 'x> {
             let Some(it) = side.items.get(*i) else {
                 continue;
             };
-            by_kind.entry(it.kind()).or_default().push(self.applies(it)?);
+            by_kind
+                .entry(it.kind())
+                .or_default()
+                .push(self.applies(it)?);
         }
         let mut d = Int::from_i64(code_of(side.default));
         for (kind, conds) in by_kind {

@@ -214,7 +214,11 @@ impl LimitStore for FullFor<'_> {
     }
 
     fn count(&self, key: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
-        Ok(if self.0.contains(key.limit) { u64::MAX } else { 0 })
+        Ok(if self.0.contains(key.limit) {
+            u64::MAX
+        } else {
+            0
+        })
     }
 
     fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {

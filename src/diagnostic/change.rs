@@ -83,7 +83,11 @@ pub fn human_section(
             let _ = writeln!(out, "    {t}: {n}");
         }
         for e in &r.examples {
-            let _ = writeln!(out, "    {} ({} → {}): {}", e.source, e.base, e.head, e.request);
+            let _ = writeln!(
+                out,
+                "    {} ({} → {}): {}",
+                e.source, e.base, e.head, e.request
+            );
         }
     }
     out.push('\n');

@@ -75,8 +75,10 @@ pub fn of_log(text: &str) -> (Vec<Replayed>, usize) {
             skipped += 1;
             continue;
         };
-        let (true, Some(request)) = (l.kind.as_deref().is_none_or(|k| k == "evaluation"), l.request)
-        else {
+        let (true, Some(request)) = (
+            l.kind.as_deref().is_none_or(|k| k == "evaluation"),
+            l.request,
+        ) else {
             skipped += 1;
             continue;
         };
