@@ -16,12 +16,13 @@
 //!    reference, with both revisions analysed in full. Before timing, both
 //!    must report exactly the planted conflict.
 //!
-//! Environment: `SLUICE_BENCH_SIZES` (default `100,1000,5000`),
+//! Environment: `SLUICE_BENCH_SIZES` (default `100,1000,5000,10000`),
 //! `SLUICE_BENCH_RUNS` (default 5; 3 above 2,000 policies),
 //! `SLUICE_BENCH_THREADS` (default 2), `SLUICE_BENCH_PR_SIZE` (default
-//! 1000; 0 skips the pull-request check), `SLUICE_BENCH_PR_REPO` (where to
-//! write its repository, kept for timing the binary; default a temporary
-//! folder). A timing harness of its own (`harness = false`): one run takes
+//! `1000,10000`; 0 skips the pull-request check; each timed with the
+//! decision diff and, as the same run's baseline, without it),
+//! `SLUICE_BENCH_PR_REPO` (where to write its repositories, `<path>-<N>`,
+//! kept for timing the binary; default a temporary folder). A timing harness of its own (`harness = false`): one run takes
 //! seconds, criterion's sampling would take an hour.
 
 #![expect(
@@ -173,7 +174,7 @@ fn main() {
     let sizes = if quick {
         vec![20]
     } else {
-        env_list("SLUICE_BENCH_SIZES", &[100, 1_000, 5_000])
+        env_list("SLUICE_BENCH_SIZES", &[100, 1_000, 5_000, 10_000])
     };
     let threads = env_list("SLUICE_BENCH_THREADS", &[2])
         .first()
@@ -283,15 +284,12 @@ fn main() {
 
     one_tool(quick, &opts);
 
-    let pr_size = if quick {
-        20
+    let pr_sizes = if quick {
+        vec![20]
     } else {
-        env_list("SLUICE_BENCH_PR_SIZE", &[1_000])
-            .first()
-            .copied()
-            .unwrap_or(1_000)
+        env_list("SLUICE_BENCH_PR_SIZE", &[1_000, 10_000])
     };
-    if pr_size > 0 {
+    for pr_size in pr_sizes.into_iter().filter(|n| *n > 0) {
         let runs = if quick {
             1
         } else {
@@ -366,7 +364,8 @@ fn pr_check(
 /// Whether the repository outlives the benchmark (written where
 /// `SLUICE_BENCH_PR_REPO` says).
 fn tmp_kept(dir: &Path) -> bool {
-    std::env::var_os("SLUICE_BENCH_PR_REPO").is_some_and(|p| Path::new(&p) == dir)
+    let _ = dir;
+    std::env::var_os("SLUICE_BENCH_PR_REPO").is_some()
 }
 
 fn median_by(runs: &[PrTimes], f: impl Fn(&PrTimes) -> f64) -> f64 {
@@ -379,7 +378,8 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
     let g = conflicts::generate(n);
     let tmp;
     let dir: PathBuf = match std::env::var_os("SLUICE_BENCH_PR_REPO") {
-        Some(p) => PathBuf::from(p),
+        // One repository per size: `<SLUICE_BENCH_PR_REPO>-<N>`.
+        Some(p) => PathBuf::from(format!("{}-{n}", p.to_string_lossy())),
         None => {
             tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
             tmp.path().join("policy")
@@ -405,8 +405,10 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
     let mut reported = Vec::new();
     for incremental in [true, false] {
         let (findings, _, _) = pr_check(&dir, incremental, opts)?;
+        // What the change does to decisions is reported beside.
         let got: Vec<String> = findings
             .iter()
+            .filter(|f| f.code.family() != "change")
             .filter(|f| !base_ids.contains(&identity(f)))
             .map(|f| format!("{} {}", f.code, rules_of(f).join(" ")))
             .collect();
@@ -416,21 +418,36 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
                 if incremental { "the" } else { "the full" }
             ));
         }
-        let mut ids: Vec<String> = findings.iter().map(identity).collect();
+        let mut ids: Vec<String> = findings
+            .iter()
+            .filter(|f| f.code.family() != "change")
+            .map(identity)
+            .collect();
         ids.sort();
         reported.push(ids);
     }
     if reported.first() != reported.last() {
         return Err("the incremental and the full check differ".into());
     }
-    // Timed in turns: incremental, full, incremental, …
-    let (mut inc, mut full) = (Vec::new(), Vec::new());
+    // Timed in turns: incremental with the decision diff, without it,
+    // full, incremental, …
+    let without = Options {
+        decisions: false,
+        ..opts.clone()
+    };
+    let (mut inc, mut plain, mut full) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
+    let mut changes = 0;
     for _ in 0..runs {
-        let (_, analysis, t) = pr_check(&dir, true, opts)?;
+        let (findings, analysis, t) = pr_check(&dir, true, opts)?;
         inc.push(t);
         last = analysis;
-        full.push(pr_check(&dir, false, opts)?.2);
+        changes = findings
+            .iter()
+            .filter(|f| f.code.family() == "change")
+            .count();
+        plain.push(pr_check(&dir, true, &without)?.2);
+        full.push(pr_check(&dir, false, &without)?.2);
     }
     println!();
     println!(
@@ -443,7 +460,8 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
         "", "read s", "check s", "analyse s", "total s", "min s", "max s"
     );
     for (what, t) in [
-        ("head full, base changed", &inc),
+        ("with decision diff", &inc),
+        ("without decision diff", &plain),
         ("two full analyses", &full),
     ] {
         println!(
@@ -456,6 +474,7 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
             t.iter().map(|x| x.total).fold(0.0, f64::max),
         );
     }
+    println!("decision diff: {changes} change finding(s)");
     if let Some(ChangeAnalysis::Incremental {
         changed,
         base,

@@ -34,7 +34,10 @@
 //!
 //! [`analyze_change`] (`change`) analyses two revisions of a set for the
 //! pull-request check: only the jobs whose answers can differ between them,
-//! those that involve a rule whose meaning changed.
+//! those that involve a rule whose meaning changed; and (`diff`) for each
+//! changed rule the requests whose final decision differs between them
+//! (`change::decision`, a note; `change::widened`, a warning, when what was
+//! denied or sent for approval goes through).
 //!
 //! Findings depend on rule names, never on where a rule sits in its file:
 //! rules are ordered by policy and name, the covers a `shadowed` finding
@@ -62,10 +65,13 @@
 //! - `findings`: answers into findings;
 //! - the root: a planned side (`Side`: plan, solve, report) and
 //!   [`analyze`];
+//! - `diff`: what a change does to decisions (`change::decision`,
+//!   `change::widened`), on two revisions' items;
 //! - `change`: the analysis of a change, on two planned sides.
 
 mod change;
 mod cond;
+mod diff;
 mod findings;
 pub mod graph;
 pub mod index;
@@ -86,7 +92,8 @@ use crate::diagnostic::Finding;
 use crate::model::ir::{DecisionKind, PolicySet, Type};
 use crate::model::schema::Schema;
 
-pub use self::change::{ChangeReport, Revision, analyze_change};
+pub use self::change::{ChangeReport, DecisionDiff, Revision, analyze_change};
+pub use self::diff::widens;
 use self::findings::{Outcomes, build_findings};
 use self::plan::{Item, Job, TOOL, items, plan_jobs, via_of};
 pub use self::probe::{Probe, Sat};
@@ -101,6 +108,9 @@ pub struct Options {
     pub timeout_ms: u32,
     /// Worker threads (each with its own Z3 context and solver).
     pub threads: usize,
+    /// For a change ([`analyze_change`]): whether to find what it does to
+    /// decisions (`change::decision`, `change::widened`).
+    pub decisions: bool,
 }
 
 impl Default for Options {
@@ -108,6 +118,7 @@ impl Default for Options {
         Options {
             timeout_ms: 2_000,
             threads: 2,
+            decisions: true,
         }
     }
 }
@@ -154,7 +165,7 @@ pub struct Report {
 /// each SMT-found one with a witness request replayed through the evaluator
 /// (`default` is the project's default decision, for that replay).
 pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &Options) -> Report {
-    let side = Side::plan(set, schema);
+    let side = Side::plan(set, schema, default);
     let solved = side.solve(None, opts);
     side.report(solved, default)
 }
@@ -189,7 +200,7 @@ struct Answered {
 }
 
 impl<'s> Side<'s> {
-    fn plan(set: &'s PolicySet, schema: &'s Schema) -> Side<'s> {
+    fn plan(set: &'s PolicySet, schema: &'s Schema, default: DecisionKind) -> Side<'s> {
         let started = Instant::now();
         let items = items(set, schema);
         let mut stats = Stats {
@@ -209,7 +220,14 @@ impl<'s> Side<'s> {
         };
         let plan = Plan::new(schema, items.iter().map(|i| i.when.as_ref()), &via);
         let mut dead: BTreeSet<usize> = BTreeSet::new();
-        let jobs = plan_jobs(&items, schema, tool.is_some(), &mut dead, &mut stats);
+        let jobs = plan_jobs(
+            &items,
+            schema,
+            tool.is_some(),
+            default == DecisionKind::Deny,
+            &mut dead,
+            &mut stats,
+        );
         stats.jobs = jobs.len();
         stats.plan_seconds = started.elapsed().as_secs_f64();
         Side {

@@ -72,6 +72,9 @@ pub enum TestFormat {
     Json,
     /// JUnit XML, for CI test reports.
     Junit,
+    /// GitHub workflow annotations: an `::error` on the line of every
+    /// failing case (paths relative to the git repository's root).
+    Github,
 }
 
 /// Output formats of the commands other than `check`.

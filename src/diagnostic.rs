@@ -11,6 +11,7 @@
 //! (SARIF 2.1.0 for code scanning) and [`github`] (workflow annotations and a
 //! Markdown step summary). All of them are pure: text in, text out.
 
+pub mod change;
 mod code;
 pub mod github;
 pub mod sarif;
@@ -29,6 +30,8 @@ use crate::source::{SourceFile, Span};
 pub enum Severity {
     Error,
     Warning,
+    /// Informs; never fails a check (`change::decision`).
+    Note,
 }
 
 /// A place a finding points at.
@@ -213,16 +216,68 @@ pub fn identity(f: &Finding) -> String {
 pub struct Summary {
     pub errors: usize,
     pub warnings: usize,
+    /// Notes (`change::decision`): they inform, never fail a check.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub notes: usize,
     pub policies: usize,
     pub rules: usize,
     pub seconds: f64,
+    /// With `--base`: the head's traces (and a decision log) replayed
+    /// against both revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySummary>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
+    /// Errors and warnings (notes are neither).
     pub fn count(findings: &[Finding]) -> (usize, usize) {
         let errors = findings.iter().filter(|f| f.is_error()).count();
-        (errors, findings.len() - errors)
+        let warnings = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+        (errors, warnings)
     }
+
+    /// Notes.
+    pub fn notes(findings: &[Finding]) -> usize {
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Note)
+            .count()
+    }
+}
+
+/// Requests replayed against both revisions of a change (SPEC §3, "What a
+/// change does to decisions"): the head's traces and an engine's decision
+/// log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplaySummary {
+    /// Requests evaluated at both revisions.
+    pub requests: usize,
+    /// Of those, requests whose final decision differs.
+    pub changed: usize,
+    /// Requests left out: not valid at one of the revisions, or a log line
+    /// that is not an evaluation.
+    pub skipped: usize,
+    /// `"deny→allow"` → how many requests, for every transition seen.
+    pub by_transition: BTreeMap<String, usize>,
+    /// A few of the changed requests (the first of each transition first).
+    pub examples: Vec<ReplayExample>,
+}
+
+/// One replayed request whose decision changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayExample {
+    /// Where it came from: `traces/x.jsonl:3`, or `decision log line 17`.
+    pub source: String,
+    pub request: serde_json::Value,
+    pub base: String,
+    pub head: String,
 }
 
 #[derive(Serialize)]
@@ -353,6 +408,7 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
     let severity = match finding.severity {
         Severity::Error => miette::Severity::Error,
         Severity::Warning => miette::Severity::Warning,
+        Severity::Note => miette::Severity::Advice,
     };
     // Group labels by file, keeping first-seen order.
     let mut groups: Vec<(String, Vec<&Label>)> = Vec::new();

@@ -22,6 +22,8 @@
 //!   expected code);
 //! - **bad request**: the request does not fit the schema.
 
+pub mod change;
+
 use crate::api::evaluate::ResponseReason;
 use crate::api::replay::{CaseResult, ReplayReport, Verdict};
 use crate::diagnostic::{Code, Finding, Label};

@@ -51,34 +51,38 @@ pub fn analyze_change(
     base: &mut Checked,
     head: &mut Checked,
     opts: &analyze::Options,
-) -> ChangeAnalysis {
+) -> (ChangeAnalysis, Option<analyze::DecisionDiff>) {
     let Some(h) = head.revision() else {
-        return ChangeAnalysis::None;
+        return (ChangeAnalysis::None, None);
     };
     let Some(b) = base.revision() else {
         return match head.analyze(opts) {
-            Some(head) => ChangeAnalysis::Full { head },
-            None => ChangeAnalysis::None,
+            Some(head) => (ChangeAnalysis::Full { head }, None),
+            None => (ChangeAnalysis::None, None),
         };
     };
     let report = analyze::analyze_change(b, h, opts);
+    let decisions = report.decisions;
     let Some(full) = report.head_full else {
         // Not incremental: both revisions were analysed in full.
         let (bs, hs) = (report.base.stats, report.head.stats);
         base.add_findings(report.base.findings);
         head.add_findings(report.head.findings);
-        return ChangeAnalysis::Both { base: bs, head: hs };
+        return (ChangeAnalysis::Both { base: bs, head: hs }, decisions);
     };
     // The head's findings no changed rule takes part in: the base's too.
     let shared = base::unmatched(full.findings.clone(), &report.head.findings);
     base.add_findings(report.base.findings);
     base.add_findings(shared);
     head.add_findings(full.findings);
-    ChangeAnalysis::Incremental {
-        changed: report.changed,
-        base: report.base.stats,
-        head: full.stats,
-    }
+    (
+        ChangeAnalysis::Incremental {
+            changed: report.changed,
+            base: report.base.stats,
+            head: full.stats,
+        },
+        decisions,
+    )
 }
 
 /// What the pull-request check reports ([`pull_request`]).
@@ -90,6 +94,10 @@ pub struct PullRequest {
     /// Head findings left out because the base had them.
     pub hidden: usize,
     pub analysis: ChangeAnalysis,
+    /// What the change does to decisions (its findings are in `findings`
+    /// too); `None` when it was not computed (the head does not
+    /// type-check, the base has no set, or the schemas differ).
+    pub decisions: Option<analyze::DecisionDiff>,
 }
 
 /// The pull-request check of `head` against `base`, both from
@@ -103,17 +111,22 @@ pub fn pull_request(
     head: &mut Checked,
     opts: &analyze::Options,
 ) -> PullRequest {
-    let analysis = analyze_change(base, head, opts);
+    let (analysis, decisions) = analyze_change(base, head, opts);
     let mut findings = base::introduced(&base.findings, head.findings.clone());
     let hidden = head.findings.len() - findings.len();
     findings.extend(base::version_changes(
         base.version_side(),
         head.version_side(),
     ));
+    if let Some(d) = &decisions {
+        findings.extend(d.findings.iter().cloned());
+    }
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     PullRequest {
         findings,
         hidden,
         analysis,
+        decisions,
     }
 }
 

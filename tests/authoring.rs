@@ -426,6 +426,7 @@ fn every_code_has_an_entry_in_the_catalogue() {
         let severity = match code.severity() {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         let entry = format!(
             "<a id=\"{}\"></a>\n### `{}` ({severity})",

@@ -13,6 +13,7 @@ mod artifact;
 mod authoring;
 mod check;
 mod cli;
+mod decisions;
 mod demo;
 mod engine;
 mod eval;

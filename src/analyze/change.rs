@@ -34,8 +34,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::unionfind::UnionFind;
 
+use super::diff::{DiffSide, decision_diff};
 use super::plan::{Item, Job};
 use super::{Answered, Keep, Options, Report, Side};
+use crate::diagnostic::Finding;
 use crate::model::ir::{DecisionKind, PolicySet};
 use crate::model::schema::Schema;
 
@@ -64,14 +66,28 @@ pub struct ChangeReport {
     /// False when both revisions were analysed in full (the schema, the
     /// default decision or the encoding of a field differs).
     pub incremental: bool,
+    /// What the change does to decisions; `None` when the two revisions
+    /// have different schemas (no request is valid at both by
+    /// construction, so none is compared).
+    pub decisions: Option<DecisionDiff>,
+}
+
+/// What a change does to decisions (`diff`): `change::decision` and
+/// `change::widened` findings, each witness replayed at both revisions.
+#[derive(Debug, Clone)]
+pub struct DecisionDiff {
+    pub findings: Vec<Finding>,
+    /// Solver questions asked.
+    pub questions: u64,
+    pub seconds: f64,
 }
 
 /// Analyses what can differ between `base` and `head`: comparing
 /// `report.head` with `report.base` finding by finding gives what comparing
 /// two full analyses gives.
 pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) -> ChangeReport {
-    let b = Side::plan(base.set, base.schema);
-    let h = Side::plan(head.set, head.schema);
+    let b = Side::plan(base.set, base.schema, base.default);
+    let h = Side::plan(head.set, head.schema, head.default);
     let changed = changed(&b.items, &h.items);
     let incremental =
         base.schema == head.schema && base.default == head.default && b.plan.same_encoding(&h.plan);
@@ -85,7 +101,30 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     if incremental {
         settle_unencodable((&b, &mut bs), (&h, &mut hs), &changed);
     }
+    let decisions = (opts.decisions && base.schema == head.schema).then(|| {
+        let (findings, stats) = decision_diff(
+            &DiffSide {
+                set: base.set,
+                items: &b.items,
+                default: base.default,
+            },
+            &DiffSide {
+                set: head.set,
+                items: &h.items,
+                default: head.default,
+            },
+            head.schema,
+            &changed,
+            opts.timeout_ms,
+        );
+        DecisionDiff {
+            findings,
+            questions: stats.questions,
+            seconds: stats.seconds,
+        }
+    });
     ChangeReport {
+        decisions,
         base: b.report(bs, base.default),
         head: h.report(hs, head.default),
         head_full,
@@ -203,6 +242,9 @@ fn keep(b: &Side<'_>, h: &Side<'_>, changed: &BTreeSet<String>) -> (Keep, Keep) 
                 Job::Edge { from, .. } => {
                     node(side, *from).is_some_and(|f| redone.contains(&components.find(f)))
                 }
+                Job::Unruled { from, rules, guard } => {
+                    hit(side, from) || rules.iter().chain(guard).any(|r| hit(side, r))
+                }
             })
             .collect(),
         dead: side.dead.iter().filter(|i| hit(side, i)).copied().collect(),
@@ -272,6 +314,10 @@ impl Side<'_> {
                 Job::Edge { from, to, guard } => {
                     out.extend([*from, *to]);
                     out.extend(guard.iter().copied());
+                }
+                Job::Unruled { from, rules, guard } => {
+                    out.insert(*from);
+                    out.extend(rules.iter().chain(guard).copied());
                 }
             }
         }

@@ -24,6 +24,9 @@ pub(super) struct Outcomes {
     pub(super) shadowed: BTreeMap<usize, (Vec<usize>, Witnessed)>,
     /// (from, to, witness).
     pub(super) edges: Vec<(usize, usize, Witnessed)>,
+    /// (from, witness): approval requests no rule matches, under a default
+    /// of `deny`.
+    pub(super) unruled: Vec<(usize, Witnessed)>,
     pub(super) unknown: Vec<(Job, String)>,
     pub(super) unencodable: BTreeMap<usize, String>,
     pub(super) unanswered: usize,
@@ -50,6 +53,9 @@ impl Outcomes {
             }
             (Job::Edge { from, to, .. }, Answer::Sat(Some(w))) => {
                 self.edges.push((*from, *to, w));
+            }
+            (Job::Unruled { from, .. }, Answer::Sat(Some(w))) => {
+                self.unruled.push((*from, w));
             }
             _ => {}
         }
@@ -212,6 +218,7 @@ pub(super) fn build_findings(
     }
 
     deadlock_findings(items, out, findings);
+    unruled_findings(items, out, findings);
 
     for (job, reason) in &out.unknown {
         let (what, involved) = match job {
@@ -238,6 +245,13 @@ pub(super) fn build_findings(
                     v,
                 )
             }
+            Job::Unruled { from, .. } => (
+                format!(
+                    "whether approving `{}` sends a request no rule allows",
+                    name(items, *from)
+                ),
+                vec![*from],
+            ),
             Job::Edge { from, to, .. } => (
                 format!(
                     "whether approving `{}` runs into `{}`",
@@ -453,5 +467,34 @@ fn describe(v: &ModifyValue) -> String {
         }
         ModifyValue::Truncate { field, len } => format!("`truncate({field}, {len})`"),
         ModifyValue::Lowercase { field } => format!("`lowercase({field})`"),
+    }
+}
+
+/// Approval requests that no rule matches, which the project default
+/// (`deny`) denies: one deadlock per approval rule.
+fn unruled_findings(items: &[Item<'_>], out: &Outcomes, findings: &mut Vec<Pending>) {
+    for (from, w) in &out.unruled {
+        let Some(it) = items.get(*from) else { continue };
+        let tool = via_of(it.effect).unwrap_or_default();
+        let f = Finding::new(
+            crate::diagnostic::Code::ConflictApprovalDeadlock,
+            format!(
+                "approval deadlock: `{}` needs approval via `{tool}`, but no rule allows `{tool}` \
+                 for the same requests, so the project default (`deny`) denies it",
+                it.id
+            ),
+        )
+        .with_label(item_label(it, format!("asks for approval via `{tool}`")))
+        .with_help(format!(
+            "the approval cannot be asked for, so the request never goes through; add a rule \
+             that allows `{tool}` (for example `when tool == \"{tool}\"` then `allow`) (the \
+             witness is the approval request)"
+        ));
+        let original = w.as_ref().ok().and_then(|w| w.original.clone());
+        let claim = Claim::Unruled {
+            from: it.id.clone(),
+            original: original.unwrap_or(Json::Null),
+        };
+        with_witness(f, w, claim, findings);
     }
 }

@@ -113,12 +113,21 @@ pub(super) enum Job {
         to: usize,
         guard: Vec<usize>,
     },
+    /// Under a project default of `deny`: does approving `from` send a
+    /// request (via its tool) that none of `rules` matches, for a request
+    /// that none of `guard` denies? The default then denies it.
+    Unruled {
+        from: usize,
+        rules: Vec<usize>,
+        guard: Vec<usize>,
+    },
 }
 
 pub(super) fn plan_jobs(
     items: &[Item<'_>],
     schema: &Schema,
     with_tool: bool,
+    default_denies: bool,
     dead: &mut BTreeSet<usize>,
     stats: &mut Stats,
 ) -> Vec<Job> {
@@ -251,6 +260,26 @@ pub(super) fn plan_jobs(
                 })
                 .collect();
             let rest = it.summary.without(TOOL);
+            if default_denies {
+                // Every rule that can match the approval request: when none
+                // does, the default denies it.
+                let rules: Vec<usize> = items
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| {
+                        !x.limit
+                            && !x.summary.is_empty()
+                            && x.summary.strs(TOOL).is_none_or(|d| d.admits(via))
+                            && rest.overlaps(&x.summary.without(TOOL), schema)
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                jobs.push(Job::Unruled {
+                    from: r,
+                    rules,
+                    guard: guard.clone(),
+                });
+            }
             for s in target_index.admitting(via) {
                 let Some(other) = item(s) else { continue };
                 stats.pairs += 1;

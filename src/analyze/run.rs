@@ -306,6 +306,50 @@ impl Worker<'_> {
                     }
                 }
             }
+            Job::Unruled { from, rules, guard } => {
+                let Some(via) = self
+                    .shared
+                    .items
+                    .get(*from)
+                    .and_then(|it| via_of(it.effect))
+                else {
+                    return Ok(Answer::Unsat);
+                };
+                let Some(tool) = self.shared.tool else {
+                    return Ok(Answer::Unsat);
+                };
+                let over = Override {
+                    field: tool,
+                    value: via.to_string(),
+                };
+                let wanted: Vec<(usize, Option<&Override>)> = std::iter::once((*from, None))
+                    .chain(rules.iter().map(|r| (*r, Some(&over))))
+                    .chain(guard.iter().map(|g| (*g, None)))
+                    .collect();
+                let ([ef], rest) = first::<1>(self.encoded_all(&wanted)?)?;
+                let mut needs = Needs::default();
+                for e in &rest {
+                    needs.merge(&e.needs);
+                }
+                let none: Vec<Bool> = rest.iter().map(|e| e.formula.not()).collect();
+                let none_part = Encoded {
+                    formula: Bool::and(&none),
+                    needs,
+                };
+                match self.solve(&[&ef, &none_part], &[]) {
+                    Solved::Sat(m, strings) => {
+                        let w = self.witness(&m, Some(&over), &strings).and_then(|request| {
+                            Ok(Box::new(Witness {
+                                request,
+                                original: Some(self.witness(&m, None, &strings)?),
+                            }))
+                        });
+                        Answer::Sat(Some(w))
+                    }
+                    Solved::Unsat => Answer::Unsat,
+                    Solved::Unknown(r) => Answer::Unknown(r),
+                }
+            }
             Job::Edge { from, to, guard } => {
                 let Some(via) = self
                     .shared

@@ -91,6 +91,16 @@ impl Replay {
         self.run_on(request, &Full)
     }
 
+    /// Evaluates a witness with the counters of the limits in `full` full
+    /// (each of them it matches is exceeded) and every other counter empty.
+    pub fn run_full(
+        &self,
+        request: &serde_json::Value,
+        full: &std::collections::BTreeSet<String>,
+    ) -> Result<Run, String> {
+        self.run_on(request, &FullFor(full))
+    }
+
     fn run_on(&self, request: &serde_json::Value, store: &dyn LimitStore) -> Result<Run, String> {
         let req = self
             .evaluator
@@ -164,6 +174,9 @@ pub(super) enum Claim {
         to: String,
         original: Json,
     },
+    /// `from` matches `original` without a deny; no rule matches the
+    /// approval request, which the default denies.
+    Unruled { from: String, original: Json },
 }
 
 /// Counters that are all full: every limit a request matches is exceeded.
@@ -176,6 +189,36 @@ impl LimitStore for Full {
 
     fn count(&self, _: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
         Ok(u64::MAX)
+    }
+
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn put(&self, _: &CounterEntry) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn remove_limit(&self, _: &str) -> Result<usize, StateError> {
+        Ok(0)
+    }
+}
+
+/// Counters full for the named limits (`policy.limit`), empty for the
+/// others.
+struct FullFor<'a>(&'a std::collections::BTreeSet<String>);
+
+impl LimitStore for FullFor<'_> {
+    fn try_acquire(&self, key: LimitKey<'_>, _: Window, _: u64) -> Result<bool, StateError> {
+        Ok(!self.0.contains(key.limit))
+    }
+
+    fn count(&self, key: LimitKey<'_>, _: Window) -> Result<u64, StateError> {
+        Ok(if self.0.contains(key.limit) {
+            u64::MAX
+        } else {
+            0
+        })
     }
 
     fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
@@ -254,6 +297,7 @@ pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
                 .collect(),
             Claim::Modify { a, b, .. } => vec![a, b],
             Claim::Deadlock { to, .. } => vec![to],
+            Claim::Unruled { .. } => Vec::new(),
         };
         finding.witness_decisions = Some(run.decisions(ids));
         match check_claim(&claim, &run, replay) {
@@ -283,16 +327,31 @@ fn check_claim(claim: &Claim, run: &Run, replay: &Replay) -> Option<String> {
             .into_iter()
             .find(|x| !run.matches(x))
             .map(|x| format!("`{x}` does not match it")),
-        Claim::Deadlock { from, to, original } => {
-            if !run.matches(to) {
-                return Some(format!("`{to}` does not match the approval request"));
-            }
-            if !matches!(
-                run.decision,
-                DecisionKind::Deny | DecisionKind::RequireApproval
-            ) {
-                return Some("the approval request goes through".into());
-            }
+        Claim::Deadlock { .. } | Claim::Unruled { .. } => {
+            let (from, original) = match claim {
+                Claim::Deadlock { from, to, original } => {
+                    if !run.matches(to) {
+                        return Some(format!("`{to}` does not match the approval request"));
+                    }
+                    if !matches!(
+                        run.decision,
+                        DecisionKind::Deny | DecisionKind::RequireApproval
+                    ) {
+                        return Some("the approval request goes through".into());
+                    }
+                    (from, original)
+                }
+                Claim::Unruled { from, original } => {
+                    if !run.matched.is_empty() || run.decision != DecisionKind::Deny {
+                        return Some(
+                            "the approval request is decided by a rule, not denied by the default"
+                                .into(),
+                        );
+                    }
+                    (from, original)
+                }
+                _ => return None,
+            };
             match replay.run(original) {
                 Ok(o) if !o.matches(from) => {
                     Some(format!("`{from}` does not match the original request"))

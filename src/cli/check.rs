@@ -17,6 +17,7 @@ use crate::compile::artifact::Artifact;
 use crate::diagnostic::{self, Sources, Summary};
 use crate::pipeline::{self, Checked};
 use crate::reconcile::client::{EngineClient as _, EngineError, HttpEngine};
+use crate::replay::change;
 use crate::review::check::{self, Request};
 use crate::source::SourceFile;
 use crate::tree::{self, Traces};
@@ -47,6 +48,11 @@ pub struct CheckArgs {
     /// what the change introduces, plus every error.
     #[arg(long, value_name = "REV")]
     pub base: Option<String>,
+    /// With `--base`: an engine's decision log (JSON lines, as `sluice
+    /// engine --decision-log` writes it) whose requests are replayed at both
+    /// revisions, beside the head's traces.
+    #[arg(long, value_name = "FILE", requires = "base")]
+    pub decision_log: Option<PathBuf>,
     /// Check this git revision instead of the working tree (e.g. in a bare
     /// repository).
     #[arg(long, value_name = "REV")]
@@ -141,6 +147,13 @@ fn fetch_live_state(url: &str, token: Option<&str>) -> anyhow::Result<LiveState>
 pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let live = read_live_state(args)?;
+    let log = match &args.decision_log {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the decision log `{}`", path.display()))?,
+        ),
+        None => None,
+    };
     let report = check::check(&Request {
         dir: repo_dir,
         base: args.base.as_deref(),
@@ -149,11 +162,41 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
         // Paths in these formats are relative to the git repository's root.
         git_paths: matches!(args.format, CheckFormat::Sarif | CheckFormat::Github),
     })?;
-    let (findings, notes, prefix) = (&report.findings, &report.notes, &report.prefix);
+    let replay = report.evaluators.as_ref().map(|(base, head)| {
+        let cases: Vec<_> = report
+            .traces
+            .iter()
+            .flat_map(|t| crate::replay::parse_traces(t).0)
+            .collect();
+        let mut sequences = change::of_traces(&cases);
+        let mut skipped = 0;
+        if let Some(text) = &log {
+            let (requests, s) = change::of_log(text);
+            sequences.push(requests);
+            skipped = s;
+        }
+        change::compare(base, head, &sequences, skipped)
+    });
+    let mut notes = report.notes.clone();
+    if args.decision_log.is_some() && replay.is_none() {
+        notes.push(
+            "the decision log is not replayed: the base or the head has no policy set that \
+             type-checks, or their request schemas differ"
+                .to_string(),
+        );
+    }
+    if let Some((questions, seconds)) = report.decisions {
+        notes.push(format!(
+            "what the change does to decisions: {questions} solver question(s) in {seconds:.2}s"
+        ));
+    }
+    let (findings, notes, prefix) = (&report.findings, &notes, &report.prefix);
     let (errors, warnings) = Summary::count(findings);
     let summary = Summary {
         errors,
         warnings,
+        notes: Summary::notes(findings),
+        replay,
         policies: report.policies,
         rules: report.rules,
         seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
@@ -210,6 +253,12 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
             }
         }
         CheckFormat::Human => {
+            let section = diagnostic::change::human_section(
+                findings,
+                &report.sources,
+                summary.replay.as_ref(),
+            );
+            let _ = std::io::stderr().write_all(section.as_bytes());
             print_findings(findings, &report.sources);
             print_notes(notes);
             let _ = out.write_all(verdict.as_bytes());

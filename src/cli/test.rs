@@ -82,6 +82,40 @@ pub(super) fn cmd_test(
                 print_coverage(&mut std::io::stderr().lock(), missed, *total)?;
             }
         }
+        TestFormat::Github => {
+            let prefix = crate::tree::git::GitRepo::open(repo_dir)
+                .map(|g| g.prefix().to_string())
+                .unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            out.write_all(diagnostic::github::annotations(&invalid, &sources, &prefix).as_bytes())
+                .context("writing the report")?;
+            for r in report.failures() {
+                let title = if r.verdict == Verdict::Catastrophic {
+                    "trace catastrophic"
+                } else {
+                    "trace failed"
+                };
+                writeln!(
+                    out,
+                    "::error file={},line={},title={}::{}",
+                    diagnostic::github::escape_property(&diagnostic::prefixed(&prefix, &r.file)),
+                    r.line,
+                    title,
+                    diagnostic::github::escape_data(&failure_line(r))
+                )?;
+            }
+            writeln!(
+                out,
+                "test {}: {} cases, {} passed",
+                if report.is_clean() && invalid.is_empty() {
+                    "ok"
+                } else {
+                    "failed"
+                },
+                report.cases,
+                report.passed
+            )?;
+        }
         TestFormat::Human => {
             print_findings(&invalid, &sources);
             let mut out = std::io::stdout().lock();

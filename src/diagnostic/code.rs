@@ -172,6 +172,17 @@ codes! {
         "A trace line is not a valid replay case.",
         "Write `{\"request\": {…}, \"expect\": \"deny\"}` on one line.",
     ));
+    /// What a change does to decisions: requests whose final decision
+    /// differs between the base and the head.
+    ChangeDecision = "change::decision", Note, Some((
+        "A changed rule or limit changes the final decision of some requests between the base and the head.",
+        "Read the witness: it is one of those requests, decided as stated at both revisions; check that the change is meant to do this.",
+    ));
+    /// A change that lets through what was denied or sent for approval.
+    ChangeWidened = "change::widened", Warning, Some((
+        "A changed rule or limit lets through requests that were denied or needed approval at the base.",
+        "Make sure the change is meant to let these requests through; the witness is one of them, decided as stated at both revisions.",
+    ));
     /// The solver could not decide a question (timeout or unknown).
     AnalyzeUnknown = "analyze::unknown", Warning, None;
     /// A rule or limit the analysis cannot encode, left out of it.
@@ -265,7 +276,9 @@ mod tests {
                 | "state::window_change"
                 | "analyze::unknown"
                 | "analyze::unencodable"
-                | "plan::underpowered" => Severity::Warning,
+                | "plan::underpowered"
+                | "change::widened" => Severity::Warning,
+                "change::decision" => Severity::Note,
                 _ => Severity::Error,
             };
             assert_eq!(c.severity(), expected, "{c}");

@@ -3,7 +3,7 @@
 //! and a Markdown summary for the job's summary page (`$GITHUB_STEP_SUMMARY`).
 //!
 //! A workflow command is `::error file=F,line=L,col=C,endLine=…,endColumn=…,title=CODE::MESSAGE`
-//! (`::warning` for warnings). Its message escapes `%`, `\r` and `\n`; its
+//! (`::warning` for warnings, `::notice` for notes). Its message escapes `%`, `\r` and `\n`; its
 //! property values escape `:` and `,` as well, as GitHub requires. The
 //! annotation points at the finding's first label; the other labels are named
 //! in the message. Pure: findings in, text out.
@@ -39,6 +39,7 @@ pub fn annotation(f: &Finding, sources: &Sources, prefix: &str) -> String {
     let command = match f.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "notice",
     };
     let mut props: Vec<String> = Vec::new();
     if let Some(first) = f.labels.first() {
@@ -128,12 +129,26 @@ pub fn summary_markdown(
     let _ = writeln!(out, "### sluice check {verdict}\n");
     let _ = writeln!(
         out,
-        "{} error(s), {} warning(s) in {} policies, {} rules.\n",
-        summary.errors, summary.warnings, summary.policies, summary.rules
+        "{} error(s), {} warning(s){} in {} policies, {} rules.\n",
+        summary.errors,
+        summary.warnings,
+        if summary.notes > 0 {
+            format!(", {} note(s)", summary.notes)
+        } else {
+            String::new()
+        },
+        summary.policies,
+        summary.rules
     );
     if let Some(note) = note {
         let _ = writeln!(out, "{note}\n");
     }
+    out.push_str(&super::change::markdown_section(
+        findings,
+        sources,
+        summary.replay.as_ref(),
+        prefix,
+    ));
     if findings.is_empty() {
         let _ = writeln!(out, "No findings.");
         return out;
@@ -144,6 +159,7 @@ pub fn summary_markdown(
         let icon = match f.severity {
             Severity::Error => "❌ error",
             Severity::Warning => "⚠️ warning",
+            Severity::Note => "ℹ️ note",
         };
         let places: Vec<String> = f
             .labels

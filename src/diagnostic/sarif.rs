@@ -2,9 +2,10 @@
 //!
 //! One run whose tool driver is `sluice`, with one `rules` entry per finding
 //! code present (description and help from [`Code::about`]) and one result
-//! per finding: its level, message (with the finding's own help), a location
-//! for every label (the file relative to the git repository's root, and the
-//! region it covers), a logical location `policy.rule` when the label has one,
+//! per finding: its level (`error`, `warning`, `note`), message (with the
+//! finding's own help), its location — the first label — and the other
+//! labels in `relatedLocations` (each file relative to the git repository's
+//! root, and the region it covers), a logical location `policy.rule` when the label has one,
 //! a fingerprint of the finding's [`super::identity`] (so code scanning tracks
 //! an alert across commits that move lines), and the witness request with the
 //! decisions it gets in the result's `properties`.
@@ -64,6 +65,7 @@ fn level(severity: Severity) -> &'static str {
     match severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -98,12 +100,28 @@ fn result(f: &Finding, rule_index: Option<usize>, sources: &Sources, prefix: &st
     }
     r.insert("level".into(), json!(level(f.severity)));
     r.insert("message".into(), json!({ "text": text }));
-    let locations: Vec<Value> = f
-        .labels
-        .iter()
+    // The first label is where the result is; the others are related
+    // places (SARIF reads `locations[1..]` as the same result elsewhere).
+    let mut labels = f.labels.iter();
+    let locations: Vec<Value> = labels
+        .next()
         .map(|l| location(l, sources, prefix))
+        .into_iter()
         .collect();
     r.insert("locations".into(), Value::Array(locations));
+    let related: Vec<Value> = labels
+        .enumerate()
+        .map(|(i, l)| {
+            let mut loc = location(l, sources, prefix);
+            if let Some(o) = loc.as_object_mut() {
+                o.insert("id".into(), json!(i + 1));
+            }
+            loc
+        })
+        .collect();
+    if !related.is_empty() {
+        r.insert("relatedLocations".into(), Value::Array(related));
+    }
     let digest = Sha256::digest(identity(f).as_bytes());
     r.insert(
         "partialFingerprints".into(),

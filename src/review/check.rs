@@ -11,7 +11,9 @@ use super::build::{self, BuildError, Live};
 use super::{ChangeAnalysis, pull_request};
 use crate::analyze;
 use crate::api::state::LiveState;
+use crate::compile::artifact::Artifact;
 use crate::diagnostic::{Finding, Sources};
+use crate::eval::Evaluator;
 use crate::model::short;
 use crate::pipeline::{self, Checked};
 use crate::tree::git::GitRepo;
@@ -50,6 +52,13 @@ pub struct Report {
     pub policies: usize,
     /// Number of rules and limits of the head.
     pub rules: usize,
+    /// With a base: the head's trace files (to replay at both revisions).
+    pub traces: Vec<crate::source::SourceFile>,
+    /// With a base whose set and the head's type-check under one schema:
+    /// an evaluator of each (base, head), for the replay of requests.
+    pub evaluators: Option<(Evaluator, Evaluator)>,
+    /// Solver questions and seconds of what the change does to decisions.
+    pub decisions: Option<(u64, f64)>,
 }
 
 /// Why the check could not run.
@@ -71,9 +80,15 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         None
     };
     let prefix = git.as_ref().map_or("", GitRepo::prefix).to_string();
+    // The pull-request check replays the head's traces at both revisions.
+    let traces = if req.base.is_some() {
+        Traces::Read
+    } else {
+        Traces::Skip
+    };
     let files = match (&git, req.head) {
-        (Some(git), Some(rev)) => git.load(rev)?.sources,
-        _ => tree::fs::load(req.dir, Traces::Skip)?,
+        (Some(git), Some(rev)) => git.load_with(rev, traces)?.sources,
+        _ => tree::fs::load(req.dir, traces)?,
     };
     let mut checked = pipeline::check_unanalysed(&files.project, &files.policies);
     let mut notes = Vec::new();
@@ -82,10 +97,28 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         _ => None,
     };
     let opts = analyze::Options::default();
+    // Before the analysis, which drops the set of a revision with a
+    // conflict error.
+    let evaluators = base
+        .as_ref()
+        .and_then(|(_, b)| Some((evaluator(b)?, evaluator(&checked)?)))
+        .filter(|(b, h)| b.schema() == h.schema());
+    let schemas_differ = base.as_ref().is_some_and(|(_, b)| {
+        matches!((&b.project, &checked.project), (Some(b), Some(h)) if b.schema != h.schema)
+    });
+    let mut decisions = None;
     let mut findings = match &mut base {
         Some((commit, base)) => {
             let pr = pull_request(base, &mut checked, &opts);
+            decisions = pr.decisions.as_ref().map(|d| (d.questions, d.seconds));
             notes.extend(analysis_note(&pr.analysis));
+            if schemas_differ {
+                notes.push(
+                    "what the change does to decisions is not analysed: the request schema \
+                     changed, so no request is the same at both revisions"
+                        .to_string(),
+                );
+            }
             notes.push(format!(
                 "compared with base {}: {} finding(s) that the base already had are not shown",
                 short::hash(commit),
@@ -121,6 +154,13 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     Ok(Report {
+        traces: if req.base.is_some() {
+            files.traces
+        } else {
+            Vec::new()
+        },
+        evaluators,
+        decisions,
         findings,
         policies: checked.files,
         rules: checked.rule_count(),
@@ -185,4 +225,20 @@ fn analysis_note(a: &ChangeAnalysis) -> Option<String> {
                 .to_string(),
         ),
     }
+}
+
+/// An evaluator of a revision whose set type-checks (conflict errors or
+/// not: the replay shows what it decides).
+fn evaluator(c: &Checked) -> Option<Evaluator> {
+    let (project, set) = (c.project.as_ref()?, c.set.as_ref()?);
+    let artifact = Artifact {
+        format_version: crate::compile::artifact::FORMAT_VERSION,
+        project: project.name.clone(),
+        default: project.default,
+        schema: project.schema.clone(),
+        policies: set.policies.clone(),
+        source_commit: None,
+        hash: String::new(),
+    };
+    Evaluator::new(&artifact).ok()
 }

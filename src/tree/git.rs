@@ -167,6 +167,11 @@ impl GitRepo {
     /// Reads `sluice.toml` and every policy file at revision `rev` (anything
     /// `git rev-parse` accepts that names a commit).
     pub fn load(&self, rev: &str) -> Result<RevFiles, TreeError> {
+        self.load_with(rev, Traces::Skip)
+    }
+
+    /// [`GitRepo::load`], with the trace files when `traces` asks for them.
+    pub fn load_with(&self, rev: &str, traces: Traces) -> Result<RevFiles, TreeError> {
         let shallow = self.repo.is_shallow();
         let object = self
             .repo
@@ -190,7 +195,7 @@ impl GitRepo {
         let tree = GitTree::at(&self.repo, &commit, &self.prefix, rev)?;
         Ok(RevFiles {
             commit: commit.id().to_string(),
-            sources: super::read(&tree, Traces::Skip)?,
+            sources: super::read(&tree, traces)?,
         })
     }
 }
