@@ -64,7 +64,7 @@ pub enum HookCommand {
 }
 
 /// The decider and the schema requests are built with.
-fn decider(
+async fn decider(
     repo: &Path,
     decide: &DecideArgs,
     caller: &CallerArgs,
@@ -75,6 +75,7 @@ fn decider(
         let artifact = crate::compile::artifact::Artifact::from_bytes(&bytes)
             .with_context(|| format!("reading the artifact `{}`", path.display()))?;
         let decider = Decider::local(&bytes, log)
+            .await
             .with_context(|| format!("loading the artifact `{}`", path.display()))?;
         return Ok((decider, artifact.schema));
     }
@@ -112,7 +113,7 @@ pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit
     let event = hook::read_event(&text)?;
     let rt = super::runtime(false)?;
     let output = rt.block_on(async {
-        let (decider, schema) = decider(repo, &decide, &caller, DecisionLog::disabled())?;
+        let (decider, schema) = decider(repo, &decide, &caller, DecisionLog::disabled()).await?;
         let request = hook::request(
             &event,
             caller.agent.as_deref(),
@@ -192,7 +193,7 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
     };
     let rt = super::runtime(true)?;
     rt.block_on(async move {
-        let (decider, schema) = decider(repo, &args.decide, &args.caller, log)?;
+        let (decider, schema) = decider(repo, &args.decide, &args.caller, log).await?;
         let mut connecting = tokio::task::JoinSet::new();
         for spec in args.upstreams.clone() {
             let (start, timeout) = (args.upstream_start_timeout, args.upstream_timeout);

@@ -88,7 +88,7 @@ impl Decider {
 
     /// An engine in this process serving the artifact `bytes` as stable,
     /// logging to `log`. Needs a tokio runtime.
-    pub fn local(bytes: &[u8], log: DecisionLog) -> Result<Decider, StartError> {
+    pub async fn local(bytes: &[u8], log: DecisionLog) -> Result<Decider, StartError> {
         let hash = Artifact::from_bytes(bytes)
             .map_err(|e| StartError::Artifact(e.to_string()))?
             .hash;
@@ -102,6 +102,7 @@ impl Decider {
             .map_err(|e| StartError::Artifact(e.to_string()))?;
         engine
             .set_route(RouteSpec::stable(hash))
+            .await
             .map_err(|e| StartError::Engine(e.to_string()))?;
         Ok(Decider::Local(engine))
     }
@@ -112,12 +113,15 @@ impl Decider {
             Decider::Local(engine) => {
                 let body =
                     serde_json::to_vec(request).map_err(|e| DecideError::Local(e.to_string()))?;
-                let bytes = engine.evaluate(&body, None).map_err(|e| match e {
-                    EvaluateError::Json(_) | EvaluateError::Request(_) => {
-                        DecideError::Refused(e.to_string())
-                    }
-                    other => DecideError::Local(other.to_string()),
-                })?;
+                let bytes = engine
+                    .evaluate_to_end(body, None)
+                    .await
+                    .map_err(|e| match e {
+                        EvaluateError::Json(_) | EvaluateError::Request(_) => {
+                            DecideError::Refused(e.to_string())
+                        }
+                        other => DecideError::Local(other.to_string()),
+                    })?;
                 serde_json::from_slice(&bytes).map_err(|e| DecideError::Local(e.to_string()))
             }
             Decider::Remote { client, url, key } => {
