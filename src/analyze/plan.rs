@@ -5,7 +5,7 @@
 //! encodes or solves.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Stats;
 use super::index::{RegexFacts, Strs, Summary, ToolIndex, summarize, trivially_sat_with};
@@ -240,6 +240,17 @@ pub(super) fn plan_jobs(
             .filter(live)
             .collect();
         let target_index = index_of(&targets);
+        // Every rule by its tool, for the rules that can match an approval
+        // request (looked up once per approval tool, never scanned for per
+        // approval rule: a set has as many approval rules as policies).
+        let rule_index = default_denies.then(|| {
+            let rules: Vec<usize> = (0..items.len())
+                .filter(|i| item(*i).is_some_and(|x| !x.limit))
+                .filter(live)
+                .collect();
+            index_of(&rules)
+        });
+        let mut admitting: HashMap<&str, Vec<usize>> = HashMap::new();
         for (r, it) in items.iter().enumerate() {
             let Some(via) = via_of(it.effect) else {
                 continue;
@@ -260,19 +271,25 @@ pub(super) fn plan_jobs(
                 })
                 .collect();
             let rest = it.summary.without(TOOL);
-            if default_denies {
+            if let Some(rule_index) = &rule_index {
                 // Every rule that can match the approval request: when none
                 // does, the default denies it.
-                let rules: Vec<usize> = items
+                let candidates = admitting.entry(via).or_insert_with(|| {
+                    rule_index
+                        .admitting(via)
+                        .into_iter()
+                        .filter(|i| {
+                            item(*i)
+                                .is_some_and(|x| x.summary.strs(TOOL).is_none_or(|d| d.admits(via)))
+                        })
+                        .collect()
+                });
+                let rules: Vec<usize> = candidates
                     .iter()
-                    .enumerate()
-                    .filter(|(_, x)| {
-                        !x.limit
-                            && !x.summary.is_empty()
-                            && x.summary.strs(TOOL).is_none_or(|d| d.admits(via))
-                            && rest.overlaps(&x.summary.without(TOOL), schema)
+                    .copied()
+                    .filter(|i| {
+                        item(*i).is_some_and(|x| rest.overlaps(&x.summary.without(TOOL), schema))
                     })
-                    .map(|(i, _)| i)
                     .collect();
                 jobs.push(Job::Unruled {
                     from: r,
