@@ -348,6 +348,48 @@ fn an_undecided_query_is_reported_not_dropped() {
     }
 }
 
+/// Held-out case 2.10 through the pull-request check: the same undecided
+/// question at both revisions (both analysed in full: the schema gained a
+/// field) is the same finding, labelled as the base's, run after run.
+#[test]
+fn an_undecided_query_the_base_had_is_never_new() {
+    use sluice::source::SourceFile;
+    let dir = data("unknown");
+    let toml = std::fs::read_to_string(dir.join("sluice.toml")).unwrap();
+    let policy = SourceFile::new(
+        "hard.policy",
+        std::fs::read_to_string(dir.join("hard.policy")).unwrap(),
+    );
+    let base_toml = SourceFile::new("sluice.toml", toml.clone());
+    let head_toml = SourceFile::new(
+        "sluice.toml",
+        format!("{toml}\"args.note?\" = \"string\"\n"),
+    );
+    let opts = Options {
+        timeout_ms: 200,
+        threads: 1,
+        ..Options::default()
+    };
+    for _ in 0..3 {
+        let policies = std::slice::from_ref(&policy);
+        let mut h = pipeline::check_unanalysed(&head_toml, policies);
+        let mut b = pipeline::check_unanalysed_sharing(&base_toml, policies, &h);
+        let pr = sluice::review::pull_request(&mut b, &mut h, &opts);
+        assert!(
+            matches!(pr.analysis, sluice::review::ChangeAnalysis::Both { .. }),
+            "{:?}",
+            pr.analysis
+        );
+        let unknown: Vec<&Finding> = pr
+            .findings
+            .iter()
+            .filter(|f| f.code.as_str() == "analyze::unknown")
+            .collect();
+        assert_eq!(unknown.len(), 1, "{:?}", pr.findings);
+        assert_eq!(unknown[0].introduced, Some(false), "{}", unknown[0].message);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Differential tests: solver verdicts against brute-force evaluation.
 //
