@@ -617,6 +617,9 @@ impl Runner {
         self.collect_due = true;
         // The decision that led here belongs to the old phase.
         self.decision = None;
+        // The status says what the audit line just said, before anything
+        // the transition's actions wait for.
+        self.publish();
         tracing::info!(
             seq = t.seq,
             event = %t.event,

@@ -364,11 +364,16 @@ async fn a_commit_already_accepted_as_unchanged_is_never_reverted_with_a_later_o
     );
     daemon.trigger_fetch();
     assert_eq!(last_about(&state, &docs).await, "unchanged");
-    // It is the stable commit now.
-    assert_eq!(
-        daemon.status().stable.and_then(|s| s.commit).as_deref(),
-        Some(docs.as_str())
-    );
+    // It is the stable commit now (the status is published right after the
+    // audit line is written).
+    wait_for("the docs commit as the stable one", LIMIT, || {
+        daemon
+            .status()
+            .stable
+            .and_then(|s| s.commit)
+            .filter(|c| *c == docs)
+    })
+    .await;
 
     // A bad change pushed on its own is rolled back: only it is reverted.
     let bad = repo.commit("Block search", &[("policies/search.policy", Some(BAD))]);
