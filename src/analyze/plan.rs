@@ -5,7 +5,7 @@
 //! encodes or solves.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Stats;
 use super::index::{RegexFacts, Strs, Summary, ToolIndex, summarize, trivially_sat_with};
@@ -240,17 +240,23 @@ pub(super) fn plan_jobs(
             .filter(live)
             .collect();
         let target_index = index_of(&targets);
-        // Every rule by its tool, for the rules that can match an approval
-        // request (looked up once per approval tool, never scanned for per
-        // approval rule: a set has as many approval rules as policies).
-        let rule_index = default_denies.then(|| {
+        // Under a default of deny: the rules an approval request may match,
+        // by tool (a rule with no tool domain is kept aside: it may match
+        // any tool).
+        let (rule_index, untooled) = if default_denies {
             let rules: Vec<usize> = (0..items.len())
                 .filter(|i| item(*i).is_some_and(|x| !x.limit))
                 .filter(live)
                 .collect();
-            index_of(&rules)
-        });
-        let mut admitting: HashMap<&str, Vec<usize>> = HashMap::new();
+            let untooled: Vec<usize> = rules
+                .iter()
+                .copied()
+                .filter(|i| tool_doms.get(*i).is_some_and(Option::is_none))
+                .collect();
+            (index_of(&rules), untooled)
+        } else {
+            (ToolIndex::default(), Vec::new())
+        };
         for (r, it) in items.iter().enumerate() {
             let Some(via) = via_of(it.effect) else {
                 continue;
@@ -271,24 +277,18 @@ pub(super) fn plan_jobs(
                 })
                 .collect();
             let rest = it.summary.without(TOOL);
-            if let Some(rule_index) = &rule_index {
+            if default_denies {
                 // Every rule that can match the approval request: when none
                 // does, the default denies it.
-                let candidates = admitting.entry(via).or_insert_with(|| {
-                    rule_index
-                        .admitting(via)
-                        .into_iter()
-                        .filter(|i| {
-                            item(*i)
-                                .is_some_and(|x| x.summary.strs(TOOL).is_none_or(|d| d.admits(via)))
-                        })
-                        .collect()
-                });
-                let rules: Vec<usize> = candidates
-                    .iter()
-                    .copied()
+                let mut near = rule_index.admitting(via);
+                near.extend(untooled.iter().copied());
+                let rules: Vec<usize> = near
+                    .into_iter()
                     .filter(|i| {
-                        item(*i).is_some_and(|x| rest.overlaps(&x.summary.without(TOOL), schema))
+                        item(*i).is_some_and(|x| {
+                            x.summary.strs(TOOL).is_none_or(|d| d.admits(via))
+                                && rest.overlaps(&x.summary.without(TOOL), schema)
+                        })
                     })
                     .collect();
                 jobs.push(Job::Unruled {
