@@ -64,10 +64,10 @@ pub fn anchor(f: &mut Finding, changed: &BTreeSet<String>) {
         (Some(p), Some(r)) => changed.contains(&format!("{p}.{r}")),
         _ => false,
     };
-    if f.labels.first().is_none_or(|l| on_changed(l)) {
+    if f.labels.first().is_none_or(&on_changed) {
         return;
     }
-    if let Some(i) = f.labels.iter().position(|l| on_changed(l)) {
+    if let Some(i) = f.labels.iter().position(on_changed) {
         let l = f.labels.remove(i);
         f.labels.insert(0, l);
     }
