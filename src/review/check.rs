@@ -219,7 +219,7 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
 }
 
 /// The base revision checked (without the conflict analysis, which
-/// [`pull_request`] runs on both revisions; the files it shares with `head`
+/// [`pull_request_with`] runs on both revisions; the files it shares with `head`
 /// are not parsed again), with its commit; `None` when it has no policy
 /// repository (the change adds it: every finding is new, which a note says).
 fn check_base(
