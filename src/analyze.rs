@@ -67,12 +67,15 @@
 //!   [`analyze`];
 //! - `diff`: what a change does to decisions (`change::decision`,
 //!   `change::widened`), on two revisions' items;
-//! - `change`: the analysis of a change, on two planned sides.
+//! - `change`: the analysis of a change, on two planned sides;
+//! - `governance`: an observe scope that covers a `security`-tier policy
+//!   (`governance::observes_security`, a warning; syntax only, no solver).
 
 mod change;
 mod cond;
 mod diff;
 mod findings;
+pub mod governance;
 pub mod graph;
 pub mod index;
 pub mod lang;

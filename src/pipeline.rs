@@ -112,6 +112,14 @@ fn check_reusing(
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
         set = out.checked.as_ref().map(compile::lower);
+        if let (Some(set), Some(observe)) = (&set, project::observe_span(&project_file.text)) {
+            findings.extend(analyze::governance::observes_security(
+                project_file,
+                observe,
+                &project.governance,
+                set,
+            ));
+        }
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {
@@ -170,6 +178,7 @@ impl Checked {
             project.schema.clone(),
             set.clone(),
             source_commit,
-        ))
+        )
+        .and_then(|a| a.with_governance(project.governance.clone())))
     }
 }

@@ -11,9 +11,10 @@
 //! `plan::underpowered` warning ([`parse_reporting`]).
 //!
 //! The submodules: `read` (typed accessors over the spanned tree), `fields`
-//! (`[schema]`) and `rollout` (`[rollout]`).
+//! (`[schema]`), `rollout` (`[rollout]`) and `governance` (`[governance]`).
 
 mod fields;
+mod governance;
 mod read;
 mod rollout;
 
@@ -21,11 +22,13 @@ use serde::Serialize;
 use toml::de::DeTable;
 
 use crate::diagnostic::Finding;
+use crate::model::governance::Governance;
 use crate::model::ir::DecisionKind;
 use crate::model::plan::RolloutPlan;
 use crate::model::schema::Schema;
 use crate::source::SourceFile;
 
+pub use governance::observe_span;
 use read::{Cx, entries};
 
 /// The folder of replay traces when `[project] traces` is not given.
@@ -47,9 +50,12 @@ pub struct Project {
     pub schema: Schema,
     /// The rollout plan, when `[rollout]` is present.
     pub rollout: Option<RolloutPlan>,
+    /// `[governance]`: the observe scope (empty when the table is absent).
+    #[serde(skip_serializing_if = "Governance::is_empty")]
+    pub governance: Governance,
 }
 
-const TOP_KEYS: [&str; 3] = ["project", "schema", "rollout"];
+const TOP_KEYS: [&str; 4] = ["project", "schema", "rollout", "governance"];
 const PROJECT_KEYS: [&str; 3] = ["name", "default", "traces"];
 
 /// Parses and validates `sluice.toml`.
@@ -73,18 +79,22 @@ pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec
     let mut project = None;
     let mut schema = None;
     let mut rollout = None;
+    let mut governance = None;
     for (k, v) in entries(root.get_ref()) {
         match k.get_ref().as_ref() {
             "project" => project = Some((cx.table(v, "`project`", "[project]"), v.span())),
             "schema" => schema = Some((cx.table(v, "`schema`", "[schema]"), v.span())),
             "rollout" => rollout = Some((cx.table(v, "`rollout`", "[rollout]"), v.span())),
+            "governance" => {
+                governance = Some(cx.table(v, "`governance`", "[governance]"));
+            }
             _ => {
                 let help = read::did_you_mean(k.get_ref(), &TOP_KEYS);
                 cx.error(
                     k.span(),
                     "unknown key",
                     format!("unknown key `{}` at the top level", k.get_ref()),
-                    format!("{help} (sluice.toml has the tables `[project]`, `[schema]` and `[rollout]`)"),
+                    format!("{help} (sluice.toml has the tables `[project]`, `[schema]`, `[rollout]` and `[governance]`)"),
                 );
             }
         }
@@ -116,6 +126,11 @@ pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec
         Some((Some(t), span)) => rollout::read(&mut cx, t, span, &declared),
         _ => None,
     };
+    let governance = match governance {
+        Some(Some(t)) => governance::read(&mut cx, t, &declared),
+        Some(None) => None,
+        None => Some(Governance::default()),
+    };
 
     let mut findings = cx.findings;
     let mut warnings = cx.warnings;
@@ -129,9 +144,11 @@ pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec
             traces,
             schema: declared.schema,
             rollout: plan,
+            governance: governance.unwrap_or_default(),
         }),
         // INVARIANT: `settings` is `None` only after a finding was reported,
-        // so `findings` is never empty here.
+        // so `findings` is never empty here (and `governance` is `None` only
+        // after one too).
         _ => Err(findings),
     };
     (project, warnings)

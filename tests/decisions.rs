@@ -333,6 +333,7 @@ tool = "string"
             default: p.default,
             schema: p.schema.clone(),
             policies: c.set.as_ref().unwrap().policies.clone(),
+            governance: Default::default(),
             source_commit: None,
             hash: String::new(),
         })

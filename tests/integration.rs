@@ -21,6 +21,7 @@ mod examples;
 mod fleet_state;
 mod fmt;
 mod gateway;
+mod governance;
 mod hardening;
 mod messages;
 mod parse;

@@ -72,6 +72,8 @@ impl Replay {
             default,
             schema: schema.clone(),
             policies: set.policies.clone(),
+            // The policies' own decisions: no scope is observed.
+            governance: Default::default(),
             source_commit: None,
             hash: String::new(),
         };

@@ -12,6 +12,7 @@
 //!               "requests": 4, "errors": 0, "failsafe": 0,
 //!               "error_rate": 0.0, "deny_rate": 0.0,
 //!               "decisions": {"allow": 4, "modify": 0, "require_approval": 0, "deny": 0},
+//!               "observed": {"allow": 0, "modify": 0, "require_approval": 0, "deny": 0},
 //!               "latency_ms": {"p50": 0.031, "p95": 0.052, "p99": 0.052, "max": 0.052, "mean": 0.036},
 //!               "histogram": [[0.0315, 2], [0.0525, 2]]}],
 //!  "shadow_dropped": 0, "shadow_dropped_total": 0,
@@ -94,6 +95,11 @@ pub struct CohortFigures {
     pub deny_rate: f64,
     #[serde(default)]
     pub decisions: Decisions,
+    /// The requests in the observe scope of `[governance]`, by the decision
+    /// the policies reached (each is also an `allow` in `decisions`): what
+    /// enforcing the scope would answer.
+    #[serde(default)]
+    pub observed: Decisions,
     #[serde(default)]
     pub latency_ms: Latency,
     /// The latency histogram as `[upper bound in ms, count]` buckets

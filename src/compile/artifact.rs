@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::governance::Governance;
 use crate::model::ir::{DecisionKind, Policy, PolicySet};
 use crate::model::schema::Schema;
 
@@ -18,8 +19,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A compiled policy set, as engines load it.
 ///
 /// `hash` is the hex sha256 of the canonical JSON of every field but `hash`
-/// and `source_commit`: format version, project, default, schema and
-/// policies. The source commit is provenance, not content: a commit that
+/// and `source_commit`: format version, project, default, schema,
+/// policies and governance (left out of the JSON, and so of the hash, when
+/// it observes nothing: an artifact without `[governance]` keeps the hash it
+/// had before governance existed). The source commit is provenance, not content: a commit that
 /// changes no policy (a README edit, a reformatting — the IR carries no
 /// source locations) keeps the hash, so engines see the same artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +35,9 @@ pub struct Artifact {
     pub schema: Schema,
     /// Sorted by name.
     pub policies: Vec<Policy>,
+    /// `[governance]` of `sluice.toml`: the observe scope.
+    #[serde(default, skip_serializing_if = "Governance::is_empty")]
+    pub governance: Governance,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_commit: Option<String>,
     pub hash: String,
@@ -45,6 +51,8 @@ struct Content<'a> {
     default: DecisionKind,
     schema: &'a Schema,
     policies: &'a [Policy],
+    #[serde(skip_serializing_if = "Governance::is_empty")]
+    governance: &'a Governance,
 }
 
 impl Artifact {
@@ -65,11 +73,19 @@ impl Artifact {
             default,
             schema,
             policies,
+            governance: Governance::default(),
             source_commit,
             hash: String::new(),
         };
         artifact.hash = artifact.compute_hash()?;
         Ok(artifact)
+    }
+
+    /// The artifact with `governance` in force, its hash computed anew.
+    pub fn with_governance(mut self, governance: Governance) -> Result<Artifact, ArtifactError> {
+        self.governance = governance;
+        self.hash = self.compute_hash()?;
+        Ok(self)
     }
 
     /// The hex sha256 of the canonical content (everything but `hash` and
@@ -81,6 +97,7 @@ impl Artifact {
             default: self.default,
             schema: &self.schema,
             policies: &self.policies,
+            governance: &self.governance,
         };
         let bytes = serde_json::to_vec(&content).map_err(|e| ArtifactError::Encode {
             message: e.to_string(),

@@ -167,6 +167,12 @@ codes! {
         "A rollout stage's gate cannot pass on the stage's min_samples requests, even for a flawless candidate.",
         "Raise the stage's `min_samples` to the count the message gives, or loosen the gate.",
     ));
+    /// An observe scope of `[governance]` that covers a `security`-tier
+    /// policy.
+    GovernanceObservesSecurity = "governance::observes_security", Warning, Some((
+        "The observe scope of `[governance]` in sluice.toml covers a security-tier policy: its denials there are answered allow.",
+        "Narrow `observe` so the security policy's rules cannot match it, or enforce the scope by removing `observe`.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -277,6 +283,7 @@ mod tests {
                 | "analyze::unknown"
                 | "analyze::unencodable"
                 | "plan::underpowered"
+                | "governance::observes_security"
                 | "change::widened" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,

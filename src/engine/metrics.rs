@@ -10,6 +10,7 @@
 //! | `sluice_errors_total` | counter | |
 //! | `sluice_failsafe_total` | counter | |
 //! | `sluice_decisions_total` | counter | `decision` |
+//! | `sluice_observed_total` | counter | `decision` (the policies' decision of a request in the observe scope, answered `allow`) |
 //! | `sluice_latency_seconds` | histogram (`_bucket`, `_sum`, `_count`) | `le` |
 //! | `sluice_shadow_divergences_total` | counter | `stable`, `candidate` |
 //! | `sluice_shadow_compared_total` | counter | |
@@ -125,6 +126,19 @@ impl Scrape {
             for kind in DECISIONS {
                 let labels = (cohort_labels(c), [("decision", kind.as_str())]);
                 ConstCounter::new(c.decisions.of(kind)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "sluice_observed",
+            "Requests in the observe scope (answered allow) by the decision the policies reached, since the route last changed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (c, _) in &self.cohorts {
+            for kind in DECISIONS {
+                let labels = (cohort_labels(c), [("decision", kind.as_str())]);
+                ConstCounter::new(c.observed.of(kind)).encode(family.encode_family(&labels)?)?;
             }
         }
 

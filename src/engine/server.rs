@@ -381,6 +381,7 @@ impl Engine {
         if let Some(stats) = route.stats.cohort(cohort) {
             stats.record(Sample {
                 decision: response.decision,
+                observed: response.observed,
                 error: error.is_some(),
                 failsafe: outcome.is_none(),
                 latency,
@@ -403,6 +404,7 @@ impl Engine {
                 cohort,
                 stage: stage.map(str::to_string),
                 decision: response.decision,
+                observed: response.observed,
                 approval_id: response.approval_id.clone(),
                 failsafe: outcome.is_none(),
                 audit: response.audit,

@@ -237,6 +237,7 @@ fn evaluator(c: &Checked) -> Option<Evaluator> {
         default: project.default,
         schema: project.schema.clone(),
         policies: set.policies.clone(),
+        governance: project.governance.clone(),
         source_commit: None,
         hash: String::new(),
     };
