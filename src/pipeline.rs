@@ -172,13 +172,15 @@ impl Checked {
     ) -> Option<Result<crate::compile::artifact::Artifact, crate::compile::artifact::ArtifactError>>
     {
         let (project, set) = (self.project.as_ref()?, self.set.as_ref()?);
-        Some(crate::compile::artifact::Artifact::new(
-            project.name.clone(),
-            project.default,
-            project.schema.clone(),
-            set.clone(),
-            source_commit,
+        Some(
+            crate::compile::artifact::Artifact::new(
+                project.name.clone(),
+                project.default,
+                project.schema.clone(),
+                set.clone(),
+                source_commit,
+            )
+            .and_then(|a| a.with_governance(project.governance.clone())),
         )
-        .and_then(|a| a.with_governance(project.governance.clone())))
     }
 }

@@ -90,7 +90,10 @@ fn observe_is_read_into_the_project() {
         ]
     );
     // Without the table nothing is observed.
-    let plain = SourceFile::new("sluice.toml", "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n");
+    let plain = SourceFile::new(
+        "sluice.toml",
+        "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n",
+    );
     assert!(parse(&plain).unwrap().governance.is_empty());
 }
 
@@ -98,13 +101,22 @@ fn observe_is_read_into_the_project() {
 fn the_scope_is_part_of_the_artifact_and_its_hash() {
     let observed = artifact(&fixture());
     let enforced = artifact(&fixture_with(Some(&enforcing_toml())));
-    assert_ne!(observed.hash, enforced.hash, "moving a scope changes the hash");
+    assert_ne!(
+        observed.hash, enforced.hash,
+        "moving a scope changes the hash"
+    );
     assert!(enforced.governance.is_empty());
     let bytes = observed.to_bytes().unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
-    assert!(text.contains(r#""governance":{"observe":{"org":[{"str":"newco"}]}}"#), "{text}");
+    assert!(
+        text.contains(r#""governance":{"observe":{"org":[{"str":"newco"}]}}"#),
+        "{text}"
+    );
     let read = Artifact::from_bytes(&bytes).unwrap();
-    assert_eq!((&read.hash, &read.governance), (&observed.hash, &observed.governance));
+    assert_eq!(
+        (&read.hash, &read.governance),
+        (&observed.hash, &observed.governance)
+    );
     // Without governance the JSON has no `governance` key: older artifacts
     // keep their hash.
     let plain = String::from_utf8(enforced.to_bytes().unwrap()).unwrap();
@@ -128,7 +140,10 @@ fn the_evaluator_answers_allow_and_reports_the_observed_decision() {
 
     // In the scope, denied by a security rule: answered allow, observed deny.
     let (decision, observed, resp) = answer(&pay("newco", 5000));
-    assert_eq!((decision, observed), (DecisionKind::Allow, Some(DecisionKind::Deny)));
+    assert_eq!(
+        (decision, observed),
+        (DecisionKind::Allow, Some(DecisionKind::Deny))
+    );
     assert_eq!(resp.decision, DecisionKind::Allow);
     assert_eq!(resp.observed, Some(DecisionKind::Deny));
     assert!(resp.audit);
@@ -143,11 +158,19 @@ fn the_evaluator_answers_allow_and_reports_the_observed_decision() {
     let (decision, observed, resp) = answer(&pay("acme", 5000));
     assert_eq!((decision, observed), (DecisionKind::Deny, None));
     assert!(!resp.audit);
-    assert!(serde_json::to_value(&resp).unwrap().get("observed").is_none());
+    assert!(
+        serde_json::to_value(&resp)
+            .unwrap()
+            .get("observed")
+            .is_none()
+    );
 
     // In the scope and allowed: observed allow, still audited.
     let (decision, observed, resp) = answer(&pay("newco", 5));
-    assert_eq!((decision, observed), (DecisionKind::Allow, Some(DecisionKind::Allow)));
+    assert_eq!(
+        (decision, observed),
+        (DecisionKind::Allow, Some(DecisionKind::Allow))
+    );
     assert!(resp.audit);
 
     // An observed `require_approval` queues nothing and modifies nothing:
@@ -344,4 +367,28 @@ fn the_engine_answers_counts_and_logs_observed_decisions() {
             ("allow", Some("allow"), true)
         ]
     );
+}
+
+#[test]
+fn trace_replay_judges_the_answer_of_the_scope() {
+    let trace = SourceFile::new(
+        "traces/pay.jsonl",
+        concat!(
+            r#"{"request": {"tool": "pay", "agent": "bot", "org": "newco", "session": "s", "args": {"amount": 5000}}, "expect": "deny"}"#,
+            "\n",
+            r#"{"request": {"tool": "pay", "agent": "bot", "org": "acme", "session": "s", "args": {"amount": 5000}}, "expect": "deny"}"#,
+            "\n"
+        ),
+    );
+    let (cases, invalid) = sluice::replay::parse_traces(&trace);
+    assert!(invalid.is_empty(), "{invalid:?}");
+    let run = |c: &Checked| {
+        let ev = Evaluator::new(&artifact(c)).unwrap();
+        let mut report = sluice::api::replay::ReplayReport::default();
+        sluice::replay::run(&ev, &cases, &MemoryLimitStore::new(), &mut report);
+        (report.passed, report.catastrophic)
+    };
+    // Observed, newco's denial is answered allow: the replay gate sees it.
+    assert_eq!(run(&fixture()), (1, 1));
+    assert_eq!(run(&fixture_with(Some(&enforcing_toml()))), (2, 0));
 }

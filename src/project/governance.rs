@@ -17,11 +17,7 @@ use crate::model::governance::Governance;
 const GOVERNANCE_KEYS: [&str; 1] = ["observe"];
 
 /// Reads `[governance]`; `None` after reporting an error.
-pub(super) fn read(
-    cx: &mut Cx<'_>,
-    t: &DeTable<'_>,
-    declared: &Declared,
-) -> Option<Governance> {
+pub(super) fn read(cx: &mut Cx<'_>, t: &DeTable<'_>, declared: &Declared) -> Option<Governance> {
     let mut governance = Some(Governance::default());
     for (k, v) in entries(t) {
         match k.get_ref().as_ref() {

@@ -552,7 +552,9 @@ pub(super) fn read_match(
                 leaf.key.span(),
                 "a `set<string>` field",
                 format!("`{name}` {place} names `{path}`, a `set<string>` field"),
-                format!("`{name}` selects requests by the value of an `int`, `string` or `bool` field"),
+                format!(
+                    "`{name}` selects requests by the value of an `int`, `string` or `bool` field"
+                ),
             );
             ok = false;
             continue;
