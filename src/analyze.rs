@@ -69,7 +69,10 @@
 //!   `change::widened`), on two revisions' items;
 //! - `change`: the analysis of a change, on two planned sides;
 //! - `governance`: an observe scope that covers a `security`-tier policy
-//!   (`governance::observes_security`, a warning; syntax only, no solver).
+//!   (`governance::observes_security`, a warning; syntax only, no solver);
+//! - `inventory`: rules against the agent inventory
+//!   (`inventory::unknown_tool`, `inventory::unknown_agent`, warnings; on
+//!   the syntax trees, no solver).
 
 mod change;
 mod cond;
@@ -78,6 +81,7 @@ mod findings;
 pub mod governance;
 pub mod graph;
 pub mod index;
+pub mod inventory;
 pub mod lang;
 mod plan;
 mod probe;

@@ -12,6 +12,7 @@ use crate::analyze;
 use crate::check;
 use crate::compile;
 use crate::diagnostic::{Finding, Sources};
+use crate::model::inventory::Inventory;
 use crate::model::ir::PolicySet;
 use crate::parse::{self, ast};
 use crate::project::{self, Project};
@@ -26,6 +27,9 @@ pub struct Checked {
     pub parsed: Vec<(SourceFile, ast::Policy)>,
     /// The typed set; `None` when any finding is an error.
     pub set: Option<PolicySet>,
+    /// The agent inventory (`agents/*.toml`); empty without one, or when it
+    /// has errors (they are among the findings).
+    pub inventory: Inventory,
     /// Every finding, sorted by file and position.
     pub findings: Vec<Finding>,
     /// Every file read, for rendering findings.
@@ -51,7 +55,19 @@ impl Checked {
 /// Every policy file is parsed even when `sluice.toml` is broken; the set is
 /// only type-checked when there is a schema to check it against.
 pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
-    let mut checked = check_unanalysed(project_file, policy_files);
+    check_repo(project_file, policy_files, &[])
+}
+
+/// [`check_sources`] of a repository with an agent inventory
+/// (`agent_files`: its `agents/*.toml`; none, no inventory): the inventory
+/// is read, checked against the set (`inventory::*`) and carried by the
+/// artifact.
+pub fn check_repo(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
+) -> Checked {
+    let mut checked = check_reusing(project_file, policy_files, agent_files, None);
     checked.analyze(&analyze::Options::default());
     checked
 }
@@ -59,7 +75,16 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
 /// [`check_sources`] without the conflict analysis: for the pull-request
 /// check, which analyses two revisions together (`review::analyze_change`).
 pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
-    check_reusing(project_file, policy_files, None)
+    check_reusing(project_file, policy_files, &[], None)
+}
+
+/// [`check_repo`] without the conflict analysis.
+pub fn check_repo_unanalysed(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
+) -> Checked {
+    check_reusing(project_file, policy_files, agent_files, None)
 }
 
 /// [`check_unanalysed`] for the other revision of a pull request: a file
@@ -68,14 +93,16 @@ pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) 
 pub fn check_unanalysed_sharing(
     project_file: &SourceFile,
     policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
     known: &Checked,
 ) -> Checked {
-    check_reusing(project_file, policy_files, Some(known))
+    check_reusing(project_file, policy_files, agent_files, Some(known))
 }
 
 fn check_reusing(
     project_file: &SourceFile,
     policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
     known: Option<&Checked>,
 ) -> Checked {
     let known: HashMap<&str, &(SourceFile, ast::Policy)> = known
@@ -107,6 +134,16 @@ fn check_reusing(
             Err(mut e) => findings.append(&mut e),
         }
     }
+    for file in agent_files {
+        sources.add(file.clone());
+    }
+    let inventory = match crate::project::parse_inventory(agent_files) {
+        Ok(i) => i,
+        Err(mut e) => {
+            findings.append(&mut e);
+            Inventory::default()
+        }
+    };
     let mut set = None;
     if let Some(project) = &project {
         let out = check::check(&parsed, &project.schema);
@@ -120,6 +157,9 @@ fn check_reusing(
                 set,
             ));
         }
+        if set.is_some() && !inventory.is_empty() {
+            findings.extend(analyze::inventory::check(&parsed, &inventory));
+        }
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {
@@ -129,6 +169,7 @@ fn check_reusing(
         project,
         parsed,
         set,
+        inventory,
         findings,
         sources,
         files: policy_files.len(),
@@ -180,7 +221,8 @@ impl Checked {
                 set.clone(),
                 source_commit,
             )
-            .and_then(|a| a.with_governance(project.governance.clone())),
+            .and_then(|a| a.with_governance(project.governance.clone()))
+            .and_then(|a| a.with_inventory(self.inventory.clone())),
         )
     }
 }

@@ -11,10 +11,13 @@
 //! `plan::underpowered` warning ([`parse_reporting`]).
 //!
 //! The submodules: `read` (typed accessors over the spanned tree), `fields`
-//! (`[schema]`), `rollout` (`[rollout]`) and `governance` (`[governance]`).
+//! (`[schema]`), `rollout` (`[rollout]`) and `governance` (`[governance]`);
+//! `inventory` reads the agent inventory, `agents/*.toml`
+//! ([`parse_inventory`]), with the same accessors.
 
 mod fields;
 mod governance;
+mod inventory;
 mod read;
 mod rollout;
 
@@ -29,6 +32,7 @@ use crate::model::schema::Schema;
 use crate::source::SourceFile;
 
 pub use governance::observe_span;
+pub use inventory::parse_inventory;
 use read::{Cx, entries};
 
 /// The folder of replay traces when `[project] traces` is not given.
@@ -73,7 +77,7 @@ pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
 pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec<Finding>) {
     let root = match DeTable::parse(&file.text) {
         Ok(root) => root,
-        Err(e) => return (Err(vec![syntax_error(file, &e)]), Vec::new()),
+        Err(e) => return (Err(vec![syntax_error(file, &e, read::CODE)]), Vec::new()),
     };
     let mut cx = Cx::new(file);
     let mut project = None;
@@ -206,7 +210,7 @@ fn read_project(
 }
 
 /// The one finding of a TOML syntax error.
-fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
+fn syntax_error(file: &SourceFile, e: &toml::de::Error, code: crate::diagnostic::Code) -> Finding {
     let span = e.span().unwrap_or(0..0);
     let raw = e.message();
     let (what, expected) = match raw.split_once(", expected ") {
@@ -231,7 +235,7 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
             format!("invalid TOML: {what}"),
             match expected {
                 Some(x) => format!("expected {x} here"),
-                None => "sluice.toml must be valid TOML (see https://toml.io)".to_owned(),
+                None => format!("{} must be valid TOML (see https://toml.io)", file.name),
             },
         )
     };
@@ -240,7 +244,7 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
     } else {
         expected.map_or_else(|| what.clone(), |x| format!("expected {x}"))
     };
-    Finding::new(read::CODE, message)
+    Finding::new(code, message)
         .with_label(
             crate::diagnostic::Label::new(
                 file.name.clone(),

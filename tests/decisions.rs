@@ -334,6 +334,7 @@ tool = "string"
             schema: p.schema.clone(),
             policies: c.set.as_ref().unwrap().policies.clone(),
             governance: Default::default(),
+            inventory: Default::default(),
             source_commit: None,
             hash: String::new(),
         })

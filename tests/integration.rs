@@ -23,6 +23,7 @@ mod fmt;
 mod gateway;
 mod governance;
 mod hardening;
+mod inventory;
 mod messages;
 mod parse;
 mod project;

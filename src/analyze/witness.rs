@@ -74,6 +74,7 @@ impl Replay {
             policies: set.policies.clone(),
             // The policies' own decisions: no scope is observed.
             governance: Default::default(),
+            inventory: Default::default(),
             source_commit: None,
             hash: String::new(),
         };

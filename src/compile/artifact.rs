@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::governance::Governance;
+use crate::model::inventory::Inventory;
 use crate::model::ir::{DecisionKind, Policy, PolicySet};
 use crate::model::schema::Schema;
 
@@ -20,9 +21,9 @@ pub const FORMAT_VERSION: u32 = 1;
 ///
 /// `hash` is the hex sha256 of the canonical JSON of every field but `hash`
 /// and `source_commit`: format version, project, default, schema,
-/// policies and governance (left out of the JSON, and so of the hash, when
-/// it observes nothing: an artifact without `[governance]` keeps the hash it
-/// had before governance existed). The source commit is provenance, not content: a commit that
+/// policies, governance and the agent inventory (each left out of the JSON,
+/// and so of the hash, when empty: an artifact without `[governance]` or
+/// `agents/` keeps the hash it had before they existed). The source commit is provenance, not content: a commit that
 /// changes no policy (a README edit, a reformatting — the IR carries no
 /// source locations) keeps the hash, so engines see the same artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Artifact {
     /// `[governance]` of `sluice.toml`: the observe scope.
     #[serde(default, skip_serializing_if = "Governance::is_empty")]
     pub governance: Governance,
+    /// The agent inventory of `agents/*.toml`.
+    #[serde(default, skip_serializing_if = "Inventory::is_empty")]
+    pub inventory: Inventory,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_commit: Option<String>,
     pub hash: String,
@@ -53,6 +57,8 @@ struct Content<'a> {
     policies: &'a [Policy],
     #[serde(skip_serializing_if = "Governance::is_empty")]
     governance: &'a Governance,
+    #[serde(skip_serializing_if = "Inventory::is_empty")]
+    inventory: &'a Inventory,
 }
 
 impl Artifact {
@@ -74,11 +80,19 @@ impl Artifact {
             schema,
             policies,
             governance: Governance::default(),
+            inventory: Inventory::default(),
             source_commit,
             hash: String::new(),
         };
         artifact.hash = artifact.compute_hash()?;
         Ok(artifact)
+    }
+
+    /// The artifact with the agent inventory, its hash computed anew.
+    pub fn with_inventory(mut self, inventory: Inventory) -> Result<Artifact, ArtifactError> {
+        self.inventory = inventory;
+        self.hash = self.compute_hash()?;
+        Ok(self)
     }
 
     /// The artifact with `governance` in force, its hash computed anew.
@@ -98,6 +112,7 @@ impl Artifact {
             schema: &self.schema,
             policies: &self.policies,
             governance: &self.governance,
+            inventory: &self.inventory,
         };
         let bytes = serde_json::to_vec(&content).map_err(|e| ArtifactError::Encode {
             message: e.to_string(),

@@ -173,6 +173,21 @@ codes! {
         "The observe scope of `[governance]` in sluice.toml covers a security-tier policy: its denials there are answered allow.",
         "Narrow `observe` so the security policy's rules cannot match it, or enforce the scope by removing `observe`.",
     ));
+    /// An `agents/*.toml` of the agent inventory that is not valid.
+    InventoryInvalid = "inventory::invalid", Error, Some((
+        "A file of the agent inventory (agents/*.toml) is not valid.",
+        "Write one agent per file with `id`, `owner` and `tools`, as the message says.",
+    ));
+    /// A rule compares `tool` with a name no inventoried agent declares.
+    InventoryUnknownTool = "inventory::unknown_tool", Warning, Some((
+        "A rule names a tool that no agent of the inventory declares: a typo, or a rule for a tool nothing calls.",
+        "Correct the tool's name, or add the tool to the agent that calls it in agents/*.toml.",
+    ));
+    /// A rule names an agent the inventory lacks.
+    InventoryUnknownAgent = "inventory::unknown_agent", Warning, Some((
+        "A rule names an agent that the inventory (agents/*.toml) lacks.",
+        "Correct the agent's id, or inventory the agent in agents/<id>.toml.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -284,6 +299,8 @@ mod tests {
                 | "analyze::unencodable"
                 | "plan::underpowered"
                 | "governance::observes_security"
+                | "inventory::unknown_tool"
+                | "inventory::unknown_agent"
                 | "change::widened" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,

@@ -1,0 +1,238 @@
+//! The agent inventory (SPEC §9): `agents/*.toml` read from the repository
+//! with located `inventory::invalid` errors (fixtures snapshotted), carried
+//! by the artifact and its hash, and checked against the set:
+//! `inventory::unknown_tool` and `inventory::unknown_agent` (a fixture
+//! repository, snapshotted, and through the built `sluice check`). Without
+//! `agents/`, none of it applies.
+
+use std::path::{Path, PathBuf};
+
+use sluice::diagnostic::{Sources, render_human};
+use sluice::pipeline::{Checked, check_repo};
+use sluice::project::parse_inventory;
+use sluice::source::SourceFile;
+use sluice::tree::Traces;
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/inventory/repo")
+}
+
+/// The fixture repository read from disk and checked.
+fn checked_fixture() -> Checked {
+    let files = sluice::tree::fs::load(&repo_dir(), Traces::Skip).unwrap();
+    check_repo(&files.project, &files.policies, &files.agents)
+}
+
+fn codes<'a>(c: &'a Checked, code: &str) -> Vec<&'a sluice::diagnostic::Finding> {
+    c.findings
+        .iter()
+        .filter(|f| f.code.as_str() == code)
+        .collect()
+}
+
+#[test]
+fn agents_are_read_from_the_repository_into_the_inventory() {
+    let files = sluice::tree::fs::load(&repo_dir(), Traces::Skip).unwrap();
+    let names: Vec<&str> = files.agents.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["agents/invoice-bot.toml", "agents/ops-bot.toml"]);
+    let inventory = parse_inventory(&files.agents).unwrap();
+    let ids: Vec<&str> = inventory.agents.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["invoice-bot", "ops-bot"]);
+    let bot = inventory.agent("invoice-bot").unwrap();
+    assert_eq!(bot.owner, "finance-platform");
+    assert_eq!(bot.data, ["payment", "pii"]);
+    assert_eq!(bot.credentials, ["stripe-restricted-key"]);
+    assert_eq!(bot.triggers, ["schedule:daily"]);
+    assert_eq!(bot.cost.map(|c| c.calls_per_day), Some(400));
+    assert_eq!(inventory.agent("ops-bot").unwrap().cost, None);
+    assert_eq!(
+        inventory.tools(),
+        [
+            "approvals.request",
+            "email.send",
+            "payments.transfer",
+            "shell.exec"
+        ]
+    );
+}
+
+#[test]
+fn invalid_agent_files_are_located_errors() {
+    insta::with_settings!({snapshot_path => "../snapshots/inventory", prepend_module_to_snapshot => false}, {
+        insta::glob!("data/inventory/err/*.toml", |path| {
+            let name = format!("agents/{}", path.file_name().unwrap().to_string_lossy());
+            let file = SourceFile::new(name, std::fs::read_to_string(path).unwrap());
+            let findings = parse_inventory(std::slice::from_ref(&file)).unwrap_err();
+            assert!(findings.iter().all(|f| f.code.as_str() == "inventory::invalid" && f.is_error()));
+            assert!(findings.iter().all(|f| f.labels.iter().all(|l| l.file == file.name)));
+            let mut sources = Sources::new();
+            sources.add(file);
+            insta::assert_snapshot!(render_human(&findings, &sources, false, 80));
+        });
+    });
+}
+
+#[test]
+fn an_agent_inventoried_twice_is_an_error_naming_both_files() {
+    let a = SourceFile::new(
+        "agents/a.toml",
+        "id = \"bot\"\nowner = \"x\"\ntools = [\"t\"]\n",
+    );
+    let b = SourceFile::new(
+        "agents/b.toml",
+        "owner = \"y\"\nid = \"bot\"\ntools = [\"u\"]\n",
+    );
+    let findings = parse_inventory(&[a, b]).unwrap_err();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert!(
+        f.message.contains("`bot` is inventoried twice"),
+        "{}",
+        f.message
+    );
+    let files: Vec<&str> = f.labels.iter().map(|l| l.file.as_str()).collect();
+    assert_eq!(files, ["agents/b.toml", "agents/a.toml"]);
+}
+
+#[test]
+fn rules_are_checked_against_the_inventory() {
+    let c = checked_fixture();
+    assert!(!c.has_errors(), "warnings only: {:#?}", c.findings);
+    let tools: Vec<(&str, Option<&str>)> = codes(&c, "inventory::unknown_tool")
+        .iter()
+        .map(|f| (f.message.as_str(), f.labels[0].rule.as_deref()))
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            (
+                "no inventoried agent declares the tool `payments.refund`",
+                Some("refunds")
+            ),
+            (
+                "no inventoried agent declares the tool `shel.exec`",
+                Some("no_rm")
+            ),
+        ]
+    );
+    let typo = codes(&c, "inventory::unknown_tool")[1];
+    assert!(
+        typo.help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `shell.exec`?")
+    );
+    let agents: Vec<&str> = codes(&c, "inventory::unknown_agent")
+        .iter()
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(agents, ["the agent `invoicebot` is not in the inventory"]);
+    insta::with_settings!({snapshot_path => "../snapshots/inventory", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("repo_findings", render_human(&c.findings, &c.sources, false, 100));
+    });
+}
+
+#[test]
+fn the_inventory_is_part_of_the_artifact_and_its_hash() {
+    let c = checked_fixture();
+    let a = c.artifact(None).unwrap().unwrap();
+    assert_eq!(a.inventory.agents.len(), 2);
+    let bytes = a.to_bytes().unwrap();
+    let read = sluice::compile::artifact::Artifact::from_bytes(&bytes).unwrap();
+    assert_eq!(read.inventory, a.inventory);
+    // The same set without the inventory: another hash, and no findings of it.
+    let files = sluice::tree::fs::load(&repo_dir(), Traces::Skip).unwrap();
+    let bare = check_repo(&files.project, &files.policies, &[]);
+    let b = bare.artifact(None).unwrap().unwrap();
+    assert_ne!(a.hash, b.hash);
+    assert!(b.inventory.is_empty());
+    assert!(
+        !String::from_utf8(b.to_bytes().unwrap())
+            .unwrap()
+            .contains("inventory")
+    );
+    assert!(
+        !bare
+            .findings
+            .iter()
+            .any(|f| f.code.as_str().starts_with("inventory::")),
+        "without agents/ no inventory check applies: {:#?}",
+        bare.findings
+    );
+}
+
+#[test]
+fn sluice_check_reports_the_inventory_findings() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check", "--format", "json", "--repo"])
+        .arg(repo_dir())
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let codes: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .filter(|c| c.starts_with("inventory::"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "inventory::unknown_tool",
+            "inventory::unknown_agent",
+            "inventory::unknown_tool"
+        ],
+        "{doc:#}"
+    );
+
+    // A broken agent file fails the check with its location.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_dir(), dir.path());
+    std::fs::write(
+        dir.path().join("agents/ops-bot.toml"),
+        "id = \"ops-bot\"\ntools = []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check", "--format", "json", "--repo"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invalid: Vec<(&str, &str)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "inventory::invalid")
+        .map(|f| {
+            (
+                f["locations"][0]["file"].as_str().unwrap(),
+                f["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        invalid,
+        [
+            ("agents/ops-bot.toml", "the agent has no `owner`"),
+            ("agents/ops-bot.toml", "`tools` is empty"),
+        ],
+        "{doc:#}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
