@@ -71,8 +71,9 @@
 //! - `governance`: an observe scope that covers a `security`-tier policy
 //!   (`governance::observes_security`, a warning; syntax only, no solver);
 //! - `inventory`: rules against the agent inventory
-//!   (`inventory::unknown_tool`, `inventory::unknown_agent`, warnings; on
-//!   the syntax trees, no solver).
+//!   (`inventory::unknown_tool`, `inventory::unknown_agent` on the syntax
+//!   trees, `inventory::uncovered_tool` through the evaluator's tool index,
+//!   with a replayed witness; warnings, no solver).
 
 mod change;
 mod cond;

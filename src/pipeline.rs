@@ -157,8 +157,15 @@ fn check_reusing(
                 set,
             ));
         }
-        if set.is_some() && !inventory.is_empty() {
+        if let Some(set) = set.as_ref().filter(|_| !inventory.is_empty()) {
             findings.extend(analyze::inventory::check(&parsed, &inventory));
+            findings.extend(analyze::inventory::uncovered_tools(
+                set,
+                &project.schema,
+                project.default,
+                &inventory,
+                agent_files,
+            ));
         }
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));

@@ -133,6 +133,41 @@ fn rules_are_checked_against_the_inventory() {
 }
 
 #[test]
+fn a_tool_only_the_default_decides_is_reported_with_a_replayed_witness() {
+    let c = checked_fixture();
+    let found = codes(&c, "inventory::uncovered_tool");
+    // `email.send` (invoice-bot) has no rule; every other tool has one.
+    assert_eq!(found.len(), 1, "{:#?}", c.findings);
+    let f = found[0];
+    assert!(f.message.contains("`email.send`"), "{}", f.message);
+    assert!(f.message.contains("(`deny`)"), "{}", f.message);
+    assert_eq!(f.labels[0].file, "agents/invoice-bot.toml");
+    let witness = f.witness.clone().unwrap();
+    assert_eq!(witness["tool"], "email.send");
+    assert_eq!(witness["agent"], "invoice-bot");
+    assert_eq!(f.witness_decisions.as_ref().unwrap()["final"], "deny");
+    // The witness, replayed on the compiled artifact: no reason, the default.
+    let a = c.artifact(None).unwrap().unwrap();
+    let ev = sluice::eval::Evaluator::new(&a).unwrap();
+    let req = ev.decode(&witness).unwrap();
+    let out = ev
+        .evaluate(&req, 0, &sluice::eval::state::MemoryLimitStore::new())
+        .unwrap();
+    assert!(out.is_default());
+    assert_eq!(out.decision(), sluice::model::ir::DecisionKind::Deny);
+
+    // A rule for the tool covers it.
+    let files = sluice::tree::fs::load(&repo_dir(), Traces::Skip).unwrap();
+    let mut policies = files.policies.clone();
+    policies.push(SourceFile::new(
+        "policies/email.policy",
+        "policy email version 1.0.0 {\n  rule send {\n    when tool == \"email.send\"\n    allow\n  }\n}\n",
+    ));
+    let covered = check_repo(&files.project, &policies, &files.agents);
+    assert!(codes(&covered, "inventory::uncovered_tool").is_empty());
+}
+
+#[test]
 fn the_inventory_is_part_of_the_artifact_and_its_hash() {
     let c = checked_fixture();
     let a = c.artifact(None).unwrap().unwrap();
@@ -180,6 +215,7 @@ fn sluice_check_reports_the_inventory_findings() {
     assert_eq!(
         codes,
         [
+            "inventory::uncovered_tool",
             "inventory::unknown_tool",
             "inventory::unknown_agent",
             "inventory::unknown_tool"

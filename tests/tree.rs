@@ -100,8 +100,14 @@ fn disk_revision_and_daemon_read_the_same_set() {
             ("traces/.old/c.jsonl", TRACE),
             ("elsewhere/d.jsonl", TRACE),
             // The agent inventory: `*.toml` directly in the root's `agents/`.
-            ("agents/bot.toml", "id = \"bot\"\nowner = \"o\"\ntools = [\"pay\"]\n"),
-            ("agents/ops.toml", "id = \"ops\"\nowner = \"o\"\ntools = [\"pay\"]\n"),
+            (
+                "agents/bot.toml",
+                "id = \"bot\"\nowner = \"o\"\ntools = [\"pay\"]\n",
+            ),
+            (
+                "agents/ops.toml",
+                "id = \"ops\"\nowner = \"o\"\ntools = [\"pay\"]\n",
+            ),
             ("agents/old/gone.toml", "id = \"gone\""),
             ("agents/README.md", "the agents"),
             ("agents/.toml", "not an agent"),

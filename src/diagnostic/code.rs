@@ -188,6 +188,11 @@ codes! {
         "A rule names an agent that the inventory (agents/*.toml) lacks.",
         "Correct the agent's id, or inventory the agent in agents/<id>.toml.",
     ));
+    /// An inventoried tool that only the project default decides.
+    InventoryUncoveredTool = "inventory::uncovered_tool", Warning, Some((
+        "A tool some agent of the inventory declares is matched by no rule or limit: only the project default decides its calls.",
+        "Write the rules for the tool, or remove it from the agents that list it.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -301,6 +306,7 @@ mod tests {
                 | "governance::observes_security"
                 | "inventory::unknown_tool"
                 | "inventory::unknown_agent"
+                | "inventory::uncovered_tool"
                 | "change::widened" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,
