@@ -272,3 +272,147 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn the_engine_counts_each_agents_calls_against_its_envelope() {
+    const TOKEN: &str = "inventory-token-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let a = checked_fixture().artifact(None).unwrap().unwrap();
+    let path = dir.path().join("a.json");
+    std::fs::write(&path, a.to_bytes().unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--artifact")
+        .arg(&path)
+        .env("SLUICE_ADMIN_TOKEN", TOKEN)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (stats, metrics) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the engine did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for agent in [
+            "invoice-bot",
+            "invoice-bot",
+            "invoice-bot",
+            "ops-bot",
+            "stranger",
+        ] {
+            let req = serde_json::json!({"tool": "payments.transfer", "agent": agent,
+                                         "org": "acme", "session": "s", "args": {"amount": 5}});
+            let r = client
+                .post(format!("{base}/v1/evaluate"))
+                .json(&req)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let stats: serde_json::Value = client
+            .get(format!("{base}/v1/stats"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (stats, metrics)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let agents = stats["agents"].as_array().unwrap();
+    let figures: Vec<(&str, u64, Option<u64>, Option<f64>)> = agents
+        .iter()
+        .map(|a| {
+            (
+                a["agent"].as_str().unwrap(),
+                a["calls"].as_u64().unwrap(),
+                a["calls_per_day"].as_u64(),
+                a["cost_ratio"].as_f64(),
+            )
+        })
+        .collect();
+    // The stranger is not inventoried: counted nowhere.
+    assert_eq!(
+        figures,
+        [
+            ("invoice-bot", 3, Some(400), Some(3.0 / 400.0)),
+            ("ops-bot", 1, None, None)
+        ],
+        "{stats:#}"
+    );
+    let day = agents[0]["day_start"].as_u64().unwrap();
+    assert_eq!(day % 86_400, 0);
+    assert!(
+        metrics.contains("sluice_agent_calls_today{agent=\"invoice-bot\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_agent_calls_today{agent=\"ops-bot\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_agent_calls_per_day{agent=\"invoice-bot\"} 400"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("sluice_agent_calls_per_day{agent=\"ops-bot\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("stranger"), "{metrics}");
+}
+
+#[test]
+fn an_agents_calls_start_afresh_each_utc_day() {
+    use sluice::engine::cost::AgentCalls;
+    let files = sluice::tree::fs::load(&repo_dir(), Traces::Skip).unwrap();
+    let inventory = parse_inventory(&files.agents).unwrap();
+    let calls = AgentCalls::default();
+    let day = 20_000 * 86_400;
+    for t in [day, day + 10, day + 86_399] {
+        calls.record(&inventory, Some("invoice-bot"), t);
+    }
+    calls.record(&inventory, Some("nobody"), day);
+    calls.record(&inventory, None, day);
+    let today = calls.report(&inventory, day + 100);
+    assert_eq!(
+        (today[0].agent.as_str(), today[0].calls),
+        ("invoice-bot", 3)
+    );
+    assert_eq!(today[0].day_start, day);
+    // The next day: nothing yet, then counting from 1.
+    assert_eq!(calls.report(&inventory, day + 86_400)[0].calls, 0);
+    calls.record(&inventory, Some("invoice-bot"), day + 86_400);
+    let next = calls.report(&inventory, day + 86_401);
+    assert_eq!(next[0].calls, 1);
+    assert_eq!(next[0].cost_ratio, Some(1.0 / 400.0));
+    assert_eq!(next.len(), 2, "every inventoried agent, called or not");
+}

@@ -20,7 +20,11 @@ impl Inventory {
 
     /// The agent of this id.
     pub fn agent(&self, id: &str) -> Option<&Agent> {
-        self.agents.iter().find(|a| a.id == id)
+        match self.agents.binary_search_by(|a| a.id.as_str().cmp(id)) {
+            Ok(i) => self.agents.get(i),
+            // An inventory built out of order (not by `project`).
+            Err(_) => self.agents.iter().find(|a| a.id == id),
+        }
     }
 
     /// Whether some agent declares `tool`.
