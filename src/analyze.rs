@@ -73,7 +73,10 @@
 //! - `inventory`: rules against the agent inventory
 //!   (`inventory::unknown_tool`, `inventory::unknown_agent` on the syntax
 //!   trees, `inventory::uncovered_tool` through the evaluator's tool index,
-//!   with a replayed witness; warnings, no solver).
+//!   with a replayed witness; warnings, no solver);
+//! - `privilege`: `inventory::excess_privilege`, a request by an
+//!   inventoried agent for a tool outside its inventory that the set lets
+//!   through (the solver per agent and permissive rule, witnesses replayed).
 
 mod change;
 mod cond;
@@ -85,6 +88,7 @@ pub mod index;
 pub mod inventory;
 pub mod lang;
 mod plan;
+mod privilege;
 mod probe;
 mod run;
 pub mod smt;
@@ -104,6 +108,7 @@ pub use self::change::{ChangeReport, DecisionDiff, Revision, analyze_change};
 pub use self::diff::widens;
 use self::findings::{Outcomes, build_findings};
 use self::plan::{Item, Job, TOOL, items, plan_jobs, via_of};
+pub use self::privilege::excess_privilege;
 pub use self::probe::{Probe, Sat};
 use self::run::{PARALLEL_FROM, Shared, run_all};
 use self::smt::Plan;

@@ -30,6 +30,8 @@ pub struct Checked {
     /// The agent inventory (`agents/*.toml`); empty without one, or when it
     /// has errors (they are among the findings).
     pub inventory: Inventory,
+    /// The agent files the inventory was read from.
+    pub agent_files: Vec<SourceFile>,
     /// Every finding, sorted by file and position.
     pub findings: Vec<Finding>,
     /// Every file read, for rendering findings.
@@ -177,6 +179,7 @@ fn check_reusing(
         parsed,
         set,
         inventory,
+        agent_files: agent_files.to_vec(),
         findings,
         sources,
         files: policy_files.len(),
@@ -200,7 +203,26 @@ impl Checked {
         let r = self.revision()?;
         let report = analyze::analyze(r.set, r.schema, r.default, opts);
         self.add_findings(report.findings);
+        self.analyze_inventory(opts);
         Some(report.stats)
+    }
+
+    /// Asks the solver whether the set lets an inventoried agent call a
+    /// tool outside its inventory (`inventory::excess_privilege`), when the
+    /// set type-checks and has an inventory; adds the findings.
+    pub fn analyze_inventory(&mut self, opts: &analyze::Options) {
+        let Some(r) = self.revision() else {
+            return;
+        };
+        let found = analyze::excess_privilege(
+            r.set,
+            r.schema,
+            r.default,
+            &self.inventory,
+            &self.agent_files,
+            opts.timeout_ms,
+        );
+        self.add_findings(found);
     }
 
     /// Adds findings (kept sorted); an error among them leaves no set.

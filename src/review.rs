@@ -62,6 +62,9 @@ pub fn analyze_change(
         };
     };
     let report = analyze::analyze_change(b, h, opts);
+    // The inventory's solver questions are asked of both revisions whole.
+    base.analyze_inventory(opts);
+    head.analyze_inventory(opts);
     let decisions = report.decisions;
     let Some(full) = report.head_full else {
         // Not incremental: both revisions were analysed in full.

@@ -216,6 +216,7 @@ fn sluice_check_reports_the_inventory_findings() {
         codes,
         [
             "inventory::uncovered_tool",
+            "inventory::excess_privilege",
             "inventory::unknown_tool",
             "inventory::unknown_agent",
             "inventory::unknown_tool"
@@ -415,4 +416,141 @@ fn an_agents_calls_start_afresh_each_utc_day() {
     assert_eq!(next[0].calls, 1);
     assert_eq!(next[0].cost_ratio, Some(1.0 / 400.0));
     assert_eq!(next.len(), 2, "every inventoried agent, called or not");
+}
+
+#[test]
+fn excess_privilege_is_reported_with_a_witness_the_set_lets_through() {
+    let c = checked_fixture();
+    let found = codes(&c, "inventory::excess_privilege");
+    // ops-bot lists only `shell.exec`, but `payments.approvals` allows
+    // `approvals.request` for every agent; invoice-bot's permissive rules
+    // all stay within its tools.
+    assert_eq!(found.len(), 1, "{:#?}", c.findings);
+    let f = found[0];
+    let witness = f.witness.clone().unwrap();
+    assert_eq!(witness["agent"], "ops-bot");
+    assert_eq!(witness["tool"], "approvals.request");
+    assert_eq!(f.labels[0].rule.as_deref(), Some("approvals"));
+    assert_eq!(f.labels[1].file, "agents/ops-bot.toml");
+    let a = c.artifact(None).unwrap().unwrap();
+    let ev = sluice::eval::Evaluator::new(&a).unwrap();
+    let out = ev
+        .evaluate(
+            &ev.decode(&witness).unwrap(),
+            0,
+            &sluice::eval::state::MemoryLimitStore::new(),
+        )
+        .unwrap();
+    assert_eq!(out.decision(), sluice::model::ir::DecisionKind::Allow);
+}
+
+/// On small domains (two agents, three tools, rules over `tool` and
+/// `agent` only), `inventory::excess_privilege` reports an agent exactly
+/// when some request by it for a tool outside its inventory is allowed —
+/// decided by trying every request of the domain in the evaluator (a tool
+/// no rule names behaves as `zz`).
+#[test]
+fn excess_privilege_agrees_with_brute_force_on_small_domains() {
+    use sluice::model::ir::DecisionKind;
+    let toml = "[project]\nname = \"d\"\ndefault = \"DEFAULT\"\n[schema]\ntool = \"string\"\nagent = \"string\"\n";
+    let agents = [
+        SourceFile::new(
+            "agents/a1.toml",
+            "id = \"a1\"\nowner = \"o\"\ntools = [\"t1\"]\n",
+        ),
+        SourceFile::new(
+            "agents/a2.toml",
+            "id = \"a2\"\nowner = \"o\"\ntools = [\"t2\", \"t3\"]\n",
+        ),
+    ];
+    let inventory = parse_inventory(&agents).unwrap();
+    let tools = ["t1", "t2", "t3", "zz"];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let (mut reported, mut checked_sets) = (0, 0);
+    for case in 0..60 {
+        let default = if next(2) == 0 { "allow" } else { "deny" };
+        let mut text = String::from("policy p version 1.0.0 {\n");
+        for r in 0..=next(4) {
+            let mut conj = Vec::new();
+            match next(3) {
+                0 => conj.push(format!("tool == \"{}\"", tools[next(3) as usize])),
+                1 => conj.push(format!(
+                    "tool in [\"{}\", \"{}\"]",
+                    tools[next(3) as usize],
+                    tools[next(3) as usize]
+                )),
+                _ => {}
+            }
+            match next(3) {
+                0 => conj.push(format!("agent == \"a{}\"", 1 + next(2))),
+                1 => conj.push(format!("agent != \"a{}\"", 1 + next(2))),
+                _ => {}
+            }
+            let effect = if next(2) == 0 {
+                "allow"
+            } else {
+                "deny D \"d\""
+            };
+            let when = if conj.is_empty() {
+                String::new()
+            } else {
+                format!("when {} ", conj.join(" and "))
+            };
+            text.push_str(&format!("  rule r{r} {{ {when}{effect} }}\n"));
+        }
+        text.push_str("}\n");
+        let project = SourceFile::new("sluice.toml", toml.replace("DEFAULT", default));
+        let policy = SourceFile::new("policies/p.policy", text.clone());
+        let c = sluice::pipeline::check_repo_unanalysed(&project, &[policy], &agents);
+        let Some(set) = c.set.as_ref() else {
+            panic!("case {case} does not check: {:#?}\n{text}", c.findings);
+        };
+        let p = c.project.as_ref().unwrap();
+        let findings = sluice::analyze::excess_privilege(
+            set, &p.schema, p.default, &inventory, &agents, 10_000,
+        );
+        let flagged: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                f.witness.as_ref().unwrap()["agent"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let a = c.artifact(None).unwrap().unwrap();
+        let ev = sluice::eval::Evaluator::new(&a).unwrap();
+        let store = sluice::eval::state::MemoryLimitStore::new();
+        let mut expected = Vec::new();
+        for agent in &inventory.agents {
+            let outside = tools
+                .iter()
+                .filter(|t| !agent.tools.iter().any(|x| x == *t));
+            let allowed = outside.into_iter().any(|t| {
+                let req = serde_json::json!({"tool": t, "agent": agent.id});
+                let d = ev
+                    .evaluate(&ev.decode(&req).unwrap(), 0, &store)
+                    .unwrap()
+                    .decision();
+                matches!(d, DecisionKind::Allow | DecisionKind::Modify)
+            });
+            if allowed {
+                expected.push(agent.id.clone());
+            }
+        }
+        assert_eq!(flagged, expected, "case {case}, default {default}:\n{text}");
+        reported += flagged.len();
+        checked_sets += 1;
+    }
+    assert_eq!(checked_sets, 60);
+    assert!(
+        reported > 10,
+        "the domain exercises both answers ({reported} reported)"
+    );
 }

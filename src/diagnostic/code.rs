@@ -193,6 +193,11 @@ codes! {
         "A tool some agent of the inventory declares is matched by no rule or limit: only the project default decides its calls.",
         "Write the rules for the tool, or remove it from the agents that list it.",
     ));
+    /// An inventoried agent can call a tool outside its inventory.
+    InventoryExcessPrivilege = "inventory::excess_privilege", Warning, Some((
+        "The set lets an inventoried agent call a tool its inventory does not list.",
+        "Narrow the permissive rule to the agents that list the tool, or add the tool to the agent's `tools`.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -307,6 +312,7 @@ mod tests {
                 | "inventory::unknown_tool"
                 | "inventory::unknown_agent"
                 | "inventory::uncovered_tool"
+                | "inventory::excess_privilege"
                 | "change::widened" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,
