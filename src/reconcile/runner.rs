@@ -363,6 +363,9 @@ impl Runner {
                 Some((c, said, reply)) => {
                     let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
+                    // The operator who reads the status after the answer
+                    // sees what the command did.
+                    self.publish();
                     let _ = reply.send(answer);
                     moved
                 }
@@ -617,9 +620,6 @@ impl Runner {
         self.collect_due = true;
         // The decision that led here belongs to the old phase.
         self.decision = None;
-        // The status says what the audit line just said, before anything
-        // the transition's actions wait for.
-        self.publish();
         tracing::info!(
             seq = t.seq,
             event = %t.event,

@@ -364,8 +364,8 @@ async fn a_commit_already_accepted_as_unchanged_is_never_reverted_with_a_later_o
     );
     daemon.trigger_fetch();
     assert_eq!(last_about(&state, &docs).await, "unchanged");
-    // It is the stable commit now (the status is published right after the
-    // audit line is written).
+    // It is the stable commit now (the status is published once the
+    // iteration that wrote the audit line ends).
     wait_for("the docs commit as the stable one", LIMIT, || {
         daemon
             .status()
@@ -711,8 +711,15 @@ async fn a_deleted_branch_pauses_and_a_revert_never_re_creates_it() {
     })
     .await;
     assert_eq!(last_about(&state, &revert).await, "unchanged");
+    // A fetch that ran while the ref was being deleted may fail before the
+    // next one sees the branch gone: that is said too, and not what this
+    // test is about.
+    let events: Vec<String> = events_since(&state, 3)
+        .into_iter()
+        .filter(|e| !e.starts_with("fetch_"))
+        .collect();
     assert_eq!(
-        events_since(&state, 3),
+        events,
         [
             "branch_deleted",
             "rollback",
