@@ -332,7 +332,7 @@ fn pr_check(
     let read = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut h = pipeline::check_unanalysed(&head.project, &head.policies);
-    let mut b = pipeline::check_unanalysed_sharing(&base.project, &base.policies, &h);
+    let mut b = pipeline::check_unanalysed_sharing(&base.project, &base.policies, &base.agents, &h);
     let check = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let (findings, analysis) = if incremental {

@@ -67,16 +67,28 @@
 //!   [`analyze`];
 //! - `diff`: what a change does to decisions (`change::decision`,
 //!   `change::widened`), on two revisions' items;
-//! - `change`: the analysis of a change, on two planned sides.
+//! - `change`: the analysis of a change, on two planned sides;
+//! - `governance`: an observe scope that covers a `security`-tier policy
+//!   (`governance::observes_security`, a warning; syntax only, no solver);
+//! - `inventory`: rules against the agent inventory
+//!   (`inventory::unknown_tool`, `inventory::unknown_agent` on the syntax
+//!   trees, `inventory::uncovered_tool` through the evaluator's tool index,
+//!   with a replayed witness; warnings, no solver);
+//! - `privilege`: `inventory::excess_privilege`, a request by an
+//!   inventoried agent for a tool outside its inventory that the set lets
+//!   through (the solver per agent and permissive rule, witnesses replayed).
 
 mod change;
 mod cond;
 mod diff;
 mod findings;
+pub mod governance;
 pub mod graph;
 pub mod index;
+pub mod inventory;
 pub mod lang;
 mod plan;
+mod privilege;
 mod probe;
 mod run;
 pub mod smt;
@@ -98,6 +110,7 @@ pub use self::change::{ChangeReport, DecisionDiff, Revision, analyze_change};
 pub use self::diff::widens;
 use self::findings::{Outcomes, build_findings};
 use self::plan::{Item, Job, TOOL, items, plan_jobs, via_of};
+pub use self::privilege::excess_privilege;
 pub use self::probe::{Probe, Sat};
 use self::run::{PARALLEL_FROM, Shared, run_all};
 use self::smt::Plan;

@@ -16,6 +16,8 @@
 //! - [`error`]: the domain errors of the engine's operations. No HTTP.
 //! - [`failsafe`]: the tier failsafe answer. Pure.
 //! - [`clock`]: the time limits are counted in, injectable.
+//! - [`cost`]: each inventoried agent's calls per day against its cost
+//!   envelope.
 //! - [`migrate`]: state migrations on a route change. Pure planning.
 //! - [`breaker`]: the per-artifact circuit breaker. Pure state machine.
 //! - [`stats`]: per artifact and cohort figures: atomic counters, the
@@ -34,6 +36,7 @@ pub mod approvals;
 pub mod backend;
 pub mod breaker;
 pub mod clock;
+pub mod cost;
 pub mod decision_log;
 pub mod error;
 pub mod failsafe;

@@ -23,6 +23,10 @@
 //!   window gets the `exceed` effect and is not counted. A limit that is not
 //!   exceeded contributes nothing. Limits count every request they apply to,
 //!   whatever the final decision.
+//! - A request in the artifact's observe scope (`[governance] observe`,
+//!   SPEC §9) is evaluated and counted as any other, but its answer is
+//!   `allow`: [`Outcome::decision`] is `allow` and [`Outcome::observed`] the
+//!   decision the policies reached.
 //!
 //! Cost (the engine sits on the path of every agent call):
 //! - Rules are indexed by `tool`: each condition yields the set of tool
@@ -56,6 +60,7 @@ mod fnv;
 mod index;
 mod limits;
 mod modify;
+mod observe;
 mod outcome;
 pub mod request;
 pub mod response;
@@ -97,6 +102,8 @@ pub struct Evaluator {
     index: ToolIndex,
     /// The number of distinct (regex, field) searches, memoized per request.
     memo_len: usize,
+    /// The requests the policies only observe.
+    scope: observe::Scope,
 }
 
 /// Whether a contribution comes from a rule or a limit.
@@ -199,6 +206,7 @@ impl Evaluator {
             schema_id: schema_fingerprint(schema),
             index: ToolIndex::new(tool, &tool_sets),
             memo_len: regexes.borrow().slots.len(),
+            scope: observe::Scope::new(schema, &artifact.governance)?,
             checks,
         })
     }
@@ -375,6 +383,7 @@ impl Evaluator {
         out.pending.clear();
         out.keys.clear();
         out.examined = 0;
+        out.observed = self.scope.fits(req);
         out.memo.begin(self.memo_len);
         let mut worst: Option<DecisionKind> = None;
         for i in candidates {

@@ -12,6 +12,7 @@ use crate::analyze;
 use crate::check;
 use crate::compile;
 use crate::diagnostic::{Finding, Sources};
+use crate::model::inventory::Inventory;
 use crate::model::ir::PolicySet;
 use crate::parse::{self, ast};
 use crate::project::{self, Project};
@@ -26,6 +27,11 @@ pub struct Checked {
     pub parsed: Vec<(SourceFile, ast::Policy)>,
     /// The typed set; `None` when any finding is an error.
     pub set: Option<PolicySet>,
+    /// The agent inventory (`agents/*.toml`); empty without one, or when it
+    /// has errors (they are among the findings).
+    pub inventory: Inventory,
+    /// The agent files the inventory was read from.
+    pub agent_files: Vec<SourceFile>,
     /// Every finding, sorted by file and position.
     pub findings: Vec<Finding>,
     /// Every file read, for rendering findings.
@@ -51,7 +57,19 @@ impl Checked {
 /// Every policy file is parsed even when `sluice.toml` is broken; the set is
 /// only type-checked when there is a schema to check it against.
 pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
-    let mut checked = check_unanalysed(project_file, policy_files);
+    check_repo(project_file, policy_files, &[])
+}
+
+/// [`check_sources`] of a repository with an agent inventory
+/// (`agent_files`: its `agents/*.toml`; none, no inventory): the inventory
+/// is read, checked against the set (`inventory::*`) and carried by the
+/// artifact.
+pub fn check_repo(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
+) -> Checked {
+    let mut checked = check_reusing(project_file, policy_files, agent_files, None);
     checked.analyze(&analyze::Options::default());
     checked
 }
@@ -59,7 +77,16 @@ pub fn check_sources(project_file: &SourceFile, policy_files: &[SourceFile]) -> 
 /// [`check_sources`] without the conflict analysis: for the pull-request
 /// check, which analyses two revisions together (`review::analyze_change`).
 pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) -> Checked {
-    check_reusing(project_file, policy_files, None)
+    check_reusing(project_file, policy_files, &[], None)
+}
+
+/// [`check_repo`] without the conflict analysis.
+pub fn check_repo_unanalysed(
+    project_file: &SourceFile,
+    policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
+) -> Checked {
+    check_reusing(project_file, policy_files, agent_files, None)
 }
 
 /// [`check_unanalysed`] for the other revision of a pull request: a file
@@ -68,14 +95,16 @@ pub fn check_unanalysed(project_file: &SourceFile, policy_files: &[SourceFile]) 
 pub fn check_unanalysed_sharing(
     project_file: &SourceFile,
     policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
     known: &Checked,
 ) -> Checked {
-    check_reusing(project_file, policy_files, Some(known))
+    check_reusing(project_file, policy_files, agent_files, Some(known))
 }
 
 fn check_reusing(
     project_file: &SourceFile,
     policy_files: &[SourceFile],
+    agent_files: &[SourceFile],
     known: Option<&Checked>,
 ) -> Checked {
     let known: HashMap<&str, &(SourceFile, ast::Policy)> = known
@@ -107,11 +136,39 @@ fn check_reusing(
             Err(mut e) => findings.append(&mut e),
         }
     }
+    for file in agent_files {
+        sources.add(file.clone());
+    }
+    let inventory = match crate::project::parse_inventory(agent_files) {
+        Ok(i) => i,
+        Err(mut e) => {
+            findings.append(&mut e);
+            Inventory::default()
+        }
+    };
     let mut set = None;
     if let Some(project) = &project {
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
         set = out.checked.as_ref().map(compile::lower);
+        if let (Some(set), Some(observe)) = (&set, project::observe_span(&project_file.text)) {
+            findings.extend(analyze::governance::observes_security(
+                project_file,
+                observe,
+                &project.governance,
+                set,
+            ));
+        }
+        if let Some(set) = set.as_ref().filter(|_| !inventory.is_empty()) {
+            findings.extend(analyze::inventory::check(&parsed, &inventory));
+            findings.extend(analyze::inventory::uncovered_tools(
+                set,
+                &project.schema,
+                project.default,
+                &inventory,
+                agent_files,
+            ));
+        }
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     if findings.iter().any(Finding::is_error) {
@@ -121,6 +178,8 @@ fn check_reusing(
         project,
         parsed,
         set,
+        inventory,
+        agent_files: agent_files.to_vec(),
         findings,
         sources,
         files: policy_files.len(),
@@ -145,7 +204,26 @@ impl Checked {
         let r = self.revision()?;
         let report = analyze::analyze(r.set, r.schema, r.default, opts);
         self.add_findings(report.findings);
+        self.analyze_inventory(opts);
         Some(report.stats)
+    }
+
+    /// Asks the solver whether the set lets an inventoried agent call a
+    /// tool outside its inventory (`inventory::excess_privilege`), when the
+    /// set type-checks and has an inventory; adds the findings.
+    pub fn analyze_inventory(&mut self, opts: &analyze::Options) {
+        let Some(r) = self.revision() else {
+            return;
+        };
+        let found = analyze::excess_privilege(
+            r.set,
+            r.schema,
+            r.default,
+            &self.inventory,
+            &self.agent_files,
+            opts.timeout_ms,
+        );
+        self.add_findings(found);
     }
 
     /// Adds findings (kept sorted); an error among them leaves no set.
@@ -165,12 +243,16 @@ impl Checked {
     ) -> Option<Result<crate::compile::artifact::Artifact, crate::compile::artifact::ArtifactError>>
     {
         let (project, set) = (self.project.as_ref()?, self.set.as_ref()?);
-        Some(crate::compile::artifact::Artifact::new(
-            project.name.clone(),
-            project.default,
-            project.schema.clone(),
-            set.clone(),
-            source_commit,
-        ))
+        Some(
+            crate::compile::artifact::Artifact::new(
+                project.name.clone(),
+                project.default,
+                project.schema.clone(),
+                set.clone(),
+                source_commit,
+            )
+            .and_then(|a| a.with_governance(project.governance.clone()))
+            .and_then(|a| a.with_inventory(self.inventory.clone())),
+        )
     }
 }

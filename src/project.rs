@@ -11,9 +11,13 @@
 //! `plan::underpowered` warning ([`parse_reporting`]).
 //!
 //! The submodules: `read` (typed accessors over the spanned tree), `fields`
-//! (`[schema]`) and `rollout` (`[rollout]`).
+//! (`[schema]`), `rollout` (`[rollout]`) and `governance` (`[governance]`);
+//! `inventory` reads the agent inventory, `agents/*.toml`
+//! ([`parse_inventory`]), with the same accessors.
 
 mod fields;
+mod governance;
+mod inventory;
 mod read;
 mod rollout;
 
@@ -21,11 +25,14 @@ use serde::Serialize;
 use toml::de::DeTable;
 
 use crate::diagnostic::Finding;
+use crate::model::governance::Governance;
 use crate::model::ir::DecisionKind;
 use crate::model::plan::RolloutPlan;
 use crate::model::schema::Schema;
 use crate::source::SourceFile;
 
+pub use governance::observe_span;
+pub use inventory::parse_inventory;
 use read::{Cx, entries};
 
 /// The folder of replay traces when `[project] traces` is not given.
@@ -47,9 +54,12 @@ pub struct Project {
     pub schema: Schema,
     /// The rollout plan, when `[rollout]` is present.
     pub rollout: Option<RolloutPlan>,
+    /// `[governance]`: the observe scope (empty when the table is absent).
+    #[serde(skip_serializing_if = "Governance::is_empty")]
+    pub governance: Governance,
 }
 
-const TOP_KEYS: [&str; 3] = ["project", "schema", "rollout"];
+const TOP_KEYS: [&str; 4] = ["project", "schema", "rollout", "governance"];
 const PROJECT_KEYS: [&str; 3] = ["name", "default", "traces"];
 
 /// Parses and validates `sluice.toml`.
@@ -67,24 +77,28 @@ pub fn parse(file: &SourceFile) -> Result<Project, Vec<Finding>> {
 pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec<Finding>) {
     let root = match DeTable::parse(&file.text) {
         Ok(root) => root,
-        Err(e) => return (Err(vec![syntax_error(file, &e)]), Vec::new()),
+        Err(e) => return (Err(vec![syntax_error(file, &e, read::CODE)]), Vec::new()),
     };
     let mut cx = Cx::new(file);
     let mut project = None;
     let mut schema = None;
     let mut rollout = None;
+    let mut governance = None;
     for (k, v) in entries(root.get_ref()) {
         match k.get_ref().as_ref() {
             "project" => project = Some((cx.table(v, "`project`", "[project]"), v.span())),
             "schema" => schema = Some((cx.table(v, "`schema`", "[schema]"), v.span())),
             "rollout" => rollout = Some((cx.table(v, "`rollout`", "[rollout]"), v.span())),
+            "governance" => {
+                governance = Some(cx.table(v, "`governance`", "[governance]"));
+            }
             _ => {
                 let help = read::did_you_mean(k.get_ref(), &TOP_KEYS);
                 cx.error(
                     k.span(),
                     "unknown key",
                     format!("unknown key `{}` at the top level", k.get_ref()),
-                    format!("{help} (sluice.toml has the tables `[project]`, `[schema]` and `[rollout]`)"),
+                    format!("{help} (sluice.toml has the tables `[project]`, `[schema]`, `[rollout]` and `[governance]`)"),
                 );
             }
         }
@@ -116,6 +130,11 @@ pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec
         Some((Some(t), span)) => rollout::read(&mut cx, t, span, &declared),
         _ => None,
     };
+    let governance = match governance {
+        Some(Some(t)) => governance::read(&mut cx, t, &declared),
+        Some(None) => None,
+        None => Some(Governance::default()),
+    };
 
     let mut findings = cx.findings;
     let mut warnings = cx.warnings;
@@ -129,9 +148,11 @@ pub fn parse_reporting(file: &SourceFile) -> (Result<Project, Vec<Finding>>, Vec
             traces,
             schema: declared.schema,
             rollout: plan,
+            governance: governance.unwrap_or_default(),
         }),
         // INVARIANT: `settings` is `None` only after a finding was reported,
-        // so `findings` is never empty here.
+        // so `findings` is never empty here (and `governance` is `None` only
+        // after one too).
         _ => Err(findings),
     };
     (project, warnings)
@@ -189,7 +210,7 @@ fn read_project(
 }
 
 /// The one finding of a TOML syntax error.
-fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
+fn syntax_error(file: &SourceFile, e: &toml::de::Error, code: crate::diagnostic::Code) -> Finding {
     let span = e.span().unwrap_or(0..0);
     let raw = e.message();
     let (what, expected) = match raw.split_once(", expected ") {
@@ -214,7 +235,7 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
             format!("invalid TOML: {what}"),
             match expected {
                 Some(x) => format!("expected {x} here"),
-                None => "sluice.toml must be valid TOML (see https://toml.io)".to_owned(),
+                None => format!("{} must be valid TOML (see https://toml.io)", file.name),
             },
         )
     };
@@ -223,7 +244,7 @@ fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> Finding {
     } else {
         expected.map_or_else(|| what.clone(), |x| format!("expected {x}"))
     };
-    Finding::new(read::CODE, message)
+    Finding::new(code, message)
         .with_label(
             crate::diagnostic::Label::new(
                 file.name.clone(),

@@ -74,6 +74,9 @@ pub fn analyze_change(
     };
     b.evaluator = evaluators.0;
     let report = analyze::analyze_change(b, h, opts);
+    // The inventory's solver questions are asked of both revisions whole.
+    base.analyze_inventory(opts);
+    head.analyze_inventory(opts);
     let decisions = report.decisions;
     let changed = report.changed;
     let Some(full) = report.head_full else {

@@ -28,9 +28,13 @@
 //!    there are not traces, but are listed
 //!    ([`RepoSources::not_traces`]) so that a `cases.json` is reported
 //!    rather than silently skipped.
-//! 5. **Symbolic links** are never followed, and other kinds of entries
+//! 5. **Agent files** (the agent inventory, SPEC §9) are the regular files
+//!    with the extension `toml` directly in the root's folder `agents`
+//!    (not below it). Without that folder, or without such a file in it,
+//!    the repository has no inventory.
+//! 6. **Symbolic links** are never followed, and other kinds of entries
 //!    (git submodules, sockets, …) are not part of the set.
-//! 6. A file of the set whose path is **not valid UTF-8** is an error that
+//! 7. A file of the set whose path is **not valid UTF-8** is an error that
 //!    names it (invalid bytes as `\xNN`); so is one whose content is not
 //!    UTF-8 text. Names outside the set are never looked at beyond their
 //!    bytes, so a stray binary-named file elsewhere changes nothing.
@@ -49,6 +53,9 @@ use crate::source::SourceFile;
 
 /// The file that marks a repository's root.
 pub const PROJECT_FILE: &str = "sluice.toml";
+
+/// The folder of the agent inventory, below the root.
+pub const AGENTS_DIR: &str = "agents";
 
 /// What an entry of a folder is. Sources report symbolic links as such,
 /// without following them.
@@ -199,6 +206,8 @@ pub struct RepoSources {
     pub project: SourceFile,
     /// Every `*.policy` file of the set, sorted by name.
     pub policies: Vec<SourceFile>,
+    /// Every `agents/*.toml` (the agent inventory), sorted by name.
+    pub agents: Vec<SourceFile>,
     /// Every `*.jsonl` file under the traces folder, sorted by name; empty
     /// unless [`Traces::Read`] was asked for.
     pub traces: Vec<SourceFile>,
@@ -231,6 +240,7 @@ pub fn read<S: TreeSource>(src: &S, traces: Traces) -> Result<RepoSources, TreeE
             });
         }
     };
+    let agents = read_agents(src, &entries)?;
     let mut policies = Vec::new();
     walk(src, entries, &mut Vec::new(), "policy", &mut policies, None)?;
     policies.sort_by(|a, b| a.name.cmp(&b.name));
@@ -249,9 +259,35 @@ pub fn read<S: TreeSource>(src: &S, traces: Traces) -> Result<RepoSources, TreeE
     Ok(RepoSources {
         project,
         policies,
+        agents,
         traces,
         not_traces,
     })
+}
+
+/// The agent files: `agents/*.toml` directly in the root's `agents` folder
+/// (`root` lists the root's entries), sorted by name.
+fn read_agents<S: TreeSource>(
+    src: &S,
+    root: &[Entry<S::Handle>],
+) -> Result<Vec<SourceFile>, TreeError> {
+    let Some(dir) = root
+        .iter()
+        .find(|e| e.name == AGENTS_DIR.as_bytes() && e.kind == Kind::Dir)
+    else {
+        return Ok(Vec::new());
+    };
+    let path = vec![dir.name.clone()];
+    let mut out = Vec::new();
+    for e in src.list(&dir.handle, AGENTS_DIR)? {
+        let name = e.name.as_slice();
+        let is_toml = name.len() > ".toml".len() && name.ends_with(b".toml");
+        if e.kind == Kind::File && is_toml {
+            out.push(read_text(src, &e, &path)?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Every trace file below the folder `dir` (relative to the root).

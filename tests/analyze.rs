@@ -1068,7 +1068,7 @@ mod change {
         let (bt, bf) = sources(base_toml, base);
         let (ht, hf) = sources(head_toml, head);
         let mut h = pipeline::check_unanalysed(&ht, &hf);
-        let mut b = pipeline::check_unanalysed_sharing(&bt, &bf, &h);
+        let mut b = pipeline::check_unanalysed_sharing(&bt, &bf, &[], &h);
         let pr = review::pull_request(&mut b, &mut h, &sluice::analyze::Options::default());
         let analysis = pr.analysis;
         // The version checks are the same either way: left out here.

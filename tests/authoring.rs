@@ -500,6 +500,7 @@ fn the_json_schema_of_sluice_toml_fits_the_shipped_files() {
         root.join("src/demo/repo/sluice.toml"),
     ];
     files.push(root.join("examples/clean/sluice.toml"));
+    files.push(root.join("tests/data/governance/observes_security/sluice.toml"));
     for f in &files {
         let doc = as_json(&std::fs::read_to_string(f).unwrap());
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
@@ -510,6 +511,9 @@ fn the_json_schema_of_sluice_toml_fits_the_shipped_files() {
         "[project]\nname = \"t\"\n[schema]\n\"args.amount?\" = \"integer\"\n",
         "[project]\nname = \"t\"\ndefualt = \"deny\"\n[schema]\ntool = \"string\"\n",
         "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n[rollout]\nhash_key = \"tool\"\n[[rollout.stage]]\nname = \"canary\"\npercent = 150\n",
+        "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n[governance]\nobserve = {}\n",
+        "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n[governance]\nobserve = { org = [] }\n",
+        "[project]\nname = \"t\"\n[schema]\ntool = \"string\"\n[governance]\nmode = \"observe\"\n",
     ] {
         assert!(!validator.is_valid(&as_json(bad)), "accepted:\n{bad}");
     }

@@ -524,6 +524,8 @@ tool = "string"
             default: p.default,
             schema: p.schema.clone(),
             policies: c.set.as_ref().unwrap().policies.clone(),
+            governance: Default::default(),
+            inventory: Default::default(),
             source_commit: None,
             hash: String::new(),
         })

@@ -207,6 +207,7 @@ fn spec_example_parses_to_expected_values() {
                 latency_p99_ms: Some(100.0),
             },
         }),
+        governance: Default::default(),
     };
     assert_eq!(p, expected);
     let plan = p.rollout.as_ref().unwrap();

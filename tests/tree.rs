@@ -99,6 +99,19 @@ fn disk_revision_and_daemon_read_the_same_set() {
             ("traces/a.jsonl.bak", TRACE),
             ("traces/.old/c.jsonl", TRACE),
             ("elsewhere/d.jsonl", TRACE),
+            // The agent inventory: `*.toml` directly in the root's `agents/`.
+            (
+                "agents/bot.toml",
+                "id = \"bot\"\nowner = \"o\"\ntools = [\"pay\"]\n",
+            ),
+            (
+                "agents/ops.toml",
+                "id = \"ops\"\nowner = \"o\"\ntools = [\"pay\"]\n",
+            ),
+            ("agents/old/gone.toml", "id = \"gone\""),
+            ("agents/README.md", "the agents"),
+            ("agents/.toml", "not an agent"),
+            ("a/agents/x.toml", "not the root's agents"),
         ],
     );
     #[cfg(unix)]
@@ -127,8 +140,10 @@ fn disk_revision_and_daemon_read_the_same_set() {
         names(&disk.traces),
         ["traces/a.jsonl", "traces/more/b.jsonl"]
     );
+    assert_eq!(names(&disk.agents), ["agents/bot.toml", "agents/ops.toml"]);
     assert_eq!(at.project, disk.project);
     assert_eq!(at.policies, disk.policies);
+    assert_eq!(at.agents, disk.agents);
     assert!(at.traces.is_empty(), "`check --base` reads no traces");
     assert_eq!(daemon, disk);
 

@@ -98,6 +98,9 @@ impl<'e> Replay<'e> {
             default,
             schema: schema.clone(),
             policies: set.policies.clone(),
+            // The policies' own decisions: no scope is observed.
+            governance: Default::default(),
+            inventory: Default::default(),
             source_commit: None,
             hash: String::new(),
         };

@@ -1,6 +1,8 @@
 //! `POST /v1/evaluate`: the response document agents receive (SPEC §5).
 //!
-//! Shape: `decision`, `approval_id` (only for `require_approval`), `reasons`,
+//! Shape: `decision`, `observed` (for a request in the observe scope of
+//! `[governance]`: the decision the policies reached, while `decision` is
+//! `allow`), `approval_id` (only for `require_approval`), `reasons`,
 //! `artifact`, `cohort` and `stage` (when the engine routes), `audit`, and —
 //! when the decision is `modify` or `require_approval` and a modification
 //! changed a field — `modifications` and the modified `request`.
@@ -13,6 +15,10 @@ use crate::model::ir::DecisionKind;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvalResponse {
     pub decision: DecisionKind,
+    /// The request is in the observe scope: the decision the policies
+    /// reached (`decision` is then `allow` and `audit` true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<DecisionKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     pub reasons: Vec<ResponseReason>,

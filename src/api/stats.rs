@@ -12,11 +12,14 @@
 //!               "requests": 4, "errors": 0, "failsafe": 0,
 //!               "error_rate": 0.0, "deny_rate": 0.0,
 //!               "decisions": {"allow": 4, "modify": 0, "require_approval": 0, "deny": 0},
+//!               "observed": {"allow": 0, "modify": 0, "require_approval": 0, "deny": 0},
 //!               "latency_ms": {"p50": 0.031, "p95": 0.052, "p99": 0.052, "max": 0.052, "mean": 0.036},
 //!               "histogram": [[0.0315, 2], [0.0525, 2]]}],
 //!  "shadow_dropped": 0, "shadow_dropped_total": 0,
 //!  "decision_log": {"written": 0, "dropped": 0},
-//!  "breakers": [{"artifact": "9f2c…", "state": "closed"}]}
+//!  "breakers": [{"artifact": "9f2c…", "state": "closed"}],
+//!  "agents": [{"agent": "invoice-bot", "day_start": 1767225600, "calls": 120,
+//!              "calls_per_day": 400, "cost_ratio": 0.3}]}
 //! ```
 //!
 //! Reading is lenient where an older engine may say less (missing counts
@@ -49,6 +52,30 @@ pub struct EngineStats {
     /// Every artifact held, by hash, with its circuit breaker's state.
     #[serde(default)]
     pub breakers: Vec<BreakerFigure>,
+    /// The agents of the stable artifact's inventory (`agents/*.toml`):
+    /// their calls today against their cost envelope. Absent without an
+    /// inventory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentFigures>,
+}
+
+/// One inventoried agent's calls today against its cost envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentFigures {
+    /// The agent's id.
+    pub agent: String,
+    /// The start of the UTC day counted, in seconds since the epoch.
+    #[serde(default)]
+    pub day_start: u64,
+    /// Its calls evaluated by this engine that day.
+    #[serde(default)]
+    pub calls: u64,
+    /// Its envelope, `cost.calls_per_day`, when the inventory gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_day: Option<u64>,
+    /// `calls / calls_per_day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_ratio: Option<f64>,
 }
 
 /// The route the figures belong to.
@@ -94,6 +121,11 @@ pub struct CohortFigures {
     pub deny_rate: f64,
     #[serde(default)]
     pub decisions: Decisions,
+    /// The requests in the observe scope of `[governance]`, by the decision
+    /// the policies reached (each is also an `allow` in `decisions`): what
+    /// enforcing the scope would answer.
+    #[serde(default)]
+    pub observed: Decisions,
     #[serde(default)]
     pub latency_ms: Latency,
     /// The latency histogram as `[upper bound in ms, count]` buckets

@@ -290,7 +290,7 @@ pub(super) fn load_artifact(
     commit: Option<String>,
 ) -> anyhow::Result<Option<(Checked, Artifact)>> {
     let files = tree::fs::load(repo_dir, Traces::Skip)?;
-    let checked = pipeline::check_sources(&files.project, &files.policies);
+    let checked = pipeline::check_repo(&files.project, &files.policies, &files.agents);
     print_findings(&checked.findings, &checked.sources);
     match checked.artifact(commit) {
         Some(artifact) => {
@@ -311,7 +311,8 @@ pub(super) fn load_artifact(
 /// author needs to see what it decides to fix it). Findings go to standard
 /// error; `None` when the set has other errors.
 pub(super) fn evaluable_artifact(files: &tree::RepoSources) -> anyhow::Result<Option<Artifact>> {
-    let mut checked = pipeline::check_unanalysed(&files.project, &files.policies);
+    let mut checked =
+        pipeline::check_repo_unanalysed(&files.project, &files.policies, &files.agents);
     let before_analysis = checked.artifact(None);
     checked.analyze(&crate::analyze::Options::default());
     print_findings(&checked.findings, &checked.sources);

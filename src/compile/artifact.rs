@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::governance::Governance;
+use crate::model::inventory::Inventory;
 use crate::model::ir::{DecisionKind, Policy, PolicySet};
 use crate::model::schema::Schema;
 
@@ -18,8 +20,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A compiled policy set, as engines load it.
 ///
 /// `hash` is the hex sha256 of the canonical JSON of every field but `hash`
-/// and `source_commit`: format version, project, default, schema and
-/// policies. The source commit is provenance, not content: a commit that
+/// and `source_commit`: format version, project, default, schema,
+/// policies, governance and the agent inventory (each left out of the JSON,
+/// and so of the hash, when empty: an artifact without `[governance]` or
+/// `agents/` keeps the hash it had before they existed). The source commit is provenance, not content: a commit that
 /// changes no policy (a README edit, a reformatting — the IR carries no
 /// source locations) keeps the hash, so engines see the same artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +36,12 @@ pub struct Artifact {
     pub schema: Schema,
     /// Sorted by name.
     pub policies: Vec<Policy>,
+    /// `[governance]` of `sluice.toml`: the observe scope.
+    #[serde(default, skip_serializing_if = "Governance::is_empty")]
+    pub governance: Governance,
+    /// The agent inventory of `agents/*.toml`.
+    #[serde(default, skip_serializing_if = "Inventory::is_empty")]
+    pub inventory: Inventory,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_commit: Option<String>,
     pub hash: String,
@@ -45,6 +55,10 @@ struct Content<'a> {
     default: DecisionKind,
     schema: &'a Schema,
     policies: &'a [Policy],
+    #[serde(skip_serializing_if = "Governance::is_empty")]
+    governance: &'a Governance,
+    #[serde(skip_serializing_if = "Inventory::is_empty")]
+    inventory: &'a Inventory,
 }
 
 impl Artifact {
@@ -65,11 +79,27 @@ impl Artifact {
             default,
             schema,
             policies,
+            governance: Governance::default(),
+            inventory: Inventory::default(),
             source_commit,
             hash: String::new(),
         };
         artifact.hash = artifact.compute_hash()?;
         Ok(artifact)
+    }
+
+    /// The artifact with the agent inventory, its hash computed anew.
+    pub fn with_inventory(mut self, inventory: Inventory) -> Result<Artifact, ArtifactError> {
+        self.inventory = inventory;
+        self.hash = self.compute_hash()?;
+        Ok(self)
+    }
+
+    /// The artifact with `governance` in force, its hash computed anew.
+    pub fn with_governance(mut self, governance: Governance) -> Result<Artifact, ArtifactError> {
+        self.governance = governance;
+        self.hash = self.compute_hash()?;
+        Ok(self)
     }
 
     /// The hex sha256 of the canonical content (everything but `hash` and
@@ -81,6 +111,8 @@ impl Artifact {
             default: self.default,
             schema: &self.schema,
             policies: &self.policies,
+            governance: &self.governance,
+            inventory: &self.inventory,
         };
         let bytes = serde_json::to_vec(&content).map_err(|e| ArtifactError::Encode {
             message: e.to_string(),

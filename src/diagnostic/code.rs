@@ -167,6 +167,37 @@ codes! {
         "A rollout stage's gate cannot pass on the stage's min_samples requests, even for a flawless candidate.",
         "Raise the stage's `min_samples` to the count the message gives, or loosen the gate.",
     ));
+    /// An observe scope of `[governance]` that covers a `security`-tier
+    /// policy.
+    GovernanceObservesSecurity = "governance::observes_security", Warning, Some((
+        "The observe scope of `[governance]` in sluice.toml covers a security-tier policy: its denials there are answered allow.",
+        "Narrow `observe` so the security policy's rules cannot match it, or enforce the scope by removing `observe`.",
+    ));
+    /// An `agents/*.toml` of the agent inventory that is not valid.
+    InventoryInvalid = "inventory::invalid", Error, Some((
+        "A file of the agent inventory (agents/*.toml) is not valid.",
+        "Write one agent per file with `id`, `owner` and `tools`, as the message says.",
+    ));
+    /// A rule compares `tool` with a name no inventoried agent declares.
+    InventoryUnknownTool = "inventory::unknown_tool", Warning, Some((
+        "A rule names a tool that no agent of the inventory declares: a typo, or a rule for a tool nothing calls.",
+        "Correct the tool's name, or add the tool to the agent that calls it in agents/*.toml.",
+    ));
+    /// A rule names an agent the inventory lacks.
+    InventoryUnknownAgent = "inventory::unknown_agent", Warning, Some((
+        "A rule names an agent that the inventory (agents/*.toml) lacks.",
+        "Correct the agent's id, or inventory the agent in agents/<id>.toml.",
+    ));
+    /// An inventoried tool that only the project default decides.
+    InventoryUncoveredTool = "inventory::uncovered_tool", Warning, Some((
+        "A tool some agent of the inventory declares is matched by no rule or limit: only the project default decides its calls.",
+        "Write the rules for the tool, or remove it from the agents that list it.",
+    ));
+    /// An inventoried agent can call a tool outside its inventory.
+    InventoryExcessPrivilege = "inventory::excess_privilege", Warning, Some((
+        "The set lets an inventoried agent call a tool its inventory does not list.",
+        "Narrow the permissive rule to the agents that list the tool, or add the tool to the agent's `tools`.",
+    ));
     /// A trace line that is not a valid replay case.
     TraceInvalid = "trace::invalid", Error, Some((
         "A trace line is not a valid replay case.",
@@ -277,6 +308,11 @@ mod tests {
                 | "analyze::unknown"
                 | "analyze::unencodable"
                 | "plan::underpowered"
+                | "governance::observes_security"
+                | "inventory::unknown_tool"
+                | "inventory::unknown_agent"
+                | "inventory::uncovered_tool"
+                | "inventory::excess_privilege"
                 | "change::widened" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,

@@ -39,6 +39,10 @@
 //!  "shadow": {"artifact": "77ab…", "decision": "allow", "reasons": […]},
 //!  "diverged": true, "latency_us": 41, "request": {"tool": "…"}}
 //! ```
+//!
+//! A request in the observe scope of `[governance]` is marked with
+//! `"observed": "<the policies' decision>"` beside `"decision": "allow"`
+//! and `"audit": true`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,6 +131,10 @@ pub struct EvaluationLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     pub decision: DecisionKind,
+    /// The request is in the observe scope of `[governance]`: the decision
+    /// the policies reached (`decision` is `allow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<DecisionKind>,
     pub reasons: Vec<ResponseReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,

@@ -101,6 +101,9 @@ pub fn failsafe(ev: &Evaluator, req: &Request, now: u64, cx: &ResponseContext<'_
     };
     EvalResponse {
         decision,
+        // The failsafe is the engine's decision, not the policies': it is
+        // enforced in the observe scope too.
+        observed: None,
         approval_id: None,
         reasons,
         artifact: ev.hash().to_string(),

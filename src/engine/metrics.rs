@@ -10,6 +10,7 @@
 //! | `sluice_errors_total` | counter | |
 //! | `sluice_failsafe_total` | counter | |
 //! | `sluice_decisions_total` | counter | `decision` |
+//! | `sluice_observed_total` | counter | `decision` (the policies' decision of a request in the observe scope, answered `allow`) |
 //! | `sluice_latency_seconds` | histogram (`_bucket`, `_sum`, `_count`) | `le` |
 //! | `sluice_shadow_divergences_total` | counter | `stable`, `candidate` |
 //! | `sluice_shadow_compared_total` | counter | |
@@ -17,6 +18,8 @@
 //! | `sluice_shadow_dropped_total` | counter | none |
 //! | `sluice_decision_log_dropped_total` | counter | none |
 //! | `sluice_breaker_state` | gauge | `artifact`, `state` only |
+//! | `sluice_agent_calls_today` | gauge | `agent` only: an inventoried agent's calls this UTC day |
+//! | `sluice_agent_calls_per_day` | gauge | `agent` only: its cost envelope (agents with one) |
 //!
 //! The cohort families are written only once a route is in force, and
 //! count since the route last changed. Encoding reads the snapshot only: it
@@ -32,7 +35,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::api::stats::{BreakerFigure, BreakerState, CohortFigures};
+use crate::api::stats::{AgentFigures, BreakerFigure, BreakerState, CohortFigures};
 use crate::engine::stats::LatencyBuckets;
 use crate::model::ir::DecisionKind;
 
@@ -55,6 +58,8 @@ pub struct Scrape {
     pub decision_log_dropped: u64,
     /// Every artifact held, with its breaker's state.
     pub breakers: Vec<BreakerFigure>,
+    /// The stable artifact's inventoried agents, with their calls today.
+    pub agents: Vec<AgentFigures>,
 }
 
 impl Scrape {
@@ -125,6 +130,19 @@ impl Scrape {
             for kind in DECISIONS {
                 let labels = (cohort_labels(c), [("decision", kind.as_str())]);
                 ConstCounter::new(c.decisions.of(kind)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "sluice_observed",
+            "Requests in the observe scope (answered allow) by the decision the policies reached, since the route last changed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (c, _) in &self.cohorts {
+            for kind in DECISIONS {
+                let labels = (cohort_labels(c), [("decision", kind.as_str())]);
+                ConstCounter::new(c.observed.of(kind)).encode(family.encode_family(&labels)?)?;
             }
         }
 
@@ -219,6 +237,33 @@ impl Collector for Scrape {
                 let labels = [("artifact", b.artifact.as_str()), ("state", state.as_str())];
                 ConstGauge::new(i64::from(b.state == state))
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        if !self.agents.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "sluice_agent_calls_today",
+                "An inventoried agent's calls this UTC day.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for a in &self.agents {
+                let calls = i64::try_from(a.calls).unwrap_or(i64::MAX);
+                ConstGauge::new(calls)
+                    .encode(family.encode_family(&[("agent", a.agent.as_str())])?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "sluice_agent_calls_per_day",
+                "An inventoried agent's cost envelope: the calls a day it is expected to make.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for a in &self.agents {
+                if let Some(e) = a.calls_per_day {
+                    let e = i64::try_from(e).unwrap_or(i64::MAX);
+                    ConstGauge::new(e)
+                        .encode(family.encode_family(&[("agent", a.agent.as_str())])?)?;
+                }
             }
         }
         Ok(())

@@ -192,6 +192,8 @@ pub struct Engine {
     shadow: shadow::Shadow,
     seq: AtomicU64,
     boot: u64,
+    /// Inventoried agents' calls per day.
+    agent_calls: crate::engine::cost::AgentCalls,
 }
 
 impl std::fmt::Debug for Engine {
@@ -269,6 +271,7 @@ impl Engine {
             shadow,
             seq: AtomicU64::new(0),
             boot,
+            agent_calls: crate::engine::cost::AgentCalls::default(),
         });
         rt.spawn(housekeeping(Arc::downgrade(&engine)));
         rt.spawn(lease::watch(Arc::downgrade(&engine)));
@@ -381,11 +384,17 @@ impl Engine {
         if let Some(stats) = route.stats.cohort(cohort) {
             stats.record(Sample {
                 decision: response.decision,
+                observed: response.observed,
                 error: error.is_some(),
                 failsafe: outcome.is_none(),
                 latency,
             });
         }
+        self.agent_calls.record(
+            &ev.artifact().inventory,
+            json.get("agent").and_then(Value::as_str),
+            now,
+        );
 
         let shadowed = in_cohort && route.spec.mode == Some(Mode::Shadow);
         if !self.log.enabled() && !shadowed {
@@ -403,6 +412,7 @@ impl Engine {
                 cohort,
                 stage: stage.map(str::to_string),
                 decision: response.decision,
+                observed: response.observed,
                 approval_id: response.approval_id.clone(),
                 failsafe: outcome.is_none(),
                 audit: response.audit,

@@ -59,6 +59,9 @@ struct Counts {
     errors: u64,
     failsafe: u64,
     decisions: [u64; 4],
+    /// The policies' decisions of the requests in the observe scope (each
+    /// also counted as an `allow` in `decisions`).
+    observed: [u64; 4],
     /// `None` only if the histogram could not be built (it always can for
     /// these bounds).
     latency: Option<Histogram<u64>>,
@@ -69,7 +72,10 @@ struct Counts {
 /// What one evaluation contributes.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
+    /// The decision answered.
     pub decision: DecisionKind,
+    /// For a request in the observe scope, the decision the policies reached.
+    pub observed: Option<DecisionKind>,
     /// The evaluation failed (the decision is the failsafe).
     pub error: bool,
     /// The decision is the tier failsafe (open circuit or error).
@@ -87,6 +93,7 @@ impl CohortStats {
                 errors: 0,
                 failsafe: 0,
                 decisions: [0; 4],
+                observed: [0; 4],
                 // 1 µs to one hour, three significant digits.
                 latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
                 pairs: [[0; 4]; 4],
@@ -106,6 +113,9 @@ impl CohortStats {
         c.errors += u64::from(s.error);
         c.failsafe += u64::from(s.failsafe);
         if let Some(n) = c.decisions.get_mut(kind_index(s.decision)) {
+            *n += 1;
+        }
+        if let Some(n) = s.observed.and_then(|k| c.observed.get_mut(kind_index(k))) {
             *n += 1;
         }
         if let Some(h) = c.latency.as_mut() {
@@ -145,6 +155,13 @@ impl CohortStats {
             modify: count(DecisionKind::Modify),
             require_approval: count(DecisionKind::RequireApproval),
             deny: count(DecisionKind::Deny),
+        };
+        let seen = |k: DecisionKind| c.observed.get(kind_index(k)).copied().unwrap_or(0);
+        let observed = Decisions {
+            allow: seen(DecisionKind::Allow),
+            modify: seen(DecisionKind::Modify),
+            require_approval: seen(DecisionKind::RequireApproval),
+            deny: seen(DecisionKind::Deny),
         };
         let latency_ms = match c.latency.as_ref().filter(|h| !h.is_empty()) {
             Some(h) => Latency {
@@ -197,6 +214,7 @@ impl CohortStats {
             error_rate: ratio(errors, requests),
             deny_rate: ratio(decisions.deny, requests),
             decisions,
+            observed,
             latency_ms,
             histogram,
             shadow,

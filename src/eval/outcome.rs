@@ -19,7 +19,10 @@ use crate::model::ir::{DecisionKind, Effect, Tier};
 /// [`Evaluator::evaluate_into`]: crate::eval::Evaluator::evaluate_into
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The decision the policies reached.
     pub(super) decision: DecisionKind,
+    /// The request is in the observe scope: answered `allow`.
+    pub(super) observed: bool,
     /// The contributing checks, by index, in check order.
     pub(super) hits: Vec<u32>,
     pub(super) examined: u32,
@@ -45,6 +48,7 @@ impl Default for Outcome {
     fn default() -> Self {
         Outcome {
             decision: DecisionKind::Allow,
+            observed: false,
             hits: Vec::new(),
             examined: 0,
             scratch: String::new(),
@@ -56,8 +60,24 @@ impl Default for Outcome {
 }
 
 impl Outcome {
-    /// The decision.
+    /// The decision the request is answered with: the policies' decision,
+    /// or `allow` for a request in the artifact's observe scope.
     pub fn decision(&self) -> DecisionKind {
+        if self.observed {
+            DecisionKind::Allow
+        } else {
+            self.decision
+        }
+    }
+
+    /// For a request in the observe scope, the decision the policies reached
+    /// (and the answer would be under enforcement); `None` otherwise.
+    pub fn observed(&self) -> Option<DecisionKind> {
+        self.observed.then_some(self.decision)
+    }
+
+    /// The decision the policies reached, observed or enforced.
+    pub fn policy_decision(&self) -> DecisionKind {
         self.decision
     }
 

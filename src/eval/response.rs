@@ -1,7 +1,8 @@
 //! The evaluate response (SPEC §5): an outcome rendered as the JSON document
 //! agents receive. Pure.
 //!
-//! Shape: `decision`, `approval_id` (only for `require_approval`, supplied by
+//! Shape: `decision`, `observed` (a request in the observe scope: the
+//! policies' decision; `decision` is `allow` and `audit` true), `approval_id` (only for `require_approval`, supplied by
 //! the caller, who owns the approval queue), `reasons`, `artifact`, `cohort`
 //! and `stage` (when the caller routes), `audit`, and — when the decision is
 //! `modify` or `require_approval` and a modification changed a field —
@@ -75,8 +76,10 @@ impl Evaluator {
             }
             DecisionKind::Allow | DecisionKind::Deny => (Vec::new(), None),
         };
+        let observed = outcome.observed();
         EvalResponse {
             decision,
+            observed,
             approval_id: match decision {
                 DecisionKind::RequireApproval => cx.approval_id.map(str::to_string),
                 _ => None,
@@ -85,7 +88,7 @@ impl Evaluator {
             artifact: self.hash().to_string(),
             cohort: cx.cohort.map(str::to_string),
             stage: cx.stage.map(str::to_string),
-            audit: cx.audit,
+            audit: cx.audit || observed.is_some(),
             modifications,
             request,
         }

@@ -26,6 +26,8 @@ pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 /// The context of one read: the file and the findings so far.
 pub(super) struct Cx<'f> {
     file: &'f SourceFile,
+    /// The code of the findings (`schema::invalid` for `sluice.toml`).
+    code: Code,
     pub(super) findings: Vec<Finding>,
     /// Findings that do not stop the read (a plan that cannot pass its own
     /// gates), reported beside the project.
@@ -34,8 +36,14 @@ pub(super) struct Cx<'f> {
 
 impl<'f> Cx<'f> {
     pub(super) fn new(file: &'f SourceFile) -> Self {
+        Cx::with_code(file, CODE)
+    }
+
+    /// A context whose findings have `code`.
+    pub(super) fn with_code(file: &'f SourceFile, code: Code) -> Self {
         Cx {
             file,
+            code,
             findings: Vec::new(),
             warnings: Vec::new(),
         }
@@ -54,7 +62,7 @@ impl<'f> Cx<'f> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        let finding = Finding::new(CODE, message)
+        let finding = Finding::new(self.code, message)
             .with_label(self.label(span, label))
             .with_help(help);
         self.findings.push(finding);

@@ -521,15 +521,16 @@ fn read_gate(cx: &mut Cx<'_>, key: &str, v: &Value<'_>, what: &str, g: &mut Gate
 
 /// Reads `match = { field = [values…] }`: every key a declared field, every
 /// value of the field's type.
-fn read_match(
+pub(super) fn read_match(
     cx: &mut Cx<'_>,
     key: &Key<'_>,
     v: &Value<'_>,
     place: &str,
     declared: &Declared,
 ) -> Option<BTreeMap<String, Vec<Literal>>> {
-    let what = format!("`{}` {place}", key.get_ref());
-    let t = cx.table(v, &what, "match = { org = [\"internal\"] }")?;
+    let name = key.get_ref().to_string();
+    let what = format!("`{name}` {place}");
+    let t = cx.table(v, &what, &format!("{name} = {{ org = [\"internal\"] }}"))?;
     let mut out = BTreeMap::new();
     let mut ok = true;
     for leaf in leaves(t) {
@@ -539,7 +540,7 @@ fn read_match(
                 cx.error(
                     leaf.key.span(),
                     "not a field",
-                    format!("`match` {place} names `{path}`, which is not a field in `[schema]`"),
+                    format!("`{name}` {place} names `{path}`, which is not a field in `[schema]`"),
                     unknown_field_help(path, declared),
                 );
             }
@@ -550,8 +551,10 @@ fn read_match(
             cx.error(
                 leaf.key.span(),
                 "a `set<string>` field",
-                format!("`match` {place} names `{path}`, a `set<string>` field"),
-                "`match` selects requests by the value of an `int`, `string` or `bool` field",
+                format!("`{name}` {place} names `{path}`, a `set<string>` field"),
+                format!(
+                    "`{name}` selects requests by the value of an `int`, `string` or `bool` field"
+                ),
             );
             ok = false;
             continue;
@@ -564,7 +567,7 @@ fn read_match(
                     leaf.value.span(),
                     "expected an array",
                     format!(
-                        "`match` values for `{path}` {place} must be an array, not {}",
+                        "`{name}` values for `{path}` {place} must be an array, not {}",
                         a_type(other)
                     ),
                     format!("list the values a request may have, like `{example}`"),
@@ -577,7 +580,7 @@ fn read_match(
             cx.error(
                 leaf.value.span(),
                 "no values",
-                format!("`match` values for `{path}` {place} are empty"),
+                format!("`{name}` values for `{path}` {place} are empty"),
                 format!("no request would be eligible: list at least one value, like `{example}`"),
             );
             ok = false;
@@ -592,7 +595,7 @@ fn read_match(
                         item.span(),
                         format!("expected {}", a_type_name(field.ty)),
                         format!(
-                            "`match` value `{}` for `{path}` {place} is not {}",
+                            "`{name}` value `{}` for `{path}` {place} is not {}",
                             cx.text(item.span()),
                             a_type_name(field.ty)
                         ),

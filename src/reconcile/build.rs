@@ -70,6 +70,7 @@ fn located(f: &Finding, files: &RepoSources) -> String {
     let place = f.labels.first().map(|l| {
         let line = std::iter::once(&files.project)
             .chain(&files.policies)
+            .chain(&files.agents)
             .chain(&files.traces)
             .find(|s| s.name == l.file)
             .map_or(0, |s| s.line_col(l.span.start).0);
@@ -138,7 +139,7 @@ pub fn build_gated(
     live: Option<Live<'_>>,
 ) -> Result<Built, String> {
     let sources = files.sources.as_ref().map_err(|e| with_causes(e))?;
-    let checked = pipeline::check_sources(&sources.project, &sources.policies);
+    let checked = pipeline::check_repo(&sources.project, &sources.policies, &sources.agents);
     let errors: Vec<&Finding> = checked.findings.iter().filter(|f| f.is_error()).collect();
     if !errors.is_empty() {
         return Err(summarize(&errors, sources));

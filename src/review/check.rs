@@ -95,7 +95,8 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         (Some(git), Some(rev)) => git.load_with(rev, traces)?.sources,
         _ => tree::fs::load(req.dir, traces)?,
     };
-    let mut checked = pipeline::check_unanalysed(&files.project, &files.policies);
+    let mut checked =
+        pipeline::check_repo_unanalysed(&files.project, &files.policies, &files.agents);
     let mut notes = Vec::new();
     let mut base = match (&git, req.base) {
         (Some(git), Some(rev)) => check_base(git, rev, &checked, &mut notes)?,
@@ -234,6 +235,7 @@ fn check_base(
             pipeline::check_unanalysed_sharing(
                 &files.sources.project,
                 &files.sources.policies,
+                &files.sources.agents,
                 head,
             ),
         ))),
@@ -314,6 +316,8 @@ fn evaluator(c: &Checked) -> Option<Evaluator> {
         default: project.default,
         schema: project.schema.clone(),
         policies: set.policies.clone(),
+        governance: project.governance.clone(),
+        inventory: c.inventory.clone(),
         source_commit: None,
         hash: String::new(),
     };

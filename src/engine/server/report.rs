@@ -37,6 +37,20 @@ impl Engine {
                 dropped: self.log.dropped(),
             },
             breakers: self.breakers(),
+            agents: self.agent_figures(route.as_deref()),
+        }
+    }
+
+    /// The stable artifact's inventoried agents with their calls today.
+    fn agent_figures(
+        &self,
+        route: Option<&crate::engine::server::Active>,
+    ) -> Vec<crate::api::stats::AgentFigures> {
+        match route {
+            Some(r) => self
+                .agent_calls
+                .report(&r.stable.evaluator.artifact().inventory, self.now_secs()),
+            None => Vec::new(),
         }
     }
 
@@ -62,6 +76,7 @@ impl Engine {
             shadow_dropped: self.shadow.dropped(),
             decision_log_dropped: self.log.dropped(),
             breakers: self.breakers(),
+            agents: self.agent_figures(route.as_deref()),
         }
     }
 

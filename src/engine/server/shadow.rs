@@ -176,6 +176,7 @@ async fn shadow_one(
     let decision = result.as_ref().ok().map(|()| outcome.decision());
     stats.record(Sample {
         decision: decision.unwrap_or(DecisionKind::Allow),
+        observed: result.as_ref().ok().and_then(|()| outcome.observed()),
         error: decision.is_none(),
         failsafe: false,
         latency,
