@@ -3,10 +3,11 @@
 # One client (the official MCP Python SDK) calls one upstream tool (a Python
 # MCP server on streamable HTTP) directly and through `sluice gateway
 # --artifact` (in-process decisions), interleaved, in the same run; the
-# figures are p50/p90/p99 of each path in milliseconds and their
-# differences ("added").
+# figures are p50/p90/p99 of each path in milliseconds (the median over
+# ROUNDS rounds of CALLS calls each), their differences ("added") and the
+# machine's load average before and after.
 #
-#   scripts/bench-gateway.sh [CALLS]     (default 2000)
+#   scripts/bench-gateway.sh [CALLS] [ROUNDS]     (default 1000, 5)
 #
 # SLUICE_BIN: the binary to measure (default: a release build made here).
 # SLUICE_MCP_PYTHON: a Python with the `mcp` package (default: a venv
@@ -15,7 +16,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-calls=${1:-2000}
+calls=${1:-1000}
+rounds=${2:-5}
 out=$target/bench-gateway
 mkdir -p "$out"
 
@@ -88,4 +90,4 @@ pids+=($!)
 wait_port "$gw_port"
 
 "$py" "$root/scripts/bench-gateway.py" "http://127.0.0.1:$up_port/mcp" \
-  "http://127.0.0.1:$gw_port/mcp" "$calls" | tee "$out/result.json"
+  "http://127.0.0.1:$gw_port/mcp" "$calls" "$rounds" | tee "$out/result.json"

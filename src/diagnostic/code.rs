@@ -86,6 +86,12 @@ codes! {
         "sluice.toml is invalid.",
         "Fix the marked setting; the message says what is allowed there.",
     ));
+    /// An upstream tool takes arguments the request schema does not
+    /// declare (`sluice check --upstream-schemas`).
+    SchemaUpstreamField = "schema::upstream_field", Warning, Some((
+        "An upstream MCP tool takes arguments the request schema does not declare: the gateway forwards them unevaluated.",
+        "Declare the arguments a policy should read under [schema] in sluice.toml (the message gives the lines), or leave them unevaluated on purpose.",
+    ));
     /// A limit counted by an optional field: requests without it are never
     /// limited.
     LimitOptionalKey = "limit::optional_key", Warning, Some((
