@@ -10,6 +10,7 @@
 #   scripts/bench-gateway.sh [CALLS] [ROUNDS]     (default 1000, 5)
 #
 # SLUICE_BIN: the binary to measure (default: a release build made here).
+# SLUICE_GATEWAY_FLAGS: more flags for the gateway (e.g. `--workers 1`).
 # SLUICE_MCP_PYTHON: a Python with the `mcp` package (default: a venv
 # created under the target folder). Results land in $target/bench-gateway/.
 set -euo pipefail
@@ -85,7 +86,7 @@ wait_port "$up_port"
 gw_port=$(free_port)
 RUST_LOG=warn "$SLUICE_BIN" gateway --listen "127.0.0.1:$gw_port" \
   --upstream "up=http://127.0.0.1:$up_port/mcp" \
-  --artifact "$work/artifact.json" --agent bench --org acme >"$out/gateway.log" 2>&1 &
+  --artifact "$work/artifact.json" --agent bench --org acme ${SLUICE_GATEWAY_FLAGS:-} >"$out/gateway.log" 2>&1 &
 pids+=($!)
 wait_port "$gw_port"
 

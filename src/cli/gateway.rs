@@ -226,6 +226,9 @@ pub struct GatewayArgs {
     /// `sluice check --upstream-schemas` reads it) and exit.
     #[arg(long, conflicts_with = "stdio")]
     pub print_tools: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit> {
@@ -254,7 +257,11 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
             .with_context(|| format!("opening the decision log `{}`", path.display()))?,
         None => DecisionLog::disabled(),
     };
-    let rt = super::runtime(true)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let (decider, schema, artifact) =
             decider(repo, &args.decide, &args.caller, log, &args.state).await?;
@@ -279,6 +286,7 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis())
         );
+        let closing = decider.clone();
         let gateway = Gateway::new(
             Config {
                 decider,
@@ -299,7 +307,9 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
             return anyhow::Ok(Exit::Ok);
         }
         if args.stdio {
-            serve_stdio(gateway).await.map_err(anyhow::Error::msg)?;
+            let served = serve_stdio(gateway).await.map_err(anyhow::Error::msg);
+            closing.shutdown().await;
+            served?;
             return anyhow::Ok(Exit::Ok);
         }
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -307,14 +317,16 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice gateway listening at /mcp");
-        serve_http(
+        let served = serve_http(
             listener,
             gateway,
             args.allowed_hosts,
             crate::engine::serve::shutdown_signal(),
         )
         .await
-        .context("serving")?;
+        .context("serving");
+        closing.shutdown().await;
+        served?;
         anyhow::Ok(Exit::Ok)
     })
 }

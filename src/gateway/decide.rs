@@ -113,6 +113,14 @@ impl Decider {
         Ok(Decider::Local(engine))
     }
 
+    /// Once the gateway has stopped taking calls: an in-process engine
+    /// writes out its decision log.
+    pub async fn shutdown(&self) {
+        if let Decider::Local(engine) = self {
+            engine.shutdown().await;
+        }
+    }
+
     /// The decision for `request`; `request_id` (1–128 visible characters)
     /// names it in the decision log (`X-Request-Id` to an engine), else the
     /// engine makes one up.

@@ -265,3 +265,64 @@ fn each_gateway_call_is_in_the_decision_log() {
     }
     assert_ne!(lines[0]["request_id"], lines[1]["request_id"]);
 }
+
+/// `sluice gateway --stdio`, started by the Python SDK's client as its
+/// server: one client, one session (the gateway's own id).
+#[test]
+fn gateway_over_stdio_serves_one_client() {
+    let p = policies();
+    let log = p.dir.path().join("decisions.jsonl");
+    let argv: Vec<String> = vec![
+        env!("CARGO_BIN_EXE_sluice").to_string(),
+        "gateway".into(),
+        "--stdio".into(),
+        "--upstream".into(),
+        format!(
+            "stdio={} {} {} stdio",
+            python().display(),
+            script("upstream.py").display(),
+            p.dir.path().join("rec.jsonl").display()
+        ),
+        "--artifact".into(),
+        p.artifact.to_string_lossy().into_owned(),
+        "--decision-log".into(),
+        log.to_string_lossy().into_owned(),
+        "--agent".into(),
+        "bot".into(),
+        "--org".into(),
+        "acme".into(),
+    ];
+    let answers = client(
+        &serde_json::to_string(&argv).unwrap(),
+        &json!([
+            {"list": true},
+            {"call": "stdio.pay", "args": {"amount": 3, "to": "ann"}},
+            {"call": "stdio.run", "args": {"command": "rm -rf /"}},
+        ]),
+    );
+    assert!(names(&answers[0]).contains(&"stdio.write".to_string()));
+    assert_eq!(
+        answers[1],
+        json!({"is_error": false, "text": "paid 3 to ann"})
+    );
+    assert!(text(&answers[2]).contains("NO_RM"), "{}", answers[2]);
+    // The client closed the gateway's input: the gateway ended, its
+    // decision log written out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let lines: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|l: &Value| l["kind"] == "evaluation")
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let session = lines[0]["session"].as_str().unwrap();
+    assert!(session.starts_with("gw-"), "{session}");
+    assert_eq!(lines[1]["session"], session);
+}

@@ -1,6 +1,7 @@
 """A gateway client on the official MCP Python SDK.
 
     client.py URL STEPS_JSON
+    client.py '["PROGRAM", "ARG", ...]' STEPS_JSON   (a server over stdio)
 
 STEPS_JSON is a list of steps: {"list": true}, {"call": NAME, "args": {...}}, or
 {"wait": true} (prints {"waiting": true} and reads one line of standard input
@@ -16,6 +17,7 @@ import json
 import sys
 
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 
@@ -30,6 +32,9 @@ async def call(client, step):
 
 async def main():
     url, steps = sys.argv[1], json.loads(sys.argv[2])
+    if url.startswith("["):
+        argv = json.loads(url)
+        url = StdioServerParameters(command=argv[0], args=argv[1:])
     async with Client(url, read_timeout_seconds=30) as client:
         for step in steps:
             if step.get("wait"):
