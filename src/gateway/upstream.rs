@@ -67,10 +67,10 @@ impl std::str::FromStr for Spec {
 }
 
 /// The HTTP client of a streamable HTTP upstream. rmcp's default client
-/// keeps no idle connection, so every call would open a new TCP connection
-/// (and the upstream accept it); this one keeps them for reuse, with
-/// `TCP_NODELAY` (a call is a few small writes each way, which Nagle's
-/// algorithm would hold back), and follows no redirect.
+/// keeps no idle connection (a reused one stalled on delayed ACKs without
+/// `TCP_NODELAY`); this one sets `TCP_NODELAY` (a call is a few small
+/// writes each way, which Nagle's algorithm would hold back) and keeps
+/// idle connections for reuse, and follows no redirect.
 fn http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
