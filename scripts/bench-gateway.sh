@@ -3,19 +3,22 @@
 # One client (the official MCP Python SDK) calls one upstream tool (a Python
 # MCP server on streamable HTTP) directly and through `sluice gateway
 # --artifact` (in-process decisions), interleaved, in the same run; the
-# figures are p50/p90/p99 of each path in milliseconds and their
-# differences ("added").
+# figures are p50/p90/p99 of each path in milliseconds (the median over
+# ROUNDS rounds of CALLS calls each), their differences ("added") and the
+# machine's load average before and after.
 #
-#   scripts/bench-gateway.sh [CALLS]     (default 2000)
+#   scripts/bench-gateway.sh [CALLS] [ROUNDS]     (default 1000, 5)
 #
 # SLUICE_BIN: the binary to measure (default: a release build made here).
+# SLUICE_GATEWAY_FLAGS: more flags for the gateway (e.g. `--workers 1`).
 # SLUICE_MCP_PYTHON: a Python with the `mcp` package (default: a venv
 # created under the target folder). Results land in $target/bench-gateway/.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-calls=${1:-2000}
+calls=${1:-1000}
+rounds=${2:-5}
 out=$target/bench-gateway
 mkdir -p "$out"
 
@@ -83,9 +86,9 @@ wait_port "$up_port"
 gw_port=$(free_port)
 RUST_LOG=warn "$SLUICE_BIN" gateway --listen "127.0.0.1:$gw_port" \
   --upstream "up=http://127.0.0.1:$up_port/mcp" \
-  --artifact "$work/artifact.json" --agent bench --org acme >"$out/gateway.log" 2>&1 &
+  --artifact "$work/artifact.json" --agent bench --org acme ${SLUICE_GATEWAY_FLAGS:-} >"$out/gateway.log" 2>&1 &
 pids+=($!)
 wait_port "$gw_port"
 
 "$py" "$root/scripts/bench-gateway.py" "http://127.0.0.1:$up_port/mcp" \
-  "http://127.0.0.1:$gw_port/mcp" "$calls" | tee "$out/result.json"
+  "http://127.0.0.1:$gw_port/mcp" "$calls" "$rounds" | tee "$out/result.json"

@@ -51,6 +51,8 @@
 //! Layout: [`request`] decodes, [`state`] holds the limit store trait,
 //! [`response`] renders; inside, `build` compiles an artifact into `compiled`
 //! conditions, `modify` effects and `limits`, and `index` is the tool index.
+//! [`outright`] finds the deny rules that hold whatever a request's other
+//! fields (the gateway's `tools/list`).
 
 mod build;
 mod compiled;
@@ -62,6 +64,7 @@ mod limits;
 mod modify;
 mod observe;
 mod outcome;
+pub mod outright;
 pub mod request;
 pub mod response;
 pub mod state;

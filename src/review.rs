@@ -2,13 +2,15 @@
 //! ([`base`]) and against an engine's live state ([`live`]); one build of a
 //! checked set with its state checks, for `sluice check` and the daemon
 //! ([`build`]); and the whole `sluice check` of a repository, head and base
-//! read through [`crate::tree`] ([`check`]). Runs after the analysis; prints
+//! read through [`crate::tree`] ([`check`]); the upstream MCP tools'
+//! arguments the schema lacks ([`upstream`]). Runs after the analysis; prints
 //! nothing, and reads no live state itself (it is given).
 
 pub mod base;
 pub mod build;
 pub mod check;
 pub mod live;
+pub mod upstream;
 
 use crate::analyze;
 use crate::diagnostic::Finding;

@@ -5,12 +5,15 @@
 //!   and through an engine process.
 //! - `mcp`: `sluice gateway` in front of upstream MCP servers written with
 //!   the official Python SDK (stdio and streamable HTTP), driven by the
-//!   Python SDK's client and by rmcp's client.
+//!   Python SDK's client and by rmcp's client; the approval round trip.
+//! - `lists`: `tools/list` with `--hide-denied`, `--print-tools` read by
+//!   `sluice check --upstream-schemas`, the decision log of gateway calls.
 //!
 //! The fixture writes one policy repository and compiles it with the
 //! binary: a deny, a modify, an approval, and allow by default.
 
 mod hook;
+mod lists;
 mod mcp;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,14 @@ pub(crate) const GUARD: &str = r#"policy guard version 1.0.0 {
   rule redact_ssn {
     when args.content matches "[0-9]{3}-[0-9]{2}-[0-9]{4}"
     modify args.content = redact(args.content, "[0-9]{3}-[0-9]{2}-[0-9]{4}") PII_REDACTED "SSN-like number removed"
+  }
+  rule interns_no_shell {
+    when agent == "intern" and tool == "stdio.run"
+    deny NO_SHELL "interns may not run commands"
+  }
+  rule interns_small_payments {
+    when agent == "intern" and args.amount > 10
+    deny INTERN_LIMIT "interns pay 10 at most"
   }
   rule big_payment {
     when args.amount > 1000
@@ -104,11 +115,17 @@ pub(crate) fn wait_for_port(port: u16, what: &str) {
 
 /// `sluice engine --artifact` on a free port.
 pub(crate) fn engine(artifact: &Path) -> (Child, String) {
+    engine_with(artifact, &[])
+}
+
+/// `sluice engine --artifact` with `extra` flags on a free port.
+pub(crate) fn engine_with(artifact: &Path, extra: &[String]) -> (Child, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--artifact")
         .arg(artifact)
+        .args(extra)
         .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -116,6 +133,22 @@ pub(crate) fn engine(artifact: &Path) -> (Child, String) {
     let child = Child(child);
     wait_for_port(port, "the engine");
     (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// A `redis-server` of the test's own on a free port, nothing persisted.
+pub(crate) fn redis(dir: &Path) -> (Child, String) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Child(child);
+    wait_for_port(port, "redis-server");
+    (child, format!("redis://127.0.0.1:{port}"))
 }
 
 pub(crate) const ADMIN_TOKEN: &str = "gateway-test-admin-token";

@@ -72,6 +72,11 @@ pub struct CheckArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// Warn about upstream MCP tools whose arguments the request schema
+    /// does not declare (`schema::upstream_field`): FILE holds the tools
+    /// as the gateway's `tools/list` answers them.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_schemas: Option<PathBuf>,
 }
 
 /// The live state a check runs against, named, read before anything is
@@ -154,7 +159,16 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
         ),
         None => None,
     };
+    let upstream = match &args.upstream_schemas {
+        Some(path) => Some(SourceFile::new(
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading `{}`", path.display()))?,
+        )),
+        None => None,
+    };
     let report = check::check(&Request {
+        upstream_schemas: upstream.as_ref(),
         dir: repo_dir,
         base: args.base.as_deref(),
         head: args.head.as_deref(),

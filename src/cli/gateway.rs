@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::Exit;
+use crate::compile::artifact::Artifact;
 use crate::engine::decision_log::DecisionLog;
 use crate::gateway::decide::Decider;
 use crate::model::schema::Schema;
@@ -49,6 +50,24 @@ pub struct CallerArgs {
     pub engine_timeout: Duration,
 }
 
+/// Where an in-process engine (`--artifact`) keeps limit counters and
+/// approvals.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// With --artifact: `memory` (this process), or `redis://HOST:PORT[/DB]`
+    /// (`rediss://` for TLS) shared with engines, so that limits count
+    /// across them and their admin API decides this process's approvals.
+    #[arg(long, default_value = "memory", value_name = "BACKEND")]
+    pub state_backend: String,
+    /// The key prefix in a shared backend (default: the project's name).
+    #[arg(long, value_name = "PREFIX")]
+    pub state_prefix: Option<String>,
+    /// How long one call to a shared backend may take before the call gets
+    /// the failsafe.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub state_timeout: Duration,
+}
+
 /// The agent integrations `sluice hook` serves.
 #[derive(Debug, clap::Subcommand)]
 pub enum HookCommand {
@@ -60,29 +79,42 @@ pub enum HookCommand {
         decide: DecideArgs,
         #[command(flatten)]
         caller: CallerArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
-/// The decider and the schema requests are built with.
+/// The decider, the schema requests are built with, and with
+/// `--artifact` the artifact.
 async fn decider(
     repo: &Path,
     decide: &DecideArgs,
     caller: &CallerArgs,
     log: DecisionLog,
-) -> anyhow::Result<(Decider, Schema)> {
+    state: &StateArgs,
+) -> anyhow::Result<(Decider, Schema, Option<Artifact>)> {
     if let Some(path) = &decide.artifact {
         let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
-        let artifact = crate::compile::artifact::Artifact::from_bytes(&bytes)
+        let artifact = Artifact::from_bytes(&bytes)
             .with_context(|| format!("reading the artifact `{}`", path.display()))?;
-        let decider = Decider::local(&bytes, log)
+        let backend = super::engine::state_backend(
+            &state.state_backend,
+            state.state_prefix.as_deref(),
+            state.state_timeout,
+        )?;
+        let decider = Decider::local(&bytes, backend, log)
             .await
             .with_context(|| format!("loading the artifact `{}`", path.display()))?;
-        return Ok((decider, artifact.schema));
+        return Ok((decider, artifact.schema.clone(), Some(artifact)));
     }
     let url = decide
         .engine
         .as_deref()
         .context("pass --engine URL or --artifact FILE")?;
+    anyhow::ensure!(
+        state.state_backend == "memory" && state.state_prefix.is_none(),
+        "--state-backend and --state-prefix are for --artifact: with --engine, the engine keeps the state"
+    );
     let file = repo.join(crate::tree::PROJECT_FILE);
     let text = std::fs::read_to_string(&file).with_context(|| {
         format!(
@@ -98,13 +130,31 @@ async fn decider(
         anyhow::anyhow!("`{}` does not read: {first}", file.display())
     })?;
     let decider = Decider::remote(url, caller.agent_key.clone(), caller.engine_timeout)?;
-    Ok((decider, project.schema))
+    Ok((decider, project.schema, None))
+}
+
+/// The policies of the repository at `repo`, compiled (type-checked, not
+/// analysed): what `--hide-denied` judges by with `--engine`.
+fn repo_artifact(repo: &Path) -> anyhow::Result<Artifact> {
+    let files = crate::tree::fs::load(repo, crate::tree::Traces::Skip)?;
+    let checked = crate::pipeline::check_unanalysed(&files.project, &files.policies);
+    match checked.artifact(None) {
+        Some(artifact) => artifact.context("building the artifact"),
+        None => anyhow::bail!(
+            "--hide-denied: the policies in `{}` have errors: run `sluice check`",
+            repo.display()
+        ),
+    }
 }
 
 pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit> {
     use crate::gateway::hook;
 
-    let HookCommand::ClaudeCode { decide, caller } = command;
+    let HookCommand::ClaudeCode {
+        decide,
+        caller,
+        state,
+    } = command;
     let mut text = String::new();
     std::io::stdin()
         .take(16 << 20)
@@ -113,7 +163,8 @@ pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit
     let event = hook::read_event(&text)?;
     let rt = super::runtime(false)?;
     let output = rt.block_on(async {
-        let (decider, schema) = decider(repo, &decide, &caller, DecisionLog::disabled()).await?;
+        let (decider, schema, _) =
+            decider(repo, &decide, &caller, DecisionLog::disabled(), &state).await?;
         let request = hook::request(
             &event,
             caller.agent.as_deref(),
@@ -121,7 +172,7 @@ pub(super) fn cmd_hook(repo: &Path, command: HookCommand) -> anyhow::Result<Exit
             &schema,
         );
         let response = decider
-            .decide(&request)
+            .decide(&request, None)
             .await
             .with_context(|| format!("deciding the `{}` call", event.tool_name))?;
         anyhow::Ok(hook::answer(&event, &response))
@@ -148,6 +199,8 @@ pub struct GatewayArgs {
     pub decide: DecideArgs,
     #[command(flatten)]
     pub caller: CallerArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// How long an upstream may take to list its tools or to answer one
     /// call before the client gets an error.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -163,6 +216,19 @@ pub struct GatewayArgs {
     /// rebinding protection), e.g. the gateway's public name. Repeatable.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Leave out of `tools/list` the tools the policies deny the caller
+    /// outright: a deny rule whose condition holds on `tool`, `agent` and
+    /// `org` alone. With --engine, the policies are those of --repo, read
+    /// at start.
+    #[arg(long)]
+    pub hide_denied: bool,
+    /// Print the tools the gateway offers (a `tools/list` result, as
+    /// `sluice check --upstream-schemas` reads it) and exit.
+    #[arg(long, conflicts_with = "stdio")]
+    pub print_tools: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit> {
@@ -191,9 +257,19 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
             .with_context(|| format!("opening the decision log `{}`", path.display()))?,
         None => DecisionLog::disabled(),
     };
-    let rt = super::runtime(true)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        let (decider, schema) = decider(repo, &args.decide, &args.caller, log).await?;
+        let (decider, schema, artifact) =
+            decider(repo, &args.decide, &args.caller, log, &args.state).await?;
+        let hide_denied = match (args.hide_denied, artifact) {
+            (false, _) => None,
+            (true, Some(artifact)) => Some(std::sync::Arc::new(artifact)),
+            (true, None) => Some(std::sync::Arc::new(repo_artifact(repo)?)),
+        };
         let mut connecting = tokio::task::JoinSet::new();
         for spec in args.upstreams.clone() {
             let (start, timeout) = (args.upstream_start_timeout, args.upstream_timeout);
@@ -210,6 +286,7 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis())
         );
+        let closing = decider.clone();
         let gateway = Gateway::new(
             Config {
                 decider,
@@ -217,11 +294,22 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
                 agent: args.caller.agent.clone(),
                 org: args.caller.org.clone(),
                 session,
+                hide_denied,
             },
             upstreams,
         );
+        if args.print_tools {
+            let list = rmcp::model::ListToolsResult::with_all_items(gateway.tools().await);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).context("rendering the tools")?
+            );
+            return anyhow::Ok(Exit::Ok);
+        }
         if args.stdio {
-            serve_stdio(gateway).await.map_err(anyhow::Error::msg)?;
+            let served = serve_stdio(gateway).await.map_err(anyhow::Error::msg);
+            closing.shutdown().await;
+            served?;
             return anyhow::Ok(Exit::Ok);
         }
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -229,14 +317,16 @@ pub(super) fn cmd_gateway(repo: &Path, args: GatewayArgs) -> anyhow::Result<Exit
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "sluice gateway listening at /mcp");
-        serve_http(
+        let served = serve_http(
             listener,
             gateway,
             args.allowed_hosts,
             crate::engine::serve::shutdown_signal(),
         )
         .await
-        .context("serving")?;
+        .context("serving");
+        closing.shutdown().await;
+        served?;
         anyhow::Ok(Exit::Ok)
     })
 }

@@ -86,6 +86,12 @@ codes! {
         "sluice.toml is invalid.",
         "Fix the marked setting; the message says what is allowed there.",
     ));
+    /// An upstream tool takes arguments the request schema does not
+    /// declare (`sluice check --upstream-schemas`).
+    SchemaUpstreamField = "schema::upstream_field", Warning, Some((
+        "An upstream MCP tool takes arguments the request schema does not declare: the gateway forwards them unevaluated.",
+        "Declare the arguments a policy should read under [schema] in sluice.toml (the message gives the lines), or leave them unevaluated on purpose.",
+    ));
     /// A limit counted by an optional field: requests without it are never
     /// limited.
     LimitOptionalKey = "limit::optional_key", Warning, Some((
@@ -299,6 +305,7 @@ mod tests {
         // `conflict::approval_deadlock` and `state::*` but
         // `state::window_change` are errors; the other conflicts and
         // `state::window_change` are warnings; language errors are errors.
+        // Issue 16: `schema::upstream_field` warns.
         for c in Code::ALL {
             let expected = match c.as_str() {
                 "conflict::overridden_allow"
@@ -313,7 +320,8 @@ mod tests {
                 | "inventory::unknown_agent"
                 | "inventory::uncovered_tool"
                 | "inventory::excess_privilege"
-                | "change::widened" => Severity::Warning,
+                | "change::widened"
+                | "schema::upstream_field" => Severity::Warning,
                 "change::decision" => Severity::Note,
                 _ => Severity::Error,
             };

@@ -11,7 +11,7 @@ use crate::api::control::Failure;
 use crate::api::evaluate::EvalResponse;
 use crate::api::route::RouteSpec;
 use crate::compile::artifact::Artifact;
-use crate::engine::backend::MemoryBackend;
+use crate::engine::backend::StateBackend;
 use crate::engine::decision_log::DecisionLog;
 use crate::engine::error::EvaluateError;
 use crate::engine::server::{Engine, EngineConfig};
@@ -87,16 +87,22 @@ impl Decider {
     }
 
     /// An engine in this process serving the artifact `bytes` as stable,
-    /// logging to `log`. Needs a tokio runtime.
-    pub async fn local(bytes: &[u8], log: DecisionLog) -> Result<Decider, StartError> {
+    /// its limit counters and approvals in `backend` (a shared one lets any
+    /// engine on it decide the gateway's approvals), logging to `log`.
+    /// Needs a tokio runtime.
+    pub async fn local(
+        bytes: &[u8],
+        backend: Arc<dyn StateBackend>,
+        log: DecisionLog,
+    ) -> Result<Decider, StartError> {
         let hash = Artifact::from_bytes(bytes)
             .map_err(|e| StartError::Artifact(e.to_string()))?
             .hash;
         // No admin API is served: the token only satisfies the engine's
         // start check and is never compared against anything.
         let config = EngineConfig::new("in-process engine, no admin API");
-        let engine = Engine::start(config, Arc::new(MemoryBackend::new()), log)
-            .map_err(|e| StartError::Engine(e.to_string()))?;
+        let engine =
+            Engine::start(config, backend, log).map_err(|e| StartError::Engine(e.to_string()))?;
         engine
             .put_artifact(&hash, bytes)
             .map_err(|e| StartError::Artifact(e.to_string()))?;
@@ -107,21 +113,36 @@ impl Decider {
         Ok(Decider::Local(engine))
     }
 
-    /// The decision for `request`.
-    pub async fn decide(&self, request: &serde_json::Value) -> Result<EvalResponse, DecideError> {
+    /// Once the gateway has stopped taking calls: an in-process engine
+    /// writes out its decision log.
+    pub async fn shutdown(&self) {
+        if let Decider::Local(engine) = self {
+            engine.shutdown().await;
+        }
+    }
+
+    /// The decision for `request`; `request_id` (1–128 visible characters)
+    /// names it in the decision log (`X-Request-Id` to an engine), else the
+    /// engine makes one up.
+    pub async fn decide(
+        &self,
+        request: &serde_json::Value,
+        request_id: Option<&str>,
+    ) -> Result<EvalResponse, DecideError> {
         match self {
             Decider::Local(engine) => {
                 let body =
                     serde_json::to_vec(request).map_err(|e| DecideError::Local(e.to_string()))?;
-                let bytes = engine
-                    .evaluate_to_end(body, None)
-                    .await
-                    .map_err(|e| match e {
-                        EvaluateError::Json(_) | EvaluateError::Request(_) => {
-                            DecideError::Refused(e.to_string())
-                        }
-                        other => DecideError::Local(other.to_string()),
-                    })?;
+                let bytes =
+                    engine
+                        .evaluate_to_end(body, request_id)
+                        .await
+                        .map_err(|e| match e {
+                            EvaluateError::Json(_) | EvaluateError::Request(_) => {
+                                DecideError::Refused(e.to_string())
+                            }
+                            other => DecideError::Local(other.to_string()),
+                        })?;
                 serde_json::from_slice(&bytes).map_err(|e| DecideError::Local(e.to_string()))
             }
             Decider::Remote { client, url, key } => {
@@ -132,6 +153,9 @@ impl Decider {
                 let mut call = client.post(format!("{url}/v1/evaluate")).json(request);
                 if let Some(key) = key {
                     call = call.bearer_auth(key);
+                }
+                if let Some(id) = request_id {
+                    call = call.header("x-request-id", id);
                 }
                 let answer = call.send().await.map_err(|e| unavailable(e.to_string()))?;
                 let status = answer.status();

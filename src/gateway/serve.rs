@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use rmcp::ServiceExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -29,6 +30,14 @@ pub async fn serve_http(
         config,
     );
     let app = axum::Router::new().nest_service("/mcp", service);
+    // A response is written in a few small pieces (headers, events, the
+    // end of the stream): without TCP_NODELAY, Nagle's algorithm holds each
+    // after the first until the client acknowledges it.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a client connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -25,6 +25,8 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 use serde_json::{Map, Value};
 
+use crate::compile::artifact::Artifact;
+use crate::eval::outright::{self, Known};
 use crate::gateway::decide::{DecideError, Decider};
 use crate::gateway::hook::reasons_text;
 use crate::gateway::request::{self, Caller};
@@ -42,6 +44,9 @@ pub struct Config {
     pub org: Option<String>,
     /// The session of calls that carry none.
     pub session: String,
+    /// `--hide-denied`: the policies by which `tools/list` leaves out the
+    /// tools they deny the caller outright ([`crate::eval::outright`]).
+    pub hide_denied: Option<Arc<Artifact>>,
 }
 
 /// The gateway's MCP server; cheap to clone (one per HTTP session).
@@ -65,6 +70,33 @@ impl Gateway {
         Gateway {
             inner: Arc::new(Inner { config, upstreams }),
         }
+    }
+
+    /// The tools `caller` is offered: the union of the upstreams' tools,
+    /// with `--hide-denied`, less those the policies deny it outright.
+    pub async fn tools_for(&self, caller: &Caller) -> Vec<Tool> {
+        let mut tools = self.tools().await;
+        if let Some(artifact) = &self.inner.config.hide_denied {
+            let schema = &self.inner.config.schema;
+            tools.retain(|t| {
+                let mut known = Known::new();
+                known.insert("tool", t.name.as_ref());
+                for (field, value) in [("agent", &caller.agent), ("org", &caller.org)] {
+                    if let Some(v) = value {
+                        known.insert(field, v.as_str());
+                    }
+                }
+                known.retain(|field, _| schema.get(field).is_some());
+                match outright::denied_outright(artifact, &known) {
+                    Some((policy, rule)) => {
+                        tracing::debug!(tool = %t.name, %policy, %rule, "tools/list: denied outright, hidden");
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        tools
     }
 
     /// The union of the upstreams' tools, each named `UPSTREAM.tool`; an
@@ -123,11 +155,13 @@ impl Gateway {
         }
     }
 
-    /// One call, decided then forwarded or answered.
+    /// One call, decided then forwarded or answered; `request_id` names
+    /// its decision in the decision log.
     pub async fn call(
         &self,
         params: CallToolRequestParams,
         caller: &Caller,
+        request_id: Option<&str>,
     ) -> Result<CallToolResponse, ErrorData> {
         let full = params.name.to_string();
         let Some((upstream, tool)) = full
@@ -145,7 +179,7 @@ impl Gateway {
         };
         let arguments = params.arguments.clone().unwrap_or_default();
         let req = request::build(&full, caller, &arguments, &self.inner.config.schema);
-        let response = match self.inner.config.decider.decide(&req).await {
+        let response = match self.inner.config.decider.decide(&req, request_id).await {
             Ok(r) => r,
             Err(DecideError::Refused(why)) => {
                 return Ok(refused(format!(
@@ -189,6 +223,17 @@ impl Gateway {
     }
 }
 
+/// The decision log's `request_id` of a call: `mcp-SESSION-ID`, the MCP
+/// session and the JSON-RPC request id, at most 128 visible characters
+/// (what an engine accepts as `X-Request-Id`).
+fn request_id(session: Option<&str>, id: &rmcp::model::RequestId) -> String {
+    let raw = format!("mcp-{}-{id}", session.unwrap_or("-"));
+    raw.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(128)
+        .collect()
+}
+
 /// A tool result with `isError: true`.
 fn refused(text: String) -> CallToolResponse {
     CallToolResult::error(vec![ContentBlock::text(text)]).into()
@@ -202,9 +247,12 @@ impl ServerHandler for Gateway {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools().await))
+        let caller = self.caller(&cx);
+        Ok(ListToolsResult::with_all_items(
+            self.tools_for(&caller).await,
+        ))
     }
 
     async fn call_tool(
@@ -213,6 +261,7 @@ impl ServerHandler for Gateway {
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&cx);
-        self.call(request, &caller).await
+        let id = request_id(caller.session.as_deref(), &cx.id);
+        self.call(request, &caller, Some(&id)).await
     }
 }

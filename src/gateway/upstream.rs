@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResponse, Tool};
 use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt as _};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
 /// How an upstream is reached.
@@ -65,6 +66,19 @@ impl std::str::FromStr for Spec {
     }
 }
 
+/// The HTTP client of a streamable HTTP upstream. rmcp's default client
+/// keeps no idle connection (a reused one stalled on delayed ACKs without
+/// `TCP_NODELAY`); this one sets `TCP_NODELAY` (a call is a few small
+/// writes each way, which Nagle's algorithm would hold back) and keeps
+/// idle connections for reuse, and follows no redirect.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// A connected upstream.
 pub struct Upstream {
     pub name: String,
@@ -97,7 +111,9 @@ impl Upstream {
         let connecting = async {
             match &spec.target {
                 Target::Http(url) => {
-                    ().serve(StreamableHttpClientTransport::from_uri(url.as_str()))
+                    let client = http_client().map_err(|e| failed(e.to_string()))?;
+                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                    ().serve(StreamableHttpClientTransport::with_client(client, config))
                         .await
                         .map_err(|e| failed(format!("connecting to {url}: {e}")))
                 }

@@ -16,6 +16,7 @@ use crate::diagnostic::{Finding, Sources};
 use crate::eval::Evaluator;
 use crate::model::short;
 use crate::pipeline::{self, Checked};
+use crate::source::SourceFile;
 use crate::tree::git::GitRepo;
 use crate::tree::{self, Origin, Traces, TreeError};
 
@@ -34,6 +35,9 @@ pub struct Request<'a> {
     /// Whether paths should be relative to the git repository's root when
     /// there is one (SARIF, GitHub annotations).
     pub git_paths: bool,
+    /// `--upstream-schemas`: the upstream MCP tools, as `tools/list`
+    /// answers them ([`super::upstream`]).
+    pub upstream_schemas: Option<&'a SourceFile>,
 }
 
 /// What the check found.
@@ -73,6 +77,8 @@ pub enum CheckError {
     Tree(#[from] TreeError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Upstream(#[from] super::upstream::UpstreamError),
 }
 
 /// Checks a policy repository.
@@ -196,6 +202,10 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
             None => notes
                 .push("state checks skipped: the policy set has errors to fix first".to_string()),
         }
+    }
+    if let (Some(file), Some(project)) = (req.upstream_schemas, &checked.project) {
+        findings.extend(super::upstream::check(file, &project.schema)?);
+        checked.sources.add(file.clone());
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     let evaluators = base_evaluator

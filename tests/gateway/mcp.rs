@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ADMIN_TOKEN, Child, Policies, engine, free_port, policies, wait_for_port};
+use super::{
+    ADMIN_TOKEN, Child, Policies, engine, engine_with, free_port, policies, redis, wait_for_port,
+};
 
-fn python() -> &'static Path {
+pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         if let Some(p) = std::env::var_os("SLUICE_MCP_PYTHON") {
@@ -47,14 +49,14 @@ fn python() -> &'static Path {
     })
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/gateway/py")
         .join(name)
 }
 
 /// The arguments each upstream tool received, in order.
-fn recorded(file: &Path) -> Vec<Value> {
+pub(crate) fn recorded(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
@@ -62,13 +64,13 @@ fn recorded(file: &Path) -> Vec<Value> {
         .collect()
 }
 
-struct Setup {
-    _policies: Policies,
+pub(crate) struct Setup {
+    pub policies: Policies,
     _children: Vec<Child>,
-    dir: tempfile::TempDir,
-    url: String,
+    pub dir: tempfile::TempDir,
+    pub url: String,
     /// The engine's URL, when the gateway decides through one.
-    engine: Option<String>,
+    pub engine: Option<String>,
 }
 
 /// A Python upstream `http` on streamable HTTP, one `stdio` spoken to over
@@ -77,7 +79,7 @@ fn setup(decide: impl FnOnce(&Policies) -> (Vec<String>, Option<(Child, String)>
     setup_with(decide, &["--agent", "bot", "--org", "acme"])
 }
 
-fn setup_with(
+pub(crate) fn setup_with(
     decide: impl FnOnce(&Policies) -> (Vec<String>, Option<(Child, String)>),
     caller: &[&str],
 ) -> Setup {
@@ -125,7 +127,7 @@ fn setup_with(
     });
     Setup {
         engine: engine_url,
-        _policies: p,
+        policies: p,
         _children: children,
         dir,
         url: format!("http://127.0.0.1:{port}/mcp"),
@@ -133,7 +135,7 @@ fn setup_with(
 }
 
 /// Runs the Python client's `steps`; one answer per step.
-fn client(url: &str, steps: &Value) -> Vec<Value> {
+pub(crate) fn client(url: &str, steps: &Value) -> Vec<Value> {
     let out = Command::new(python())
         .arg(script("client.py"))
         .arg(url)
@@ -151,11 +153,11 @@ fn client(url: &str, steps: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v["text"].as_str().unwrap_or_default()
 }
 
-fn with_artifact(p: &Policies) -> (Vec<String>, Option<(Child, String)>) {
+pub(crate) fn with_artifact(p: &Policies) -> (Vec<String>, Option<(Child, String)>) {
     (
         vec![
             "--artifact".into(),
@@ -232,61 +234,136 @@ fn python_client_lists_and_each_decision_reaches_the_python_upstreams() {
     );
 }
 
-/// The approval round trip through an engine: the call is answered with
-/// the approval id, and the id is the one the engine's approvals API
-/// decides.
+/// Runs the Python client's `steps`; at each `{"wait": true}` step,
+/// `at_wait` is given the answers so far, then the client goes on in the
+/// same MCP session.
+fn client_waiting(url: &str, steps: &Value, mut at_wait: impl FnMut(&[Value])) -> Vec<Value> {
+    use std::io::{BufRead as _, Write as _};
+    let mut child = Child(
+        Command::new(python())
+            .arg(script("client.py"))
+            .arg(url)
+            .arg(steps.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut answers = Vec::new();
+    // The client ends by itself (60 s at most), closing its output.
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v.get("waiting").is_some() {
+            at_wait(&answers);
+            writeln!(stdin, "go").unwrap();
+            continue;
+        }
+        answers.push(v);
+    }
+    assert!(child.0.wait().unwrap().success(), "the client failed");
+    answers
+}
+
+/// The approval id an answer names (`approval ap-… is required`).
+fn approval_id(answer: &Value) -> String {
+    let t = text(answer);
+    t.split_whitespace()
+        .find(|w| w.starts_with("ap-"))
+        .unwrap_or_else(|| panic!("no approval id in {answer}"))
+        .to_string()
+}
+
+pub(crate) fn with_engine(p: &Policies) -> (Vec<String>, Option<(Child, String)>) {
+    let (child, url) = engine(&p.artifact);
+    let repo = p.dir.path().to_string_lossy().into_owned();
+    (
+        vec!["--engine".into(), url.clone(), "--repo".into(), repo],
+        Some((child, url)),
+    )
+}
+
+/// The approval round trip through an engine: the call is held under an
+/// approval id (the same id while it waits), an admin approves that id on
+/// the engine, the same call in the same MCP session goes through to the
+/// upstream — once: made again, it waits for a new approval.
 #[test]
-fn python_client_gets_the_approval_id_the_engine_decides() {
-    let s = setup(|p| {
-        let (child, url) = engine(&p.artifact);
-        let repo = p.dir.path().to_string_lossy().into_owned();
-        (
-            vec!["--engine".into(), url.clone(), "--repo".into(), repo],
-            Some((child, url)),
-        )
-    });
-    let answers = client(
-        &s.url,
-        &json!([{"call": "http.pay", "args": {"amount": 5000, "to": "bob"}}]),
-    );
-    assert_eq!(answers[0]["is_error"], true, "{}", answers[0]);
-    let t = text(&answers[0]);
-    assert!(
-        t.contains("BIG") && t.contains("once it is approved"),
-        "{t}"
-    );
-    let id = t
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("approval "))
-        .map(str::to_string)
-        .or_else(|| {
-            t.split_whitespace()
-                .find(|w| w.starts_with("ap-"))
-                .map(str::to_string)
-        })
-        .unwrap();
-    assert!(recorded(&s.dir.path().join("http.jsonl")).is_empty());
-    // The id is the engine's: its approvals API decides it.
+fn python_client_call_goes_through_once_approved() {
+    let s = setup(with_engine);
+    let engine = s.engine.clone().unwrap();
+    let http_log = s.dir.path().join("http.jsonl");
+    let pay = json!({"call": "http.pay", "args": {"amount": 5000, "to": "bob"}});
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let decided: Value = rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!(
-                "{}/v1/approvals/{id}",
-                s.engine.as_deref().unwrap()
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"decision": "approve", "by": "alice"}))
-            .send()
+    let mut id = String::new();
+    let answers = client_waiting(
+        &s.url,
+        &json!([pay, pay, {"wait": true}, pay, pay]),
+        |held| {
+            for a in held {
+                assert_eq!(a["is_error"], true, "{a}");
+                assert!(
+                    text(a).contains("BIG") && text(a).contains("once it is approved"),
+                    "{a}"
+                );
+            }
+            id = approval_id(&held[0]);
+            assert_eq!(approval_id(&held[1]), id, "one approval while it waits");
+            assert!(recorded(&http_log).is_empty(), "nothing forwarded yet");
+            let decided = rt.block_on(approve(&engine, &id));
+            assert_eq!(decided["request"]["tool"], "http.pay");
+            assert_eq!(decided["request"]["agent"], "bot");
+            assert_eq!(decided["request"]["args"], json!({"amount": 5000}));
+        },
+    );
+    assert_eq!(
+        answers[2],
+        json!({"is_error": false, "text": "paid 5000 to bob"})
+    );
+    assert_eq!(answers[3]["is_error"], true, "{}", answers[3]);
+    assert_ne!(approval_id(&answers[3]), id, "approved once, not for good");
+    assert_eq!(
+        recorded(&http_log),
+        vec![json!({"tool": "pay", "args": {"amount": 5000, "to": "bob"}})]
+    );
+    let state: Value = rt.block_on(async {
+        reqwest::get(format!("{engine}/v1/approvals/{id}"))
             .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     });
-    assert_eq!(decided["id"], id.as_str());
-    assert_eq!(decided["decision"], "approve");
-    assert_eq!(decided["request"]["tool"], "http.pay");
-    assert_eq!(decided["request"]["agent"], "bot");
-    assert_eq!(decided["request"]["args"], json!({"amount": 5000}));
+    assert_eq!(state["status"], "approved", "{state}");
+    assert!(state["consumed"].is_u64(), "{state}");
+}
+
+/// With `--artifact` and a shared state backend, the gateway's approvals
+/// are decided through any engine on the same Redis.
+#[test]
+fn approvals_of_an_in_process_artifact_on_redis_are_decided_by_an_engine() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let (redis_child, url) = redis(redis_dir.path());
+    let shared = vec!["--state-backend".to_string(), url];
+    let s = setup(|p| {
+        let (engine, engine_url) = engine_with(&p.artifact, &shared);
+        let (mut args, _) = with_artifact(p);
+        args.extend(shared.iter().cloned());
+        (args, Some((engine, engine_url)))
+    });
+    let engine = s.engine.clone().unwrap();
+    let pay = json!({"call": "stdio.pay", "args": {"amount": 2000, "to": "eve"}});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answers = client_waiting(&s.url, &json!([pay, {"wait": true}, pay]), |held| {
+        let decided = rt.block_on(approve(&engine, &approval_id(&held[0])));
+        assert_eq!(decided["request"]["tool"], "stdio.pay");
+    });
+    assert_eq!(
+        answers[1],
+        json!({"is_error": false, "text": "paid 2000 to eve"})
+    );
+    drop(s);
+    drop(redis_child);
 }
 
 #[test]
@@ -296,35 +373,47 @@ fn a_hung_and_a_crashed_upstream_answer_errors_in_time_and_spare_the_other() {
     let answers = client(
         &s.url,
         &json!([
-            {"call": "stdio.hang"},
-            {"call": "http.pay", "args": {"amount": 1, "to": "a"}},
-            {"call": "stdio.crash"},
-            {"call": "stdio.pay", "args": {"amount": 1, "to": "b"}},
+            {"together": [
+                {"call": "stdio.hang"},
+                {"call": "http.pay", "args": {"amount": 1, "to": "a"}},
+            ]},
+            {"call": "http.crash"},
             {"call": "http.pay", "args": {"amount": 2, "to": "c"}},
         ]),
     );
     let took = started.elapsed();
+    // The hung upstream holds only its own call: the other upstream's call,
+    // made at the same time, is answered first.
+    assert_eq!(answers[0]["order"], json!([1, 0]), "{}", answers[0]);
+    let together = &answers[0]["together"];
     assert!(
-        answers[0]["error"]
+        together[0]["error"]
             .as_str()
             .unwrap()
             .contains("did not answer within 2s"),
-        "{}",
-        answers[0]
-    );
-    assert_eq!(answers[1]["is_error"], false, "{}", answers[1]);
-    assert!(answers[2]["error"].is_string(), "{}", answers[2]);
-    assert!(
-        answers[3]["error"].as_str().unwrap().contains("stdio"),
-        "{}",
-        answers[3]
+        "{together}"
     );
     assert_eq!(
-        answers[4],
-        json!({"is_error": false, "text": "paid 2 to c"})
+        together[1],
+        json!({"is_error": false, "text": "paid 1 to a"})
     );
-    // Two bounded failures, not a hung client: the hang costs the 2 s
-    // timeout, the crash is seen when the pipe closes.
+    // The upstream that dies mid-call: an MCP error, and so is the next
+    // call to it.
+    assert!(answers[1]["error"].is_string(), "{}", answers[1]);
+    assert!(
+        answers[2]["error"].as_str().unwrap().contains("http"),
+        "{}",
+        answers[2]
+    );
+    assert_eq!(
+        recorded(&s.dir.path().join("http.jsonl")),
+        vec![
+            json!({"tool": "pay", "args": {"amount": 1, "to": "a"}}),
+            json!({"tool": "crash", "args": {}}),
+        ]
+    );
+    // Bounded failures, not a hung client: each costs at most the 2 s
+    // timeout.
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
@@ -350,17 +439,7 @@ fn rmcp_client_with_caller_headers() {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
-    let s = setup_with(
-        |p| {
-            let (child, url) = engine(&p.artifact);
-            let repo = p.dir.path().to_string_lossy().into_owned();
-            (
-                vec!["--engine".into(), url.clone(), "--repo".into(), repo],
-                Some((child, url)),
-            )
-        },
-        &[],
-    );
+    let s = setup_with(with_engine, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut headers = std::collections::HashMap::new();

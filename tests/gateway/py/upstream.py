@@ -5,7 +5,8 @@
 
 Every tool appends {"tool": name, "args": {...}} to RECORD_FILE (one JSON line)
 before it answers, so a test sees exactly what the gateway forwarded.
-`crash` ends the process; `hang` never answers.
+`crash` ends the process; `hang` answers after 30 s (never, for the tests' 2 s
+upstream timeout; a hung process left by a killed gateway still ends).
 """
 
 import json
@@ -56,7 +57,7 @@ def crash() -> str:
 def hang() -> str:
     """Never answers."""
     record("hang", {})
-    time.sleep(3600)
+    time.sleep(30)  # far past the tests' 2 s timeout; ends by itself
     return "late"
 
 
