@@ -111,14 +111,14 @@ fn signal(pid: u32, sig: &str) {
 
 /// A `redis-server` of the test's own, persisting every write (AOF,
 /// fsync always) in its folder so that a SIGKILL loses nothing.
-struct Redis {
+pub struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
 }
 
 impl Redis {
-    fn start(dir: &Path) -> Redis {
+    pub fn start(dir: &Path) -> Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
@@ -153,16 +153,16 @@ impl Redis {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
     /// `redis-cli` against this server; its output trimmed.
-    fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)

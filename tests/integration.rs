@@ -11,6 +11,7 @@
 mod analyze;
 mod artifact;
 mod authoring;
+mod caller_cost;
 mod check;
 mod cli;
 mod decisions;
@@ -22,6 +23,7 @@ mod fleet_state;
 mod fmt;
 mod gateway;
 mod hardening;
+mod kept;
 mod messages;
 mod parse;
 mod project;

@@ -114,7 +114,7 @@ impl Decider {
                 let body =
                     serde_json::to_vec(request).map_err(|e| DecideError::Local(e.to_string()))?;
                 let bytes = engine
-                    .evaluate_to_end(body, None)
+                    .evaluate_to_end(body, None, None)
                     .await
                     .map_err(|e| match e {
                         EvaluateError::Json(_) | EvaluateError::Request(_) => {
