@@ -25,6 +25,7 @@ mod gateway;
 mod hardening;
 mod kept;
 mod messages;
+mod openapi;
 mod parse;
 mod project;
 mod readme;

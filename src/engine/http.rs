@@ -20,6 +20,7 @@
 //! | `GET /v1/approvals` | admin | `api::approvals::ApprovalList` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | `{"status": "ok"}` |
+//! | `GET /openapi.json` | — | the OpenAPI 3.1 document of this API (`docs/openapi.json`) |
 //! | `GET /readyz` | — | `api::state::Readiness`: 200 ready (a route, the state backend answers), 503 not |
 //!
 //! Admin routes need `Authorization: Bearer <token>`; the token is compared
@@ -312,6 +313,7 @@ pub fn router_with(engine: Arc<Engine>, limits: &HttpLimits) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(guard, guard_body))
         .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .merge(admin)
@@ -437,7 +439,7 @@ async fn require_admin(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz and /readyz".to_string())
+    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz, /readyz and /openapi.json".to_string())
 }
 
 /// 405, but for an admin route only once the token is right (401 before:
@@ -452,6 +454,21 @@ async fn method_not_allowed(
         return ApiError::Unauthorized;
     }
     ApiError::MethodNotAllowed("this route does not take that method".to_string())
+}
+
+/// The OpenAPI 3.1 document of this API (`docs/openapi.json`, checked
+/// against this router by the tests).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
