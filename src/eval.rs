@@ -82,8 +82,8 @@ use crate::model::ir::{DecisionKind, Effect, Tier, Type};
 use crate::model::schema::Schema;
 
 pub use crate::eval::error::{EvalError, LoadError};
-pub use crate::eval::limits::MAX_KEY;
 pub(crate) use crate::eval::fnv::Fnv1a;
+pub use crate::eval::limits::MAX_KEY;
 pub use crate::eval::outcome::{Modification, Modified, Outcome, Reason};
 
 /// What replaces a redacted value or match.

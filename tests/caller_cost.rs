@@ -82,7 +82,11 @@ fn check_state(engine: &Proc, cap: usize) {
     let approvals = state["approvals"].as_array().unwrap();
     assert_eq!(approvals.len(), cap);
     let agent = approvals[0]["request"]["agent"].as_str().unwrap();
-    assert!(agent.contains("…[1048576 bytes, sha256:"), "{}", &agent[..300]);
+    assert!(
+        agent.contains("…[1048576 bytes, sha256:"),
+        "{}",
+        &agent[..300]
+    );
     // Past the cap, nothing more is queued.
     let a = evaluate(engine.addr, &huge(999_999), None).json();
     assert_eq!(a["decision"], "deny", "{a}");
@@ -107,7 +111,10 @@ fn one_mib_agent_names_and_approvals_leave_memory_bounded() {
     // 60 MiB of agent names: kept as limit keys and in approvals they
     // would be 90 MiB (60 keys, 30 approvals).
     let grown = flood(&engine, 60);
-    assert!(grown < 24 << 10, "RSS grew by {grown} KiB over 60 requests of 1 MiB");
+    assert!(
+        grown < 24 << 10,
+        "RSS grew by {grown} KiB over 60 requests of 1 MiB"
+    );
     check_state(&engine, 30);
 }
 
@@ -159,13 +166,19 @@ fn a_limit_at_its_key_cap_refuses_new_keys_as_over_the_limit() {
                "args": {"amount": 5, "country": "DE"}})
     };
     for agent in ["a", "b", "c"] {
-        assert_eq!(evaluate(engine.addr, &pay(agent), None).json()["decision"], "allow");
+        assert_eq!(
+            evaluate(engine.addr, &pay(agent), None).json()["decision"],
+            "allow"
+        );
     }
     let refused = evaluate(engine.addr, &pay("d"), None).json();
     assert_eq!(refused["decision"], "deny", "{refused}");
     assert_eq!(refused["reasons"][0]["code"], "RATE_LIMITED", "{refused}");
     // Keys already counted go on.
-    assert_eq!(evaluate(engine.addr, &pay("a"), None).json()["decision"], "allow");
+    assert_eq!(
+        evaluate(engine.addr, &pay("a"), None).json()["decision"],
+        "allow"
+    );
     assert_eq!(stats(engine.addr)["limit_keys_refused"], 1);
     let metrics = request(engine.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert!(
@@ -209,12 +222,19 @@ fn with_agent_keys_a_caller_spends_only_its_own_agents_quota() {
     let a = evaluate(engine.addr, &pay("payroll-bot", "DE"), None);
     assert_eq!(a.status, 401, "{a:?}");
     assert!(a.json()["error"].as_str().unwrap().contains("agent key"));
-    let a = evaluate(engine.addr, &pay("payroll-bot", "DE"), Some("k-unknown-0000000000"));
+    let a = evaluate(
+        engine.addr,
+        &pay("payroll-bot", "DE"),
+        Some("k-unknown-0000000000"),
+    );
     assert_eq!(a.status, 401, "{a:?}");
     let a = evaluate(engine.addr, &pay("payroll-bot", "DE"), Some(KEY_B));
     assert_eq!(a.status, 403, "{a:?}");
     let error = a.json()["error"].as_str().unwrap().to_string();
-    assert!(error.contains("`mallory`") && !error.contains(KEY_B), "{error}");
+    assert!(
+        error.contains("`mallory`") && !error.contains(KEY_B),
+        "{error}"
+    );
     // Requests a rule denies count against no limit: ten sanctioned
     // transfers leave payroll-bot's two.
     for _ in 0..10 {
@@ -248,5 +268,8 @@ fn with_agent_keys_a_caller_spends_only_its_own_agents_quota() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("payroll-bot") && stderr.contains("16"), "{stderr}");
+    assert!(
+        stderr.contains("payroll-bot") && stderr.contains("16"),
+        "{stderr}"
+    );
 }

@@ -305,7 +305,13 @@ impl Resp {
     }
 }
 
-pub async fn send(app: &Router, method: &str, path: &str, body: Vec<u8>, token: Option<&str>) -> Resp {
+pub async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> Resp {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));

@@ -88,14 +88,19 @@ async fn what_a_modify_redacts_is_neither_logged_nor_kept_in_clear() {
     let text = live.text();
     assert!(!text.contains("123-45-6789"), "{text}");
     assert!(text.contains("ssn [REDACTED]"), "{text}");
-    let list = admin(&app, "GET", "/v1/approvals", Value::Null).await.text();
+    let list = admin(&app, "GET", "/v1/approvals", Value::Null)
+        .await
+        .text();
     assert!(!list.contains("123-45-6789"), "{list}");
     assert_eq!(state(&app).await.approvals.len(), 1);
     eventually("two lines", || sink.of_kind("evaluation").len() == 2).await;
     for line in sink.of_kind("evaluation") {
         let text = line.to_string();
         assert!(!text.contains("123-45-6789"), "{text}");
-        assert_eq!(line["request"]["args"]["country"], "ssn [REDACTED]", "{text}");
+        assert_eq!(
+            line["request"]["args"]["country"], "ssn [REDACTED]",
+            "{text}"
+        );
     }
 }
 
@@ -112,9 +117,17 @@ async fn every_line_names_its_stage_policy_versions_and_route_version() {
     let line = &sink.of_kind("evaluation")[0];
     assert_eq!(line["stage"], "stable", "{line}");
     assert_eq!(line["route_version"], 1, "{line}");
-    assert_eq!(line["policies"], json!({"pay": "1.0.0", "pii": "2.1.0"}), "{line}");
+    assert_eq!(
+        line["policies"],
+        json!({"pay": "1.0.0", "pii": "2.1.0"}),
+        "{line}"
+    );
     // A request no policy looks at still names the route and stage.
-    eval(&app, json!({"tool": "other", "agent": "a", "org": "o", "session": "s"})).await;
+    eval(
+        &app,
+        json!({"tool": "other", "agent": "a", "org": "o", "session": "s"}),
+    )
+    .await;
     // A rollout: the route's stage, a new route version.
     set_route(
         &app,

@@ -125,8 +125,10 @@ mod tests {
 
     #[test]
     fn keys_name_one_agent_each_and_never_appear_in_errors() {
-        let keys = AgentKeys::parse("payroll-bot = \"k-0123456789abcdef\"\n\"b c\" = \"k-fedcba9876543210 \"\n")
-            .unwrap_or_default();
+        let keys = AgentKeys::parse(
+            "payroll-bot = \"k-0123456789abcdef\"\n\"b c\" = \"k-fedcba9876543210 \"\n",
+        )
+        .unwrap_or_default();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys.agent("k-0123456789abcdef"), Some("payroll-bot"));
         assert_eq!(keys.agent("k-fedcba9876543210"), Some("b c"));

@@ -41,7 +41,12 @@ pub fn weigh(v: &Value) -> usize {
         Value::Null | Value::Bool(_) | Value::Number(_) => 16,
         Value::String(s) => 16 + s.len(),
         Value::Array(a) => 16 + a.iter().map(weigh).sum::<usize>(),
-        Value::Object(o) => 16 + o.iter().map(|(k, v)| 16 + k.len() + weigh(v)).sum::<usize>(),
+        Value::Object(o) => {
+            16 + o
+                .iter()
+                .map(|(k, v)| 16 + k.len() + weigh(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -86,6 +91,9 @@ mod tests {
         assert_eq!(v["n"], 1);
         let mut many = json!({"args": (0..2000).map(|i| format!("v{i}")).collect::<Vec<_>>()});
         bound(&mut many, 4096);
-        assert!(many["omitted"]["bytes"].as_u64().unwrap_or(0) > 4096, "{many}");
+        assert!(
+            many["omitted"]["bytes"].as_u64().unwrap_or(0) > 4096,
+            "{many}"
+        );
     }
 }

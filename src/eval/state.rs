@@ -335,18 +335,27 @@ mod tests {
     -> Result<(), StateError> {
         let store = MemoryLimitStore::with_max_keys(2);
         let w = Window { start: 0, secs: 60 };
-        let key = |k: &'static str| LimitKey { limit: "p.l", key: k };
+        let key = |k: &'static str| LimitKey {
+            limit: "p.l",
+            key: k,
+        };
         assert!(store.try_acquire(key("a"), w, 5)?);
         assert!(store.try_acquire(key("b"), w, 5)?);
         assert!(!store.try_acquire(key("c"), w, 5)?);
         assert!(store.try_acquire(key("a"), w, 5)?);
         assert_eq!(store.keys_refused(), 1);
         // Another limit has its own cap.
-        let other = LimitKey { limit: "p.m", key: "c" };
+        let other = LimitKey {
+            limit: "p.m",
+            key: "c",
+        };
         assert!(store.try_acquire(other, w, 5)?);
         // Once the window ended and is forgotten, new keys come in again.
         store.expire(60);
-        let w2 = Window { start: 60, secs: 60 };
+        let w2 = Window {
+            start: 60,
+            secs: 60,
+        };
         assert!(store.try_acquire(key("c"), w2, 5)?);
         assert!(store.try_acquire(key("d"), w2, 5)?);
         assert!(!store.try_acquire(key("e"), w2, 5)?);

@@ -201,18 +201,17 @@ async fn shadow_one(
     let t0 = Instant::now();
     let dry = LimitMode::DryRun;
     let before = || Track::Before(&job.counted);
-    let result = match evaluate_with(backend, ev, &job.decoded, job.now, dry, outcome, before())
-        .await
-    {
-        // Another schema: decode the request for the candidate.
-        Err(EvalError::SchemaMismatch) => match ev.decode(&job.request) {
-            Ok(req) => evaluate_with(backend, ev, &req, job.now, dry, outcome, before())
-                .await
-                .map_err(ShadowError::from),
-            Err(e) => Err(ShadowError::Decode(e)),
-        },
-        other => other.map_err(ShadowError::from),
-    };
+    let result =
+        match evaluate_with(backend, ev, &job.decoded, job.now, dry, outcome, before()).await {
+            // Another schema: decode the request for the candidate.
+            Err(EvalError::SchemaMismatch) => match ev.decode(&job.request) {
+                Ok(req) => evaluate_with(backend, ev, &req, job.now, dry, outcome, before())
+                    .await
+                    .map_err(ShadowError::from),
+                Err(e) => Err(ShadowError::Decode(e)),
+            },
+            other => other.map_err(ShadowError::from),
+        };
     let latency = t0.elapsed();
     let decision = result.as_ref().ok().map(|()| outcome.decision());
     stats.record(Sample {
