@@ -161,6 +161,25 @@ fn one_mib_agent_names_leave_the_engine_and_redis_bounded() {
 fn a_limit_at_its_key_cap_refuses_new_keys_as_over_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let engine = serve_pay(dir.path(), &["--max-limit-keys", "3"]);
+    key_cap(&engine);
+    let redis = Redis::start(dir.path());
+    let url = redis.url();
+    let engine = serve_pay(
+        dir.path(),
+        &[
+            "--max-limit-keys",
+            "3",
+            "--state-backend",
+            &url,
+            "--state-prefix",
+            "t",
+        ],
+    );
+    key_cap(&engine);
+}
+
+/// Three keys of `pay.per_agent` counted, the fourth refused.
+fn key_cap(engine: &Proc) {
     let pay = |agent: &str| {
         json!({"tool": "pay", "agent": agent, "org": "acme", "session": "s-1",
                "args": {"amount": 5, "country": "DE"}})

@@ -86,9 +86,8 @@ pub struct EngineArgs {
     /// denied `APPROVAL_QUEUE_FULL`.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_pending_approvals: usize,
-    /// Keys (distinct `by` values) one limit holds at most in the current
-    /// window (memory backend); past it a request with a new key is refused
-    /// as over the limit.
+    /// Keys (distinct `by` values) one limit holds at most in a window;
+    /// past it a request with a new key is refused as over the limit.
     #[arg(long, default_value_t = crate::eval::state::DEFAULT_MAX_KEYS, value_name = "N")]
     pub max_limit_keys: usize,
     /// Agent identity: a TOML file of `agent = "key"` lines. Evaluate then
@@ -129,6 +128,7 @@ pub(super) fn state_backend(
         url: spec.to_string(),
         prefix: prefix.map(str::to_string),
         timeout,
+        max_keys,
     };
     Ok(std::sync::Arc::new(RedisBackend::new(&config)?))
 }

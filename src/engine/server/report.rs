@@ -68,7 +68,7 @@ impl Engine {
     }
 
     fn keys_refused(&self) -> u64 {
-        self.backend.local().map_or(0, |s| s.keys_refused())
+        self.backend.keys_refused()
     }
 
     fn breakers(&self) -> Vec<BreakerFigure> {
