@@ -240,6 +240,23 @@ pub(super) fn plan_jobs(
             .filter(live)
             .collect();
         let target_index = index_of(&targets);
+        // Under a default of deny: the rules an approval request may match,
+        // by tool (a rule with no tool domain is kept aside: it may match
+        // any tool).
+        let (rule_index, untooled) = if default_denies {
+            let rules: Vec<usize> = (0..items.len())
+                .filter(|i| item(*i).is_some_and(|x| !x.limit))
+                .filter(live)
+                .collect();
+            let untooled: Vec<usize> = rules
+                .iter()
+                .copied()
+                .filter(|i| tool_doms.get(*i).is_some_and(Option::is_none))
+                .collect();
+            (index_of(&rules), untooled)
+        } else {
+            (ToolIndex::default(), Vec::new())
+        };
         for (r, it) in items.iter().enumerate() {
             let Some(via) = via_of(it.effect) else {
                 continue;
@@ -263,16 +280,16 @@ pub(super) fn plan_jobs(
             if default_denies {
                 // Every rule that can match the approval request: when none
                 // does, the default denies it.
-                let rules: Vec<usize> = items
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| {
-                        !x.limit
-                            && !x.summary.is_empty()
-                            && x.summary.strs(TOOL).is_none_or(|d| d.admits(via))
-                            && rest.overlaps(&x.summary.without(TOOL), schema)
+                let mut near = rule_index.admitting(via);
+                near.extend(untooled.iter().copied());
+                let rules: Vec<usize> = near
+                    .into_iter()
+                    .filter(|i| {
+                        item(*i).is_some_and(|x| {
+                            x.summary.strs(TOOL).is_none_or(|d| d.admits(via))
+                                && rest.overlaps(&x.summary.without(TOOL), schema)
+                        })
                     })
-                    .map(|(i, _)| i)
                     .collect();
                 jobs.push(Job::Unruled {
                     from: r,

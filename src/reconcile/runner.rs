@@ -363,6 +363,9 @@ impl Runner {
                 Some((c, said, reply)) => {
                     let answer = self.operator(c, said).await;
                     let moved = answer.is_ok();
+                    // The operator who reads the status after the answer
+                    // sees what the command did.
+                    self.publish();
                     let _ = reply.send(answer);
                     moved
                 }

@@ -350,12 +350,21 @@ async fn a_hung_git_server_does_not_delay_rollbacks() {
         .unwrap();
     assert_eq!(rollback.cause, sluice::rollout::machine::Cause::Trigger);
     assert_eq!(rollback.commit.as_deref(), Some(c2.as_str()));
-    // Git stopped: the revert waits, the branch still ends with c2.
-    let pending = daemon.status().reverts;
-    assert!(
-        pending.iter().any(|r| r.commit == c2),
-        "no revert of {c2} pending: {pending:?}"
-    );
+    // Git stopped: the revert waits, the branch still ends with c2 (the
+    // status follows once the iteration that set the routes ends).
+    wait_for(
+        "the revert pending in status",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .status()
+                .reverts
+                .iter()
+                .any(|r| r.commit == c2)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(repo.log()[0].0, c2);
     server.resume();
     let second = wait_for("the second revert landed", Duration::from_secs(30), || {
