@@ -44,7 +44,7 @@ use sluice::diagnostic::{Finding, identity};
 use sluice::model::ir::PolicySet;
 use sluice::pipeline::{self, Checked};
 use sluice::project::Project;
-use sluice::review::base::{Side, introduced, version_changes};
+use sluice::review::base::{Side, label, version_changes};
 use sluice::review::{self, ChangeAnalysis};
 use sluice::source::SourceFile;
 use sluice::tree::git::GitRepo;
@@ -347,7 +347,7 @@ fn pr_check(
                 schema: c.project.as_ref().map(|p| &p.schema),
             }
         }
-        let mut f = introduced(&b.findings, h.findings.clone());
+        let mut f = label(&b.findings, h.findings.clone());
         f.extend(version_changes(side(&b), side(&h)));
         (f, None)
     };
@@ -401,7 +401,12 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
         let checked = pipeline::check_sources(&base.project, &base.policies);
         checked.findings.iter().map(identity).collect()
     };
-    let expected = vec![format!("{} {}", change.code, change.rules.join(" "))];
+    // Labels as a set: the pull-request check puts the changed rule first.
+    let sorted = |mut r: Vec<String>| {
+        r.sort();
+        r.join(" ")
+    };
+    let expected = vec![format!("{} {}", change.code, sorted(change.rules.clone()))];
     let mut reported = Vec::new();
     for incremental in [true, false] {
         let (findings, _, _) = pr_check(&dir, incremental, opts)?;
@@ -410,7 +415,7 @@ fn pull_request_bench(n: usize, runs: usize, opts: &Options) -> Result<(), Strin
             .iter()
             .filter(|f| f.code.family() != "change")
             .filter(|f| !base_ids.contains(&identity(f)))
-            .map(|f| format!("{} {}", f.code, rules_of(f).join(" ")))
+            .map(|f| format!("{} {}", f.code, sorted(rules_of(f))))
             .collect();
         if got != expected {
             return Err(format!(

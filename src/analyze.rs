@@ -83,12 +83,14 @@ pub mod smt;
 pub mod solver;
 mod witness;
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::diagnostic::Finding;
+use crate::eval::Evaluator;
 use crate::model::ir::{DecisionKind, PolicySet, Type};
 use crate::model::schema::Schema;
 
@@ -167,13 +169,18 @@ pub struct Report {
 pub fn analyze(set: &PolicySet, schema: &Schema, default: DecisionKind, opts: &Options) -> Report {
     let side = Side::plan(set, schema, default);
     let solved = side.solve(None, opts);
-    side.report(solved, default)
+    side.report(solved)
 }
 
 /// conditions are encoded, and every solver job.
 struct Side<'s> {
     set: &'s PolicySet,
     schema: &'s Schema,
+    default: DecisionKind,
+    /// An evaluator of `set` the caller built, to replay witnesses on.
+    evaluator: Option<&'s Evaluator>,
+    /// The replay of witnesses, built once, when a first witness needs it.
+    replay: OnceCell<Result<Replay<'s>, String>>,
     items: Vec<Item<'s>>,
     tool: Option<String>,
     plan: Plan,
@@ -233,6 +240,9 @@ impl<'s> Side<'s> {
         Side {
             set,
             schema,
+            default,
+            evaluator: None,
+            replay: OnceCell::new(),
             items,
             tool,
             plan,
@@ -240,6 +250,22 @@ impl<'s> Side<'s> {
             dead,
             stats,
         }
+    }
+
+    /// Replays witnesses on `evaluator` (built for the same set) rather
+    /// than on one of its own.
+    fn with_evaluator(mut self, evaluator: Option<&'s Evaluator>) -> Side<'s> {
+        self.evaluator = evaluator;
+        self
+    }
+
+    /// The replay of this side's witnesses: the evaluator given, or one
+    /// built on first use.
+    fn replay(&self) -> &Result<Replay<'s>, String> {
+        self.replay.get_or_init(|| match self.evaluator {
+            Some(e) => Ok(Replay::shared(e)),
+            None => Replay::new(self.set, self.schema, self.default),
+        })
     }
 
     /// Runs the jobs `keep` selects (all without it) on `opts.threads`
@@ -294,7 +320,7 @@ impl<'s> Side<'s> {
     }
 
     /// The findings of the answers, every witness replayed.
-    fn report(&self, solved: Answered, default: DecisionKind) -> Report {
+    fn report(&self, solved: Answered) -> Report {
         let Answered {
             out,
             dead,
@@ -315,11 +341,11 @@ impl<'s> Side<'s> {
         build_findings(&self.items, &out, &dead, &mut pending);
         // The evaluator is built only when there is a witness to replay.
         let replay = if pending.iter().any(|p| p.claim.is_some()) {
-            Some(Replay::new(self.set, self.schema, default))
+            Some(self.replay())
         } else {
             None
         };
-        let mut findings = match &replay {
+        let mut findings = match replay {
             None => pending.into_iter().map(|p| p.finding).collect(),
             Some(Ok(r)) => verify(pending, r),
             Some(Err(e)) => {

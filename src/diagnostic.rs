@@ -83,6 +83,10 @@ pub struct Finding {
     /// What the real evaluator decides for the witness: `policy.rule` -> effect,
     /// and `final` -> the combined decision.
     pub witness_decisions: Option<BTreeMap<String, String>>,
+    /// In a pull-request check (`--base`): whether the change introduced
+    /// the finding (`false`: the base revision already had it). `None`
+    /// outside a comparison.
+    pub introduced: Option<bool>,
 }
 
 impl Finding {
@@ -96,6 +100,7 @@ impl Finding {
             labels: Vec::new(),
             witness: None,
             witness_decisions: None,
+            introduced: None,
         }
     }
 
@@ -111,6 +116,11 @@ impl Finding {
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// Whether a pull-request check found it at the base revision too.
+    pub fn preexisting(&self) -> bool {
+        self.introduced == Some(false)
     }
 
     /// A finding of the conflict analysis (`conflict::*`, `analyze::*`).
@@ -192,19 +202,26 @@ pub fn prefixed(prefix: &str, file: &str) -> String {
 }
 
 /// The identity of a finding across revisions: its code, the (file, policy,
-/// rule) of each label, and its message — never line numbers, which shift
+/// rule) of its labels (as a set: the pull-request check puts the changed
+/// rule's label first), and its message — never line numbers, which shift
 /// when unrelated lines change. The pull-request check matches base and head
 /// findings by it; SARIF carries its hash as a fingerprint.
 pub fn identity(f: &Finding) -> String {
     let mut key = String::from(f.code.as_str());
-    for l in &f.labels {
-        let _ = write!(
-            key,
-            "\u{1f}{}\u{1e}{}\u{1e}{}",
-            l.file,
-            l.policy.as_deref().unwrap_or(""),
-            l.rule.as_deref().unwrap_or("")
-        );
+    let mut places: Vec<(&str, &str, &str)> = f
+        .labels
+        .iter()
+        .map(|l| {
+            (
+                l.file.as_str(),
+                l.policy.as_deref().unwrap_or(""),
+                l.rule.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    places.sort_unstable();
+    for (file, policy, rule) in places {
+        let _ = write!(key, "\u{1f}{file}\u{1e}{policy}\u{1e}{rule}");
     }
     key.push('\u{1f}');
     key.push_str(&f.message);
@@ -222,6 +239,10 @@ pub struct Summary {
     pub policies: usize,
     pub rules: usize,
     pub seconds: f64,
+    /// With `--base`: how many of the findings the base revision already
+    /// had (`"introduced": false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preexisting: Option<usize>,
     /// With `--base`: the head's traces (and a decision log) replayed
     /// against both revisions.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,6 +262,11 @@ impl Summary {
             .filter(|f| f.severity == Severity::Warning)
             .count();
         (errors, warnings)
+    }
+
+    /// Findings the base revision already had.
+    pub fn preexisting(findings: &[Finding]) -> usize {
+        findings.iter().filter(|f| f.preexisting()).count()
     }
 
     /// Notes.
@@ -305,6 +331,9 @@ struct JsonFinding<'a> {
     witness: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     witness_decisions: Option<&'a BTreeMap<String, String>>,
+    /// With `--base`: whether the change introduced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    introduced: Option<bool>,
 }
 
 /// The `--format json` document of SPEC §3.
@@ -333,6 +362,7 @@ pub fn to_json(findings: &[Finding], sources: &Sources, summary: &Summary) -> se
                 .collect(),
             witness: f.witness.as_ref(),
             witness_decisions: f.witness_decisions.as_ref(),
+            introduced: f.introduced,
         })
         .collect();
     serde_json::json!({ "findings": findings, "summary": summary })
@@ -462,6 +492,30 @@ fn rendered(finding: &Finding, sources: &Sources) -> Rendered {
         related,
         url: None,
     }
+}
+
+/// What the human and GitHub renderings put before the message of a
+/// finding the base revision already had: `[already on main] `, naming the
+/// base as the report does.
+pub fn preexisting_tag(base: &str) -> String {
+    format!("[already on {base}] ")
+}
+
+/// `findings` with the message of each one the base already had prefixed
+/// by [`preexisting_tag`], for the renderings that show text (human,
+/// GitHub). Identity, JSON and SARIF use the field itself.
+pub fn tag_preexisting(findings: &[Finding], base: &str) -> Vec<Finding> {
+    let tag = preexisting_tag(base);
+    findings
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if f.preexisting() {
+                f.message.insert_str(0, &tag);
+            }
+            f
+        })
+        .collect()
 }
 
 /// Renders findings for a terminal. `color` false gives plain Unicode output of

@@ -135,6 +135,7 @@ impl Checked {
             set,
             schema: &project.schema,
             default: project.default,
+            evaluator: None,
         })
     }
 

@@ -425,6 +425,36 @@ fn test_command_classifies_misses() {
     assert_eq!(r["mismatches"], 1);
     assert_eq!(doc["invalid"][0]["code"], "trace::invalid");
     assert_eq!(doc["invalid"][0]["locations"][0]["line"], 4);
+
+    // As the GitHub action runs it: each failing case an annotation on its
+    // trace line, the invalid line one too.
+    let o = sluice(dir.path(), &["test", "--format", "github"]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    let annotations: Vec<&str> = out.lines().filter(|l| l.starts_with("::")).collect();
+    assert!(
+        annotations
+            .iter()
+            .any(|l| l
+                .starts_with("::error file=traces/bad.jsonl,line=1,title=trace catastrophic::")),
+        "{out}"
+    );
+    for line in [2, 3] {
+        assert!(
+            annotations.iter().any(|l| l.starts_with(&format!(
+                "::error file=traces/bad.jsonl,line={line},title=trace failed::"
+            ))),
+            "{out}"
+        );
+    }
+    assert!(
+        annotations
+            .iter()
+            .any(|l| l.starts_with("::error file=traces/bad.jsonl,line=4,")
+                && l.contains("title=trace%3A%3Ainvalid")),
+        "{out}"
+    );
+    assert!(out.contains("test failed: 6 cases, 3 passed"), "{out}");
 }
 
 #[test]

@@ -237,6 +237,197 @@ fn what_a_change_does_in_every_format() {
 }
 
 // ---------------------------------------------------------------------------
+// Findings the base already had: labelled, not dropped
+
+const PAY: &str = r#"policy pay version 1.0.0 {
+  rule small {
+    when tool == "refund" and args.amount < 100
+    allow
+  }
+}
+"#;
+
+const RISK: &str = r#"policy risk version 1.0.0 {
+  rule mallory {
+    when tool == "refund" and agent == "mallory"
+    deny MALLORY "mallory may not refund"
+  }
+}
+"#;
+
+/// The change: a new deny that overrides `pay.small` above 50.
+const RISK_HEAD: &str = r#"policy risk version 1.1.0 {
+  rule mallory {
+    when tool == "refund" and agent == "mallory"
+    deny MALLORY "mallory may not refund"
+  }
+  rule big {
+    when tool == "refund" and args.amount > 50
+    deny BIG "refunds above 50 need a review"
+  }
+}
+"#;
+
+/// An allow `risk.mallory` shadows: a conflict error, at both revisions.
+const LEGACY: &str = r#"policy legacy version 1.0.0 {
+  rule mallory_tip {
+    when tool == "refund" and agent == "mallory" and args.amount < 5
+    allow
+  }
+}
+"#;
+
+/// `main` holds the base (with `legacy` when `old_error`); the branch
+/// `change` holds the head, checked out.
+fn labelled_repo(old_error: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    let mut files = vec![
+        ("sluice.toml", TOML),
+        ("policies/pay.policy", PAY),
+        ("policies/risk.policy", RISK),
+    ];
+    if old_error {
+        files.push(("policies/legacy.policy", LEGACY));
+    }
+    write_repo(dir.path(), &files);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "base"]);
+    git(dir.path(), &["checkout", "-qb", "change"]);
+    write_repo(dir.path(), &[("policies/risk.policy", RISK_HEAD)]);
+    git(dir.path(), &["commit", "-qam", "a deny above 50"]);
+    dir
+}
+
+#[test]
+fn findings_the_base_had_are_labelled_in_every_format() {
+    let dir = labelled_repo(true);
+    let summary = dir.path().join("summary.md");
+    let out = sluice(
+        dir.path(),
+        &["check", "--base", "HEAD~1", "--format", "json"],
+        None,
+    );
+    // The old conflict error still fails the check: the set it leaves does
+    // not compile, whoever introduced the error.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let doc = json(&out);
+    let by_code = |code: &str| -> Vec<&Value> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == code)
+            .collect()
+    };
+    let shadowed = by_code("conflict::shadowed");
+    assert_eq!(shadowed.len(), 1, "{doc:#}");
+    assert_eq!(shadowed[0]["introduced"], false);
+    let overridden = by_code("conflict::overridden_allow");
+    assert_eq!(overridden.len(), 2, "{doc:#}");
+    let (old, new): (Vec<&Value>, Vec<&Value>) =
+        overridden.iter().partition(|f| f["introduced"] == false);
+    assert_eq!((old.len(), new.len()), (1, 1), "{doc:#}");
+    assert_eq!(new[0]["introduced"], true);
+    // The new conflict sits on the rule the change added, not on the
+    // unchanged allow it overrides.
+    assert_eq!(new[0]["locations"][0]["rule"], "big", "{doc:#}");
+    assert_eq!(new[0]["locations"][1]["rule"], "small", "{doc:#}");
+    assert_eq!(old[0]["locations"][0]["rule"], "small", "{doc:#}");
+    // What the change does, and the version check it passes: introduced.
+    let change = by_code("change::decision");
+    assert_eq!(change.len(), 1, "{doc:#}");
+    assert_eq!(change[0]["introduced"], true);
+    assert_eq!(doc["summary"]["preexisting"], 2, "{doc:#}");
+
+    let mut shown = String::new();
+    for format in ["human", "json", "sarif", "github"] {
+        let out = sluice(
+            dir.path(),
+            &["check", "--base", "main", "--format", format],
+            Some(&summary),
+        );
+        shown.push_str(&format!(
+            "==== {format} (exit {:?})\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        if format == "sarif" {
+            let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let states: Vec<&str> = sarif["runs"][0]["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["baselineState"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                states.iter().filter(|s| **s == "unchanged").count(),
+                2,
+                "{states:?}"
+            );
+            assert!(states.iter().all(|s| ["new", "unchanged"].contains(s)));
+        }
+    }
+    shown.push_str("==== step summary\n");
+    shown.push_str(&std::fs::read_to_string(&summary).unwrap());
+    let shown = stable(&shown, dir.path());
+    assert!(
+        shown.contains("[already on main] allow `legacy.mallory_tip`"),
+        "{shown}"
+    );
+    insta::with_settings!({snapshot_path => "../snapshots/decisions", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("preexisting_every_format", shown);
+    });
+}
+
+/// `--deny-warnings` fails on the warnings a change introduces, not on
+/// those the base already had; without a base every warning counts.
+#[test]
+fn deny_warnings_counts_only_what_the_change_introduced() {
+    let dir = labelled_repo(false);
+    let code = |args: &[&str]| sluice(dir.path(), args, None).status.code();
+    // The change adds an overridden allow: a warning of its own.
+    assert_eq!(
+        code(&["check", "--base", "HEAD~1", "--deny-warnings"]),
+        Some(1)
+    );
+    assert_eq!(code(&["check", "--base", "HEAD~1"]), Some(0));
+    // Against itself, both warnings are old: shown, labelled, not failing.
+    let out = sluice(
+        dir.path(),
+        &[
+            "check",
+            "--base",
+            "HEAD",
+            "--deny-warnings",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc = json(&out);
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{doc:#}");
+    assert!(findings.iter().all(|f| f["introduced"] == false), "{doc:#}");
+    // The base is named by the branch whose tip it is.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("labelled \"already on change\""), "{err}");
+    // Without a base there is nothing to compare with: every warning fails.
+    assert_eq!(code(&["check", "--deny-warnings"]), Some(1));
+    let plain = json(&sluice(dir.path(), &["check", "--format", "json"], None));
+    assert!(
+        plain["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.get("introduced").is_none()),
+        "{plain:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The decision diff against brute force
 
 mod brute {
@@ -417,6 +608,7 @@ tool = "string"
                     set: c.set.as_ref().unwrap(),
                     schema: &c.project.as_ref().unwrap().schema,
                     default: c.project.as_ref().unwrap().default,
+                    evaluator: None,
                 }
             }
             let report = analyze_change(rev(&b), rev(&h), &Options::default());
@@ -437,5 +629,202 @@ tool = "string"
         }
         // The generator does make changes that change decisions.
         assert!(reported_total > 20, "{reported_total}");
+    }
+
+    // -----------------------------------------------------------------------
+    // The whole analysis (`analyze()`: planning, the tool index, pair
+    // pruning, covers, `conflict::modify`, approval deadlocks) against brute
+    // force over the same complete domain.
+
+    /// A policy file of `rules` (`r{i}` named by their index in the whole
+    /// set).
+    fn policy_text(name: &str, rules: &[(usize, &(String, String))]) -> String {
+        let mut text = format!("policy {name} version 1.0.0 {{\n");
+        for (i, (when, effect)) in rules {
+            text.push_str(&format!(
+                "  rule r{i} {{\n    when {when}\n    {effect}\n  }}\n"
+            ));
+        }
+        text.push_str("}\n");
+        text
+    }
+
+    /// An effect of the whole-analysis test: decisions, approvals through a
+    /// tool of the domain, and modifications of one field to two values.
+    fn any_effect(g: &mut Lcg, i: usize) -> String {
+        match g.below(6) {
+            0 | 1 => "allow".to_string(),
+            2 => format!("deny D{i} \"no\""),
+            3 => format!(
+                "require_approval \"ops\" via \"{}\" A{i} \"wait\"",
+                ["a", "b", "c"][g.below(3) as usize]
+            ),
+            4 => format!("require_approval \"ops\" A{i} \"wait\""),
+            _ => format!("modify args.amount = {} M{i} \"set\"", g.below(2)),
+        }
+    }
+
+    /// Whether rule `when` matches each request of the domain, as the real
+    /// evaluator decides it (a one-rule set: allow on a match, else deny).
+    fn matches(when: &str, reqs: &[serde_json::Value]) -> Vec<bool> {
+        let c = checked("deny", &[(when.to_string(), "allow".to_string())]);
+        let e = evaluator(&c);
+        let store = MemoryLimitStore::new();
+        reqs.iter()
+            .map(|r| {
+                let req = e.decode(r).unwrap();
+                e.evaluate_dry_run(&req, 0, &store).unwrap().decision()
+                    == sluice::model::ir::DecisionKind::Allow
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_whole_analysis_matches_brute_force() {
+        use sluice::analyze::analyze;
+        let mut g = Lcg(0xa11_5e7);
+        let reqs = requests();
+        // The approval request of a request: its tool replaced by `via`.
+        let index_of = |r: &serde_json::Value| reqs.iter().position(|x| x == r).unwrap();
+        let mut kinds: BTreeSet<String> = BTreeSet::new();
+        for case in 0..80 {
+            let n = 2 + g.below(5) as usize;
+            let rules: Vec<(String, String)> = (0..n)
+                .map(|i| (cond(&mut g), any_effect(&mut g, i)))
+                .collect();
+            let owner: Vec<usize> = (0..n).map(|_| g.below(2) as usize).collect();
+            let default = if g.below(3) == 0 { "allow" } else { "deny" };
+            let project = SourceFile::new("sluice.toml", TOML.replace("DEFAULT", default));
+            let files: Vec<SourceFile> = (0..2)
+                .map(|p| {
+                    let mine: Vec<(usize, &(String, String))> = rules
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| owner[*i] == p)
+                        .collect();
+                    SourceFile::new(
+                        format!("policies/p{p}.policy"),
+                        policy_text(&format!("p{p}"), &mine),
+                    )
+                })
+                .collect();
+            let c = check_unanalysed(&project, &files);
+            let (set, proj) = (c.set.as_ref().unwrap(), c.project.as_ref().unwrap());
+            let report = analyze(set, &proj.schema, proj.default, &Options::default());
+
+            let id = |i: usize| format!("p{}.r{i}", owner[i]);
+            let m: Vec<Vec<bool>> = rules.iter().map(|(w, _)| matches(w, &reqs)).collect();
+            let is = |i: usize, what: &str| rules[i].1.starts_with(what);
+            let stopper = |i: usize| is(i, "deny") || is(i, "require_approval");
+            let dead = |i: usize| !m[i].iter().any(|x| *x);
+            let shadowed = |a: usize| {
+                (0..reqs.len())
+                    .filter(|r| m[a][*r])
+                    .all(|r| (0..n).any(|d| d != a && stopper(d) && m[d][r]))
+            };
+            let mut want: BTreeSet<String> = BTreeSet::new();
+            for i in 0..n {
+                if dead(i) {
+                    want.insert(format!("dead {}", id(i)));
+                    continue;
+                }
+                if is(i, "allow") {
+                    if shadowed(i) {
+                        want.insert(format!("shadowed {}", id(i)));
+                        continue;
+                    }
+                    for d in (0..n).filter(|d| stopper(*d) && owner[*d] != owner[i]) {
+                        if (0..reqs.len()).any(|r| m[i][r] && m[d][r]) {
+                            want.insert(format!("overridden {} {}", id(i), id(d)));
+                        }
+                    }
+                }
+                for b in (i + 1..n).filter(|b| owner[*b] != owner[i]) {
+                    if is(i, "modify") && is(b, "modify") && rules[i].1 != rules[b].1 {
+                        let value = |e: &str| e.split(" M").next().unwrap().to_string();
+                        if value(&rules[i].1) != value(&rules[b].1)
+                            && (0..reqs.len()).any(|r| m[i][r] && m[b][r])
+                        {
+                            want.insert(format!("modify {} {}", id(i), id(b)));
+                        }
+                    }
+                }
+            }
+            // Approvals: `r` is blocked when a request it makes wait (and no
+            // deny stops first) has an approval request that a deny or an
+            // approval matches, or, under a default of deny, no rule does.
+            let mut blocked: BTreeSet<String> = BTreeSet::new();
+            for (i, (_, effect)) in rules.iter().enumerate() {
+                let Some(via) = effect.split("via \"").nth(1).map(|v| &v[..1]) else {
+                    continue;
+                };
+                for r in (0..reqs.len()).filter(|r| m[i][*r]) {
+                    if (0..n).any(|d| is(d, "deny") && m[d][r]) {
+                        continue;
+                    }
+                    let mut approval = reqs[r].clone();
+                    approval["tool"] = serde_json::json!(via);
+                    let q = index_of(&approval);
+                    let stopped = (0..n).any(|s| stopper(s) && m[s][q]);
+                    let unruled = default == "deny" && !(0..n).any(|x| m[x][q]);
+                    if stopped || unruled {
+                        blocked.insert(id(i));
+                    }
+                }
+            }
+
+            let mut got: BTreeSet<String> = BTreeSet::new();
+            let mut deadlocked_first: BTreeSet<String> = BTreeSet::new();
+            let mut deadlocked_all: BTreeSet<String> = BTreeSet::new();
+            let rule = |l: &sluice::diagnostic::Label| {
+                format!("{}.{}", l.policy.clone().unwrap(), l.rule.clone().unwrap())
+            };
+            for f in &report.findings {
+                kinds.insert(f.code.as_str().to_string());
+                let labels: Vec<String> = f.labels.iter().map(rule).collect();
+                match f.code.as_str() {
+                    "conflict::dead_rule" => got.insert(format!("dead {}", labels[0])),
+                    "conflict::shadowed" => got.insert(format!("shadowed {}", labels[0])),
+                    "conflict::overridden_allow" => {
+                        got.insert(format!("overridden {} {}", labels[0], labels[1]))
+                    }
+                    "conflict::modify" => {
+                        let mut pair = [labels[0].clone(), labels[1].clone()];
+                        pair.sort_by_key(|x| x[4..].parse::<usize>().unwrap());
+                        got.insert(format!("modify {} {}", pair[0], pair[1]))
+                    }
+                    "conflict::approval_deadlock" => {
+                        deadlocked_first.insert(labels[0].clone());
+                        deadlocked_all.extend(labels);
+                        true
+                    }
+                    other => panic!(
+                        "case {case}: {other}: {}\nrules {rules:#?} owners {owner:?}",
+                        f.message
+                    ),
+                };
+            }
+            assert_eq!(
+                got, want,
+                "case {case} (default {default})\nrules {rules:#?}\nowners {owner:?}"
+            );
+            // Every deadlock names a blocked approval first, and every
+            // blocked approval is named by one.
+            assert!(
+                deadlocked_first.is_subset(&blocked) && blocked.is_subset(&deadlocked_all),
+                "case {case} (default {default}): reported {deadlocked_first:?} of \
+                 {deadlocked_all:?}, blocked {blocked:?}\nrules {rules:#?}\nowners {owner:?}"
+            );
+        }
+        // The generator reaches every kind of finding.
+        for code in [
+            "conflict::dead_rule",
+            "conflict::shadowed",
+            "conflict::overridden_allow",
+            "conflict::modify",
+            "conflict::approval_deadlock",
+        ] {
+            assert!(kinds.contains(code), "{code} never found: {kinds:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sluice::diagnostic::github::{annotation, escape_data, escape_property, summary_markdown};
 use sluice::diagnostic::sarif::to_sarif;
 use sluice::diagnostic::{Code, Finding, Label, Sources, Summary, identity};
-use sluice::review::base::introduced;
+use sluice::review::base::{anchor, label};
 use sluice::source::{SourceFile, Span};
 use sluice::tree::git::GitRepo;
 
@@ -461,43 +461,45 @@ fn github_format_annotates_and_appends_the_step_summary() {
 
 #[test]
 fn introduced_matches_findings_by_identity_not_lines() {
-    let label = |start| {
+    let label_at = |start| {
         Label::new("policies/a.policy", Span::new(start, start + 3)).in_rule("a", Some("r".into()))
     };
-    let warn =
-        |start| Finding::new(Code::ConflictDeadRule, "rule a.r is dead").with_label(label(start));
+    let warn = |start| {
+        Finding::new(Code::ConflictDeadRule, "rule a.r is dead").with_label(label_at(start))
+    };
     let shadowed =
-        |msg: &str, start| Finding::new(Code::ConflictShadowed, msg).with_label(label(start));
+        |msg: &str, start| Finding::new(Code::ConflictShadowed, msg).with_label(label_at(start));
     let base = vec![
         warn(10),
-        Finding::new(Code::TypeMismatch, "old error").with_label(label(40)),
+        Finding::new(Code::TypeMismatch, "old error").with_label(label_at(40)),
         shadowed("allow a.r never takes effect", 60),
     ];
     let head = vec![
         // Same warning, moved down by an edit above it: not new.
         warn(120),
         // Same code and place, another message: new.
-        Finding::new(Code::ConflictDeadRule, "rule a.r is dead twice").with_label(label(120)),
+        Finding::new(Code::ConflictDeadRule, "rule a.r is dead twice").with_label(label_at(120)),
         // A second identical warning where the base had one: new.
         warn(200),
-        // Errors are always reported, old or new, the conflict analysis's
-        // too: a set with an error does not compile, whoever introduced it.
-        Finding::new(Code::TypeMismatch, "old error").with_label(label(90)),
+        // Old or new, every finding is shown, labelled: an old error too
+        // (a set with an error does not compile, whoever introduced it).
+        Finding::new(Code::TypeMismatch, "old error").with_label(label_at(90)),
         shadowed("allow a.r never takes effect", 150),
         shadowed("allow a.r never takes effect, again", 160),
     ];
-    let kept: Vec<(&str, usize)> = introduced(&base, head.clone())
+    let labelled: Vec<(&str, usize, Option<bool>)> = label(&base, head.clone())
         .iter()
-        .map(|f| (f.code.as_str(), f.labels[0].span.start))
+        .map(|f| (f.code.as_str(), f.labels[0].span.start, f.introduced))
         .collect();
     assert_eq!(
-        kept,
+        labelled,
         [
-            ("conflict::dead_rule", 120),
-            ("conflict::dead_rule", 200),
-            ("type::mismatch", 90),
-            ("conflict::shadowed", 150),
-            ("conflict::shadowed", 160)
+            ("conflict::dead_rule", 120, Some(false)),
+            ("conflict::dead_rule", 120, Some(true)),
+            ("conflict::dead_rule", 200, Some(true)),
+            ("type::mismatch", 90, Some(false)),
+            ("conflict::shadowed", 150, Some(false)),
+            ("conflict::shadowed", 160, Some(true))
         ]
     );
     assert_eq!(identity(&head[0]), identity(&base[0]));
@@ -506,6 +508,43 @@ fn introduced_matches_findings_by_identity_not_lines() {
         Label::new("policies/a.policy", Span::new(10, 13)).in_rule("a", Some("s".into())),
     );
     assert_ne!(identity(&other), identity(&base[0]));
+}
+
+/// A new finding is shown on the changed rule it involves (the diff's
+/// lines), whatever its labels' order; its identity does not change.
+#[test]
+fn a_new_finding_is_anchored_on_the_changed_rule() {
+    let on = |rule: &str, start| {
+        Label::new("policies/a.policy", Span::new(start, start + 3))
+            .in_rule("a", Some(rule.to_string()))
+    };
+    let finding = || {
+        Finding::new(Code::ConflictShadowed, "allow `a.ok` never takes effect")
+            .with_label(on("ok", 10))
+            .with_label(on("other", 20))
+            .with_label(on("block", 30))
+    };
+    let changed: std::collections::BTreeSet<String> = ["a.block".to_string()].into();
+    let first = |f: &Finding| f.labels[0].rule.clone().unwrap();
+    let mut new = finding();
+    new.introduced = Some(true);
+    let before = identity(&new);
+    anchor(&mut new, &changed);
+    assert_eq!(first(&new), "block");
+    assert_eq!(new.labels[1].rule.as_deref(), Some("ok"));
+    assert_eq!(identity(&new), before);
+    // An old finding, or one outside a comparison, stays as it was.
+    for introduced in [Some(false), None] {
+        let mut f = finding();
+        f.introduced = introduced;
+        anchor(&mut f, &changed);
+        assert_eq!(first(&f), "ok");
+    }
+    // Already on a changed rule: unchanged.
+    let mut f = finding();
+    f.introduced = Some(true);
+    anchor(&mut f, &["a.ok".to_string(), "a.block".to_string()].into());
+    assert_eq!(first(&f), "ok");
 }
 
 #[test]

@@ -38,6 +38,7 @@ use super::diff::{DiffSide, decision_diff};
 use super::plan::{Item, Job};
 use super::{Answered, Keep, Options, Report, Side};
 use crate::diagnostic::Finding;
+use crate::eval::Evaluator;
 use crate::model::ir::{DecisionKind, PolicySet};
 use crate::model::schema::Schema;
 
@@ -47,6 +48,11 @@ pub struct Revision<'a> {
     pub set: &'a PolicySet,
     pub schema: &'a Schema,
     pub default: DecisionKind,
+    /// An evaluator of `set` already built (the pull-request check builds
+    /// one per revision for its replay of traces): witnesses are replayed
+    /// on it rather than on one the analysis would build. `None`: the
+    /// analysis builds one when a witness needs it, once per revision.
+    pub evaluator: Option<&'a Evaluator>,
 }
 
 /// The analysis of a change.
@@ -85,9 +91,9 @@ pub struct DecisionDiff {
 /// Analyses what can differ between `base` and `head`: comparing
 /// `report.head` with `report.base` finding by finding gives what comparing
 /// two full analyses gives.
-pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) -> ChangeReport {
-    let b = Side::plan(base.set, base.schema, base.default);
-    let h = Side::plan(head.set, head.schema, head.default);
+pub fn analyze_change<'a>(base: Revision<'a>, head: Revision<'a>, opts: &Options) -> ChangeReport {
+    let b = Side::plan(base.set, base.schema, base.default).with_evaluator(base.evaluator);
+    let h = Side::plan(head.set, head.schema, head.default).with_evaluator(head.evaluator);
     let changed = changed(&b.items, &h.items);
     let incremental =
         base.schema == head.schema && base.default == head.default && b.plan.same_encoding(&h.plan);
@@ -97,7 +103,7 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     } else {
         (b.solve(None, opts), h.solve(None, opts))
     };
-    let head_full = incremental.then(|| h.report(h.solve(None, opts), head.default));
+    let head_full = incremental.then(|| h.report(h.solve(None, opts)));
     if incremental {
         settle_unencodable((&b, &mut bs), (&h, &mut hs), &changed);
     }
@@ -107,11 +113,13 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
                 set: base.set,
                 items: &b.items,
                 default: base.default,
+                replay: b.replay(),
             },
             &DiffSide {
                 set: head.set,
                 items: &h.items,
                 default: head.default,
+                replay: h.replay(),
             },
             head.schema,
             &changed,
@@ -125,8 +133,8 @@ pub fn analyze_change(base: Revision<'_>, head: Revision<'_>, opts: &Options) ->
     });
     ChangeReport {
         decisions,
-        base: b.report(bs, base.default),
-        head: h.report(hs, head.default),
+        base: b.report(bs),
+        head: h.report(hs),
         head_full,
         changed: changed.into_iter().collect(),
         incremental,
@@ -165,7 +173,7 @@ fn changed(base: &[Item<'_>], head: &[Item<'_>]) -> BTreeSet<String> {
 }
 
 /// The jobs of each revision whose support holds a changed rule.
-fn keep(b: &Side<'_>, h: &Side<'_>, changed: &BTreeSet<String>) -> (Keep, Keep) {
+fn keep<'s>(b: &Side<'s>, h: &Side<'s>, changed: &BTreeSet<String>) -> (Keep, Keep) {
     let hit = |side: &Side<'_>, i: &usize| {
         side.items
             .get(*i)
@@ -257,9 +265,9 @@ fn keep(b: &Side<'_>, h: &Side<'_>, changed: &BTreeSet<String>) -> (Keep, Keep) 
 /// unencodable at a revision when any job of that revision involves it. A
 /// job that runs finds out; this spreads what it found to the other
 /// revision, and to the jobs left out.
-fn settle_unencodable(
-    base: (&Side<'_>, &mut Answered),
-    head: (&Side<'_>, &mut Answered),
+fn settle_unencodable<'s>(
+    base: (&Side<'s>, &mut Answered),
+    head: (&Side<'s>, &mut Answered),
     changed: &BTreeSet<String>,
 ) {
     let mut errors: BTreeMap<String, String> = BTreeMap::new();

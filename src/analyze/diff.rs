@@ -33,9 +33,9 @@ use std::time::Instant;
 
 use z3::ast::{Bool, Int};
 
-use super::index::Summary;
+use super::index::{Summary, ToolIndex};
 use super::lang;
-use super::plan::Item;
+use super::plan::{Item, TOOL};
 use super::probe::step;
 use super::smt::{Encoded, Encoder, Needs, Plan};
 use super::solver::{Session, Verdict};
@@ -47,11 +47,13 @@ use crate::model::schema::Schema;
 /// At most this many transitions exist between two different decisions.
 const MAX_TRANSITIONS: usize = 12;
 
-/// One revision, planned: its set (for the replay), items and default.
+/// One revision, planned: its set, items, default and the replay of its
+/// witnesses.
 pub(super) struct DiffSide<'a, 's> {
     pub(super) set: &'s PolicySet,
     pub(super) items: &'a [Item<'s>],
     pub(super) default: DecisionKind,
+    pub(super) replay: &'a Result<Replay<'s>, String>,
 }
 
 /// Figures of a decision diff.
@@ -124,30 +126,39 @@ pub(super) fn decision_diff(
             .collect()
     };
     let (bi, hi) = (by_id(base.items), by_id(head.items));
-    let replays = (
-        Replay::new(base.set, schema, base.default),
-        Replay::new(head.set, schema, head.default),
-    );
+    let replays = (base.replay, head.replay);
+    // Each side's rules by what they allow `tool` to be, built once: the
+    // rules a changed rule can meet are looked up, not scanned for.
+    let (ib, ih) = (tool_index(base.items), tool_index(head.items));
     let mut session = Session::new(timeout_ms);
     for id in changed {
         let b = bi.get(id).and_then(|&i| base.items.get(i));
         let h = hi.get(id).and_then(|&i| head.items.get(i));
         let Some(anchor) = h.or(b) else { continue };
-        let relevant = |side: &DiffSide<'_, '_>| -> Vec<usize> {
-            side.items
-                .iter()
-                .enumerate()
-                .filter(|(_, it)| !it.summary.is_empty())
-                .filter(|(_, it)| {
-                    [b, h]
-                        .into_iter()
-                        .flatten()
-                        .any(|c| overlaps(&c.summary, &it.summary, schema))
+        let relevant = |side: &DiffSide<'_, '_>, index: &ToolIndex| -> Vec<usize> {
+            let mut candidates = BTreeSet::new();
+            // An empty summary (no tool domain) meets nothing.
+            for dom in [b, h]
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.summary.strs(TOOL))
+            {
+                candidates.extend(index.candidates(&dom));
+            }
+            candidates
+                .into_iter()
+                .filter(|i| {
+                    side.items.get(*i).is_some_and(|it| {
+                        !it.summary.is_empty()
+                            && [b, h]
+                                .into_iter()
+                                .flatten()
+                                .any(|c| overlaps(&c.summary, &it.summary, schema))
+                    })
                 })
-                .map(|(i, _)| i)
                 .collect()
         };
-        let (rb, rh) = (relevant(base), relevant(head));
+        let (rb, rh) = (relevant(base, &ib), relevant(head, &ih));
         let q = Question {
             base,
             head,
@@ -224,6 +235,20 @@ pub(super) fn decision_diff(
     (findings, stats)
 }
 
+/// The items of a side by what their summaries allow `tool` to be (a
+/// schema without `tool` leaves every item in `any`).
+fn tool_index(items: &[Item<'_>]) -> ToolIndex {
+    ToolIndex::new(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (i, it.summary.strs(TOOL)))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(i, d)| (*i, d.as_ref())),
+    )
+}
+
 /// Whether two summaries can meet (a summary without `tool` meets any).
 fn overlaps(a: &Summary, b: &Summary, schema: &Schema) -> bool {
     a.overlaps(b, schema)
@@ -271,7 +296,7 @@ fn verify(
     mut f: Finding,
     class: &Class,
     id: &str,
-    replays: &(Result<Replay, String>, Result<Replay, String>),
+    replays: &(&Result<Replay<'_>, String>, &Result<Replay<'_>, String>),
 ) -> Finding {
     let request = match &class.request {
         Ok(r) => r,
@@ -282,12 +307,12 @@ fn verify(
             );
         }
     };
-    let run = |r: &Result<Replay, String>| -> Result<super::witness::Run, String> {
+    let run = |r: &Result<Replay<'_>, String>| -> Result<super::witness::Run, String> {
         r.as_ref()
             .map_err(Clone::clone)?
             .run_full(request, &class.full)
     };
-    let (b, h) = match (run(&replays.0), run(&replays.1)) {
+    let (b, h) = match (run(replays.0), run(replays.1)) {
         (Ok(b), Ok(h)) => (b, h),
         (Err(e), _) => return super::witness::mismatch(&f, &format!("at the base: {e}")),
         (_, Err(e)) => return super::witness::mismatch(&f, &format!("at the head: {e}")),

@@ -10,7 +10,9 @@
 //! requests):
 //! - rules on a cycle (a strongly connected component with more than one
 //!   rule, or a rule with an edge to itself) wait on each other: one
-//!   deadlock per cycle, spelled out;
+//!   deadlock per cycle, spelled out — the shortest cycle through the
+//!   component's first rule, then through the first rule not on a cycle
+//!   yet, until every rule of the component is on one;
 //! - any other rule with an edge is blocked by the rules its edges reach.
 //!
 //! Pure: no solver, no I/O.
@@ -64,10 +66,21 @@ pub fn deadlocks(edges: &[(usize, usize, bool)]) -> Vec<Deadlock> {
         if members.len() == 1 && !graph.contains_edge(start, start) {
             continue;
         }
-        if let Some(cycle) = cycle_through(&graph, &members, start) {
-            cycles.push(cycle);
-            on_cycle.extend(members);
+        // The shortest cycle through the first rule, then through the first
+        // rule no cycle so far passes through, …: every rule of the
+        // component is on a cycle that is spelled out (a rule waiting on
+        // itself beside a longer cycle is a deadlock of its own).
+        let mut covered: BTreeSet<usize> = BTreeSet::new();
+        for &m in &members {
+            if covered.contains(&m) {
+                continue;
+            }
+            if let Some(cycle) = cycle_through(&graph, &members, m) {
+                covered.extend(cycle.iter().copied());
+                cycles.push(cycle);
+            }
         }
+        on_cycle.extend(members);
     }
     cycles.sort();
     let mut out: Vec<Deadlock> = targets
@@ -142,6 +155,28 @@ mod tests {
                 },
                 Deadlock::Cycle(vec![1]),
                 Deadlock::Cycle(vec![2, 3]),
+            ]
+        );
+    }
+
+    /// A rule waiting on itself inside a larger component is spelled out
+    /// too, not hidden behind the component's first cycle.
+    #[test]
+    fn every_rule_of_a_component_is_on_a_reported_cycle() {
+        let d = deadlocks(&[
+            (1, 1, false),
+            (1, 2, false),
+            (2, 1, false),
+            (2, 3, false),
+            (3, 3, false),
+            (3, 2, false),
+        ]);
+        assert_eq!(
+            d,
+            vec![
+                Deadlock::Cycle(vec![1]),
+                Deadlock::Cycle(vec![2, 1]),
+                Deadlock::Cycle(vec![3])
             ]
         );
     }

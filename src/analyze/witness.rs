@@ -22,10 +22,18 @@ use crate::eval::state::{
 use crate::model::ir::{DecisionKind, Origin, PolicySet};
 use crate::model::schema::Schema;
 
-/// The evaluator the witnesses are replayed on.
+/// The evaluator the witnesses are replayed on: built from the set, or
+/// one the caller already built (the pull-request check builds one per
+/// revision and shares it with the replay of traces).
 #[derive(Debug)]
-pub(crate) struct Replay {
-    evaluator: Evaluator,
+pub(crate) struct Replay<'e> {
+    evaluator: Held<'e>,
+}
+
+#[derive(Debug)]
+enum Held<'e> {
+    Owned(Box<Evaluator>),
+    Shared(&'e Evaluator),
 }
 
 /// What the evaluator decides for one witness.
@@ -63,8 +71,26 @@ impl Run {
     }
 }
 
-impl Replay {
-    pub fn new(set: &PolicySet, schema: &Schema, default: DecisionKind) -> Result<Replay, String> {
+impl<'e> Replay<'e> {
+    /// Replays on an evaluator already built for the same set.
+    pub fn shared(evaluator: &'e Evaluator) -> Replay<'e> {
+        Replay {
+            evaluator: Held::Shared(evaluator),
+        }
+    }
+
+    fn evaluator(&self) -> &Evaluator {
+        match &self.evaluator {
+            Held::Owned(e) => e,
+            Held::Shared(e) => e,
+        }
+    }
+
+    pub fn new(
+        set: &PolicySet,
+        schema: &Schema,
+        default: DecisionKind,
+    ) -> Result<Replay<'e>, String> {
         // Only evaluated, never shipped: no need for the content hash.
         let artifact = Artifact {
             format_version: FORMAT_VERSION,
@@ -76,7 +102,9 @@ impl Replay {
             hash: String::new(),
         };
         let evaluator = Evaluator::new(&artifact).map_err(|e| e.to_string())?;
-        Ok(Replay { evaluator })
+        Ok(Replay {
+            evaluator: Held::Owned(Box::new(evaluator)),
+        })
     }
 
     /// Decodes and evaluates a witness (limits read, not counted, from empty
@@ -102,16 +130,14 @@ impl Replay {
     }
 
     fn run_on(&self, request: &serde_json::Value, store: &dyn LimitStore) -> Result<Run, String> {
-        let req = self
-            .evaluator
+        let evaluator = self.evaluator();
+        let req = evaluator
             .decode(request)
             .map_err(|e| format!("the witness is not a valid request: {e}"))?;
-        let out = self
-            .evaluator
+        let out = evaluator
             .evaluate_dry_run(&req, 0, store)
             .map_err(|e| e.to_string())?;
-        let matched = self
-            .evaluator
+        let matched = evaluator
             .reasons(&out)
             .map(|r| (format!("{}.{}", r.policy, r.rule), r.decision()))
             .collect();
@@ -273,7 +299,7 @@ pub(super) fn with_witness(
 
 /// Replays every witness and fills in the decisions; a witness that does not
 /// do what its finding claims turns the finding into a mismatch.
-pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
+pub(super) fn verify(pending: Vec<Pending>, replay: &Replay<'_>) -> Vec<Finding> {
     let mut out = Vec::with_capacity(pending.len());
     for Pending { mut finding, claim } in pending {
         let (Some(claim), Some(w)) = (claim, finding.witness.clone()) else {
@@ -309,7 +335,7 @@ pub(super) fn verify(pending: Vec<Pending>, replay: &Replay) -> Vec<Finding> {
 }
 
 /// What is wrong with a replay, if anything.
-fn check_claim(claim: &Claim, run: &Run, replay: &Replay) -> Option<String> {
+fn check_claim(claim: &Claim, run: &Run, replay: &Replay<'_>) -> Option<String> {
     match claim {
         Claim::Overridden { allow, others } => {
             if !run.matches(allow) {

@@ -192,23 +192,39 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
     }
     let (findings, notes, prefix) = (&report.findings, &notes, &report.prefix);
     let (errors, warnings) = Summary::count(findings);
+    let base_name = report.base_name.as_deref();
     let summary = Summary {
         errors,
         warnings,
         notes: Summary::notes(findings),
+        preexisting: base_name.map(|_| Summary::preexisting(findings)),
         replay,
         policies: report.policies,
         rules: report.rules,
         seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     };
-    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    // Every error fails the check, old or new: a set with an error does not
+    // compile, whoever introduced it. A warning the base already had is
+    // shown but does not fail it, even with `--deny-warnings`.
+    let new_warnings = findings
+        .iter()
+        .filter(|f| f.severity == diagnostic::Severity::Warning && !f.preexisting())
+        .count();
+    let failed = errors > 0 || (args.deny_warnings && new_warnings > 0);
+    let old = match (base_name, summary.preexisting) {
+        (Some(name), Some(n)) if n > 0 => format!(" ({n} already on {name})"),
+        _ => String::new(),
+    };
     let verdict = format!(
-        "check {}: {errors} error(s), {warnings} warning(s) in {} policies, {} rules ({:.2}s)\n",
+        "check {}: {errors} error(s), {warnings} warning(s){old} in {} policies, {} rules ({:.2}s)\n",
         if failed { "failed" } else { "ok" },
         summary.policies,
         summary.rules,
         summary.seconds
     );
+    // The text renderings say which findings the base already had.
+    let tagged = base_name.map(|name| diagnostic::tag_preexisting(findings, name));
+    let shown = tagged.as_deref().unwrap_or(findings);
     let mut out = std::io::stdout().lock();
     match args.format {
         CheckFormat::Json | CheckFormat::Sarif => {
@@ -224,7 +240,7 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
             print_notes(notes);
         }
         CheckFormat::Github => {
-            let text = diagnostic::github::annotations(findings, &report.sources, prefix);
+            let text = diagnostic::github::annotations(shown, &report.sources, prefix);
             out.write_all(text.as_bytes())
                 .context("writing the report")?;
             for n in notes {
@@ -235,7 +251,7 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
             if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
                 let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
                 let md = diagnostic::github::summary_markdown(
-                    findings,
+                    shown,
                     &report.sources,
                     &summary,
                     prefix,
@@ -259,7 +275,7 @@ pub(super) fn cmd_check(repo_dir: &Path, args: &CheckArgs) -> anyhow::Result<Exi
                 summary.replay.as_ref(),
             );
             let _ = std::io::stderr().write_all(section.as_bytes());
-            print_findings(findings, &report.sources);
+            print_findings(shown, &report.sources);
             print_notes(notes);
             let _ = out.write_all(verdict.as_bytes());
         }

@@ -8,7 +8,9 @@
 //! root, and the region it covers), a logical location `policy.rule` when the label has one,
 //! a fingerprint of the finding's [`super::identity`] (so code scanning tracks
 //! an alert across commits that move lines), and the witness request with the
-//! decisions it gets in the result's `properties`.
+//! decisions it gets in the result's `properties`. In a pull-request check
+//! each result has a `baselineState`: `new` when the change introduced it,
+//! `unchanged` when the base revision already had it.
 //!
 //! Columns count Unicode code points (`columnKind: unicodeCodePoints`), as the
 //! other renderings do. Pure: findings in, JSON value out.
@@ -121,6 +123,11 @@ fn result(f: &Finding, rule_index: Option<usize>, sources: &Sources, prefix: &st
         .collect();
     if !related.is_empty() {
         r.insert("relatedLocations".into(), Value::Array(related));
+    }
+    // With `--base`: whether the base revision had it too.
+    if let Some(introduced) = f.introduced {
+        let state = if introduced { "new" } else { "unchanged" };
+        r.insert("baselineState".into(), json!(state));
     }
     let digest = Sha256::digest(identity(f).as_bytes());
     r.insert(

@@ -1,12 +1,13 @@
 //! The pull-request comparison: what a change introduces against its base
 //! revision. Pure: both revisions' sources are already read and checked.
 //!
-//! - [`introduced`]: the head findings the base did not have, plus every
-//!   error at head (a set with an error does not compile, whoever introduced
-//!   it). Findings are matched by [`identity`] (code, the file, policy and
-//!   rule of each label, and the message), never by line numbers, which
-//!   shift whenever lines above move; a finding that occurs `n` times at base
-//!   hides at most `n` identical ones at head.
+//! - [`label`]: every head finding, labelled with whether the change
+//!   introduced it (`introduced: false` when the base had it too). Findings
+//!   are matched by [`identity`] (code, the file, policy and rule of each
+//!   label, and the message), never by line numbers, which shift whenever
+//!   lines above move; a finding that occurs `n` times at base labels at
+//!   most `n` identical ones at head as old. [`anchor`] puts a new
+//!   finding's label on a changed rule first.
 //! - [`version_changes`]: `version::not_bumped` (a policy's content changed,
 //!   its version did not) and `version::regressed` (its version went down).
 //!   Policies are matched by name, whatever file holds them; a policy's
@@ -15,7 +16,7 @@
 //!   has type errors on either side its syntax tree is compared instead
 //!   (spans and comments are not part of it either).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use semver::Version;
 
@@ -27,25 +28,49 @@ use crate::model::schema::Schema;
 use crate::parse::ast;
 use crate::source::SourceFile;
 
-/// The findings of `head` that `base` did not have, plus every error of
-/// `head`, in head order.
-pub fn introduced(base: &[Finding], head: Vec<Finding>) -> Vec<Finding> {
+/// Every finding of `head`, in head order, each labelled with whether the
+/// change introduced it: `introduced` is `false` when `base` has a finding
+/// of the same [`identity`] (matched as many times as it occurs there).
+pub fn label(base: &[Finding], head: Vec<Finding>) -> Vec<Finding> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for f in base {
         *seen.entry(identity(f)).or_default() += 1;
     }
     head.into_iter()
-        .filter(|f| {
-            let known = match seen.get_mut(&identity(f)) {
+        .map(|mut f| {
+            let known = match seen.get_mut(&identity(&f)) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
                     true
                 }
                 _ => false,
             };
-            f.is_error() || !known
+            f.introduced = Some(!known);
+            f
         })
         .collect()
+}
+
+/// Puts first the label of a finding the change introduced that is on a
+/// changed rule (`policy.rule` in `changed`), when the first one is not:
+/// the finding is then shown where the change is (the diff's lines, for
+/// GitHub's annotations and code scanning). The other labels keep their
+/// order; [`identity`] does not depend on it.
+pub fn anchor(f: &mut Finding, changed: &BTreeSet<String>) {
+    if f.introduced != Some(true) {
+        return;
+    }
+    let on_changed = |l: &Label| match (&l.policy, &l.rule) {
+        (Some(p), Some(r)) => changed.contains(&format!("{p}.{r}")),
+        _ => false,
+    };
+    if f.labels.first().is_none_or(&on_changed) {
+        return;
+    }
+    if let Some(i) = f.labels.iter().position(on_changed) {
+        let l = f.labels.remove(i);
+        f.labels.insert(0, l);
+    }
 }
 
 /// The findings of `from` that `minus` does not have, matched by

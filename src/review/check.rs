@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::build::{self, BuildError, Live};
-use super::{ChangeAnalysis, pull_request};
+use super::{ChangeAnalysis, pull_request_with};
 use crate::analyze;
 use crate::api::state::LiveState;
 use crate::compile::artifact::Artifact;
@@ -59,6 +59,11 @@ pub struct Report {
     pub evaluators: Option<(Evaluator, Evaluator)>,
     /// Solver questions and seconds of what the change does to decisions.
     pub decisions: Option<(u64, f64)>,
+    /// With a base: how to name it where findings it already had are
+    /// labelled ("already on main"): the branch the user named or whose tip
+    /// the base commit is, else the revision as given (`HEAD~1`), or "the
+    /// base" for a bare commit hash.
+    pub base_name: Option<String>,
 }
 
 /// Why the check could not run.
@@ -97,19 +102,30 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         _ => None,
     };
     let opts = analyze::Options::default();
-    // Before the analysis, which drops the set of a revision with a
-    // conflict error.
-    let evaluators = base
-        .as_ref()
-        .and_then(|(_, b)| Some((evaluator(b)?, evaluator(&checked)?)))
-        .filter(|(b, h)| b.schema() == h.schema());
+    // One evaluator per revision, built before the analysis (which drops
+    // the set of a revision with a conflict error): the analysis replays
+    // its witnesses on them, and the traces are replayed on them after.
+    let (base_evaluator, head_evaluator) = match &base {
+        Some((_, b)) => (evaluator(b), evaluator(&checked)),
+        None => (None, None),
+    };
     let schemas_differ = base.as_ref().is_some_and(|(_, b)| {
         matches!((&b.project, &checked.project), (Some(b), Some(h)) if b.schema != h.schema)
     });
     let mut decisions = None;
+    let base_name = match (&git, req.base, &base) {
+        (Some(git), Some(rev), Some((commit, _))) => Some(base_name(git, rev, commit)),
+        (_, Some(rev), _) => Some(rev.to_string()),
+        _ => None,
+    };
     let mut findings = match &mut base {
         Some((commit, base)) => {
-            let pr = pull_request(base, &mut checked, &opts);
+            let pr = pull_request_with(
+                base,
+                &mut checked,
+                &opts,
+                (base_evaluator.as_ref(), head_evaluator.as_ref()),
+            );
             decisions = pr.decisions.as_ref().map(|d| (d.questions, d.seconds));
             notes.extend(analysis_note(&pr.analysis));
             if schemas_differ {
@@ -119,16 +135,32 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
                         .to_string(),
                 );
             }
-            notes.push(format!(
-                "compared with base {}: {} finding(s) that the base already had are not shown",
-                short::hash(commit),
-                pr.hidden
-            ));
+            let name = base_name.as_deref().unwrap_or("the base");
+            notes.push(if pr.preexisting == 0 {
+                format!(
+                    "compared with base {} ({name}): every finding is new",
+                    short::hash(commit)
+                )
+            } else {
+                format!(
+                    "compared with base {}: {} finding(s) the base already had, labelled \
+                     \"already on {name}\"",
+                    short::hash(commit),
+                    pr.preexisting
+                )
+            });
             pr.findings
         }
         None => {
             checked.analyze(&opts);
-            std::mem::take(&mut checked.findings)
+            let mut findings = std::mem::take(&mut checked.findings);
+            // A base without a policy repository: everything is new.
+            if req.base.is_some() {
+                for f in &mut findings {
+                    f.introduced = Some(true);
+                }
+            }
+            findings
         }
     };
     if let Some((name, state)) = req.live {
@@ -146,13 +178,28 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
                             .to_string(),
                     );
                 }
-                findings.extend(built.live.into_iter().flat_map(|e| e.findings));
+                // With a base, the state checks report what the change
+                // does (a `max` the base already had is not reported).
+                let introduced = req.base.is_some().then_some(true);
+                findings.extend(
+                    built
+                        .live
+                        .into_iter()
+                        .flat_map(|e| e.findings)
+                        .map(|mut f| {
+                            f.introduced = introduced;
+                            f
+                        }),
+                );
             }
             None => notes
                 .push("state checks skipped: the policy set has errors to fix first".to_string()),
         }
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let evaluators = base_evaluator
+        .zip(head_evaluator)
+        .filter(|(b, h)| b.schema() == h.schema());
     Ok(Report {
         traces: if req.base.is_some() {
             files.traces
@@ -161,6 +208,7 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
         },
         evaluators,
         decisions,
+        base_name,
         findings,
         policies: checked.files,
         rules: checked.rule_count(),
@@ -171,7 +219,7 @@ pub fn check(req: &Request<'_>) -> Result<Report, CheckError> {
 }
 
 /// The base revision checked (without the conflict analysis, which
-/// [`pull_request`] runs on both revisions; the files it shares with `head`
+/// [`pull_request_with`] runs on both revisions; the files it shares with `head`
 /// are not parsed again), with its commit; `None` when it has no policy
 /// repository (the change adds it: every finding is new, which a note says).
 fn check_base(
@@ -199,6 +247,35 @@ fn check_base(
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How to name the base revision `rev` (commit `commit`) in labels: a
+/// branch name as given (`main`, `origin/main` → `main`), else a branch
+/// whose tip the commit is (a pull request's base commit is its target
+/// branch's tip), else `rev` itself unless it is a bare hash.
+fn base_name(git: &GitRepo, rev: &str, commit: &str) -> String {
+    let branch = |name: &str| {
+        let name = name
+            .strip_prefix("refs/heads/")
+            .or_else(|| name.strip_prefix("refs/remotes/"))
+            .unwrap_or(name);
+        name.split_once('/')
+            .filter(|(remote, _)| git.is_remote(remote))
+            .map_or(name, |(_, branch)| branch)
+            .to_string()
+    };
+    let hashlike = rev.len() >= 4 && rev.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(b) = git.branch_named(rev).filter(|_| !hashlike) {
+        return branch(&b);
+    }
+    if let Some(b) = git.branch_at(commit) {
+        return branch(&b);
+    }
+    if hashlike {
+        "the base".to_string()
+    } else {
+        rev.to_string()
     }
 }
 

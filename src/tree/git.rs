@@ -164,6 +164,49 @@ impl GitRepo {
         &self.prefix
     }
 
+    /// Whether `name` is a remote of the repository (`origin`).
+    pub fn is_remote(&self, name: &str) -> bool {
+        self.repo.find_remote(name).is_ok()
+    }
+
+    /// The branch `rev` names, local or remote-tracking (`main`,
+    /// `origin/main`, `refs/heads/main`, `HEAD` on a branch), as its
+    /// reference's name (`refs/heads/main`, `refs/remotes/origin/main`).
+    pub fn branch_named(&self, rev: &str) -> Option<String> {
+        let r = self.repo.resolve_reference_from_short_name(rev).ok()?;
+        let r = r.resolve().ok()?;
+        if !(r.is_branch() || r.is_remote()) {
+            return None;
+        }
+        r.name().ok().map(str::to_string)
+    }
+
+    /// A branch whose tip is `commit` (a full hash), as its reference's name
+    /// (`refs/heads/main`, `refs/remotes/origin/main`): `main` or `master`
+    /// first, local before remote-tracking, then by name.
+    pub fn branch_at(&self, commit: &str) -> Option<String> {
+        let mut found: Vec<(bool, bool, String)> = Vec::new();
+        for (branch, kind) in self.repo.branches(None).ok()?.flatten() {
+            let reference = branch.get();
+            let Ok(name) = reference.name() else {
+                continue;
+            };
+            if name.ends_with("/HEAD") {
+                continue;
+            }
+            if reference
+                .peel_to_commit()
+                .is_ok_and(|c| c.id().to_string() == commit)
+            {
+                let short = name.rsplit('/').next().unwrap_or(name);
+                let usual = matches!(short, "main" | "master");
+                found.push((!usual, kind == git2::BranchType::Remote, name.to_string()));
+            }
+        }
+        found.sort();
+        found.into_iter().next().map(|(_, _, name)| name)
+    }
+
     /// Reads `sluice.toml` and every policy file at revision `rev` (anything
     /// `git rev-parse` accepts that names a commit).
     pub fn load(&self, rev: &str) -> Result<RevFiles, TreeError> {
