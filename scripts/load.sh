@@ -142,6 +142,13 @@ policy payments version 1.0.0 {
   }
 }
 EOF
+  # The approval `payments.large` asks for can be asked (default deny).
+  cat >"$1/policies/approvals.policy" <<'EOF'
+policy approvals version 1.0.0 {
+  tier operational
+  rule ask { when tool == "approvals.request" allow }
+}
+EOF
   cat >"$1/policies/email.policy" <<'EOF'
 policy email version 1.0.0 {
   tier operational

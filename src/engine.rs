@@ -13,6 +13,8 @@
 //!   and the process's shutdown signal.
 //! - [`guard`]: what a connection may cost (both servers): the connection
 //!   cap, header and body timeouts, the early 413.
+//! - [`agents`]: agent identity (`--agent-keys`) and what a secret must be.
+//! - [`bound`]: what is kept of a caller's request, bounded in bytes. Pure.
 //! - [`error`]: the domain errors of the engine's operations. No HTTP.
 //! - [`failsafe`]: the tier failsafe answer. Pure.
 //! - [`clock`]: the time limits are counted in, injectable.
@@ -32,8 +34,10 @@
 //! Dependencies run one way: `http` and `serve` call `server`; `server`
 //! knows nothing of HTTP.
 
+pub mod agents;
 pub mod approvals;
 pub mod backend;
+pub mod bound;
 pub mod breaker;
 pub mod clock;
 pub mod cost;

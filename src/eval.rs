@@ -21,11 +21,15 @@
 //! - A limit applies to a request that matches its condition and carries
 //!   every `by` field; the request that would exceed `max` in the current
 //!   window gets the `exceed` effect and is not counted. A limit that is not
-//!   exceeded contributes nothing. Limits count every request they apply to,
-//!   whatever the final decision.
+//!   exceeded contributes nothing. Limits are counted once every rule is
+//!   known: a request that the rules (or the default) deny is not counted
+//!   against any limit — its limits are only read, so that it still shows
+//!   one it is over — since nothing of it goes through; any other request
+//!   counts against every limit it applies to (one limit refusing it does
+//!   not take back the count of another).
 //! - A request in the artifact's observe scope (`[governance] observe`,
-//!   SPEC §9) is evaluated and counted as any other, but its answer is
-//!   `allow`: [`Outcome::decision`] is `allow` and [`Outcome::observed`] the
+//!   SPEC §9) is evaluated and its limits counted as any other's (by the
+//!   policies' decision), but its answer is `allow`: [`Outcome::decision`] is `allow` and [`Outcome::observed`] the
 //!   decision the policies reached.
 //!
 //! Cost (the engine sits on the path of every agent call):
@@ -87,10 +91,14 @@ use crate::model::schema::Schema;
 
 pub use crate::eval::error::{EvalError, LoadError};
 pub(crate) use crate::eval::fnv::Fnv1a;
+pub use crate::eval::limits::MAX_KEY;
 pub use crate::eval::outcome::{Modification, Modified, Outcome, Reason};
 
 /// What replaces a redacted value or match.
 pub const REDACTED: &str = "[REDACTED]";
+
+/// The most policy versions [`Evaluator::versions_for`] names.
+pub const MAX_VERSIONS: usize = 64;
 
 /// The field rules are indexed by.
 pub const TOOL_FIELD: &str = "tool";
@@ -302,7 +310,9 @@ impl Evaluator {
     }
 
     /// The limit counters a deferred evaluation left pending, in check
-    /// order: counter, window and the limit's own max.
+    /// order: counter, window and the limit's own max. The caller counts
+    /// them only when [`counts_limits`] says so of the outcome's decision
+    /// (else it reads them).
     pub fn pending<'a>(&'a self, out: &'a Outcome) -> impl Iterator<Item = LimitCall<'a>> + 'a {
         out.pending.iter().filter_map(|p| {
             let limit = self.checks.get(p.check as usize)?.limit.as_ref()?;
@@ -398,41 +408,68 @@ impl Evaluator {
                 continue;
             }
             if let Some(limit) = &check.limit {
-                if !limit.key_into(req, &mut out.scratch) {
-                    continue;
+                // Counted once every rule is known (below, or by the
+                // caller of a deferred evaluation).
+                if limit.key_into(req, &mut out.scratch) {
+                    let start = out.keys.len();
+                    out.keys.push_str(&out.scratch);
+                    out.pending.push(Pending {
+                        check: i,
+                        key: start..out.keys.len(),
+                        window: Window::containing(now, limit.window_secs),
+                    });
                 }
-                let window = Window::containing(now, limit.window_secs);
-                let key = LimitKey {
-                    limit: &limit.id,
-                    key: &out.scratch,
-                };
-                let within = match counting {
-                    Counting::Store(store, LimitMode::Count) => {
-                        store.try_acquire(key, window, limit.max)?
-                    }
-                    Counting::Store(store, LimitMode::DryRun) => {
-                        store.count(key, window)? < limit.max
-                    }
-                    Counting::Defer => {
-                        let start = out.keys.len();
-                        out.keys.push_str(&out.scratch);
-                        out.pending.push(Pending {
-                            check: i,
-                            key: start..out.keys.len(),
-                            window,
-                        });
-                        true
-                    }
-                };
-                if within {
-                    continue;
-                }
+                continue;
             }
             out.hits.push(i);
             let kind = check.effect.kind();
             worst = Some(worst.map_or(kind, |w| w.max(kind)));
         }
         out.decision = worst.unwrap_or(self.artifact.default);
+        if let Counting::Store(store, mode) = counting {
+            self.count_pending(store, mode, out)?;
+        }
+        Ok(())
+    }
+
+    /// Counts (or reads) the limits `run` left pending in `store`: read
+    /// only in a dry run or when the rules deny the request.
+    fn count_pending(
+        &self,
+        store: &dyn LimitStore,
+        mode: LimitMode,
+        out: &mut Outcome,
+    ) -> Result<(), EvalError> {
+        let read_only = mode == LimitMode::DryRun || !counts_limits(out.decision);
+        let mut exceeded = false;
+        for p in &out.pending {
+            let Some(limit) = self
+                .checks
+                .get(p.check as usize)
+                .and_then(|c| c.limit.as_ref())
+            else {
+                continue;
+            };
+            let key = LimitKey {
+                limit: &limit.id,
+                key: out.keys.get(p.key.clone()).unwrap_or_default(),
+            };
+            let within = if read_only {
+                store.count(key, p.window)? < limit.max
+            } else {
+                store.try_acquire(key, p.window, limit.max)?
+            };
+            if !within {
+                out.hits.push(p.check);
+                exceeded = true;
+            }
+        }
+        out.pending.clear();
+        out.keys.clear();
+        if exceeded {
+            out.hits.sort_unstable();
+            out.decision = self.decide(&out.hits);
+        }
         Ok(())
     }
 
@@ -480,11 +517,51 @@ impl Evaluator {
         Modified { request, applied }
     }
 
+    /// The request as the engine may keep it (the decision log, an
+    /// approval), whatever the decision: with every modification of
+    /// `outcome` applied, so that what a `modify` redacts is never kept in
+    /// clear. `None` when no modification changes it.
+    pub fn kept_request(&self, req: &Request, outcome: &Outcome) -> Option<serde_json::Value> {
+        let modifies = outcome.hits.iter().any(|i| {
+            self.checks
+                .get(*i as usize)
+                .is_some_and(|c| c.modify.is_some())
+        });
+        if !modifies {
+            return None;
+        }
+        let modified = self.apply_modifications(req, outcome);
+        (!modified.applied.is_empty()).then(|| modified.request.to_json(self.schema()))
+    }
+
+    /// The policies `req` is evaluated against (those with a rule or limit
+    /// of its tool, through the index), name → version, at most
+    /// [`MAX_VERSIONS`] of them (the artifact's hash names them all).
+    pub fn versions_for(&self, req: &Request) -> std::collections::BTreeMap<&str, &str> {
+        let mut out = std::collections::BTreeMap::new();
+        for i in self.index.candidates(req) {
+            let Some(check) = self.checks.get(i as usize) else {
+                continue;
+            };
+            if out.len() >= MAX_VERSIONS && !out.contains_key(check.policy.name.as_str()) {
+                continue;
+            }
+            out.insert(check.policy.name.as_str(), check.policy.version.as_str());
+        }
+        out
+    }
+
     /// How many rules and limits a request with this tool value would
     /// examine (`None`: a request without a tool).
     pub fn candidate_count(&self, tool: Option<&str>) -> usize {
         self.index.candidates_for(tool).count()
     }
+}
+
+/// Whether a request whose rules decided `decision` is counted against
+/// its limits: not when they deny it (nothing of it goes through).
+pub fn counts_limits(decision: DecisionKind) -> bool {
+    decision != DecisionKind::Deny
 }
 
 /// How a run treats the limits whose condition holds.

@@ -373,7 +373,7 @@ fn an_undecided_query_the_base_had_is_never_new() {
     for _ in 0..3 {
         let policies = std::slice::from_ref(&policy);
         let mut h = pipeline::check_unanalysed(&head_toml, policies);
-        let mut b = pipeline::check_unanalysed_sharing(&base_toml, policies, &h);
+        let mut b = pipeline::check_unanalysed_sharing(&base_toml, policies, &[], &h);
         let pr = sluice::review::pull_request(&mut b, &mut h, &opts);
         assert!(
             matches!(pr.analysis, sluice::review::ChangeAnalysis::Both { .. }),

@@ -110,7 +110,7 @@ fn artifact_with(toml: &str, policies: &[&str]) -> Artifact {
 
 /// A decision-log sink the test can read.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
+pub struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Sink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -131,7 +131,7 @@ impl Sink {
             .collect()
     }
 
-    fn of_kind(&self, kind: &str) -> Vec<Value> {
+    pub fn of_kind(&self, kind: &str) -> Vec<Value> {
         self.lines()
             .into_iter()
             .filter(|l| l["kind"] == kind)
@@ -139,7 +139,7 @@ impl Sink {
     }
 }
 
-fn config() -> EngineConfig {
+pub fn config() -> EngineConfig {
     EngineConfig::new(TOKEN)
 }
 
@@ -155,7 +155,7 @@ fn start_on(config: EngineConfig, backend: Arc<dyn StateBackend>) -> (Arc<Engine
 }
 
 /// The engine's `GET /v1/stats` document as JSON.
-fn stats_of(engine: &Engine) -> Value {
+pub fn stats_of(engine: &Engine) -> Value {
     serde_json::to_value(engine.stats()).unwrap()
 }
 
@@ -253,7 +253,7 @@ type FaultyBackend = LocalBackend<FaultyLimits>;
 
 /// An engine on a [`FaultyBackend`] and a [`TestClock`], with their
 /// switches.
-struct Harness {
+pub struct Harness {
     engine: Arc<Engine>,
     faults: Arc<Faults>,
 }
@@ -283,18 +283,18 @@ fn start_faulty(mut config: EngineConfig) -> (Harness, Sink) {
     (Harness { engine, faults }, sink)
 }
 
-struct Resp {
-    status: StatusCode,
+pub struct Resp {
+    pub status: StatusCode,
     headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn error(&self) -> String {
@@ -305,7 +305,13 @@ impl Resp {
     }
 }
 
-async fn send(app: &Router, method: &str, path: &str, body: Vec<u8>, token: Option<&str>) -> Resp {
+pub async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> Resp {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -328,7 +334,7 @@ async fn send(app: &Router, method: &str, path: &str, body: Vec<u8>, token: Opti
     }
 }
 
-async fn admin(app: &Router, method: &str, path: &str, body: Value) -> Resp {
+pub async fn admin(app: &Router, method: &str, path: &str, body: Value) -> Resp {
     let bytes = if body.is_null() {
         Vec::new()
     } else {
@@ -337,7 +343,7 @@ async fn admin(app: &Router, method: &str, path: &str, body: Value) -> Resp {
     send(app, method, path, bytes, Some(TOKEN)).await
 }
 
-async fn eval(app: &Router, req: Value) -> Resp {
+pub async fn eval(app: &Router, req: Value) -> Resp {
     send(
         app,
         "POST",
@@ -364,7 +370,7 @@ const OWNER: &str = "test-daemon";
 
 /// Sets a route as [`OWNER`], over the version in force (fencing: the
 /// request names its owner and the version it read).
-async fn set_route(app: &Router, route: Value) -> Resp {
+pub async fn set_route(app: &Router, route: Value) -> Resp {
     let got = admin(app, "GET", "/v1/route", Value::Null).await;
     let expect = if got.status == StatusCode::OK {
         got.json()["version"].as_u64().unwrap()
@@ -377,7 +383,7 @@ async fn set_route(app: &Router, route: Value) -> Resp {
 
 /// An engine (on a faulty backend, every fault off) with `artifacts`
 /// uploaded and the first routed as stable.
-async fn with_stable(config: EngineConfig, artifacts: &[&Artifact]) -> (Harness, Router, Sink) {
+pub async fn with_stable(config: EngineConfig, artifacts: &[&Artifact]) -> (Harness, Router, Sink) {
     let (engine, sink) = start_faulty(config);
     let app = router(Arc::clone(&engine.engine));
     for a in artifacts {
@@ -393,14 +399,14 @@ pub fn pay(agent: &str, amount: i64) -> Value {
            "args": {"amount": amount, "country": "DE"}})
 }
 
-async fn state(app: &Router) -> LiveState {
+pub async fn state(app: &Router) -> LiveState {
     let r = admin(app, "GET", "/v1/state", Value::Null).await;
     assert_eq!(r.status, StatusCode::OK);
     serde_json::from_slice(&r.body).unwrap()
 }
 
 /// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -930,7 +936,9 @@ async fn evaluate_answers_and_rejects_bad_requests() {
     let counted: u64 = buckets.iter().map(|b| b[1].as_u64().unwrap()).sum();
     assert_eq!(counted, 2, "{buckets:?}");
     assert!(buckets.iter().all(|b| b[0].as_f64().unwrap() > 0.0));
-    assert!(state(&app).await.counters.iter().all(|c| c.count == 2));
+    // The sanctioned request was denied by a rule: it counts against no
+    // limit.
+    assert!(state(&app).await.counters.iter().all(|c| c.count == 1));
 
     let r = send(&app, "GET", "/v1/nothing", vec![], None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -1242,7 +1250,7 @@ async fn cohorts_of(engine: &Engine, sessions: &[String]) -> Vec<String> {
     for s in sessions {
         let req = json!({"tool": "email", "agent": "a", "org": "acme", "session": s});
         let bytes = engine
-            .evaluate(&serde_json::to_vec(&req).unwrap(), None)
+            .evaluate(&serde_json::to_vec(&req).unwrap(), None, None)
             .await
             .unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
@@ -1504,7 +1512,7 @@ async fn a_full_shadow_queue_drops_and_counts() {
     // The queue fills: on this single-threaded runtime the worker cannot
     // run until the test awaits.
     for _ in 0..10 {
-        engine.evaluate(&body, None).await.unwrap();
+        engine.evaluate(&body, None, None).await.unwrap();
     }
     let stats = stats_of(&engine);
     assert_eq!(stats["shadow_dropped"], 6);

@@ -818,12 +818,19 @@ fn limit_max_zero_always_exceeds_and_exceed_can_be_any_effect() {
 
 #[test]
 #[rustfmt::skip]
-fn limits_count_whatever_the_final_decision() {
+fn limits_do_not_count_requests_the_rules_deny() {
     let set = vec![pol_limits("p", vec![rule("no", cmp("args.amount", ">", 100), deny("BIG"))], vec![limit("l", yes(), 1, 60, &["agent"], deny("RATE"))])];
-    check_limits(set, &[
+    let store = check_limits(set, &[
         (0, req("t", json!({"args": {"amount": 500}})), "deny p.no:BIG"),
+        (0, req("t", json!({"args": {"amount": 600}})), "deny p.no:BIG"),
+        // The denied ones spent nothing: this one is counted …
+        (0, req("t", json!({})), "allow"),
         (0, req("t", json!({})), "deny p.l:RATE"),
+        // … and a denied request over the limit still shows it, counting
+        // nothing.
+        (0, req("t", json!({"args": {"amount": 500}})), "deny p.no:BIG p.l:RATE"),
     ]);
+    assert_eq!(store.entries().unwrap()[0].count, 1);
 }
 
 #[test]

@@ -111,14 +111,14 @@ fn signal(pid: u32, sig: &str) {
 
 /// A `redis-server` of the test's own, persisting every write (AOF,
 /// fsync always) in its folder so that a SIGKILL loses nothing.
-struct Redis {
+pub struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
 }
 
 impl Redis {
-    fn start(dir: &Path) -> Redis {
+    pub fn start(dir: &Path) -> Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
@@ -153,16 +153,16 @@ impl Redis {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
     /// `redis-cli` against this server; its output trimmed.
-    fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
@@ -980,22 +980,26 @@ async fn sluice_check_against_any_engine_reads_the_fleets_counts() {
 async fn a_request_whose_client_hung_up_is_counted_once_and_in_the_stats() {
     let a = artifact(&limit(1000, "1h", None));
     let fleet = Fleet::start(&a, &["--state-timeout", "5s"]).await;
-    // Redis stopped: the scripts wait in the socket while the clients give
-    // up after 50 ms; resumed, Redis counts them, well within their
-    // deadline.
+    // Redis stopped: the scripts wait in the socket while the clients,
+    // all at once, give up after a second (time enough for a loaded machine
+    // to hand each request to its engine); resumed, Redis counts them, well
+    // within the engines' 5 s deadline.
     signal(fleet.redis.pid(), "-STOP");
     let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(50))
+        .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut gave_up = 0;
+    let mut calls = tokio::task::JoinSet::new();
     for i in 0..6 {
-        let r = impatient
+        let call = impatient
             .post(format!("{}/v1/evaluate", fleet.url(i)))
             .json(&pay("bot", 5))
-            .send()
-            .await;
-        gave_up += usize::from(r.is_err());
+            .send();
+        calls.spawn(call);
+    }
+    let mut gave_up = 0;
+    while let Some(r) = calls.join_next().await {
+        gave_up += usize::from(r.unwrap().is_err());
     }
     assert_eq!(gave_up, 6);
     tokio::time::sleep(Duration::from_millis(100)).await;

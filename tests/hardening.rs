@@ -189,7 +189,7 @@ pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-fn post(path: &str, body: &str) -> String {
+pub fn post(path: &str, body: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -299,7 +299,7 @@ fn evaluate(addr: SocketAddr, body: &Value) -> Answer {
     a
 }
 
-fn stats(addr: SocketAddr) -> Value {
+pub fn stats(addr: SocketAddr) -> Value {
     let a = request(
         addr,
         &format!("GET /v1/stats HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
@@ -308,7 +308,7 @@ fn stats(addr: SocketAddr) -> Value {
     a.json()
 }
 
-fn evaluation_lines(path: &Path) -> Vec<Value> {
+pub fn evaluation_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -397,7 +397,7 @@ fn a_large_request_makes_a_small_line() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

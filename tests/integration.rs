@@ -11,6 +11,7 @@
 mod analyze;
 mod artifact;
 mod authoring;
+mod caller_cost;
 mod check;
 mod cli;
 mod decisions;
@@ -24,7 +25,9 @@ mod gateway;
 mod governance;
 mod hardening;
 mod inventory;
+mod kept;
 mod messages;
+mod openapi;
 mod parse;
 mod project;
 mod readme;

@@ -15,7 +15,7 @@
 //!               "observed": {"allow": 0, "modify": 0, "require_approval": 0, "deny": 0},
 //!               "latency_ms": {"p50": 0.031, "p95": 0.052, "p99": 0.052, "max": 0.052, "mean": 0.036},
 //!               "histogram": [[0.0315, 2], [0.0525, 2]]}],
-//!  "shadow_dropped": 0, "shadow_dropped_total": 0,
+//!  "shadow_dropped": 0, "shadow_dropped_total": 0, "limit_keys_refused": 0,
 //!  "decision_log": {"written": 0, "dropped": 0},
 //!  "breakers": [{"artifact": "9f2c…", "state": "closed"}],
 //!  "agents": [{"agent": "invoice-bot", "day_start": 1767225600, "calls": 120,
@@ -47,6 +47,10 @@ pub struct EngineStats {
     /// Shadow evaluations dropped since the engine started.
     #[serde(default)]
     pub shadow_dropped_total: u64,
+    /// Requests refused since start because their limit key would have
+    /// been new in a limit holding `--max-limit-keys` keys.
+    #[serde(default)]
+    pub limit_keys_refused: u64,
     #[serde(default)]
     pub decision_log: DecisionLogFigures,
     /// Every artifact held, by hash, with its circuit breaker's state.

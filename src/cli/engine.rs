@@ -86,6 +86,15 @@ pub struct EngineArgs {
     /// denied `APPROVAL_QUEUE_FULL`.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_pending_approvals: usize,
+    /// Keys (distinct `by` values) one limit holds at most in a window;
+    /// past it a request with a new key is refused as over the limit.
+    #[arg(long, default_value_t = crate::eval::state::DEFAULT_MAX_KEYS, value_name = "N")]
+    pub max_limit_keys: usize,
+    /// Agent identity: a TOML file of `agent = "key"` lines. Evaluate then
+    /// needs `Authorization: Bearer <key>`, and the request's `agent` must
+    /// be the key's.
+    #[arg(long, value_name = "FILE")]
+    pub agent_keys: Option<PathBuf>,
     #[command(flatten)]
     pub http: HttpFlags,
 }
@@ -95,16 +104,20 @@ pub(super) fn state_backend(
     spec: &str,
     prefix: Option<&str>,
     timeout: std::time::Duration,
+    max_keys: usize,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::engine::backend::StateBackend>> {
     use crate::engine::backend::MemoryBackend;
     use crate::engine::backend::redis::{RedisBackend, RedisConfig};
+    use crate::eval::state::MemoryLimitStore;
 
     if spec == "memory" {
         anyhow::ensure!(
             prefix.is_none(),
             "--state-prefix names keys in a shared backend: it needs --state-backend redis://…"
         );
-        return Ok(std::sync::Arc::new(MemoryBackend::new()));
+        return Ok(std::sync::Arc::new(MemoryBackend::with_limits(
+            MemoryLimitStore::with_max_keys(max_keys),
+        )));
     }
     anyhow::ensure!(
         spec.starts_with("redis://") || spec.starts_with("rediss://"),
@@ -115,6 +128,7 @@ pub(super) fn state_backend(
         url: spec.to_string(),
         prefix: prefix.map(str::to_string),
         timeout,
+        max_keys,
     };
     Ok(std::sync::Arc::new(RedisBackend::new(&config)?))
 }
@@ -211,11 +225,21 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             ttl: args.approval_ttl,
             max_pending: args.max_pending_approvals,
         },
+        agent_keys: match &args.agent_keys {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::engine::agents::AgentKeys::read(path).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        },
         ..EngineConfig::new(token)
     };
     anyhow::ensure!(
         args.approval_ttl.as_secs() >= 1,
         "--approval-ttl must be at least one second"
+    );
+    anyhow::ensure!(
+        args.max_limit_keys >= 1,
+        "--max-limit-keys must be at least 1"
     );
     let artifact = match &args.artifact {
         Some(path) => {
@@ -243,6 +267,7 @@ pub(super) fn cmd_engine(args: EngineArgs) -> anyhow::Result<Exit> {
             &args.state_backend,
             args.state_prefix.as_deref(),
             args.state_timeout,
+            args.max_limit_keys,
         )?;
         let status = backend.status();
         let engine = Engine::start(config, backend, log)?;

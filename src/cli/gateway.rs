@@ -66,6 +66,11 @@ pub struct StateArgs {
     /// the failsafe.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub state_timeout: Duration,
+    /// With --artifact: keys (distinct `by` values) one limit holds at most
+    /// in a window; past it a request with a new key is refused as over the
+    /// limit.
+    #[arg(long, default_value_t = crate::eval::state::DEFAULT_MAX_KEYS, value_name = "N")]
+    pub max_limit_keys: usize,
 }
 
 /// The agent integrations `sluice hook` serves.
@@ -97,10 +102,15 @@ async fn decider(
         let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
         let artifact = Artifact::from_bytes(&bytes)
             .with_context(|| format!("reading the artifact `{}`", path.display()))?;
+        anyhow::ensure!(
+            state.max_limit_keys >= 1,
+            "--max-limit-keys must be at least 1"
+        );
         let backend = super::engine::state_backend(
             &state.state_backend,
             state.state_prefix.as_deref(),
             state.state_timeout,
+            state.max_limit_keys,
         )?;
         let decider = Decider::local(&bytes, backend, log)
             .await

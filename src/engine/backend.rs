@@ -135,6 +135,12 @@ pub trait StateBackend: Send + Sync + 'static {
         now: u64,
     ) -> DecideFuture<'a>;
 
+    /// Requests refused since start because their limit key would have
+    /// been new in a limit holding the most keys allowed.
+    fn keys_refused(&self) -> u64 {
+        self.local().map_or(0, LimitStore::keys_refused)
+    }
+
     /// Answers when the backend can be used (the readiness probe).
     fn health(&self) -> StateFuture<'_, ()>;
 

@@ -35,7 +35,7 @@
 //! ```json
 //! {"kind": "evaluation", "time": "2026-01-01T00:00:00.000Z", "request_id": "r-…",
 //!  "session": "s-91", "artifact": "9f2c…", "cohort": "stable", "stage": "shadow",
-//!  "decision": "deny", "reasons": [{"policy": "payments", "…": "…"}],
+//!  "route_version": 3, "policies": {"payments": "1.4.0"}, "decision": "deny", "reasons": [{"policy": "payments", "…": "…"}],
 //!  "shadow": {"artifact": "77ab…", "decision": "allow", "reasons": […]},
 //!  "diverged": true, "latency_us": 41, "request": {"tool": "…"}}
 //! ```
@@ -51,12 +51,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
+use crate::engine::bound::{bound, cut, weigh as weigh_value};
 use crate::model::ir::DecisionKind;
 
 /// The channel's capacity, in lines.
@@ -68,15 +67,11 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 /// The default time [`DecisionLog::close`] waits for the writer.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A request string longer than this is cut and hashed in the log.
-pub const MAX_FIELD: usize = 1024;
+pub use crate::engine::bound::MAX_FIELD;
 
 /// A request longer than this once its strings are cut is replaced by its
 /// length and digest.
 pub const MAX_REQUEST: usize = 64 << 10;
-
-/// What is kept of a string cut in the log.
-const KEPT: usize = 256;
 
 /// Lines the writer takes off the channel at most at once (one write each).
 const BATCH: usize = 1024;
@@ -128,8 +123,14 @@ pub struct EvaluationLine {
     pub session: Option<String>,
     pub artifact: String,
     pub cohort: Cohort,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
+    /// The rollout stage: the route's, else `stable` when no rollout is in
+    /// flight, else the mode (`shadow`, `split`).
+    pub stage: String,
+    /// The route's version (route changes since the engine started).
+    pub route_version: u64,
+    /// The versions of the policies the request was evaluated against
+    /// (those of its tool), by name — a default decision's too.
+    pub policies: std::collections::BTreeMap<String, String>,
     pub decision: DecisionKind,
     /// The request is in the observe scope of `[governance]`: the decision
     /// the policies reached (`decision` is `allow`).
@@ -152,7 +153,8 @@ pub struct EvaluationLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diverged: Option<bool>,
     pub latency_us: u64,
-    /// The request as received.
+    /// The request with every modification that applied (what a `modify`
+    /// redacts is never logged in clear), large fields cut.
     pub request: serde_json::Value,
 }
 
@@ -426,66 +428,18 @@ fn weigh(line: &LogLine) -> usize {
     }
 }
 
-fn weigh_value(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
-        Value::String(s) => 16 + s.len(),
-        Value::Array(a) => 16 + a.iter().map(weigh_value).sum::<usize>(),
-        Value::Object(o) => {
-            16 + o
-                .iter()
-                .map(|(k, v)| 16 + k.len() + weigh_value(v))
-                .sum::<usize>()
-        }
-    }
-}
-
-/// Appends `line` and a newline to `buf`, its large fields cut.
+/// Appends `line` and a newline to `buf`, its large fields cut
+/// ([`crate::engine::bound`]).
 fn encode(mut line: LogLine, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     if let LogLine::Evaluation(e) = &mut line {
         if let Some(session) = &mut e.session {
             cut(session);
         }
-        cut_strings(&mut e.request);
-        if weigh_value(&e.request) > MAX_REQUEST {
-            let bytes = serde_json::to_vec(&e.request)?;
-            if bytes.len() > MAX_REQUEST {
-                e.request = serde_json::json!({"omitted": {
-                    "bytes": bytes.len(),
-                    "sha256": hex::encode(Sha256::digest(&bytes)),
-                }});
-            }
-        }
+        bound(&mut e.request, MAX_REQUEST);
     }
     serde_json::to_writer(&mut *buf, &line)?;
     buf.push(b'\n');
     Ok(())
-}
-
-/// Cuts every string over [`MAX_FIELD`] bytes to its first [`KEPT`]
-/// bytes, its length and its digest.
-fn cut_strings(v: &mut Value) {
-    match v {
-        Value::String(s) => cut(s),
-        Value::Array(a) => a.iter_mut().for_each(cut_strings),
-        Value::Object(o) => o.values_mut().for_each(cut_strings),
-        _ => {}
-    }
-}
-
-/// Cuts `s` to its first [`KEPT`] bytes, its length and its digest when
-/// it is over [`MAX_FIELD`] bytes.
-fn cut(s: &mut String) {
-    if s.len() <= MAX_FIELD {
-        return;
-    }
-    let mut end = KEPT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    let digest = hex::encode(Sha256::digest(s.as_bytes()));
-    let kept = s.get(..end).unwrap_or_default();
-    *s = format!("{kept}…[{} bytes, sha256:{digest}]", s.len());
 }
 
 /// The writer thread: batches off the channel, one write per batch, until

@@ -21,6 +21,11 @@ pub enum EvaluateError {
         "no route: upload an artifact (PUT /v1/artifacts/{{hash}}) and set a route (PUT /v1/route)"
     )]
     NoRoute,
+    /// The request names another agent than the caller's key (`--agent-keys`).
+    #[error(
+        "the key sent is agent `{0}`'s: the request's `agent` must be `{0}` (no caller may speak for another agent)"
+    )]
+    NotYourAgent(String),
     /// The request does not fit the routed artifact's schema.
     #[error(transparent)]
     Request(#[from] RequestError),

@@ -5,7 +5,7 @@
 //!
 //! | route | auth | answer |
 //! |---|---|---|
-//! | `POST /v1/evaluate` | — | the evaluate response; 400 bad request (the field named), 413, 503 without a route |
+//! | `POST /v1/evaluate` | — (with `--agent-keys`: the agent's key) | the evaluate response; 400 bad request (the field named), 401 no known agent key, 403 the request names another agent than the key's, 413, 503 without a route |
 //! | `PUT /v1/artifacts/{hash}` | admin | 201 new, 200 already held; 400 not an artifact, 422 hash does not verify or differs from the path |
 //! | `GET /v1/artifacts` | admin | `{"artifacts": [...]}` |
 //! | `GET /v1/artifacts/{hash}` | admin | one artifact's summary; 404 when not held |
@@ -20,6 +20,7 @@
 //! | `GET /v1/approvals` | admin | `api::approvals::ApprovalList` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | `{"status": "ok"}` |
+//! | `GET /openapi.json` | — | the OpenAPI 3.1 document of this API (`docs/openapi.json`) |
 //! | `GET /readyz` | — | `api::state::Readiness`: 200 ready (a route, the state backend answers), 503 not |
 //!
 //! Admin routes need `Authorization: Bearer <token>`; the token is compared
@@ -70,6 +71,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// `--agent-keys` is on and no known agent key came with the request.
+    #[error("missing or unknown agent key: send `Authorization: Bearer <the agent's key>`")]
+    NoAgentKey,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -94,7 +100,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::NoAgentKey => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::Fenced(_) => StatusCode::CONFLICT,
@@ -121,6 +128,7 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (status, Json(Failure { error: message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
+            // Both the admin token and an agent key are bearer tokens.
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -141,6 +149,7 @@ impl From<EvaluateError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             EvaluateError::NoRoute => ApiError::Unavailable(e.to_string()),
+            EvaluateError::NotYourAgent(_) => ApiError::Forbidden(e.to_string()),
             EvaluateError::Render(_) | EvaluateError::Interrupted(_) => ApiError::internal(e),
         }
     }
@@ -304,6 +313,7 @@ pub fn router_with(engine: Arc<Engine>, limits: &HttpLimits) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(guard, guard_body))
         .route("/v1/approvals/{id}", get(approval_status).merge(decide))
         .merge(admin)
@@ -389,29 +399,7 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// The fewest bytes a token or a secret may have.
-pub const MIN_SECRET_LEN: usize = 16;
-
-/// A token or secret as given on the command line, in the environment or
-/// in a file: surrounding blanks (the newline a secret file ends with) are
-/// trimmed; one shorter than [`MIN_SECRET_LEN`] bytes, or with a character
-/// that is not printable ASCII (it could never be sent in a header), is
-/// refused, naming `what` and never the value.
-pub fn secret(what: &str, raw: &str) -> Result<String, String> {
-    let s = raw.trim();
-    if s.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "{what} is {} byte(s) long: it must have at least {MIN_SECRET_LEN}",
-            s.len()
-        ));
-    }
-    if !s.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!(
-            "{what} may hold printable ASCII characters only, without blanks"
-        ));
-    }
-    Ok(s.to_string())
-}
+pub use crate::engine::agents::{MIN_SECRET_LEN, secret};
 
 impl AdminToken {
     pub fn new(token: &str) -> AdminToken {
@@ -451,7 +439,7 @@ async fn require_admin(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz and /readyz".to_string())
+    ApiError::NotFound("no such route: the engine serves /v1/evaluate, /v1/artifacts, /v1/route, /v1/lease, /v1/stats, /v1/state, /v1/approvals, /metrics, /healthz, /readyz and /openapi.json".to_string())
 }
 
 /// 405, but for an admin route only once the token is right (401 before:
@@ -466,6 +454,21 @@ async fn method_not_allowed(
         return ApiError::Unauthorized;
     }
     ApiError::MethodNotAllowed("this route does not take that method".to_string())
+}
+
+/// The OpenAPI 3.1 document of this API (`docs/openapi.json`, checked
+/// against this router by the tests).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
@@ -500,11 +503,45 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// The agent the request's bearer key speaks for, when the engine checks
+/// agent identity (`--agent-keys`; 401 without a known key).
+fn agent_of<'a>(
+    engine: &'a Engine,
+    auth: Option<&HeaderValue>,
+) -> Result<Option<&'a str>, ApiError> {
+    let Some(keys) = &engine.config().agent_keys else {
+        return Ok(None);
+    };
+    auth.and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        })
+        .and_then(|key| keys.agent(key))
+        .map(Some)
+        .ok_or(ApiError::NoAgentKey)
+}
+
+/// The `Authorization` header, read without copying the header map.
+struct Authorization(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Authorization(
+            parts.headers.get(header::AUTHORIZATION).cloned(),
+        ))
+    }
+}
+
 async fn evaluate(
     State(engine): State<Arc<Engine>>,
     RequestId(request_id): RequestId,
+    Authorization(auth): Authorization,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let agent = agent_of(&engine, auth.as_ref())?;
     let body = body.map_err(body_error)?;
     if let Some(path) = duplicate_key(&body) {
         return Err(ApiError::BadRequest(format!(
@@ -512,7 +549,7 @@ async fn evaluate(
         )));
     }
     let id = request_id.as_ref().and_then(|v| v.to_str().ok());
-    let bytes = engine.evaluate_to_end(body, id).await?;
+    let bytes = engine.evaluate_to_end(body, id, agent).await?;
     let mut resp = (
         [(
             header::CONTENT_TYPE,

@@ -17,6 +17,7 @@
 //! | `sluice_route_version` | gauge | `stage` only |
 //! | `sluice_shadow_dropped_total` | counter | none |
 //! | `sluice_decision_log_dropped_total` | counter | none |
+//! | `sluice_limit_keys_refused_total` | counter | none |
 //! | `sluice_breaker_state` | gauge | `artifact`, `state` only |
 //! | `sluice_agent_calls_today` | gauge | `agent` only: an inventoried agent's calls this UTC day |
 //! | `sluice_agent_calls_per_day` | gauge | `agent` only: its cost envelope (agents with one) |
@@ -56,6 +57,8 @@ pub struct Scrape {
     pub shadow_dropped: u64,
     /// Decision log lines dropped since start.
     pub decision_log_dropped: u64,
+    /// Requests refused for a new limit key at the cap, since start.
+    pub limit_keys_refused: u64,
     /// Every artifact held, with its breaker's state.
     pub breakers: Vec<BreakerFigure>,
     /// The stable artifact's inventoried agents, with their calls today.
@@ -222,6 +225,13 @@ impl Collector for Scrape {
         ConstCounter::new(self.decision_log_dropped).encode(encoder.encode_descriptor(
             "sluice_decision_log_dropped",
             "Decision log lines dropped because the queue was full.",
+            None,
+            MetricType::Counter,
+        )?)?;
+
+        ConstCounter::new(self.limit_keys_refused).encode(encoder.encode_descriptor(
+            "sluice_limit_keys_refused",
+            "Requests refused because their limit key would have been new in a limit at --max-limit-keys.",
             None,
             MetricType::Counter,
         )?)?;

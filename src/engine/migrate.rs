@@ -340,4 +340,8 @@ impl<S: LimitStore> LimitStore for OverrideStore<S> {
     fn expire(&self, now: u64) {
         self.inner.expire(now);
     }
+
+    fn keys_refused(&self) -> u64 {
+        self.inner.keys_refused()
+    }
 }

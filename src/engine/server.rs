@@ -51,8 +51,9 @@ use serde_json::{Value, json};
 use crate::api::route::{Cohort, Matcher, Mode, RouteSpec};
 use crate::api::stats::BreakerState;
 use crate::compile::artifact::Artifact;
+use crate::engine::agents::AgentKeys;
 use crate::engine::approvals::{ApprovalConfig, settle_response};
-use crate::engine::backend::StateBackend;
+use crate::engine::backend::{Saturated, StateBackend};
 use crate::engine::breaker::{Admit, Breaker, BreakerConfig, Transition};
 use crate::engine::clock::{Clock, SystemClock, epoch_secs};
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, EventLine, LogLine};
@@ -81,6 +82,9 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Approval lifetimes and queue caps.
     pub approvals: ApprovalConfig,
+    /// Agent identity (`--agent-keys`): when set, an evaluation must come
+    /// with the key of the agent it names.
+    pub agent_keys: Option<Arc<AgentKeys>>,
 }
 
 impl EngineConfig {
@@ -93,6 +97,7 @@ impl EngineConfig {
             shadow_queue: 4096,
             clock: Arc::new(SystemClock),
             approvals: ApprovalConfig::default(),
+            agent_keys: None,
         }
     }
 }
@@ -151,6 +156,18 @@ impl Active {
         match self.spec.mode {
             Some(Mode::Split) => self.candidate.as_ref().map(|c| c.evaluator.artifact()),
             _ => None,
+        }
+    }
+
+    /// The stage a decision is tagged with: the route's, else `stable`
+    /// when no rollout is in flight (no candidate), else the mode
+    /// (`shadow`, `split`).
+    pub fn stage_tag(&self) -> &str {
+        match (&self.spec.stage, &self.candidate, self.spec.mode) {
+            (Some(stage), _, _) => stage,
+            (None, None, _) => "stable",
+            (None, Some(_), Some(Mode::Split)) => "split",
+            (None, Some(_), _) => "shadow",
         }
     }
 
@@ -315,28 +332,42 @@ impl Engine {
         self: &Arc<Self>,
         body: B,
         request_id: Option<&str>,
+        agent: Option<&str>,
     ) -> Result<Vec<u8>, EvaluateError>
     where
         B: AsRef<[u8]> + Send + 'static,
     {
         if self.backend.local().is_some() {
-            return self.evaluate(body.as_ref(), request_id).await;
+            return self.evaluate(body.as_ref(), request_id, agent).await;
         }
         let engine = Arc::clone(self);
         let id = request_id.map(str::to_string);
-        tokio::spawn(async move { engine.evaluate(body.as_ref(), id.as_deref()).await })
-            .await
-            .map_err(EvaluateError::Interrupted)?
+        let agent = agent.map(str::to_string);
+        tokio::spawn(async move {
+            engine
+                .evaluate(body.as_ref(), id.as_deref(), agent.as_deref())
+                .await
+        })
+        .await
+        .map_err(EvaluateError::Interrupted)?
     }
 
     /// Evaluates one request body; returns the response document's bytes.
+    /// `agent`: the agent the caller's key speaks for (`--agent-keys`),
+    /// which the request must name.
     pub async fn evaluate(
         &self,
         body: &[u8],
         request_id: Option<&str>,
+        agent: Option<&str>,
     ) -> Result<Vec<u8>, EvaluateError> {
         let started = Instant::now();
         let json: Value = serde_json::from_slice(body).map_err(EvaluateError::Json)?;
+        if let Some(agent) = agent
+            && json.get("agent").and_then(Value::as_str) != Some(agent)
+        {
+            return Err(EvaluateError::NotYourAgent(agent.to_string()));
+        }
         let Some(route) = self.route.load_full() else {
             return Err(EvaluateError::NoRoute);
         };
@@ -346,14 +377,17 @@ impl Engine {
         let req = ev.decode(&json)?;
         let now = self.now_secs();
         let stage = route.spec.stage.as_deref();
+        let shadowed = in_cohort && route.spec.mode == Some(Mode::Shadow);
 
         let (admit, transition) = held.breaker.admit(Instant::now());
         self.log_transition(held.hash(), transition);
         let mut error = None;
         let mut outcome = None;
+        let mut counted = state::Counted::default();
         if admit != Admit::Failsafe {
             let t0 = Instant::now();
-            let result = self.evaluate_state(ev, &req, &json, now).await;
+            let track = shadowed.then_some(&mut counted);
+            let result = self.evaluate_state(ev, &req, &json, now, track).await;
             let t = held
                 .breaker
                 .record(Instant::now(), admit, result.is_ok(), t0.elapsed());
@@ -396,11 +430,19 @@ impl Engine {
             now,
         );
 
-        let shadowed = in_cohort && route.spec.mode == Some(Mode::Shadow);
         if !self.log.enabled() && !shadowed {
             return Ok(bytes);
         }
         let line = self.log.enabled().then(|| {
+            // What a modify redacts is never logged in clear: the request
+            // with every modification that applies (the failsafe's too).
+            let kept = match &outcome {
+                Some((o, _)) => ev.kept_request(&req, o),
+                None => ev
+                    .evaluate_dry_run(&req, now, &Saturated)
+                    .ok()
+                    .and_then(|o| ev.kept_request(&req, &o)),
+            };
             Box::new(EvaluationLine {
                 time: SystemTime::now(),
                 request_id: request_id.map_or_else(|| self.next_request_id(), str::to_string),
@@ -410,7 +452,13 @@ impl Engine {
                     .map(str::to_string),
                 artifact: response.artifact.clone(),
                 cohort,
-                stage: stage.map(str::to_string),
+                stage: route.stage_tag().to_string(),
+                route_version: route.version,
+                policies: ev
+                    .versions_for(&req)
+                    .into_iter()
+                    .map(|(p, v)| (p.to_string(), v.to_string()))
+                    .collect(),
                 decision: response.decision,
                 observed: response.observed,
                 approval_id: response.approval_id.clone(),
@@ -421,7 +469,8 @@ impl Engine {
                 shadow: None,
                 diverged: None,
                 latency_us: micros(latency),
-                request: Value::Null,
+                // `null`: the request as received, filled in below.
+                request: kept.unwrap_or(Value::Null),
             })
         });
         if shadowed {
@@ -431,18 +480,24 @@ impl Engine {
                 decoded: req,
                 stable: response.decision,
                 now,
+                counted,
+                weight: 3 * body.len() + 1024,
                 line,
             };
             if let Err(job) = self.shadow.send(job) {
                 route.stats.shadow_dropped.fetch_add(1, Relaxed);
                 // The evaluation is still logged, without its shadow side.
                 if let Some(mut line) = job.line {
-                    line.request = job.request;
+                    if line.request.is_null() {
+                        line.request = job.request;
+                    }
                     self.log.send(LogLine::Evaluation(line));
                 }
             }
         } else if let Some(mut line) = line {
-            line.request = json;
+            if line.request.is_null() {
+                line.request = json;
+            }
             self.log.send(LogLine::Evaluation(line));
         }
         Ok(bytes)

@@ -2,12 +2,20 @@
 //! max and window, and the counter key of a request.
 //!
 //! The key is a compact JSON array of the `by` values, written into a
-//! reused buffer. Counting itself is the [`crate::eval::state::LimitStore`]'s;
-//! nothing here touches a store.
+//! reused buffer; a key over [`MAX_KEY`] bytes (a caller may send a
+//! megabyte as an agent name) is kept as `sha256:` and the hex digest of
+//! that array instead, so that no counter key a caller makes holds more
+//! than 71 bytes. Counting itself is the
+//! [`crate::eval::state::LimitStore`]'s; nothing here touches a store.
 
 use std::fmt::Write as _;
 
+use sha2::{Digest, Sha256};
+
 use crate::eval::request::{FieldValue, Request};
+
+/// The longest counter key kept as written; longer ones are hashed.
+pub const MAX_KEY: usize = 64;
 
 /// A limit of one policy, resolved to slots.
 #[derive(Debug)]
@@ -20,8 +28,9 @@ pub(super) struct LimitSpec {
 }
 
 impl LimitSpec {
-    /// Writes the counter key (a compact JSON array of the `by` values) into
-    /// `buf`; false when a `by` field is absent (the limit does not apply).
+    /// Writes the counter key (a compact JSON array of the `by` values, or
+    /// its digest when over [`MAX_KEY`] bytes) into `buf`; false when a
+    /// `by` field is absent (the limit does not apply).
     pub(super) fn key_into(&self, req: &Request, buf: &mut String) -> bool {
         buf.clear();
         buf.push('[');
@@ -33,6 +42,14 @@ impl LimitSpec {
             write_json(buf, v);
         }
         buf.push(']');
+        if buf.len() > MAX_KEY {
+            let digest = Sha256::digest(buf.as_bytes());
+            buf.clear();
+            buf.push_str("sha256:");
+            for b in digest {
+                let _ = write!(buf, "{b:02x}");
+            }
+        }
         true
     }
 }

@@ -11,7 +11,8 @@
 //! in a later window starts the count afresh.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::eval::Fnv1a;
 
@@ -74,6 +75,12 @@ pub trait LimitStore: Send + Sync {
     /// Housekeeping: forgets counters of windows that ended by `now`. A
     /// store whose counters expire by themselves does nothing.
     fn expire(&self, _now: u64) {}
+
+    /// Requests refused because their key would have been new in a limit
+    /// holding as many keys as the store allows, since start.
+    fn keys_refused(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,10 +93,25 @@ type Shard = HashMap<Box<str>, HashMap<Box<str>, Slot>>;
 
 const SHARDS: usize = 16;
 
+/// Keys one limit holds at most by default ([`MemoryLimitStore::new`]).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
 /// In-memory counters, sharded by key to keep lock contention low.
+///
+/// **Bounded**: a limit holds at most `max_keys` counters at once (those
+/// of windows that ended are forgotten by [`LimitStore::expire`]). At the
+/// cap, a request whose key would be new is refused as over the limit (its
+/// `exceed` effect, nothing stored) and counted
+/// ([`LimitStore::keys_refused`]); keys already counted go on as before.
+/// Nothing is evicted: evicting would reset a caller's count, which is
+/// exactly what flooding a limit with new keys would then buy.
 #[derive(Debug)]
 pub struct MemoryLimitStore {
     shards: Vec<Mutex<Shard>>,
+    max_keys: usize,
+    /// Keys held per limit, across shards.
+    held: RwLock<HashMap<Box<str>, AtomicUsize>>,
+    refused: AtomicU64,
 }
 
 impl Default for MemoryLimitStore {
@@ -99,9 +121,53 @@ impl Default for MemoryLimitStore {
 }
 
 impl MemoryLimitStore {
+    /// A store of at most [`DEFAULT_MAX_KEYS`] keys per limit.
     pub fn new() -> Self {
+        MemoryLimitStore::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// A store of at most `max_keys` keys per limit.
+    pub fn with_max_keys(max_keys: usize) -> Self {
         MemoryLimitStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            max_keys,
+            held: RwLock::new(HashMap::new()),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a place for a new key of `limit`: false at the cap.
+    fn admit(&self, limit: &str) -> bool {
+        {
+            let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = held.get(limit) {
+                return n
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        (v < self.max_keys).then_some(v + 1)
+                    })
+                    .is_ok();
+            }
+        }
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(limit.into()).or_default();
+        let v = n.get_mut();
+        if *v >= self.max_keys {
+            return false;
+        }
+        *v += 1;
+        true
+    }
+
+    /// Gives back `n` places of `limit`.
+    fn release(&self, limit: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = held.get(limit) {
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
         }
     }
 
@@ -157,6 +223,10 @@ impl LimitStore for MemoryLimitStore {
                 if max == 0 {
                     return Ok(false);
                 }
+                if !self.admit(key.limit) {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
                 keys.insert(key.key.into(), Slot { window, count: 1 });
             }
         }
@@ -198,27 +268,44 @@ impl LimitStore for MemoryLimitStore {
         let Some(mut shard) = self.shard(key) else {
             return Err(StateError::Unavailable("no shard".to_string()));
         };
-        shard
-            .entry(entry.limit.as_str().into())
-            .or_default()
-            .insert(
-                entry.key.as_str().into(),
-                Slot {
-                    window: entry.window,
-                    count: entry.count,
-                },
-            );
+        let keys = shard.entry(entry.limit.as_str().into()).or_default();
+        let slot = Slot {
+            window: entry.window,
+            count: entry.count,
+        };
+        match keys.get_mut(entry.key.as_str()) {
+            Some(s) => *s = slot,
+            // A restored counter is kept even past the cap (it was counted
+            // under it), and takes its place.
+            None => {
+                keys.insert(entry.key.as_str().into(), slot);
+                if !self.admit(&entry.limit) {
+                    let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = held.get_mut(entry.limit.as_str()) {
+                        *n.get_mut() += 1;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
     /// Drops every counter of windows that ended at or before `now`.
     fn expire(&self, now: u64) {
+        let mut gone: HashMap<Box<str>, usize> = HashMap::new();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, keys| {
+            shard.retain(|limit, keys| {
+                let before = keys.len();
                 keys.retain(|_, slot| slot.window.end() > now);
+                if keys.len() < before {
+                    *gone.entry(limit.clone()).or_default() += before - keys.len();
+                }
                 !keys.is_empty()
             });
+        }
+        for (limit, n) in gone {
+            self.release(&limit, n);
         }
     }
 
@@ -230,6 +317,50 @@ impl LimitStore for MemoryLimitStore {
                 removed += keys.len();
             }
         }
+        self.release(limit, removed);
         Ok(removed)
+    }
+
+    fn keys_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_at_its_key_cap_refuses_new_keys_and_keeps_counting_old_ones()
+    -> Result<(), StateError> {
+        let store = MemoryLimitStore::with_max_keys(2);
+        let w = Window { start: 0, secs: 60 };
+        let key = |k: &'static str| LimitKey {
+            limit: "p.l",
+            key: k,
+        };
+        assert!(store.try_acquire(key("a"), w, 5)?);
+        assert!(store.try_acquire(key("b"), w, 5)?);
+        assert!(!store.try_acquire(key("c"), w, 5)?);
+        assert!(store.try_acquire(key("a"), w, 5)?);
+        assert_eq!(store.keys_refused(), 1);
+        // Another limit has its own cap.
+        let other = LimitKey {
+            limit: "p.m",
+            key: "c",
+        };
+        assert!(store.try_acquire(other, w, 5)?);
+        // Once the window ended and is forgotten, new keys come in again.
+        store.expire(60);
+        let w2 = Window {
+            start: 60,
+            secs: 60,
+        };
+        assert!(store.try_acquire(key("c"), w2, 5)?);
+        assert!(store.try_acquire(key("d"), w2, 5)?);
+        assert!(!store.try_acquire(key("e"), w2, 5)?);
+        assert_eq!(store.remove_limit("p.l")?, 2);
+        assert!(store.try_acquire(key("e"), w2, 5)?);
+        Ok(())
     }
 }

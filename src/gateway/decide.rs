@@ -133,16 +133,15 @@ impl Decider {
             Decider::Local(engine) => {
                 let body =
                     serde_json::to_vec(request).map_err(|e| DecideError::Local(e.to_string()))?;
-                let bytes =
-                    engine
-                        .evaluate_to_end(body, request_id)
-                        .await
-                        .map_err(|e| match e {
-                            EvaluateError::Json(_) | EvaluateError::Request(_) => {
-                                DecideError::Refused(e.to_string())
-                            }
-                            other => DecideError::Local(other.to_string()),
-                        })?;
+                let bytes = engine
+                    .evaluate_to_end(body, request_id, None)
+                    .await
+                    .map_err(|e| match e {
+                        EvaluateError::Json(_) | EvaluateError::Request(_) => {
+                            DecideError::Refused(e.to_string())
+                        }
+                        other => DecideError::Local(other.to_string()),
+                    })?;
                 serde_json::from_slice(&bytes).map_err(|e| DecideError::Local(e.to_string()))
             }
             Decider::Remote { client, url, key } => {

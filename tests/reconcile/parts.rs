@@ -593,7 +593,7 @@ async fn the_engines_stats_read_as_the_gates_need_them() {
         let tool = ["search", "email.send", "payments.transfer"][i % 3];
         let body = json!({"tool": tool, "agent": "a", "session": format!("s-{i}"), "args": {}});
         engine
-            .evaluate(body.to_string().as_bytes(), None)
+            .evaluate(body.to_string().as_bytes(), None, None)
             .await
             .unwrap();
     }

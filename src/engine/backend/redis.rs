@@ -31,7 +31,10 @@
 //! round trip (counts never go down within a window; a route change that
 //! drops counters clears the memory).
 //!
-//! **Keys**: `PREFIX:c:…` counters, `PREFIX:graces` (hash, limit → `max
+//! **Keys**: `PREFIX:c:…` counters, `PREFIX:n:LIMIT:SECS:START` how many
+//! counters a limit made in a window (at `--max-limit-keys`, a request
+//! whose counter would be new is refused as over the limit; it expires
+//! with the window), `PREFIX:graces` (hash, limit → `max
 //! secs until`), `PREFIX:m:FROM:TO` migration claims (`SET NX`, 120 s),
 //! `PREFIX:a:ID` approval records (hashes), `PREFIX:f:FINGERPRINT` → the
 //! latest approval id of a request, `PREFIX:q:GROUP` the waiting approvals
@@ -87,6 +90,8 @@ pub struct RedisConfig {
     pub prefix: Option<String>,
     /// How long one call may take.
     pub timeout: Duration,
+    /// Keys one limit may hold at most in one window (`--max-limit-keys`).
+    pub max_keys: usize,
 }
 
 impl RedisConfig {
@@ -95,6 +100,7 @@ impl RedisConfig {
             url: url.into(),
             prefix: None,
             timeout: Duration::from_millis(250),
+            max_keys: crate::eval::state::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -188,6 +194,9 @@ pub struct RedisBackend {
     /// … once measured.
     offset_known: AtomicBool,
     over: OverCache,
+    max_keys: usize,
+    /// Requests refused for a new key in a limit at `max_keys`.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -279,6 +288,8 @@ impl RedisBackend {
             shift_us: AtomicI64::new(0),
             offset_known: AtomicBool::new(false),
             over: OverCache::default(),
+            max_keys: config.max_keys,
+            refused: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -362,10 +373,15 @@ impl RedisBackend {
         inv.arg(now).arg(self.deadline());
         for c in asked.iter().filter_map(|i| calls.get(*i)) {
             inv.key(Self::counter_key(prefix, c));
+            inv.key(format!(
+                "{prefix}:n:{}:{}:{}",
+                c.key.limit, c.window.secs, c.window.start
+            ));
             inv.arg(c.key.limit)
                 .arg(c.window.start)
                 .arg(c.window.secs)
-                .arg(c.max);
+                .arg(c.max)
+                .arg(self.max_keys);
         }
         let answer: Vec<i64> = inv
             .invoke_async(&mut self.conn())
@@ -379,6 +395,10 @@ impl RedisBackend {
             )));
         }
         for (i, counted) in asked.iter().zip(answer) {
+            if counted == 2 {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if counted == 1 {
                 if let Some(w) = within.get_mut(*i) {
                     *w = true;
@@ -570,6 +590,10 @@ impl RedisBackend {
 }
 
 impl StateBackend for RedisBackend {
+    fn keys_refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn status(&self) -> BackendStatus {
         BackendStatus {
             kind: "redis".to_string(),

@@ -32,6 +32,7 @@ impl Engine {
                 .as_ref()
                 .map_or(0, |r| r.stats.shadow_dropped.load(Relaxed)),
             shadow_dropped_total: self.shadow.dropped(),
+            limit_keys_refused: self.keys_refused(),
             decision_log: DecisionLogFigures {
                 written: self.log.written(),
                 dropped: self.log.dropped(),
@@ -75,9 +76,14 @@ impl Engine {
                 .unwrap_or_default(),
             shadow_dropped: self.shadow.dropped(),
             decision_log_dropped: self.log.dropped(),
+            limit_keys_refused: self.keys_refused(),
             breakers: self.breakers(),
             agents: self.agent_figures(route.as_deref()),
         }
+    }
+
+    fn keys_refused(&self) -> u64 {
+        self.backend.keys_refused()
     }
 
     fn breakers(&self) -> Vec<BreakerFigure> {

@@ -1,17 +1,21 @@
 //! Shadow evaluation: in shadow mode the candidate evaluates each request of
 //! its cohort besides stable, off the request path, in dry run (it counts
 //! no limit); its figures go to the shadow cohort, the comparison to the
-//! stats and the decision log.
+//! stats and the decision log. The candidate reads each counter as it was
+//! before the request: stable counted it already (the counters it counted
+//! travel with the job and are taken back out), so that the same limit in
+//! both never diverges at its max.
 //!
 //! Requests hand jobs over through a bounded tokio channel with `try_send`:
-//! the request path never blocks or awaits it. When the channel is full the
-//! job is handed back, dropped and counted. One task on the engine's
+//! the request path never blocks or awaits it. The queue is bounded in jobs
+//! and in bytes ([`QUEUE_BYTES`], each job weighed by its request body):
+//! when either is full the job is handed back, dropped and counted. One task on the engine's
 //! runtime drains the channel in batches (`recv_many`), so shadow work
 //! shares the request threads in proportion instead of starving as a thread
 //! of its own on a busy machine. It stops when the engine is gone, or on
 //! [`Shadow::close`] once the queued jobs are done.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +27,7 @@ use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
 use crate::engine::backend::StateBackend;
 use crate::engine::decision_log::{DecisionLog, EvaluationLine, LogLine, ShadowLine};
-use crate::engine::server::state::evaluate_with;
+use crate::engine::server::state::{Counted, Track, evaluate_with};
 use crate::engine::server::{Active, micros};
 use crate::engine::stats::Sample;
 use crate::eval::request::{Request, RequestError};
@@ -32,6 +36,10 @@ use crate::model::ir::DecisionKind;
 
 /// Jobs the worker takes off the channel at most at once.
 const BATCH: usize = 256;
+
+/// The most the queued jobs may weigh, in bytes (a job weighs three times
+/// its request body: the JSON, the decoded request, the log line).
+pub(super) const QUEUE_BYTES: usize = 64 << 20;
 
 /// One request for the candidate.
 pub(super) struct ShadowJob {
@@ -42,6 +50,11 @@ pub(super) struct ShadowJob {
     pub(super) decoded: Request,
     pub(super) stable: DecisionKind,
     pub(super) now: u64,
+    /// The counters stable counted this request in: the candidate's dry run
+    /// reads them as they were before it.
+    pub(super) counted: Counted,
+    /// What the job weighs in the queue, in bytes.
+    pub(super) weight: usize,
     pub(super) line: Option<Box<EvaluationLine>>,
 }
 
@@ -51,6 +64,8 @@ pub(super) struct Shadow {
     jobs: mpsc::Sender<ShadowJob>,
     /// Jobs dropped because the channel was full or closed, since start.
     dropped: AtomicU64,
+    /// What the queued jobs weigh.
+    queued: Arc<AtomicUsize>,
     stop: Arc<Notify>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -65,10 +80,18 @@ impl Shadow {
     ) -> Shadow {
         let (jobs, rx) = mpsc::channel(capacity.max(1));
         let stop = Arc::new(Notify::new());
-        let worker = rt.spawn(worker(rx, Arc::clone(&stop), backend, log));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let worker = rt.spawn(worker(
+            rx,
+            Arc::clone(&stop),
+            backend,
+            log,
+            Arc::clone(&queued),
+        ));
         Shadow {
             jobs,
             dropped: AtomicU64::new(0),
+            queued,
             stop,
             worker: Mutex::new(Some(worker)),
         }
@@ -81,7 +104,19 @@ impl Shadow {
         reason = "the refused job comes back by value to be logged; boxing it would allocate on the request path"
     )]
     pub(super) fn send(&self, job: ShadowJob) -> Result<(), ShadowJob> {
+        let weight = job.weight;
+        let fits = self
+            .queued
+            .fetch_update(Relaxed, Relaxed, |q| {
+                (q.saturating_add(weight) <= QUEUE_BYTES).then_some(q + weight)
+            })
+            .is_ok();
+        if !fits {
+            self.dropped.fetch_add(1, Relaxed);
+            return Err(job);
+        }
         self.jobs.try_send(job).map_err(|e| {
+            self.queued.fetch_sub(weight, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             e.into_inner()
         })
@@ -111,6 +146,7 @@ async fn worker(
     stop: Arc<Notify>,
     backend: Arc<dyn StateBackend>,
     log: Arc<DecisionLog>,
+    queued: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut outcome = Outcome::default();
@@ -122,6 +158,7 @@ async fn worker(
                     return;
                 }
                 for job in batch.drain(..) {
+                    queued.fetch_sub(job.weight, Relaxed);
                     shadow_one(job, &*backend, &log, &mut outcome).await;
                 }
             }
@@ -129,6 +166,7 @@ async fn worker(
                 rx.close();
                 while rx.recv_many(&mut batch, BATCH).await > 0 {
                     for job in batch.drain(..) {
+                        queued.fetch_sub(job.weight, Relaxed);
                         shadow_one(job, &*backend, &log, &mut outcome).await;
                     }
                 }
@@ -162,16 +200,18 @@ async fn shadow_one(
     let ev = &candidate.evaluator;
     let t0 = Instant::now();
     let dry = LimitMode::DryRun;
-    let result = match evaluate_with(backend, ev, &job.decoded, job.now, dry, outcome).await {
-        // Another schema: decode the request for the candidate.
-        Err(EvalError::SchemaMismatch) => match ev.decode(&job.request) {
-            Ok(req) => evaluate_with(backend, ev, &req, job.now, dry, outcome)
-                .await
-                .map_err(ShadowError::from),
-            Err(e) => Err(ShadowError::Decode(e)),
-        },
-        other => other.map_err(ShadowError::from),
-    };
+    let before = || Track::Before(&job.counted);
+    let result =
+        match evaluate_with(backend, ev, &job.decoded, job.now, dry, outcome, before()).await {
+            // Another schema: decode the request for the candidate.
+            Err(EvalError::SchemaMismatch) => match ev.decode(&job.request) {
+                Ok(req) => evaluate_with(backend, ev, &req, job.now, dry, outcome, before())
+                    .await
+                    .map_err(ShadowError::from),
+                Err(e) => Err(ShadowError::Decode(e)),
+            },
+            other => other.map_err(ShadowError::from),
+        };
     let latency = t0.elapsed();
     let decision = result.as_ref().ok().map(|()| outcome.decision());
     stats.record(Sample {
@@ -196,7 +236,9 @@ async fn shadow_one(
             latency_us: micros(latency),
         });
         line.diverged = Some(decision != Some(job.stable));
-        line.request = job.request;
+        if line.request.is_null() {
+            line.request = job.request;
+        }
         log.send(LogLine::Evaluation(line));
     }
 }

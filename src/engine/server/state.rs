@@ -3,6 +3,7 @@
 //! call to a shared one), asking and deciding approvals, and reading the
 //! live state and the backend's readiness.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -11,21 +12,89 @@ use crate::api::approvals::{Approval, ApprovalList, ApprovalState, Verdict};
 use crate::api::state::{LiveState, Readiness};
 use crate::engine::approvals::{Asked, DecideError, NewApproval, fingerprint};
 use crate::engine::backend::{Decision, StateBackend};
+use crate::engine::bound::bound;
 use crate::engine::decision_log::{EventLine, LogLine};
 use crate::engine::error::StoreError;
 use crate::engine::server::{Engine, Unevaluated};
 use crate::eval::request::Request;
-use crate::eval::state::LimitCall;
-use crate::eval::{EvalError, Evaluator, LimitMode, Outcome};
+use crate::eval::state::{CounterEntry, LimitCall, LimitKey, LimitStore, StateError, Window};
+use crate::eval::{EvalError, Evaluator, LimitMode, Outcome, counts_limits};
 use crate::model::ir::{DecisionKind, Effect};
 
 /// How long the readiness probe waits for the backend.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The largest request a waiting approval keeps, in bytes of JSON (see
+/// [`crate::engine::bound`]): a full queue of them stays small.
+pub const MAX_APPROVAL_REQUEST: usize = 16 << 10;
+
+/// The counters one request was counted in: (limit, key, window).
+#[derive(Debug, Default)]
+pub(super) struct Counted(Vec<(String, String, Window)>);
+
+impl Counted {
+    fn took(&self, key: LimitKey<'_>, window: Window) -> bool {
+        self.0
+            .iter()
+            .any(|(l, k, w)| l == key.limit && k == key.key && *w == window)
+    }
+}
+
+/// What an evaluation notes of the counters besides counting.
+pub(super) enum Track<'a> {
+    Off,
+    /// Counting: note the counters counted.
+    Record(&'a mut Counted),
+    /// A dry run: read the counters as they were before these were counted.
+    Before(&'a Counted),
+}
+
+/// A local store seen through a [`Track`]: counting notes what it counted,
+/// reading takes back what the request itself counted.
+struct Tracked<'a> {
+    inner: &'a dyn LimitStore,
+    record: Option<Mutex<&'a mut Counted>>,
+    before: Option<&'a Counted>,
+}
+
+impl LimitStore for Tracked<'_> {
+    fn try_acquire(&self, key: LimitKey<'_>, window: Window, max: u64) -> Result<bool, StateError> {
+        let ok = self.inner.try_acquire(key, window, max)?;
+        if ok && let Some(record) = &self.record {
+            let mut counted = record.lock().unwrap_or_else(|e| e.into_inner());
+            counted
+                .0
+                .push((key.limit.to_string(), key.key.to_string(), window));
+        }
+        Ok(ok)
+    }
+
+    fn count(&self, key: LimitKey<'_>, window: Window) -> Result<u64, StateError> {
+        let n = self.inner.count(key, window)?;
+        Ok(match self.before {
+            Some(b) if b.took(key, window) => n.saturating_sub(1),
+            _ => n,
+        })
+    }
+
+    fn entries(&self) -> Result<Vec<CounterEntry>, StateError> {
+        self.inner.entries()
+    }
+
+    fn put(&self, entry: &CounterEntry) -> Result<(), StateError> {
+        self.inner.put(entry)
+    }
+
+    fn remove_limit(&self, limit: &str) -> Result<usize, StateError> {
+        self.inner.remove_limit(limit)
+    }
+}
+
 /// Evaluates `req` into `out` against `backend`'s limits: counting them
-/// (`Count`) or reading them (`DryRun`). A local backend is asked
-/// synchronously; any other in one awaited call for every limit the
-/// request hits.
+/// (`Count`; not when the rules deny the request, see
+/// [`counts_limits`]) or reading them (`DryRun`), noting or taking back
+/// counters as `track` says. A local backend is asked synchronously; any
+/// other in one awaited call for every limit the request hits.
 pub(super) async fn evaluate_with(
     backend: &dyn StateBackend,
     ev: &Evaluator,
@@ -33,21 +102,57 @@ pub(super) async fn evaluate_with(
     now: u64,
     mode: LimitMode,
     out: &mut Outcome,
+    track: Track<'_>,
 ) -> Result<(), EvalError> {
     if let Some(store) = backend.local() {
-        return ev.evaluate_into(req, now, store, mode, out);
+        return match track {
+            Track::Off => ev.evaluate_into(req, now, store, mode, out),
+            Track::Record(counted) => {
+                let tracked = Tracked {
+                    inner: store,
+                    record: Some(Mutex::new(counted)),
+                    before: None,
+                };
+                ev.evaluate_into(req, now, &tracked, mode, out)
+            }
+            Track::Before(counted) => {
+                let tracked = Tracked {
+                    inner: store,
+                    record: None,
+                    before: Some(counted),
+                };
+                ev.evaluate_into(req, now, &tracked, mode, out)
+            }
+        };
     }
     ev.evaluate_deferred(req, now, out)?;
     if out.pending_len() == 0 {
         return Ok(());
     }
     let calls: Vec<LimitCall<'_>> = ev.pending(out).collect();
-    let within = match mode {
-        LimitMode::Count => backend.acquire(&calls, now).await?,
-        LimitMode::DryRun => {
-            let counts = backend.counts(&calls).await?;
-            calls.iter().zip(counts).map(|(c, n)| n < c.max).collect()
+    let within = if mode == LimitMode::Count && counts_limits(out.decision()) {
+        let within = backend.acquire(&calls, now).await?;
+        if let Track::Record(counted) = track {
+            for (c, _) in calls.iter().zip(&within).filter(|(_, ok)| **ok) {
+                counted
+                    .0
+                    .push((c.key.limit.to_string(), c.key.key.to_string(), c.window));
+            }
         }
+        within
+    } else {
+        let counts = backend.counts(&calls).await?;
+        calls
+            .iter()
+            .zip(counts)
+            .map(|(c, n)| {
+                let n = match &track {
+                    Track::Before(b) if b.took(c.key, c.window) => n.saturating_sub(1),
+                    _ => n,
+                };
+                n < c.max
+            })
+            .collect()
     };
     drop(calls);
     ev.settle(out, &within)
@@ -56,17 +161,21 @@ pub(super) async fn evaluate_with(
 impl Engine {
     /// Evaluates a request against state: its limits counted, and approval
     /// asked when the outcome needs it.
+    /// `counted`, when given, notes the counters counted.
     pub(super) async fn evaluate_state(
         &self,
         ev: &Evaluator,
         req: &Request,
         json: &Value,
         now: u64,
+        counted: Option<&mut Counted>,
     ) -> Result<(Outcome, Option<Asked>), Unevaluated> {
         let mut out = Outcome::default();
-        evaluate_with(&*self.backend, ev, req, now, LimitMode::Count, &mut out).await?;
+        let track = counted.map_or(Track::Off, Track::Record);
+        let count = LimitMode::Count;
+        evaluate_with(&*self.backend, ev, req, now, count, &mut out, track).await?;
         let asked = if out.decision() == DecisionKind::RequireApproval {
-            Some(self.ask(ev, &out, json, now).await?)
+            Some(self.ask(ev, &out, req, json, now).await?)
         } else {
             None
         };
@@ -74,11 +183,15 @@ impl Engine {
     }
 
     /// Asks approval for the request under its first `require_approval`
-    /// reason.
+    /// reason. The approval keeps the request as modified (what a `modify`
+    /// redacts is not kept), its large fields cut
+    /// ([`MAX_APPROVAL_REQUEST`]); the fingerprint is the request's as
+    /// received.
     async fn ask(
         &self,
         ev: &Evaluator,
         outcome: &Outcome,
+        req: &Request,
         request: &Value,
         now: u64,
     ) -> Result<Asked, Unevaluated> {
@@ -93,6 +206,10 @@ impl Engine {
             _ => (String::new(), None),
         };
         let config = &self.config.approvals;
+        let mut kept = ev
+            .kept_request(req, outcome)
+            .unwrap_or_else(|| request.clone());
+        bound(&mut kept, MAX_APPROVAL_REQUEST);
         let new = NewApproval {
             policy: reason.policy.to_string(),
             rule: reason.rule.to_string(),
@@ -101,7 +218,7 @@ impl Engine {
             created: now,
             expires: now.saturating_add(config.ttl_secs()),
             fingerprint: fingerprint(request),
-            request: request.clone(),
+            request: kept,
         };
         let asked = self
             .backend
