@@ -215,14 +215,15 @@ async fn many_commits_leave_descriptors_packs_artifacts_and_series_bounded() {
         warm.1,
         end.1
     );
-    // The engines' artifacts are collected once every engine is on the
-    // route: give it a few passes.
+    // The engines' artifacts and the state folder's are collected once
+    // every engine is on the route: give it a few passes.
     let held = wait_async("engines collected", Duration::from_secs(10), || async {
         let mut worst = 0;
         for e in &engines {
             worst = worst.max(engine_figures(&http, e).await.0);
         }
-        (worst <= 3).then_some(worst)
+        let stored = count_files(&state.join("artifacts"), "json");
+        (worst <= 3 && stored <= 2).then_some(worst)
     })
     .await;
     let mut figures = Vec::new();
