@@ -29,6 +29,10 @@
 //!   push, checked reverts, reverts that cannot be made, a revert made by
 //!   hand, a deleted branch, a force-push, a rollback of a revert.
 //!
+//! - `governance`: an observe scope moved to enforce, rolled out stage by
+//!   stage: shadow sees the scope's requests diverge, the engines deny them
+//!   at the end.
+//!
 //! - `settle`: the pure machine's transitions around reverts (stopped,
 //!   skipped, done by hand), a force-push, a deleted branch.
 //!
@@ -42,6 +46,7 @@ mod crash;
 mod e2e;
 mod faults;
 mod fencing;
+mod governance;
 mod growth;
 mod hooks;
 mod latency;
