@@ -6,7 +6,7 @@
 //! check` warns when the scope covers a `security`-tier policy.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice::compile::artifact::Artifact;
@@ -232,48 +232,23 @@ fn check_warns_when_the_scope_covers_a_security_policy() {
     );
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_engine_answers_counts_and_logs_observed_decisions() {
-    const TOKEN: &str = "gov-token-0123456789";
     let dir = tempfile::tempdir().unwrap();
     let a = artifact(&fixture());
     let path = dir.path().join("a.json");
     std::fs::write(&path, a.to_bytes().unwrap()).unwrap();
     let log = dir.path().join("decisions.jsonl");
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--artifact")
-        .arg(&path)
-        .arg("--decision-log")
-        .arg(&log)
-        .env("SLUICE_ADMIN_TOKEN", TOKEN)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = crate::hardening::engine(&[
+        "--artifact",
+        path.to_str().unwrap(),
+        "--decision-log",
+        log.to_str().unwrap(),
+    ]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt.block_on(async {
         let client = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the engine did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let base = format!("http://{}", engine.addr);
         let mut answers = Vec::new();
         for req in [pay("newco", 5000), pay("acme", 5000), pay("newco", 5)] {
             let r = client
@@ -286,7 +261,7 @@ fn the_engine_answers_counts_and_logs_observed_decisions() {
         }
         let stats: Value = client
             .get(format!("{base}/v1/stats"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(crate::engine::TOKEN)
             .send()
             .await
             .unwrap()
@@ -303,19 +278,8 @@ fn the_engine_answers_counts_and_logs_observed_decisions() {
             .unwrap();
         (answers, stats, metrics)
     });
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the engine did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    engine.signal("TERM");
+    engine.wait_exit(Duration::from_secs(20));
     let (answers, stats, metrics) = result;
 
     assert_eq!(answers[0]["decision"], "allow", "{answers:#?}");

@@ -276,41 +276,15 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn the_engine_counts_each_agents_calls_against_its_envelope() {
-    const TOKEN: &str = "inventory-token-0123";
     let dir = tempfile::tempdir().unwrap();
     let a = checked_fixture().artifact(None).unwrap().unwrap();
     let path = dir.path().join("a.json");
     std::fs::write(&path, a.to_bytes().unwrap()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["engine", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--artifact")
-        .arg(&path)
-        .env("SLUICE_ADMIN_TOKEN", TOKEN)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let engine = crate::hardening::engine(&["--artifact", path.to_str().unwrap()]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (stats, metrics) = rt.block_on(async {
         let client = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the engine did not start"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let base = format!("http://{}", engine.addr);
         for agent in [
             "invoice-bot",
             "invoice-bot",
@@ -330,7 +304,7 @@ fn the_engine_counts_each_agents_calls_against_its_envelope() {
         }
         let stats: serde_json::Value = client
             .get(format!("{base}/v1/stats"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(crate::engine::TOKEN)
             .send()
             .await
             .unwrap()
@@ -347,8 +321,7 @@ fn the_engine_counts_each_agents_calls_against_its_envelope() {
             .unwrap();
         (stats, metrics)
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(engine);
     let agents = stats["agents"].as_array().unwrap();
     let figures: Vec<(&str, u64, Option<u64>, Option<f64>)> = agents
         .iter()
