@@ -36,7 +36,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::api::stats::{AgentFigures, BreakerFigure, BreakerState, CohortFigures};
+use crate::api::stats::{AgentFigures, BreakerFigure, BreakerState, CohortFigures, Decisions};
 use crate::engine::stats::LatencyBuckets;
 use crate::model::ir::DecisionKind;
 
@@ -107,6 +107,23 @@ const COHORT_COUNTERS: [CohortCounter; 3] = [
     ),
 ];
 
+/// A counter family of the cohorts by decision: its name, its help line
+/// and which of the cohort's decision counts it reads.
+type DecisionCounter = (&'static str, &'static str, fn(&CohortFigures) -> &Decisions);
+
+const DECISION_COUNTERS: [DecisionCounter; 2] = [
+    (
+        "sluice_decisions",
+        "Decisions by kind since the route last changed.",
+        |c| &c.decisions,
+    ),
+    (
+        "sluice_observed",
+        "Requests in the observe scope (answered allow) by the decision the policies reached, since the route last changed.",
+        |c| &c.observed,
+    ),
+];
+
 const DECISIONS: [DecisionKind; 4] = [
     DecisionKind::Allow,
     DecisionKind::Modify,
@@ -123,29 +140,14 @@ impl Scrape {
             }
         }
 
-        let mut family = encoder.encode_descriptor(
-            "sluice_decisions",
-            "Decisions by kind since the route last changed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (c, _) in &self.cohorts {
-            for kind in DECISIONS {
-                let labels = (cohort_labels(c), [("decision", kind.as_str())]);
-                ConstCounter::new(c.decisions.of(kind)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "sluice_observed",
-            "Requests in the observe scope (answered allow) by the decision the policies reached, since the route last changed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (c, _) in &self.cohorts {
-            for kind in DECISIONS {
-                let labels = (cohort_labels(c), [("decision", kind.as_str())]);
-                ConstCounter::new(c.observed.of(kind)).encode(family.encode_family(&labels)?)?;
+        for (name, help, decisions) in DECISION_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (c, _) in &self.cohorts {
+                for kind in DECISIONS {
+                    let labels = (cohort_labels(c), [("decision", kind.as_str())]);
+                    ConstCounter::new(decisions(c).of(kind))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 
