@@ -6,6 +6,10 @@
 #   healthz  GET /healthz            the HTTP floor (no evaluation)
 #   stable   POST /v1/evaluate       stable artifact only
 #   shadow   POST /v1/evaluate       stable enforced + candidate in shadow
+#   logged   POST /v1/evaluate       stable only, on a second engine that
+#                                    writes the decision log (a file in the
+#                                    run's temporary folder): the price of
+#                                    the log is logged ÷ stable
 # and with --redis, on an artifact whose every request is counted by a
 # limit that never fills (per session), besides the payments limit per
 # agent that does:
@@ -26,7 +30,7 @@
 #                        [--threads N] [--workers N] [--repo DIR] [--redis]
 #                        [--scenarios "healthz stable …"]
 # Environment: CARGO_TARGET_DIR is honoured; PORT (default 7499; the
-# scenarios use PORT..PORT+3).
+# scenarios use PORT..PORT+4).
 #
 # Installs wrk (and redis-server with --redis) from apt when missing. Everything runs on 127.0.0.1 and stops by
 # itself; the engine is stopped with SIGTERM at the end.
@@ -70,7 +74,7 @@ if [ "$REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q redis-server >/dev/null
 fi
 if [ -z "$SCENARIOS" ]; then
-  SCENARIOS="healthz stable shadow"
+  SCENARIOS="healthz stable logged shadow"
   [ "$REDIS" = 1 ] && SCENARIOS="healthz memlim redislim"
 fi
 
@@ -83,8 +87,9 @@ ENGINE_PID=""
 MEM_PID=""
 RED_PID=""
 REDIS_PID=""
+LOG_PID=""
 cleanup() {
-  for pid in "$ENGINE_PID" "$MEM_PID" "$RED_PID" "$REDIS_PID"; do
+  for pid in "$ENGINE_PID" "$MEM_PID" "$RED_PID" "$REDIS_PID" "$LOG_PID"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -229,12 +234,13 @@ BASE="http://127.0.0.1:$PORT"
 MEM_BASE="http://127.0.0.1:$((PORT + 1))"
 RED_BASE="http://127.0.0.1:$((PORT + 2))"
 REDIS_PORT=$((PORT + 3))
+LOG_BASE="http://127.0.0.1:$((PORT + 4))"
 PREFIX="load-$$"
 # Every port this run listens on must be free (another program answering
 # there would be measured instead).
-for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)); do
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)) $((PORT + 4)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is in use: choose another range with PORT=N (N..N+3)" >&2
+    echo "port $p is in use: choose another range with PORT=N (N..N+4)" >&2
     exit 2
   fi
 done
@@ -256,6 +262,11 @@ start_engine() {
 }
 start_engine "$PORT" "$WORK/stable.json" "$WORK/engine.log"
 ENGINE_PID=$STARTED
+if [[ " $SCENARIOS " == *" logged "* ]]; then
+  start_engine "$((PORT + 4))" "$WORK/stable.json" "$WORK/engine-logged.log" \
+    --decision-log "$WORK/decisions.jsonl"
+  LOG_PID=$STARTED
+fi
 if [ "$REDIS" = 1 ]; then
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     >"$WORK/redis.log" 2>&1 &
@@ -335,6 +346,7 @@ run() {
     stable) route "{\"stable\":\"$STABLE\"}"; script=(-s "$WORK/eval.lua" "$BASE/v1/evaluate") ;;
     shadow) route "{\"stable\":\"$STABLE\",\"candidate\":\"$CANDIDATE\",\"mode\":\"shadow\",\"stage\":\"shadow\"}"
             script=(-s "$WORK/eval.lua" "$BASE/v1/evaluate") ;;
+    logged) pid=$LOG_PID; script=(-s "$WORK/eval.lua" "$LOG_BASE/v1/evaluate") ;;
     memlim) pid=$MEM_PID; script=(-s "$WORK/eval.lua" "$MEM_BASE/v1/evaluate") ;;
     redislim) pid=$RED_PID; script=(-s "$WORK/eval.lua" "$RED_BASE/v1/evaluate") ;;
   esac
@@ -397,12 +409,21 @@ for c in $CONNS_LIST; do
   if has memlim && has redislim; then
     echo "  -c$c redislim ÷ memlim: req/s $(ratio "$(col "redislim-$c" 1)" "$(col "memlim-$c" 1)"), engine CPU/req $(ratio "$(col "redislim-$c" 3)" "$(col "memlim-$c" 3)")"
   fi
+  if has stable && has logged; then
+    echo "  -c$c logged ÷ stable: req/s $(ratio "$(col "logged-$c" 1)" "$(col "stable-$c" 1)"), p99 $(ratio "$(col "logged-$c" 2)" "$(col "stable-$c" 2)"), CPU/req $(ratio "$(col "logged-$c" 3)" "$(col "stable-$c" 3)")"
+  fi
   if has stable && has shadow; then
     echo "  -c$c shadow ÷ stable: req/s $(ratio "$(col "shadow-$c" 1)" "$(col "stable-$c" 1)"), CPU/req $(ratio "$(col "shadow-$c" 3)" "$(col "stable-$c" 3)")"
   fi
 done
 echo "(2-core ceiling: req/s if the engine, wrk and redis-server had both cores to themselves: 2 s ÷ their CPU per request)"
 has shadow && echo "shadow evaluations dropped (whole run): ${dropped:-?}"
+if has logged; then
+  log_stats=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$LOG_BASE/v1/stats")
+  log_written=$(grep -o '"decision_log":{[^}]*}' <<<"$log_stats" | grep -o '"written":[0-9]*' | cut -d: -f2)
+  log_dropped=$(grep -o '"decision_log":{[^}]*}' <<<"$log_stats" | grep -o '"dropped":[0-9]*' | cut -d: -f2)
+  echo "decision log (logged engine, whole run): ${log_written:-?} lines written, ${log_dropped:-?} dropped, $(du -h "$WORK/decisions.jsonl" | cut -f1) on disk"
+fi
 echo "medians of $RUNS runs of ${DURATION}s each"
 
 # Exact counts: every request the rules do not deny is counted once by the
