@@ -7,8 +7,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse, Tool};
-use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt as _};
+use rmcp::model::{CallToolRequestParams, CallToolResponse, ProtocolVersion, Tool};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt as _, Peer, RoleClient, RunningService, ServiceExt as _,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
@@ -113,9 +115,20 @@ impl Upstream {
                 Target::Http(url) => {
                     let client = http_client().map_err(|e| failed(e.to_string()))?;
                     let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-                    ().serve(StreamableHttpClientTransport::with_client(client, config))
-                        .await
-                        .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                    // MCP 2026-07-28 when the upstream speaks it (no
+                    // session; rmcp's legacy path drops a call's stream
+                    // before it ends, which closed the connection after
+                    // nearly every call), else the initialize handshake.
+                    let lifecycle = ClientLifecycleMode::Auto {
+                        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                        legacy_version: None,
+                    };
+                    ().serve_with_lifecycle(
+                        StreamableHttpClientTransport::with_client(client, config),
+                        lifecycle,
+                    )
+                    .await
+                    .map_err(|e| failed(format!("connecting to {url}: {e}")))
                 }
                 Target::Command(argv) => {
                     let (program, args) = argv

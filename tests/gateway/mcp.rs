@@ -69,6 +69,8 @@ pub(crate) struct Setup {
     _children: Vec<Child>,
     pub dir: tempfile::TempDir,
     pub url: String,
+    /// The port of the Python upstream on streamable HTTP.
+    pub up_port: u16,
     /// The engine's URL, when the gateway decides through one.
     pub engine: Option<String>,
 }
@@ -131,6 +133,7 @@ pub(crate) fn setup_with(
         _children: children,
         dir,
         url: format!("http://127.0.0.1:{port}/mcp"),
+        up_port,
     }
 }
 
@@ -580,4 +583,46 @@ fn calls_are_answered_as_json_on_one_kept_connection() {
         );
     }
     assert_eq!(recorded(&s.dir.path().join("http.jsonl")).len(), 3);
+}
+
+/// Loopback TCP connections to or from `port` in TIME-WAIT (closed in the
+/// last minute), from /proc/net/tcp.
+fn closed_connections(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3) == Some(&"06")
+                && (f.get(1).is_some_and(|a| a.ends_with(&port))
+                    || f.get(2).is_some_and(|a| a.ends_with(&port)))
+        })
+        .count()
+}
+
+/// The gateway keeps its connection to an upstream on streamable HTTP from
+/// one call to the next: it speaks MCP 2026-07-28 to an upstream that does
+/// (rmcp's session-based path dropped each call's event stream before its
+/// end, and the connection with it: about one new connection per call,
+/// most of the latency the gateway added).
+#[test]
+fn the_upstream_connection_is_kept_across_calls() {
+    let s = setup(with_artifact);
+    let calls: Vec<Value> = (0..20)
+        .map(|i| json!({"call": "http.pay", "args": {"amount": 5, "to": format!("p{i}")}}))
+        .collect();
+    let answers = client(&s.url, &Value::Array(calls));
+    assert_eq!(answers.len(), 20);
+    assert!(
+        answers.iter().all(|a| a["is_error"] == false),
+        "{answers:?}"
+    );
+    assert_eq!(recorded(&s.dir.path().join("http.jsonl")).len(), 20);
+    let closed = closed_connections(s.up_port);
+    assert!(
+        closed <= 2,
+        "{closed} connections to the upstream closed for 20 calls"
+    );
 }
