@@ -25,7 +25,7 @@ use sluice::reconcile::api::{self as control, ApiState};
 use tokio::sync::{Notify, mpsc, watch};
 use tower::ServiceExt as _;
 
-use crate::engine::{PAY, TOKEN, artifact, config, with_stable};
+use crate::engine::{OWNER, PAY, TOKEN, artifact, config, pay, with_stable};
 use crate::hardening::{self, request};
 
 const METHODS: [&str; 4] = ["get", "put", "post", "delete"];
@@ -81,6 +81,16 @@ impl Answer {
 const BODY: &[u8] = b"{}";
 
 async fn call(app: &Router, method: &str, path: &str, headers: &[(&str, String)]) -> Answer {
+    call_with(app, method, path, headers, BODY.to_vec()).await
+}
+
+async fn call_with(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Answer {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -90,7 +100,7 @@ async fn call(app: &Router, method: &str, path: &str, headers: &[(&str, String)]
     }
     let resp = app
         .clone()
-        .oneshot(req.body(Body::from(BODY)).unwrap())
+        .oneshot(req.body(Body::from(body)).unwrap())
         .await
         .unwrap();
     let status = resp.status();
@@ -248,6 +258,167 @@ async fn the_engine_document_matches_the_router() {
             path.replace("{hash}", &"0".repeat(64))
                 .replace("{id}", "ap-0")
         },
+    )
+    .await;
+}
+
+/// One call of a real sequence, its answer checked against the document:
+/// `template` is the documented path, `params` what fills it in.
+async fn step(
+    app: &Router,
+    doc: &Value,
+    method: &str,
+    template: &str,
+    params: &[(&str, &str)],
+    body: &Value,
+    expect: StatusCode,
+) -> Answer {
+    let uri = params
+        .iter()
+        .fold(template.to_string(), |p, (k, v)| p.replace(k, v));
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(body).unwrap()
+    };
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    let answer = call_with(app, method, &uri, &auth, bytes).await;
+    let what = format!("{method} {uri}");
+    assert_eq!(answer.status, expect, "{what}: {}", answer.text());
+    let op = &doc["paths"][template][method.to_lowercase()];
+    assert!(op.is_object(), "{method} {template} is not documented");
+    conforms(doc, op, &what, &answer);
+    answer
+}
+
+/// The engine's answers to what a client really does (uploads, route
+/// changes, fencing, leases, evaluations, approvals, deletions) have the
+/// shapes the document gives them.
+#[tokio::test]
+async fn the_engine_answers_real_calls_as_documented() {
+    use serde_json::json;
+    let doc = document("docs/openapi.json");
+    let a = artifact(&[PAY]);
+    let b = artifact(&[
+        PAY,
+        r#"policy extra version 1.0.0 {
+  rule shell { when tool == "shell" deny SHELL "no shell" }
+}
+"#,
+    ]);
+    let (_e, app, _sink) = with_stable(config(), &[&a]).await;
+    let (ha, hb) = (a.hash.as_str(), b.hash.as_str());
+    let body_b = serde_json::to_value(&b).unwrap();
+    let created = StatusCode::CREATED;
+    step(
+        &app,
+        &doc,
+        "PUT",
+        "/v1/artifacts/{hash}",
+        &[("{hash}", hb)],
+        &body_b,
+        created,
+    )
+    .await;
+    let ok = StatusCode::OK;
+    step(
+        &app,
+        &doc,
+        "PUT",
+        "/v1/artifacts/{hash}",
+        &[("{hash}", hb)],
+        &body_b,
+        ok,
+    )
+    .await;
+    step(&app, &doc, "GET", "/v1/artifacts", &[], &Value::Null, ok).await;
+    step(
+        &app,
+        &doc,
+        "GET",
+        "/v1/artifacts/{hash}",
+        &[("{hash}", ha)],
+        &Value::Null,
+        ok,
+    )
+    .await;
+    let route = step(&app, &doc, "GET", "/v1/route", &[], &Value::Null, ok).await;
+    let version = serde_json::from_slice::<Value>(&route.body).unwrap()["version"].clone();
+    let shadow = json!({"stable": ha, "candidate": hb, "mode": "shadow"});
+    let change = json!({"owner": OWNER, "expect": version, "lease_ms": 60000, "route": shadow});
+    step(&app, &doc, "PUT", "/v1/route", &[], &change, ok).await;
+    // Fenced: the version changed; a bare route names no owner.
+    let conflict = StatusCode::CONFLICT;
+    step(&app, &doc, "PUT", "/v1/route", &[], &change, conflict).await;
+    step(&app, &doc, "PUT", "/v1/route", &[], &shadow, conflict).await;
+    let lease = json!({"owner": OWNER, "lease_ms": 99_999_999});
+    step(&app, &doc, "POST", "/v1/lease", &[], &lease, ok).await;
+    let other = json!({"owner": "other", "lease_ms": 1000});
+    step(&app, &doc, "POST", "/v1/lease", &[], &other, conflict).await;
+    step(&app, &doc, "GET", "/v1/route", &[], &Value::Null, ok).await;
+    step(&app, &doc, "POST", "/v1/evaluate", &[], &pay("a", 10), ok).await;
+    let asked = step(&app, &doc, "POST", "/v1/evaluate", &[], &pay("a", 5000), ok).await;
+    let asked: Value = serde_json::from_slice(&asked.body).unwrap();
+    let id = asked["approval_id"].as_str().unwrap().to_string();
+    let at = [("{id}", id.as_str())];
+    step(
+        &app,
+        &doc,
+        "GET",
+        "/v1/approvals/{id}",
+        &at,
+        &Value::Null,
+        ok,
+    )
+    .await;
+    step(&app, &doc, "GET", "/v1/approvals", &[], &Value::Null, ok).await;
+    step(&app, &doc, "GET", "/v1/state", &[], &Value::Null, ok).await;
+    let approve = json!({"decision": "approve", "by": "alice"});
+    step(&app, &doc, "POST", "/v1/approvals/{id}", &at, &approve, ok).await;
+    step(
+        &app,
+        &doc,
+        "POST",
+        "/v1/approvals/{id}",
+        &at,
+        &approve,
+        conflict,
+    )
+    .await;
+    step(
+        &app,
+        &doc,
+        "GET",
+        "/v1/approvals/{id}",
+        &at,
+        &Value::Null,
+        ok,
+    )
+    .await;
+    step(&app, &doc, "GET", "/v1/stats", &[], &Value::Null, ok).await;
+    step(&app, &doc, "GET", "/readyz", &[], &Value::Null, ok).await;
+    let named = [("{hash}", hb)];
+    step(
+        &app,
+        &doc,
+        "DELETE",
+        "/v1/artifacts/{hash}",
+        &named,
+        &Value::Null,
+        conflict,
+    )
+    .await;
+    let stable = json!({"owner": OWNER, "expect": 2, "route": {"stable": ha}});
+    step(&app, &doc, "PUT", "/v1/route", &[], &stable, ok).await;
+    let gone = StatusCode::NO_CONTENT;
+    step(
+        &app,
+        &doc,
+        "DELETE",
+        "/v1/artifacts/{hash}",
+        &named,
+        &Value::Null,
+        gone,
     )
     .await;
 }
