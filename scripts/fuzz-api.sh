@@ -132,7 +132,9 @@ fuzz() {
   local name=$1 url=$2 header=$3 rc=0 started
   echo "== schemathesis against the $name at $url" >&2
   started=$(date +%s)
-  timeout --kill-after=10 $((budget + 60)) "$st" run "$url/openapi.json" \
+  # From $out: schemathesis keeps its cache (failures it replays first on
+  # the next run) in the current folder.
+  (cd "$out" && timeout --kill-after=10 $((budget + 60)) "$st" run "$url/openapi.json" \
     --url "$url" -H "$header" \
     --checks "$checks" \
     --phases examples,coverage,fuzzing \
@@ -143,7 +145,7 @@ fuzz() {
     --report-junit-path "$out/$name.junit.xml" \
     --report-ndjson-path "$out/$name.ndjson" \
     --warnings off \
-    >"$out/$name.txt" 2>&1 || rc=$?
+    >"$out/$name.txt" 2>&1) || rc=$?
   sed -n '/SUMMARY/,$p' "$out/$name.txt" >&2
   [ "$rc" = 0 ] || sed -n '/FAILURES/,/SUMMARY/p' "$out/$name.txt" >&2
   echo "== $name: exit $rc after $(( $(date +%s) - started ))s; the whole output in $out/$name.txt" >&2
