@@ -586,6 +586,8 @@ async fn the_request_schemas_admit_what_the_servers_take() {
         json!({"by": ""}),
         json!({"by": 7}),
         json!({"reason": "r", "through": "full"}),
+        json!([null, null]),
+        json!(["holding", null, null, null, "alice"]),
     ] {
         agrees(&doc, &app, pause, OPERATOR, body).await;
     }
@@ -613,6 +615,14 @@ async fn the_request_schemas_admit_what_the_servers_take() {
     for body in [json!({"candidate": null}), json!({"candidate": "xyz0000"})] {
         agrees(&doc, &app, rollback, OPERATOR, body).await;
     }
+    let hook = ("POST", "/v1/hooks/git", "/v1/hooks/git");
+    for body in [
+        json!({"ref": "refs/heads/main"}),
+        json!(["refs/heads/main"]),
+        json!({"ref": 7}),
+    ] {
+        agrees(&doc, &app, hook, OPERATOR, body).await;
+    }
 
     let doc = document("docs/openapi.json");
     let a = artifact(&[PAY]);
@@ -625,6 +635,8 @@ async fn the_request_schemas_admit_what_the_servers_take() {
         json!({"owner": "other", "lease_ms": -1}),
         json!({"owner": "other", "extra": 1}),
         json!({"owner": "other", "lease_ms": 1000}),
+        json!(["other"]),
+        json!({"owner": "other", "lease_ms": 18_446_744_073_709_551_616_f64}),
     ] {
         agrees(&doc, &app, lease, TOKEN, body).await;
     }
@@ -633,6 +645,8 @@ async fn the_request_schemas_admit_what_the_servers_take() {
         json!({"owner": "", "route": {"stable": a.hash}}),
         json!({"owner": OWNER, "expect": -1, "route": {"stable": a.hash}}),
         json!({"owner": OWNER, "route": {"stable": a.hash, "extra": 1}}),
+        json!({"owner": OWNER, "route": {"stable": a.hash, "hash_key": ""}}),
+        json!([OWNER, 1, 1000, {"stable": a.hash}]),
     ] {
         agrees(&doc, &app, route, TOKEN, body).await;
     }
@@ -642,6 +656,7 @@ async fn the_request_schemas_admit_what_the_servers_take() {
         json!({"decision": "approve", "by": " "}),
         json!({"decision": "approve", "by": "alice", "reason": null}),
         json!({"decision": "maybe", "by": "alice"}),
+        json!(["approve", "alice"]),
     ] {
         agrees(&doc, &app, decide, TOKEN, body).await;
     }

@@ -267,6 +267,12 @@ fn body(name: &str, body: &Bytes, takes: &[&str]) -> Result<CommandBody, String>
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(CommandBody::default());
     }
+    if !crate::engine::http::is_json_object(body) {
+        return Err(format!(
+            "the body of `{name}` must be a JSON object with {}",
+            takes.join(", ")
+        ));
+    }
     let b: CommandBody = serde_json::from_slice(body).map_err(|e| {
         format!(
             "the body of `{name}` must be a JSON object with {}: {e}",
@@ -492,7 +498,12 @@ async fn hook(State(s): State<ApiState>, headers: HeaderMap, raw: Bytes) -> Resp
         return ignored(format!("ignored: a `{e}` event is not a push"));
     }
     if forge || !raw.iter().all(u8::is_ascii_whitespace) {
-        let push: Push = match serde_json::from_slice(&raw) {
+        let parsed = if crate::engine::http::is_json_object(&raw) {
+            serde_json::from_slice(&raw).map_err(|e| e.to_string())
+        } else {
+            Err("the body must be a JSON object".to_string())
+        };
+        let push: Push = match parsed {
             Ok(p) => p,
             Err(e) => {
                 return error(
