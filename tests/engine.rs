@@ -366,7 +366,7 @@ async fn upload(app: &Router, a: &Artifact) -> Resp {
 }
 
 /// The owner the tests' route changes name.
-const OWNER: &str = "test-daemon";
+pub const OWNER: &str = "test-daemon";
 
 /// Sets a route as [`OWNER`], over the version in force (fencing: the
 /// request names its owner and the version it read).

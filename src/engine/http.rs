@@ -606,7 +606,19 @@ async fn list_artifacts(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if !is_json_object(body) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid {what}: the body must be a JSON object"
+        )));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
+}
+
+/// Whether `body` is a JSON object (before any of it is read): serde reads
+/// a struct from a JSON array too (`["owner"]` as a lease request), and no
+/// route of either server takes one.
+pub fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 async fn put_route(
@@ -614,6 +626,11 @@ async fn put_route(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
+    if !is_json_object(&body) {
+        return Err(ApiError::BadRequest(
+            "invalid route request: the body must be a JSON object (PUT /v1/route takes {\"owner\", \"expect\", \"lease_ms\", \"route\"})".to_string(),
+        ));
+    }
     let req: RouteRequest = match serde_json::from_slice(&body) {
         Ok(req) => req,
         // A bare route names no owner: fenced, not merely malformed.

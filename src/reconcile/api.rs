@@ -18,6 +18,12 @@
 //! | `GET /healthz` | `{"status": "ok"}`: the process answers |
 //! | `GET /readyz` | 200 `{"ready": true, "problems": []}`, or 503 naming what is wrong: a fetch failing or stale, an engine silent, a revert stopped |
 //! | `GET /metrics` | the daemon's figures, Prometheus text ([`super::metrics`]) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of this API ([`OPENAPI`]) |
+//!
+//! This API and the engine's are two servers on two addresses, each with a
+//! document of its own at its `/openapi.json` (`docs/openapi-daemon.json`
+//! here, `docs/openapi.json` for the engine), each checked against its
+//! router by the tests.
 //!
 //! Commands are handed to the reconcile loop, which runs them as its next
 //! transition and answers when the new state is persisted. The documents
@@ -139,6 +145,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .with_state(state)
@@ -196,6 +203,21 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     }
 }
 
+/// The OpenAPI 3.1 document of this API (`docs/openapi-daemon.json`,
+/// checked against this router by the tests).
+pub const OPENAPI: &str = include_str!("../../docs/openapi-daemon.json");
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 async fn healthz() -> Response {
     (
         [(
@@ -244,6 +266,12 @@ async fn status(State(s): State<ApiState>) -> Response {
 fn body(name: &str, body: &Bytes, takes: &[&str]) -> Result<CommandBody, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(CommandBody::default());
+    }
+    if !crate::engine::http::is_json_object(body) {
+        return Err(format!(
+            "the body of `{name}` must be a JSON object with {}",
+            takes.join(", ")
+        ));
     }
     let b: CommandBody = serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -470,7 +498,12 @@ async fn hook(State(s): State<ApiState>, headers: HeaderMap, raw: Bytes) -> Resp
         return ignored(format!("ignored: a `{e}` event is not a push"));
     }
     if forge || !raw.iter().all(u8::is_ascii_whitespace) {
-        let push: Push = match serde_json::from_slice(&raw) {
+        let parsed = if crate::engine::http::is_json_object(&raw) {
+            serde_json::from_slice(&raw).map_err(|e| e.to_string())
+        } else {
+            Err("the body must be a JSON object".to_string())
+        };
+        let push: Push = match parsed {
             Ok(p) => p,
             Err(e) => {
                 return error(

@@ -228,3 +228,51 @@ fn the_control_api_survives_slow_connections() {
         assert!(a.json()["error"].is_string());
     }
 }
+
+/// A real daemon serves the OpenAPI document of its control API at
+/// `/openapi.json`, without a token, as JSON with `nosniff`.
+#[test]
+fn a_real_daemon_serves_its_openapi_document() {
+    use crate::hardening::{Proc, request};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["reconcile", "--repo", repo.bare.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["--engine", "http://127.0.0.1:9", "--admin-token", TOKEN])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Proc {
+        child,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let get = "GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let a = loop {
+        if let Ok(a) = request(daemon.addr, get) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi-daemon.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(a.json(), doc);
+    assert_eq!(doc["info"]["title"], "sluice reconcile daemon");
+}
