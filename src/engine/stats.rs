@@ -11,11 +11,14 @@
 //! snapshot: the histogram's counts add up to the requests, and a shadow
 //! comparison is never counted before its evaluation. Each latency also goes
 //! to [`PrometheusLatency`], fixed Prometheus buckets of atomics with an
-//! exact sum. In Prometheus terms the counters reset when the route
+//! exact sum. The calls of each agent of the cohort artifact's inventory
+//! that has a cost envelope are counted per cohort too, for the rollout's
+//! `max_cost_ratio` gate. In Prometheus terms the counters reset when the route
 //! changes, which `rate()` and `increase()` handle as a counter reset.
 //!
 //! Nothing here writes a document; this module only counts and reads.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -23,7 +26,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::api::route::Cohort;
-use crate::api::stats::{CohortFigures, Decisions, Divergence, Latency, ShadowFigures};
+use crate::api::stats::{
+    AgentCalls, CohortFigures, Decisions, Divergence, Latency, ShadowFigures,
+};
+use crate::model::inventory::Inventory;
 use crate::model::ir::DecisionKind;
 
 const KINDS: [DecisionKind; 4] = [
@@ -67,6 +73,9 @@ struct Counts {
     latency: Option<Histogram<u64>>,
     /// Shadow comparisons: `[stable][candidate]` decision counts.
     pairs: [[u64; 4]; 4],
+    /// Calls per agent of the artifact's inventory with a cost envelope:
+    /// (calls, `calls_per_day`). At most one entry per inventoried agent.
+    agents: BTreeMap<String, (u64, u64)>,
 }
 
 /// What one evaluation contributes.
@@ -97,6 +106,7 @@ impl CohortStats {
                 // 1 µs to one hour, three significant digits.
                 latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
                 pairs: [[0; 4]; 4],
+                agents: BTreeMap::new(),
             }),
             prometheus: PrometheusLatency::default(),
         }
@@ -120,6 +130,26 @@ impl CohortStats {
         }
         if let Some(h) = c.latency.as_mut() {
             h.saturating_record(micros);
+        }
+    }
+
+    /// Counts a call by `agent` in this cohort, when the inventory of the
+    /// artifact that evaluated it (this cohort's) has it with a cost
+    /// envelope: only inventoried agents are counted, so the map holds at
+    /// most one entry per agent of the inventory.
+    pub fn record_agent(&self, inventory: &Inventory, agent: Option<&str>) {
+        let Some((id, envelope)) = agent
+            .and_then(|a| inventory.agent(a))
+            .and_then(|a| a.cost.map(|c| (a.id.as_str(), c.calls_per_day)))
+        else {
+            return;
+        };
+        let mut c = self.lock();
+        match c.agents.get_mut(id) {
+            Some(entry) => entry.0 = entry.0.saturating_add(1),
+            None => {
+                c.agents.insert(id.to_string(), (1, envelope));
+            }
         }
     }
 
@@ -218,6 +248,15 @@ impl CohortStats {
             latency_ms,
             histogram,
             shadow,
+            agents: c
+                .agents
+                .iter()
+                .map(|(agent, &(calls, calls_per_day))| AgentCalls {
+                    agent: agent.clone(),
+                    calls,
+                    calls_per_day,
+                })
+                .collect(),
         }
     }
 }

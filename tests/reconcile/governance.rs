@@ -155,7 +155,11 @@ async fn a_scope_moved_from_observe_to_enforce_is_rolled_out_stage_by_stage() {
     );
     // Shadow: stable answered agent-0's searches `allow` (observed), the
     // candidate denies them: that, and only that, diverges.
-    let shadow = lines[3].figures.observed.expect("the shadow figures");
+    let shadow = lines[3]
+        .figures
+        .observed
+        .clone()
+        .expect("the shadow figures");
     assert!(shadow.compared >= 100, "{shadow:?}");
     assert!(shadow.diverged > 0, "{shadow:?}");
     assert!(shadow.diverged * 4 < shadow.compared, "{shadow:?}");

@@ -224,6 +224,10 @@ async fn shadow_one(
     if let Some(d) = decision {
         stats.record_pair(job.stable, d);
     }
+    stats.record_agent(
+        &ev.artifact().inventory,
+        job.request.get("agent").and_then(serde_json::Value::as_str),
+    );
     if let Some(mut line) = job.line {
         line.shadow = Some(ShadowLine {
             artifact: candidate.hash().to_string(),
