@@ -206,6 +206,11 @@ pub struct ShadowFigures {
     /// Every (stable → candidate) pair that occurred and differs, with its
     /// count.
     pub pairs: Vec<Divergence>,
+    /// Requests both answered alike whose decision under enforcement
+    /// differs: in an observe scope (`[governance]`) of either side, the
+    /// policies' decision (`observed`) stands for the answer. Not in
+    /// `diverged`; the daemon's `max_divergence` counts both.
+    pub observed_diverged: u64,
 }
 
 /// How often stable decided one way and the candidate another.

@@ -483,6 +483,7 @@ impl Engine {
                 request: json,
                 decoded: req,
                 stable: response.decision,
+                stable_observed: response.observed,
                 now,
                 counted,
                 weight: 3 * body.len() + 1024,

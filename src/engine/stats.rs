@@ -73,6 +73,8 @@ struct Counts {
     latency: Option<Histogram<u64>>,
     /// Shadow comparisons: `[stable][candidate]` decision counts.
     pairs: [[u64; 4]; 4],
+    /// Shadow comparisons answered alike whose enforced decisions differ.
+    observed_diverged: u64,
     /// Calls per agent of the artifact's inventory with a cost envelope:
     /// (calls, `calls_per_day`). At most one entry per inventoried agent.
     agents: BTreeMap<String, (u64, u64)>,
@@ -106,6 +108,7 @@ impl CohortStats {
                 // 1 µs to one hour, three significant digits.
                 latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
                 pairs: [[0; 4]; 4],
+                observed_diverged: 0,
                 agents: BTreeMap::new(),
             }),
             prometheus: PrometheusLatency::default(),
@@ -158,15 +161,28 @@ impl CohortStats {
     }
 
     /// Records a shadow comparison of the stable decision with this
-    /// (candidate) artifact's.
-    pub fn record_pair(&self, stable: DecisionKind, candidate: DecisionKind) {
-        if let Some(n) = self
-            .lock()
+    /// (candidate) artifact's, each answered decision with its observed one
+    /// (the policies' decision of a request in an observe scope): the pair
+    /// of answers is counted, and when the answers agree but the decisions
+    /// enforcement would answer (the observed one where there is one)
+    /// differ, so is that.
+    pub fn record_pair(
+        &self,
+        (stable, stable_observed): (DecisionKind, Option<DecisionKind>),
+        (candidate, candidate_observed): (DecisionKind, Option<DecisionKind>),
+    ) {
+        let mut c = self.lock();
+        if let Some(n) = c
             .pairs
             .get_mut(kind_index(stable))
             .and_then(|row| row.get_mut(kind_index(candidate)))
         {
             *n += 1;
+        }
+        if stable == candidate
+            && stable_observed.unwrap_or(stable) != candidate_observed.unwrap_or(candidate)
+        {
+            c.observed_diverged += 1;
         }
     }
 
@@ -232,6 +248,7 @@ impl CohortStats {
                 diverged,
                 divergence: ratio(diverged, compared),
                 pairs,
+                observed_diverged: c.observed_diverged,
             }
         });
         CohortFigures {

@@ -2,7 +2,11 @@
 //! [`Observation`] for the stage decision. Pure.
 //!
 //! Counts (requests, errors, denies, shadow comparisons, an inventoried
-//! agent's calls in the candidate cohort) add up exactly.
+//! agent's calls in the candidate cohort) add up exactly. A shadow
+//! comparison diverges when the answers differ, or when they agree but
+//! what enforcement would answer differs (an observe scope on either side:
+//! `observed_diverged`), so `max_divergence` sees a candidate that changes
+//! what the policies decide inside an observe scope.
 //! A p99 latency does not: the engines' latency histograms (`histogram` in
 //! each cohort of `GET /v1/stats`, buckets with the same bounds on every
 //! engine) are merged and the p99 with its 95% bounds is read at the ranks
@@ -44,7 +48,9 @@ pub fn sum(desired: &RouteSpec, engines: &[&EngineStats]) -> Observation {
     let (compared, diverged) = cand
         .iter()
         .filter_map(|c| c.shadow.as_ref())
-        .fold((0, 0), |(a, b), s| (a + s.compared, b + s.diverged));
+        .fold((0, 0), |(a, b), s| {
+            (a + s.compared, b + s.diverged + s.observed_diverged)
+        });
     Observation {
         candidate: cohort(&cand),
         stable: cohort(&stable),
