@@ -311,7 +311,10 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
     }
     assert_eq!(chain[0], c3);
     let revert = chain[1].clone();
-    assert_eq!(chain[1..], [revert.clone(), c2.clone(), c1.clone(), c0.clone()]);
+    assert_eq!(
+        chain[1..],
+        [revert.clone(), c2.clone(), c1.clone(), c0.clone()]
+    );
     let message = repo
         .find_commit(git2::Oid::from_str(&revert).unwrap())
         .unwrap()
@@ -423,7 +426,10 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
         .find(|g| g.gate.as_str() == "max_divergence")
         .unwrap_or_else(|| panic!("{:#?}", shadow.figures));
     assert!(divergence.estimate > 0.0, "{divergence:?}");
-    assert!(out.contains("before it, newco's support mail was observed"), "{out}");
+    assert!(
+        out.contains("before it, newco's support mail was observed"),
+        "{out}"
+    );
 
     // The kept folder has a checkout of the branch as it ends.
     let shell = std::fs::read_to_string(dir.join("policies/policies/shell.policy")).unwrap();

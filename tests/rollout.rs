@@ -568,7 +568,12 @@ mod stage {
             let d = decide(&shadow, &triggers(), 10 * MIN, &o);
             assert!((d.readings[0].estimate - 1.0).abs() < 1e-9, "{d:#?}");
             assert_eq!(d.step, Step::Advance);
-            let d = decide(&stage(StageKind::Split, Some(20)), &triggers(), 10 * MIN, &o);
+            let d = decide(
+                &stage(StageKind::Split, Some(20)),
+                &triggers(),
+                10 * MIN,
+                &o,
+            );
             assert!((d.readings[0].estimate - 5.0).abs() < 1e-9, "{d:#?}");
             assert!(matches!(d.step, Step::Rollback { .. }));
         }

@@ -26,9 +26,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::api::route::Cohort;
-use crate::api::stats::{
-    AgentCalls, CohortFigures, Decisions, Divergence, Latency, ShadowFigures,
-};
+use crate::api::stats::{AgentCalls, CohortFigures, Decisions, Divergence, Latency, ShadowFigures};
 use crate::model::inventory::Inventory;
 use crate::model::ir::DecisionKind;
 

@@ -113,7 +113,10 @@ async fn a_candidate_past_its_cost_envelope_is_rolled_back_one_within_it_advance
         .find(|a| a.agent == "agent-0")
         .unwrap_or_else(|| panic!("{observed:?}"));
     assert_eq!(a0.calls_per_day, 10);
-    assert!(a0.calls > 0 && a0.calls < observed.candidate.requests, "{observed:?}");
+    assert!(
+        a0.calls > 0 && a0.calls < observed.candidate.requests,
+        "{observed:?}"
+    );
     let gate = rollback
         .figures
         .gates

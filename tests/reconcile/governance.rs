@@ -271,8 +271,15 @@ async fn shadow_sees_a_candidate_change_what_an_observed_scope_would_get() {
     // it got from stable (agent-0's searches `allow` on both sides), so the
     // candidate denies no more than stable (fewer only by the shadow
     // evaluations still queued); the divergence is the observed scope's.
-    let shadow = mine[2].figures.observed.clone().expect("the shadow figures");
+    let shadow = mine[2]
+        .figures
+        .observed
+        .clone()
+        .expect("the shadow figures");
     assert!(shadow.diverged > 0, "{shadow:?}");
-    assert!(shadow.candidate.denies <= shadow.stable.denies, "{shadow:?}");
+    assert!(
+        shadow.candidate.denies <= shadow.stable.denies,
+        "{shadow:?}"
+    );
     daemon.stop().await.unwrap();
 }
