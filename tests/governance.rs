@@ -386,7 +386,10 @@ fn the_scope_values_decide_string_tests_of_security_rules() {
         let toml = format!(
             "[project]\nname = \"p\"\ndefault = \"allow\"\n\n[schema]\ntool = \"string\"\nagent = \"string\"\n\n[governance]\nobserve = {observe}\n"
         );
-        let c = check_sources(&SourceFile::new("sluice.toml", toml), &[policy.clone()]);
+        let c = check_sources(
+            &SourceFile::new("sluice.toml", toml),
+            std::slice::from_ref(&policy),
+        );
         assert!(!c.has_errors(), "{:#?}", c.findings);
         let rules: Vec<String> = c
             .findings
