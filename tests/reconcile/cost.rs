@@ -169,3 +169,28 @@ async fn a_candidate_past_its_cost_envelope_is_rolled_back_one_within_it_advance
     assert!(gate.interval.hi <= 1.5 && gate.estimate > 0.0, "{gate:?}");
     daemon.stop().await.unwrap();
 }
+
+/// `sluice status` names the agent a cost reading is of.
+#[test]
+fn status_names_the_agent_of_the_cost_reading() {
+    use sluice::api::gate::{GateReading, Interval};
+    use sluice::api::status::{CandidateStatus, Status};
+    let reading = GateReading {
+        gate: Gate::MaxCostRatio,
+        limit: 1.2,
+        estimate: 1.85,
+        interval: Interval { lo: 1.62, hi: 2.11 },
+        verdict: Verdict::Fail,
+        subject: Some("billing-bot".into()),
+    };
+    let status = Status {
+        candidate: Some(CandidateStatus {
+            stage: "canary".into(),
+            gates: vec![reading],
+            ..CandidateStatus::default()
+        }),
+        ..Status::default()
+    };
+    let text = sluice::cli::render_status(&status);
+    assert!(text.contains("max_cost_ratio (billing-bot)"), "{text}");
+}
