@@ -24,7 +24,7 @@ pub struct EngineArgs {
     /// Append one JSON line per evaluation (and per state change) here.
     #[arg(long, value_name = "FILE")]
     pub decision_log: Option<PathBuf>,
-    /// Decision log: the most its queue holds, in bytes (estimated); lines
+    /// Decision log: the most its queue holds, in bytes (serialized lines); lines
     /// past it are dropped and counted.
     #[arg(long, default_value_t = crate::engine::decision_log::DEFAULT_QUEUE_BYTES, value_name = "BYTES")]
     pub decision_log_queue_bytes: usize,

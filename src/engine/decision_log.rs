@@ -2,16 +2,19 @@
 //! state migration, breaker transition, route change and approval decision,
 //! so traffic can be replayed and every change audited.
 //!
-//! Lines go through a bounded tokio channel (`try_send`) to a writer thread
-//! that takes them in batches (`blocking_recv_many`); a request never waits
+//! A line is serialized where it is sent (one buffer per line: the writer
+//! thread frees one allocation, not the line's dozens, which across threads
+//! is what made the log expensive) and goes through a bounded tokio channel
+//! (`try_send`) to a writer thread that takes lines in batches
+//! (`blocking_recv_many`, lines gathering for 2 ms after a small
+//! batch), one `write` per batch; a request never waits
 //! for the disk nor for the channel. The queue is bounded twice: in lines
-//! ([`CAPACITY`]) and in bytes (an estimate of each line's size, at most
-//! [`DEFAULT_QUEUE_BYTES`] unless configured), so a stalled disk holds a
-//! bounded amount of memory. A line that does not fit, or that could not
-//! be written (a full disk, an I/O error: the whole batch is counted), is
-//! dropped and counted (`decision_log.dropped` in `/v1/stats`,
-//! `sluice_decision_log_dropped_total` in `/metrics`). Lines are serialized
-//! on the writer thread, one `write` per batch.
+//! ([`CAPACITY`]) and in bytes (at most [`DEFAULT_QUEUE_BYTES`] unless
+//! configured), so a stalled disk holds a bounded amount of memory. A line
+//! that does not fit, or that could not be written (a full disk, an I/O
+//! error: the whole batch is counted), is dropped and counted
+//! (`decision_log.dropped` in `/v1/stats`, `sluice_decision_log_dropped_total`
+//! in `/metrics`).
 //!
 //! **Large fields.** A string of the request longer than [`MAX_FIELD`]
 //! bytes is written as its first 256 bytes, `…`, its length and its
@@ -55,13 +58,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::evaluate::ResponseReason;
 use crate::api::route::Cohort;
-use crate::engine::bound::{bound, cut, weigh as weigh_value};
+use crate::engine::bound::{bound, cut};
 use crate::model::ir::DecisionKind;
 
 /// The channel's capacity, in lines.
 pub const CAPACITY: usize = 16_384;
 
-/// The default bound on queued lines, in (estimated) bytes.
+/// The default bound on queued lines, in bytes.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 /// The default time [`DecisionLog::close`] waits for the writer.
@@ -75,6 +78,13 @@ pub const MAX_REQUEST: usize = 64 << 10;
 
 /// Lines the writer takes off the channel at most at once (one write each).
 const BATCH: usize = 1024;
+
+/// How long the writer lets lines gather after a batch smaller than
+/// [`BATCH`] before it takes the next: without it, a busy engine wakes the
+/// writer thread for nearly every line, and the wake-ups (a futex call on
+/// the request's side, a context switch on the writer's) cost more than
+/// writing the line.
+const GATHER: Duration = Duration::from_millis(2);
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
@@ -176,8 +186,8 @@ fn is_false(b: &bool) -> bool {
 
 /// What the writer thread receives.
 enum Message {
-    /// A line and the bytes it counts for in the queue.
-    Line(LogLine, usize),
+    /// A serialized line, its newline included.
+    Line(Vec<u8>),
     /// Reopen the file (the flag is set; this only wakes the writer).
     Reopen,
     /// Write out what is queued and stop.
@@ -189,7 +199,7 @@ enum Message {
 struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
-    /// Bytes of the lines queued, by their estimate.
+    /// Bytes of the lines queued.
     queued: AtomicUsize,
     /// Set by [`Reopen::request`], cleared by the writer when it reopens.
     reopen: AtomicBool,
@@ -324,7 +334,7 @@ impl DecisionLog {
         })
     }
 
-    /// Bounds the queue to `bytes` (estimated; at least one line fits).
+    /// Bounds the queue to `bytes` (at least one line fits).
     #[must_use]
     pub fn with_queue_bytes(mut self, bytes: usize) -> DecisionLog {
         self.max_bytes = bytes;
@@ -351,19 +361,25 @@ impl DecisionLog {
         self.lines.is_some()
     }
 
-    /// Queues a line without waiting; drops and counts it when the queue
-    /// is full (in lines or in bytes) or the log closed.
+    /// Serializes a line and queues it without waiting; drops and counts
+    /// it when the queue is full (in lines or in bytes) or the log closed.
     pub fn send(&self, line: LogLine) {
         let Some(lines) = &self.lines else {
             return;
         };
-        let weight = weigh(&line);
+        if self.closed.load(Ordering::Acquire) {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut bytes = Vec::with_capacity(512);
+        if encode(line, &mut bytes).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let weight = bytes.len();
         let queued = self.shared.queued.fetch_add(weight, Ordering::AcqRel);
         let fits = queued == 0 || queued.saturating_add(weight) <= self.max_bytes;
-        if !fits
-            || self.closed.load(Ordering::Acquire)
-            || lines.try_send(Message::Line(line, weight)).is_err()
-        {
+        if !fits || lines.try_send(Message::Line(bytes)).is_err() {
             self.shared.queued.fetch_sub(weight, Ordering::AcqRel);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -415,19 +431,6 @@ impl DecisionLog {
     }
 }
 
-/// A line's size in the queue, estimated without serializing it.
-fn weigh(line: &LogLine) -> usize {
-    match line {
-        LogLine::Evaluation(e) => {
-            let reasons = e.reasons.len() + e.shadow.as_ref().map_or(0, |s| s.reasons.len());
-            512 + 256 * reasons + weigh_value(&e.request)
-        }
-        LogLine::Migration(e) | LogLine::Breaker(e) | LogLine::Route(e) | LogLine::Approval(e) => {
-            128 + weigh_value(&e.event)
-        }
-    }
-}
-
 /// Appends `line` and a newline to `buf`, its large fields cut
 /// ([`crate::engine::bound`]).
 fn encode(mut line: LogLine, buf: &mut Vec<u8>) -> serde_json::Result<()> {
@@ -461,13 +464,10 @@ fn write_lines(mut rx: mpsc::Receiver<Message>, mut sink: Sink, shared: &Shared)
         let (mut lines, mut weight, mut bad) = (0u64, 0usize, 0u64);
         for message in batch.drain(..) {
             match message {
-                Message::Line(line, w) => {
-                    weight += w;
-                    if encode(line, &mut buf).is_ok() {
-                        lines += 1;
-                    } else {
-                        bad += 1;
-                    }
+                Message::Line(line) => {
+                    weight += line.len();
+                    buf.extend_from_slice(&line);
+                    lines += 1;
                 }
                 Message::Reopen => {}
                 // Lines sent before the log closed are still written.
@@ -492,6 +492,9 @@ fn write_lines(mut rx: mpsc::Receiver<Message>, mut sink: Sink, shared: &Shared)
         shared.dropped.fetch_add(bad, Ordering::Relaxed);
         shared.queued.fetch_sub(weight, Ordering::AcqRel);
         buf.clear();
+        if lines < BATCH as u64 && !rx.is_closed() {
+            std::thread::sleep(GATHER);
+        }
     }
 }
 
