@@ -22,7 +22,12 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     hosts.extend(allowed_hosts);
-    let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    // A call's result as one JSON body (SSE only when a notification comes
+    // first): a client reads it to its end and keeps the connection, where
+    // an event stream cost a TCP connection per call.
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_json_response(true);
     let ct = config.cancellation_token.clone();
     let service: StreamableHttpService<Gateway, LocalSessionManager> = StreamableHttpService::new(
         move || Ok(gateway.clone()),

@@ -508,3 +508,76 @@ fn rmcp_client_with_caller_headers() {
         vec![json!({"tool": "pay", "args": {"amount": 7, "to": "dan"}})]
     );
 }
+
+/// Sends one HTTP/1.1 POST of `body` to the gateway's `/mcp` on `conn` and
+/// reads one whole response: its head (lowercased) and its body, read to
+/// the length the head declares (a response without one fails the test).
+fn post_on(conn: &mut std::net::TcpStream, port: u16, body: &Value) -> (String, Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    write!(
+        conn,
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+         Mcp-Method: tools/call\r\nMcp-Name: http.pay\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).unwrap(), 1, "the connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .unwrap_or_else(|| panic!("no content-length: {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut answer = vec![0u8; length];
+    conn.read_exact(&mut answer).unwrap();
+    (head, serde_json::from_slice(&answer).unwrap())
+}
+
+/// A call's result is one JSON body with its length, so a client keeps its
+/// connection for the next call: an event stream per call cost a TCP
+/// connection per call (the client cannot reuse a stream it stops reading),
+/// which was most of what the gateway added to a call's latency.
+#[test]
+fn calls_are_answered_as_json_on_one_kept_connection() {
+    let s = setup(with_artifact);
+    let port: u16 = s
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for (id, to) in [(1, "ann"), (2, "bob"), (3, "cy")] {
+        let call = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {
+                "name": "http.pay", "arguments": {"amount": 5, "to": to},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}
+                }
+            }
+        });
+        let (head, answer) = post_on(&mut conn, port, &call);
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(
+            answer["result"]["content"][0]["text"],
+            format!("paid 5 to {to}"),
+            "{answer}"
+        );
+    }
+    assert_eq!(recorded(&s.dir.path().join("http.jsonl")).len(), 3);
+}
