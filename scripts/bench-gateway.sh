@@ -11,6 +11,8 @@
 #
 # SLUICE_BIN: the binary to measure (default: a release build made here).
 # SLUICE_GATEWAY_FLAGS: more flags for the gateway (e.g. `--workers 1`).
+# UPSTREAM_ANSWERS=json: the upstream answers each call with one JSON body
+# (the SDK's `json_response`) instead of an event stream (the default).
 # SLUICE_MCP_PYTHON: a Python with the `mcp` package (default: a venv
 # created under the target folder). Results land in $target/bench-gateway/.
 set -euo pipefail
@@ -80,7 +82,9 @@ POLICY
 "$SLUICE_BIN" --repo "$work/repo" compile -o "$work/artifact.json" >/dev/null
 
 up_port=$(free_port)
-"$py" "$root/tests/gateway/py/upstream.py" /dev/null http "$up_port" >"$out/upstream.log" 2>&1 &
+upstream_answers=()
+[ "${UPSTREAM_ANSWERS:-sse}" = json ] && upstream_answers=(json)
+"$py" "$root/tests/gateway/py/upstream.py" /dev/null http "$up_port" "${upstream_answers[@]}" >"$out/upstream.log" 2>&1 &
 pids+=($!)
 wait_port "$up_port"
 gw_port=$(free_port)
@@ -92,3 +96,11 @@ wait_port "$gw_port"
 
 "$py" "$root/scripts/bench-gateway.py" "http://127.0.0.1:$up_port/mcp" \
   "http://127.0.0.1:$gw_port/mcp" "$calls" "$rounds" | tee "$out/result.json"
+
+# Connections opened during the run, from the sockets left in TIME-WAIT
+# (each a connection closed in the last minute): a path that keeps its
+# connection leaves about none per call.
+if command -v ss >/dev/null 2>&1; then
+  tw() { ss -Htan state time-wait "( dport = :$1 )" | wc -l; }
+  echo "connections closed during the run (TIME-WAIT): to the gateway $(tw "$gw_port"), to the upstream $(tw "$up_port") (the direct client's and the gateway's), for $((calls * rounds + calls / 10)) calls on each path"
+fi

@@ -106,7 +106,11 @@ async fn events_are_notified_signed_retried_and_failures_shown_without_credentia
     let mut n = NotifyConfig::new(vec![
         format!("{base}/flaky"),
         format!("{base}/hang"),
-        format!("http://hook-user:hook-password@127.0.0.1:{closed}/x"),
+        // A secret in the path and the query, as Slack's and others'
+        // webhook URLs carry theirs.
+        format!(
+            "http://hook-user:hook-password@127.0.0.1:{closed}/services/T0/B0/path-secret-0123?token=query-secret"
+        ),
     ]);
     n.secret = Some(SECRET.to_string());
     n.first_retry = Duration::from_millis(50);
@@ -167,6 +171,15 @@ async fn events_are_notified_signed_retried_and_failures_shown_without_credentia
     let text = serde_json::to_string(&daemon.status()).unwrap();
     assert!(!text.contains("hook-password"), "{text}");
     assert!(!text.contains("hook-user"), "{text}");
+    assert!(!text.contains("path-secret"), "{text}");
+    assert!(!text.contains("query-secret"), "{text}");
+    // The last failure is shown: the closed port's or the hanging one's.
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{closed}/… ["))
+            || text.contains(&format!("{}/… [", base)),
+        "{text}"
+    );
+    assert!(!text.contains("/hang"), "{text}");
     // Only the pause was notified.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(received.of("/flaky").len(), 2);

@@ -1,7 +1,10 @@
 """An upstream MCP server for the gateway tests, on the official MCP Python SDK.
 
     upstream.py RECORD_FILE stdio
-    upstream.py RECORD_FILE http PORT
+    upstream.py RECORD_FILE http PORT [json]
+
+`json`: answer each request with one JSON body (the SDK's `json_response`)
+instead of an event stream.
 
 Every tool appends {"tool": name, "args": {...}} to RECORD_FILE (one JSON line)
 before it answers, so a test sees exactly what the gateway forwarded.
@@ -65,4 +68,7 @@ if __name__ == "__main__":
     if sys.argv[2] == "stdio":
         server.run("stdio")
     else:
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[3]))
+        json_response = sys.argv[4:5] == ["json"]
+        server.run(
+            "streamable-http", host="127.0.0.1", port=int(sys.argv[3]), json_response=json_response
+        )
