@@ -66,7 +66,7 @@ pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => {
             let digest = sha2::Sha256::digest(url.as_bytes());
-            let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+            let tag: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
             let host = u.host_str().unwrap_or_default();
             match u.port() {
                 Some(port) => format!("{}://{host}:{port}/… [{tag}]", u.scheme()),
