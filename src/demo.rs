@@ -5,7 +5,7 @@
 //! written with git2: no `git` command line needed), starts three engines
 //! ([`crate::engine::server`]) on loopback, the reconcile daemon
 //! ([`crate::reconcile::Daemon`]) watching the repository, and synthetic
-//! agent traffic against the engines; then it pushes two commits:
+//! agent traffic against the engines; then it pushes three commits:
 //!
 //! 1. a good change (agents may no longer force-push), which walks every
 //!    stage of the plan to `full` and becomes stable;
@@ -15,7 +15,12 @@
 //!    `--fix`, `--format`…). It passes every check and its own traces, but
 //!    the shadow stage sees the candidate deny everyday commands: a gate
 //!    fails, the engines go back to stable and the daemon pushes the revert
-//!    commit on `main`.
+//!    commit on `main`;
+//! 3. a governance change: the first commit observes newco's support mail
+//!    (`[governance] observe`: answered `allow`, the policies' decision
+//!    logged as `observed`); the third removes the scope, and enforcement
+//!    walks every stage to `full` like any other change, its gates reading
+//!    what enforcing changes.
 //!
 //! The repository's content is embedded (`src/demo/`). Progress goes to a
 //! [`Progress`]; [`Console`] renders it with indicatif bars on a terminal and
@@ -27,7 +32,7 @@
 //! This file holds the options, the errors and [`run`], which sets up,
 //! plays the script and gathers the facts. The pieces:
 //!
-//! - `origin`: the embedded repository, its three commits, and the bare
+//! - `origin`: the embedded repository, its four commits, and the bare
 //!   repository written with git2;
 //! - `fleet`: the engines on loopback and the daemon;
 //! - `traffic`: the synthetic agents and their counters;
@@ -208,8 +213,8 @@ impl WorkDir {
     }
 }
 
-/// Runs the demo: set-up, traffic, the good change, the bad change, shut
-/// down; returns the facts. Every wait is bounded by `opts.timeout`;
+/// Runs the demo: set-up, traffic, the good change, the bad change, the
+/// enforce change, shut down; returns the facts. Every wait is bounded by `opts.timeout`;
 /// everything started is stopped before it returns, on success or not.
 pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, DemoError> {
     let started = Instant::now();
@@ -255,7 +260,7 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
     down.daemon?;
 
     let audit = crate::reconcile::store::read_audit(&state.join("audit.jsonl"))?;
-    let [c0, c1, c2] = &commits;
+    let [c0, c1, c2, c3] = &commits;
     let revert = revert_facts(&scenario.revert, origin.message(&scenario.revert)?, &audit);
     let kept = match &work {
         WorkDir::Kept(p) => Some(p.clone()),
@@ -269,6 +274,8 @@ pub async fn run(opts: &Options, progress: &mut dyn Progress) -> Result<Report, 
         good: change_facts(c1, &scenario.good, &audit),
         bad: change_facts(c2, &scenario.bad, &audit),
         revert: Some(revert),
+        enforce: change_facts(c3, &scenario.enforce, &audit),
+        observed_before_enforce: scenario.before_enforce,
         traffic: down.traffic.figures,
         traffic_seconds: down.traffic.elapsed.as_secs_f64(),
         traffic_errors: down.traffic.errors,

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use crate::analyze;
 use crate::check;
 use crate::compile;
-use crate::diagnostic::{Finding, Sources};
+use crate::diagnostic::{Code, Finding, Label, Sources};
 use crate::model::inventory::Inventory;
 use crate::model::ir::PolicySet;
 use crate::parse::{self, ast};
 use crate::project::{self, Project};
-use crate::source::SourceFile;
+use crate::source::{SourceFile, Span};
 
 /// Everything known about a policy set after checking it.
 #[derive(Debug)]
@@ -147,6 +147,9 @@ fn check_reusing(
         }
     };
     let mut set = None;
+    if project.is_some() && !inventory.agents.iter().any(|a| a.cost.is_some()) {
+        findings.extend(cost_without_envelope(project_file, &inventory));
+    }
     if let Some(project) = &project {
         let out = check::check(&parsed, &project.schema);
         findings.extend(out.findings);
@@ -184,6 +187,40 @@ fn check_reusing(
         sources,
         files: policy_files.len(),
     }
+}
+
+/// `plan::cost_without_envelope`: every stage gating on `max_cost_ratio`
+/// in a repository whose inventory gives no agent a cost envelope (or that
+/// has none): the gate reads no agent, so it waits, and the stage pauses at
+/// its `max_duration`.
+fn cost_without_envelope(project_file: &SourceFile, inventory: &Inventory) -> Vec<Finding> {
+    let why = if inventory.is_empty() {
+        "the repository has no agent inventory (agents/*.toml)"
+    } else {
+        "no agent of agents/*.toml has a `cost` envelope"
+    };
+    project::cost_gate_spans(&project_file.text)
+        .into_iter()
+        .map(|(stage, span)| {
+            Finding::new(
+                Code::PlanCostWithoutEnvelope,
+                format!(
+                    "stage `{stage}` gates on `max_cost_ratio`, but {why}: the gate reads no agent, \
+                     so it waits and the stage pauses at its `max_duration`"
+                ),
+            )
+            .with_label(
+                Label::new(
+                    project_file.name.clone(),
+                    Span::new(span.start, span.end),
+                )
+                .with_message("reads each agent's calls against its `cost.calls_per_day`"),
+            )
+            .with_help(
+                "give the agents `cost = { calls_per_day = N }` in agents/*.toml, or remove `max_cost_ratio`",
+            )
+        })
+        .collect()
 }
 
 impl Checked {

@@ -31,7 +31,7 @@ use crate::model::plan::RolloutPlan;
 use crate::model::schema::Schema;
 use crate::source::SourceFile;
 
-pub use governance::observe_span;
+pub use governance::{cost_gate_spans, observe_span};
 pub use inventory::parse_inventory;
 use read::{Cx, entries};
 

@@ -47,17 +47,29 @@ fn init_writes_a_repository_that_checks_and_tests_clean() {
     for f in [
         "sluice.toml",
         "policies/payments.policy",
+        "policies/refunds.policy",
+        "policies/approvals.policy",
+        "agents/billing-bot.toml",
+        "agents/support-bot.toml",
         "traces/payments.jsonl",
         ".github/workflows/sluice.yml",
     ] {
         assert!(dir.path().join(f).is_file(), "{f} missing");
     }
+    // No finding at all: the inventory's checks and the observe scope's
+    // (no security rule in it) find nothing to say.
     let o = sluice_in(dir.path(), &["check"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains("0 error(s), 0 warning(s) in 3 policies"),
+        "{}{}",
+        out(&o),
+        err(&o)
+    );
     let o = sluice_in(dir.path(), &["test", "--coverage"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     assert!(
-        out(&o).contains("3 of 3 rules and limits exercised"),
+        out(&o).contains("7 of 7 rules and limits exercised"),
         "{}",
         out(&o)
     );
@@ -104,7 +116,7 @@ fn commands_find_sluice_toml_in_a_folder_above() {
     std::fs::create_dir_all(&deep).unwrap();
     let o = sluice_in(&deep, &["check"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
-    assert!(out(&o).contains("in 1 policies, 3 rules"), "{}", out(&o));
+    assert!(out(&o).contains("in 3 policies, 7 rules"), "{}", out(&o));
     let o = sluice_in(&deep, &["test"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     // Outside any repository: the current folder, which is not one.
@@ -154,12 +166,18 @@ fn explain_says_which_atom_failed_with_the_value_it_saw() {
     let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(doc["decision"], "require_approval");
     let checks = doc["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 3);
+    assert_eq!(checks.len(), 7);
+    let check = |rule: &str| {
+        checks
+            .iter()
+            .find(|c| c["rule"] == rule)
+            .unwrap_or_else(|| panic!("no check of {rule}: {checks:#?}"))
+    };
     assert_eq!(
-        checks[0]["why_not"],
+        check("sanctioned_countries")["why_not"],
         "`args.country in [\"KP\", \"IR\", \"SY\"]` is false: `args.country` is absent"
     );
-    assert_eq!(checks[1]["contributes"], true);
+    assert_eq!(check("large_transfer")["contributes"], true);
 }
 
 #[test]

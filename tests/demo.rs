@@ -1,9 +1,10 @@
 //! `sluice demo` (SPEC §7).
 //!
-//! - The embedded repository: each of its three commits checks with no
+//! - The embedded repository: each of its four commits checks with no
 //!   finding and passes its own traces; the bad change differs from the good
 //!   one on everyday commands only (what the live gates, not the checks,
-//!   must catch).
+//!   must catch); the last moves newco's support mail from observe to
+//!   enforce.
 //! - The binary end to end, with short stages: exit 0, and the outcome read
 //!   back from facts — the kept repository (git2), the daemon's audit log,
 //!   the artifacts compiled again from the branch, the engines' routes and
@@ -96,8 +97,46 @@ fn every_commit_checks_clean_and_only_live_traffic_tells_the_bad_change() {
         evs.push(ev);
     }
     // Each commit adds traces for what it changes.
-    let cases = |i: usize| trees[i]["traces/shell.jsonl"].lines().count();
-    assert!(cases(1) > cases(0) && cases(2) > cases(1));
+    let cases = |i: usize, f: &str| trees[i][f].lines().count();
+    let shell = "traces/shell.jsonl";
+    assert!(cases(1, shell) > cases(0, shell) && cases(2, shell) > cases(1, shell));
+    assert!(cases(3, "traces/email.jsonl") > cases(2, "traces/email.jsonl"));
+
+    // The third change moves newco's support mail from observe to enforce:
+    // the same requests, answered allow with the policies' decision as
+    // `observed`, then decided. Its plan is the first commit's.
+    let mail = |org: &str, recipients: usize, body: &str| {
+        let to: Vec<String> = (0..recipients).map(|i| format!("c{i}@x.example")).collect();
+        json!({"tool": "email.send", "agent": "support-bot", "org": org, "session": "s-1",
+               "args": {"recipients": to, "subject": "s", "body": body}})
+    };
+    let answer = |ev: &Evaluator, req: Value| {
+        let req = ev.decode(&req).unwrap();
+        let d = ev
+            .evaluate(&req, 1_767_225_600, &MemoryLimitStore::new())
+            .unwrap();
+        (d.decision(), d.observed())
+    };
+    let bulk = mail("newco", 30, "Dear all");
+    let ssn = mail("newco", 1, "Your SSN is 123-45-6789.");
+    assert_eq!(
+        answer(&evs[2], bulk.clone()),
+        (DecisionKind::Allow, Some(DecisionKind::Deny))
+    );
+    assert_eq!(
+        answer(&evs[2], ssn.clone()),
+        (DecisionKind::Allow, Some(DecisionKind::Modify))
+    );
+    assert_eq!(answer(&evs[3], bulk), (DecisionKind::Deny, None));
+    assert_eq!(answer(&evs[3], ssn), (DecisionKind::Modify, None));
+    // acme's mail was never observed.
+    assert_eq!(
+        answer(&evs[2], mail("acme", 30, "Dear all")),
+        (DecisionKind::Deny, None)
+    );
+    assert!(trees[0]["sluice.toml"].contains("[governance]"));
+    assert!(!trees[3]["sluice.toml"].contains("[governance]"));
+    assert!(trees[0]["sluice.toml"].starts_with(trees[3]["sluice.toml"].trim_end()));
 
     let allow = DecisionKind::Allow;
     let deny = DecisionKind::Deny;
@@ -237,6 +276,7 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
         "▶ Agent traffic",
         "▶ Commit 1, a good change",
         "▶ Commit 2, a bad change",
+        "▶ Commit 3, from observe to enforce",
         "▶ Shut-down",
         "Summary",
     ] {
@@ -252,9 +292,10 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let sha = |k: &str| summary[k]["sha"].as_str().unwrap().to_string();
-    let (c0, c1, c2) = (sha("initial"), sha("good"), sha("bad"));
+    let (c0, c1, c2, c3) = (sha("initial"), sha("good"), sha("bad"), sha("enforce"));
 
-    // The branch, read with git2: the three commits and the revert on top.
+    // The branch, read with git2: the first three commits, the revert, and
+    // the enforce change on top.
     let bare = dir.join("policies.git");
     let repo = git2::Repository::open_bare(&bare).unwrap();
     let head = repo
@@ -268,9 +309,18 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
         chain.push(commit.id().to_string());
         c = commit.parents().next();
     }
-    let revert = head.id().to_string();
-    assert_eq!(chain, [revert.clone(), c2.clone(), c1.clone(), c0.clone()]);
-    let message = head.message().unwrap().to_string();
+    assert_eq!(chain[0], c3);
+    let revert = chain[1].clone();
+    assert_eq!(
+        chain[1..],
+        [revert.clone(), c2.clone(), c1.clone(), c0.clone()]
+    );
+    let message = repo
+        .find_commit(git2::Oid::from_str(&revert).unwrap())
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_string();
     assert!(
         message.starts_with("Revert \"shell: catch the short form"),
         "{message}"
@@ -300,17 +350,17 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
             .collect()
     };
     assert_eq!(events(&c0), ["install:empty>stable"]);
-    assert_eq!(
-        events(&c1),
-        [
-            "start:stable>replay",
-            "advance:replay>shadow",
-            "advance:shadow>canary",
-            "advance:canary>broad",
-            "advance:broad>full",
-            "complete:full>stable",
-        ]
-    );
+    let every_stage = [
+        "start:stable>replay",
+        "advance:replay>shadow",
+        "advance:shadow>canary",
+        "advance:canary>broad",
+        "advance:broad>full",
+        "complete:full>stable",
+    ];
+    assert_eq!(events(&c1), every_stage);
+    // Enforcing newco is rolled out like any other change.
+    assert_eq!(events(&c3), every_stage);
     let bad = events(&c2);
     assert_eq!(bad[..2], ["start:stable>replay", "advance:replay>shadow"]);
     assert_eq!(
@@ -328,16 +378,20 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
     assert!(trigger.contains("past"), "{trigger}");
     assert_eq!(summary["bad"]["trigger"], trigger);
 
-    // Every engine ends on the good change's artifact, compiled again here
-    // from the branch, with no candidate.
+    // The revert brought the good change's artifact back; every engine ends
+    // on the enforce change's, compiled again here from the branch, with no
+    // candidate.
     let good = artifact_at(&bare, &c1);
     assert_eq!(artifact_at(&bare, &revert), good);
     assert_ne!(artifact_at(&bare, &c2), good);
     assert_eq!(summary["good"]["artifact"], good.as_str());
+    let enforced = artifact_at(&bare, &c3);
+    assert_ne!(enforced, good);
+    assert_eq!(summary["enforce"]["artifact"], enforced.as_str());
     let engines = summary["engines"].as_array().unwrap();
     assert_eq!(engines.len(), 3);
     for e in engines {
-        assert_eq!(e["stable"], good.as_str(), "{e}");
+        assert_eq!(e["stable"], enforced.as_str(), "{e}");
         assert!(e["candidate"].is_null(), "{e}");
         assert!(e["url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
     }
@@ -352,6 +406,30 @@ fn the_demo_rolls_out_the_good_change_and_reverts_the_bad_one() {
         .sum();
     assert_eq!(decided, t["requests"].as_u64().unwrap());
     assert!(t["deny"].as_u64().unwrap() > 0 && t["modify"].as_u64().unwrap() > 0);
+
+    // Before the enforce change, newco's support mail was answered allow
+    // with what enforcement would do; the shadow stage of the enforce change
+    // saw the candidate decide those requests otherwise, and let it through.
+    let o = &summary["observed_before_enforce"];
+    assert!(o["observed"].as_u64().unwrap() > 0, "{o}");
+    assert!(o["observed_deny"].as_u64().unwrap() > 0, "{o}");
+    assert!(o["observed_modify"].as_u64().unwrap() > 0, "{o}");
+    let shadow = audit
+        .iter()
+        .find(|t| t.commit.as_deref() == Some(c3.as_str()) && t.from == "shadow")
+        .unwrap();
+    let divergence = shadow
+        .figures
+        .gates
+        .iter()
+        .flatten()
+        .find(|g| g.gate.as_str() == "max_divergence")
+        .unwrap_or_else(|| panic!("{:#?}", shadow.figures));
+    assert!(divergence.estimate > 0.0, "{divergence:?}");
+    assert!(
+        out.contains("before it, newco's support mail was observed"),
+        "{out}"
+    );
 
     // The kept folder has a checkout of the branch as it ends.
     let shell = std::fs::read_to_string(dir.join("policies/policies/shell.policy")).unwrap();

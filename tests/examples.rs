@@ -1,5 +1,6 @@
-//! The repositories shipped with sluice: `policies/` (the starter repository)
-//! checks clean and passes its traces, and each folder under `examples/`
+//! The repositories shipped with sluice: `policies/` (the starter repository,
+//! with its agent inventory and observe scope) checks clean and passes its
+//! traces, `sluice init`'s starter too, and each folder under `examples/`
 //! reports exactly the finding codes its README promises (rendered reports are
 //! snapshotted).
 
@@ -9,13 +10,13 @@ use sluice::api::replay::ReplayReport;
 use sluice::diagnostic::render_human;
 use sluice::eval::Evaluator;
 use sluice::eval::state::MemoryLimitStore;
-use sluice::pipeline::{Checked, check_sources};
+use sluice::pipeline::{Checked, check_repo as check_files};
 use sluice::replay;
 use sluice::tree::{self, Traces};
 
 fn check_repo(dir: &Path) -> Checked {
     let files = tree::fs::load(dir, Traces::Skip).unwrap();
-    check_sources(&files.project, &files.policies)
+    check_files(&files.project, &files.policies, &files.agents)
 }
 
 fn replay_repo(dir: &Path, checked: &Checked) -> ReplayReport {
@@ -43,6 +44,12 @@ fn starter_repository_checks_clean_and_passes_its_traces() {
         render_human(&checked.findings, &checked.sources, false, 100)
     );
     assert!(checked.files >= 8);
+    // The inventory and the observe scope are read, so their checks
+    // (`inventory::*`, `governance::observes_security`) ran and found nothing.
+    assert!(checked.inventory.agents.len() >= 10);
+    assert!(checked.inventory.agent("approvals-desk").is_some());
+    let project = checked.project.as_ref().unwrap();
+    assert!(!project.governance.is_empty());
     let report = replay_repo(dir, &checked);
     assert!(report.cases >= 60);
     let failures: Vec<_> = report.failures().collect();

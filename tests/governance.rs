@@ -356,3 +356,65 @@ fn trace_replay_judges_the_answer_of_the_scope() {
     assert_eq!(run(&fixture()), (1, 1));
     assert_eq!(run(&fixture_with(Some(&enforcing_toml()))), (2, 0));
 }
+
+/// The scope's values decide string tests too: a security rule on agents
+/// named `quarantine-…`, or whose id breaks the slug pattern, cannot match a
+/// scope of one well-formed agent, while a rule on a tool prefix can until
+/// the scope pins the tool as well.
+#[test]
+fn the_scope_values_decide_string_tests_of_security_rules() {
+    let policy = SourceFile::new(
+        "policies/core.policy",
+        r#"policy core version 1.0.0 {
+  tier security
+  rule quarantined {
+    when agent starts_with "quarantine-" and not tool starts_with "approvals."
+    deny QUARANTINED "quarantined"
+  }
+  rule malformed {
+    when not agent matches "^[a-z][a-z0-9-]*$"
+    deny MALFORMED "not a slug"
+  }
+  rule tamper {
+    when tool starts_with "vault." or tool ends_with ".secrets"
+    deny TAMPER "no secrets"
+  }
+}
+"#,
+    );
+    let check = |observe: &str| {
+        let toml = format!(
+            "[project]\nname = \"p\"\ndefault = \"allow\"\n\n[schema]\ntool = \"string\"\nagent = \"string\"\n\n[governance]\nobserve = {observe}\n"
+        );
+        let c = check_sources(
+            &SourceFile::new("sluice.toml", toml),
+            std::slice::from_ref(&policy),
+        );
+        assert!(!c.has_errors(), "{:#?}", c.findings);
+        let rules: Vec<String> = c
+            .findings
+            .iter()
+            .filter(|f| f.code.as_str() == "governance::observes_security")
+            .flat_map(|f| f.labels.iter().filter_map(|l| l.rule.clone()))
+            .collect();
+        rules
+    };
+    assert_eq!(check(r#"{ agent = ["crm-bot"] }"#), ["tamper"]);
+    assert_eq!(
+        check(r#"{ agent = ["crm-bot"], tool = ["crm.update"] }"#),
+        Vec::<String>::new()
+    );
+    // One value the test holds for is enough to be covered.
+    assert_eq!(
+        check(r#"{ agent = ["crm-bot", "Crm Bot"], tool = ["crm.update"] }"#),
+        ["malformed"]
+    );
+    assert_eq!(
+        check(r#"{ agent = ["quarantine-x"], tool = ["approvals.request", "vault.read"] }"#),
+        ["quarantined", "tamper"]
+    );
+    assert_eq!(
+        check(r#"{ tool = ["crm.update"] }"#),
+        ["quarantined", "malformed"]
+    );
+}

@@ -527,3 +527,52 @@ fn excess_privilege_agrees_with_brute_force_on_small_domains() {
         "the domain exercises both answers ({reported} reported)"
     );
 }
+
+/// `plan::cost_without_envelope`: a stage gating on `max_cost_ratio` in a
+/// repository whose inventory gives no agent a `cost` (or that has none)
+/// is warned of at the key; one envelope is enough to read.
+#[test]
+fn a_cost_gate_without_an_envelope_is_warned_of() {
+    let toml = "[project]\nname = \"p\"\ndefault = \"allow\"\n\n[schema]\ntool = \"string\"\nagent = \"string\"\nsession = \"string\"\n\n[rollout]\nhash_key = \"session\"\n\n[[rollout.stage]]\nname = \"canary\"\npercent = 5\nmax_cost_ratio = 1.2\n\n[[rollout.stage]]\nname = \"full\"\npercent = 100\n";
+    let project = SourceFile::new("sluice.toml", toml);
+    let policy = SourceFile::new(
+        "policies/p.policy",
+        "policy p version 1.0.0 {\n  rule r {\n    when tool == \"shell.exec\"\n    deny NO \"no\"\n  }\n}\n",
+    );
+    let agent = |cost: &str| {
+        SourceFile::new(
+            "agents/ops-bot.toml",
+            format!("id = \"ops-bot\"\nowner = \"sre\"\ntools = [\"shell.exec\"]\n{cost}"),
+        )
+    };
+    let warned = |agents: &[SourceFile]| {
+        let c = check_repo(&project, std::slice::from_ref(&policy), agents);
+        assert!(!c.has_errors(), "{:#?}", c.findings);
+        codes(&c, "plan::cost_without_envelope")
+            .into_iter()
+            .map(|f| {
+                let l = &f.labels[0];
+                assert_eq!(l.file, "sluice.toml");
+                assert_eq!(&toml[l.span.start..l.span.end], "max_cost_ratio");
+                f.message.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let none = warned(&[]);
+    assert_eq!(none.len(), 1);
+    assert!(
+        none[0].contains("stage `canary`") && none[0].contains("no agent inventory"),
+        "{none:?}"
+    );
+    let no_cost = warned(&[agent("")]);
+    assert_eq!(no_cost.len(), 1);
+    assert!(
+        no_cost[0].contains("no agent of agents/*.toml has a `cost`"),
+        "{no_cost:?}"
+    );
+    assert!(warned(&[agent("cost = { calls_per_day = 100 }\n")]).is_empty());
+    // Without the gate, nothing to say.
+    let plain = SourceFile::new("sluice.toml", toml.replace("max_cost_ratio = 1.2\n", ""));
+    let c = check_repo(&plain, std::slice::from_ref(&policy), &[]);
+    assert!(codes(&c, "plan::cost_without_envelope").is_empty());
+}

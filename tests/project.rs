@@ -272,6 +272,7 @@ match = { args.amount = [1, 0x10], "args.ok" = [true] }
 min_duration = "1h30m"
 max_duration = "2h"
 max_latency_p99_delta_ms = 2.5
+max_cost_ratio = 1.2
 [[rollout.stage]]
 name = "shadow"
 max_deny_rate_delta = 0
@@ -297,6 +298,7 @@ max_deny_rate_delta = 0
     assert_eq!(canary.min_duration, Some(Duration::from_secs(5400)));
     assert_eq!(canary.max_duration, Some(Duration::from_secs(7200)));
     assert_eq!(canary.gates.max_latency_p99_delta_ms, Some(2.5));
+    assert_eq!(canary.gates.max_cost_ratio, Some(1.2));
     let shadow = &plan.stages[1];
     assert_eq!(shadow.kind, StageKind::Shadow);
     assert_eq!((shadow.min_duration, shadow.max_duration), (None, None));
@@ -629,6 +631,26 @@ const BAD: &[(&str, &str, usize, usize, &str)] = &[
         "`max_error_rate` in stage `shadow` must be a number, not a string",
     ),
     (
+        "cost ratio not positive",
+        concat!(
+            plan!(),
+            "[[rollout.stage]]\nname = \"shadow\"\nmax_cost_ratio = 0\n"
+        ),
+        19,
+        18,
+        "`max_cost_ratio` in stage `shadow` must be above 0, found `0`",
+    ),
+    (
+        "cost ratio as a string",
+        concat!(
+            plan!(),
+            "[[rollout.stage]]\nname = \"canary\"\npercent = 5\nmax_cost_ratio = \"120%\"\n"
+        ),
+        20,
+        18,
+        "`max_cost_ratio` in stage `canary` must be a number, not a string",
+    ),
+    (
         "negative count",
         concat!(
             plan!(),
@@ -711,6 +733,13 @@ const BAD: &[(&str, &str, usize, usize, &str)] = &[
         17,
         1,
         "`min_duration` does not apply to the `replay` stage",
+    ),
+    (
+        "cost gate on the replay stage",
+        concat!(plan!(), "max_cost_ratio = 1.2\n"),
+        17,
+        1,
+        "`max_cost_ratio` does not apply to the `replay` stage",
     ),
     (
         "replay gate on the shadow stage",

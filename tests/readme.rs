@@ -66,7 +66,7 @@ fn the_readme_quick_start_runs_as_written() {
     for expected in [
         "created sluice.toml",
         "check ok",
-        "3 of 3 rules and limits exercised",
+        "7 of 7 rules and limits exercised",
         "decision: require_approval",
         "payments.large_transfer",
     ] {

@@ -33,6 +33,10 @@
 //!   stage: shadow sees the scope's requests diverge, the engines deny them
 //!   at the end.
 //!
+//! - `cost`: the `max_cost_ratio` gate with real engines and traffic: a
+//!   candidate whose agent is past its envelope is rolled back at the
+//!   canary, one within it advances.
+//!
 //! - `settle`: the pure machine's transitions around reverts (stopped,
 //!   skipped, done by hand), a force-push, a deleted branch.
 //!
@@ -42,6 +46,7 @@ mod fixture;
 mod githttp;
 mod sshd;
 
+mod cost;
 mod crash;
 mod e2e;
 mod faults;

@@ -4,7 +4,8 @@
 //! `scripts/gate-reference.py` regenerates the figures and `--check`s them.
 
 use sluice::rollout::gate::{
-    Interval, Verdict, Z95, at_most, combine, newcombe_diff, quantile_bounds, wilson, within,
+    Interval, Verdict, Z95, at_most, combine, newcombe_diff, poisson, quantile_bounds, wilson,
+    within,
 };
 
 #[track_caller]
@@ -47,6 +48,28 @@ fn newcombe_matches_statsmodels() {
     ] {
         close(newcombe_diff(a, n, b, m, Z95), lo, hi);
     }
+}
+
+/// The Poisson score interval solves `(k − λ)² = z²·λ`: both ends lie on
+/// it, and they bracket `k`.
+#[test]
+fn poisson_score_interval_solves_its_equation() {
+    let z2 = Z95 * Z95;
+    for k in [1u64, 2, 10, 100, 1234, 1_000_000] {
+        let iv = poisson(k, Z95);
+        let kf = k as f64;
+        assert!(iv.lo < kf && kf < iv.hi, "{k}: {iv:?}");
+        for end in [iv.lo, iv.hi] {
+            let gap = ((kf - end).powi(2) - z2 * end).abs();
+            assert!(gap < 1e-6 * kf.max(1.0), "{k}: {end} off by {gap}");
+        }
+    }
+    // No event: [0, z²], about 3.84 calls.
+    let none = poisson(0, Z95);
+    assert_eq!(none.lo, 0.0);
+    assert!((none.hi - z2).abs() < 1e-12);
+    // Figures: 100 calls give about [82.2, 121.6].
+    close(poisson(100, Z95), 82.227_200, 121.614_258);
 }
 
 #[test]
@@ -148,6 +171,7 @@ fn a_waiting_gate_says_how_many_requests_it_needs() {
         estimate: 0.0,
         interval: Interval { lo: 0.0, hi: 1.0 },
         verdict: Verdict::Wait,
+        subject: None,
     };
     // 600 error-free candidate requests in 10 minutes: 3838 needed, the
     // 3238 missing at one a second.
@@ -156,6 +180,7 @@ fn a_waiting_gate_says_how_many_requests_it_needs() {
         stable: cohort(11_400, 0, 1140),
         compared: 0,
         diverged: 0,
+        agents: Vec::new(),
     };
     let w = waits(
         &[reading(Gate::MaxErrorRate, 0.001)],
@@ -179,7 +204,7 @@ fn a_waiting_gate_says_how_many_requests_it_needs() {
     // At or past its limit, a gate has no count that passes.
     let errors = Observation {
         candidate: cohort(600, 6, 0),
-        ..obs
+        ..obs.clone()
     };
     let w = waits(
         &[reading(Gate::MaxErrorRate, 0.01)],
@@ -249,6 +274,7 @@ mod stage {
             stable: s,
             compared: 0,
             diverged: 0,
+            agents: Vec::new(),
         }
     }
 
@@ -453,6 +479,142 @@ mod stage {
             decide(&shadow, &triggers(), 31 * MIN, &o).step,
             Step::Rollback { .. }
         ));
+    }
+
+    /// `max_cost_ratio`: an agent whose envelope is 144,000 calls a day
+    /// (1000 per 10 minutes) is expected to make 200 calls in a 20% canary
+    /// cohort over 10 minutes, 1000 in shadow.
+    mod cost {
+        use super::*;
+        use sluice::api::gate::{AgentCalls, Gate};
+
+        fn stage(kind: StageKind, percent: Option<u32>) -> Stage {
+            Stage {
+                name: "canary".into(),
+                kind,
+                percent,
+                matches: Default::default(),
+                min_duration: Some(10 * MIN),
+                max_duration: Some(60 * MIN),
+                min_samples: Some(100),
+                gates: Gates {
+                    max_cost_ratio: Some(1.2),
+                    ..Gates::default()
+                },
+            }
+        }
+
+        fn calls(agent: &str, calls: u64, calls_per_day: u64) -> AgentCalls {
+            AgentCalls {
+                agent: agent.into(),
+                calls,
+                calls_per_day,
+            }
+        }
+
+        fn with(agents: Vec<AgentCalls>) -> Observation {
+            Observation {
+                agents,
+                ..obs(cohort(5000, 0, 0, 2.0), cohort(20_000, 0, 0, 2.0))
+            }
+        }
+
+        const PER_DAY: u64 = 144_000; // 1000 per 10 minutes
+
+        #[test]
+        fn within_the_envelope_advances_past_it_rolls_back() {
+            let canary = stage(StageKind::Split, Some(20));
+            // 20% of an agent's 1000 calls per 10 minutes: 200 expected.
+            let d = decide(
+                &canary,
+                &triggers(),
+                10 * MIN,
+                &with(vec![calls("a", 190, PER_DAY)]),
+            );
+            assert_eq!(d.step, Step::Advance, "{d:#?}");
+            let r = &d.readings[0];
+            assert_eq!(r.gate, Gate::MaxCostRatio);
+            assert!((r.estimate - 0.95).abs() < 1e-9, "{r:?}");
+            assert_eq!(r.subject.as_deref(), Some("a"));
+            // Twice the envelope: the lower bound is past 1.2.
+            let d = decide(
+                &canary,
+                &triggers(),
+                10 * MIN,
+                &with(vec![calls("a", 190, PER_DAY), calls("b", 400, PER_DAY)]),
+            );
+            let Step::Rollback { trigger } = &d.step else {
+                panic!("{d:#?}")
+            };
+            assert!(trigger.contains("max_cost_ratio of `b`"), "{trigger}");
+            assert!((d.readings[0].estimate - 2.0).abs() < 1e-9);
+            // Near the limit, the interval straddles it: wait.
+            let d = decide(
+                &canary,
+                &triggers(),
+                10 * MIN,
+                &with(vec![calls("a", 240, PER_DAY)]),
+            );
+            assert_eq!(d.step, Step::Wait, "{d:#?}");
+            assert_eq!(d.readings[0].verdict, Verdict::Wait);
+        }
+
+        #[test]
+        fn the_share_is_the_stage_s_percent_or_all_in_shadow() {
+            // 1000 calls in 10 minutes: the whole envelope in shadow, five
+            // times it for a 20% cohort.
+            let o = with(vec![calls("a", 1000, PER_DAY)]);
+            let shadow = stage(StageKind::Shadow, None);
+            let d = decide(&shadow, &triggers(), 10 * MIN, &o);
+            assert!((d.readings[0].estimate - 1.0).abs() < 1e-9, "{d:#?}");
+            assert_eq!(d.step, Step::Advance);
+            let d = decide(
+                &stage(StageKind::Split, Some(20)),
+                &triggers(),
+                10 * MIN,
+                &o,
+            );
+            assert!((d.readings[0].estimate - 5.0).abs() < 1e-9, "{d:#?}");
+            assert!(matches!(d.step, Step::Rollback { .. }));
+        }
+
+        #[test]
+        fn no_agent_read_waits_never_passes() {
+            let canary = stage(StageKind::Split, Some(20));
+            // No inventoried agent called in the cohort (or none has an
+            // envelope): nothing to judge the cost by.
+            for o in [with(Vec::new()), with(vec![calls("a", 0, PER_DAY)])] {
+                let d = decide(&canary, &triggers(), 10 * MIN, &o);
+                assert_eq!(d.step, Step::Wait, "{d:#?}");
+                assert_eq!(d.readings[0].verdict, Verdict::Wait);
+                assert_eq!(d.readings[0].subject, None);
+            }
+            // ... and pauses for an operator after max_duration.
+            let d = decide(&canary, &triggers(), 61 * MIN, &with(Vec::new()));
+            assert!(matches!(d.step, Step::Pause { .. }), "{d:#?}");
+            // A 0% split sees no candidate traffic: no share to project by.
+            let d = decide(
+                &stage(StageKind::Split, Some(0)),
+                &triggers(),
+                10 * MIN,
+                &with(vec![calls("a", 5, PER_DAY)]),
+            );
+            assert_eq!(d.readings[0].verdict, Verdict::Wait);
+        }
+
+        #[test]
+        fn a_passing_agent_does_not_hide_a_waiting_one() {
+            // `a` passes, `b` is too close to call: the gate waits, and
+            // shows `b`, the one with the highest upper bound.
+            let d = decide(
+                &stage(StageKind::Split, Some(20)),
+                &triggers(),
+                10 * MIN,
+                &with(vec![calls("a", 100, PER_DAY), calls("b", 230, PER_DAY)]),
+            );
+            assert_eq!(d.step, Step::Wait, "{d:#?}");
+            assert_eq!(d.readings[0].subject.as_deref(), Some("b"));
+        }
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! solver.
 //!
 //! A rule is out of the scope when its condition cannot hold for any request
-//! the scope selects, as its syntax shows: a conjunct that compares a scope
-//! field with a value the scope leaves out (`org == "acme"` against
-//! `observe = { org = ["newco"] }`), a `!=` of the scope's only value, an
-//! `in` list that shares no value with the scope. Every other rule or limit
-//! may decide a request of the scope, so the reading errs on the side of
-//! warning: a policy is reported when any of its rules or limits may match.
+//! the scope selects, worked out from the scope's values alone: a conjunct
+//! that tests a scope field and is false for every value the scope lists
+//! (`org == "acme"` against `observe = { org = ["newco"] }`, a `!=` of the
+//! scope's only value, an `in` list that shares no value with the scope,
+//! `agent starts_with "quarantine-"` against `agent = ["crm-bot"]`, a regex
+//! none of the values matches, the negation of a test all of them pass).
+//! Every other rule or limit may decide a request of the scope, so the
+//! reading errs on the side of warning: a policy is reported when any of
+//! its rules or limits may match.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -80,34 +83,100 @@ pub fn observes_security(
 }
 
 /// Whether `e` is false for every request whose scope fields hold one of
-/// the scope's values (as its syntax shows; `false` when unsure).
+/// the scope's values (`false` when unsure).
 fn excludes(e: &Expr, scope: &BTreeMap<String, Vec<Literal>>) -> bool {
-    let values = |t: &Term| match t {
-        Term::Field(f) => scope.get(f),
+    fixed(e, scope) == Some(false)
+}
+
+/// The value `e` has for every request of the scope, when the scope decides
+/// it: a test of a scope field alone (a comparison with a literal, `in`,
+/// `starts_with`, `ends_with`, `contains`, `matches`, `has`, a `bool` field)
+/// is worked out for each of the field's scope values, and is fixed when
+/// they all agree; `and`, `or` and `not` combine what is fixed (an `and`
+/// with one conjunct fixed false is false whatever the others). `None`:
+/// the request's other fields decide.
+fn fixed(e: &Expr, scope: &BTreeMap<String, Vec<Literal>>) -> Option<bool> {
+    // The test `f` of each scope value of `field`, when all agree.
+    let each = |field: &str, f: &dyn Fn(&Literal) -> Option<bool>| -> Option<bool> {
+        let values = scope.get(field)?;
+        let mut got = values.iter().map(f);
+        let first = got.next()??;
+        got.all(|v| v == Some(first)).then_some(first)
+    };
+    let text = |l: &Literal| match l {
+        Literal::Str(s) => Some(s.clone()),
         _ => None,
     };
     match e {
-        Expr::Const(b) => !b,
-        Expr::And(items) => items.iter().any(|i| excludes(i, scope)),
-        Expr::Or(items) => items.iter().all(|i| excludes(i, scope)),
-        Expr::Cmp { op, lhs, rhs, .. } => {
-            let (allowed, lit) = match (lhs, rhs) {
-                (f, Term::Lit(l)) | (Term::Lit(l), f) => match values(f) {
-                    Some(v) => (v, l),
-                    None => return false,
-                },
-                _ => return false,
-            };
-            match op {
-                CmpOp::Eq => !allowed.contains(lit),
-                CmpOp::Ne => allowed.iter().all(|a| a == lit),
-                _ => false,
+        Expr::Const(b) => Some(*b),
+        Expr::And(items) => {
+            let got: Vec<_> = items.iter().map(|i| fixed(i, scope)).collect();
+            if got.contains(&Some(false)) {
+                Some(false)
+            } else if got.iter().all(|g| *g == Some(true)) {
+                Some(true)
+            } else {
+                None
             }
         }
-        Expr::In { lhs, values: list } => match values(lhs) {
-            Some(allowed) => !list.iter().any(|l| allowed.contains(l)),
-            None => false,
+        Expr::Or(items) => {
+            let got: Vec<_> = items.iter().map(|i| fixed(i, scope)).collect();
+            if got.contains(&Some(true)) {
+                Some(true)
+            } else if got.iter().all(|g| *g == Some(false)) {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        Expr::Not(inner) => fixed(inner, scope).map(|b| !b),
+        // A request of the scope carries every scope field.
+        Expr::Has(field) => scope.contains_key(field).then_some(true),
+        Expr::Truthy(field) => each(field, &|l| match l {
+            Literal::Bool(b) => Some(*b),
+            _ => None,
+        }),
+        Expr::Cmp { op, lhs, rhs, .. } => {
+            let (field, lit, flipped) = match (lhs, rhs) {
+                (Term::Field(f), Term::Lit(l)) => (f, l, false),
+                (Term::Lit(l), Term::Field(f)) => (f, l, true),
+                _ => return None,
+            };
+            each(field, &|v| {
+                let (a, b) = if flipped { (lit, v) } else { (v, lit) };
+                match op {
+                    CmpOp::Eq => Some(a == b),
+                    CmpOp::Ne => Some(a != b),
+                    _ => match (a, b) {
+                        (Literal::Int(a), Literal::Int(b)) => Some(match op {
+                            CmpOp::Lt => a < b,
+                            CmpOp::Le => a <= b,
+                            CmpOp::Gt => a > b,
+                            _ => a >= b,
+                        }),
+                        _ => None,
+                    },
+                }
+            })
+        }
+        Expr::In { lhs, values } => match lhs {
+            Term::Field(f) => each(f, &|v| Some(values.contains(v))),
+            _ => None,
         },
-        _ => false,
+        Expr::Contains { field, value } => {
+            each(field, &|v| text(v).map(|s| s.contains(value.as_str())))
+        }
+        Expr::StartsWith { field, value } => {
+            each(field, &|v| text(v).map(|s| s.starts_with(value.as_str())))
+        }
+        Expr::EndsWith { field, value } => {
+            each(field, &|v| text(v).map(|s| s.ends_with(value.as_str())))
+        }
+        Expr::Matches { field, pattern } => {
+            let re = regex::Regex::new(pattern).ok()?;
+            each(field, &|v| text(v).map(|s| re.is_match(&s)))
+        }
+        // A set field cannot be in a scope (string, int and bool only).
+        Expr::SetContains { .. } => None,
     }
 }

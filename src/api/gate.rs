@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::api::stats::AgentCalls;
+
 /// A closed interval `[lo, hi]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -76,6 +78,11 @@ pub enum Gate {
     /// Trigger: the candidate's p99 latency, in milliseconds.
     #[serde(rename = "latency_p99_ms")]
     LatencyP99Ms,
+    /// Live stages: the candidate cohort's calls per inventoried agent,
+    /// projected to a day, over the agent's `cost.calls_per_day` (the worst
+    /// agent's).
+    #[serde(rename = "max_cost_ratio")]
+    MaxCostRatio,
 }
 
 /// What a gate's figures measure, for showing them.
@@ -89,6 +96,8 @@ pub enum Unit {
     Milliseconds,
     /// A count of cases.
     Count,
+    /// A multiple of an expected figure (1 = as expected).
+    Ratio,
 }
 
 impl Gate {
@@ -103,6 +112,7 @@ impl Gate {
             Gate::ErrorRate => "error_rate",
             Gate::DenyRateDelta => "deny_rate_delta",
             Gate::LatencyP99Ms => "latency_p99_ms",
+            Gate::MaxCostRatio => "max_cost_ratio",
         }
     }
 
@@ -112,6 +122,7 @@ impl Gate {
             Gate::MaxLatencyP99DeltaMs | Gate::LatencyP99Ms => Unit::Milliseconds,
             Gate::MaxDenyRateDelta | Gate::DenyRateDelta => Unit::RateDelta,
             Gate::MaxCatastrophic => Unit::Count,
+            Gate::MaxCostRatio => Unit::Ratio,
             Gate::MaxDivergence
             | Gate::MaxErrorRate
             | Gate::MaxFalsePositiveRate
@@ -137,6 +148,10 @@ pub struct GateReading {
     pub estimate: f64,
     pub interval: Interval,
     pub verdict: Verdict,
+    /// What the figures are of, when a gate reads several things and shows
+    /// the worst: the agent, for `max_cost_ratio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// The outcome of a stage decision, tagged by `step`.
@@ -197,7 +212,7 @@ pub struct Quantile {
 }
 
 /// What the engines measured during a live stage, summed over the fleet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// The candidate: its enforced cohort (split stages) or its shadow
     /// evaluations (shadow stage).
@@ -207,6 +222,10 @@ pub struct Observation {
     /// Shadow stage: comparisons made and how many differed.
     pub compared: u64,
     pub diverged: u64,
+    /// The candidate cohort's calls per inventoried agent with a cost
+    /// envelope (the candidate's inventory), summed over the engines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentCalls>,
 }
 
 /// A number that JSON may carry as `null` (a non-finite one written out).

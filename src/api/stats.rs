@@ -14,7 +14,8 @@
 //!               "decisions": {"allow": 4, "modify": 0, "require_approval": 0, "deny": 0},
 //!               "observed": {"allow": 0, "modify": 0, "require_approval": 0, "deny": 0},
 //!               "latency_ms": {"p50": 0.031, "p95": 0.052, "p99": 0.052, "max": 0.052, "mean": 0.036},
-//!               "histogram": [[0.0315, 2], [0.0525, 2]]}],
+//!               "histogram": [[0.0315, 2], [0.0525, 2]],
+//!               "agents": [{"agent": "invoice-bot", "calls": 3, "calls_per_day": 400}]}],
 //!  "shadow_dropped": 0, "shadow_dropped_total": 0, "limit_keys_refused": 0,
 //!  "decision_log": {"written": 0, "dropped": 0},
 //!  "breakers": [{"artifact": "9f2c…", "state": "closed"}],
@@ -141,6 +142,22 @@ pub struct CohortFigures {
     /// Shadow cohort only: the candidate's decisions against stable's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowFigures>,
+    /// The calls in this cohort of each agent of this artifact's inventory
+    /// that has a cost envelope (`cost.calls_per_day`), since the route was
+    /// set, sorted by id; an agent with no call is left out. For the
+    /// `max_cost_ratio` gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentCalls>,
+}
+
+/// One inventoried agent's calls in a cohort, beside its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCalls {
+    pub agent: String,
+    #[serde(default)]
+    pub calls: u64,
+    /// Its `cost.calls_per_day`, above 0.
+    pub calls_per_day: u64,
 }
 
 /// Decisions by kind.
@@ -189,6 +206,11 @@ pub struct ShadowFigures {
     /// Every (stable → candidate) pair that occurred and differs, with its
     /// count.
     pub pairs: Vec<Divergence>,
+    /// Requests both answered alike whose decision under enforcement
+    /// differs: in an observe scope (`[governance]`) of either side, the
+    /// policies' decision (`observed`) stands for the answer. Not in
+    /// `diverged`; the daemon's `max_divergence` counts both.
+    pub observed_diverged: u64,
 }
 
 /// How often stable decided one way and the candidate another.

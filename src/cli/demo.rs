@@ -88,7 +88,7 @@ pub(super) fn cmd_demo(args: &DemoArgs) -> anyhow::Result<Exit> {
             let problems = report.problems();
             if problems.is_empty() {
                 println!(
-                    "\nThe good change is stable on every engine; the bad one was rolled back and reverted on main."
+                    "\nThe good change rolled out, the bad one was rolled back and reverted on main, and newco went from observe to enforce: its artifact is stable on every engine."
                 );
                 Ok(Exit::Ok)
             } else {

@@ -1,6 +1,7 @@
 //! `sluice init`: a starter policy repository in a folder (the current one,
-//! or `--repo DIR`): `sluice.toml` with a schema and a rollout plan, one
-//! policy, its traces (named cases), and a pull-request check for CI under
+//! or `--repo DIR`): `sluice.toml` with a schema, a rollout plan and an
+//! observe scope, three policies, the inventory of their two agents, their
+//! traces (named cases), and a pull-request check for CI under
 //! `.github/workflows/`. The files are under `src/cli/starter/`.
 //!
 //! It never overwrites: when any of its files exists, or the folder already
@@ -19,6 +20,22 @@ const FILES: &[(&str, &str)] = &[
     (
         "policies/payments.policy",
         include_str!("starter/policies/payments.policy"),
+    ),
+    (
+        "policies/refunds.policy",
+        include_str!("starter/policies/refunds.policy"),
+    ),
+    (
+        "policies/approvals.policy",
+        include_str!("starter/policies/approvals.policy"),
+    ),
+    (
+        "agents/billing-bot.toml",
+        include_str!("starter/agents/billing-bot.toml"),
+    ),
+    (
+        "agents/support-bot.toml",
+        include_str!("starter/agents/support-bot.toml"),
     ),
     (
         "traces/payments.jsonl",

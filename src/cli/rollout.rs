@@ -258,7 +258,10 @@ pub fn render_status(s: &Status) -> String {
                         o,
                         "  {:<9} {:<26} {:>10}  {:<23} {:>8}  {}",
                         kind,
-                        g.gate.as_str(),
+                        match &g.subject {
+                            Some(s) => format!("{} ({s})", g.gate.as_str()),
+                            None => g.gate.as_str().to_string(),
+                        },
                         num(g.estimate),
                         format!("[{}, {}]", num(g.interval.lo), num(g.interval.hi)),
                         num(g.limit),

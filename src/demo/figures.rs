@@ -53,6 +53,14 @@ fn reading_parts(g: &GateReading) -> (&'static str, f64, f64, f64, f64, &'static
     )
 }
 
+/// ` of `agent``, for a reading that names what it is of.
+fn of_subject(g: &GateReading) -> String {
+    g.subject
+        .as_deref()
+        .map(|s| format!(" of `{s}`"))
+        .unwrap_or_default()
+}
+
 /// One gate or trigger reading (`{gate, limit, estimate, interval, verdict}`)
 /// for humans: `max_divergence 0.21% (95% 0.08%..0.60%, limit 2%): pass`.
 pub fn gate_text(g: &GateReading) -> String {
@@ -73,6 +81,12 @@ pub fn gate_text(g: &GateReading) -> String {
     if unit == Unit::Count {
         return format!("{name} {est} (limit {limit}): {verdict}");
     }
+    if unit == Unit::Ratio {
+        return format!(
+            "{name}{} {est:.2}× (95% {lo:.2}..{hi:.2}×, limit {limit}×): {verdict}",
+            of_subject(g)
+        );
+    }
     format!(
         "{name} {} (95% {}..{}, limit {}): {verdict}",
         pct(est),
@@ -89,6 +103,12 @@ pub fn gate_brief(g: &GateReading) -> String {
     let unit = g.gate.unit();
     if unit == Unit::Milliseconds {
         return format!("{name} {est:.1}ms [{lo:.1}, {hi:.1}] ≤ {limit}ms: {verdict}");
+    }
+    if unit == Unit::Ratio {
+        return format!(
+            "{name}{} {est:.2}× [{lo:.2}, {hi:.2}] ≤ {limit}×: {verdict}",
+            of_subject(g)
+        );
     }
     if unit == Unit::RateDelta {
         return format!(

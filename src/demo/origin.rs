@@ -1,8 +1,10 @@
-//! The demo's policy repository: its embedded content, its three commits,
+//! The demo's policy repository: its embedded content, its four commits,
 //! and the bare repository the daemon watches, written with git2.
 //!
 //! The content lives next to this file (`repo/` for the first commit,
-//! `good/` and `bad/` for the two changes) and is compiled in. Commits are
+//! `good/` and `bad/` for the two shell changes, `enforce/` for the traces
+//! of the third change, whose `sluice.toml` is the first commit's without
+//! its `[governance]` table) and is compiled in. Commits are
 //! written straight into the bare repository's object database and the
 //! branch moved, as a push would: no `git` command line is needed. This
 //! module writes and reads the repository only; it starts nothing and does
@@ -85,6 +87,15 @@ const BAD_FILES: &[(&str, &str)] = &[
     ("traces/shell.jsonl", include_str!("bad/traces/shell.jsonl")),
 ];
 
+const ENFORCE_FILES: &[(&str, &str)] = &[(
+    "traces/email.jsonl",
+    include_str!("enforce/traces/email.jsonl"),
+)];
+
+/// Where the first commit's `sluice.toml` starts its `[governance]` table
+/// (its comment): the third change deletes from there to the end.
+const GOVERNANCE_FROM: &str = "\n# newco, acquired last month";
+
 const INITIAL_MESSAGE: &str = "Guardrails for the agent fleet\n\n\
 Six policies (core, approvals, search, email, payments, shell), their\n\
 traces, and a rollout plan with stages of seconds.\n";
@@ -95,6 +106,11 @@ pull request instead.\n";
 
 const BAD_MESSAGE: &str = "shell: catch the short form, git push -f\n\n\
 no_force_push only knew --force; -f does the same. Trace added.\n";
+
+const ENFORCE_MESSAGE: &str = "governance: enforce newco's support mail\n\n\
+newco's support-bot has been observed since it joined: its mail was\n\
+answered allow with the email policy's decision logged. The numbers are\n\
+in; from now on the policy decides. Traces for its bulk mail and SSNs.\n";
 
 /// One commit of the demo: its message and the files it writes.
 #[derive(Debug, Clone)]
@@ -111,20 +127,25 @@ impl DemoCommit {
     }
 }
 
-/// The demo's three commits: the initial repository (its plan's live stages
-/// lasting at least `stage_duration`), the good change and the bad change.
-pub fn commits(stage_duration: Duration) -> [DemoCommit; 3] {
+/// The demo's four commits: the initial repository (its plan's live stages
+/// lasting at least `stage_duration`, newco's support mail observed), the
+/// good change, the bad change, and the change that enforces newco.
+pub fn commits(stage_duration: Duration) -> [DemoCommit; 4] {
     let files = |list: &[(&'static str, &'static str)]| {
         list.iter()
             .map(|(p, t)| (*p, (*t).to_string()))
             .collect::<Vec<_>>()
     };
     let mut initial = files(INITIAL_FILES);
+    let mut enforced_toml = String::new();
     for (path, text) in &mut initial {
         if *path == "sluice.toml" {
             *text = plan_with(text, stage_duration);
+            enforced_toml = without_governance(text);
         }
     }
+    let mut enforce = files(ENFORCE_FILES);
+    enforce.push(("sluice.toml", enforced_toml));
     [
         DemoCommit {
             message: INITIAL_MESSAGE,
@@ -138,7 +159,21 @@ pub fn commits(stage_duration: Duration) -> [DemoCommit; 3] {
             message: BAD_MESSAGE,
             files: files(BAD_FILES),
         },
+        DemoCommit {
+            message: ENFORCE_MESSAGE,
+            files: enforce,
+        },
     ]
+}
+
+/// `toml` without its `[governance]` table (from its comment to the end of
+/// the file).
+fn without_governance(toml: &str) -> String {
+    debug_assert_eq!(toml.matches(GOVERNANCE_FROM).count(), 1);
+    match toml.split_once(GOVERNANCE_FROM) {
+        Some((before, _)) => format!("{}\n", before.trim_end()),
+        None => toml.to_string(),
+    }
 }
 
 /// The embedded `sluice.toml` with every live stage's `min_duration` set to

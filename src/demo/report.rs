@@ -66,6 +66,10 @@ pub struct Report {
     pub good: ChangeFacts,
     pub bad: ChangeFacts,
     pub revert: Option<RevertFacts>,
+    /// The change that moves newco's support mail from observe to enforce.
+    pub enforce: ChangeFacts,
+    /// The traffic's figures when it was pushed: what observing had seen.
+    pub observed_before_enforce: TrafficFigures,
     pub traffic: TrafficFigures,
     pub traffic_seconds: f64,
     /// The first few failed requests.
@@ -84,16 +88,25 @@ impl Report {
         if self.initial.outcome.as_deref() != Some("install") {
             out.push("the first commit was not installed as stable".to_string());
         }
-        let walked: Vec<&str> = self.good.stages.iter().map(|s| s.stage.as_str()).collect();
-        if self.good.outcome.as_deref() != Some("complete") {
+        for (what, c) in [("good", &self.good), ("enforce", &self.enforce)] {
+            let walked: Vec<&str> = c.stages.iter().map(|s| s.stage.as_str()).collect();
+            if c.outcome.as_deref() != Some("complete") {
+                out.push(format!(
+                    "the {what} change did not reach full (it ended with {:?})",
+                    c.outcome
+                ));
+            } else if walked != ["replay", "shadow", "canary", "broad", "full"] {
+                out.push(format!(
+                    "the {what} change did not walk every stage: {}",
+                    walked.join(", ")
+                ));
+            }
+        }
+        let o = &self.observed_before_enforce;
+        if o.observed == 0 || o.observed_deny == 0 {
             out.push(format!(
-                "the good change did not reach full (it ended with {:?})",
-                self.good.outcome
-            ));
-        } else if walked != ["replay", "shadow", "canary", "broad", "full"] {
-            out.push(format!(
-                "the good change did not walk every stage: {}",
-                walked.join(", ")
+                "before the enforce change, no observed decision (or no observed deny) was answered: {}",
+                o.observed_text()
             ));
         }
         if self.bad.outcome.as_deref() != Some("rollback") || self.bad.cause != Some(Cause::Trigger)
@@ -122,8 +135,12 @@ impl Report {
                         short::commit(&r.sha)
                     )),
                 }
-                if self.log.first().map(|e| e.sha.as_str()) != Some(r.sha.as_str()) {
-                    out.push("the revert commit is not the branch head".to_string());
+                let top: Vec<&str> = self.log.iter().take(2).map(|e| e.sha.as_str()).collect();
+                if top != [self.enforce.sha.as_str(), r.sha.as_str()] {
+                    out.push(
+                        "the branch does not end with the revert commit and the enforce change"
+                            .to_string(),
+                    );
                 }
                 if r.acted_on.as_deref() != Some("unchanged") {
                     out.push(format!(
@@ -134,9 +151,9 @@ impl Report {
             }
         }
         for e in &self.engines {
-            if e.stable.is_none() || e.stable != self.good.artifact || e.candidate.is_some() {
+            if e.stable.is_none() || e.stable != self.enforce.artifact || e.candidate.is_some() {
                 out.push(format!(
-                    "engine {} is on stable {:?} with candidate {:?}, not on the good change's artifact alone",
+                    "engine {} is on stable {:?} with candidate {:?}, not on the enforce change's artifact alone",
                     e.url, e.stable, e.candidate
                 ));
             }
@@ -217,6 +234,25 @@ impl Report {
                 r.summary
             );
         }
+        let e = &self.enforce;
+        let _ = writeln!(
+            o,
+            "  enforce      {} \"{}\": {} in {}",
+            short::commit(&e.sha),
+            e.summary,
+            match e.outcome.as_deref() {
+                Some("complete") => "reached full, now stable",
+                Some(other) => other,
+                None => "did not finish",
+            },
+            secs(e.seconds)
+        );
+        let _ = writeln!(o, "               {}", stages(e));
+        let _ = writeln!(
+            o,
+            "               before it, newco's support mail was {}",
+            self.observed_before_enforce.observed_text()
+        );
         let t = &self.traffic;
         let _ = writeln!(
             o,
@@ -234,8 +270,8 @@ impl Report {
         let _ = writeln!(o, "  engines");
         for e in &self.engines {
             let stable = e.stable.as_deref().map_or("none", short::hash);
-            let mark = if e.stable == self.good.artifact {
-                " (the good change)"
+            let mark = if e.stable == self.enforce.artifact {
+                " (the enforce change)"
             } else {
                 ""
             };

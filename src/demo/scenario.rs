@@ -1,7 +1,8 @@
 //! The demo's script: push the first commit and wait until it is installed,
 //! start the traffic, push the good change and wait until it is stable,
-//! push the bad change and wait until it is rolled back and reverted, then
-//! shut everything down.
+//! push the bad change and wait until it is rolled back and reverted, push
+//! the change that moves newco from observe to enforce and wait until it is
+//! stable, then shut everything down.
 //!
 //! [`Run`] holds the running pieces and what has been seen so far. Every
 //! wait watches the daemon's status and its transitions, tells the
@@ -49,12 +50,15 @@ enum Check<T> {
     Unexpected(String),
 }
 
-/// The demo's three commits as pushed, and the revert the daemon pushed.
+/// The demo's four commits as pushed, the revert the daemon pushed, and
+/// the traffic's figures when the enforce change was pushed.
 pub(super) struct Scenario {
     pub(super) initial: Pushed,
     pub(super) good: Pushed,
     pub(super) bad: Pushed,
     pub(super) revert: String,
+    pub(super) enforce: Pushed,
+    pub(super) before_enforce: TrafficFigures,
 }
 
 /// What shutting down leaves: the daemon's own verdict on its stop, each
@@ -250,19 +254,50 @@ impl Run<'_> {
     /// The whole script; see the module's comment.
     pub(super) async fn scenario(
         &mut self,
-        commits: &[DemoCommit; 3],
+        commits: &[DemoCommit; 4],
         urls: &[String],
     ) -> Result<Scenario, DemoError> {
-        let [first, good, bad] = commits;
+        let [first, good, bad, enforce] = commits;
         let initial = self.install(first).await?;
         self.start_traffic(urls).await?;
-        let good = self.roll_out_good(good).await?;
+        self.begin(
+            "good change",
+            &format!("Commit 1, a good change: \"{}\"", good.summary()),
+        );
+        let good = self
+            .roll_out(
+                good,
+                "the good change",
+                "policies/shell.policy gains rule no_force_push (`^git push .*--force`), with two traces",
+            )
+            .await?;
         let (bad, revert) = self.roll_back_bad(bad, &good).await?;
+        self.begin(
+            "enforce change",
+            &format!(
+                "Commit 3, from observe to enforce: \"{}\"",
+                enforce.summary()
+            ),
+        );
+        let before_enforce = self.figures();
+        self.progress.event(&format!(
+            "so far newco's support mail was {}",
+            before_enforce.observed_text()
+        ));
+        let enforce = self
+            .roll_out(
+                enforce,
+                "the enforce change",
+                "sluice.toml loses its [governance] observe scope; traces/email.jsonl expects newco's bulk mail denied and its SSNs redacted",
+            )
+            .await?;
         Ok(Scenario {
             initial,
             good,
             bad,
             revert,
+            enforce,
+            before_enforce,
         })
     }
 
@@ -325,40 +360,46 @@ impl Run<'_> {
             f.failed,
             f.mix()
         ));
+        self.progress.event(&format!(
+            "newco's support mail is observed (sluice.toml, [governance]): answered allow, {}",
+            f.observed_text()
+        ));
         Ok(())
     }
 
-    /// The good change walks every stage and becomes stable.
-    async fn roll_out_good(&mut self, c: &DemoCommit) -> Result<Pushed, DemoError> {
-        self.begin(
-            "good change",
-            &format!("Commit 1, a good change: \"{}\"", c.summary()),
-        );
-        let pushed = self.push(c)?;
+    /// A change that walks every stage and becomes stable (`what` names it
+    /// in errors, `pushed` says what it changes).
+    async fn roll_out(
+        &mut self,
+        c: &DemoCommit,
+        what: &str,
+        pushed: &str,
+    ) -> Result<Pushed, DemoError> {
+        let push = self.push(c)?;
         self.progress.event(&format!(
-            "commit {} pushed: policies/shell.policy gains rule no_force_push (`^git push .*--force`), with two traces",
-            short::commit(&pushed.sha)
+            "commit {} pushed: {pushed}",
+            short::commit(&push.sha)
         ));
         self.daemon.trigger_fetch();
-        let c1 = pushed.sha.clone();
-        self.wait("rolling out the good change", |s, _| {
-            if let Some(q) = s.quarantine.iter().find(|q| q.commit == c1) {
-                return Check::Unexpected(format!("the good change was rolled back: {}", q.reason));
+        let sha = push.sha.clone();
+        self.wait(&format!("rolling out {what}"), |s, _| {
+            if let Some(q) = s.quarantine.iter().find(|q| q.commit == sha) {
+                return Check::Unexpected(format!("{what} was rolled back: {}", q.reason));
             }
-            if let Some(r) = s.refused.as_ref().filter(|r| r.commit == c1) {
-                return Check::Unexpected(format!("the good change was refused: {}", r.reason));
+            if let Some(r) = s.refused.as_ref().filter(|r| r.commit == sha) {
+                return Check::Unexpected(format!("{what} was refused: {}", r.reason));
             }
             if let Some(p) = &s.paused {
                 return Check::Unexpected(format!("the rollout paused: {}", p.reason));
             }
-            let stable = s.stable.as_ref().and_then(|r| r.commit.as_deref()) == Some(c1.as_str());
+            let stable = s.stable.as_ref().and_then(|r| r.commit.as_deref()) == Some(sha.as_str());
             if stable && s.engines.iter().all(|e| e.on_route) {
                 return Check::Done(());
             }
-            Check::Wait(format!("rolling out commit {}", short::commit(&c1)))
+            Check::Wait(format!("rolling out commit {}", short::commit(&sha)))
         })
         .await?;
-        Ok(pushed)
+        Ok(push)
     }
 
     /// The bad change is rolled back by a trigger, the daemon pushes its

@@ -32,6 +32,13 @@ pub struct TrafficFigures {
     pub modify: u64,
     pub require_approval: u64,
     pub deny: u64,
+    /// Requests answered `allow` with an `observed` decision (the observe
+    /// scope of `[governance]`): what enforcement would have answered.
+    pub observed: u64,
+    /// Of those, the ones enforcement would have denied.
+    pub observed_deny: u64,
+    /// Of those, the ones enforcement would have modified.
+    pub observed_modify: u64,
 }
 
 impl TrafficFigures {
@@ -52,6 +59,16 @@ impl TrafficFigures {
             pct(self.share(self.modify)),
             pct(self.share(self.require_approval)),
             pct(self.share(self.deny)),
+        )
+    }
+
+    /// `observed 1,204: enforcement would deny 241 · modify 118`.
+    pub fn observed_text(&self) -> String {
+        format!(
+            "observed {}: enforcement would deny {} · modify {}",
+            indicatif::HumanCount(self.observed),
+            indicatif::HumanCount(self.observed_deny),
+            indicatif::HumanCount(self.observed_modify),
         )
     }
 }
@@ -128,6 +145,14 @@ const REFUSED_COMMANDS: &[&str] = &[
     "sudo systemctl restart nginx",
 ];
 
+/// newco's customers and its newsletter list (a bulk mail goes to 25 to 40
+/// of them: more than the email policy lets through).
+const NEWCO_CUSTOMERS: &[&str] = &[
+    "sam@newco-customer.example",
+    "kim@newco-client.example",
+    "lee@newco-shop.example",
+];
+
 /// One of `items`, uniformly (`""` for none).
 fn pick<'a, R: Rng + ?Sized>(rng: &mut R, items: &[&'a str]) -> &'a str {
     items.choose(rng).copied().unwrap_or_default()
@@ -138,7 +163,9 @@ fn pick<'a, R: Rng + ?Sized>(rng: &mut R, items: &[&'a str]) -> &'a str {
 /// the approval threshold, 2% to sanctioned countries), 260 shell commands
 /// (about a third with a `-f` somewhere in them, two in a thousand
 /// force-pushes), 15 approval requests and 5 calls of a quarantined agent.
-/// About 2% of the requests are denied.
+/// About 2% of the requests are denied. A quarter of the emails are
+/// newco's (org `newco`, observed in the first commit): a fifth of those
+/// are bulk mail the email policy denies, a tenth carry an SSN it redacts.
 fn agent_request<R: Rng + ?Sized>(rng: &mut R) -> Value {
     let session = format!("s-{}", rng.random_range(0..50_000u32));
     let (tool, agent, args) = match rng.random_range(0..1000u32) {
@@ -157,7 +184,33 @@ fn agent_request<R: Rng + ?Sized>(rng: &mut R) -> Value {
             "billing-bot",
             json!({"group": "finance", "reason": "Supplier invoice above the threshold"}),
         ),
-        320..520 => {
+        470..520 => {
+            let (recipients, body) = if rng.random_ratio(1, 5) {
+                let n = rng.random_range(25..=40u32);
+                let list: Vec<String> = (0..n)
+                    .map(|i| format!("subscriber-{i}@newco-news.example"))
+                    .collect();
+                (list, "Dear customers, our help desk has moved.".to_string())
+            } else if rng.random_ratio(1, 8) {
+                (
+                    vec![pick(rng, NEWCO_CUSTOMERS).to_string()],
+                    format!(
+                        "Your SSN on file is {:03}-{:02}-{:04}.",
+                        rng.random_range(100..900u32),
+                        rng.random_range(10..99u32),
+                        rng.random_range(1000..9999u32)
+                    ),
+                )
+            } else {
+                (
+                    vec![pick(rng, NEWCO_CUSTOMERS).to_string()],
+                    pick(rng, BODIES).to_string(),
+                )
+            };
+            let args = json!({"recipients": recipients, "subject": "From the newco help desk", "body": body});
+            return json!({"tool": "email.send", "agent": "support-bot", "org": "newco", "session": session, "args": args});
+        }
+        320..470 => {
             let body = if rng.random_ratio(1, 10) {
                 format!(
                     "We have your SSN on file as {:03}-{:02}-{:04}.",
@@ -213,6 +266,9 @@ struct Counters {
     modify: AtomicU64,
     require_approval: AtomicU64,
     deny: AtomicU64,
+    observed: AtomicU64,
+    observed_deny: AtomicU64,
+    observed_modify: AtomicU64,
 }
 
 impl Counters {
@@ -224,10 +280,21 @@ impl Counters {
             modify: self.modify.load(Relaxed),
             require_approval: self.require_approval.load(Relaxed),
             deny: self.deny.load(Relaxed),
+            observed: self.observed.load(Relaxed),
+            observed_deny: self.observed_deny.load(Relaxed),
+            observed_modify: self.observed_modify.load(Relaxed),
         }
     }
 
-    fn answer(&self, decision: DecisionKind) {
+    fn answer(&self, decision: DecisionKind, observed: Option<DecisionKind>) {
+        if let Some(o) = observed {
+            self.observed.fetch_add(1, Relaxed);
+            match o {
+                DecisionKind::Deny => self.observed_deny.fetch_add(1, Relaxed),
+                DecisionKind::Modify => self.observed_modify.fetch_add(1, Relaxed),
+                _ => 0,
+            };
+        }
         let counter = match decision {
             DecisionKind::Allow => &self.allow,
             DecisionKind::Modify => &self.modify,
@@ -359,7 +426,7 @@ impl Agent {
             let outcome = self.send(url, &body).await;
             self.counters.requests.fetch_add(1, Relaxed);
             match outcome {
-                Ok(decision) => self.counters.answer(decision),
+                Ok((decision, observed)) => self.counters.answer(decision, observed),
                 Err(e) => {
                     self.counters.failed.fetch_add(1, Relaxed);
                     let mut list = self.errors.lock().unwrap_or_else(|p| p.into_inner());
@@ -372,11 +439,15 @@ impl Agent {
         }
     }
 
-    /// One request and its decision, or why there is none.
-    async fn send(&self, url: &str, body: &Value) -> Result<DecisionKind, String> {
+    /// One request's decision and observed decision, or why there is none.
+    async fn send(
+        &self,
+        url: &str,
+        body: &Value,
+    ) -> Result<(DecisionKind, Option<DecisionKind>), String> {
         match self.client.post(url).json(body).send().await {
             Ok(resp) if resp.status().is_success() => match resp.json::<EvalResponse>().await {
-                Ok(doc) => Ok(doc.decision),
+                Ok(doc) => Ok((doc.decision, doc.observed)),
                 Err(e) => Err(format!("{url}: {e}")),
             },
             Ok(resp) => {

@@ -173,6 +173,11 @@ codes! {
         "A rollout stage's gate cannot pass on the stage's min_samples requests, even for a flawless candidate.",
         "Raise the stage's `min_samples` to the count the message gives, or loosen the gate.",
     ));
+    /// A `max_cost_ratio` gate with no cost envelope in the inventory.
+    PlanCostWithoutEnvelope = "plan::cost_without_envelope", Warning, Some((
+        "A rollout stage gates on max_cost_ratio, but no agent of the inventory has a cost envelope: the gate can only wait.",
+        "Give the agents `cost = { calls_per_day = N }` in agents/*.toml, or remove `max_cost_ratio`.",
+    ));
     /// An observe scope of `[governance]` that covers a `security`-tier
     /// policy.
     GovernanceObservesSecurity = "governance::observes_security", Warning, Some((
@@ -315,6 +320,7 @@ mod tests {
                 | "analyze::unknown"
                 | "analyze::unencodable"
                 | "plan::underpowered"
+                | "plan::cost_without_envelope"
                 | "governance::observes_security"
                 | "inventory::unknown_tool"
                 | "inventory::unknown_agent"

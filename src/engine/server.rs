@@ -423,6 +423,10 @@ impl Engine {
                 failsafe: outcome.is_none(),
                 latency,
             });
+            stats.record_agent(
+                &ev.artifact().inventory,
+                json.get("agent").and_then(Value::as_str),
+            );
         }
         self.agent_calls.record(
             &ev.artifact().inventory,
@@ -479,6 +483,7 @@ impl Engine {
                 request: json,
                 decoded: req,
                 stable: response.decision,
+                stable_observed: response.observed,
                 now,
                 counted,
                 weight: 3 * body.len() + 1024,

@@ -11,11 +11,14 @@
 //! snapshot: the histogram's counts add up to the requests, and a shadow
 //! comparison is never counted before its evaluation. Each latency also goes
 //! to [`PrometheusLatency`], fixed Prometheus buckets of atomics with an
-//! exact sum. In Prometheus terms the counters reset when the route
+//! exact sum. The calls of each agent of the cohort artifact's inventory
+//! that has a cost envelope are counted per cohort too, for the rollout's
+//! `max_cost_ratio` gate. In Prometheus terms the counters reset when the route
 //! changes, which `rate()` and `increase()` handle as a counter reset.
 //!
 //! Nothing here writes a document; this module only counts and reads.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -23,7 +26,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::api::route::Cohort;
-use crate::api::stats::{CohortFigures, Decisions, Divergence, Latency, ShadowFigures};
+use crate::api::stats::{AgentCalls, CohortFigures, Decisions, Divergence, Latency, ShadowFigures};
+use crate::model::inventory::Inventory;
 use crate::model::ir::DecisionKind;
 
 const KINDS: [DecisionKind; 4] = [
@@ -67,6 +71,11 @@ struct Counts {
     latency: Option<Histogram<u64>>,
     /// Shadow comparisons: `[stable][candidate]` decision counts.
     pairs: [[u64; 4]; 4],
+    /// Shadow comparisons answered alike whose enforced decisions differ.
+    observed_diverged: u64,
+    /// Calls per agent of the artifact's inventory with a cost envelope:
+    /// (calls, `calls_per_day`). At most one entry per inventoried agent.
+    agents: BTreeMap<String, (u64, u64)>,
 }
 
 /// What one evaluation contributes.
@@ -97,6 +106,8 @@ impl CohortStats {
                 // 1 µs to one hour, three significant digits.
                 latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
                 pairs: [[0; 4]; 4],
+                observed_diverged: 0,
+                agents: BTreeMap::new(),
             }),
             prometheus: PrometheusLatency::default(),
         }
@@ -123,20 +134,53 @@ impl CohortStats {
         }
     }
 
+    /// Counts a call by `agent` in this cohort, when the inventory of the
+    /// artifact that evaluated it (this cohort's) has it with a cost
+    /// envelope: only inventoried agents are counted, so the map holds at
+    /// most one entry per agent of the inventory.
+    pub fn record_agent(&self, inventory: &Inventory, agent: Option<&str>) {
+        let Some((id, envelope)) = agent
+            .and_then(|a| inventory.agent(a))
+            .and_then(|a| a.cost.map(|c| (a.id.as_str(), c.calls_per_day)))
+        else {
+            return;
+        };
+        let mut c = self.lock();
+        match c.agents.get_mut(id) {
+            Some(entry) => entry.0 = entry.0.saturating_add(1),
+            None => {
+                c.agents.insert(id.to_string(), (1, envelope));
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a shadow comparison of the stable decision with this
-    /// (candidate) artifact's.
-    pub fn record_pair(&self, stable: DecisionKind, candidate: DecisionKind) {
-        if let Some(n) = self
-            .lock()
+    /// (candidate) artifact's, each answered decision with its observed one
+    /// (the policies' decision of a request in an observe scope): the pair
+    /// of answers is counted, and when the answers agree but the decisions
+    /// enforcement would answer (the observed one where there is one)
+    /// differ, so is that.
+    pub fn record_pair(
+        &self,
+        (stable, stable_observed): (DecisionKind, Option<DecisionKind>),
+        (candidate, candidate_observed): (DecisionKind, Option<DecisionKind>),
+    ) {
+        let mut c = self.lock();
+        if let Some(n) = c
             .pairs
             .get_mut(kind_index(stable))
             .and_then(|row| row.get_mut(kind_index(candidate)))
         {
             *n += 1;
+        }
+        if stable == candidate
+            && stable_observed.unwrap_or(stable) != candidate_observed.unwrap_or(candidate)
+        {
+            c.observed_diverged += 1;
         }
     }
 
@@ -202,6 +246,7 @@ impl CohortStats {
                 diverged,
                 divergence: ratio(diverged, compared),
                 pairs,
+                observed_diverged: c.observed_diverged,
             }
         });
         CohortFigures {
@@ -218,6 +263,15 @@ impl CohortStats {
             latency_ms,
             histogram,
             shadow,
+            agents: c
+                .agents
+                .iter()
+                .map(|(agent, &(calls, calls_per_day))| AgentCalls {
+                    agent: agent.clone(),
+                    calls,
+                    calls_per_day,
+                })
+                .collect(),
         }
     }
 }

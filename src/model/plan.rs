@@ -65,7 +65,7 @@ impl StageKind {
 /// durations, `min_samples`, `max_divergence` and the live gates; a split
 /// stage has `percent` (required), `match`, the durations, `min_samples` and
 /// the live gates (`max_error_rate`, `max_deny_rate_delta`,
-/// `max_latency_p99_delta_ms`).
+/// `max_latency_p99_delta_ms`, `max_cost_ratio`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
     pub name: String,
@@ -123,6 +123,12 @@ pub struct Gates {
     /// milliseconds, 0 or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_latency_p99_delta_ms: Option<f64>,
+    /// Live stages: the candidate cohort's calls per inventoried agent over
+    /// the stage, projected to a day at the cohort's share of traffic, over
+    /// the agent's `cost.calls_per_day`; above 0 (`1.2`: within 20% over the
+    /// estimate). See `rollout::stage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost_ratio: Option<f64>,
 }
 
 /// The normal quantile of the 95% two-sided confidence every gate is judged

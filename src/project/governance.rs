@@ -48,6 +48,36 @@ pub(super) fn read(cx: &mut Cx<'_>, t: &DeTable<'_>, declared: &Declared) -> Opt
     governance
 }
 
+/// The span of every `max_cost_ratio` key of `[[rollout.stage]]` in
+/// `text`, with its stage's name (for `plan::cost_without_envelope`).
+pub fn cost_gate_spans(text: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    use toml::de::DeValue;
+    let Ok(root) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let Some(DeValue::Table(rollout)) = root.get_ref().get("rollout").map(|r| r.get_ref()) else {
+        return Vec::new();
+    };
+    let Some(DeValue::Array(stages)) = rollout.get("stage").map(|s| s.get_ref()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for stage in stages {
+        let DeValue::Table(t) = stage.get_ref() else {
+            continue;
+        };
+        let Some((key, _)) = t.get_key_value("max_cost_ratio") else {
+            continue;
+        };
+        let name = match t.get("name").map(|n| n.get_ref()) {
+            Some(DeValue::String(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        out.push((name, key.span()));
+    }
+    out
+}
+
 /// The span of the `observe` value of `[governance]` in `sluice.toml`, for
 /// findings about the scope; `None` when the file has none (or does not
 /// read as TOML).

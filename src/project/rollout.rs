@@ -19,7 +19,7 @@ use crate::model::plan::{Gates, RollbackTriggers, RolloutPlan, Stage, StageKind,
 
 const ROLLOUT_KEYS: [&str; 3] = ["hash_key", "stage", "rollback"];
 const ROLLBACK_KEYS: [&str; 3] = ["error_rate", "deny_rate_delta", "latency_p99_ms"];
-const STAGE_KEYS: [&str; 12] = [
+const STAGE_KEYS: [&str; 13] = [
     "name",
     "percent",
     "match",
@@ -32,6 +32,7 @@ const STAGE_KEYS: [&str; 12] = [
     "max_error_rate",
     "max_deny_rate_delta",
     "max_latency_p99_delta_ms",
+    "max_cost_ratio",
 ];
 
 /// A stage waits at most this many times its `min_duration` when no
@@ -260,7 +261,8 @@ fn applies(key: &str, kind: StageKind) -> bool {
         | "min_samples"
         | "max_error_rate"
         | "max_deny_rate_delta"
-        | "max_latency_p99_delta_ms" => matches!(kind, Shadow | Split),
+        | "max_latency_p99_delta_ms"
+        | "max_cost_ratio" => matches!(kind, Shadow | Split),
         _ => true,
     }
 }
@@ -513,6 +515,10 @@ fn read_gate(cx: &mut Cx<'_>, key: &str, v: &Value<'_>, what: &str, g: &mut Gate
         "max_latency_p99_delta_ms" => {
             g.max_latency_p99_delta_ms = cx.non_negative(v, what, "max_latency_p99_delta_ms = 5");
             g.max_latency_p99_delta_ms.is_some()
+        }
+        "max_cost_ratio" => {
+            g.max_cost_ratio = cx.positive(v, what, "max_cost_ratio = 1.2");
+            g.max_cost_ratio.is_some()
         }
         // INVARIANT: the caller passes only keys of `STAGE_KEYS` handled here.
         _ => false,

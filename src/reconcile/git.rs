@@ -335,7 +335,7 @@ impl Mirror {
         }
         if self.same_policies(&head_sha, &base.id().to_string()) {
             return not_needed(format!(
-                "the policy files at the head of `{}` are those of {} again",
+                "the policy and agent files at the head of `{}` are those of {} again",
                 self.branch,
                 short::hash(&base.id().to_string())
             ));
@@ -414,7 +414,8 @@ impl Mirror {
         Ok((all && !by.is_empty()).then(|| by.join(", ")))
     }
 
-    /// Whether two commits have the same `sluice.toml` and policy files.
+    /// Whether two commits have the same `sluice.toml`, policy files and
+    /// agent files (everything the artifact is built from).
     fn same_policies(&self, a: &str, b: &str) -> bool {
         let read = |sha: &str| self.read_commit(sha).ok().and_then(|f| f.sources.ok());
         match (read(a), read(b)) {
@@ -422,6 +423,7 @@ impl Mirror {
                 let files = |s: &RepoSources| -> Vec<(String, String)> {
                     std::iter::once(&s.project)
                         .chain(&s.policies)
+                        .chain(&s.agents)
                         .map(|f| (f.name.clone(), f.text.to_string()))
                         .collect()
                 };

@@ -1,7 +1,12 @@
 //! The fleet's figures: every engine's `GET /v1/stats` summed into one
 //! [`Observation`] for the stage decision. Pure.
 //!
-//! Counts (requests, errors, denies, shadow comparisons) add up exactly.
+//! Counts (requests, errors, denies, shadow comparisons, an inventoried
+//! agent's calls in the candidate cohort) add up exactly. A shadow
+//! comparison diverges when the answers differ, or when they agree but
+//! what enforcement would answer differs (an observe scope on either side:
+//! `observed_diverged`), so `max_divergence` sees a candidate that changes
+//! what the policies decide inside an observe scope.
 //! A p99 latency does not: the engines' latency histograms (`histogram` in
 //! each cohort of `GET /v1/stats`, buckets with the same bounds on every
 //! engine) are merged and the p99 with its 95% bounds is read at the ranks
@@ -11,7 +16,9 @@
 //! largest (an engine with fewer than 100 requests in the cohort
 //! contributes its maximum instead, its p99 being no better known).
 
-use crate::api::gate::{Cohort, Observation, Quantile};
+use std::collections::BTreeMap;
+
+use crate::api::gate::{AgentCalls, Cohort, Observation, Quantile};
 use crate::api::route::{self, Mode, RouteSpec};
 use crate::api::stats::{CohortFigures, EngineStats};
 use crate::rollout::gate::{self, Z95};
@@ -41,13 +48,30 @@ pub fn sum(desired: &RouteSpec, engines: &[&EngineStats]) -> Observation {
     let (compared, diverged) = cand
         .iter()
         .filter_map(|c| c.shadow.as_ref())
-        .fold((0, 0), |(a, b), s| (a + s.compared, b + s.diverged));
+        .fold((0, 0), |(a, b), s| {
+            (a + s.compared, b + s.diverged + s.observed_diverged)
+        });
     Observation {
         candidate: cohort(&cand),
         stable: cohort(&stable),
         compared,
         diverged,
+        agents: agent_calls(&cand),
     }
+}
+
+/// The cohort's calls per inventoried agent, summed over the engines, by
+/// id. Every part is the same artifact, so an agent's envelope is the same
+/// in each; the first one read is kept.
+fn agent_calls(parts: &[&CohortFigures]) -> Vec<AgentCalls> {
+    let mut by_agent: BTreeMap<&str, AgentCalls> = BTreeMap::new();
+    for a in parts.iter().flat_map(|c| c.agents.iter()) {
+        by_agent
+            .entry(a.agent.as_str())
+            .and_modify(|e| e.calls = e.calls.saturating_add(a.calls))
+            .or_insert_with(|| a.clone());
+    }
+    by_agent.into_values().collect()
 }
 
 fn cohort(parts: &[&CohortFigures]) -> Cohort {

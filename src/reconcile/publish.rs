@@ -49,7 +49,7 @@ impl Runner {
                     }
                     _ => Vec::new(),
                 },
-                observed: self.observed.figures,
+                observed: self.observed.figures.clone(),
                 replay: r.replay,
                 notes: (!r.notes.is_empty()).then(|| r.notes.clone()),
                 base: r.base.clone(),

@@ -8,6 +8,8 @@
 //! - a difference of two rates (candidate deny rate − stable deny rate): the
 //!   **Newcombe hybrid score interval** (Newcombe 1998, method 10), built from
 //!   the two Wilson intervals;
+//! - a count of calls over a stretch of time (an agent's calls against its
+//!   cost envelope): the **Poisson score interval**;
 //! - a p99 latency: the distribution-free interval of a quantile from order
 //!   statistics, ranks `n·q ± z·√(n·q·(1−q))` (normal approximation of the
 //!   binomial), read from the latency histogram; a p99 difference bounds as
@@ -38,6 +40,21 @@ pub fn wilson(k: u64, n: u64, z: f64) -> Interval {
     Interval {
         lo: (centre - half).max(0.0),
         hi: (centre + half).min(1.0),
+    }
+}
+
+/// The score interval of the mean of a Poisson count `k` (events in a
+/// fixed exposure): the `λ` with `(k − λ)² ≤ z²·λ`, that is
+/// `k + z²/2 ± z·√(k + z²/4)`. With no event it is `[0, z²]`: a quiet
+/// stretch bounds the rate from above, never at 0.
+pub fn poisson(k: u64, z: f64) -> Interval {
+    let k = k as f64;
+    let z2 = z * z;
+    let centre = k + z2 / 2.0;
+    let half = z * (k + z2 / 4.0).sqrt();
+    Interval {
+        lo: (centre - half).max(0.0),
+        hi: centre + half,
     }
 }
 

@@ -64,6 +64,84 @@ fn reading(
         estimate,
         interval,
         verdict,
+        subject: None,
+    }
+}
+
+/// The seconds of the day `cost.calls_per_day` counts.
+const DAY_SECS: f64 = 86_400.0;
+
+/// `max_cost_ratio`: every inventoried agent with a cost envelope whose
+/// calls the candidate cohort saw in this stage, its calls projected to a
+/// day over its `calls_per_day`.
+///
+/// An agent's calls in the cohort over `elapsed` are what its envelope
+/// allows for that time at the cohort's `share` of the agent's traffic
+/// (the stage's `percent`, or all of it in shadow) when the ratio is 1:
+/// `ratio = calls / (share · elapsed/1 day · calls_per_day)`, with the
+/// Poisson score interval of the count scaled alike. It fails when some
+/// agent's lower bound is over `limit`, passes when every agent read has
+/// its upper bound at or under it, and waits otherwise — also when no
+/// agent was read (no inventoried agent with an envelope called in the
+/// cohort, or no time has passed). The reading shown is the worst agent's,
+/// named as its `subject`: the failing one with the highest lower bound,
+/// else the one with the highest upper bound.
+fn cost_reading(limit: f64, share: f64, elapsed: Duration, obs: &Observation) -> GateReading {
+    let days = elapsed.as_secs_f64() / DAY_SECS;
+    let read: Vec<GateReading> = obs
+        .agents
+        .iter()
+        .filter(|a| a.calls > 0)
+        .filter_map(|a| {
+            let expected = share * days * a.calls_per_day as f64;
+            if !(expected > 0.0 && expected.is_finite()) {
+                return None;
+            }
+            let iv = gate::poisson(a.calls, Z95);
+            let iv = Interval {
+                lo: iv.lo / expected,
+                hi: iv.hi / expected,
+            };
+            let mut r = reading(
+                Gate::MaxCostRatio,
+                limit,
+                a.calls as f64 / expected,
+                iv,
+                gate::at_most(limit, iv),
+            );
+            r.subject = Some(a.agent.clone());
+            Some(r)
+        })
+        .collect();
+    let failing = read
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .max_by(|a, b| a.interval.lo.total_cmp(&b.interval.lo));
+    let worst = failing.or_else(|| {
+        read.iter()
+            .max_by(|a, b| a.interval.hi.total_cmp(&b.interval.hi))
+    });
+    match worst {
+        Some(r) => r.clone(),
+        None => reading(
+            Gate::MaxCostRatio,
+            limit,
+            0.0,
+            Interval {
+                lo: 0.0,
+                hi: f64::INFINITY,
+            },
+            Verdict::Wait,
+        ),
+    }
+}
+
+/// The candidate cohort's share of the traffic it may see: all of it in
+/// shadow, the stage's `percent` of the hash buckets in a split stage.
+fn cohort_share(stage: &Stage) -> f64 {
+    match stage.kind {
+        StageKind::Split => f64::from(stage.percent.unwrap_or(0)) / 100.0,
+        StageKind::Shadow | StageKind::Replay => 1.0,
     }
 }
 
@@ -131,8 +209,9 @@ pub fn triggers(t: &RollbackTriggers, obs: &Observation) -> Vec<GateReading> {
     .collect()
 }
 
-/// The gates of a live stage read against an observation.
-pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
+/// The gates of a live stage read against an observation, `elapsed` into
+/// the stage.
+pub fn gates(stage: &Stage, elapsed: Duration, obs: &Observation) -> Vec<GateReading> {
     let g = &stage.gates;
     let c = obs.candidate;
     [
@@ -154,6 +233,8 @@ pub fn gates(stage: &Stage, obs: &Observation) -> Vec<GateReading> {
                 unknown,
             )
         }),
+        g.max_cost_ratio
+            .map(|limit| cost_reading(limit, cohort_share(stage), elapsed, obs)),
     ]
     .into_iter()
     .flatten()
@@ -183,7 +264,7 @@ pub fn decide(
     let samples = obs.candidate.requests;
     let mut triggers = triggers(rollback, obs);
     hold_back(&mut triggers, samples, MIN_FAIL_SAMPLES);
-    let mut readings = gates(stage, obs);
+    let mut readings = gates(stage, elapsed, obs);
     let gate_floor = stage.min_samples.unwrap_or(0).max(MIN_FAIL_SAMPLES);
     hold_back(&mut readings, samples, gate_floor);
     let samples_left = stage
@@ -241,8 +322,16 @@ pub fn decide(
 
 fn describe(kind: &str, g: &GateReading) -> String {
     format!(
-        "{kind} {} = {:.4} (95% interval {:.4}..{:.4}) past {}",
-        g.gate, g.estimate, g.interval.lo, g.interval.hi, g.limit
+        "{kind} {}{} = {:.4} (95% interval {:.4}..{:.4}) past {}",
+        g.gate,
+        g.subject
+            .as_deref()
+            .map(|s| format!(" of `{s}`"))
+            .unwrap_or_default(),
+        g.estimate,
+        g.interval.lo,
+        g.interval.hi,
+        g.limit
     )
 }
 

@@ -155,7 +155,11 @@ async fn a_scope_moved_from_observe_to_enforce_is_rolled_out_stage_by_stage() {
     );
     // Shadow: stable answered agent-0's searches `allow` (observed), the
     // candidate denies them: that, and only that, diverges.
-    let shadow = lines[3].figures.observed.expect("the shadow figures");
+    let shadow = lines[3]
+        .figures
+        .observed
+        .clone()
+        .expect("the shadow figures");
     assert!(shadow.compared >= 100, "{shadow:?}");
     assert!(shadow.diverged > 0, "{shadow:?}");
     assert!(shadow.diverged * 4 < shadow.compared, "{shadow:?}");
@@ -181,5 +185,101 @@ async fn a_scope_moved_from_observe_to_enforce_is_rolled_out_stage_by_stage() {
         let v: Value = serde_json::to_value(&r).unwrap();
         assert!(v.get("observed").is_none(), "{v}");
     }
+    daemon.stop().await.unwrap();
+}
+
+/// search denied to every agent but agent-0: inside agent-0's observe scope
+/// the policies now allow what they denied, and nothing else changes.
+const SPARE_AGENT_0: &str = r#"policy search version 1.1.0 {
+  rule no_search {
+    when tool == "search" and agent != "agent-0"
+    deny NO_SEARCH "No search"
+  }
+}
+"#;
+
+/// A candidate that answers every request as stable does but changes what
+/// the policies decide inside the observe scope: the shadow stage counts
+/// those requests as diverging (what enforcement would answer differs), so
+/// a tight `max_divergence` holds it — it is rolled back at shadow, where
+/// comparing answers alone would have let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_sees_a_candidate_change_what_an_observed_scope_would_get() {
+    fixture::logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    // agent-0's searches are about 1/15 of the traffic: past a 0.02 gate.
+    let tight = TOML.replace("max_divergence = 0.05", "max_divergence = 0.02");
+    assert!(tight.contains("max_divergence = 0.02"));
+    let observing = format!("{tight}\n[governance]\nobserve = {{ agent = [\"agent-0\"] }}\n");
+    let s0 = repo.commit(
+        "Block search, observing agent-0",
+        &[
+            ("sluice.toml", Some(&observing)),
+            ("policies/search.policy", Some(BAD)),
+            ("traces/governance.jsonl", Some(OBSERVED_TRACES)),
+        ],
+    );
+    let engines = fixture::engines(2).await;
+    let _traffic = Traffic::start(
+        engines.iter().map(Engine::url).collect(),
+        4,
+        Duration::from_millis(2),
+    );
+    let state = tmp.path().join("state");
+    let daemon = Daemon::start(fixture::config(&repo, &state, &engines))
+        .await
+        .unwrap();
+    wait_for("the observing commit installed", LIMIT, || {
+        let s = daemon.status();
+        (s.stable?.commit.as_deref() == Some(s0.as_str()) && s.engines.iter().all(|e| e.on_route))
+            .then_some(())
+    })
+    .await;
+
+    let c1 = repo.commit(
+        "Let agent-0 search",
+        &[("policies/search.policy", Some(SPARE_AGENT_0))],
+    );
+    daemon.trigger_fetch();
+    wait_for("the candidate rolled back", LIMIT, || {
+        let s = daemon.status();
+        s.quarantine.iter().any(|q| q.commit == c1).then_some(())
+    })
+    .await;
+    let lines = audit(&state);
+    fixture::assert_consistent(&lines);
+    let mine: Vec<_> = lines
+        .iter()
+        .filter(|t| t.commit.as_deref() == Some(c1.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        events(&mine)[..3],
+        [
+            "start:stable>replay",
+            "advance:replay>shadow",
+            "rollback:shadow>stable"
+        ]
+    );
+    assert!(
+        mine[2].reason.contains("gate max_divergence"),
+        "{}",
+        mine[2].reason
+    );
+    // The answers never differed: every request got from the candidate what
+    // it got from stable (agent-0's searches `allow` on both sides), so the
+    // candidate denies no more than stable (fewer only by the shadow
+    // evaluations still queued); the divergence is the observed scope's.
+    let shadow = mine[2]
+        .figures
+        .observed
+        .clone()
+        .expect("the shadow figures");
+    assert!(shadow.diverged > 0, "{shadow:?}");
+    assert!(
+        shadow.candidate.denies <= shadow.stable.denies,
+        "{shadow:?}"
+    );
     daemon.stop().await.unwrap();
 }

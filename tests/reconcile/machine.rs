@@ -113,6 +113,7 @@ fn figures(cand: (u64, u64, u64), stable: (u64, u64, u64), diverged: u64) -> Obs
             stable: c(stable),
             compared: cand.0,
             diverged,
+            agents: Vec::new(),
         }),
         complete: true,
         unreachable: Vec::new(),

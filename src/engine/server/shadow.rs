@@ -49,6 +49,8 @@ pub(super) struct ShadowJob {
     /// artifacts have the same schema (the usual case).
     pub(super) decoded: Request,
     pub(super) stable: DecisionKind,
+    /// Stable's observed decision, for a request in its observe scope.
+    pub(super) stable_observed: Option<DecisionKind>,
     pub(super) now: u64,
     /// The counters stable counted this request in: the candidate's dry run
     /// reads them as they were before it.
@@ -222,8 +224,13 @@ async fn shadow_one(
         latency,
     });
     if let Some(d) = decision {
-        stats.record_pair(job.stable, d);
+        let observed = result.as_ref().ok().and_then(|()| outcome.observed());
+        stats.record_pair((job.stable, job.stable_observed), (d, observed));
     }
+    stats.record_agent(
+        &ev.artifact().inventory,
+        job.request.get("agent").and_then(serde_json::Value::as_str),
+    );
     if let Some(mut line) = job.line {
         line.shadow = Some(ShadowLine {
             artifact: candidate.hash().to_string(),

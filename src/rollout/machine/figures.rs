@@ -25,7 +25,7 @@ pub fn current_decision(state: &State, ctx: &Ctx<'_>) -> Option<StageDecision> {
 /// The figures of a decision, for audit lines.
 pub fn figures(decision: Option<&StageDecision>, obs: Option<&Observation>) -> Figures {
     let mut out = Figures {
-        observed: obs.copied(),
+        observed: obs.cloned(),
         ..Figures::default()
     };
     if let Some(d) = decision {
