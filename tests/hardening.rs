@@ -543,6 +543,24 @@ fn an_artifact_whose_hash_verifies_but_whose_content_is_invalid_is_a_422() {
     }
 }
 
+/// An artifact must be a JSON object: serde would read its struct from a
+/// JSON array of its fields as well.
+#[test]
+fn an_artifact_that_is_not_a_json_object_is_a_400() {
+    let engine = engine(&[]);
+    let hash = "0".repeat(64);
+    for body in ["[]", " [\"sluice\", 1]", "\"x\"", "7"] {
+        let raw = format!(
+            "PUT /v1/artifacts/{hash} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = request(engine.addr, &raw).unwrap();
+        assert_eq!(answer.status, 400, "{body}: {answer:?}");
+        let error = answer.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("must be a JSON object"), "{body}: {error}");
+    }
+}
+
 /// Nesting far past the limit is a located `parse::syntax` error from
 /// `check` and `fmt`, not a stack overflow.
 #[test]

@@ -570,6 +570,12 @@ async fn put_artifact(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
+    if !is_json_object(&body) {
+        return Err(ApiError::BadRequest(
+            "invalid artifact: the body must be a JSON object (an artifact `sluice compile` wrote)"
+                .to_string(),
+        ));
+    }
     // Verifying the hash and compiling regexes is CPU work: off the
     // request threads.
     let (created, summary) = tokio::task::spawn_blocking(move || engine.put_artifact(&hash, &body))
