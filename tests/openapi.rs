@@ -657,6 +657,12 @@ async fn the_request_schemas_admit_what_the_servers_take() {
         json!({"decision": "approve", "by": "alice", "reason": null}),
         json!({"decision": "maybe", "by": "alice"}),
         json!(["approve", "alice"]),
+        json!({"decision": "approve", "by": "al\u{7}ice"}),
+        json!({"decision": "approve", "by": "al\u{85}ice"}),
+        json!({"decision": "approve", "by": "a".repeat(200)}),
+        json!({"decision": "approve", "by": "a".repeat(201)}),
+        json!({"decision": "reject", "by": "alice", "reason": "r".repeat(2000)}),
+        json!({"decision": "reject", "by": "alice", "reason": "r".repeat(2001)}),
     ] {
         agrees(&doc, &app, decide, TOKEN, body).await;
     }

@@ -14,6 +14,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest `by` kept (the daemon's audit log, an engine's approvals).
+pub const MAX_BY: usize = 200;
+
+/// The longest `reason` kept (the daemon's audit log and `state.json`, an
+/// engine's approvals).
+pub const MAX_REASON: usize = 2000;
+
+/// Whether `by` names someone as both servers keep it: 1 to [`MAX_BY`]
+/// bytes, not blank, no control characters.
+pub fn valid_by(by: &str) -> bool {
+    !by.trim().is_empty() && by.len() <= MAX_BY && !by.chars().any(char::is_control)
+}
+
 /// The body of the commands: why, and what the command is about. Every
 /// field is optional on the wire; the daemon refuses (400) a field its
 /// command does not take, or one it needs that is missing. An empty body

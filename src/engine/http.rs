@@ -692,10 +692,16 @@ async fn decide_approval(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let d: DecideRequest = parse_json(&body, "approval decision")?;
-    if d.by.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "`by` must name who decided".to_string(),
-        ));
+    use crate::api::control::{MAX_BY, MAX_REASON, valid_by};
+    if !valid_by(&d.by) {
+        return Err(ApiError::BadRequest(format!(
+            "`by` must name who decided: 1 to {MAX_BY} bytes, no control characters"
+        )));
+    }
+    if d.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return Err(ApiError::BadRequest(format!(
+            "`reason` is longer than {MAX_REASON} bytes: say it in fewer words"
+        )));
     }
     let record = engine
         .decide(&id, d.decision, d.by.trim(), d.reason.as_deref())

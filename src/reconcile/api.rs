@@ -69,11 +69,7 @@ pub const MAX_HOOK_BODY: usize = 5 << 20;
 /// The largest body any other route takes.
 pub const MAX_BODY: usize = 2 << 20;
 
-/// The longest `by` kept in the audit log.
-pub const MAX_BY: usize = 200;
-
-/// The longest `reason` kept in the audit log (and in `state.json`).
-pub const MAX_REASON: usize = 2000;
+pub use crate::api::control::{MAX_BY, MAX_REASON};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -285,7 +281,7 @@ fn body(name: &str, body: &Bytes, takes: &[&str]) -> Result<CommandBody, String>
         ));
     }
     if let Some(by) = &b.by
-        && (by.trim().is_empty() || by.len() > MAX_BY || by.chars().any(char::is_control))
+        && !crate::api::control::valid_by(by)
     {
         return Err(format!(
             "`by` must name who gives the command: 1 to {MAX_BY} bytes, no control characters"
