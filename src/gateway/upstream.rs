@@ -98,6 +98,11 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The longest an HTTP upstream is given to answer the MCP 2026-07-28
+/// probe (`server/discover`) before the gateway speaks the `initialize`
+/// handshake instead (a third of the start bound when that is shorter).
+pub const DISCOVER_PROBE: Duration = Duration::from_secs(10);
+
 impl Upstream {
     /// Connects to `spec`: the start and handshake are bounded by `start`,
     /// every later call by `timeout`.
@@ -114,21 +119,41 @@ impl Upstream {
             match &spec.target {
                 Target::Http(url) => {
                     let client = http_client().map_err(|e| failed(e.to_string()))?;
-                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                    let transport = || {
+                        let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                        StreamableHttpClientTransport::with_client(client.clone(), config)
+                    };
                     // MCP 2026-07-28 when the upstream speaks it (no
                     // session; rmcp's legacy path drops a call's stream
                     // before it ends, which closed the connection after
-                    // nearly every call), else the initialize handshake.
-                    let lifecycle = ClientLifecycleMode::Auto {
+                    // nearly every call). Any other answer to the probe, or
+                    // none within its bound, and the initialize handshake
+                    // on a new transport: a late answer to the probe is
+                    // never taken for the handshake's.
+                    let discover = ClientLifecycleMode::Discover {
                         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-                        legacy_version: None,
                     };
-                    ().serve_with_lifecycle(
-                        StreamableHttpClientTransport::with_client(client, config),
-                        lifecycle,
+                    let probe = (start / 3).min(DISCOVER_PROBE);
+                    match tokio::time::timeout(
+                        probe,
+                        ().serve_with_lifecycle(transport(), discover),
                     )
                     .await
-                    .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                    {
+                        Ok(Ok(service)) => Ok(service),
+                        Ok(Err(e)) => {
+                            tracing::debug!(upstream = %spec.name, error = %e, "no MCP 2026-07-28: the initialize handshake");
+                            ().serve(transport())
+                                .await
+                                .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                        }
+                        Err(_) => {
+                            tracing::info!(upstream = %spec.name, after = ?probe, "no answer to the MCP 2026-07-28 probe: the initialize handshake");
+                            ().serve(transport())
+                                .await
+                                .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                        }
+                    }
                 }
                 Target::Command(argv) => {
                     let (program, args) = argv

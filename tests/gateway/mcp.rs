@@ -626,3 +626,65 @@ fn the_upstream_connection_is_kept_across_calls() {
         "{closed} connections to the upstream closed for 20 calls"
     );
 }
+
+/// An upstream that never answers the MCP 2026-07-28 probe (a server that
+/// ignores methods it does not know) is still reached: the gateway gives
+/// the probe a third of its start bound, then speaks the `initialize`
+/// handshake on a new transport.
+#[test]
+fn an_upstream_that_ignores_the_discovery_probe_is_reached_by_initialize() {
+    let p = policies();
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = free_port();
+    let _up = Child(
+        Command::new(python())
+            .arg(script("upstream.py"))
+            .arg(dir.path().join("http.jsonl"))
+            .args(["http", &up_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(up_port, "the python upstream");
+    let proxy_port = free_port();
+    let _proxy = Child(
+        Command::new(python())
+            .arg(script("nodiscover.py"))
+            .arg(proxy_port.to_string())
+            .arg(format!("http://127.0.0.1:{up_port}/mcp"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(proxy_port, "the proxy");
+    let port = free_port();
+    let started = Instant::now();
+    let _gw = Child(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--upstream",
+                &format!("http=http://127.0.0.1:{proxy_port}/mcp"),
+            ])
+            .args(["--agent", "bot", "--org", "acme"])
+            .args(["--upstream-start-timeout", "3s"])
+            .args(with_artifact(&p).0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "the gateway");
+    // The probe's second, then the handshake: well within the start bound.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let answers = client(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &json!([{"call": "http.pay", "args": {"amount": 5, "to": "ann"}}]),
+    );
+    assert_eq!(
+        answers[0],
+        json!({"is_error": false, "text": "paid 5 to ann"})
+    );
+}
