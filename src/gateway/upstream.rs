@@ -98,6 +98,23 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Why an HTTP upstream could not be reached, with a hint when it
+/// redirects (a server mounted at `/mcp/` answers `/mcp` with a 307): the
+/// gateway does not follow redirects, which could lead its calls elsewhere.
+fn connect_error(url: &str, error: &str) -> String {
+    let redirects = ["HTTP 301", "HTTP 302", "HTTP 303", "HTTP 307", "HTTP 308"]
+        .iter()
+        .any(|code| error.contains(code));
+    if redirects {
+        format!(
+            "connecting to {url}: {error} (the server redirects, and the gateway does not follow \
+             redirects: give the URL it redirects to, often the same with a trailing `/`)"
+        )
+    } else {
+        format!("connecting to {url}: {error}")
+    }
+}
+
 /// The longest an HTTP upstream is given to answer the MCP 2026-07-28
 /// probe (`server/discover`) before the gateway speaks the `initialize`
 /// handshake instead (a third of the start bound when that is shorter).
@@ -145,13 +162,13 @@ impl Upstream {
                             tracing::debug!(upstream = %spec.name, error = %e, "no MCP 2026-07-28: the initialize handshake");
                             ().serve(transport())
                                 .await
-                                .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                                .map_err(|e| failed(connect_error(url.as_str(), &e.to_string())))
                         }
                         Err(_) => {
                             tracing::info!(upstream = %spec.name, after = ?probe, "no answer to the MCP 2026-07-28 probe: the initialize handshake");
                             ().serve(transport())
                                 .await
-                                .map_err(|e| failed(format!("connecting to {url}: {e}")))
+                                .map_err(|e| failed(connect_error(url.as_str(), &e.to_string())))
                         }
                     }
                 }

@@ -688,3 +688,33 @@ fn an_upstream_that_ignores_the_discovery_probe_is_reached_by_initialize() {
         json!({"is_error": false, "text": "paid 5 to ann"})
     );
 }
+
+/// An upstream URL that redirects (`/mcp` to `/mcp/`) stops the gateway at
+/// once with a message that says what to give instead.
+#[test]
+fn an_upstream_that_redirects_is_named_with_a_hint() {
+    let p = policies();
+    let up_port = free_port();
+    let _up = Child(
+        Command::new(python())
+            .arg(script("redirect.py"))
+            .arg(up_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(up_port, "the redirecting server");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gateway", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--upstream", &format!("up=http://127.0.0.1:{up_port}/mcp")])
+        .args(["--agent", "bot", "--org", "acme"])
+        .args(["--upstream-start-timeout", "5s"])
+        .args(with_artifact(&p).0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("307"), "{err}");
+    assert!(err.contains("trailing `/`"), "{err}");
+}
